@@ -1,0 +1,147 @@
+//! Starting, stopping and killing the daemon from the CLI.
+
+use super::client::{self, status_error};
+use super::output::{duration_text, print_json};
+use crate::home::Home;
+use crate::state::pidlock::{self, read_owner};
+use anyhow::{Context, bail};
+use herd_proto::supervisor as pb;
+use serde_json::json;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `herd up` waits for a new daemon to answer.
+const UP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `herd up`: launches `herd up --foreground --detached` in its own session and returns once
+/// it answers on the socket. Errors the daemon prints before it is ready (the pid lock is
+/// taken, the state is unreadable) come back through its stderr pipe.
+pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
+    home.ensure().with_context(|| format!("cannot create herd home {}", home.root().display()))?;
+    if pidlock::is_locked(&home.pid_file()) {
+        let pid = read_owner(&home.pid_file()).map(|o| o.pid.to_string()).unwrap_or_else(|| "unknown".into());
+        bail!("herd is already running (pid {pid}) with home {}; `herd down` stops it", home.root().display());
+    }
+    let exe = std::env::current_exe().context("cannot find the herd binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["up", "--foreground", "--detached"])
+        .env("HERD_HOME", home.root())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // Own session: no terminal hang-up or Ctrl-C of this shell reaches the daemon.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("cannot launch the daemon")?;
+    let mut early = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        // EOF: the daemon either exited or pointed its stderr at daemon.log (ready).
+        let _ = err.read_to_string(&mut early);
+    }
+    if let Some(status) = child.try_wait()? {
+        let msg = early.trim();
+        let msg = msg.strip_prefix("herd: ").unwrap_or(msg);
+        bail!("{}", if msg.is_empty() { format!("the daemon exited at start ({status})") } else { msg.to_string() });
+    }
+    let pid = child.id();
+    let deadline = Instant::now() + UP_DEADLINE;
+    let rt = current_thread()?;
+    loop {
+        if let Ok(mut c) = rt.block_on(client::connect(home))
+            && let Ok(r) = rt.block_on(c.ping(pb::PingRequest {}))
+        {
+            let r = r.into_inner();
+            if json {
+                print_json(&json!({ "pid": r.pid, "version": r.version, "home": r.home }));
+            } else {
+                println!("herd daemon up (pid {}), home {}", r.pid, r.home);
+            }
+            for line in early.lines().filter(|l| !l.trim().is_empty()) {
+                eprintln!("{line}");
+            }
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon exited before answering ({status}); see {}", home.daemon_log().display());
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon (pid {pid}) did not answer within {}s; see {}", UP_DEADLINE.as_secs(), home.daemon_log().display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// `herd down`: graceful stop; returns once the daemon process is gone.
+pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow::Result<()> {
+    let owner = read_owner(&home.pid_file());
+    let mut c = match client::connect(home).await {
+        Ok(c) => c,
+        Err(e) if e.is::<client::NotRunning>() => {
+            println!("herd is not running");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let r = c.shutdown(pb::ShutdownRequest { keep_apps, timeout_s: timeout }).await.map_err(status_error)?.into_inner();
+    // The reply comes before the daemon has flushed and exited; wait for the process itself.
+    if let Some(owner) = owner {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while owner.is_alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if owner.is_alive() {
+            bail!("the daemon (pid {}) has not exited 30 s after stopping its apps; `herd kill` forces it", owner.pid);
+        }
+    }
+    if keep_apps {
+        println!("herd daemon down; {} instances left running (the next `herd up` adopts them)", r.left_running);
+    } else {
+        println!("herd daemon down; {} instances stopped", r.stopped);
+    }
+    Ok(())
+}
+
+/// `herd kill`: SIGKILL the daemon named in the pid file — only if that pid is still the
+/// same process (start signature) — and clear its files. Apps are left running.
+pub fn kill(home: &Home) -> anyhow::Result<()> {
+    let pid_file = home.pid_file();
+    match read_owner(&pid_file) {
+        Some(owner) if owner.is_alive() => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner.pid as i32), nix::sys::signal::Signal::SIGKILL)
+                .with_context(|| format!("cannot kill the daemon (pid {})", owner.pid))?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while owner.is_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(home.socket());
+            println!("killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them", owner.pid);
+        }
+        Some(owner) => {
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(home.socket());
+            println!("no daemon running (pid {} in {} is gone); cleared the stale files", owner.pid, pid_file.display());
+        }
+        None => println!("no daemon running"),
+    }
+    Ok(())
+}
+
+pub async fn ping(home: &Home, json: bool) -> anyhow::Result<()> {
+    let mut c = client::connect(home).await?;
+    let r = c.ping(pb::PingRequest {}).await.map_err(status_error)?.into_inner();
+    if json {
+        print_json(&json!({ "pid": r.pid, "version": r.version, "uptime_s": r.uptime_s, "home": r.home }));
+    } else {
+        println!("herd {} pid {} up {} home {}", r.version, r.pid, duration_text(r.uptime_s), r.home);
+    }
+    Ok(())
+}

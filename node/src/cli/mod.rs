@@ -1,0 +1,126 @@
+//! The `herd` command line: one binary is both the CLI and (with `up --foreground`) the daemon.
+
+pub mod client;
+pub mod commands;
+pub mod lifecycle;
+pub mod output;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "herd", version, about = "A clustered process supervisor", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the daemon (in the background unless --foreground).
+    Up {
+        #[arg(long)]
+        foreground: bool,
+        /// Internal: set by `herd up` on the daemon it launches.
+        #[arg(long, hide = true)]
+        detached: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every app, flush the state and stop the daemon.
+    Down {
+        /// Seconds each app gets to stop before SIGKILL (default: the app's stop_timeout_s).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Leave the apps running (for a daemon upgrade); the next `herd up` adopts them.
+        #[arg(long)]
+        keep_apps: bool,
+    },
+    /// SIGKILL a hung daemon and clear its lock. Apps keep running.
+    Kill,
+    /// Is the daemon up? Prints its pid, version and uptime.
+    Ping {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start apps: from an app file, a registered app by name, or `--name N -- CMD ARGS...`.
+    Start {
+        /// An app file (TOML with [[app]] tables) or the name of a registered app.
+        target: Option<String>,
+        /// Quick form: the app's name (the command follows `--`).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, requires = "name")]
+        instances: Option<u32>,
+        /// Quick form: restart policy (always, on-failure, never).
+        #[arg(long, requires = "name")]
+        restart: Option<String>,
+        /// Quick form: the command and its arguments.
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an app's instances (stop signal to each process group, SIGKILL after the timeout).
+    Stop {
+        name: String,
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and start an app again; clears a `crashed` status.
+    Restart {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an app and forget it (its log files stay).
+    Delete {
+        name: String,
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change how many instances of an app run.
+    Scale {
+        name: String,
+        instances: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One row per instance.
+    #[command(alias = "ls", alias = "list")]
+    Ps {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An app's spec, its instances and their last exits.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An app's output (stdout and stderr), newest last.
+    Logs {
+        name: String,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: u32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the home is, for commands that touch its files directly.
+pub fn home() -> anyhow::Result<crate::home::Home> {
+    crate::home::Home::from_env()
+}
+
+/// An app file argument is anything that names an existing file or ends in `.toml`.
+pub fn is_app_file(target: &str) -> bool {
+    target.ends_with(".toml") || PathBuf::from(target).is_file()
+}

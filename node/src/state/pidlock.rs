@@ -1,0 +1,145 @@
+//! The daemon's pid lock: `daemon.pid` holds the pid and the process-start signature on two
+//! lines, and the daemon keeps an exclusive `flock` on it for its whole life. The kernel drops
+//! the lock when the process dies, so a stale file — even one whose pid now belongs to some
+//! other process — never blocks a new daemon, and two racing daemons cannot both win.
+
+use crate::supervisor::process::{is_same_process, start_signature};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Held for the daemon's lifetime; dropping it releases the lock.
+pub struct PidLock {
+    path: PathBuf,
+    file: Flock<File>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("herd is already running (pid {pid}) with home {home}; `herd down` stops it")]
+    Held { pid: String, home: String },
+    #[error("cannot use pid file {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// The pid and signature written in a pid file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub signature: u64,
+}
+
+impl Owner {
+    pub fn is_alive(&self) -> bool {
+        is_same_process(self.pid, self.signature)
+    }
+}
+
+pub fn read_owner(path: &Path) -> Option<Owner> {
+    let mut text = String::new();
+    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let signature = lines.next()?.trim().parse().ok()?;
+    Some(Owner { pid, signature })
+}
+
+impl PidLock {
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        let io_err = |source| LockError::Io { path: path.display().to_string(), source };
+        loop {
+            let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).mode(0o600).open(path).map_err(io_err)?;
+            let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let home = path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+                    return Err(LockError::Held { pid: wait_for_owner_pid(path), home });
+                }
+                Err((_, e)) => return Err(io_err(io::Error::from(e))),
+            };
+            // A daemon that was exiting may have unlinked the file we just locked: only a
+            // lock on the file that is at `path` now counts.
+            let on_disk = match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            let held = file.metadata().map_err(io_err)?;
+            if (on_disk.dev(), on_disk.ino()) != (held.dev(), held.ino()) {
+                continue;
+            }
+            let me = std::process::id();
+            let signature = start_signature(me).unwrap_or(0);
+            file.set_len(0).map_err(io_err)?;
+            file.write_all(format!("{me}\n{signature}\n").as_bytes()).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            return Ok(Self { path: path.to_path_buf(), file });
+        }
+    }
+
+    /// Removes the pid file while still holding the lock (a racing daemon re-checks the inode).
+    pub fn release(self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// The winner of a race may not have written its pid yet; give it a moment.
+fn wait_for_owner_pid(path: &Path) -> String {
+    for _ in 0..50 {
+        if let Some(owner) = read_owner(path) {
+            return owner.pid.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    "unknown".into()
+}
+
+/// Whether some daemon holds the lock on `path` right now (without taking it).
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).open(path) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_on_the_same_file_is_refused_with_the_owner_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.pid");
+        let lock = PidLock::acquire(&p).unwrap();
+        assert!(is_locked(&p));
+        let owner = read_owner(&p).unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        assert!(owner.is_alive());
+        // flock locks belong to the open file description, so a second open in the same
+        // process conflicts just like another process would.
+        match PidLock::acquire(&p) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected Held, got {:?}", other.map(|_| ())),
+        }
+        lock.release();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn stale_file_with_a_recycled_pid_is_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.pid");
+        // Our own (live) pid with a start signature that is not ours: a recycled pid.
+        std::fs::write(&p, format!("{}\n1\n", std::process::id())).unwrap();
+        assert!(!read_owner(&p).unwrap().is_alive());
+        let lock = PidLock::acquire(&p).unwrap();
+        assert!(read_owner(&p).unwrap().is_alive());
+        drop(lock);
+    }
+}

@@ -1,0 +1,253 @@
+//! One running copy of an app and its state machine:
+//! `Starting | Running | Backoff | Stopping | Stopped | Crashed`.
+//! The decision taken after an exit is a pure function, tested below without processes.
+
+use super::spec::AppSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Crashed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Backoff => "backoff",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Crashed => "crashed",
+        }
+    }
+
+    /// A process of this instance may exist.
+    pub fn has_process(self) -> bool {
+        matches!(self, Status::Starting | Status::Running | Status::Stopping)
+    }
+}
+
+/// How an instance's process ended (or why it never started).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub at_ms: u64,
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<String>,
+    pub reason: String,
+}
+
+impl ExitRecord {
+    /// Anything but a clean `exit(0)` counts as a failure for `on-failure`.
+    pub fn failed(&self) -> bool {
+        self.code != Some(0)
+    }
+}
+
+/// How many exits `inspect` keeps per instance.
+pub const EXITS_KEPT: usize = 10;
+
+/// Everything herd knows about one instance; persisted as-is in `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub index: u32,
+    pub status: Status,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Start signature of `pid` (see `process::start_signature`).
+    #[serde(default)]
+    pub signature: Option<u64>,
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
+    /// Restarts done by the policy since the app was last (re)started by a user.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Times of the restarts inside the current window (for the crash limit).
+    #[serde(default)]
+    pub recent_restarts: VecDeque<u64>,
+    /// Restarts since the instance last stayed up for a whole window (the backoff exponent).
+    #[serde(default)]
+    pub backoff_step: u32,
+    #[serde(default)]
+    pub exits: VecDeque<ExitRecord>,
+    /// When a backoff ends (wall clock, ms).
+    #[serde(default)]
+    pub next_start_ms: Option<u64>,
+    /// Bumped whenever a process is spawned or a pending action cancelled, so late timers
+    /// and exit notices for an older process are ignored. Not persisted.
+    #[serde(skip)]
+    pub generation: u64,
+}
+
+impl Instance {
+    pub fn new(index: u32) -> Self {
+        Self {
+            index,
+            status: Status::Stopped,
+            pid: None,
+            signature: None,
+            started_at_ms: None,
+            restarts: 0,
+            recent_restarts: VecDeque::new(),
+            backoff_step: 0,
+            exits: VecDeque::new(),
+            next_start_ms: None,
+            generation: 0,
+        }
+    }
+
+    pub fn record_exit(&mut self, exit: ExitRecord) {
+        if self.exits.len() == EXITS_KEPT {
+            self.exits.pop_front();
+        }
+        self.exits.push_back(exit);
+    }
+
+    pub fn last_exit(&self) -> Option<&ExitRecord> {
+        self.exits.back()
+    }
+
+    /// A user's start or restart: forget the crash history.
+    pub fn reset_history(&mut self) {
+        self.restarts = 0;
+        self.recent_restarts.clear();
+        self.backoff_step = 0;
+        self.next_start_ms = None;
+    }
+
+    pub fn uptime_s(&self, now_ms: u64) -> Option<u64> {
+        if !self.status.has_process() {
+            return None;
+        }
+        self.started_at_ms.map(|t| now_ms.saturating_sub(t) / 1000)
+    }
+}
+
+/// What to do after a process ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Leave it stopped (the policy does not restart this exit).
+    Stop,
+    /// Too many restarts inside the window: give up until a user restarts it.
+    Crash,
+    Restart(Duration),
+}
+
+/// Applies the restart policy, crash limit and backoff to an exit at `now_ms`, updating the
+/// instance's restart bookkeeping when it decides to restart.
+pub fn decide_after_exit(spec: &AppSpec, inst: &mut Instance, failed: bool, now_ms: u64) -> AfterExit {
+    if !spec.restart.wants_restart(failed) {
+        return AfterExit::Stop;
+    }
+    let window_ms = spec.restart_window_s.saturating_mul(1000);
+    // An instance that stayed up a whole window starts over with the shortest delay.
+    let stayed_up = inst.started_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= window_ms);
+    if stayed_up {
+        inst.backoff_step = 0;
+    }
+    while inst.recent_restarts.front().is_some_and(|t| now_ms.saturating_sub(*t) >= window_ms) {
+        inst.recent_restarts.pop_front();
+    }
+    if inst.recent_restarts.len() >= spec.max_restarts as usize {
+        return AfterExit::Crash;
+    }
+    inst.recent_restarts.push_back(now_ms);
+    inst.backoff_step = inst.backoff_step.saturating_add(1);
+    inst.restarts = inst.restarts.saturating_add(1);
+    AfterExit::Restart(spec.backoff().delay(inst.backoff_step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::backoff::RestartPolicy;
+
+    fn spec(policy: RestartPolicy) -> AppSpec {
+        let mut s = AppSpec::quick("a", "true", vec![]);
+        s.restart = policy;
+        s
+    }
+
+    fn run_and_exit(spec: &AppSpec, inst: &mut Instance, failed: bool, started: u64, now: u64) -> AfterExit {
+        inst.started_at_ms = Some(started);
+        decide_after_exit(spec, inst, failed, now)
+    }
+
+    #[test]
+    fn on_failure_leaves_clean_exits_stopped() {
+        let s = spec(RestartPolicy::OnFailure);
+        let mut i = Instance::new(0);
+        assert_eq!(run_and_exit(&s, &mut i, false, 0, 10), AfterExit::Stop);
+        assert_eq!(i.restarts, 0);
+    }
+
+    #[test]
+    fn always_restarts_clean_exits() {
+        let s = spec(RestartPolicy::Always);
+        let mut i = Instance::new(0);
+        assert_eq!(run_and_exit(&s, &mut i, false, 0, 10), AfterExit::Restart(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn never_restarts_nothing() {
+        let s = spec(RestartPolicy::Never);
+        let mut i = Instance::new(0);
+        assert_eq!(run_and_exit(&s, &mut i, true, 0, 10), AfterExit::Stop);
+    }
+
+    #[test]
+    fn delays_double_then_crash_after_max_restarts_in_window() {
+        let s = spec(RestartPolicy::OnFailure);
+        let mut i = Instance::new(0);
+        let mut now = 0;
+        let mut delays = vec![];
+        for _ in 0..5 {
+            match run_and_exit(&s, &mut i, true, now, now + 10) {
+                AfterExit::Restart(d) => {
+                    delays.push(d.as_millis() as u64);
+                    now += 10 + d.as_millis() as u64;
+                }
+                other => panic!("expected a restart, got {other:?}"),
+            }
+        }
+        assert_eq!(delays, [1000, 2000, 4000, 8000, 16_000]);
+        // 31 s of restarts: the sixth failure inside 60 s means crashed.
+        assert_eq!(run_and_exit(&s, &mut i, true, now, now + 10), AfterExit::Crash);
+        assert_eq!(i.restarts, 5);
+    }
+
+    #[test]
+    fn staying_up_a_whole_window_resets_the_backoff() {
+        let s = spec(RestartPolicy::Always);
+        let mut i = Instance::new(0);
+        run_and_exit(&s, &mut i, true, 0, 10);
+        run_and_exit(&s, &mut i, true, 1010, 1020);
+        assert_eq!(i.backoff_step, 2);
+        let d = run_and_exit(&s, &mut i, true, 3020, 3020 + 60_000);
+        assert_eq!(d, AfterExit::Restart(Duration::from_secs(1)));
+        assert_eq!(i.backoff_step, 1);
+    }
+
+    #[test]
+    fn restarts_older_than_the_window_do_not_count_towards_crash() {
+        let mut s = spec(RestartPolicy::Always);
+        s.max_restarts = 2;
+        s.backoff_initial_ms = 0;
+        let mut i = Instance::new(0);
+        assert!(matches!(run_and_exit(&s, &mut i, true, 0, 1), AfterExit::Restart(_)));
+        assert!(matches!(run_and_exit(&s, &mut i, true, 1, 2), AfterExit::Restart(_)));
+        assert_eq!(run_and_exit(&s, &mut i, true, 2, 3), AfterExit::Crash);
+        // 60 s after the first two restarts, they no longer count.
+        assert!(matches!(run_and_exit(&s, &mut i, true, 59_000, 60_002), AfterExit::Restart(_)));
+    }
+}

@@ -1,0 +1,197 @@
+//! Instance logs. The child writes its stdout and stderr straight into
+//! `logs/<app>-<instance>.log`, opened with O_APPEND; the daemon is never in the data path,
+//! so an app keeps logging while the daemon is down. Rotation is copy-then-truncate: the live
+//! file keeps its inode (the child's descriptor stays valid) and O_APPEND puts the child's
+//! next write at the new end. Bytes written in the few microseconds between the last copy
+//! and the truncate are the one thing this can lose.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub fn log_path(dir: &Path, app: &str, index: u32) -> PathBuf {
+    dir.join(format!("{app}-{index}.log"))
+}
+
+/// `web-0.log.1` is the newest rotated file, `.log.{files-1}` the oldest.
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+pub fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+/// Rotates `path` when it has grown past `max_bytes`, keeping `files` files in all (the live
+/// one included). Returns whether it rotated.
+pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<bool> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= max_bytes {
+        return Ok(false);
+    }
+    if files <= 1 {
+        // Nothing to keep: the live file simply starts over.
+        OpenOptions::new().write(true).open(path)?.set_len(0)?;
+        return Ok(true);
+    }
+    for n in (1..files - 1).rev() {
+        let from = rotated(path, n);
+        if from.exists() {
+            std::fs::rename(&from, rotated(path, n + 1))?;
+        }
+    }
+    let mut src = File::open(path)?;
+    let mut dst = OpenOptions::new().create(true).write(true).truncate(true).open(rotated(path, 1))?;
+    // Copy until caught up, then truncate at once: the window for lost bytes is one syscall.
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])?;
+    }
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// The last `lines` lines of an instance's log, reaching into rotated files when the live one
+/// is short. Returns the bytes and the live file's length (where following resumes).
+pub fn tail(path: &Path, lines: usize, files: u32) -> io::Result<(Vec<u8>, u64)> {
+    let live_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut found = 0usize;
+    for n in 0..files.max(1) {
+        let p = if n == 0 { path.to_path_buf() } else { rotated(path, n) };
+        let Ok(data) = read_tail_bytes(&p, if n == 0 { Some(live_len) } else { None }) else {
+            continue;
+        };
+        let (start, count) = last_lines_start(&data, lines - found);
+        found += count;
+        chunks.push(data[start..].to_vec());
+        if found >= lines {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for c in chunks.into_iter().rev() {
+        out.extend_from_slice(&c);
+    }
+    Ok((out, live_len))
+}
+
+/// Reads a whole log file, at most its last 16 MiB (a tail never needs more).
+fn read_tail_bytes(path: &Path, len: Option<u64>) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let len = match len {
+        Some(l) => l,
+        None => f.metadata()?.len(),
+    };
+    let start = len.saturating_sub(16 * 1024 * 1024);
+    f.seek(SeekFrom::Start(start))?;
+    let mut data = Vec::with_capacity((len - start) as usize);
+    f.take(len - start).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Where the last `want` lines of `data` begin, and how many lines that is.
+fn last_lines_start(data: &[u8], want: usize) -> (usize, usize) {
+    if want == 0 || data.is_empty() {
+        return (data.len(), 0);
+    }
+    // A trailing newline ends the last line rather than starting an empty one.
+    let body = if data.ends_with(b"\n") { &data[..data.len() - 1] } else { data };
+    let mut count = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            count += 1;
+            if count == want {
+                return (i + 1, count);
+            }
+        }
+    }
+    (0, count + 1)
+}
+
+/// Reads what was appended to `path` since `offset`; a file that shrank was rotated, so
+/// reading restarts from its beginning.
+pub fn read_new(path: &Path, offset: &mut u64) -> io::Result<Vec<u8>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len < *offset {
+        *offset = 0;
+    }
+    if len == *offset {
+        return Ok(Vec::new());
+    }
+    f.seek(SeekFrom::Start(*offset))?;
+    let mut data = Vec::new();
+    f.take(len - *offset).read_to_end(&mut data)?;
+    *offset = len;
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_configured_number_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        for round in 0..6 {
+            std::fs::write(&p, vec![b'a' + round; 5000]).unwrap();
+            assert!(rotate_if_needed(&p, 4096, 3).unwrap());
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        }
+        assert!(rotated(&p, 1).exists() && rotated(&p, 2).exists());
+        assert!(!rotated(&p, 3).exists());
+        assert_eq!(std::fs::read(rotated(&p, 1)).unwrap()[0], b'a' + 5);
+        assert_eq!(std::fs::read(rotated(&p, 2)).unwrap()[0], b'a' + 4);
+    }
+
+    #[test]
+    fn small_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        std::fs::write(&p, b"hello\n").unwrap();
+        assert!(!rotate_if_needed(&p, 4096, 3).unwrap());
+    }
+
+    #[test]
+    fn tail_spans_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        std::fs::write(rotated(&p, 1), b"l1\nl2\nl3\n").unwrap();
+        std::fs::write(&p, b"l4\nl5\n").unwrap();
+        let (out, len) = tail(&p, 4, 3).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "l2\nl3\nl4\nl5\n");
+        assert_eq!(len, 6);
+        let (out, _) = tail(&p, 1, 3).unwrap();
+        assert_eq!(out, b"l5\n");
+    }
+
+    #[test]
+    fn read_new_follows_appends_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        std::fs::write(&p, b"abc").unwrap();
+        let mut off = 0;
+        assert_eq!(read_new(&p, &mut off).unwrap(), b"abc");
+        open_append(&p).unwrap().write_all(b"def").unwrap();
+        assert_eq!(read_new(&p, &mut off).unwrap(), b"def");
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(read_new(&p, &mut off).unwrap(), b"x");
+    }
+}

@@ -1,0 +1,126 @@
+//! The OS side of an instance: spawning it in its own process group with its output going
+//! straight to its log file, signalling the whole group, telling a live process from a
+//! recycled pid, and watching for the exit of a process that is not our child.
+
+use super::spec::AppSpec;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::Stdio;
+
+/// What distinguishes a process from a later one that reuses its pid: its start time in
+/// clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn start_signature(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); starttime is field 22.
+    let field = rest.split_ascii_whitespace().nth(22 - 3)?;
+    field.parse().ok()
+}
+
+/// True when `pid` is alive, is not a zombie, and is the same process that had `signature`.
+pub fn is_same_process(pid: u32, signature: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else { return false };
+    let mut fields = stat[close + 2..].split_ascii_whitespace();
+    let state = fields.next().unwrap_or("X");
+    if state == "Z" || state == "X" {
+        return false;
+    }
+    start_signature(pid) == Some(signature)
+}
+
+/// Spawns one instance: own process group, stdin from /dev/null, stdout and stderr appended
+/// to `log` by the child itself — so the app never depends on the daemon being alive to
+/// write its output.
+pub fn spawn(spec: &AppSpec, index: u32, log: &Path) -> io::Result<tokio::process::Child> {
+    let file = super::logs::open_append(log)?;
+    let err = file.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .env("HERD_INSTANCE", index.to_string())
+        .env("HERD_APP", &spec.name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.spawn()
+}
+
+/// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an error.
+pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
+    match killpg(Pid::from_raw(pgid as i32), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// True while any process (zombies included) is still in the group.
+pub fn group_alive(pgid: u32) -> bool {
+    // Signal 0 checks existence and permission without delivering anything.
+    !matches!(killpg(Pid::from_raw(pgid as i32), None), Err(nix::errno::Errno::ESRCH))
+}
+
+/// Resolves when a process that is not our child exits (an instance adopted after a daemon
+/// restart). Its exit status belongs to its new parent, so none is reported.
+pub async fn wait_foreign(pid: u32) -> io::Result<()> {
+    let raw = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+    let fd: OwnedFd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::NONBLOCK)?;
+    // SAFETY: the AsyncFd owns the pidfd and nothing else closes or replaces it.
+    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::from(e))?;
+    // A pidfd becomes readable once the process has exited.
+    let _guard = afd.readable().await?;
+    Ok(())
+}
+
+/// Opens a file for a spawn error message, so `herd logs` says why nothing ran.
+pub fn note_in_log(log: &Path, line: &str) {
+    if let Ok(mut f) = super::logs::open_append(log) {
+        use std::io::Write;
+        let _ = writeln!(f, "herd: {line}");
+    }
+}
+
+/// Decoded exit of a child.
+pub fn describe_exit(status: std::process::ExitStatus) -> (Option<i32>, Option<String>) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        (Some(code), None)
+    } else if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("SIG{sig}"));
+        (None, Some(name))
+    } else {
+        (None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_signature_is_stable_and_recognised() {
+        let me = std::process::id();
+        let sig = start_signature(me).expect("own stat");
+        assert!(is_same_process(me, sig));
+        assert!(!is_same_process(me, sig + 1));
+    }
+
+    #[test]
+    fn missing_process_is_not_the_same() {
+        // pid_max is at most 2^22 on Linux.
+        assert!(!is_same_process(4_194_304 + 7, 1));
+    }
+}

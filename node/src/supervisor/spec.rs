@@ -1,0 +1,302 @@
+//! App files: TOML with one or more `[[app]]` tables. A file is accepted whole or not at all;
+//! every error names the file, the app and the key.
+
+use super::backoff::{Backoff, RestartPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One app as written in an app file (and as persisted in `state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Resolved to an absolute path when the file is loaded.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "defaults::instances")]
+    pub instances: u32,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default = "defaults::backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    #[serde(default = "defaults::max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "defaults::restart_window_s")]
+    pub restart_window_s: u64,
+    #[serde(default = "defaults::stop_signal")]
+    pub stop_signal: String,
+    #[serde(default = "defaults::stop_timeout_s")]
+    pub stop_timeout_s: u64,
+    #[serde(default = "defaults::log_max_bytes")]
+    pub log_max_bytes: u64,
+    #[serde(default = "defaults::log_files")]
+    pub log_files: u32,
+}
+
+mod defaults {
+    pub fn instances() -> u32 {
+        1
+    }
+    pub fn backoff_initial_ms() -> u64 {
+        1000
+    }
+    pub fn backoff_max_ms() -> u64 {
+        30_000
+    }
+    pub fn max_restarts() -> u32 {
+        5
+    }
+    pub fn restart_window_s() -> u64 {
+        60
+    }
+    pub fn stop_signal() -> String {
+        "SIGTERM".into()
+    }
+    pub fn stop_timeout_s() -> u64 {
+        10
+    }
+    pub fn log_max_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub fn log_files() -> u32 {
+        5
+    }
+}
+
+/// The most instances one app may ask for; a typo like `instances = 100000` is refused.
+pub const MAX_INSTANCES: u32 = 10_000;
+
+impl AppSpec {
+    /// A spec with every optional key at its default (the `herd start --name` quick form).
+    pub fn quick(name: &str, command: &str, args: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            args,
+            cwd: None,
+            env: BTreeMap::new(),
+            instances: defaults::instances(),
+            restart: RestartPolicy::default(),
+            backoff_initial_ms: defaults::backoff_initial_ms(),
+            backoff_max_ms: defaults::backoff_max_ms(),
+            max_restarts: defaults::max_restarts(),
+            restart_window_s: defaults::restart_window_s(),
+            stop_signal: defaults::stop_signal(),
+            stop_timeout_s: defaults::stop_timeout_s(),
+            log_max_bytes: defaults::log_max_bytes(),
+            log_files: defaults::log_files(),
+        }
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.backoff_initial_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
+    }
+
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_timeout_s)
+    }
+
+    /// The validated stop signal (validation happened at load, so this cannot fail later).
+    pub fn signal(&self) -> nix::sys::signal::Signal {
+        parse_signal(&self.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Checks one app's values; `Err` carries `(key, problem)`.
+    fn validate(&mut self) -> Result<(), (&'static str, String)> {
+        if !valid_name(&self.name) {
+            return Err((
+                "name",
+                format!(
+                    "`{}` is not a valid name: use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.`",
+                    self.name
+                ),
+            ));
+        }
+        if self.command.trim().is_empty() {
+            return Err(("command", "must not be empty".into()));
+        }
+        if self.instances > MAX_INSTANCES {
+            return Err(("instances", format!("{} is more than the limit of {MAX_INSTANCES}", self.instances)));
+        }
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return Err((
+                "backoff_max_ms",
+                format!("{} is below backoff_initial_ms ({})", self.backoff_max_ms, self.backoff_initial_ms),
+            ));
+        }
+        match parse_signal(&self.stop_signal) {
+            Some(sig) => self.stop_signal = sig.as_str().to_string(),
+            None => {
+                return Err((
+                    "stop_signal",
+                    format!("`{}` is not a signal name (try SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1)", self.stop_signal),
+                ));
+            }
+        }
+        if self.log_max_bytes < 4096 {
+            return Err(("log_max_bytes", format!("{} is below the minimum of 4096", self.log_max_bytes)));
+        }
+        if self.log_files == 0 {
+            return Err(("log_files", "must be at least 1 (the live file)".into()));
+        }
+        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+            return Err(("env", format!("`{key}` is not a valid variable name")));
+        }
+        Ok(())
+    }
+
+    /// Makes `cwd` absolute against `base` (the app file's directory), and a relative command
+    /// path (one with a `/`) absolute against that cwd, so the daemon's own directory never matters.
+    fn resolve_paths(&mut self, base: &Path) {
+        let cwd = match self.cwd.take() {
+            Some(c) if c.is_absolute() => c,
+            Some(c) => base.join(c),
+            None => base.to_path_buf(),
+        };
+        if self.command.contains('/') && !self.command.starts_with('/') {
+            self.command = cwd.join(&self.command).to_string_lossy().into_owned();
+        }
+        self.cwd = Some(cwd);
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `SIGTERM`, `TERM` and `term` all name the same signal.
+pub fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse().ok()
+}
+
+/// Why an app file was refused. The message is the whole story: file, app, key, fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    #[serde(default)]
+    app: Vec<toml::Table>,
+}
+
+/// Parses and validates an app file's text. `source` names it in errors; `base` is the
+/// directory relative paths resolve against.
+pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSpec>, SpecError> {
+    let file: AppFile = toml::from_str(text).map_err(|e| SpecError(format!("{source}: {}", e.to_string().trim_end())))?;
+    if file.app.is_empty() {
+        return Err(SpecError(format!("{source}: no [[app]] table; an app file lists apps as [[app]] tables")));
+    }
+    let mut specs = Vec::with_capacity(file.app.len());
+    let mut seen = HashSet::new();
+    for (i, table) in file.app.into_iter().enumerate() {
+        let label = match table.get("name").and_then(|v| v.as_str()) {
+            Some(n) => format!("app `{n}`"),
+            None => format!("app #{}", i + 1),
+        };
+        let mut spec: AppSpec = table.try_into().map_err(|e: toml::de::Error| {
+            let msg = e.message().trim_end().to_string();
+            let msg = match msg.strip_prefix("missing field ") {
+                Some(key) => format!("missing required key {key}"),
+                None => msg.replace("unknown field", "unknown key").replace("expected one of", "known keys are"),
+            };
+            SpecError(format!("{source}: {label}: {msg}"))
+        })?;
+        spec.validate().map_err(|(key, why)| SpecError(format!("{source}: {label}: key `{key}`: {why}")))?;
+        if !seen.insert(spec.name.clone()) {
+            return Err(SpecError(format!(
+                "{source}: {label}: key `name`: `{}` is used by more than one app; names must be unique",
+                spec.name
+            )));
+        }
+        spec.resolve_paths(base);
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<AppSpec>, String> {
+        parse_app_file("apps.toml", text, Path::new("/srv")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn minimal_app_gets_the_documented_defaults() {
+        let apps = parse("[[app]]\nname = \"web\"\ncommand = \"python3\"\n").unwrap();
+        let a = &apps[0];
+        assert_eq!(a.instances, 1);
+        assert_eq!(a.restart, RestartPolicy::OnFailure);
+        assert_eq!((a.backoff_initial_ms, a.backoff_max_ms), (1000, 30_000));
+        assert_eq!((a.max_restarts, a.restart_window_s), (5, 60));
+        assert_eq!((a.stop_signal.as_str(), a.stop_timeout_s), ("SIGTERM", 10));
+        assert_eq!((a.log_max_bytes, a.log_files), (10 * 1024 * 1024, 5));
+        assert_eq!(a.cwd.as_deref(), Some(Path::new("/srv")));
+    }
+
+    #[test]
+    fn unknown_key_names_file_app_and_key() {
+        let err = parse("[[app]]\nname = \"web\"\ncommand = \"x\"\nrestrat = \"always\"\n").unwrap_err();
+        assert!(err.starts_with("apps.toml: app `web`: unknown key `restrat`"), "{err}");
+    }
+
+    #[test]
+    fn missing_command_is_named() {
+        let err = parse("[[app]]\nname = \"web\"\n").unwrap_err();
+        assert_eq!(err, "apps.toml: app `web`: missing required key `command`");
+    }
+
+    #[test]
+    fn duplicate_names_reject_the_file() {
+        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\n[[app]]\nname = \"a\"\ncommand = \"y\"\n").unwrap_err();
+        assert!(err.contains("app `a`: key `name`: `a` is used by more than one app"), "{err}");
+    }
+
+    #[test]
+    fn bad_signal_is_named_and_good_ones_normalised() {
+        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"SIGFOO\"\n").unwrap_err();
+        assert!(err.contains("app `a`: key `stop_signal`: `SIGFOO` is not a signal name"), "{err}");
+        let ok = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"int\"\n").unwrap();
+        assert_eq!(ok[0].stop_signal, "SIGINT");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax_errors_name_the_file() {
+        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\ninstances = \"two\"\n").unwrap_err();
+        assert!(err.starts_with("apps.toml: app `a`: invalid type"), "{err}");
+        let err = parse("[[app]\nname = 1").unwrap_err();
+        assert!(err.starts_with("apps.toml: "), "{err}");
+    }
+
+    #[test]
+    fn relative_cwd_and_command_resolve_against_the_file() {
+        let apps = parse("[[app]]\nname = \"a\"\ncommand = \"./run.sh\"\ncwd = \"app\"\n").unwrap();
+        assert_eq!(apps[0].cwd.as_deref(), Some(Path::new("/srv/app")));
+        assert_eq!(apps[0].command, "/srv/app/./run.sh");
+    }
+
+    #[test]
+    fn a_file_without_apps_is_refused() {
+        assert!(parse("").unwrap_err().contains("no [[app]] table"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Generated gRPC/protobuf types for herd. No logic lives here.
+
+pub mod supervisor {
+    tonic::include_proto!("herd.supervisor");
+}

@@ -8,6 +8,8 @@ use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, StateFile};
 use crate::supervisor::{Snapshot, Supervisor, logs};
 use anyhow::Context;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -17,20 +19,27 @@ use tracing::{error, info, warn};
 
 /// How often the state is written even without a transition.
 const STATE_FLUSH: Duration = Duration::from_secs(30);
-/// How often log sizes are checked for rotation.
-const LOG_CHECK: Duration = Duration::from_secs(1);
+/// How often the sizes of logs that are filling up are checked for rotation.
+const LOG_CHECK_HOT: Duration = Duration::from_millis(100);
+/// Every this many hot checks, every log is checked.
+const LOG_CHECKS_PER_FULL: u32 = 10;
 
 /// Runs the daemon until it is told to stop. `detached`: started by `herd up`, whose pipe
 /// on stderr is replaced by `daemon.log` once the socket answers.
 pub fn run(home: Home, detached: bool) -> anyhow::Result<()> {
-    home.ensure().with_context(|| format!("cannot create herd home {}", home.root().display()))?;
+    home.ensure()
+        .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
     let lock = PidLock::acquire(&home.pid_file())?;
     let state = StateFile::new(home.state_file());
     let snapshot = match state.load::<Snapshot>()? {
         Loaded::Fresh => None,
         Loaded::Primary(s) => Some(s),
         Loaded::Backup(s, why) => {
-            eprintln!("herd: {} is unreadable ({why}); starting from {}", state.path().display(), state.backup_path().display());
+            eprintln!(
+                "herd: {} is unreadable ({why}); starting from {}",
+                state.path().display(),
+                state.backup_path().display()
+            );
             warn!(file = %state.path().display(), reason = %why, "state file unreadable; using the backup");
             Some(s)
         }
@@ -48,7 +57,12 @@ pub fn run(home: Home, detached: bool) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(home: Home, state: StateFile, snapshot: Option<Snapshot>, detached: bool) -> anyhow::Result<()> {
+async fn serve(
+    home: Home,
+    state: StateFile,
+    snapshot: Option<Snapshot>,
+    detached: bool,
+) -> anyhow::Result<()> {
     let socket = home.socket();
     let _ = std::fs::remove_file(&socket);
     // The socket is the only gate: created 0600 (umask), inside a 0700 home.
@@ -66,7 +80,11 @@ async fn serve(home: Home, state: StateFile, snapshot: Option<Snapshot>, detache
     let rotator = tokio::spawn(rotate_logs(supervisor.clone()));
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
-    let api = Api::new(supervisor.clone(), home.root().display().to_string(), shutdown_tx);
+    let api = Api::new(
+        supervisor.clone(),
+        home.root().display().to_string(),
+        shutdown_tx,
+    );
     if detached {
         detach_stderr(&home)?;
     }
@@ -91,7 +109,13 @@ async fn serve(home: Home, state: StateFile, snapshot: Option<Snapshot>, detache
     writer.abort();
     rotator.abort();
     let snapshot = supervisor.snapshot();
-    let flushed = tokio::task::spawn_blocking(move || state.lock().unwrap_or_else(|p| p.into_inner()).save(&snapshot)).await;
+    let flushed = tokio::task::spawn_blocking(move || {
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .save(&snapshot)
+    })
+    .await;
     match flushed {
         Ok(Ok(())) => info!("state flushed; herd daemon down"),
         Ok(Err(e)) => error!(error = %e, "final state flush failed"),
@@ -107,7 +131,11 @@ async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
     let mut changes = supervisor.subscribe();
     let mut failing = false;
     loop {
-        let wait = if failing { Duration::from_secs(1) } else { STATE_FLUSH };
+        let wait = if failing {
+            Duration::from_secs(1)
+        } else {
+            STATE_FLUSH
+        };
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
@@ -115,7 +143,12 @@ async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
         changes.mark_unchanged();
         let snapshot = supervisor.snapshot();
         let file = file.clone();
-        let result = tokio::task::spawn_blocking(move || file.lock().unwrap_or_else(|p| p.into_inner()).save(&snapshot)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            file.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .save(&snapshot)
+        })
+        .await;
         match result {
             Ok(Ok(())) => {
                 if failing {
@@ -134,22 +167,50 @@ async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
     }
 }
 
+/// Checks every log once a second, and the ones that are filling up ("hot": rotated
+/// lately or past half their limit) every 100 ms, so a flooding app overshoots its cap by at
+/// most what it writes in 100 ms.
 async fn rotate_logs(supervisor: Supervisor) {
-    let mut tick = tokio::time::interval(LOG_CHECK);
+    let mut tick = tokio::time::interval(LOG_CHECK_HOT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hot: HashSet<PathBuf> = HashSet::new();
+    let mut n: u32 = 0;
     loop {
         tick.tick().await;
-        let targets = supervisor.log_targets();
-        let _ = tokio::task::spawn_blocking(move || {
+        let all = n.is_multiple_of(LOG_CHECKS_PER_FULL);
+        n = n.wrapping_add(1);
+        if !all && hot.is_empty() {
+            continue;
+        }
+        let mut targets = supervisor.log_targets();
+        if !all {
+            targets.retain(|(p, _, _)| hot.contains(p));
+        }
+        let checked: Vec<PathBuf> = targets.iter().map(|(p, _, _)| p.clone()).collect();
+        let now_hot = tokio::task::spawn_blocking(move || {
+            let mut now_hot = Vec::new();
             for (path, max, files) in targets {
                 match logs::rotate_if_needed(&path, max, files) {
-                    Ok(true) => info!(file = %path.display(), "log rotated"),
-                    Ok(false) => {}
+                    Ok(true) => {
+                        info!(file = %path.display(), "log rotated");
+                        now_hot.push(path);
+                    }
+                    Ok(false) => {
+                        if std::fs::metadata(&path).is_ok_and(|m| m.len() > max / 2) {
+                            now_hot.push(path);
+                        }
+                    }
                     Err(e) => warn!(file = %path.display(), error = %e, "log rotation failed"),
                 }
             }
+            now_hot
         })
-        .await;
+        .await
+        .unwrap_or_default();
+        for p in checked {
+            hot.remove(&p);
+        }
+        hot.extend(now_hot);
     }
 }
 

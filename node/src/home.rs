@@ -48,9 +48,15 @@ impl Home {
     /// Creates the home (mode 0700: the socket's safety rests on it too) and its logs folder.
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
         std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(self.logs_dir())?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.logs_dir())?;
         Ok(())
     }
 }

@@ -16,12 +16,19 @@ pub struct NotRunning {
 pub async fn connect(home: &Home) -> anyhow::Result<Client> {
     let socket = home.socket();
     if !socket.exists() {
-        return Err(NotRunning { socket: socket.display().to_string() }.into());
+        return Err(NotRunning {
+            socket: socket.display().to_string(),
+        }
+        .into());
     }
-    let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display())).context("bad socket path")?;
+    let endpoint =
+        Endpoint::from_shared(format!("unix://{}", socket.display())).context("bad socket path")?;
     match endpoint.connect().await {
         Ok(ch) => Ok(SupervisorClient::new(ch).max_decoding_message_size(64 * 1024 * 1024)),
-        Err(_) => Err(NotRunning { socket: socket.display().to_string() }.into()),
+        Err(_) => Err(NotRunning {
+            socket: socket.display().to_string(),
+        }
+        .into()),
     }
 }
 

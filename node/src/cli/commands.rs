@@ -12,31 +12,69 @@ use std::path::Path;
 
 pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Start { target, name, instances, restart, command, json } => {
+        Command::Start {
+            target,
+            name,
+            instances,
+            restart,
+            command,
+            json,
+        } => {
             let req = match (target, name) {
                 (Some(t), None) if is_app_file(&t) => file_request(&t)?,
                 (Some(t), None) => {
-                    let r = client.start(pb::NameRequest { name: t }).await.map_err(status_error)?;
+                    let r = client
+                        .start(pb::NameRequest { name: t })
+                        .await
+                        .map_err(status_error)?;
                     print_instances(&r.into_inner().instances, json);
                     return Ok(());
                 }
                 (None, Some(n)) => quick_request(&n, instances, restart, command)?,
-                (Some(_), Some(_)) => bail!("give either an app file / name, or --name with a command after `--`, not both"),
-                (None, None) => bail!("nothing to start: `herd start FILE`, `herd start NAME` or `herd start --name NAME -- CMD ARGS...`"),
+                (Some(_), Some(_)) => bail!(
+                    "give either an app file / name, or --name with a command after `--`, not both"
+                ),
+                (None, None) => bail!(
+                    "nothing to start: `herd start FILE`, `herd start NAME` or `herd start --name NAME -- CMD ARGS...`"
+                ),
             };
             let r = client.apply(req).await.map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Stop { name, timeout, json } => {
-            let r = client.stop(pb::StopRequest { name, timeout_s: timeout }).await.map_err(status_error)?;
+        Command::Stop {
+            name,
+            timeout,
+            json,
+        } => {
+            let r = client
+                .stop(pb::StopRequest {
+                    name,
+                    timeout_s: timeout,
+                })
+                .await
+                .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
         Command::Restart { name, json } => {
-            let r = client.restart(pb::NameRequest { name }).await.map_err(status_error)?;
+            let r = client
+                .restart(pb::NameRequest { name })
+                .await
+                .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Delete { name, timeout, json } => {
-            let r = client.delete(pb::StopRequest { name, timeout_s: timeout }).await.map_err(status_error)?.into_inner();
+        Command::Delete {
+            name,
+            timeout,
+            json,
+        } => {
+            let r = client
+                .delete(pb::StopRequest {
+                    name,
+                    timeout_s: timeout,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             if json {
                 print_json(&json!({ "deleted": r.deleted }));
             } else {
@@ -45,16 +83,33 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Scale { name, instances, json } => {
-            let r = client.scale(pb::ScaleRequest { name, instances }).await.map_err(status_error)?;
+        Command::Scale {
+            name,
+            instances,
+            json,
+        } => {
+            let r = client
+                .scale(pb::ScaleRequest { name, instances })
+                .await
+                .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
         Command::Ps { name, json } => {
-            let r = client.list(pb::ListRequest { name: name.unwrap_or_default() }).await.map_err(status_error)?;
+            let r = client
+                .list(pb::ListRequest {
+                    name: name.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
         Command::Inspect { name, json } => inspect(&mut client, name, json).await?,
-        Command::Logs { name, lines, follow, json } => logs(&mut client, name, lines, follow, json).await?,
+        Command::Logs {
+            name,
+            lines,
+            follow,
+            json,
+        } => logs(&mut client, name, lines, follow, json).await?,
         Command::Up { .. } | Command::Down { .. } | Command::Kill | Command::Ping { .. } => {
             unreachable!("lifecycle commands are handled by cli::lifecycle")
         }
@@ -63,30 +118,47 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
 }
 
 fn file_request(path: &str) -> anyhow::Result<pb::ApplyRequest> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read app file {path}"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read app file {path}"))?;
     let abs = std::path::absolute(path).with_context(|| format!("cannot resolve {path}"))?;
     let base = abs.parent().unwrap_or(Path::new("/")).display().to_string();
-    Ok(pb::ApplyRequest { source: path.to_string(), base_dir: base, toml: text })
+    Ok(pb::ApplyRequest {
+        source: path.to_string(),
+        base_dir: base,
+        toml: text,
+    })
 }
 
 /// `herd start --name N -- CMD ARGS...` becomes a one-app file, so it goes through exactly
 /// the same validation as a file.
-fn quick_request(name: &str, instances: Option<u32>, restart: Option<String>, command: Vec<String>) -> anyhow::Result<pb::ApplyRequest> {
+fn quick_request(
+    name: &str,
+    instances: Option<u32>,
+    restart: Option<String>,
+    command: Vec<String>,
+) -> anyhow::Result<pb::ApplyRequest> {
     let mut words = command.into_iter();
     let Some(program) = words.next() else {
-        bail!("--name {name} needs a command after `--`, e.g. `herd start --name {name} -- python3 -m http.server`");
+        bail!(
+            "--name {name} needs a command after `--`, e.g. `herd start --name {name} -- python3 -m http.server`"
+        );
     };
     let mut spec = AppSpec::quick(name, &program, words.collect());
     if let Some(n) = instances {
         spec.instances = n;
     }
     if let Some(r) = restart {
-        spec.restart = serde_json::from_value(json!(r)).map_err(|_| anyhow::anyhow!("--restart `{r}`: use always, on-failure or never"))?;
+        spec.restart = serde_json::from_value(json!(r))
+            .map_err(|_| anyhow::anyhow!("--restart `{r}`: use always, on-failure or never"))?;
     }
     debug_assert!(parse_signal(&spec.stop_signal).is_some());
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let toml = toml::to_string(&FileOf { app: vec![spec] }).context("cannot encode the app")?;
-    Ok(pb::ApplyRequest { source: "<command line>".into(), base_dir: cwd.display().to_string(), toml })
+    Ok(pb::ApplyRequest {
+        source: "<command line>".into(),
+        base_dir: cwd.display().to_string(),
+        toml,
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -95,20 +167,31 @@ struct FileOf {
 }
 
 async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Result<()> {
-    let r = client.inspect(pb::NameRequest { name: name.clone() }).await.map_err(status_error)?.into_inner();
-    let spec: serde_json::Value = serde_json::from_str(&r.spec_json).unwrap_or(serde_json::Value::Null);
+    let r = client
+        .inspect(pb::NameRequest { name: name.clone() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let spec: serde_json::Value =
+        serde_json::from_str(&r.spec_json).unwrap_or(serde_json::Value::Null);
     if json {
         let instances: Vec<_> = r
             .instances
             .iter()
             .map(|d| {
-                let mut v = d.info.as_ref().map(output::instance_json).unwrap_or_default();
+                let mut v = d
+                    .info
+                    .as_ref()
+                    .map(output::instance_json)
+                    .unwrap_or_default();
                 v["exits"] = d.exits.iter().map(output::exit_json).collect();
                 v["log_file"] = json!(d.log_file);
                 v
             })
             .collect();
-        print_json(&json!({ "name": name, "desired": r.desired, "spec": spec, "instances": instances }));
+        print_json(
+            &json!({ "name": name, "desired": r.desired, "spec": spec, "instances": instances }),
+        );
         return Ok(());
     }
     println!("app {name} (desired: {})", r.desired);
@@ -128,7 +211,12 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
             d.log_file
         );
         for e in d.exits.iter().rev() {
-            println!("  {}  {:<10} {}", format_time(e.at_unix_ms), output::exit_text(e), e.reason);
+            println!(
+                "  {}  {:<10} {}",
+                format_time(e.at_unix_ms),
+                output::exit_text(e),
+                e.reason
+            );
         }
     }
     Ok(())
@@ -139,13 +227,31 @@ fn format_time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-async fn logs(client: &mut Client, name: String, lines: u32, follow: bool, json: bool) -> anyhow::Result<()> {
-    let mut stream = client.logs(pb::LogsRequest { name, lines, follow }).await.map_err(status_error)?.into_inner();
+async fn logs(
+    client: &mut Client,
+    name: String,
+    lines: u32,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut stream = client
+        .logs(pb::LogsRequest {
+            name,
+            lines,
+            follow,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = stream.message().await.map_err(status_error)? {
         if json {
             for line in String::from_utf8_lossy(&chunk.data).lines() {
-                let _ = writeln!(out, "{}", json!({ "instance": chunk.instance, "line": line }));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({ "instance": chunk.instance, "line": line })
+                );
             }
         } else if out.write_all(&chunk.data).is_err() {
             break;
@@ -160,6 +266,9 @@ mod tests {
     #[test]
     fn times_are_printed_in_utc() {
         assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_time(1_795_305_600_000), "2026-11-22T00:00:00Z");
+        assert_eq!(
+            super::format_time(1_795_305_600_000),
+            "2026-11-22T00:00:00Z"
+        );
     }
 }

@@ -18,10 +18,16 @@ const UP_DEADLINE: Duration = Duration::from_secs(15);
 /// it answers on the socket. Errors the daemon prints before it is ready (the pid lock is
 /// taken, the state is unreadable) come back through its stderr pipe.
 pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
-    home.ensure().with_context(|| format!("cannot create herd home {}", home.root().display()))?;
+    home.ensure()
+        .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
     if pidlock::is_locked(&home.pid_file()) {
-        let pid = read_owner(&home.pid_file()).map(|o| o.pid.to_string()).unwrap_or_else(|| "unknown".into());
-        bail!("herd is already running (pid {pid}) with home {}; `herd down` stops it", home.root().display());
+        let pid = read_owner(&home.pid_file())
+            .map(|o| o.pid.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        bail!(
+            "herd is already running (pid {pid}) with home {}; `herd down` stops it",
+            home.root().display()
+        );
     }
     let exe = std::env::current_exe().context("cannot find the herd binary")?;
     let mut cmd = Command::new(exe);
@@ -34,7 +40,11 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
     // Own session: no terminal hang-up or Ctrl-C of this shell reaches the daemon.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().context("cannot launch the daemon")?;
     let mut early = String::new();
@@ -45,7 +55,14 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
     if let Some(status) = child.try_wait()? {
         let msg = early.trim();
         let msg = msg.strip_prefix("herd: ").unwrap_or(msg);
-        bail!("{}", if msg.is_empty() { format!("the daemon exited at start ({status})") } else { msg.to_string() });
+        bail!(
+            "{}",
+            if msg.is_empty() {
+                format!("the daemon exited at start ({status})")
+            } else {
+                msg.to_string()
+            }
+        );
     }
     let pid = child.id();
     let deadline = Instant::now() + UP_DEADLINE;
@@ -66,17 +83,27 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            bail!("the daemon exited before answering ({status}); see {}", home.daemon_log().display());
+            bail!(
+                "the daemon exited before answering ({status}); see {}",
+                home.daemon_log().display()
+            );
         }
         if Instant::now() > deadline {
-            bail!("the daemon (pid {pid}) did not answer within {}s; see {}", UP_DEADLINE.as_secs(), home.daemon_log().display());
+            bail!(
+                "the daemon (pid {pid}) did not answer within {}s; see {}",
+                UP_DEADLINE.as_secs(),
+                home.daemon_log().display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// `herd down`: graceful stop; returns once the daemon process is gone.
@@ -90,7 +117,14 @@ pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow:
         }
         Err(e) => return Err(e),
     };
-    let r = c.shutdown(pb::ShutdownRequest { keep_apps, timeout_s: timeout }).await.map_err(status_error)?.into_inner();
+    let r = c
+        .shutdown(pb::ShutdownRequest {
+            keep_apps,
+            timeout_s: timeout,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
     // The reply comes before the daemon has flushed and exited; wait for the process itself.
     if let Some(owner) = owner {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -98,11 +132,17 @@ pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow:
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if owner.is_alive() {
-            bail!("the daemon (pid {}) has not exited 30 s after stopping its apps; `herd kill` forces it", owner.pid);
+            bail!(
+                "the daemon (pid {}) has not exited 30 s after stopping its apps; `herd kill` forces it",
+                owner.pid
+            );
         }
     }
     if keep_apps {
-        println!("herd daemon down; {} instances left running (the next `herd up` adopts them)", r.left_running);
+        println!(
+            "herd daemon down; {} instances left running (the next `herd up` adopts them)",
+            r.left_running
+        );
     } else {
         println!("herd daemon down; {} instances stopped", r.stopped);
     }
@@ -115,20 +155,30 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
     let pid_file = home.pid_file();
     match read_owner(&pid_file) {
         Some(owner) if owner.is_alive() => {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner.pid as i32), nix::sys::signal::Signal::SIGKILL)
-                .with_context(|| format!("cannot kill the daemon (pid {})", owner.pid))?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(owner.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .with_context(|| format!("cannot kill the daemon (pid {})", owner.pid))?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while owner.is_alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            println!("killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them", owner.pid);
+            println!(
+                "killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them",
+                owner.pid
+            );
         }
         Some(owner) => {
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            println!("no daemon running (pid {} in {} is gone); cleared the stale files", owner.pid, pid_file.display());
+            println!(
+                "no daemon running (pid {} in {} is gone); cleared the stale files",
+                owner.pid,
+                pid_file.display()
+            );
         }
         None => println!("no daemon running"),
     }
@@ -137,11 +187,23 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
 
 pub async fn ping(home: &Home, json: bool) -> anyhow::Result<()> {
     let mut c = client::connect(home).await?;
-    let r = c.ping(pb::PingRequest {}).await.map_err(status_error)?.into_inner();
+    let r = c
+        .ping(pb::PingRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     if json {
-        print_json(&json!({ "pid": r.pid, "version": r.version, "uptime_s": r.uptime_s, "home": r.home }));
+        print_json(
+            &json!({ "pid": r.pid, "version": r.version, "uptime_s": r.uptime_s, "home": r.home }),
+        );
     } else {
-        println!("herd {} pid {} up {} home {}", r.version, r.pid, duration_text(r.uptime_s), r.home);
+        println!(
+            "herd {} pid {} up {} home {}",
+            r.version,
+            r.pid,
+            duration_text(r.uptime_s),
+            r.home
+        );
     }
     Ok(())
 }

@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "herd", version, about = "A clustered process supervisor", propagate_version = true)]
+#[command(
+    name = "herd",
+    version,
+    about = "A clustered process supervisor",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

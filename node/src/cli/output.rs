@@ -84,7 +84,9 @@ pub fn print_instances(instances: &[pb::InstanceInfo], json: bool) {
         .iter()
         .map(|i| {
             let status = match i.next_start_in_ms {
-                Some(ms) if i.status == "backoff" => format!("backoff ({:.1}s)", ms as f64 / 1000.0),
+                Some(ms) if i.status == "backoff" => {
+                    format!("backoff ({:.1}s)", ms as f64 / 1000.0)
+                }
                 _ => i.status.clone(),
             };
             vec![
@@ -94,9 +96,23 @@ pub fn print_instances(instances: &[pb::InstanceInfo], json: bool) {
                 status,
                 i.restarts.to_string(),
                 i.uptime_s.map(duration_text).unwrap_or_else(|| "-".into()),
-                i.last_exit.as_ref().map(exit_text).unwrap_or_else(|| "-".into()),
+                i.last_exit
+                    .as_ref()
+                    .map(exit_text)
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    table(&["NAME", "INST", "PID", "STATUS", "RESTARTS", "UPTIME", "LAST EXIT"], &rows);
+    table(
+        &[
+            "NAME",
+            "INST",
+            "PID",
+            "STATUS",
+            "RESTARTS",
+            "UPTIME",
+            "LAST EXIT",
+        ],
+        &rows,
+    );
 }

@@ -48,14 +48,30 @@ pub fn read_owner(path: &Path) -> Option<Owner> {
 
 impl PidLock {
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
-        let io_err = |source| LockError::Io { path: path.display().to_string(), source };
+        let io_err = |source| LockError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         loop {
-            let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).mode(0o600).open(path).map_err(io_err)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err)?;
             let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(f) => f,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    let home = path.parent().map(|p| p.display().to_string()).unwrap_or_default();
-                    return Err(LockError::Held { pid: wait_for_owner_pid(path), home });
+                    let home = path
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    return Err(LockError::Held {
+                        pid: wait_for_owner_pid(path),
+                        home,
+                    });
                 }
                 Err((_, e)) => return Err(io_err(io::Error::from(e))),
             };
@@ -73,9 +89,13 @@ impl PidLock {
             let me = std::process::id();
             let signature = start_signature(me).unwrap_or(0);
             file.set_len(0).map_err(io_err)?;
-            file.write_all(format!("{me}\n{signature}\n").as_bytes()).map_err(io_err)?;
+            file.write_all(format!("{me}\n{signature}\n").as_bytes())
+                .map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
-            return Ok(Self { path: path.to_path_buf(), file });
+            return Ok(Self {
+                path: path.to_path_buf(),
+                file,
+            });
         }
     }
 

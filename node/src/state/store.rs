@@ -18,7 +18,12 @@ pub enum LoadError {
         "cannot read the state: {primary} ({primary_err}) and its backup {backup} ({backup_err}); \
          move both aside to start with an empty state, or restore one from a copy"
     )]
-    BothUnreadable { primary: String, primary_err: String, backup: String, backup_err: String },
+    BothUnreadable {
+        primary: String,
+        primary_err: String,
+        backup: String,
+        backup_err: String,
+    },
 }
 
 /// Which file the state came from.
@@ -85,7 +90,12 @@ impl StateFile {
     pub fn save_bytes(&self, bytes: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.sibling(".tmp");
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -109,7 +119,9 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("not valid state JSON: {e}"))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("not valid state JSON: {e}"))
 }
 
 #[cfg(test)]
@@ -134,7 +146,12 @@ mod tests {
         f.save(&vec![1u32]).unwrap();
         f.save(&vec![2u32]).unwrap();
         assert_eq!(f.load::<Vec<u32>>().unwrap(), Loaded::Primary(vec![2]));
-        assert_eq!(std::fs::read_to_string(f.backup_path()).unwrap().replace(char::is_whitespace, ""), "[1]");
+        assert_eq!(
+            std::fs::read_to_string(f.backup_path())
+                .unwrap()
+                .replace(char::is_whitespace, ""),
+            "[1]"
+        );
     }
 
     #[test]
@@ -158,6 +175,9 @@ mod tests {
         std::fs::write(f.path(), b"garbage").unwrap();
         std::fs::write(f.backup_path(), b"more garbage").unwrap();
         let err = f.load::<Vec<u32>>().unwrap_err().to_string();
-        assert!(err.contains("state.json (not valid") && err.contains("state.json.bak (not valid"), "{err}");
+        assert!(
+            err.contains("state.json (not valid") && err.contains("state.json.bak (not valid"),
+            "{err}"
+        );
     }
 }

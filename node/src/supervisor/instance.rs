@@ -145,17 +145,28 @@ pub enum AfterExit {
 
 /// Applies the restart policy, crash limit and backoff to an exit at `now_ms`, updating the
 /// instance's restart bookkeeping when it decides to restart.
-pub fn decide_after_exit(spec: &AppSpec, inst: &mut Instance, failed: bool, now_ms: u64) -> AfterExit {
+pub fn decide_after_exit(
+    spec: &AppSpec,
+    inst: &mut Instance,
+    failed: bool,
+    now_ms: u64,
+) -> AfterExit {
     if !spec.restart.wants_restart(failed) {
         return AfterExit::Stop;
     }
     let window_ms = spec.restart_window_s.saturating_mul(1000);
     // An instance that stayed up a whole window starts over with the shortest delay.
-    let stayed_up = inst.started_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= window_ms);
+    let stayed_up = inst
+        .started_at_ms
+        .is_some_and(|t| now_ms.saturating_sub(t) >= window_ms);
     if stayed_up {
         inst.backoff_step = 0;
     }
-    while inst.recent_restarts.front().is_some_and(|t| now_ms.saturating_sub(*t) >= window_ms) {
+    while inst
+        .recent_restarts
+        .front()
+        .is_some_and(|t| now_ms.saturating_sub(*t) >= window_ms)
+    {
         inst.recent_restarts.pop_front();
     }
     if inst.recent_restarts.len() >= spec.max_restarts as usize {
@@ -178,7 +189,13 @@ mod tests {
         s
     }
 
-    fn run_and_exit(spec: &AppSpec, inst: &mut Instance, failed: bool, started: u64, now: u64) -> AfterExit {
+    fn run_and_exit(
+        spec: &AppSpec,
+        inst: &mut Instance,
+        failed: bool,
+        started: u64,
+        now: u64,
+    ) -> AfterExit {
         inst.started_at_ms = Some(started);
         decide_after_exit(spec, inst, failed, now)
     }
@@ -195,7 +212,10 @@ mod tests {
     fn always_restarts_clean_exits() {
         let s = spec(RestartPolicy::Always);
         let mut i = Instance::new(0);
-        assert_eq!(run_and_exit(&s, &mut i, false, 0, 10), AfterExit::Restart(Duration::from_secs(1)));
+        assert_eq!(
+            run_and_exit(&s, &mut i, false, 0, 10),
+            AfterExit::Restart(Duration::from_secs(1))
+        );
     }
 
     #[test]
@@ -222,7 +242,10 @@ mod tests {
         }
         assert_eq!(delays, [1000, 2000, 4000, 8000, 16_000]);
         // 31 s of restarts: the sixth failure inside 60 s means crashed.
-        assert_eq!(run_and_exit(&s, &mut i, true, now, now + 10), AfterExit::Crash);
+        assert_eq!(
+            run_and_exit(&s, &mut i, true, now, now + 10),
+            AfterExit::Crash
+        );
         assert_eq!(i.restarts, 5);
     }
 
@@ -244,10 +267,19 @@ mod tests {
         s.max_restarts = 2;
         s.backoff_initial_ms = 0;
         let mut i = Instance::new(0);
-        assert!(matches!(run_and_exit(&s, &mut i, true, 0, 1), AfterExit::Restart(_)));
-        assert!(matches!(run_and_exit(&s, &mut i, true, 1, 2), AfterExit::Restart(_)));
+        assert!(matches!(
+            run_and_exit(&s, &mut i, true, 0, 1),
+            AfterExit::Restart(_)
+        ));
+        assert!(matches!(
+            run_and_exit(&s, &mut i, true, 1, 2),
+            AfterExit::Restart(_)
+        ));
         assert_eq!(run_and_exit(&s, &mut i, true, 2, 3), AfterExit::Crash);
         // 60 s after the first two restarts, they no longer count.
-        assert!(matches!(run_and_exit(&s, &mut i, true, 59_000, 60_002), AfterExit::Restart(_)));
+        assert!(matches!(
+            run_and_exit(&s, &mut i, true, 59_000, 60_002),
+            AfterExit::Restart(_)
+        ));
     }
 }

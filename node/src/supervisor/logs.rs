@@ -6,7 +6,7 @@
 //! and the truncate are the one thing this can lose.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub fn log_path(dir: &Path, app: &str, index: u32) -> PathBuf {
@@ -22,7 +22,11 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 
 pub fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Rotates `path` when it has grown past `max_bytes`, keeping `files` files in all (the live
@@ -47,17 +51,20 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
             std::fs::rename(&from, rotated(path, n + 1))?;
         }
     }
-    let mut src = File::open(path)?;
-    let mut dst = OpenOptions::new().create(true).write(true).truncate(true).open(rotated(path, 1))?;
-    // Copy until caught up, then truncate at once: the window for lost bytes is one syscall.
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        dst.write_all(&buf[..n])?;
+    let mut src = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let mut dst = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(rotated(path, 1))?;
+    // A file that overshot (a flood between two checks) keeps only its last `max_bytes`,
+    // from a line start: rotated files never exceed the cap either.
+    if len > max_bytes {
+        src.seek(SeekFrom::Start(len - max_bytes))?;
+        src.skip_until(b'\n')?;
     }
+    // Copy until caught up, then truncate at once: the window for lost bytes is one syscall.
+    io::copy(&mut src, &mut dst)?;
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
     Ok(true)
 }
@@ -69,7 +76,11 @@ pub fn tail(path: &Path, lines: usize, files: u32) -> io::Result<(Vec<u8>, u64)>
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut found = 0usize;
     for n in 0..files.max(1) {
-        let p = if n == 0 { path.to_path_buf() } else { rotated(path, n) };
+        let p = if n == 0 {
+            path.to_path_buf()
+        } else {
+            rotated(path, n)
+        };
         let Ok(data) = read_tail_bytes(&p, if n == 0 { Some(live_len) } else { None }) else {
             continue;
         };
@@ -107,7 +118,11 @@ fn last_lines_start(data: &[u8], want: usize) -> (usize, usize) {
         return (data.len(), 0);
     }
     // A trailing newline ends the last line rather than starting an empty one.
-    let body = if data.ends_with(b"\n") { &data[..data.len() - 1] } else { data };
+    let body = if data.ends_with(b"\n") {
+        &data[..data.len() - 1]
+    } else {
+        data
+    };
     let mut count = 0;
     for (i, b) in body.iter().enumerate().rev() {
         if *b == b'\n' {
@@ -145,6 +160,7 @@ pub fn read_new(path: &Path, offset: &mut u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn rotation_keeps_the_configured_number_of_files() {
@@ -159,6 +175,18 @@ mod tests {
         assert!(!rotated(&p, 3).exists());
         assert_eq!(std::fs::read(rotated(&p, 1)).unwrap()[0], b'a' + 5);
         assert_eq!(std::fs::read(rotated(&p, 2)).unwrap()[0], b'a' + 4);
+    }
+
+    #[test]
+    fn an_overshooting_file_keeps_only_its_last_max_bytes_from_a_line_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        let text: String = (0..2000).map(|i| format!("line {i:05}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        assert!(rotate_if_needed(&p, 4096, 2).unwrap());
+        let kept = std::fs::read_to_string(rotated(&p, 1)).unwrap();
+        assert!(kept.len() <= 4096 && kept.len() > 4000, "{}", kept.len());
+        assert!(kept.starts_with("line ") && kept.ends_with("line 01999\n"));
     }
 
     #[test]

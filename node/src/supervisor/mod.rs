@@ -50,7 +50,11 @@ pub struct App {
 impl App {
     fn new(spec: AppSpec) -> Self {
         let instances = (0..spec.instances).map(Instance::new).collect();
-        Self { spec, desired: Desired::Running, instances }
+        Self {
+            spec,
+            desired: Desired::Running,
+            instances,
+        }
     }
 
     fn position(&self, index: u32) -> Option<usize> {
@@ -105,14 +109,26 @@ struct StopJob {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Supervisor {
     pub fn new(logs_dir: PathBuf) -> Self {
-        let table = Table { apps: BTreeMap::new(), closing: false };
+        let table = Table {
+            apps: BTreeMap::new(),
+            closing: false,
+        };
         let (changed, _) = watch::channel(0);
-        Self { shared: Arc::new(Shared { table: Mutex::new(table), changed, logs_dir }) }
+        Self {
+            shared: Arc::new(Shared {
+                table: Mutex::new(table),
+                changed,
+                logs_dir,
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -135,7 +151,10 @@ impl Supervisor {
 
     pub fn snapshot(&self) -> Snapshot {
         let t = self.lock();
-        Snapshot { version: SNAPSHOT_VERSION, apps: t.apps.values().cloned().collect() }
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            apps: t.apps.values().cloned().collect(),
+        }
     }
 
     /// Every instance log with its rotation limits.
@@ -143,14 +162,27 @@ impl Supervisor {
         let t = self.lock();
         t.apps
             .values()
-            .flat_map(|a| a.instances.iter().map(move |i| (self.log_path(&a.spec.name, i.index), a.spec.log_max_bytes, a.spec.log_files)))
+            .flat_map(|a| {
+                a.instances.iter().map(move |i| {
+                    (
+                        self.log_path(&a.spec.name, i.index),
+                        a.spec.log_max_bytes,
+                        a.spec.log_files,
+                    )
+                })
+            })
             .collect()
     }
 
     pub fn list(&self, name: Option<&str>) -> Result<Vec<App>> {
         let t = self.lock();
         match name {
-            Some(n) => t.apps.get(n).cloned().map(|a| vec![a]).ok_or_else(|| SupervisorError::UnknownApp(n.into())),
+            Some(n) => t
+                .apps
+                .get(n)
+                .cloned()
+                .map(|a| vec![a])
+                .ok_or_else(|| SupervisorError::UnknownApp(n.into())),
             None => Ok(t.apps.values().cloned().collect()),
         }
     }
@@ -173,7 +205,12 @@ impl Supervisor {
     }
 
     async fn wait_stopped(&self, name: &str) {
-        self.wait_until(|t| t.apps.get(name).is_none_or(|a| a.instances.iter().all(|i| i.status != Status::Stopping))).await;
+        self.wait_until(|t| {
+            t.apps
+                .get(name)
+                .is_none_or(|a| a.instances.iter().all(|i| i.status != Status::Stopping))
+        })
+        .await;
     }
 
     // ----- requests -----
@@ -214,7 +251,10 @@ impl Supervisor {
             if t.closing {
                 return Err(SupervisorError::ShuttingDown);
             }
-            let app = t.apps.get_mut(name).ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             app.desired = Desired::Running;
             for index in 0..app.spec.instances {
                 if app.position(index).is_none() {
@@ -261,7 +301,10 @@ impl Supervisor {
     pub async fn scale(&self, name: &str, instances: u32) -> Result<App> {
         let jobs = {
             let mut t = self.lock();
-            let app = t.apps.get_mut(name).ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             info!(app = %name, from = app.spec.instances, to = instances, "scale");
             app.spec.instances = instances;
             let mut jobs = Vec::new();
@@ -278,16 +321,29 @@ impl Supervisor {
         {
             let mut t = self.lock();
             if let Some(app) = t.apps.get_mut(name) {
-                app.instances.retain(|i| i.index < instances || i.status == Status::Stopping);
+                app.instances
+                    .retain(|i| i.index < instances || i.status == Status::Stopping);
             }
         }
-        if self.get(name)?.desired == Desired::Running { self.start(name, false) } else { self.get(name) }
+        if self.get(name)?.desired == Desired::Running {
+            self.start(name, false)
+        } else {
+            self.get(name)
+        }
     }
 
-    async fn stop_app(&self, name: &str, timeout: Option<Duration>, desired: Desired) -> Result<()> {
+    async fn stop_app(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        desired: Desired,
+    ) -> Result<()> {
         let jobs = {
             let mut t = self.lock();
-            let app = t.apps.get_mut(name).ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             app.desired = desired;
             let mut jobs = Vec::new();
             for pos in 0..app.instances.len() {
@@ -308,7 +364,12 @@ impl Supervisor {
             let mut t = self.lock();
             t.closing = true;
             if keep_apps {
-                let left = t.apps.values().flat_map(|a| &a.instances).filter(|i| i.status.has_process()).count();
+                let left = t
+                    .apps
+                    .values()
+                    .flat_map(|a| &a.instances)
+                    .filter(|i| i.status.has_process())
+                    .count();
                 (Vec::new(), left as u32)
             } else {
                 let mut jobs = Vec::new();
@@ -325,10 +386,19 @@ impl Supervisor {
             }
         };
         let stopped = jobs.len() as u32;
-        info!(stopping = stopped, left_running = left, "supervisor shutting down");
+        info!(
+            stopping = stopped,
+            left_running = left,
+            "supervisor shutting down"
+        );
         self.notify();
         self.run_stop_jobs(jobs);
-        self.wait_until(|t| t.apps.values().all(|a| a.instances.iter().all(|i| i.status != Status::Stopping))).await;
+        self.wait_until(|t| {
+            t.apps
+                .values()
+                .all(|a| a.instances.iter().all(|i| i.status != Status::Stopping))
+        })
+        .await;
         (stopped, left)
     }
 
@@ -357,21 +427,42 @@ impl Supervisor {
                 process::note_in_log(&log, &reason);
                 inst.pid = None;
                 inst.signature = None;
-                let exit = ExitRecord { at_ms: now, code: None, signal: None, reason };
+                let exit = ExitRecord {
+                    at_ms: now,
+                    code: None,
+                    signal: None,
+                    reason,
+                };
                 self.after_exit(app, pos, exit);
             }
         }
     }
 
-    fn watch_child(&self, name: String, index: u32, generation: u64, mut child: tokio::process::Child) {
+    fn watch_child(
+        &self,
+        name: String,
+        index: u32,
+        generation: u64,
+        mut child: tokio::process::Child,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
             let exit = match child.wait().await {
                 Ok(status) => {
                     let (code, signal) = process::describe_exit(status);
-                    ExitRecord { at_ms: now_ms(), code, signal, reason: "exited".into() }
+                    ExitRecord {
+                        at_ms: now_ms(),
+                        code,
+                        signal,
+                        reason: "exited".into(),
+                    }
                 }
-                Err(e) => ExitRecord { at_ms: now_ms(), code: None, signal: None, reason: format!("lost track of the process: {e}") },
+                Err(e) => ExitRecord {
+                    at_ms: now_ms(),
+                    code: None,
+                    signal: None,
+                    reason: format!("lost track of the process: {e}"),
+                },
             };
             me.on_exit(&name, index, generation, exit);
         });
@@ -385,7 +476,17 @@ impl Supervisor {
                 Ok(()) => "exited (adopted process: exit status unknown)".to_string(),
                 Err(e) => format!("exited (adopted process, could not watch it: {e})"),
             };
-            me.on_exit(&name, index, generation, ExitRecord { at_ms: now_ms(), code: None, signal: None, reason });
+            me.on_exit(
+                &name,
+                index,
+                generation,
+                ExitRecord {
+                    at_ms: now_ms(),
+                    code: None,
+                    signal: None,
+                    reason,
+                },
+            );
         });
     }
 
@@ -393,8 +494,12 @@ impl Supervisor {
         {
             let mut t = self.lock();
             let closing = t.closing;
-            let Some(app) = t.apps.get_mut(name) else { return };
-            let Some(pos) = app.position(index) else { return };
+            let Some(app) = t.apps.get_mut(name) else {
+                return;
+            };
+            let Some(pos) = app.position(index) else {
+                return;
+            };
             let inst = &mut app.instances[pos];
             if inst.generation != generation {
                 return;
@@ -466,8 +571,12 @@ impl Supervisor {
             if t.closing {
                 return;
             }
-            let Some(app) = t.apps.get_mut(name) else { return };
-            let Some(pos) = app.position(index) else { return };
+            let Some(app) = t.apps.get_mut(name) else {
+                return;
+            };
+            let Some(pos) = app.position(index) else {
+                return;
+            };
             let inst = &app.instances[pos];
             if inst.generation != generation || inst.status != Status::Backoff {
                 return;
@@ -488,7 +597,13 @@ impl Supervisor {
                 if let Err(e) = process::signal_group(pid, signal) {
                     warn!(app = %app.spec.name, instance = inst.index, pid, error = %e, "stop signal failed");
                 }
-                Some(StopJob { name: app.spec.name.clone(), index: inst.index, generation: inst.generation, pgid: pid, timeout })
+                Some(StopJob {
+                    name: app.spec.name.clone(),
+                    index: inst.index,
+                    generation: inst.generation,
+                    pgid: pid,
+                    timeout,
+                })
             }
             (Status::Stopping, _) => None,
             _ => {
@@ -520,14 +635,19 @@ impl Supervisor {
             poll = (poll * 2).min(Duration::from_millis(50));
             {
                 let mut t = self.lock();
-                let Some(app) = t.apps.get_mut(&job.name) else { return };
-                let Some(pos) = app.position(job.index) else { return };
+                let Some(app) = t.apps.get_mut(&job.name) else {
+                    return;
+                };
+                let Some(pos) = app.position(job.index) else {
+                    return;
+                };
                 let inst = &mut app.instances[pos];
                 if inst.generation != job.generation || inst.status != Status::Stopping {
                     return;
                 }
                 let leader_gone = inst.pid.is_none();
-                let give_up = killed && tokio::time::Instant::now() >= kill_at + Duration::from_secs(10);
+                let give_up =
+                    killed && tokio::time::Instant::now() >= kill_at + Duration::from_secs(10);
                 if (leader_gone && !process::group_alive(job.pgid)) || give_up {
                     if give_up {
                         warn!(app = %job.name, instance = job.index, pgid = job.pgid, "processes survive SIGKILL (uninterruptible?); marking stopped");
@@ -563,7 +683,9 @@ impl Supervisor {
                     let inst = &mut app.instances[pos];
                     inst.generation = 1;
                     let alive = match (inst.pid, inst.signature) {
-                        (Some(pid), Some(sig)) if inst.status.has_process() => process::is_same_process(pid, sig),
+                        (Some(pid), Some(sig)) if inst.status.has_process() => {
+                            process::is_same_process(pid, sig)
+                        }
                         _ => false,
                     };
                     if alive {
@@ -580,18 +702,35 @@ impl Supervisor {
                     inst.pid = None;
                     inst.signature = None;
                     if app.desired == Desired::Stopped || inst.index >= app.spec.instances {
-                        inst.status = if was == Status::Crashed { was } else { Status::Stopped };
+                        inst.status = if was == Status::Crashed {
+                            was
+                        } else {
+                            Status::Stopped
+                        };
                         continue;
                     }
                     match was {
                         Status::Running | Status::Starting => {
                             info!(app = %name, instance = inst.index, "instance died while the daemon was down");
-                            let exit = ExitRecord { at_ms: now_ms(), code: None, signal: None, reason: "died while the daemon was down".into() };
+                            let exit = ExitRecord {
+                                at_ms: now_ms(),
+                                code: None,
+                                signal: None,
+                                reason: "died while the daemon was down".into(),
+                            };
                             self.after_exit(&mut app, pos, exit);
                         }
                         Status::Backoff => {
-                            let delay = inst.next_start_ms.map(|t| t.saturating_sub(now_ms())).unwrap_or(0);
-                            self.schedule_start(name.clone(), inst.index, inst.generation, Duration::from_millis(delay));
+                            let delay = inst
+                                .next_start_ms
+                                .map(|t| t.saturating_sub(now_ms()))
+                                .unwrap_or(0);
+                            self.schedule_start(
+                                name.clone(),
+                                inst.index,
+                                inst.generation,
+                                Duration::from_millis(delay),
+                            );
                         }
                         Status::Stopping | Status::Stopped => {
                             inst.reset_history();
@@ -601,7 +740,9 @@ impl Supervisor {
                     }
                 }
                 // Instances the spec asks for that were never created.
-                let missing: Vec<u32> = (0..app.spec.instances).filter(|i| app.position(*i).is_none()).collect();
+                let missing: Vec<u32> = (0..app.spec.instances)
+                    .filter(|i| app.position(*i).is_none())
+                    .collect();
                 for index in missing {
                     app.instances.push(Instance::new(index));
                     if app.desired == Desired::Running {

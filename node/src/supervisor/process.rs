@@ -26,7 +26,9 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let mut fields = stat[close + 2..].split_ascii_whitespace();
     let state = fields.next().unwrap_or("X");
     if state == "Z" || state == "X" {
@@ -68,7 +70,10 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
 /// True while any process (zombies included) is still in the group.
 pub fn group_alive(pgid: u32) -> bool {
     // Signal 0 checks existence and permission without delivering anything.
-    !matches!(killpg(Pid::from_raw(pgid as i32), None), Err(nix::errno::Errno::ESRCH))
+    !matches!(
+        killpg(Pid::from_raw(pgid as i32), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// Resolves when a process that is not our child exits (an instance adopted after a daemon
@@ -78,8 +83,10 @@ pub async fn wait_foreign(pid: u32) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
     let fd: OwnedFd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::NONBLOCK)?;
     // SAFETY: the AsyncFd owns the pidfd and nothing else closes or replaces it.
-    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| io::Error::from(e))?;
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)?;
     // A pidfd becomes readable once the process has exited.
     let _guard = afd.readable().await?;
     Ok(())
@@ -99,7 +106,9 @@ pub fn describe_exit(status: std::process::ExitStatus) -> (Option<i32>, Option<S
     if let Some(code) = status.code() {
         (Some(code), None)
     } else if let Some(sig) = status.signal() {
-        let name = Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("SIG{sig}"));
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("SIG{sig}"));
         (None, Some(name))
     } else {
         (None, None)

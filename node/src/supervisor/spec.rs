@@ -128,12 +128,21 @@ impl AppSpec {
             return Err(("command", "must not be empty".into()));
         }
         if self.instances > MAX_INSTANCES {
-            return Err(("instances", format!("{} is more than the limit of {MAX_INSTANCES}", self.instances)));
+            return Err((
+                "instances",
+                format!(
+                    "{} is more than the limit of {MAX_INSTANCES}",
+                    self.instances
+                ),
+            ));
         }
         if self.backoff_max_ms < self.backoff_initial_ms {
             return Err((
                 "backoff_max_ms",
-                format!("{} is below backoff_initial_ms ({})", self.backoff_max_ms, self.backoff_initial_ms),
+                format!(
+                    "{} is below backoff_initial_ms ({})",
+                    self.backoff_max_ms, self.backoff_initial_ms
+                ),
             ));
         }
         match parse_signal(&self.stop_signal) {
@@ -141,17 +150,27 @@ impl AppSpec {
             None => {
                 return Err((
                     "stop_signal",
-                    format!("`{}` is not a signal name (try SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1)", self.stop_signal),
+                    format!(
+                        "`{}` is not a signal name (try SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1)",
+                        self.stop_signal
+                    ),
                 ));
             }
         }
         if self.log_max_bytes < 4096 {
-            return Err(("log_max_bytes", format!("{} is below the minimum of 4096", self.log_max_bytes)));
+            return Err((
+                "log_max_bytes",
+                format!("{} is below the minimum of 4096", self.log_max_bytes),
+            ));
         }
         if self.log_files == 0 {
             return Err(("log_files", "must be at least 1 (the live file)".into()));
         }
-        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
             return Err(("env", format!("`{key}` is not a valid variable name")));
         }
         Ok(())
@@ -176,13 +195,19 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// `SIGTERM`, `TERM` and `term` all name the same signal.
 pub fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
     let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     full.parse().ok()
 }
 
@@ -201,9 +226,12 @@ struct AppFile {
 /// Parses and validates an app file's text. `source` names it in errors; `base` is the
 /// directory relative paths resolve against.
 pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSpec>, SpecError> {
-    let file: AppFile = toml::from_str(text).map_err(|e| SpecError(format!("{source}: {}", e.to_string().trim_end())))?;
+    let file: AppFile = toml::from_str(text)
+        .map_err(|e| SpecError(format!("{source}: {}", e.to_string().trim_end())))?;
     if file.app.is_empty() {
-        return Err(SpecError(format!("{source}: no [[app]] table; an app file lists apps as [[app]] tables")));
+        return Err(SpecError(format!(
+            "{source}: no [[app]] table; an app file lists apps as [[app]] tables"
+        )));
     }
     let mut specs = Vec::with_capacity(file.app.len());
     let mut seen = HashSet::new();
@@ -216,11 +244,14 @@ pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSp
             let msg = e.message().trim_end().to_string();
             let msg = match msg.strip_prefix("missing field ") {
                 Some(key) => format!("missing required key {key}"),
-                None => msg.replace("unknown field", "unknown key").replace("expected one of", "known keys are"),
+                None => msg
+                    .replace("unknown field", "unknown key")
+                    .replace("expected one of", "known keys are"),
             };
             SpecError(format!("{source}: {label}: {msg}"))
         })?;
-        spec.validate().map_err(|(key, why)| SpecError(format!("{source}: {label}: key `{key}`: {why}")))?;
+        spec.validate()
+            .map_err(|(key, why)| SpecError(format!("{source}: {label}: key `{key}`: {why}")))?;
         if !seen.insert(spec.name.clone()) {
             return Err(SpecError(format!(
                 "{source}: {label}: key `name`: `{}` is used by more than one app; names must be unique",
@@ -256,8 +287,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_app_and_key() {
-        let err = parse("[[app]]\nname = \"web\"\ncommand = \"x\"\nrestrat = \"always\"\n").unwrap_err();
-        assert!(err.starts_with("apps.toml: app `web`: unknown key `restrat`"), "{err}");
+        let err =
+            parse("[[app]]\nname = \"web\"\ncommand = \"x\"\nrestrat = \"always\"\n").unwrap_err();
+        assert!(
+            err.starts_with("apps.toml: app `web`: unknown key `restrat`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -268,21 +303,32 @@ mod tests {
 
     #[test]
     fn duplicate_names_reject_the_file() {
-        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\n[[app]]\nname = \"a\"\ncommand = \"y\"\n").unwrap_err();
-        assert!(err.contains("app `a`: key `name`: `a` is used by more than one app"), "{err}");
+        let err = parse(
+            "[[app]]\nname = \"a\"\ncommand = \"x\"\n[[app]]\nname = \"a\"\ncommand = \"y\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("app `a`: key `name`: `a` is used by more than one app"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_signal_is_named_and_good_ones_normalised() {
-        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"SIGFOO\"\n").unwrap_err();
-        assert!(err.contains("app `a`: key `stop_signal`: `SIGFOO` is not a signal name"), "{err}");
+        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"SIGFOO\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("app `a`: key `stop_signal`: `SIGFOO` is not a signal name"),
+            "{err}"
+        );
         let ok = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"int\"\n").unwrap();
         assert_eq!(ok[0].stop_signal, "SIGINT");
     }
 
     #[test]
     fn wrong_type_and_syntax_errors_name_the_file() {
-        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\ninstances = \"two\"\n").unwrap_err();
+        let err =
+            parse("[[app]]\nname = \"a\"\ncommand = \"x\"\ninstances = \"two\"\n").unwrap_err();
         assert!(err.starts_with("apps.toml: app `a`: invalid type"), "{err}");
         let err = parse("[[app]\nname = 1").unwrap_err();
         assert!(err.starts_with("apps.toml: "), "{err}");

@@ -1,0 +1,230 @@
+//! Shared harness of the end-to-end tests: a real `herd` daemon in its own temporary
+//! `HERD_HOME`, driven through the real CLI, with real child processes.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn herd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herd")
+}
+
+/// A herd home with (usually) a daemon running in it. Dropping it stops the daemon and every
+/// process it started, even when the test failed halfway.
+pub struct Herd {
+    pub home: tempfile::TempDir,
+}
+
+impl Herd {
+    /// A fresh home, no daemon yet.
+    pub fn new() -> Self {
+        Self {
+            home: tempfile::Builder::new()
+                .prefix("herd-e2e-")
+                .tempdir()
+                .expect("temp home"),
+        }
+    }
+
+    /// A fresh home with a daemon up.
+    pub fn up() -> Self {
+        let h = Self::new();
+        h.ok(&["up"]);
+        h
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(herd_bin());
+        c.args(args)
+            .env("HERD_HOME", self.home.path())
+            .env_remove("HERD_LOG");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run herd")
+    }
+
+    /// Runs herd and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "herd {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs herd and insists on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "herd {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("herd {args:?} printed no JSON ({e}): {out}"))
+    }
+
+    pub fn ps(&self) -> Vec<Value> {
+        match self.json(&["ps", "--json"]) {
+            Value::Array(rows) => rows,
+            other => panic!("ps --json is not an array: {other}"),
+        }
+    }
+
+    pub fn instance(&self, name: &str, index: u64) -> Value {
+        self.ps()
+            .into_iter()
+            .find(|r| r["name"] == name && r["instance"] == index)
+            .unwrap_or_else(|| panic!("no instance {name}/{index} in ps"))
+    }
+
+    /// Polls `ps` until `pred` holds; panics with the last rows after `timeout`.
+    pub fn wait_ps(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.ps();
+            if pred(&rows) {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; ps: {}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_status(&self, name: &str, index: u64, status: &str, timeout: Duration) -> Value {
+        let rows = self.wait_ps(&format!("{name}/{index} {status}"), timeout, |rows| {
+            rows.iter()
+                .any(|r| r["name"] == name && r["instance"] == index && r["status"] == status)
+        });
+        rows.into_iter()
+            .find(|r| r["name"] == name && r["instance"] == index)
+            .expect("row")
+    }
+
+    /// Writes an app file into the home and returns its path.
+    pub fn app_file(&self, file: &str, toml: &str) -> String {
+        let p = self.path(file);
+        std::fs::write(&p, toml).expect("write app file");
+        p.display().to_string()
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path("daemon.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Every pid recorded in the state file (for clean-up).
+    fn recorded_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for f in ["state.json", "state.json.bak"] {
+            let Ok(text) = std::fs::read_to_string(self.path(f)) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            for app in v["apps"].as_array().into_iter().flatten() {
+                for i in app["instances"].as_array().into_iter().flatten() {
+                    if let Some(p) = i["pid"].as_u64() {
+                        pids.push(p as u32);
+                    }
+                }
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down", "--timeout", "1"]).output();
+        let _ = self.cmd(&["kill"]).output();
+        for pid in self.recorded_pids() {
+            // Only groups this test's daemon started (each instance leads its own group).
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie still "exists" for kill(0); look at its state too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next().unwrap_or('X'))
+                .unwrap_or('X');
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn group_alive(pgid: u32) -> bool {
+    !matches!(
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Polls until `cond` holds or panics after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn pid_of(row: &Value) -> u32 {
+    row["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {row}")) as u32
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+pub const SECS_10: Duration = Duration::from_secs(10);

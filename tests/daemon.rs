@@ -1,0 +1,245 @@
+//! The daemon's own life: the pid lock, racing starts, surviving its own death with the
+//! apps still running (and adopting them), and a state file that can be trusted.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn two_sleepers(h: &Herd) -> (u32, u32) {
+    let file = h.app_file(
+        "apps.toml",
+        "[[app]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\n[[app]]\nname = \"b\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nrestart = \"always\"\n",
+    );
+    h.ok(&["start", &file]);
+    let a = pid_of(&h.wait_status("a", 0, "running", SECS_10));
+    let b = pid_of(&h.wait_status("b", 0, "running", SECS_10));
+    (a, b)
+}
+
+#[test]
+fn ping_reports_pid_version_and_uptime() {
+    let h = Herd::up();
+    let v = h.json(&["ping", "--json"]);
+    assert_eq!(v["pid"].as_u64(), h.daemon_pid().map(u64::from));
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["uptime_s"].is_u64());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(h.path("daemon.sock"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+}
+
+#[test]
+fn second_up_fails_with_the_running_pid() {
+    let h = Herd::up();
+    let pid = h.daemon_pid().unwrap();
+    let err = h.fails(&["up"]);
+    assert!(
+        err.contains(&format!("already running (pid {pid})")),
+        "{err}"
+    );
+    h.ok(&["ping"]);
+}
+
+#[test]
+fn racing_ups_start_exactly_one_daemon() {
+    let h = Herd::new();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            h.cmd(&["up"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(winners, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already running"), "{err}");
+    }
+    let pid = h.daemon_pid().unwrap();
+    assert!(alive(pid));
+    let daemons = Command::new("pgrep")
+        .args(["-f", "herd up --foreground"])
+        .output()
+        .unwrap();
+    let ours: Vec<u32> = String::from_utf8_lossy(&daemons.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p: &u32| {
+            std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| {
+                String::from_utf8_lossy(&e).contains(&*h.home.path().to_string_lossy())
+            })
+        })
+        .collect();
+    assert_eq!(ours, vec![pid]);
+}
+
+#[test]
+fn a_stale_pid_file_with_a_recycled_pid_is_reclaimed() {
+    let h = Herd::new();
+    // A live process that is not a herd daemon, recorded with another start signature.
+    let mut bystander = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    std::fs::write(h.path("daemon.pid"), format!("{}\n12345\n", bystander.id())).unwrap();
+    // `kill` must not touch the bystander: the signature does not match.
+    let out = h.ok(&["kill"]);
+    assert!(out.contains("no daemon running"), "{out}");
+    assert!(alive(bystander.id()));
+    std::fs::write(h.path("daemon.pid"), format!("{}\n12345\n", bystander.id())).unwrap();
+    h.ok(&["up"]);
+    assert_ne!(h.daemon_pid(), Some(bystander.id()));
+    assert!(alive(bystander.id()));
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
+#[test]
+fn apps_survive_a_killed_daemon_and_are_adopted_with_the_same_pids() {
+    let h = Herd::up();
+    let (a, b) = two_sleepers(&h);
+    let daemon = h.daemon_pid().unwrap();
+    let out = h.ok(&["kill"]);
+    assert!(out.contains(&format!("pid {daemon}")), "{out}");
+    assert!(!alive(daemon));
+    assert!(alive(a) && alive(b), "apps died with the daemon");
+    h.fails(&["ps"]);
+
+    h.ok(&["up"]);
+    let rows = h.ps();
+    assert_eq!(pid_of(&h.instance("a", 0)), a, "{rows:?}");
+    assert_eq!(pid_of(&h.instance("b", 0)), b, "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "running"), "{rows:?}");
+
+    // An adopted process is still supervised: its death is noticed and it is restarted.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let rows = h.wait_ps("b restarted", SECS_10, |rows| {
+        rows.iter()
+            .any(|r| r["name"] == "b" && r["status"] == "running" && r["pid"] != b)
+    });
+    assert!(rows.iter().any(|r| r["name"] == "b" && r["restarts"] == 1));
+}
+
+#[test]
+fn apps_that_died_while_the_daemon_was_down_are_restarted_per_policy() {
+    let h = Herd::up();
+    let (a, b) = two_sleepers(&h);
+    h.ok(&["kill"]);
+    for pid in [a, b] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    wait_until("apps gone", SECS_10, || !alive(a) && !alive(b));
+    h.ok(&["up"]);
+    for name in ["a", "b"] {
+        let row = h.wait_status(name, 0, "running", SECS_10);
+        assert_eq!(row["restarts"], 1);
+        assert_eq!(row["last_exit"]["reason"], "died while the daemon was down");
+    }
+}
+
+#[test]
+fn down_stops_apps_and_up_brings_back_what_was_meant_to_run() {
+    let h = Herd::up();
+    let (a, b) = two_sleepers(&h);
+    h.ok(&["start", "--name", "idle", "--", "sleep", "1000"]);
+    h.wait_status("idle", 0, "running", SECS_10);
+    h.ok(&["stop", "idle"]);
+    h.ok(&["down"]);
+    assert!(!alive(a) && !alive(b), "down left apps running");
+    assert!(!h.path("daemon.pid").exists() && !h.path("daemon.sock").exists());
+    h.ok(&["up"]);
+    h.wait_status("a", 0, "running", SECS_10);
+    h.wait_status("b", 0, "running", SECS_10);
+    assert_eq!(
+        h.instance("idle", 0)["status"],
+        "stopped",
+        "a stopped app came back"
+    );
+}
+
+#[test]
+fn down_keep_apps_leaves_them_for_the_next_daemon() {
+    let h = Herd::up();
+    let (a, b) = two_sleepers(&h);
+    let out = h.ok(&["down", "--keep-apps"]);
+    assert!(out.contains("2 instances left running"), "{out}");
+    assert!(alive(a) && alive(b));
+    h.ok(&["up"]);
+    assert_eq!(pid_of(&h.instance("a", 0)), a);
+    assert_eq!(pid_of(&h.instance("b", 0)), b);
+}
+
+#[test]
+fn a_corrupt_state_file_falls_back_to_the_backup() {
+    let h = Herd::up();
+    two_sleepers(&h);
+    h.ok(&["down"]);
+    assert!(h.path("state.json.bak").exists());
+    std::fs::write(h.path("state.json"), b"{\"version\": 1, \"apps\": [ trunc").unwrap();
+    let out = h.run(&["up"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("state.json is unreadable") && err.contains("state.json.bak"),
+        "{err}"
+    );
+    h.wait_status("a", 0, "running", SECS_10);
+    h.wait_status("b", 0, "running", SECS_10);
+}
+
+#[test]
+fn both_state_files_unreadable_refuses_to_start_and_names_them() {
+    let h = Herd::new();
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    std::fs::write(h.path("state.json"), b"nope").unwrap();
+    std::fs::write(h.path("state.json.bak"), b"nope either").unwrap();
+    let err = h.fails(&["up"]);
+    assert!(
+        err.contains("state.json (not valid state JSON")
+            && err.contains("state.json.bak (not valid state JSON"),
+        "{err}"
+    );
+    assert!(h.fails(&["ping"]).contains("not running"));
+    assert_eq!(
+        std::fs::read(h.path("state.json")).unwrap(),
+        b"nope",
+        "the bad file was touched"
+    );
+}
+
+#[test]
+fn state_write_failure_keeps_daemon_and_apps_alive() {
+    let h = Herd::up();
+    let (a, _) = two_sleepers(&h);
+    // A directory where the temp file goes makes every write fail.
+    std::fs::create_dir(h.path("state.json.tmp")).unwrap();
+    h.ok(&["start", "--name", "later", "--", "sleep", "1000"]);
+    h.wait_status("later", 0, "running", SECS_10);
+    assert!(alive(a));
+    let log = std::fs::read_to_string(h.path("daemon.log")).unwrap();
+    assert!(log.contains("cannot write the state file"), "{log}");
+    std::fs::remove_dir(h.path("state.json.tmp")).unwrap();
+    wait_until(
+        "the state to be written again",
+        Duration::from_secs(5),
+        || std::fs::read_to_string(h.path("state.json")).is_ok_and(|s| s.contains("\"later\"")),
+    );
+}

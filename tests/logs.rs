@@ -1,0 +1,138 @@
+//! App output: written by the app itself into its log file, so it survives the daemon's
+//! death without a gap, and rotated so it never fills the disk.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn a_chatty_app_survives_daemon_sigkill_and_its_log_has_no_gap() {
+    let h = Herd::up();
+    h.ok(&[
+        "start",
+        "--name",
+        "chatty",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.005; done",
+    ]);
+    let pid = pid_of(&h.wait_status("chatty", 0, "running", SECS_10));
+    let log = h.path("logs/chatty-0.log");
+    wait_until("some output", SECS_10, || read_lines(&log).len() > 20);
+    h.ok(&["kill"]);
+    let during = read_lines(&log).len();
+    wait_until("output while the daemon is down", SECS_10, || {
+        read_lines(&log).len() > during + 50
+    });
+    assert!(alive(pid), "the app died without its daemon");
+    h.ok(&["up"]);
+    assert_eq!(pid_of(&h.instance("chatty", 0)), pid);
+    let after = read_lines(&log).len();
+    wait_until("output after the daemon is back", SECS_10, || {
+        read_lines(&log).len() > after + 20
+    });
+
+    let lines = read_lines(&log);
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line, &format!("line {n}"), "gap or garbage at line {n}");
+    }
+    let tail = h.ok(&["logs", "chatty", "--lines", "3"]);
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("line ")), "{tail}");
+}
+
+#[test]
+fn rotation_caps_disk_use_of_a_flooding_app() {
+    let h = Herd::up();
+    let file = h.app_file(
+        "apps.toml",
+        r#"
+[[app]]
+name = "flood"
+command = "sh"
+args = ["-c", "pad=$(printf '%01000d' 0); i=0; while :; do i=$((i+1)); echo \"$i $pad\"; done"]
+log_max_bytes = 262144
+log_files = 3
+"#,
+    );
+    h.ok(&["start", &file]);
+    let dir = h.path("logs");
+    let written = || -> u64 {
+        let last = read_lines(&dir.join("flood-0.log"))
+            .last()
+            .and_then(|l| l.split(' ').next()?.parse().ok())
+            .unwrap_or(0u64);
+        last * 1002
+    };
+    // Wait until the app has written far more than the cap, and rotation has kicked in.
+    wait_until("the app to write 20 MiB", Duration::from_secs(60), || {
+        written() > 20 * 1024 * 1024
+    });
+    wait_until("a rotation", SECS_10, || dir.join("flood-0.log.2").exists());
+    std::thread::sleep(Duration::from_millis(300));
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("flood-0.log"))
+        .collect();
+    let on_disk: u64 = files.iter().map(|e| e.metadata().unwrap().len()).sum();
+    assert!(
+        files.len() <= 3,
+        "more files than log_files: {:?}",
+        files.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+    );
+    // Two rotated files of at most 256 KiB, plus a live file that grows by what the app
+    // writes between two checks of a hot log (100 ms).
+    assert!(
+        on_disk < 6 * 1024 * 1024,
+        "{on_disk} bytes on disk after {} written",
+        written()
+    );
+    let _ = h.run(&["stop", "flood", "--timeout", "1"]);
+}
+
+#[test]
+fn logs_follow_streams_new_output() {
+    let h = Herd::up();
+    h.ok(&[
+        "start",
+        "--name",
+        "ticker",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done",
+    ]);
+    h.wait_status("ticker", 0, "running", SECS_10);
+    let mut child = h
+        .cmd(&["logs", "ticker", "--lines", "1", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        seen.push(rx.recv_timeout(SECS_10).expect("a followed line"));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let nums: Vec<u64> = seen
+        .iter()
+        .map(|l| l.trim_start_matches("tick ").parse().unwrap())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+}

@@ -1,6 +1,6 @@
 //! Compiles the `.proto` files with protox (pure Rust), so no system `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/supervisor.proto"];
+    let files = ["proto/supervisor.proto", "proto/cluster.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

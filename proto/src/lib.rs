@@ -3,3 +3,7 @@
 pub mod supervisor {
     tonic::include_proto!("herd.supervisor");
 }
+
+pub mod cluster {
+    tonic::include_proto!("herd.cluster");
+}

@@ -1,11 +1,14 @@
-//! The daemon's life: take the pid lock, load the state, adopt what still runs, serve the
-//! local API on the Unix socket, keep the state file and the logs in shape, and on `down`
-//! (or SIGTERM/SIGINT) stop the apps, flush the state and remove its files.
+//! The daemon's life: take the pid lock, read the config and the state, adopt what still
+//! runs, serve the local API on the Unix socket, keep the state file, logs, metrics and
+//! sweeps going, and on `down` (or SIGTERM/SIGINT) stop the apps, flush the state and remove
+//! its files. SIGHUP re-reads the config.
 
 use crate::api::{Api, SupervisorServer};
+use crate::config::{ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, StateFile};
+use crate::supervisor::events::EventLog;
 use crate::supervisor::{Snapshot, Supervisor, logs};
 use anyhow::Context;
 use std::collections::HashSet;
@@ -13,23 +16,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{error, info, warn};
 
-/// How often the state is written even without a transition.
-const STATE_FLUSH: Duration = Duration::from_secs(30);
 /// How often the sizes of logs that are filling up are checked for rotation.
 const LOG_CHECK_HOT: Duration = Duration::from_millis(100);
 /// Every this many hot checks, every log is checked.
 const LOG_CHECKS_PER_FULL: u32 = 10;
+/// Transitions that arrive within this long of each other share one state write.
+const STATE_COALESCE: Duration = Duration::from_millis(5);
 
 /// Runs the daemon until it is told to stop. `detached`: started by `herd up`, whose pipe
 /// on stderr is replaced by `daemon.log` once the socket answers.
-pub fn run(home: Home, detached: bool) -> anyhow::Result<()> {
+pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     home.ensure()
         .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
     let lock = PidLock::acquire(&home.pid_file())?;
+    let required = config_path.is_some();
+    let config_path = config_path.unwrap_or_else(|| home.config_file());
+    let config = DaemonConfig::load(&config_path, required, |k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    let set_log_level = init_tracing(&config.log_level);
+    raise_fd_limit();
     let state = StateFile::new(home.state_file());
     let snapshot = match state.load::<Snapshot>()? {
         Loaded::Fresh => None,
@@ -44,13 +53,20 @@ pub fn run(home: Home, detached: bool) -> anyhow::Result<()> {
             Some(s)
         }
     };
+    let config = ConfigHandle::new(config_path, required, config, set_log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("herd")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(home.clone(), state, snapshot, detached));
+    let result = runtime.block_on(serve(
+        home.clone(),
+        state,
+        snapshot,
+        Arc::new(config),
+        detached,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(home.socket());
     lock.release();
@@ -61,6 +77,7 @@ async fn serve(
     home: Home,
     state: StateFile,
     snapshot: Option<Snapshot>,
+    config: Arc<ConfigHandle>,
     detached: bool,
 ) -> anyhow::Result<()> {
     let socket = home.socket();
@@ -71,19 +88,40 @@ async fn serve(
     nix::sys::stat::umask(old_umask);
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
 
-    let supervisor = Supervisor::new(home.logs_dir());
-    if let Some(snapshot) = snapshot {
-        supervisor.restore(snapshot);
-    }
+    let cfg = config.get();
+    let (events, event_writer) =
+        EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
+    tokio::spawn(event_writer);
+    let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events);
+    supervisor.restore(snapshot.unwrap_or_default());
     let state = Arc::new(Mutex::new(state));
-    let writer = tokio::spawn(write_state(supervisor.clone(), state.clone()));
-    let rotator = tokio::spawn(rotate_logs(supervisor.clone()));
+    let (flushed_tx, flushed) = watch::channel(0u64);
+    let mut tasks = vec![
+        tokio::spawn(write_state(
+            supervisor.clone(),
+            state.clone(),
+            config.subscribe(),
+            flushed_tx,
+        )),
+        tokio::spawn(rotate_logs(supervisor.clone())),
+        tokio::spawn(sweep(supervisor.clone(), config.subscribe())),
+        tokio::spawn(reload_on_sighup(config.clone())),
+    ];
+    let metrics_interval = interval_of(&config, |c| c.metrics_interval());
+    let sup = supervisor.clone();
+    tasks.push(tokio::spawn(async move {
+        sup.run_metrics(metrics_interval).await
+    }));
+    let sup = supervisor.clone();
+    tasks.push(tokio::spawn(async move { sup.run_cron().await }));
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
     let api = Api::new(
         supervisor.clone(),
         home.root().display().to_string(),
         shutdown_tx,
+        config.clone(),
+        flushed,
     );
     if detached {
         detach_stderr(&home)?;
@@ -106,8 +144,9 @@ async fn serve(
         .await
         .context("the API server failed")?;
 
-    writer.abort();
-    rotator.abort();
+    for t in tasks {
+        t.abort();
+    }
     let snapshot = supervisor.snapshot();
     let flushed = tokio::task::spawn_blocking(move || {
         state
@@ -124,23 +163,48 @@ async fn serve(
     Ok(())
 }
 
-/// Writes the state after every transition (coalescing bursts: one write covers all the
-/// transitions that happened while the previous one was on its way to disk) and every 30 s.
-/// A failed write is logged and retried; nothing else stops.
-async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
+/// A watch of one duration derived from the config, following reloads.
+fn interval_of(
+    config: &ConfigHandle,
+    f: fn(&DaemonConfig) -> Duration,
+) -> watch::Receiver<Duration> {
+    let mut cfg = config.subscribe();
+    let (tx, rx) = watch::channel(f(&cfg.borrow_and_update()));
+    tokio::spawn(async move {
+        while cfg.changed().await.is_ok() {
+            let d = f(&cfg.borrow_and_update());
+            tx.send_if_modified(|v| std::mem::replace(v, d) != d);
+        }
+    });
+    rx
+}
+
+/// Writes the state after every transition — transitions a few ms apart share one write —
+/// and at least every `state_flush_s`. `flushed` carries the last transition counter on
+/// disk, so a request can answer only once its change is durable. A failed write is logged
+/// and retried every second; nothing else stops.
+async fn write_state(
+    supervisor: Supervisor,
+    file: Arc<Mutex<StateFile>>,
+    config: watch::Receiver<DaemonConfig>,
+    flushed: watch::Sender<u64>,
+) {
     let mut changes = supervisor.subscribe();
     let mut failing = false;
     loop {
         let wait = if failing {
             Duration::from_secs(1)
         } else {
-            STATE_FLUSH
+            config.borrow().state_flush()
         };
         tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
+            r = changes.changed() => {
+                if r.is_err() { return }
+                tokio::time::sleep(STATE_COALESCE).await;
+            }
             _ = tokio::time::sleep(wait) => {}
         }
-        changes.mark_unchanged();
+        let version = *changes.borrow_and_update();
         let snapshot = supervisor.snapshot();
         let file = file.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -155,6 +219,7 @@ async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
                     info!("state write recovered");
                 }
                 failing = false;
+                flushed.send_replace(version);
             }
             Ok(Err(e)) => {
                 if !failing {
@@ -164,6 +229,28 @@ async fn write_state(supervisor: Supervisor, file: Arc<Mutex<StateFile>>) {
             }
             Err(e) => error!(error = %e, "state write task failed"),
         }
+    }
+}
+
+async fn sweep(supervisor: Supervisor, config: watch::Receiver<DaemonConfig>) {
+    loop {
+        let every = config.borrow().recovery_sweep();
+        tokio::time::sleep(every).await;
+        let found = supervisor.sweep();
+        if found > 0 {
+            info!(found, "recovery sweep handled vanished instances");
+        }
+    }
+}
+
+async fn reload_on_sighup(config: Arc<ConfigHandle>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!(file = %config.path().display(), "SIGHUP: reloading the config");
+        let c = config.clone();
+        let _ = tokio::task::spawn_blocking(move || c.reload()).await;
     }
 }
 
@@ -214,17 +301,59 @@ async fn rotate_logs(supervisor: Supervisor) {
     }
 }
 
-/// Points stdout/stderr at `daemon.log`; this closes the pipe `herd up` is reading, which
-/// tells it the daemon is ready.
+/// Every instance holds a pidfd in the daemon; the default soft limit of 1024 descriptors
+/// would cap a host at about a thousand instances.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
+}
+
+/// The daemon logs structured events to stderr (`daemon.log` when detached), filtered by the
+/// config's `log_level`; `HERD_LOG_FORMAT=json` switches to JSON lines. Returns how to change
+/// the filter later (config reload).
+fn init_tracing(level: &str) -> LogLevelSetter {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, reload};
+    let with_quiet_deps = |l: &str| format!("{l},h2=warn,tower=warn,hyper=warn");
+    let filter =
+        EnvFilter::try_new(with_quiet_deps(level)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json())
+            .init();
+    } else {
+        tracing_subscriber::registry().with(filter).with(fmt).init();
+    }
+    Box::new(move |l: &str| {
+        let f =
+            EnvFilter::try_new(with_quiet_deps(l)).map_err(|e| format!("log_level `{l}`: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
+}
+
+/// What a detached daemon says on its startup pipe once it serves (see `cli::lifecycle::up`).
+pub const READY_LINE: &str = "herd-daemon-ready";
+
+/// Says it is ready, then points stdout/stderr at `daemon.log`, which closes the pipe
+/// `herd up` is reading.
 fn detach_stderr(home: &Home) -> anyhow::Result<()> {
+    use std::io::Write;
     use std::os::fd::AsFd;
     let log = logs::open_append(&home.daemon_log()).context("cannot open daemon.log")?;
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
+    let _ = std::io::stdout().flush();
+    let _ = writeln!(std::io::stderr(), "{READY_LINE}");
+    let _ = std::io::stderr().flush();
     nix::unistd::dup2_stdout(log.as_fd()).context("cannot redirect stdout")?;
     nix::unistd::dup2_stderr(log.as_fd()).context("cannot redirect stderr")?;
-    use std::io::Write;
-    let _ = stdout.flush();
-    let _ = stderr.flush();
     Ok(())
 }

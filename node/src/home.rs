@@ -41,6 +41,12 @@ impl Home {
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
+    pub fn events_file(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }

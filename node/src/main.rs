@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod config;
 mod daemon;
 mod home;
 mod state;
@@ -28,12 +29,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up {
             foreground: true,
             detached,
+            config,
             ..
-        } => {
-            init_tracing();
-            daemon::run(home, detached)
-        }
-        Command::Up { json, .. } => cli::lifecycle::up(&home, json),
+        } => daemon::run(home, detached, config),
+        Command::Up { json, config, .. } => cli::lifecycle::up(&home, json, config),
         Command::Kill => cli::lifecycle::kill(&home),
         command => {
             let rt = cli::lifecycle::current_thread()?;
@@ -50,22 +49,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
-    }
-}
-
-/// The daemon logs structured events to stderr (`daemon.log` when detached).
-/// `HERD_LOG` sets the filter (default `info`); `HERD_LOG_FORMAT=json` switches to JSON lines.
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HERD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    if std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -1,15 +1,19 @@
 //! The Supervisor gRPC service: translates requests into supervisor calls and supervisor
 //! state into protobuf replies. No supervision logic lives here.
 
+use crate::config::ConfigHandle;
+use crate::supervisor::events::Event;
 use crate::supervisor::instance::{ExitRecord, Instance};
 use crate::supervisor::spec::{self, SpecError};
-use crate::supervisor::{App, Supervisor, SupervisorError, logs, now_ms};
+use crate::supervisor::{App, Supervisor, SupervisorError, deps, logs, now_ms};
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::supervisor_server::Supervisor as SupervisorApi;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -22,16 +26,39 @@ pub struct Api {
     home: String,
     /// Fired once a Shutdown request has done its work, so the server can stop.
     shutdown: mpsc::Sender<()>,
+    config: Arc<ConfigHandle>,
+    /// The supervisor's transition counter that is on disk.
+    flushed: watch::Receiver<u64>,
 }
 
+/// How long a request waits for its change to reach the state file before answering anyway
+/// (the disk may be failing; the daemon keeps working and keeps retrying).
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
 impl Api {
-    pub fn new(supervisor: Supervisor, home: String, shutdown: mpsc::Sender<()>) -> Self {
+    pub fn new(
+        supervisor: Supervisor,
+        home: String,
+        shutdown: mpsc::Sender<()>,
+        config: Arc<ConfigHandle>,
+        flushed: watch::Receiver<u64>,
+    ) -> Self {
         Self {
             supervisor,
             started: Instant::now(),
             home,
             shutdown,
+            config,
+            flushed,
         }
+    }
+
+    /// Returns once every transition made so far is in the state file: what the CLI reports
+    /// as done survives a daemon crash right after.
+    async fn durable(&self) {
+        let target = *self.supervisor.subscribe().borrow();
+        let mut flushed = self.flushed.clone();
+        let _ = tokio::time::timeout(DURABLE_WAIT, flushed.wait_for(|v| *v >= target)).await;
     }
 }
 
@@ -40,6 +67,8 @@ impl From<SupervisorError> for Status {
         match e {
             SupervisorError::UnknownApp(_) => Status::not_found(e.to_string()),
             SupervisorError::ShuttingDown => Status::unavailable(e.to_string()),
+            SupervisorError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            SupervisorError::ReloadAborted { .. } => Status::aborted(e.to_string()),
         }
     }
 }
@@ -67,6 +96,13 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         uptime_s: i.uptime_s(now),
         last_exit: i.last_exit().map(exit_info),
         next_start_in_ms: i.next_start_ms.map(|t| t.saturating_sub(now)),
+        health: i.health.as_str().to_string(),
+        probe_failures: i.probe_failures,
+        last_probe_error: i.last_probe_error.clone(),
+        cpu_percent: i.metrics.map(|m| m.cpu_percent),
+        rss_bytes: i.metrics.map(|m| m.rss_bytes),
+        processes: i.metrics.map(|m| m.processes),
+        retiring_pid: i.retiring.as_ref().map(|r| r.pid),
     }
 }
 
@@ -107,15 +143,18 @@ impl SupervisorApi for Api {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(spec_error)?;
-        let apps = self.supervisor.apply(specs).await?;
-        Ok(Response::new(instances_reply(&apps)))
+        let result = self.supervisor.apply(specs).await;
+        self.durable().await;
+        Ok(Response::new(instances_reply(&result?)))
     }
 
     async fn start(
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        Ok(one(self.supervisor.start(&req.into_inner().name, false)?))
+        let result = self.supervisor.start(&req.into_inner().name, false);
+        self.durable().await;
+        Ok(one(result?))
     }
 
     async fn stop(
@@ -123,17 +162,21 @@ impl SupervisorApi for Api {
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
         let req = req.into_inner();
-        Ok(one(self
+        let result = self
             .supervisor
             .stop(&req.name, req.timeout_s.map(Duration::from_secs))
-            .await?))
+            .await;
+        self.durable().await;
+        Ok(one(result?))
     }
 
     async fn restart(
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        Ok(one(self.supervisor.restart(&req.into_inner().name).await?))
+        let result = self.supervisor.restart(&req.into_inner().name).await;
+        self.durable().await;
+        Ok(one(result?))
     }
 
     async fn delete(
@@ -141,9 +184,12 @@ impl SupervisorApi for Api {
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let req = req.into_inner();
-        self.supervisor
+        let result = self
+            .supervisor
             .delete(&req.name, req.timeout_s.map(Duration::from_secs))
-            .await?;
+            .await;
+        self.durable().await;
+        result?;
         Ok(Response::new(pb::DeleteReply {
             deleted: vec![req.name],
         }))
@@ -161,7 +207,9 @@ impl SupervisorApi for Api {
                 spec::MAX_INSTANCES
             )));
         }
-        Ok(one(self.supervisor.scale(&req.name, req.instances).await?))
+        let result = self.supervisor.scale(&req.name, req.instances).await;
+        self.durable().await;
+        Ok(one(result?))
     }
 
     async fn list(
@@ -295,4 +343,137 @@ impl SupervisorApi for Api {
             left_running,
         }))
     }
+
+    async fn reload(
+        &self,
+        req: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::InstancesReply>, Status> {
+        let result = self.supervisor.reload(&req.into_inner().name).await;
+        self.durable().await;
+        Ok(one(result?))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::MetricsReply>, Status> {
+        let name = req.into_inner().name;
+        let apps = self
+            .supervisor
+            .list((!name.is_empty()).then_some(name.as_str()))?;
+        let host = self.supervisor.host_metrics();
+        Ok(Response::new(pb::MetricsReply {
+            host: host.map(|h| pb::HostMetrics {
+                cpu_percent: h.cpu_percent,
+                cpus: h.cpus,
+                mem_total_bytes: h.mem_total_bytes,
+                mem_used_bytes: h.mem_used_bytes,
+                load: h.load.to_vec(),
+                at_unix_ms: h.at_ms,
+            }),
+            instances: instances_reply(&apps).instances,
+            daemon_rss_bytes: host.map(|h| h.daemon_rss_bytes).unwrap_or_default(),
+            daemon_cpu_percent: host.map(|h| h.daemon_cpu_percent).unwrap_or_default(),
+        }))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::EventLine, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let req = req.into_inner();
+        if !req.name.is_empty() {
+            self.supervisor.list(Some(&req.name))?;
+        }
+        let events = self.supervisor.events().clone();
+        // Subscribe before reading the file: nothing falls between the two.
+        let mut live = events.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let path = events.path().to_path_buf();
+            let (lines, name) = (req.lines as usize, req.name.clone());
+            let recent = tokio::task::spawn_blocking(move || recent_events(&path, lines, &name))
+                .await
+                .unwrap_or_default();
+            let mut last_seq = 0;
+            for e in recent {
+                last_seq = e.seq;
+                let json = serde_json::to_string(&e).unwrap_or_default();
+                if tx.send(Ok(pb::EventLine { json })).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if e.seq > last_seq && (req.name.is_empty() || e.app == req.name) => {
+                        let json = serde_json::to_string(&e).unwrap_or_default();
+                        if tx.send(Ok(pb::EventLine { json })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let json =
+                            serde_json::json!({ "event": "lagged", "missed": n }).to_string();
+                        let _ = tx.send(Ok(pb::EventLine { json })).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn graph(
+        &self,
+        req: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::GraphReply>, Status> {
+        let node = self.supervisor.graph(&req.into_inner().name)?;
+        let json = serde_json::to_string(&node).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::GraphReply {
+            json,
+            text: deps::render(&node),
+        }))
+    }
+
+    async fn reload_config(
+        &self,
+        _: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigReply>, Status> {
+        let config = self.config.clone();
+        let file = config.path().display().to_string();
+        let changed = tokio::task::spawn_blocking(move || config.reload())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                Status::invalid_argument(format!("config not reloaded, the running one stays: {e}"))
+            })?;
+        Ok(Response::new(pb::ReloadConfigReply { file, changed }))
+    }
+}
+
+/// The last `lines` events (of app `name`, or all when empty) from the event log.
+fn recent_events(path: &Path, lines: usize, name: &str) -> Vec<Event> {
+    // One app's events may be sparse: read a generous tail, then filter and cut.
+    let want = if name.is_empty() {
+        lines
+    } else {
+        lines.saturating_mul(20).max(1000)
+    };
+    let Ok((bytes, _)) = logs::tail(path, want, 2) else {
+        return Vec::new();
+    };
+    let mut events: Vec<Event> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        .filter(|e| name.is_empty() || e.app == name)
+        .collect();
+    let skip = events.len().saturating_sub(lines);
+    events.drain(..skip);
+    events
 }

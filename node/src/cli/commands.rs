@@ -104,6 +104,82 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             print_instances(&r.into_inner().instances, json);
         }
         Command::Inspect { name, json } => inspect(&mut client, name, json).await?,
+        Command::Reload { name, json } => {
+            let r = client
+                .reload(pb::NameRequest { name })
+                .await
+                .map_err(status_error)?;
+            print_instances(&r.into_inner().instances, json);
+        }
+        Command::Health { name, json } => {
+            let r = client
+                .list(pb::ListRequest {
+                    name: name.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?;
+            output::print_health(&r.into_inner().instances, json);
+        }
+        Command::Metrics { name, json } => {
+            let r = client
+                .metrics(pb::ListRequest {
+                    name: name.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?;
+            output::print_metrics(&r.into_inner(), json);
+        }
+        Command::Events {
+            name,
+            lines,
+            follow,
+            json,
+        } => {
+            let req = pb::EventsRequest {
+                name: name.unwrap_or_default(),
+                lines,
+                follow,
+            };
+            let mut stream = client.events(req).await.map_err(status_error)?.into_inner();
+            while let Some(e) = stream.message().await.map_err(status_error)? {
+                if json {
+                    println!("{}", e.json);
+                } else {
+                    println!("{}", output::event_text(&e.json));
+                }
+            }
+        }
+        Command::Graph { name, json } => {
+            let r = client
+                .graph(pb::NameRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let v: serde_json::Value = serde_json::from_str(&r.json).unwrap_or_default();
+                print_json(&v);
+            } else {
+                print!("{}", r.text);
+            }
+        }
+        Command::ReloadConfig { json } => {
+            let r = client
+                .reload_config(pb::ReloadConfigRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                print_json(&json!({ "file": r.file, "changed": r.changed }));
+            } else if r.changed.is_empty() {
+                println!("config {} reloaded; nothing changed", r.file);
+            } else {
+                println!(
+                    "config {} reloaded; changed: {}",
+                    r.file,
+                    r.changed.join(", ")
+                );
+            }
+        }
         Command::Logs {
             name,
             lines,
@@ -211,18 +287,18 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
             d.log_file
         );
         for e in d.exits.iter().rev() {
-            println!(
-                "  {}  {:<10} {}",
-                format_time(e.at_unix_ms),
-                output::exit_text(e),
-                e.reason
-            );
+            let how = match (&e.code, &e.signal) {
+                (Some(c), _) => format!("code {c}"),
+                (None, Some(s)) => s.clone(),
+                (None, None) => "-".into(),
+            };
+            println!("  {}  {how:<10} {}", format_time(e.at_unix_ms), e.reason);
         }
     }
     Ok(())
 }
 
-fn format_time(ms: u64) -> String {
+pub fn format_time(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
 }

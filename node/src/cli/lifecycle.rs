@@ -17,7 +17,7 @@ const UP_DEADLINE: Duration = Duration::from_secs(15);
 /// `herd up`: launches `herd up --foreground --detached` in its own session and returns once
 /// it answers on the socket. Errors the daemon prints before it is ready (the pid lock is
 /// taken, the state is unreadable) come back through its stderr pipe.
-pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
+pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     home.ensure()
         .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
     if pidlock::is_locked(&home.pid_file()) {
@@ -31,8 +31,13 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find the herd binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["up", "--foreground", "--detached"])
-        .env("HERD_HOME", home.root())
+    cmd.args(["up", "--foreground", "--detached"]);
+    if let Some(config) = config {
+        let config = std::path::absolute(&config)
+            .with_context(|| format!("cannot resolve {}", config.display()))?;
+        cmd.arg("--config").arg(config);
+    }
+    cmd.env("HERD_HOME", home.root())
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -52,7 +57,9 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
         // EOF: the daemon either exited or pointed its stderr at daemon.log (ready).
         let _ = err.read_to_string(&mut early);
     }
-    if let Some(status) = child.try_wait()? {
+    // EOF without the ready line: the daemon failed at start and is exiting.
+    if !early.lines().any(|l| l == crate::daemon::READY_LINE) {
+        let status = child.wait()?;
         let msg = early.trim();
         let msg = msg.strip_prefix("herd: ").unwrap_or(msg);
         bail!(
@@ -64,6 +71,11 @@ pub fn up(home: &Home, json: bool) -> anyhow::Result<()> {
             }
         );
     }
+    let early: String = early
+        .lines()
+        .filter(|l| *l != crate::daemon::READY_LINE)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let pid = child.id();
     let deadline = Instant::now() + UP_DEADLINE;
     let rt = current_thread()?;

@@ -29,6 +29,9 @@ pub enum Command {
         /// Internal: set by `herd up` on the daemon it launches.
         #[arg(long, hide = true)]
         detached: bool,
+        /// The daemon config (default: $HERD_HOME/config.toml, optional).
+        #[arg(long, env = "HERD_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -105,6 +108,45 @@ pub enum Command {
     /// An app's spec, its instances and their last exits.
     Inspect {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an app's instances one at a time, each new one healthy before the old stops.
+    Reload {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe state of every instance (or of one app's).
+    Health {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// CPU and memory of the host, the daemon and each instance's process tree.
+    Metrics {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lifecycle events (started, exited, restarting, crashed, health, ...), newest last.
+    Events {
+        name: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: u32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dependency tree of an app (`depends_on`).
+    Graph {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the daemon config (as SIGHUP does); a bad file is refused and the old one kept.
+    ReloadConfig {
         #[arg(long)]
         json: bool,
     },

@@ -19,6 +19,10 @@ pub fn instance_json(i: &pb::InstanceInfo) -> Value {
         "uptime_s": i.uptime_s,
         "last_exit": i.last_exit.as_ref().map(exit_json),
         "next_start_in_ms": i.next_start_in_ms,
+        "health": i.health,
+        "cpu_percent": i.cpu_percent,
+        "rss_bytes": i.rss_bytes,
+        "retiring_pid": i.retiring_pid,
     })
 }
 
@@ -94,8 +98,17 @@ pub fn print_instances(instances: &[pb::InstanceInfo], json: bool) {
                 i.instance.to_string(),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 status,
+                if i.health == "unknown" {
+                    "-".into()
+                } else {
+                    i.health.clone()
+                },
                 i.restarts.to_string(),
                 i.uptime_s.map(duration_text).unwrap_or_else(|| "-".into()),
+                i.cpu_percent
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+                i.rss_bytes.map(bytes_text).unwrap_or_else(|| "-".into()),
                 i.last_exit
                     .as_ref()
                     .map(exit_text)
@@ -109,10 +122,170 @@ pub fn print_instances(instances: &[pb::InstanceInfo], json: bool) {
             "INST",
             "PID",
             "STATUS",
+            "HEALTH",
             "RESTARTS",
             "UPTIME",
+            "CPU",
+            "MEM",
             "LAST EXIT",
         ],
         &rows,
     );
+}
+
+pub fn bytes_text(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match b {
+        b if b < 1024 * 1024 => format!("{:.0}K", b as f64 / 1024.0),
+        b if b < 1024 * 1024 * 1024 => format!("{:.1}M", b as f64 / MIB),
+        b => format!("{:.2}G", b as f64 / MIB / 1024.0),
+    }
+}
+
+pub fn print_health(instances: &[pb::InstanceInfo], json: bool) {
+    if json {
+        let rows: Vec<Value> = instances
+            .iter()
+            .map(|i| {
+                json!({
+                    "name": i.name,
+                    "instance": i.instance,
+                    "pid": i.pid,
+                    "status": i.status,
+                    "health": i.health,
+                    "probe_failures": i.probe_failures,
+                    "last_probe_error": i.last_probe_error,
+                })
+            })
+            .collect();
+        print_json(&rows);
+        return;
+    }
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.instance.to_string(),
+                i.status.clone(),
+                i.health.clone(),
+                i.probe_failures.to_string(),
+                i.last_probe_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "INST", "STATUS", "HEALTH", "FAILURES", "LAST ERROR"],
+        &rows,
+    );
+}
+
+pub fn print_metrics(m: &pb::MetricsReply, json: bool) {
+    if json {
+        let instances: Vec<Value> = m
+            .instances
+            .iter()
+            .map(|i| {
+                json!({
+                    "name": i.name,
+                    "instance": i.instance,
+                    "pid": i.pid,
+                    "cpu_percent": i.cpu_percent,
+                    "rss_bytes": i.rss_bytes,
+                    "processes": i.processes,
+                })
+            })
+            .collect();
+        let host = m.host.as_ref().map(|h| {
+            json!({
+                "cpu_percent": h.cpu_percent,
+                "cpus": h.cpus,
+                "mem_total_bytes": h.mem_total_bytes,
+                "mem_used_bytes": h.mem_used_bytes,
+                "load": h.load,
+                "at_unix_ms": h.at_unix_ms,
+            })
+        });
+        print_json(&json!({
+            "host": host,
+            "daemon": { "rss_bytes": m.daemon_rss_bytes, "cpu_percent": m.daemon_cpu_percent },
+            "instances": instances,
+        }));
+        return;
+    }
+    match &m.host {
+        Some(h) => println!(
+            "host: cpu {:.1}% of {} cpus, memory {} / {}, load {}; daemon: cpu {:.2}%, rss {}",
+            h.cpu_percent,
+            h.cpus,
+            bytes_text(h.mem_used_bytes),
+            bytes_text(h.mem_total_bytes),
+            h.load
+                .iter()
+                .map(|l| format!("{l:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            m.daemon_cpu_percent,
+            bytes_text(m.daemon_rss_bytes)
+        ),
+        None => println!("host: no sample yet (the first comes one metrics interval after start)"),
+    }
+    let rows: Vec<Vec<String>> = m
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.instance.to_string(),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.cpu_percent
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+                i.rss_bytes.map(bytes_text).unwrap_or_else(|| "-".into()),
+                i.processes
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["NAME", "INST", "PID", "CPU", "MEM", "PROCS"], &rows);
+}
+
+/// One event as a line for people: time, app/instance, pid, what, and its fields.
+pub fn event_text(line: &str) -> String {
+    let Ok(Value::Object(mut e)) = serde_json::from_str::<Value>(line) else {
+        return line.to_string();
+    };
+    let ts = e.remove("ts_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+    let app = e
+        .remove("app")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let what = e
+        .remove("event")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let inst = e
+        .remove("instance")
+        .and_then(|v| v.as_u64())
+        .map(|i| format!("/{i}"))
+        .unwrap_or_default();
+    let pid = e
+        .remove("pid")
+        .and_then(|v| v.as_u64())
+        .map(|p| format!(" pid {p}"))
+        .unwrap_or_default();
+    e.remove("seq");
+    let fields: Vec<String> = e
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "{} {app}{inst}{pid} {what} {}",
+        super::commands::format_time(ts),
+        fields.join(" ")
+    )
+    .trim_end()
+    .to_string()
 }

@@ -36,6 +36,47 @@ impl Status {
     }
 }
 
+/// What the health probe last said (`unknown` until a probe has answered, or without a probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// The old process of a slot while a reload hands its work to a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    pub pid: u32,
+    pub signature: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    #[serde(skip)]
+    pub generation: u64,
+    #[serde(skip)]
+    pub exited: bool,
+}
+
+/// CPU and memory of an instance's whole process tree at one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcMetrics {
+    pub cpu_percent: f32,
+    pub rss_bytes: u64,
+    pub processes: u32,
+    pub at_ms: u64,
+}
+
 /// How an instance's process ended (or why it never started).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -83,8 +124,23 @@ pub struct Instance {
     /// When a backoff ends (wall clock, ms).
     #[serde(default)]
     pub next_start_ms: Option<u64>,
-    /// Bumped whenever a process is spawned or a pending action cancelled, so late timers
-    /// and exit notices for an older process are ignored. Not persisted.
+    #[serde(default)]
+    pub health: Health,
+    /// Consecutive failed probes that counted (after the grace period).
+    #[serde(skip)]
+    pub probe_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_error: Option<String>,
+    /// Set while herd itself stops the process to restart it (unhealthy, memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_reason: Option<String>,
+    /// The process being replaced during a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<Retiring>,
+    #[serde(skip)]
+    pub metrics: Option<ProcMetrics>,
+    /// Unique to one spawn (or one cancellation), across all instances, so late timers and
+    /// exit notices for an older process are ignored. Not persisted.
     #[serde(skip)]
     pub generation: u64,
 }
@@ -102,6 +158,12 @@ impl Instance {
             backoff_step: 0,
             exits: VecDeque::new(),
             next_start_ms: None,
+            health: Health::Unknown,
+            probe_failures: 0,
+            last_probe_error: None,
+            restart_reason: None,
+            retiring: None,
+            metrics: None,
             generation: 0,
         }
     }
@@ -143,15 +205,18 @@ pub enum AfterExit {
     Restart(Duration),
 }
 
-/// Applies the restart policy, crash limit and backoff to an exit at `now_ms`, updating the
-/// instance's restart bookkeeping when it decides to restart.
+/// Applies the restart policy, `stop_exit_codes`, crash limit and backoff to an exit at
+/// `now_ms`, updating the instance's restart bookkeeping when it decides to restart. A
+/// `forced` exit (herd stopped the process as unhealthy or over its memory limit) restarts
+/// whatever the policy, within the same crash limit and backoff.
 pub fn decide_after_exit(
     spec: &AppSpec,
     inst: &mut Instance,
-    failed: bool,
+    exit: &ExitRecord,
+    forced: bool,
     now_ms: u64,
 ) -> AfterExit {
-    if !spec.restart.wants_restart(failed) {
+    if !forced && (spec.is_stop_exit(exit.code) || !spec.restart.wants_restart(exit.failed())) {
         return AfterExit::Stop;
     }
     let window_ms = spec.restart_window_s.saturating_mul(1000);
@@ -197,7 +262,40 @@ mod tests {
         now: u64,
     ) -> AfterExit {
         inst.started_at_ms = Some(started);
-        decide_after_exit(spec, inst, failed, now)
+        let exit = ExitRecord {
+            at_ms: now,
+            code: Some(i32::from(failed)),
+            signal: None,
+            reason: "exited".into(),
+        };
+        decide_after_exit(spec, inst, &exit, false, now)
+    }
+
+    #[test]
+    fn stop_exit_codes_never_restart_but_forced_exits_always_do() {
+        let mut s = spec(RestartPolicy::Always);
+        s.stop_exit_codes = vec![0, 2];
+        let mut i = Instance::new(0);
+        let exit = |code| ExitRecord {
+            at_ms: 10,
+            code: Some(code),
+            signal: None,
+            reason: "exited".into(),
+        };
+        assert_eq!(
+            decide_after_exit(&s, &mut i, &exit(2), false, 10),
+            AfterExit::Stop
+        );
+        assert!(matches!(
+            decide_after_exit(&s, &mut i, &exit(3), false, 10),
+            AfterExit::Restart(_)
+        ));
+        let mut never = spec(RestartPolicy::Never);
+        never.stop_exit_codes = vec![143];
+        assert!(matches!(
+            decide_after_exit(&never, &mut i, &exit(143), true, 10),
+            AfterExit::Restart(_)
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and the truncate are the one thing this can lose.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub fn log_path(dir: &Path, app: &str, index: u32) -> PathBuf {
@@ -61,7 +61,13 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
     // from a line start: rotated files never exceed the cap either.
     if len > max_bytes {
         src.seek(SeekFrom::Start(len - max_bytes))?;
-        src.skip_until(b'\n')?;
+        let mut head = vec![0u8; max_bytes as usize];
+        src.read_exact(&mut head)?;
+        let start = match head.iter().position(|b| *b == b'\n') {
+            Some(nl) if nl + 1 < head.len() => nl + 1,
+            _ => 0,
+        };
+        dst.write_all(&head[start..])?;
     }
     // Copy until caught up, then truncate at once: the window for lost bytes is one syscall.
     io::copy(&mut src, &mut dst)?;
@@ -160,7 +166,6 @@ pub fn read_new(path: &Path, offset: &mut u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn rotation_keeps_the_configured_number_of_files() {

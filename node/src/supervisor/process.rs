@@ -6,7 +6,7 @@ use super::spec::AppSpec;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -40,14 +40,56 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
 /// Spawns one instance: own process group, stdin from /dev/null, stdout and stderr appended
 /// to `log` by the child itself — so the app never depends on the daemon being alive to
 /// write its output.
-pub fn spawn(spec: &AppSpec, index: u32, log: &Path) -> io::Result<tokio::process::Child> {
+///
+/// `listen_fds` (held by herd, close-on-exec) become fds 3, 4, ... of the child, announced
+/// systemd-style with `LISTEN_FDS`; `LISTEN_PID` is set by a one-line `sh` that execs the app.
+pub fn spawn(
+    spec: &AppSpec,
+    index: u32,
+    log: &Path,
+    listen_fds: &[RawFd],
+    home: &Path,
+) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
-    let mut cmd = tokio::process::Command::new(&spec.command);
-    cmd.args(&spec.args)
-        .envs(&spec.env)
+    let mut cmd = if listen_fds.is_empty() {
+        let mut c = tokio::process::Command::new(&spec.command);
+        c.args(&spec.args);
+        c
+    } else {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(&spec.command)
+            .args(&spec.args)
+            .env("LISTEN_FDS", listen_fds.len().to_string())
+            .env("LISTEN_FDNAMES", spec.listen.join(":"));
+        let fds = listen_fds.to_vec();
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                let mut moved = [0 as RawFd; 64];
+                for (i, fd) in fds.iter().enumerate().take(64) {
+                    // First out of the way of 3.., then into place (dup2 clears close-on-exec).
+                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                    if moved[i] < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in moved.iter().take(fds.len().min(64)).enumerate() {
+                    if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        c
+    };
+    cmd.envs(&spec.env)
         .env("HERD_INSTANCE", index.to_string())
         .env("HERD_APP", &spec.name)
+        .env("HERD_HOME", home)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
@@ -100,6 +142,75 @@ pub fn note_in_log(log: &Path, line: &str) {
     }
 }
 
+/// A process found on the host that herd started for this home: a process-group leader
+/// whose environment carries `HERD_HOME`, `HERD_APP` and `HERD_INSTANCE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub app: String,
+    pub index: u32,
+    pub pid: u32,
+    pub signature: u64,
+}
+
+/// Every live instance leader of `home` on this host, whatever the state file says: the
+/// way back to processes started just before a crash, before their pid reached the disk.
+pub fn scan_instances(home: &Path) -> Vec<Found> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let want_home = format!("HERD_HOME={}", home.display());
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_ascii_whitespace().collect();
+        // fields[0] = state (3), fields[2] = pgrp (5), fields[19] = starttime (22).
+        let (Some(state), Some(pgrp), Some(start)) =
+            (fields.first(), fields.get(2), fields.get(19))
+        else {
+            continue;
+        };
+        if *state == "Z" || pgrp.parse::<u32>().ok() != Some(pid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let (mut is_ours, mut app, mut index) = (false, None, None);
+        for var in environ.split(|b| *b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if var == want_home {
+                is_ours = true;
+            } else if let Some(v) = var.strip_prefix("HERD_APP=") {
+                app = Some(v.to_string());
+            } else if let Some(v) = var.strip_prefix("HERD_INSTANCE=") {
+                index = v.parse().ok();
+            }
+        }
+        if let (true, Some(app), Some(index), Ok(signature)) = (is_ours, app, index, start.parse())
+        {
+            found.push(Found {
+                app,
+                index,
+                pid,
+                signature,
+            });
+        }
+    }
+    found
+}
+
 /// Decoded exit of a child.
 pub fn describe_exit(status: std::process::ExitStatus) -> (Option<i32>, Option<String>) {
     use std::os::unix::process::ExitStatusExt;
@@ -125,6 +236,30 @@ mod tests {
         let sig = start_signature(me).expect("own stat");
         assert!(is_same_process(me, sig));
         assert!(!is_same_process(me, sig + 1));
+    }
+
+    #[test]
+    fn scan_finds_group_leaders_carrying_the_home() {
+        use std::os::unix::process::CommandExt;
+        let home = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("HERD_HOME", home.path())
+            .env("HERD_APP", "web")
+            .env("HERD_INSTANCE", "3")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let signature = start_signature(child.id());
+        let found = scan_instances(home.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].app.as_str(), found[0].index, found[0].pid),
+            ("web", 3, child.id())
+        );
+        assert_eq!(Some(found[0].signature), signature);
     }
 
     #[test]

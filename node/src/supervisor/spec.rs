@@ -40,6 +40,114 @@ pub struct AppSpec {
     pub log_max_bytes: u64,
     #[serde(default = "defaults::log_files")]
     pub log_files: u32,
+    /// A probe that decides whether an instance is healthy (`[app.health]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+    /// RSS of the instance's process tree above this restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mb: Option<u64>,
+    /// Apps that must be running (and healthy, if probed) before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Exit codes that never trigger a restart, whatever the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_exit_codes: Vec<i32>,
+    /// A 5-field cron expression (local time): restart the app then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Sockets herd binds once and hands to every instance as fd 3, 4, ... (`LISTEN_FDS`,
+    /// systemd-style), so instances share one accept queue and a reload drops no connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+}
+
+/// `[app.health]`: exactly one of `http`, `tcp`, `exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Healthy on a 2xx or 3xx answer to a GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// Healthy when a TCP connection opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// Healthy when the command exits 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    #[serde(default = "defaults::interval_s")]
+    pub interval_s: f64,
+    #[serde(default = "defaults::timeout_s")]
+    pub timeout_s: f64,
+    /// Consecutive failed probes that restart the instance.
+    #[serde(default = "defaults::failures")]
+    pub failures: u32,
+    /// No probe counts until this long after start.
+    #[serde(default = "defaults::grace_s")]
+    pub grace_s: f64,
+}
+
+impl HealthSpec {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.interval_s)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_s)
+    }
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs_f64(self.grace_s)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let kinds = [self.http.is_some(), self.tcp.is_some(), self.exec.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err((
+                "health",
+                "give exactly one of `http`, `tcp` or `exec`".into(),
+            ));
+        }
+        if let Some(url) = &self.http {
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err((
+                    "health.http",
+                    format!("`{url}` is not an http:// URL with a host"),
+                ));
+            }
+        }
+        if let Some(addr) = &self.tcp
+            && addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(("health.tcp", format!("`{addr}` is not host:port")));
+        }
+        if self
+            .exec
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c[0].is_empty())
+        {
+            return Err((
+                "health.exec",
+                "needs a command, e.g. [\"pg_isready\", \"-q\"]".into(),
+            ));
+        }
+        let ranges = [
+            ("health.interval_s", self.interval_s, 0.05),
+            ("health.timeout_s", self.timeout_s, 0.05),
+            ("health.grace_s", self.grace_s, 0.0),
+        ];
+        for (key, v, min) in ranges {
+            if !v.is_finite() || v < min || v > 86_400.0 {
+                return Err((key, format!("{v} is out of range ({min} to 86400 seconds)")));
+            }
+        }
+        if self.failures == 0 {
+            return Err(("health.failures", "must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 mod defaults {
@@ -70,6 +178,18 @@ mod defaults {
     pub fn log_files() -> u32 {
         5
     }
+    pub fn interval_s() -> f64 {
+        15.0
+    }
+    pub fn timeout_s() -> f64 {
+        2.0
+    }
+    pub fn failures() -> u32 {
+        3
+    }
+    pub fn grace_s() -> f64 {
+        10.0
+    }
 }
 
 /// The most instances one app may ask for; a typo like `instances = 100000` is refused.
@@ -94,7 +214,23 @@ impl AppSpec {
             stop_timeout_s: defaults::stop_timeout_s(),
             log_max_bytes: defaults::log_max_bytes(),
             log_files: defaults::log_files(),
+            health: None,
+            max_memory_mb: None,
+            depends_on: Vec::new(),
+            stop_exit_codes: Vec::new(),
+            cron_restart: None,
+            listen: Vec::new(),
         }
+    }
+
+    /// The parsed cron schedule (validated at load).
+    pub fn cron(&self) -> Option<croner::Cron> {
+        self.cron_restart.as_deref().and_then(|c| c.parse().ok())
+    }
+
+    /// Whether an exit with this code is one the app asked never to restart.
+    pub fn is_stop_exit(&self, code: Option<i32>) -> bool {
+        code.is_some_and(|c| self.stop_exit_codes.contains(&c))
     }
 
     pub fn backoff(&self) -> Backoff {
@@ -165,6 +301,33 @@ impl AppSpec {
         }
         if self.log_files == 0 {
             return Err(("log_files", "must be at least 1 (the live file)".into()));
+        }
+        if let Some(h) = &self.health {
+            h.validate()?;
+        }
+        if self.max_memory_mb == Some(0) {
+            return Err(("max_memory_mb", "must be at least 1".into()));
+        }
+        if let Some(dep) = self.depends_on.iter().find(|d| **d == self.name) {
+            return Err(("depends_on", format!("`{dep}` depends on itself")));
+        }
+        if let Some(expr) = &self.cron_restart
+            && let Err(e) = expr.parse::<croner::Cron>()
+        {
+            return Err((
+                "cron_restart",
+                format!("`{expr}` is not a cron expression: {e}"),
+            ));
+        }
+        if let Some(addr) = self
+            .listen
+            .iter()
+            .find(|a| a.parse::<std::net::SocketAddr>().is_err())
+        {
+            return Err((
+                "listen",
+                format!("`{addr}` is not an ip:port address (e.g. 127.0.0.1:8080)"),
+            ));
         }
         if let Some(key) = self
             .env

@@ -1,0 +1,82 @@
+//! `cron_restart`: restart an app at the times of its 5-field cron expression (local time).
+//! Apps with a health probe are reloaded (one instance at a time), others restarted.
+
+use super::{Desired, Supervisor};
+use chrono::{DateTime, Local};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+impl Supervisor {
+    pub async fn run_cron(&self) {
+        let mut next: HashMap<String, (String, DateTime<Local>)> = HashMap::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let due = self.due_cron_restarts(&mut next, Local::now());
+            for (name, reload) in due {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    info!(app = %name, "cron restart");
+                    me.shared.events.emit(
+                        &name,
+                        None,
+                        None,
+                        "cron_restart",
+                        json!({ "reload": reload }),
+                    );
+                    let result = if reload {
+                        me.reload(&name).await
+                    } else {
+                        me.restart(&name).await
+                    };
+                    if let Err(e) = result {
+                        warn!(app = %name, error = %e, "cron restart failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Which apps are due at `now` (with whether to reload rather than restart); keeps each
+    /// app's next time in `next`.
+    fn due_cron_restarts(
+        &self,
+        next: &mut HashMap<String, (String, DateTime<Local>)>,
+        now: DateTime<Local>,
+    ) -> Vec<(String, bool)> {
+        let t = self.lock();
+        next.retain(|name, (expr, _)| {
+            t.apps
+                .get(name)
+                .is_some_and(|a| a.spec.cron_restart.as_deref() == Some(expr))
+        });
+        let mut due = Vec::new();
+        for app in t.apps.values() {
+            let (Some(expr), Some(cron)) = (app.spec.cron_restart.as_ref(), app.spec.cron()) else {
+                continue;
+            };
+            let Some(at) = next.get(&app.spec.name).map(|(_, at)| *at) else {
+                if let Ok(at) = cron.find_next_occurrence(&now, false) {
+                    next.insert(app.spec.name.clone(), (expr.clone(), at));
+                }
+                continue;
+            };
+            if now < at {
+                continue;
+            }
+            if app.desired == Desired::Running && !t.closing {
+                due.push((app.spec.name.clone(), app.spec.health.is_some()));
+            }
+            match cron.find_next_occurrence(&now, false) {
+                Ok(at) => {
+                    next.insert(app.spec.name.clone(), (expr.clone(), at));
+                }
+                Err(_) => {
+                    next.remove(&app.spec.name);
+                }
+            }
+        }
+        due
+    }
+}

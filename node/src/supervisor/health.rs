@@ -1,0 +1,273 @@
+//! Health probes: `http` (2xx/3xx), `tcp` (connects) or `exec` (exit 0), each with a timeout.
+//! One task per instance process probes every `interval_s` — every second at most while the
+//! instance has not been healthy yet, so readiness shows quickly. Failures count only after
+//! `grace_s`; `failures` consecutive ones restart the instance. `{pid}` and `{instance}` in a
+//! probe are replaced by the process's pid and instance index (exec probes also get
+//! `HERD_PID` and `HERD_INSTANCE`), so a probe can address one process even when instances
+//! share a listen socket.
+
+use super::Supervisor;
+use super::instance::{Health, Status};
+use super::spec::HealthSpec;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::{Instant, timeout};
+use tracing::{info, warn};
+
+fn expand(s: &str, pid: u32, index: u32) -> String {
+    s.replace("{pid}", &pid.to_string())
+        .replace("{instance}", &index.to_string())
+}
+
+/// One probe. `Err` says what failed, for `herd health` and the events.
+pub async fn probe(h: &HealthSpec, pid: u32, index: u32) -> Result<(), String> {
+    let limit = h.timeout();
+    let result = if let Some(url) = &h.http {
+        timeout(limit, http_get(&expand(url, pid, index))).await
+    } else if let Some(addr) = &h.tcp {
+        let addr = expand(addr, pid, index);
+        timeout(limit, async move {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("connect {addr}: {e}"))
+        })
+        .await
+    } else if let Some(cmd) = &h.exec {
+        let cmd: Vec<String> = cmd.iter().map(|c| expand(c, pid, index)).collect();
+        timeout(limit, exec(cmd, pid, index)).await
+    } else {
+        return Err("no probe configured".into());
+    };
+    result.unwrap_or_else(|_| Err(format!("timed out after {:.1}s", limit.as_secs_f64())))
+}
+
+async fn http_get(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("no host in {url}"))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::USER_AGENT, "herd-health")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("http: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("http: {e}"));
+    conn.abort();
+    let status = resp?.status();
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("http status {}", status.as_u16()))
+    }
+}
+
+async fn exec(cmd: Vec<String>, pid: u32, index: u32) -> Result<(), String> {
+    let status = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("HERD_PID", pid.to_string())
+        .env("HERD_INSTANCE", index.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("exited with {status}"))
+    }
+}
+
+impl Supervisor {
+    pub(super) fn start_probes(
+        &self,
+        name: String,
+        index: u32,
+        generation: u64,
+        pid: u32,
+        h: HealthSpec,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let fast = h.interval().min(Duration::from_secs(1));
+            let mut healthy_once = false;
+            loop {
+                tokio::time::sleep(if healthy_once { h.interval() } else { fast }).await;
+                let result = probe(&h, pid, index).await;
+                healthy_once |= result.is_ok();
+                let counts = started.elapsed() >= h.grace();
+                if !me.on_probe(&name, index, generation, result, counts) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Records a probe result; returns false once the probed process is no longer current.
+    fn on_probe(
+        &self,
+        name: &str,
+        index: u32,
+        generation: u64,
+        result: Result<(), String>,
+        counts: bool,
+    ) -> bool {
+        let jobs = {
+            let mut t = self.lock();
+            let Some(app) = t.apps.get_mut(name) else {
+                return false;
+            };
+            let Some(pos) = app.position(index) else {
+                return false;
+            };
+            let failures = app
+                .spec
+                .health
+                .as_ref()
+                .map(|h| h.failures)
+                .unwrap_or(u32::MAX);
+            let inst = &mut app.instances[pos];
+            if inst.generation != generation
+                || !matches!(inst.status, Status::Starting | Status::Running)
+            {
+                return false;
+            }
+            match result {
+                Ok(()) => {
+                    inst.probe_failures = 0;
+                    inst.last_probe_error = None;
+                    if inst.health != Health::Healthy {
+                        info!(app = %name, instance = index, "healthy");
+                        self.emit(
+                            name,
+                            inst,
+                            "health",
+                            json!({ "from": inst.health.as_str(), "to": "healthy" }),
+                        );
+                        inst.health = Health::Healthy;
+                    }
+                    if inst.status == Status::Starting {
+                        inst.status = Status::Running;
+                    }
+                    Vec::new()
+                }
+                Err(error) => {
+                    inst.last_probe_error = Some(error.clone());
+                    if !counts {
+                        return true;
+                    }
+                    inst.probe_failures += 1;
+                    if inst.health != Health::Unhealthy {
+                        warn!(app = %name, instance = index, %error, "unhealthy");
+                        self.emit(name, inst, "health", json!({ "from": inst.health.as_str(), "to": "unhealthy", "error": error }));
+                        inst.health = Health::Unhealthy;
+                    }
+                    if inst.probe_failures >= failures {
+                        let reason = format!(
+                            "unhealthy: {} consecutive failed probes ({error})",
+                            inst.probe_failures
+                        );
+                        self.emit(
+                            name,
+                            inst,
+                            "unhealthy_restart",
+                            json!({ "failures": inst.probe_failures, "error": error }),
+                        );
+                        self.force_restart(app, pos, reason).into_iter().collect()
+                    } else {
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        self.notify();
+        let done = !jobs.is_empty();
+        self.run_stop_jobs(jobs);
+        !done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> HealthSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_tells_a_listening_port_from_a_closed_one() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(
+            probe(&spec(&format!("tcp = \"{addr}\"")), 1, 0)
+                .await
+                .is_ok()
+        );
+        drop(l);
+        assert!(
+            probe(&spec(&format!("tcp = \"{addr}\"")), 1, 0)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_probe_sees_the_exit_code_and_the_placeholders() {
+        assert!(
+            probe(
+                &spec("exec = [\"sh\", \"-c\", \"test {pid} = 42 && test $HERD_PID = 42\"]"),
+                42,
+                0
+            )
+            .await
+            .is_ok()
+        );
+        let err = probe(&spec("exec = [\"false\"]"), 1, 0).await.unwrap_err();
+        assert!(err.contains("exited"), "{err}");
+        let err = probe(&spec("exec = [\"sleep\", \"5\"]\ntimeout_s = 0.1"), 1, 0)
+            .await
+            .unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_the_status() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let h = spec(&format!("http = \"http://{addr}/healthz\""));
+        assert!(probe(&h, 1, 0).await.is_ok());
+        assert_eq!(probe(&h, 1, 0).await.unwrap_err(), "http status 503");
+    }
+}

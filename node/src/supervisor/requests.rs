@@ -1,0 +1,284 @@
+//! What users ask of the supervisor: register apps, start, stop, restart, delete, scale,
+//! and shut the whole supervisor down (dependents first).
+
+use super::deps::{self, Edges};
+use super::instance::{Instance, Status};
+use super::spec::AppSpec;
+use super::{App, Desired, Result, Supervisor, SupervisorError, Table, process};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::time::Duration;
+use tracing::info;
+
+impl Table {
+    pub(super) fn edges(&self) -> Edges {
+        self.apps
+            .iter()
+            .map(|(n, a)| (n.clone(), a.spec.depends_on.clone()))
+            .collect()
+    }
+
+    /// The dependencies of `name` that are not running (and healthy) yet.
+    pub(super) fn unready_dependencies(&self, name: &str) -> Vec<String> {
+        let Some(app) = self.apps.get(name) else {
+            return Vec::new();
+        };
+        app.spec
+            .depends_on
+            .iter()
+            .filter(|d| self.apps.get(*d).is_none_or(|a| !a.is_ready()))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Supervisor {
+    /// Registers the apps of a file (replacing changed ones) and starts them, each once its
+    /// dependencies run. Nothing changes when any app of the file is refused.
+    pub async fn apply(&self, specs: Vec<AppSpec>) -> Result<Vec<App>> {
+        {
+            let t = self.lock();
+            if t.closing {
+                return Err(SupervisorError::ShuttingDown);
+            }
+            let mut edges = t.edges();
+            for s in &specs {
+                edges.insert(s.name.clone(), s.depends_on.clone());
+            }
+            deps::check(&edges).map_err(SupervisorError::Invalid)?;
+        }
+        // Bind listen sockets first: a port in use refuses the file before anything changes.
+        for (i, s) in specs.iter().enumerate() {
+            if let Err(e) = self.shared.sockets.ensure(&s.name, &s.listen) {
+                let t = self.lock();
+                for earlier in &specs[..=i] {
+                    if !t.apps.contains_key(&earlier.name) {
+                        self.shared.sockets.release(&earlier.name);
+                    }
+                }
+                return Err(SupervisorError::Invalid(format!(
+                    "app `{}`: key `listen`: {e}",
+                    s.name
+                )));
+            }
+        }
+        let mut names = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let name = spec.name.clone();
+            let existing = self.lock().apps.get(&name).map(|a| a.spec.clone());
+            match existing {
+                Some(old) if old == spec => {}
+                Some(_) => {
+                    // A changed spec replaces the app: its old instances stop first.
+                    self.stop_app(&name, None, Desired::Stopped).await?;
+                    self.lock().apps.insert(name.clone(), App::new(spec));
+                    info!(app = %name, "app updated");
+                    self.shared
+                        .events
+                        .emit(&name, None, None, "updated", json!({}));
+                }
+                None => {
+                    self.lock().apps.insert(name.clone(), App::new(spec));
+                    info!(app = %name, "app registered");
+                    self.shared
+                        .events
+                        .emit(&name, None, None, "registered", json!({}));
+                }
+            }
+            names.push(name);
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.start(&name, false)?);
+        }
+        Ok(out)
+    }
+
+    /// Starts every instance that is not running. `fresh` also forgets the crash history of
+    /// instances that are already up (a restart).
+    pub fn start(&self, name: &str, fresh: bool) -> Result<App> {
+        {
+            let mut t = self.lock();
+            if t.closing {
+                return Err(SupervisorError::ShuttingDown);
+            }
+            let waiting = t.unready_dependencies(name);
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            app.desired = Desired::Running;
+            for index in 0..app.spec.instances {
+                if app.position(index).is_none() {
+                    app.instances.push(Instance::new(index));
+                }
+            }
+            app.instances.sort_by_key(|i| i.index);
+            for pos in 0..app.instances.len() {
+                let inst = &mut app.instances[pos];
+                if inst.index >= app.spec.instances {
+                    continue;
+                }
+                if fresh {
+                    inst.reset_history();
+                }
+                if matches!(inst.status, Status::Stopped | Status::Crashed) {
+                    inst.reset_history();
+                    self.start_instance(app, pos, &waiting);
+                }
+            }
+        }
+        self.notify();
+        self.get(name)
+    }
+
+    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<App> {
+        self.stop_app(name, timeout, Desired::Stopped).await?;
+        self.get(name)
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<App> {
+        self.stop_app(name, None, Desired::Running).await?;
+        self.start(name, true)
+    }
+
+    pub async fn delete(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        self.stop_app(name, timeout, Desired::Stopped).await?;
+        self.lock().apps.remove(name);
+        self.shared.sockets.release(name);
+        info!(app = %name, "app deleted");
+        self.shared
+            .events
+            .emit(name, None, None, "deleted", json!({}));
+        self.notify();
+        Ok(())
+    }
+
+    pub async fn scale(&self, name: &str, instances: u32) -> Result<App> {
+        let jobs = {
+            let mut t = self.lock();
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            info!(app = %name, from = app.spec.instances, to = instances, "scale");
+            self.shared.events.emit(
+                name,
+                None,
+                None,
+                "scaled",
+                json!({ "from": app.spec.instances, "to": instances }),
+            );
+            app.spec.instances = instances;
+            let mut jobs = Vec::new();
+            for pos in 0..app.instances.len() {
+                if app.instances[pos].index >= instances {
+                    jobs.extend(self.begin_stop(app, pos, None));
+                }
+            }
+            jobs
+        };
+        self.notify();
+        self.run_stop_jobs(jobs);
+        self.wait_stopped(name).await;
+        {
+            let mut t = self.lock();
+            if let Some(app) = t.apps.get_mut(name) {
+                app.instances
+                    .retain(|i| i.index < instances || i.status == Status::Stopping);
+            }
+        }
+        if self.get(name)?.desired == Desired::Running {
+            self.start(name, false)
+        } else {
+            self.get(name)
+        }
+    }
+
+    pub(super) async fn stop_app(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        desired: Desired,
+    ) -> Result<()> {
+        let jobs = {
+            let mut t = self.lock();
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            app.desired = desired;
+            let mut jobs = Vec::new();
+            for pos in 0..app.instances.len() {
+                jobs.extend(self.begin_stop(app, pos, timeout));
+            }
+            jobs
+        };
+        self.notify();
+        self.run_stop_jobs(jobs);
+        self.wait_stopped(name).await;
+        Ok(())
+    }
+
+    /// Stops every app (or none, with `keep_apps`) and refuses further work: dependents
+    /// before what they depend on, one dependency layer at a time. Returns how many
+    /// instances were stopped and how many were left running.
+    pub async fn shutdown(&self, keep_apps: bool, timeout: Option<Duration>) -> (u32, u32) {
+        let layers = {
+            let mut t = self.lock();
+            t.closing = true;
+            if keep_apps {
+                let left = t
+                    .apps
+                    .values()
+                    .flat_map(|a| &a.instances)
+                    .filter(|i| i.status.has_process())
+                    .count();
+                info!(
+                    left_running = left,
+                    "supervisor shutting down, apps keep running"
+                );
+                drop(t);
+                self.notify();
+                return (0, left as u32);
+            }
+            deps::layers(&t.edges())
+        };
+        let mut stopped = 0;
+        for layer in layers.iter().rev() {
+            let jobs = {
+                let mut t = self.lock();
+                let mut jobs = Vec::new();
+                for name in layer {
+                    let Some(app) = t.apps.get_mut(name) else {
+                        continue;
+                    };
+                    for pos in 0..app.instances.len() {
+                        if let Some(old) = app.instances[pos].retiring.take() {
+                            let _ = process::signal_group(old.pid, Signal::SIGKILL);
+                        }
+                        // Only live processes: a crashed or backing-off instance keeps its
+                        // status for the next `herd up` (closing holds back pending starts).
+                        if app.instances[pos].status.has_process() {
+                            jobs.extend(self.begin_stop(app, pos, timeout));
+                        }
+                    }
+                }
+                jobs
+            };
+            stopped += jobs.len() as u32;
+            self.notify();
+            self.run_stop_jobs(jobs);
+            self.wait_until(|t| {
+                layer.iter().all(|n| {
+                    t.apps
+                        .get(n)
+                        .is_none_or(|a| a.instances.iter().all(|i| i.status != Status::Stopping))
+                })
+            })
+            .await;
+        }
+        info!(stopped, "supervisor shut down");
+        (stopped, 0)
+    }
+}

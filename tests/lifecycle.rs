@@ -10,7 +10,11 @@ use std::time::Duration;
 
 fn stamp_app(h: &Herd, name: &str, deps: &[&str], ready_after: &str) -> String {
     let log = h.path("order");
-    let deps = deps.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+    let deps = deps
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"
 [[app]]
@@ -32,10 +36,17 @@ grace_s = 5
 fn depends_on_orders_start_and_stop_and_graph_shows_it() {
     let h = Herd::up();
     // Listed dependents first, to prove the order comes from depends_on.
-    let text = [stamp_app(&h, "web", &["api"], "0"), stamp_app(&h, "api", &["db"], "0.3"), stamp_app(&h, "db", &[], "0.5")].concat();
+    let text = [
+        stamp_app(&h, "web", &["api"], "0"),
+        stamp_app(&h, "api", &["db"], "0.3"),
+        stamp_app(&h, "db", &[], "0.5"),
+    ]
+    .concat();
     let file = h.app_file("apps.toml", &text);
     h.ok(&["start", &file]);
-    h.wait_ps("all running", SECS_10, |rows| rows.len() == 3 && rows.iter().all(|r| r["status"] == "running"));
+    h.wait_ps("all running", SECS_10, |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r["status"] == "running")
+    });
     let order = read_lines(&h.path("order"));
     assert_eq!(order, ["start db", "start api", "start web"]);
     // api started only once db was healthy.
@@ -56,8 +67,13 @@ fn depends_on_orders_start_and_stop_and_graph_shows_it() {
         let _ = std::fs::remove_file(h.path(&format!("{n}.ready")));
     }
     h.ok(&["up"]);
-    h.wait_ps("all running again", SECS_10, |rows| rows.iter().all(|r| r["status"] == "running"));
-    assert_eq!(read_lines(&h.path("order")), ["start db", "start api", "start web"]);
+    h.wait_ps("all running again", SECS_10, |rows| {
+        rows.iter().all(|r| r["status"] == "running")
+    });
+    assert_eq!(
+        read_lines(&h.path("order")),
+        ["start db", "start api", "start web"]
+    );
 }
 
 #[test]
@@ -69,9 +85,15 @@ fn cycles_and_unknown_dependencies_reject_the_file() {
     );
     let err = h.fails(&["start", &cycle]);
     assert!(err.contains("dependency cycle a -> b -> a"), "{err}");
-    let unknown = h.app_file("unknown.toml", "[[app]]\nname = \"a\"\ncommand = \"true\"\ndepends_on = [\"ghost\"]\n");
+    let unknown = h.app_file(
+        "unknown.toml",
+        "[[app]]\nname = \"a\"\ncommand = \"true\"\ndepends_on = [\"ghost\"]\n",
+    );
     let err = h.fails(&["start", &unknown]);
-    assert!(err.contains("app `a`: key `depends_on`: unknown app `ghost`"), "{err}");
+    assert!(
+        err.contains("app `a`: key `depends_on`: unknown app `ghost`"),
+        "{err}"
+    );
     assert!(h.ps().is_empty());
 }
 
@@ -84,35 +106,80 @@ fn a_crash_loop_is_recorded_in_order_with_its_fields() {
     );
     h.ok(&["start", &file]);
     h.wait_status("flaky", 0, "crashed", SECS_10);
-    let events: Vec<Value> = h.ok(&["events", "flaky", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<Value> = h
+        .ok(&["events", "flaky", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
-        ["registered", "started", "exited", "restarting", "started", "exited", "restarting", "started", "exited", "crashed"]
+        [
+            "registered",
+            "started",
+            "exited",
+            "restarting",
+            "started",
+            "exited",
+            "restarting",
+            "started",
+            "exited",
+            "crashed"
+        ]
     );
     let exited = events.iter().find(|e| e["event"] == "exited").unwrap();
-    assert_eq!((exited["code"].as_i64(), exited["instance"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (exited["code"].as_i64(), exited["instance"].as_u64()),
+        (Some(3), Some(0))
+    );
     assert!(exited["pid"].is_u64() && exited["ts_ms"].is_u64());
-    let delays: Vec<u64> = events.iter().filter(|e| e["event"] == "restarting").map(|e| e["delay_ms"].as_u64().unwrap()).collect();
+    let delays: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "restarting")
+        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .collect();
     assert_eq!(delays, [50, 100]);
     assert_eq!(events.last().unwrap()["restarts"], 2);
-    assert!(events.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
+    );
     // The same facts are in events.jsonl, one JSON object per line.
     let on_disk = std::fs::read_to_string(h.path("events.jsonl")).unwrap();
-    assert_eq!(on_disk.lines().filter(|l| l.contains("\"crashed\"")).count(), 1);
+    assert_eq!(
+        on_disk
+            .lines()
+            .filter(|l| l.contains("\"crashed\""))
+            .count(),
+        1
+    );
     let text = h.ok(&["events", "flaky"]);
-    assert!(text.lines().last().unwrap().contains("flaky/0 crashed"), "{text}");
+    assert!(
+        text.lines().last().unwrap().contains("flaky/0 crashed"),
+        "{text}"
+    );
 }
 
 #[test]
 fn events_follow_streams_new_facts() {
     let h = Herd::up();
-    let mut child = h.cmd(&["events", "--follow", "--json", "--lines", "0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = h
+        .cmd(&["events", "--follow", "--json", "--lines", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -126,7 +193,10 @@ fn events_follow_streams_new_facts() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    assert!(seen.iter().any(|e| e["event"] == "registered" && e["app"] == "s"));
+    assert!(
+        seen.iter()
+            .any(|e| e["event"] == "registered" && e["app"] == "s")
+    );
 }
 
 #[test]
@@ -138,7 +208,10 @@ fn stop_exit_codes_are_never_restarted() {
     );
     h.ok(&["start", &file]);
     let row = h.wait_status("done", 0, "stopped", SECS_10);
-    assert_eq!((row["restarts"].as_u64(), row["last_exit"]["code"].as_i64()), (Some(0), Some(2)));
+    assert_eq!(
+        (row["restarts"].as_u64(), row["last_exit"]["code"].as_i64()),
+        (Some(0), Some(2))
+    );
 }
 
 #[test]
@@ -150,13 +223,25 @@ fn a_bad_config_on_sighup_or_reload_config_keeps_the_running_one() {
     h.ok(&["start", "--name", "s", "--", "sleep", "1000"]);
     let pid = pid_of(&h.wait_status("s", 0, "running", SECS_10));
 
-    std::fs::write(h.path("config.toml"), "metrics_interval_s = \"often\"\nbogus = 1\n").unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.daemon_pid().unwrap() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::fs::write(
+        h.path("config.toml"),
+        "metrics_interval_s = \"often\"\nbogus = 1\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.daemon_pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     wait_until("the refusal in the log", SECS_10, || {
-        std::fs::read_to_string(h.path("daemon.log")).is_ok_and(|l| l.contains("config reload refused"))
+        std::fs::read_to_string(h.path("daemon.log"))
+            .is_ok_and(|l| l.contains("config reload refused"))
     });
     let err = h.fails(&["reload-config"]);
-    assert!(err.contains("config not reloaded, the running one stays") && err.contains("config.toml"), "{err}");
+    assert!(
+        err.contains("config not reloaded, the running one stays") && err.contains("config.toml"),
+        "{err}"
+    );
     h.ok(&["ping"]);
     assert_eq!(pid_of(&h.instance("s", 0)), pid, "the app was touched");
 
@@ -176,18 +261,30 @@ fn a_process_whose_pid_never_reached_the_state_is_adopted_not_duplicated() {
     let pid = pid_of(&h.wait_status("s", 0, "running", SECS_10));
     h.ok(&["kill"]);
     // As if the daemon died between spawning and writing the pid.
-    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(h.path("state.json")).unwrap()).unwrap();
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.path("state.json")).unwrap()).unwrap();
     state["apps"][0]["instances"][0]["pid"] = Value::Null;
     state["apps"][0]["instances"][0]["status"] = "stopped".into();
     std::fs::write(h.path("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
     h.ok(&["up"]);
     let row = h.wait_status("s", 0, "running", SECS_10);
-    assert_eq!(pid_of(&row), pid, "a second process was started for the slot");
-    let sleeps = std::process::Command::new("pgrep").args(["-f", "-x", "sleep 1000"]).output().unwrap();
+    assert_eq!(
+        pid_of(&row),
+        pid,
+        "a second process was started for the slot"
+    );
+    let sleeps = std::process::Command::new("pgrep")
+        .args(["-f", "-x", "sleep 1000"])
+        .output()
+        .unwrap();
     let ours = String::from_utf8_lossy(&sleeps.stdout)
         .lines()
         .filter_map(|l| l.trim().parse::<u32>().ok())
-        .filter(|p| std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| String::from_utf8_lossy(&e).contains(&*h.home.path().to_string_lossy())))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| {
+                String::from_utf8_lossy(&e).contains(&*h.home.path().to_string_lossy())
+            })
+        })
         .count();
     assert_eq!(ours, 1);
 }

@@ -30,19 +30,28 @@ srv.server_close()
 "#;
 
 fn get(port: u16) -> Result<u32, String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| format!("read: {e}"))?;
+    s.read_to_string(&mut resp)
+        .map_err(|e| format!("read: {e}"))?;
     if !resp.starts_with("HTTP/1.0 200") {
         return Err(format!("bad answer: {resp:?}"));
     }
-    resp.rsplit("\r\n\r\n").next().and_then(|b| b.trim().parse().ok()).ok_or_else(|| format!("no pid in {resp:?}"))
+    resp.rsplit("\r\n\r\n")
+        .next()
+        .and_then(|b| b.trim().parse().ok())
+        .ok_or_else(|| format!("no pid in {resp:?}"))
 }
 
 /// Keeps requesting until stopped; returns (ok, failed, distinct pids seen, first error).
-fn hammer(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, Vec<u32>, Option<String>)> {
+fn hammer(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64, Vec<u32>, Option<String>)> {
     std::thread::spawn(move || {
         let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
         let mut pids = Vec::new();
@@ -92,7 +101,10 @@ grace_s = 2
 }
 
 fn pids(h: &Herd) -> Vec<u64> {
-    h.ps().iter().map(|r| r["pid"].as_u64().unwrap_or(0)).collect()
+    h.ps()
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap_or(0))
+        .collect()
 }
 
 #[test]
@@ -101,7 +113,9 @@ fn reload_under_continuous_requests_fails_no_request() {
     let port = free_port();
     let file = web_app(&h, port);
     h.ok(&["start", &file]);
-    h.wait_ps("both healthy", SECS_10, |rows| rows.len() == 2 && rows.iter().all(|r| r["status"] == "running"));
+    h.wait_ps("both healthy", SECS_10, |rows| {
+        rows.len() == 2 && rows.iter().all(|r| r["status"] == "running")
+    });
     let before = pids(&h);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -112,11 +126,22 @@ fn reload_under_continuous_requests_fails_no_request() {
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, seen, first_error) = client.join().unwrap();
 
-    assert_eq!(failed, 0, "{failed} of {} requests failed during the reload; first: {first_error:?}", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the reload; first: {first_error:?}",
+        ok + failed
+    );
     assert!(ok > 50, "only {ok} requests went through");
     let after = pids(&h);
-    assert!(after.iter().all(|p| !before.contains(p)), "not every instance was replaced: {before:?} -> {after:?}");
-    assert!(seen.len() >= 3, "answers came from {seen:?}: old and new processes should both have served");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "not every instance was replaced: {before:?} -> {after:?}"
+    );
+    assert!(
+        seen.len() >= 3,
+        "answers came from {seen:?}: old and new processes should both have served"
+    );
     let steps: Vec<String> = h
         .ok(&["events", "web", "--json", "--lines", "200"])
         .lines()
@@ -124,7 +149,17 @@ fn reload_under_continuous_requests_fails_no_request() {
         .filter(|e| e["event"] == "reload")
         .map(|e| e["step"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(steps, ["begin", "start_new", "stop_old", "start_new", "stop_old", "done"]);
+    assert_eq!(
+        steps,
+        [
+            "begin",
+            "start_new",
+            "stop_old",
+            "start_new",
+            "stop_old",
+            "done"
+        ]
+    );
 }
 
 #[test]
@@ -133,7 +168,9 @@ fn a_broken_new_version_aborts_the_reload_and_the_old_instances_keep_serving() {
     let port = free_port();
     let file = web_app(&h, port);
     h.ok(&["start", &file]);
-    h.wait_ps("both healthy", SECS_10, |rows| rows.len() == 2 && rows.iter().all(|r| r["status"] == "running"));
+    h.wait_ps("both healthy", SECS_10, |rows| {
+        rows.len() == 2 && rows.iter().all(|r| r["status"] == "running")
+    });
     let before = pids(&h);
 
     // The new version on disk never becomes ready.
@@ -144,8 +181,14 @@ fn a_broken_new_version_aborts_the_reload_and_the_old_instances_keep_serving() {
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, _, first_error) = client.join().unwrap();
 
-    assert!(err.contains("reload of `web` aborted") && err.contains("old instances keep serving"), "{err}");
-    assert_eq!(failed, 0, "requests failed during the aborted reload: {first_error:?}");
+    assert!(
+        err.contains("reload of `web` aborted") && err.contains("old instances keep serving"),
+        "{err}"
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed during the aborted reload: {first_error:?}"
+    );
     assert!(ok > 10);
     assert_eq!(pids(&h), before, "the old instances were replaced");
     assert!(h.ps().iter().all(|r| r["status"] == "running"));

@@ -11,7 +11,6 @@ use crate::state::store::{Loaded, StateFile};
 use crate::supervisor::events::EventLog;
 use crate::supervisor::{Snapshot, Supervisor, logs};
 use anyhow::Context;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +19,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{error, info, warn};
 
-/// How often the sizes of logs that are filling up are checked for rotation.
-const LOG_CHECK_HOT: Duration = Duration::from_millis(100);
-/// Every this many hot checks, every log is checked.
-const LOG_CHECKS_PER_FULL: u32 = 10;
 /// Transitions that arrive within this long of each other share one state write.
 const STATE_COALESCE: Duration = Duration::from_millis(5);
 
@@ -88,6 +83,9 @@ async fn serve(
     nix::sys::stat::umask(old_umask);
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
 
+    if detached {
+        detach_stderr(&home)?;
+    }
     let cfg = config.get();
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
@@ -103,7 +101,6 @@ async fn serve(
             config.subscribe(),
             flushed_tx,
         )),
-        tokio::spawn(rotate_logs(supervisor.clone())),
         tokio::spawn(sweep(supervisor.clone(), config.subscribe())),
         tokio::spawn(reload_on_sighup(config.clone())),
     ];
@@ -114,6 +111,8 @@ async fn serve(
     }));
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_cron().await }));
+    let sup = supervisor.clone();
+    tasks.push(tokio::spawn(async move { sup.run_log_rotation().await }));
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
     let api = Api::new(
@@ -123,9 +122,6 @@ async fn serve(
         config.clone(),
         flushed,
     );
-    if detached {
-        detach_stderr(&home)?;
-    }
     info!(pid = std::process::id(), home = %home.root().display(), version = env!("CARGO_PKG_VERSION"), "herd daemon up");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -251,53 +247,6 @@ async fn reload_on_sighup(config: Arc<ConfigHandle>) {
         info!(file = %config.path().display(), "SIGHUP: reloading the config");
         let c = config.clone();
         let _ = tokio::task::spawn_blocking(move || c.reload()).await;
-    }
-}
-
-/// Checks every log once a second, and the ones that are filling up ("hot": rotated
-/// lately or past half their limit) every 100 ms, so a flooding app overshoots its cap by at
-/// most what it writes in 100 ms.
-async fn rotate_logs(supervisor: Supervisor) {
-    let mut tick = tokio::time::interval(LOG_CHECK_HOT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hot: HashSet<PathBuf> = HashSet::new();
-    let mut n: u32 = 0;
-    loop {
-        tick.tick().await;
-        let all = n.is_multiple_of(LOG_CHECKS_PER_FULL);
-        n = n.wrapping_add(1);
-        if !all && hot.is_empty() {
-            continue;
-        }
-        let mut targets = supervisor.log_targets();
-        if !all {
-            targets.retain(|(p, _, _)| hot.contains(p));
-        }
-        let checked: Vec<PathBuf> = targets.iter().map(|(p, _, _)| p.clone()).collect();
-        let now_hot = tokio::task::spawn_blocking(move || {
-            let mut now_hot = Vec::new();
-            for (path, max, files) in targets {
-                match logs::rotate_if_needed(&path, max, files) {
-                    Ok(true) => {
-                        info!(file = %path.display(), "log rotated");
-                        now_hot.push(path);
-                    }
-                    Ok(false) => {
-                        if std::fs::metadata(&path).is_ok_and(|m| m.len() > max / 2) {
-                            now_hot.push(path);
-                        }
-                    }
-                    Err(e) => warn!(file = %path.display(), error = %e, "log rotation failed"),
-                }
-            }
-            now_hot
-        })
-        .await
-        .unwrap_or_default();
-        for p in checked {
-            hot.remove(&p);
-        }
-        hot.extend(now_hot);
     }
 }
 

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = cli::home()?;
+
     match cli.command {
         Command::Up {
             foreground: true,

@@ -79,7 +79,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 print_json(&json!({ "deleted": r.deleted }));
             } else {
                 for n in r.deleted {
-                    println!("deleted {n}");
+                    outln!("deleted {n}");
                 }
             }
         }
@@ -143,9 +143,9 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             let mut stream = client.events(req).await.map_err(status_error)?.into_inner();
             while let Some(e) = stream.message().await.map_err(status_error)? {
                 if json {
-                    println!("{}", e.json);
+                    outln!("{}", e.json);
                 } else {
-                    println!("{}", output::event_text(&e.json));
+                    outln!("{}", output::event_text(&e.json));
                 }
             }
         }
@@ -159,7 +159,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 let v: serde_json::Value = serde_json::from_str(&r.json).unwrap_or_default();
                 print_json(&v);
             } else {
-                print!("{}", r.text);
+                out!("{}", r.text);
             }
         }
         Command::ReloadConfig { json } => {
@@ -171,9 +171,9 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             if json {
                 print_json(&json!({ "file": r.file, "changed": r.changed }));
             } else if r.changed.is_empty() {
-                println!("config {} reloaded; nothing changed", r.file);
+                outln!("config {} reloaded; nothing changed", r.file);
             } else {
-                println!(
+                outln!(
                     "config {} reloaded; changed: {}",
                     r.file,
                     r.changed.join(", ")
@@ -270,15 +270,15 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
         );
         return Ok(());
     }
-    println!("app {name} (desired: {})", r.desired);
+    outln!("app {name} (desired: {})", r.desired);
     if let Ok(t) = toml::to_string(&spec) {
         for line in t.lines() {
-            println!("  {line}");
+            outln!("  {line}");
         }
     }
     for d in &r.instances {
         let Some(i) = &d.info else { continue };
-        println!(
+        outln!(
             "instance {}: {} pid {} restarts {} log {}",
             i.instance,
             i.status,
@@ -292,7 +292,7 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
                 (None, Some(s)) => s.clone(),
                 (None, None) => "-".into(),
             };
-            println!("  {}  {how:<10} {}", format_time(e.at_unix_ms), e.reason);
+            outln!("  {}  {how:<10} {}", format_time(e.at_unix_ms), e.reason);
         }
     }
     Ok(())

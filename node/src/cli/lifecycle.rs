@@ -87,7 +87,7 @@ pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow
             if json {
                 print_json(&json!({ "pid": r.pid, "version": r.version, "home": r.home }));
             } else {
-                println!("herd daemon up (pid {}), home {}", r.pid, r.home);
+                outln!("herd daemon up (pid {}), home {}", r.pid, r.home);
             }
             for line in early.lines().filter(|l| !l.trim().is_empty()) {
                 eprintln!("{line}");
@@ -124,7 +124,7 @@ pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow:
     let mut c = match client::connect(home).await {
         Ok(c) => c,
         Err(e) if e.is::<client::NotRunning>() => {
-            println!("herd is not running");
+            outln!("herd is not running");
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -151,12 +151,12 @@ pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow:
         }
     }
     if keep_apps {
-        println!(
+        outln!(
             "herd daemon down; {} instances left running (the next `herd up` adopts them)",
             r.left_running
         );
     } else {
-        println!("herd daemon down; {} instances stopped", r.stopped);
+        outln!("herd daemon down; {} instances stopped", r.stopped);
     }
     Ok(())
 }
@@ -178,7 +178,7 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            println!(
+            outln!(
                 "killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them",
                 owner.pid
             );
@@ -186,13 +186,13 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
         Some(owner) => {
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            println!(
+            outln!(
                 "no daemon running (pid {} in {} is gone); cleared the stale files",
                 owner.pid,
                 pid_file.display()
             );
         }
-        None => println!("no daemon running"),
+        None => outln!("no daemon running"),
     }
     Ok(())
 }
@@ -209,7 +209,7 @@ pub async fn ping(home: &Home, json: bool) -> anyhow::Result<()> {
             &json!({ "pid": r.pid, "version": r.version, "uptime_s": r.uptime_s, "home": r.home }),
         );
     } else {
-        println!(
+        outln!(
             "herd {} pid {} up {} home {}",
             r.version,
             r.pid,

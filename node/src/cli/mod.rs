@@ -1,5 +1,14 @@
 //! The `herd` command line: one binary is both the CLI and (with `up --foreground`) the daemon.
 
+/// `println!` for the CLI's output: a closed stdout (`herd ps | head`) ends the command
+/// quietly instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::output::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::output::write_out(format_args!($($t)*)) };
+}
+
 pub mod client;
 pub mod commands;
 pub mod lifecycle;

@@ -28,7 +28,7 @@ pub fn instance_json(i: &pb::InstanceInfo) -> Value {
 
 pub fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("herd: cannot encode JSON: {e}"),
     }
 }
@@ -67,7 +67,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for r in rows {
@@ -81,7 +81,7 @@ pub fn print_instances(instances: &[pb::InstanceInfo], json: bool) {
         return;
     }
     if instances.is_empty() {
-        println!("no apps; `herd start FILE` registers some");
+        outln!("no apps; `herd start FILE` registers some");
         return;
     }
     let rows: Vec<Vec<String>> = instances
@@ -214,7 +214,7 @@ pub fn print_metrics(m: &pb::MetricsReply, json: bool) {
         return;
     }
     match &m.host {
-        Some(h) => println!(
+        Some(h) => outln!(
             "host: cpu {:.1}% of {} cpus, memory {} / {}, load {}; daemon: cpu {:.2}%, rss {}",
             h.cpu_percent,
             h.cpus,
@@ -228,7 +228,7 @@ pub fn print_metrics(m: &pb::MetricsReply, json: bool) {
             m.daemon_cpu_percent,
             bytes_text(m.daemon_rss_bytes)
         ),
-        None => println!("host: no sample yet (the first comes one metrics interval after start)"),
+        None => outln!("host: no sample yet (the first comes one metrics interval after start)"),
     }
     let rows: Vec<Vec<String>> = m
         .instances
@@ -288,4 +288,16 @@ pub fn event_text(line: &str) -> String {
     )
     .trim_end()
     .to_string()
+}
+
+/// Writes to stdout; a reader that went away (broken pipe) ends the process quietly.
+pub fn write_out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("herd: cannot write the output: {e}");
+    }
 }

@@ -83,7 +83,7 @@ impl StateFile {
     /// Writes `value` atomically. On error nothing visible has changed except, possibly, a
     /// stray temp file that the next write replaces.
     pub fn save<T: Serialize>(&self, value: &T) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
         self.save_bytes(&bytes)
     }
 

@@ -11,7 +11,21 @@ use tracing::{info, warn};
 impl Supervisor {
     pub async fn run_cron(&self) {
         let mut next: HashMap<String, (String, DateTime<Local>)> = HashMap::new();
+        let mut changes = self.subscribe();
         loop {
+            // Without a cron app there is nothing to wake up for until the apps change.
+            let any = self
+                .lock()
+                .apps
+                .values()
+                .any(|a| a.spec.cron_restart.is_some());
+            if !any {
+                next.clear();
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let due = self.due_cron_restarts(&mut next, Local::now());
             for (name, reload) in due {

@@ -6,7 +6,7 @@
 //! and the truncate are the one thing this can lose.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub fn log_path(dir: &Path, app: &str, index: u32) -> PathBuf {
@@ -51,27 +51,25 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
             std::fs::rename(&from, rotated(path, n + 1))?;
         }
     }
-    let mut src = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    // Read from `max_bytes` before the end to whatever the end is now (the app may still be
+    // writing), keep the last `max_bytes` of it from a line start, then truncate at once:
+    // rotated files respect the cap, and the window for lost bytes is a few syscalls.
+    let mut src = File::open(path)?;
+    src.seek(SeekFrom::Start(len - max_bytes))?;
+    let mut tail = Vec::with_capacity(max_bytes as usize + 64 * 1024);
+    src.read_to_end(&mut tail)?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    let cut = tail.len().saturating_sub(max_bytes as usize);
+    let start = match tail[cut..].iter().position(|b| *b == b'\n') {
+        Some(nl) if cut + nl + 1 < tail.len() => cut + nl + 1,
+        _ => cut,
+    };
     let mut dst = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(rotated(path, 1))?;
-    // A file that overshot (a flood between two checks) keeps only its last `max_bytes`,
-    // from a line start: rotated files never exceed the cap either.
-    if len > max_bytes {
-        src.seek(SeekFrom::Start(len - max_bytes))?;
-        let mut head = vec![0u8; max_bytes as usize];
-        src.read_exact(&mut head)?;
-        let start = match head.iter().position(|b| *b == b'\n') {
-            Some(nl) if nl + 1 < head.len() => nl + 1,
-            _ => 0,
-        };
-        dst.write_all(&head[start..])?;
-    }
-    // Copy until caught up, then truncate at once: the window for lost bytes is one syscall.
-    io::copy(&mut src, &mut dst)?;
-    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    dst.write_all(&tail[start..])?;
     Ok(true)
 }
 

@@ -1,15 +1,16 @@
 //! Per-instance CPU and memory (the whole process tree under the instance's process) and the
-//! host's CPU, memory and load, sampled with sysinfo every `metrics_interval_s` (default 5 s).
-//! The same sample enforces `max_memory_mb`. One sysinfo `System` lives for the daemon's
-//! life: CPU percentages are the difference between two samples.
+//! host's CPU, memory and load (sysinfo), sampled every `metrics_interval_s` (default 5 s).
+//! The same sample enforces `max_memory_mb`. CPU percentages are the difference between two
+//! samples. Per-process figures come straight from `/proc/PID/stat`: sysinfo opens about
+//! seven files per process, which alone would cost an idle daemon with 100 apps ~0.1 % CPU.
 
 use super::instance::ProcMetrics;
-use super::{Supervisor, now_ms};
+use super::{Supervisor, now_ms, process};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::System;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -28,31 +29,56 @@ pub struct HostMetrics {
 
 pub struct Sampler {
     sys: System,
+    /// CPU ticks of each sampled process at the previous sample (keyed by pid and start).
+    last: HashMap<(u32, u64), u64>,
+    last_at: Option<std::time::Instant>,
+    ticks_per_s: f64,
+    page_bytes: u64,
 }
 
 impl Sampler {
     pub fn new() -> Option<Self> {
-        System::new().ok().map(|sys| Self { sys })
+        // SAFETY: sysconf only reads configuration values.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let sys = System::new().ok()?;
+        Some(Self {
+            sys,
+            last: HashMap::new(),
+            last_at: None,
+            ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_bytes: if page > 0 { page as u64 } else { 4096 },
+        })
     }
 
-    /// Samples the host and the trees rooted at `roots`.
+    /// Samples the host (sysinfo) and the trees rooted at `roots`. Per process it reads one
+    /// file, `/proc/PID/stat`, and finds children through `/proc/PID/task/*/children`, so the
+    /// cost follows herd's own process count, not the host's: an idle daemon stays cheap.
     pub fn sample(&mut self, roots: &[u32]) -> (HostMetrics, Vec<ProcMetrics>) {
-        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
-        self.sys
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-        self.sys.refresh_cpu_usage();
-        self.sys.refresh_memory();
+        let now = std::time::Instant::now();
+        let elapsed = self
+            .last_at
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .filter(|e| *e > 0.0);
+        self.last_at = Some(now);
         let at_ms = now_ms();
-        let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for (pid, p) in self.sys.processes() {
-            // Threads show up as processes on Linux; their memory is their process's.
-            if p.thread_kind().is_some() {
-                continue;
-            }
-            if let Some(parent) = p.parent() {
-                children.entry(parent).or_default().push(*pid);
-            }
-        }
+        let mut seen = HashMap::new();
+        let mut measure = |pid: u32| -> Option<(f32, u64, u32)> {
+            let st = process::read_stat(pid).filter(|s| !s.is_gone())?;
+            let before = self.last.get(&(pid, st.start)).copied();
+            seen.insert((pid, st.start), st.cpu_ticks);
+            let cpu = match (before, elapsed) {
+                (Some(b), Some(e)) => {
+                    (st.cpu_ticks.saturating_sub(b) as f64 / self.ticks_per_s / e * 100.0) as f32
+                }
+                _ => 0.0,
+            };
+            Some((cpu, st.rss_pages * self.page_bytes, st.threads))
+        };
         let trees = roots
             .iter()
             .map(|root| {
@@ -60,35 +86,59 @@ impl Sampler {
                     at_ms,
                     ..Default::default()
                 };
-                let mut stack = vec![Pid::from_u32(*root)];
+                let mut stack = vec![*root];
                 while let Some(pid) = stack.pop() {
-                    if let Some(p) = self.sys.process(pid) {
-                        m.cpu_percent += p.cpu_usage();
-                        m.rss_bytes += p.memory();
-                        m.processes += 1;
-                    }
-                    if let Some(kids) = children.get(&pid) {
-                        stack.extend(kids);
+                    let Some((cpu, rss, threads)) = measure(pid) else {
+                        continue;
+                    };
+                    m.cpu_percent += cpu;
+                    m.rss_bytes += rss;
+                    m.processes += 1;
+                    if m.processes < 100_000 {
+                        children(pid, threads, &mut stack);
                     }
                 }
                 m
             })
             .collect();
+        let me = measure(std::process::id());
+        self.last = seen;
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_memory();
         let load = System::load_average()
             .map(|l| [l.one, l.five, l.fifteen])
             .unwrap_or_default();
-        let me = self.sys.process(Pid::from_u32(std::process::id()));
         let host = HostMetrics {
             cpu_percent: self.sys.global_cpu_usage(),
             cpus: self.sys.cpus().len() as u32,
             mem_total_bytes: self.sys.total_memory(),
             mem_used_bytes: self.sys.used_memory(),
             load,
-            daemon_cpu_percent: me.map(|p| p.cpu_usage()).unwrap_or_default(),
-            daemon_rss_bytes: me.map(|p| p.memory()).unwrap_or_default(),
+            daemon_cpu_percent: me.map(|m| m.0).unwrap_or_default(),
+            daemon_rss_bytes: me.map(|m| m.1).unwrap_or_default(),
             at_ms,
         };
         (host, trees)
+    }
+}
+
+/// Appends the children of `pid` (read from `/proc/PID/task/TID/children`; the task list
+/// is read only when the process has more than one thread).
+fn children(pid: u32, threads: u32, out: &mut Vec<u32>) {
+    let mut read = |tid: &str| {
+        if let Some(kids) = process::read_proc_file(&format!("/proc/{pid}/task/{tid}/children")) {
+            out.extend(
+                kids.split_ascii_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    };
+    if threads <= 1 {
+        read(&pid.to_string());
+    } else if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            read(&task.file_name().to_string_lossy());
+        }
     }
 }
 

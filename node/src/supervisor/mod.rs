@@ -18,6 +18,7 @@ pub mod process;
 mod recovery;
 mod reload;
 mod requests;
+mod rotation;
 mod sockets;
 pub mod spec;
 

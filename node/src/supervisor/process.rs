@@ -10,31 +10,75 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 
-/// What distinguishes a process from a later one that reuses its pid: its start time in
-/// clock ticks since boot (field 22 of `/proc/PID/stat`).
+/// The fields of `/proc/PID/stat` herd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `D`, `Z`, ...
+    pub state: char,
+    pub pgrp: u32,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Start time in clock ticks since boot: what tells a process from a later one that
+    /// reuses its pid.
+    pub start: u64,
+    pub rss_pages: u64,
+    pub threads: u32,
+}
+
+impl ProcStat {
+    pub fn is_gone(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&read_proc_file(&format!("/proc/{pid}/stat"))?)
+}
+
+/// Reads a small /proc file with open, read and close only (`fs::read_to_string` also asks
+/// for the size, which /proc cannot give anyway): metrics read thousands of these.
+pub fn read_proc_file(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the
+    // last ')'. `f[0]` is field 3 (state), so field n is `f[n - 3]`.
+    let f: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_ascii_whitespace()
+        .collect();
+    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        pgrp: num(5)? as u32,
+        cpu_ticks: num(14)? + num(15)?,
+        start: num(22)?,
+        rss_pages: num(24)?,
+        threads: num(20)? as u32,
+    })
+}
+
+/// See `ProcStat::start`.
 pub fn start_signature(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // `rest` starts at field 3 (state); starttime is field 22.
-    let field = rest.split_ascii_whitespace().nth(22 - 3)?;
-    field.parse().ok()
+    read_stat(pid).map(|s| s.start)
 }
 
 /// True when `pid` is alive, is not a zombie, and is the same process that had `signature`.
 pub fn is_same_process(pid: u32, signature: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split_ascii_whitespace();
-    let state = fields.next().unwrap_or("X");
-    if state == "Z" || state == "X" {
-        return false;
-    }
-    start_signature(pid) == Some(signature)
+    read_stat(pid).is_some_and(|s| !s.is_gone() && s.start == signature)
 }
 
 /// Spawns one instance: own process group, stdin from /dev/null, stdout and stderr appended
@@ -168,20 +212,8 @@ pub fn scan_instances(home: &Path) -> Vec<Found> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 2..].split_ascii_whitespace().collect();
-        // fields[0] = state (3), fields[2] = pgrp (5), fields[19] = starttime (22).
-        let (Some(state), Some(pgrp), Some(start)) =
-            (fields.first(), fields.get(2), fields.get(19))
-        else {
-            continue;
-        };
-        if *state == "Z" || pgrp.parse::<u32>().ok() != Some(pid) {
+        let Some(stat) = read_stat(pid) else { continue };
+        if stat.is_gone() || stat.pgrp != pid {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -198,13 +230,12 @@ pub fn scan_instances(home: &Path) -> Vec<Found> {
                 index = v.parse().ok();
             }
         }
-        if let (true, Some(app), Some(index), Ok(signature)) = (is_ours, app, index, start.parse())
-        {
+        if let (true, Some(app), Some(index)) = (is_ours, app, index) {
             found.push(Found {
                 app,
                 index,
                 pid,
-                signature,
+                signature: stat.start,
             });
         }
     }
@@ -260,6 +291,23 @@ mod tests {
             ("web", 3, child.id())
         );
         assert_eq!(Some(found[0].signature), signature);
+    }
+
+    #[test]
+    fn stat_fields_survive_odd_command_names() {
+        let line = "42 (we ird) (x)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 12345 1000 250 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (
+                s.state,
+                s.pgrp,
+                s.cpu_ticks,
+                s.start,
+                s.rss_pages,
+                s.threads
+            ),
+            ('S', 42, 10, 12345, 250, 1)
+        );
     }
 
     #[test]

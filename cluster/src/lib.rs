@@ -1,4 +1,46 @@
-//! herd's cluster layer: Raft group, replicated registry, Redis discovery, the master's
-//! duties and the agent that reconciles assignments into the local supervisor.
+//! herd's cluster layer: a Raft group (openraft over gRPC, durable in redb) that owns the
+//! replicated app registry, with Redis or static-seed discovery for forming and joining.
 //!
-//! Empty until the cluster-core issue lands; the standalone supervisor does not depend on it.
+//! The daemon embeds one [`ClusterNode`]:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), herd_cluster::ClusterError> {
+//! use herd_cluster::{ClusterConfig, ClusterNode, RegistryCommand};
+//! let cfg = ClusterConfig::new(
+//!     "prod",
+//!     "10.0.0.11:9701",
+//!     "0.0.0.0:9701".parse().unwrap(),
+//!     "redis://10.0.0.5:6379/0".parse()?,
+//!     "shared-secret",
+//!     "/var/lib/herd/raft",
+//! );
+//! let node = ClusterNode::start(cfg).await?;
+//! node.write(RegistryCommand::Noop).await?;
+//! let registry = node.read(false).await?;
+//! # let _ = registry;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Master duties and the agent (next issues) build on [`ClusterNode::leader_changes`],
+//! [`ClusterNode::write`] and [`ClusterNode::registry`].
+
+mod config;
+pub mod discovery;
+mod error;
+mod node;
+pub mod raft;
+pub mod registry;
+mod transport;
+
+pub use config::ClusterConfig;
+pub use discovery::Discovery;
+pub use error::ClusterError;
+pub use node::ClusterNode;
+pub use node::ClusterStatus;
+pub use node::Leadership;
+pub use node::MemberStatus;
+pub use registry::NodeId;
+pub use registry::Registry;
+pub use registry::RegistryCommand;
+pub use registry::RegistryResponse;

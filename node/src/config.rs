@@ -29,9 +29,9 @@ pub struct DaemonConfig {
     pub events_max_bytes: u64,
     #[serde(default = "defaults::events_files")]
     pub events_files: u32,
-    /// `[cluster]`: read by the cluster layer (see the README's Cluster section).
+    /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<toml::Table>,
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 mod defaults {

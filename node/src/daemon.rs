@@ -4,6 +4,7 @@
 //! its files. SIGHUP re-reads the config.
 
 use crate::api::{Api, SupervisorServer};
+use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::config::{ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
 use crate::state::pidlock::PidLock;
@@ -11,6 +12,7 @@ use crate::state::store::{Loaded, StateFile};
 use crate::supervisor::events::EventLog;
 use crate::supervisor::{Snapshot, Supervisor, logs};
 use anyhow::Context;
+use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +34,15 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     let config_path = config_path.unwrap_or_else(|| home.config_file());
     let config = DaemonConfig::load(&config_path, required, |k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;
+    // Checked before anything starts: a daemon with a broken [cluster] never runs half-configured.
+    let cluster = match &config.cluster {
+        Some(section) if section.enabled => Some(
+            section
+                .to_config(home.root(), |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
+        ),
+        _ => None,
+    };
     let set_log_level = init_tracing(&config.log_level);
     raise_fd_limit();
     let state = StateFile::new(home.state_file());
@@ -60,6 +71,7 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         state,
         snapshot,
         Arc::new(config),
+        cluster,
         detached,
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -73,6 +85,7 @@ async fn serve(
     state: StateFile,
     snapshot: Option<Snapshot>,
     config: Arc<ConfigHandle>,
+    cluster: Option<ClusterConfig>,
     detached: bool,
 ) -> anyhow::Result<()> {
     let socket = home.socket();
@@ -114,6 +127,16 @@ async fn serve(
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_log_rotation().await }));
 
+    // Standalone mode starts no Raft, no discovery and opens no cluster port.
+    let cluster = match cluster {
+        Some(cfg) => Some(Arc::new(
+            ClusterNode::start(cfg)
+                .await
+                .context("cannot start the cluster node")?,
+        )),
+        None => None,
+    };
+
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
     let api = Api::new(
         supervisor.clone(),
@@ -136,12 +159,21 @@ async fn serve(
     };
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
+        .add_service(ClusterAdminServer::new(Admin::new(cluster.clone())))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal)
         .await
         .context("the API server failed")?;
 
     for t in tasks {
         t.abort();
+    }
+    if let Some(node) = cluster {
+        match Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await,
+            Err(_) => {
+                warn!("the cluster node is still in use; leaving it to the runtime's shutdown")
+            }
+        }
     }
     let snapshot = supervisor.snapshot();
     let flushed = tokio::task::spawn_blocking(move || {

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod config;
 mod daemon;
 mod home;
@@ -43,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         cli::lifecycle::down(&home, timeout, keep_apps).await
                     }
                     Command::Ping { json } => cli::lifecycle::ping(&home, json).await,
+                    Command::Cluster(c) => cli::cluster::run(&home, c).await,
                     other => {
                         let client = cli::client::connect(&home).await?;
                         cli::commands::run(client, other).await

@@ -14,6 +14,11 @@ pub struct NotRunning {
 }
 
 pub async fn connect(home: &Home) -> anyhow::Result<Client> {
+    Ok(SupervisorClient::new(channel(home).await?).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// A channel to the daemon's socket, for any of its services.
+pub async fn channel(home: &Home) -> anyhow::Result<Channel> {
     let socket = home.socket();
     if !socket.exists() {
         return Err(NotRunning {
@@ -24,7 +29,7 @@ pub async fn connect(home: &Home) -> anyhow::Result<Client> {
     let endpoint =
         Endpoint::from_shared(format!("unix://{}", socket.display())).context("bad socket path")?;
     match endpoint.connect().await {
-        Ok(ch) => Ok(SupervisorClient::new(ch).max_decoding_message_size(64 * 1024 * 1024)),
+        Ok(ch) => Ok(ch),
         Err(_) => Err(NotRunning {
             socket: socket.display().to_string(),
         }

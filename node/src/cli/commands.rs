@@ -186,14 +186,18 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             follow,
             json,
         } => logs(&mut client, name, lines, follow, json).await?,
-        Command::Up { .. } | Command::Down { .. } | Command::Kill | Command::Ping { .. } => {
+        Command::Up { .. }
+        | Command::Down { .. }
+        | Command::Kill
+        | Command::Ping { .. }
+        | Command::Cluster(_) => {
             unreachable!("lifecycle commands are handled by cli::lifecycle")
         }
     }
     Ok(())
 }
 
-fn file_request(path: &str) -> anyhow::Result<pb::ApplyRequest> {
+pub fn file_request(path: &str) -> anyhow::Result<pb::ApplyRequest> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read app file {path}"))?;
     let abs = std::path::absolute(path).with_context(|| format!("cannot resolve {path}"))?;

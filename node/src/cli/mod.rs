@@ -10,6 +10,7 @@ macro_rules! out {
 }
 
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod lifecycle;
 pub mod output;
@@ -159,6 +160,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster this daemon belongs to (see the README's Cluster section).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,
@@ -166,6 +170,55 @@ pub enum Command {
         lines: u32,
         #[arg(long, short = 'f')]
         follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Cluster name, this node, leader, term, commit index and members.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The members: id, address, role (voter/learner), reachability, labels.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who leads, in which term.
+    Leader {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The leader hands over to another voter.
+    StepDown {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node leaves the cluster cleanly.
+    Leave {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register (or replace) the apps of an app file in the cluster registry.
+    Deploy {
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an app from the cluster registry.
+    Undeploy {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deployed apps: desired instances, placement and where instances are assigned.
+    Apps {
+        /// Read this node's replica instead of asking the leader.
+        #[arg(long)]
+        stale: bool,
         #[arg(long)]
         json: bool,
     },

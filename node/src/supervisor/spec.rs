@@ -59,6 +59,35 @@ pub struct AppSpec {
     /// systemd-style), so instances share one accept queue and a reload drops no connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<String>,
+    /// Where `herd cluster deploy` may place instances (`[app.placement]`); ignored by a
+    /// standalone `herd start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+    /// `"keep"` (default) or `"stop"`: what a node cut off from the master does with the
+    /// app's instances (cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disconnect: Option<OnDisconnect>,
+}
+
+/// `[app.placement]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSpec {
+    /// Node labels an eligible node must carry.
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+    /// Spread instances across the values of this node label.
+    #[serde(default)]
+    pub spread: Option<String>,
+    #[serde(default)]
+    pub max_per_node: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDisconnect {
+    Keep,
+    Stop,
 }
 
 /// `[app.health]`: exactly one of `http`, `tcp`, `exec`.
@@ -220,6 +249,8 @@ impl AppSpec {
             stop_exit_codes: Vec::new(),
             cron_restart: None,
             listen: Vec::new(),
+            placement: None,
+            on_disconnect: None,
         }
     }
 

@@ -1,0 +1,205 @@
+//! What the daemon tells the cluster library: identity, addresses, discovery, secret, timing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::discovery::Discovery;
+use crate::discovery::split_host_port;
+use crate::error::ClusterError;
+
+/// Cluster settings of one node. `Debug` hides the secret.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Cluster name; one Redis can serve several clusters. `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// `None`: pick a random id once and keep it in `data_dir/node_id`.
+    pub node_id: Option<u64>,
+    /// host:port other nodes use to reach this node's cluster gRPC.
+    pub advertise: String,
+    /// Where this node serves the cluster gRPC (Raft + ClusterApi), if `serve_rpc`.
+    pub listen: SocketAddr,
+    /// Serve the cluster gRPC on `listen` (default). `false`: the daemon mounts
+    /// `ClusterNode::rpc_routes()` on its own server instead (e.g. one port for everything).
+    pub serve_rpc: bool,
+    pub discovery: Discovery,
+    /// Voting members wanted (3 or 5); nodes beyond that join as learners.
+    pub voters: usize,
+    /// Shared secret every node-to-node call must present (printable ASCII).
+    pub secret: String,
+    pub labels: BTreeMap<String, String>,
+    /// Raft log, vote and snapshots (`raft.redb`) and the auto node id live here.
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// A voter unreachable from the leader this long is replaced by a caught-up learner.
+    pub replace_voter_after_ms: u64,
+}
+
+impl ClusterConfig {
+    /// 50 ms heartbeats and a 100–200 ms election timeout. openraft lets a follower campaign
+    /// only `election_max + rand(election_min..election_max)` after the last heartbeat (a leader
+    /// lease comes first), so a killed leader is replaced after 300–400 ms, and an idle cluster
+    /// needs 6 heartbeats in a row to go missing before anyone campaigns.
+    pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+    pub const DEFAULT_ELECTION_MIN_MS: u64 = 100;
+    pub const DEFAULT_ELECTION_MAX_MS: u64 = 200;
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
+    pub const DEFAULT_REPLACE_VOTER_AFTER_MS: u64 = 30_000;
+
+    /// A config with default timing, 3 voters, no labels and an automatic node id.
+    pub fn new(
+        name: impl Into<String>,
+        advertise: impl Into<String>,
+        listen: SocketAddr,
+        discovery: Discovery,
+        secret: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> ClusterConfig {
+        ClusterConfig {
+            name: name.into(),
+            node_id: None,
+            advertise: advertise.into(),
+            listen,
+            serve_rpc: true,
+            discovery,
+            voters: 3,
+            secret: secret.into(),
+            labels: BTreeMap::new(),
+            data_dir: data_dir.into(),
+            heartbeat_ms: Self::DEFAULT_HEARTBEAT_MS,
+            election_min_ms: Self::DEFAULT_ELECTION_MIN_MS,
+            election_max_ms: Self::DEFAULT_ELECTION_MAX_MS,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            replace_voter_after_ms: Self::DEFAULT_REPLACE_VOTER_AFTER_MS,
+        }
+    }
+
+    /// Checks everything that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |m: String| Err(ClusterError::Config(m));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return bad(format!(
+                "cluster name `{}` must be non-empty and use only letters, digits, `_`, `.`, `-`",
+                self.name
+            ));
+        }
+        if self.node_id == Some(0) {
+            return bad("node_id 0 is reserved; use another id or \"auto\"".into());
+        }
+        if split_host_port(&self.advertise).is_none() {
+            return bad(format!(
+                "advertise address `{}` is not host:port",
+                self.advertise
+            ));
+        }
+        if self.advertise.starts_with("0.0.0.0:") || self.advertise.starts_with("[::]:") {
+            return bad(format!(
+                "advertise address `{}` is a wildcard; other nodes need a reachable address",
+                self.advertise
+            ));
+        }
+        if !(1..=7).contains(&self.voters) {
+            return bad(format!(
+                "voters = {} must be between 1 and 7 (use 3 or 5)",
+                self.voters
+            ));
+        }
+        if self.secret.is_empty() {
+            return bad("the cluster secret is empty; every node needs the same secret".into());
+        }
+        if !self
+            .secret
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return bad("the cluster secret must be printable ASCII".into());
+        }
+        if !(self.heartbeat_ms < self.election_min_ms
+            && self.election_min_ms < self.election_max_ms)
+        {
+            return bad(format!(
+                "raft timing needs heartbeat_ms < election_min_ms < election_max_ms (got {} / {} / {})",
+                self.heartbeat_ms, self.election_min_ms, self.election_max_ms
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
+            .field("listen", &self.listen)
+            .field("serve_rpc", &self.serve_rpc)
+            .field("discovery", &self.discovery)
+            .field("voters", &self.voters)
+            .field("secret", &"***")
+            .field("labels", &self.labels)
+            .field("data_dir", &self.data_dir)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("election_min_ms", &self.election_min_ms)
+            .field("election_max_ms", &self.election_max_ms)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("replace_voter_after_ms", &self.replace_voter_after_ms)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClusterConfig {
+        ClusterConfig::new(
+            "prod",
+            "10.0.0.11:9700",
+            "0.0.0.0:9700".parse().expect("addr"),
+            "static:10.0.0.11:9700".parse().expect("discovery"),
+            "s3cret",
+            "/tmp/herd",
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        config().validate().expect("valid");
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let shown = format!("{:?}", config());
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn rejects_wildcard_advertise_bad_timing_and_bad_names() {
+        let mut c = config();
+        c.advertise = "0.0.0.0:9700".into();
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.election_min_ms = c.heartbeat_ms;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.name = "a b".into();
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.secret = String::new();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The ClusterApi gRPC service. Leader-only calls answer `Aborted` with a leader hint on a
+//! follower (the caller's `Forwarder` follows it); `Join` is forwarded here, because a joining
+//! node only knows some peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_proto::cluster as pb;
+use herd_proto::cluster::cluster_api_server::ClusterApi;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::forwarder::not_leader;
+use super::shared::Served;
+use super::shared::Shared;
+use crate::error::ClusterError;
+use crate::raft::Member;
+use crate::raft::decode;
+use crate::raft::encode;
+use crate::registry::RegistryCommand;
+
+pub(crate) struct ClusterApiService {
+    shared: Arc<Shared>,
+}
+
+impl ClusterApiService {
+    pub(crate) fn new(shared: Arc<Shared>) -> ClusterApiService {
+        ClusterApiService { shared }
+    }
+}
+
+fn to_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::NoLeader | ClusterError::Shutdown => Status::unavailable(e.to_string()),
+        ClusterError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+        ClusterError::Membership(_) => Status::failed_precondition(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn served<T>(r: Result<Served<T>, ClusterError>) -> Result<T, Status> {
+    match r.map_err(to_status)? {
+        Served::Done(v) => Ok(v),
+        Served::NotLeader(hint) => Err(not_leader(hint)),
+    }
+}
+
+/// How long a forwarded join may take: the leader waits for the learner to catch up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tonic::async_trait]
+impl ClusterApi for ClusterApiService {
+    async fn probe(
+        &self,
+        _req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeReply>, Status> {
+        let initialized = self
+            .shared
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let m = self.shared.metrics();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::ProbeReply {
+            node_id: self.shared.id,
+            advertise: self.shared.cfg.advertise.clone(),
+            initialized,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr,
+        }))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        let req = req.into_inner();
+        if req.node_id == 0 || req.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "join needs a node id and an address",
+            ));
+        }
+        let member = Member {
+            addr: req.addr.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+        };
+        match self
+            .shared
+            .join_local(req.node_id, member)
+            .await
+            .map_err(to_status)?
+        {
+            Served::Done(outcome) => Ok(Response::new(pb::JoinReply {
+                role: outcome.as_str().to_string(),
+                leader_id: self.shared.id,
+            })),
+            Served::NotLeader(_) => {
+                let fwd = &self.shared.forwarder;
+                let reply = fwd
+                    .call("join", JOIN_TIMEOUT, |mut c| {
+                        let req = req.clone();
+                        async move { c.join(req).await }
+                    })
+                    .await
+                    .map_err(to_status)?;
+                // `None`: this node became the leader meanwhile; the joiner retries.
+                reply
+                    .map(Response::new)
+                    .ok_or_else(|| Status::unavailable("leadership changed during join; retry"))
+            }
+        }
+    }
+
+    async fn leave(
+        &self,
+        req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveReply>, Status> {
+        let id = req.into_inner().node_id;
+        served(self.shared.leave_local(id).await)?;
+        Ok(Response::new(pb::LeaveReply {}))
+    }
+
+    async fn write(
+        &self,
+        req: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let cmd: RegistryCommand = decode(&req.into_inner().command)?;
+        let resp = served(self.shared.write_local(cmd).await)?;
+        Ok(Response::new(pb::WriteReply {
+            response: encode(&resp)?,
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexReply>, Status> {
+        let index = served(self.shared.read_index_local().await)?;
+        Ok(Response::new(pb::ReadIndexReply { index }))
+    }
+
+    async fn step_down(
+        &self,
+        _req: Request<pb::StepDownRequest>,
+    ) -> Result<Response<pb::StepDownReply>, Status> {
+        let new_leader_id = served(self.shared.step_down_local().await)?;
+        Ok(Response::new(pb::StepDownReply { new_leader_id }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        Ok(Response::new(pb::StatusReply {
+            status: encode(&self.shared.status_local())?,
+        }))
+    }
+}

@@ -1,0 +1,470 @@
+//! `ClusterNode`: the façade the herd daemon embeds. It owns the Raft node, serves the
+//! node-to-node gRPC (Raft + ClusterApi, behind the secret check), and runs the background
+//! tasks: forming/joining, Redis announcements, the leader's membership keeper, and the
+//! leadership signal.
+
+mod api;
+mod formation;
+mod forwarder;
+mod identity;
+mod membership;
+mod shared;
+mod status;
+
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use herd_proto::cluster as pb;
+use herd_proto::cluster::cluster_api_server::ClusterApiServer;
+use herd_proto::cluster::raft_service_server::RaftServiceServer;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use self::api::ClusterApiService;
+use self::formation::Formation;
+use self::forwarder::Forwarder;
+use self::membership::MembershipKeeper;
+use self::shared::Served;
+use self::shared::Shared;
+pub use self::status::ClusterStatus;
+pub use self::status::Leadership;
+pub use self::status::MemberStatus;
+use crate::config::ClusterConfig;
+use crate::discovery::Discovery;
+use crate::discovery::RedisBoard;
+use crate::error::ClusterError;
+use crate::raft::HerdRaft;
+use crate::raft::LogStore;
+use crate::raft::RaftStorage;
+use crate::raft::StateMachine;
+use crate::raft::decode;
+use crate::raft::encode;
+use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::raft::network::NetworkFactory;
+use crate::raft::raft_config;
+use crate::raft::service::LeaderContact;
+use crate::raft::service::RaftRpc;
+use crate::registry::Registry;
+use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
+use crate::transport::ClientAuth;
+use crate::transport::PeerChannels;
+use crate::transport::ServerAuth;
+
+/// How long a forwarded write or read may wait for a leader (e.g. across an election).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One running cluster node. Dropping it stops it in the background; `shutdown` does the same
+/// and returns once the port and the data dir are released.
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    board: Option<RedisBoard>,
+    /// Lets `shutdown` wait until the redb file is closed, so it can be reopened at once.
+    db: Weak<redb::Database>,
+    stopped: bool,
+}
+
+impl ClusterNode {
+    /// Opens storage, starts Raft, serves node-to-node gRPC on `cfg.listen`, and starts
+    /// discovery/bootstrap/join in the background. Returns once the node is serving; joining a
+    /// cluster happens afterwards (watch `leader_changes` or poll `status`).
+    pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
+        cfg.validate()?;
+        let incoming = if cfg.serve_rpc {
+            let incoming =
+                TcpIncoming::bind(cfg.listen).map_err(|source| ClusterError::Listen {
+                    addr: cfg.listen,
+                    source,
+                })?;
+            Some(incoming.with_nodelay(Some(true)))
+        } else {
+            None
+        };
+        let id = identity::resolve(cfg.node_id, &cfg.data_dir)?;
+        let board = match &cfg.discovery {
+            Discovery::Redis(target) => Some(RedisBoard::new(target, &cfg.name)?),
+            Discovery::Static { .. } => None,
+        };
+
+        let dir = cfg.data_dir.clone();
+        let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
+            .await
+            .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
+        let db = storage.closed_watch();
+        let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
+            path: storage.path.clone(),
+            message: format!("load log: {e}"),
+        })?;
+        let (state_machine, registry) = StateMachine::new(&storage);
+        drop(storage);
+
+        let channels = PeerChannels::default();
+        let auth = ClientAuth::new(&cfg.name, &cfg.secret)?;
+        let network = NetworkFactory {
+            id,
+            channels: channels.clone(),
+            auth: auth.clone(),
+        };
+        let raft = HerdRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
+            .await
+            .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
+        tracing::info!(node_id = id, cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
+
+        let lease = Duration::from_millis(cfg.election_max_ms);
+        let initial = Leadership::from_metrics(&raft.metrics().borrow_watched(), lease);
+        let (leadership_tx, leadership) = watch::channel(initial);
+        let (ops_tx, ops_rx) = mpsc::channel(64);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id,
+            forwarder: Forwarder {
+                id,
+                raft: raft.clone(),
+                channels,
+                auth,
+            },
+            raft: raft.clone(),
+            membership: ops_tx,
+            registry,
+            leadership,
+            left: Default::default(),
+            leader_contact: LeaderContact::new(),
+            cfg,
+        });
+
+        let mut tasks = vec![
+            tokio::spawn(watch_leadership(
+                raft,
+                lease,
+                leadership_tx,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(MembershipKeeper::new(shared.clone(), ops_rx).run(shutdown_rx.clone())),
+            tokio::spawn(Formation::new(shared.clone(), board.clone()).run(shutdown_rx.clone())),
+        ];
+        if let Some(incoming) = incoming {
+            tasks.push(tokio::spawn(serve(
+                shared.clone(),
+                incoming,
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(board) = &board {
+            tasks.push(tokio::spawn(formation::announce_loop(
+                shared.clone(),
+                board.clone(),
+                shutdown_rx,
+            )));
+        }
+        Ok(ClusterNode {
+            shared,
+            shutdown,
+            tasks,
+            board,
+            db,
+            stopped: false,
+        })
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Cluster name, leader, term, indexes and members. Reachability comes from the leader: a
+    /// follower asks it, and reports `reachable: None` if it cannot.
+    pub async fn status(&self) -> ClusterStatus {
+        let mut status = self.shared.status_local();
+        if status.leader_id == Some(self.id()) {
+            return status;
+        }
+        let fwd = &self.shared.forwarder;
+        let Some((_, addr)) = fwd.remote_leader() else {
+            return status;
+        };
+        let Ok(mut client) = fwd.client(&addr) else {
+            return status;
+        };
+        let reply =
+            tokio::time::timeout(Duration::from_secs(1), client.status(pb::StatusRequest {})).await;
+        if let Ok(Ok(reply)) = reply
+            && let Ok(leader_view) = decode::<ClusterStatus>(&reply.into_inner().status)
+        {
+            status.members = leader_view.members;
+        }
+        status
+    }
+
+    /// Applies `cmd` through Raft, from any node: followers forward it to the leader.
+    pub async fn write(&self, cmd: RegistryCommand) -> Result<RegistryResponse, ClusterError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            if let Served::Done(r) = self.shared.write_local(cmd.clone()).await? {
+                return Ok(r);
+            }
+            let req = pb::WriteRequest {
+                command: encode(&cmd).map_err(|s| ClusterError::Raft(s.message().to_string()))?,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply = self
+                .shared
+                .forwarder
+                .call("write", left, |mut c| {
+                    let req = req.clone();
+                    async move { c.write(req).await }
+                })
+                .await?;
+            if let Some(reply) = reply {
+                return decode(&reply.response)
+                    .map_err(|s| ClusterError::Raft(s.message().to_string()));
+            }
+            // This node became the leader meanwhile: serve locally on the next pass.
+            settle(deadline).await?;
+        }
+    }
+
+    /// The registry. Linearizable by default: the leader confirms its leadership with a quorum
+    /// (a follower asks the leader for the read index and waits until its replica applied it).
+    /// `stale = true` returns the local replica as is.
+    pub async fn read(&self, stale: bool) -> Result<Arc<Registry>, ClusterError> {
+        if stale {
+            return Ok(self.shared.registry.borrow().clone());
+        }
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            let index = match self.shared.read_index_local().await? {
+                Served::Done(index) => Some(index),
+                Served::NotLeader(_) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.shared
+                        .forwarder
+                        .call("read index", left, |mut c| async move {
+                            c.read_index(pb::ReadIndexRequest {}).await
+                        })
+                        .await?
+                        .map(|r| r.index)
+                }
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.shared.wait_applied(index, left).await?;
+                return Ok(self.shared.registry.borrow().clone());
+            }
+            settle(deadline).await?;
+        }
+    }
+
+    /// The local replica, updated after every applied batch (for the agent). The current value
+    /// counts as seen: read it with `borrow()`, then wait with `changed()`.
+    pub fn registry(&self) -> watch::Receiver<Arc<Registry>> {
+        let mut rx = self.shared.registry.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// Leadership of this node: `Leader { term }` while it leads (confirmed by a quorum),
+    /// `Follower` otherwise. Changes on every gain or loss of leadership and on every new term.
+    /// The current value counts as seen: read it with `borrow()`, then wait with `changed()`.
+    pub fn leader_changes(&self) -> watch::Receiver<Leadership> {
+        let mut rx = self.shared.leadership.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// The leader hands leadership to its most up-to-date reachable voter (openraft
+    /// `transfer_leader`) and returns once another node leads. Works from any node.
+    pub async fn step_down(&self) -> Result<(), ClusterError> {
+        if let Served::Done(new) = self.shared.step_down_local().await? {
+            tracing::info!(new_leader = new, "leadership handed over");
+            return Ok(());
+        }
+        self.shared
+            .forwarder
+            .call("step down", FORWARD_TIMEOUT, |mut c| async move {
+                c.step_down(pb::StepDownRequest {}).await
+            })
+            .await?
+            .map(|_| ())
+            .ok_or(ClusterError::NoLeader)
+    }
+
+    /// Removes this node from the membership via the leader (a leaving voter is replaced by a
+    /// caught-up learner when there is one) and stops trying to rejoin. Call `shutdown` next.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        self.shared.left.store(true, Ordering::SeqCst);
+        let result = self.leave_inner().await;
+        if result.is_err() {
+            self.shared.left.store(false, Ordering::SeqCst);
+            return result;
+        }
+        if let Some(board) = &self.board
+            && let Err(e) = board.withdraw(self.id()).await
+        {
+            tracing::warn!(error = %e, "left the cluster but could not withdraw the redis announcement (it expires)");
+        }
+        tracing::info!(node_id = self.id(), "left the cluster");
+        result
+    }
+
+    async fn leave_inner(&self) -> Result<(), ClusterError> {
+        let id = self.id();
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            if let Served::Done(()) = self.shared.leave_local(id).await? {
+                return Ok(());
+            }
+            let done = self
+                .shared
+                .forwarder
+                .call("leave", FORWARD_TIMEOUT, |mut c| async move {
+                    c.leave(pb::LeaveRequest { node_id: id }).await
+                })
+                .await?;
+            if done.is_some() {
+                return Ok(());
+            }
+            settle(deadline).await?;
+        }
+    }
+
+    /// Stops Raft, the gRPC server and the background tasks, and waits (up to 5 s) until the
+    /// Raft database is closed, so the same data dir can be opened again right away.
+    pub async fn shutdown(mut self) {
+        // Leave the group at once (like a crash, as far as peers can tell; call `step_down`
+        // first for a planned restart of the leader), then stop the background tasks.
+        self.stopped = true;
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for mut task in std::mem::take(&mut self.tasks) {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a cluster task did not stop within 3 s; aborting it");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        let id = self.shared.id;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.db.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(node_id = id, "raft database still open 5 s after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node_id = id, "cluster node stopped");
+    }
+
+    /// The node-to-node gRPC services (Raft + ClusterApi, behind the secret check), for a
+    /// daemon that serves them on its own tonic server (`ClusterConfig::serve_rpc = false`):
+    /// `Server::builder().add_routes(node.rpc_routes())`. Other nodes reach them at `advertise`.
+    pub fn rpc_routes(&self) -> Routes {
+        rpc_routes(&self.shared)
+    }
+
+    /// The Raft handle, for diagnostics and tests (e.g. forcing a snapshot).
+    pub fn raft(&self) -> &HerdRaft {
+        &self.shared.raft
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let _ = self.shutdown.send(true);
+        let raft = self.shared.raft.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+/// Leadership is settling (this node was told it leads, but cannot serve yet): pause briefly,
+/// or give up at the deadline.
+async fn settle(deadline: tokio::time::Instant) -> Result<(), ClusterError> {
+    if tokio::time::Instant::now() >= deadline {
+        return Err(ClusterError::NoLeader);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(())
+}
+
+/// The Raft and ClusterApi services behind the secret check.
+fn rpc_routes(shared: &Arc<Shared>) -> Routes {
+    let auth = ServerAuth::new(&shared.cfg.name, &shared.cfg.secret);
+    let raft_svc = RaftServiceServer::new(RaftRpc::new(
+        shared.raft.clone(),
+        shared.leader_contact.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let api_svc = ClusterApiServer::new(ClusterApiService::new(shared.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    Routes::new(InterceptedService::new(raft_svc, auth.clone()))
+        .add_service(InterceptedService::new(api_svc, auth))
+}
+
+/// Serves the cluster RPCs on `cfg.listen` until shutdown.
+async fn serve(shared: Arc<Shared>, incoming: TcpIncoming, mut shutdown: watch::Receiver<bool>) {
+    let routes = rpc_routes(&shared);
+    let listen = shared.cfg.listen;
+    drop(shared);
+    let result = Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(%listen, error = %e, "cluster gRPC server failed");
+    }
+}
+
+/// Publishes `Leadership` whenever it changes: on Raft metrics changes, and on a tick, because
+/// a lapsing lease changes no metric.
+async fn watch_leadership(
+    raft: HerdRaft,
+    lease: Duration,
+    tx: watch::Sender<Leadership>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    let node_id = *raft.node_id();
+    let mut tick = tokio::time::interval(lease / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = Leadership::from_metrics(&metrics.borrow_watched(), lease);
+        tx.send_if_modified(|cur| {
+            let changed = *cur != now;
+            if changed {
+                tracing::info!(node_id, leadership = ?now, "leadership changed");
+                *cur = now;
+            }
+            changed
+        });
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+            r = metrics.changed() => if r.is_err() { return },
+        }
+    }
+}

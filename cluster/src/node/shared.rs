@@ -1,0 +1,191 @@
+//! State shared by the façade, the ClusterApi server and the background tasks, plus the
+//! leader-only operations each of them may serve locally. A non-leader answers `NotLeader` and
+//! the caller forwards (see `Forwarder`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use openraft::RaftMetrics;
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+
+use super::forwarder::Forwarder;
+use super::membership::JoinOutcome;
+use super::membership::MembershipOp;
+use super::status::ClusterStatus;
+use super::status::Leadership;
+use super::status::local_status;
+use crate::config::ClusterConfig;
+use crate::error::ClusterError;
+use crate::raft::HerdRaft;
+use crate::raft::Member;
+use crate::raft::TypeConfig;
+use crate::raft::service::LeaderContact;
+use crate::registry::Registry;
+use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
+
+/// The outcome of a leader-only operation tried locally.
+pub(crate) enum Served<T> {
+    Done(T),
+    /// Not the leader; the known leader, if any.
+    NotLeader(Option<u64>),
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) raft: HerdRaft,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) membership: mpsc::Sender<MembershipOp>,
+    pub(crate) registry: watch::Receiver<Arc<Registry>>,
+    pub(crate) leadership: watch::Receiver<Leadership>,
+    /// Set by `leave()`: stop asking to (re)join.
+    pub(crate) left: AtomicBool,
+    pub(crate) leader_contact: LeaderContact,
+}
+
+impl Shared {
+    pub(crate) fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    fn leader_hint(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub(crate) async fn write_local(
+        &self,
+        cmd: RegistryCommand,
+    ) -> Result<Served<RegistryResponse>, ClusterError> {
+        if let Err(f) = self.raft.as_leader() {
+            return Ok(Served::NotLeader(f.leader_id));
+        }
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(Served::Done(resp.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Ok(Served::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// The log index a linearizable read must observe, confirmed by a quorum.
+    pub(crate) async fn read_index_local(&self) -> Result<Served<u64>, ClusterError> {
+        if let Err(f) = self.raft.as_leader() {
+            return Ok(Served::NotLeader(f.leader_id));
+        }
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read, _applied)) => Ok(Served::Done(read.index())),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Ok(Served::NotLeader(f.leader_id)),
+                None => Err(ClusterError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// Waits until the local replica has applied `index`.
+    pub(crate) async fn wait_applied(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Timeout {
+                what: format!("local replica to apply index {index}: {e}"),
+                after_ms: timeout.as_millis() as u64,
+            })
+    }
+
+    /// Hands leadership to the most up-to-date reachable voter and waits for it to take over.
+    pub(crate) async fn step_down_local(&self) -> Result<Served<u64>, ClusterError> {
+        let m = self.metrics();
+        if self.raft.as_leader().is_err() {
+            return Ok(Served::NotLeader(m.current_leader));
+        }
+        let status = local_status(
+            &self.cfg.name,
+            &self.cfg.advertise,
+            self.cfg.heartbeat_ms,
+            &m,
+        );
+        let target = status
+            .members
+            .iter()
+            .filter(|s| s.id != self.id && s.role == "voter" && s.reachable == Some(true))
+            .max_by_key(|s| (s.matched_index, std::cmp::Reverse(s.id)))
+            .map(|s| s.id)
+            .ok_or_else(|| {
+                ClusterError::Membership("no other reachable voter to hand leadership to".into())
+            })?;
+        tracing::info!(to = target, "stepping down: transferring leadership");
+        self.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let timeout = Duration::from_secs(5);
+        let me = self.id;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != Some(me),
+                "leadership handed over",
+            )
+            .await
+            .map_err(|e| ClusterError::Timeout {
+                what: format!("node {target} to take over leadership: {e}"),
+                after_ms: timeout.as_millis() as u64,
+            })?;
+        Ok(Served::Done(self.leader_hint().unwrap_or(target)))
+    }
+
+    pub(crate) async fn join_local(
+        &self,
+        id: u64,
+        member: Member,
+    ) -> Result<Served<JoinOutcome>, ClusterError> {
+        self.membership_op(|reply| MembershipOp::Join { id, member, reply })
+            .await
+    }
+
+    pub(crate) async fn leave_local(&self, id: u64) -> Result<Served<()>, ClusterError> {
+        self.membership_op(|reply| MembershipOp::Leave { id, reply })
+            .await
+    }
+
+    async fn membership_op<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<Served<T>, ClusterError>>) -> MembershipOp,
+    ) -> Result<Served<T>, ClusterError> {
+        if let Err(f) = self.raft.as_leader() {
+            return Ok(Served::NotLeader(f.leader_id));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.membership
+            .send(op(tx))
+            .await
+            .map_err(|_| ClusterError::Shutdown)?;
+        rx.await.map_err(|_| ClusterError::Shutdown)?
+    }
+
+    /// This node's view; complete (with reachability) only on the leader.
+    pub(crate) fn status_local(&self) -> ClusterStatus {
+        local_status(
+            &self.cfg.name,
+            &self.cfg.advertise,
+            self.cfg.heartbeat_ms,
+            &self.metrics(),
+        )
+    }
+}

@@ -1,0 +1,472 @@
+//! Durable Raft log, vote and committed pointer in redb.
+//!
+//! Every write goes, in call order, to one writer thread that folds whatever is queued into a
+//! single fsynced redb transaction (group commit) and only then fires the append callbacks, so
+//! the Raft core never blocks on disk and never hears "durable" too early. The non-purged log is
+//! mirrored in memory: entries are readable as soon as `append` returns, as openraft requires,
+//! and replication reads never touch the disk. The mirror stays small because snapshots purge it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::sync::mpsc;
+
+use openraft::LogState;
+use openraft::OptionalSend;
+use openraft::RaftLogReader;
+use openraft::alias::EntryOf;
+use openraft::alias::LogIdOf;
+use openraft::alias::VoteOf;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::RaftLogStorage;
+use redb::Database;
+use redb::Durability;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use tokio::sync::oneshot;
+
+use super::TypeConfig;
+use super::storage::KEY_COMMITTED;
+use super::storage::KEY_PURGED;
+use super::storage::KEY_VOTE;
+use super::storage::LOGS;
+use super::storage::META;
+use super::storage::RaftStorage;
+use super::storage::io_err;
+
+type Entry = EntryOf<TypeConfig>;
+type LogId = LogIdOf<TypeConfig>;
+type Vote = VoteOf<TypeConfig>;
+
+/// The most operations folded into one transaction.
+const MAX_GROUP: usize = 4096;
+
+/// The log store handed to openraft. Cloning shares the same log.
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<Mutex<MemLog>>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+/// Reads the in-memory mirror; never blocks on disk.
+#[derive(Clone)]
+pub struct LogReader {
+    mem: Arc<Mutex<MemLog>>,
+}
+
+#[derive(Default)]
+struct MemLog {
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+enum WriteOp {
+    Append(Vec<Entry>, IOFlushed<TypeConfig>),
+    TruncateAfter(Option<LogId>),
+    Purge(LogId),
+    Vote(Vote, oneshot::Sender<io::Result<()>>),
+    Committed(Option<LogId>),
+}
+
+impl LogStore {
+    /// Loads the log from `storage` and starts its writer thread. The thread ends, and lets go of
+    /// the database, once every clone of this store is dropped.
+    pub(crate) fn open(storage: &RaftStorage) -> io::Result<LogStore> {
+        let mem = load(&storage.db)?;
+        let (tx, rx) = mpsc::channel();
+        let db = storage.db.clone();
+        std::thread::Builder::new()
+            .name("herd-raft-log".into())
+            .spawn(move || writer_loop(db, rx))?;
+        Ok(LogStore {
+            mem: Arc::new(Mutex::new(mem)),
+            writer: tx,
+        })
+    }
+
+    fn mem(&self) -> MutexGuard<'_, MemLog> {
+        lock(&self.mem)
+    }
+
+    fn send(&self, op: WriteOp) -> io::Result<()> {
+        self.writer
+            .send(op)
+            .map_err(|_| io::Error::other("raft log writer thread has stopped"))
+    }
+}
+
+fn lock(mem: &Mutex<MemLog>) -> MutexGuard<'_, MemLog> {
+    // A panic while holding the lock leaves the mirror consistent (every mutation is one
+    // statement), so recover from poisoning instead of propagating it.
+    mem.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load(db: &Database) -> io::Result<MemLog> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let logs = txn.open_table(LOGS).map_err(io_err)?;
+    let meta = txn.open_table(META).map_err(io_err)?;
+    let mut mem = MemLog::default();
+    for row in logs.iter().map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        let entry: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
+        mem.entries.insert(k.value(), entry);
+    }
+    let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
+        Ok(meta.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
+    };
+    if let Some(b) = get(KEY_VOTE)? {
+        mem.vote = Some(serde_json::from_slice(&b).map_err(io_err)?);
+    }
+    if let Some(b) = get(KEY_COMMITTED)? {
+        mem.committed = serde_json::from_slice(&b).map_err(io_err)?;
+    }
+    if let Some(b) = get(KEY_PURGED)? {
+        mem.last_purged = serde_json::from_slice(&b).map_err(io_err)?;
+    }
+    Ok(mem)
+}
+
+fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = write_group(&db, &group);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "raft log write failed");
+        }
+        for op in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            match op {
+                WriteOp::Append(_, cb) => cb.io_completed(r),
+                WriteOp::Vote(_, done) => {
+                    let _ = done.send(r);
+                }
+                WriteOp::TruncateAfter(_) | WriteOp::Purge(_) | WriteOp::Committed(_) => {}
+            }
+        }
+    }
+}
+
+/// Applies the queued operations, in order, in one durable transaction.
+fn write_group(db: &Database, group: &[WriteOp]) -> io::Result<()> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    // A group holding only a committed-pointer update need not be fsynced on its own: it becomes
+    // durable with the next durable group, and losing it in a crash only means replaying less.
+    if group.iter().all(|op| matches!(op, WriteOp::Committed(_))) {
+        txn.set_durability(Durability::None).map_err(io_err)?;
+    }
+    {
+        let mut logs = txn.open_table(LOGS).map_err(io_err)?;
+        let mut meta = txn.open_table(META).map_err(io_err)?;
+        for op in group {
+            match op {
+                WriteOp::Append(entries, _) => {
+                    for e in entries {
+                        let bytes = serde_json::to_vec(e).map_err(io_err)?;
+                        logs.insert(e.index(), bytes.as_slice()).map_err(io_err)?;
+                    }
+                }
+                WriteOp::TruncateAfter(last) => {
+                    let from = last.as_ref().map_or(0, |l| l.index + 1);
+                    logs.retain_in(from.., |_, _| false).map_err(io_err)?;
+                }
+                WriteOp::Purge(upto) => {
+                    logs.retain_in(..=upto.index, |_, _| false)
+                        .map_err(io_err)?;
+                    let bytes = serde_json::to_vec(upto).map_err(io_err)?;
+                    meta.insert(KEY_PURGED, bytes.as_slice()).map_err(io_err)?;
+                }
+                WriteOp::Vote(vote, _) => {
+                    let bytes = serde_json::to_vec(vote).map_err(io_err)?;
+                    meta.insert(KEY_VOTE, bytes.as_slice()).map_err(io_err)?;
+                }
+                WriteOp::Committed(c) => {
+                    let bytes = serde_json::to_vec(c).map_err(io_err)?;
+                    meta.insert(KEY_COMMITTED, bytes.as_slice())
+                        .map_err(io_err)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(io_err)
+}
+
+fn range_of<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let mem = lock(&self.mem);
+        Ok(mem
+            .entries
+            .range(range_of(&range))
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(lock(&self.mem).vote)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let mem = self.mem();
+        Ok(mem
+            .entries
+            .range(range_of(&range))
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.mem().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let mem = self.mem();
+        let last_purged_log_id = mem.last_purged;
+        let last_log_id = mem
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id())
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            mem: self.mem.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.mem().vote = Some(*vote);
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Vote(*vote, tx))?;
+        rx.await
+            .map_err(|_| io::Error::other("raft log writer thread has stopped"))?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Lazily durable: it rides along with the next group. It is only an optimization for
+        // replay after restart, and the FIFO order keeps it behind the entries it covers.
+        self.mem().committed = committed;
+        self.send(WriteOp::Committed(committed))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.mem().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        {
+            let mut mem = self.mem();
+            for e in &entries {
+                mem.entries.insert(e.index(), e.clone());
+            }
+        }
+        self.send(WriteOp::Append(entries, callback))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.as_ref().map_or(0, |l| l.index + 1);
+        self.mem().entries.split_off(&from);
+        self.send(WriteOp::TruncateAfter(last_log_id))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        {
+            let mut mem = self.mem();
+            let keep = mem.entries.split_off(&(log_id.index + 1));
+            mem.entries = keep;
+            mem.last_purged = Some(log_id);
+        }
+        self.send(WriteOp::Purge(log_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::type_config::TypeConfigExt;
+    use openraft::vote::RaftLeaderId;
+    use openraft::vote::RaftLeaderIdExt;
+    use openraft::vote::RaftVote;
+
+    use super::*;
+    use crate::registry::RegistryCommand;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::LogId::new(
+            openraft::vote::leader_id_adv::LeaderId::new_committed(term, 1),
+            index,
+        )
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry::new_normal(
+            log_id(term, index),
+            RegistryCommand::Put {
+                key: format!("k{index}"),
+                value: "v".into(),
+            },
+        )
+    }
+
+    async fn append(store: &mut LogStore, range: std::ops::RangeInclusive<u64>) {
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(range.map(|i| entry(1, i)), IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("callback").expect("durable");
+    }
+
+    async fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(0..)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.index())
+            .collect()
+    }
+
+    fn open(dir: &std::path::Path) -> LogStore {
+        let storage = RaftStorage::open(dir).expect("open storage");
+        LogStore::open(&storage).expect("open log")
+    }
+
+    #[tokio::test]
+    async fn appended_entries_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = open(dir.path());
+            append(&mut store, 1..=5).await;
+            assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4, 5]);
+        }
+        let mut store = reopen(dir.path()).await;
+        assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4, 5]);
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+        assert_eq!(state.last_purged_log_id, None);
+    }
+
+    #[tokio::test]
+    async fn truncate_after_removes_the_tail_durably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = open(dir.path());
+            append(&mut store, 1..=6).await;
+            store
+                .truncate_after(Some(log_id(1, 3)))
+                .await
+                .expect("truncate");
+            assert_eq!(indexes(&mut store).await, vec![1, 2, 3]);
+            // Truncating everything is allowed too.
+            append(&mut store, 4..=4).await;
+        }
+        let mut store = reopen(dir.path()).await;
+        assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4]);
+        store.truncate_after(None).await.expect("truncate all");
+        assert!(indexes(&mut store).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn purge_keeps_the_last_purged_id_across_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = open(dir.path());
+            append(&mut store, 1..=10).await;
+            store.purge(log_id(1, 7)).await.expect("purge");
+            assert_eq!(indexes(&mut store).await, vec![8, 9, 10]);
+            // Make the purge durable before dropping: a vote write waits for its group.
+            let vote =
+                Vote::from_leader_id(openraft::vote::leader_id_adv::LeaderId::new(2, 1), true);
+            store.save_vote(&vote).await.expect("vote");
+        }
+        let mut store = reopen(dir.path()).await;
+        assert_eq!(indexes(&mut store).await, vec![8, 9, 10]);
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 7)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+
+        // Purging everything leaves the purged id as the last log id.
+        store.purge(log_id(1, 10)).await.expect("purge all");
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+    }
+
+    #[tokio::test]
+    async fn vote_and_committed_are_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vote = Vote::from_leader_id(openraft::vote::leader_id_adv::LeaderId::new(3, 9), true);
+        {
+            let mut store = open(dir.path());
+            append(&mut store, 1..=2).await;
+            store
+                .save_committed(Some(log_id(1, 2)))
+                .await
+                .expect("committed");
+            store.save_vote(&vote).await.expect("vote");
+        }
+        let mut store = reopen(dir.path()).await;
+        assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+        assert_eq!(
+            store.read_committed().await.expect("committed"),
+            Some(log_id(1, 2))
+        );
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(
+            reader.try_get_log_entries(2..3).await.expect("read").len(),
+            1
+        );
+    }
+
+    /// The writer thread of a dropped store may still hold the file for a moment.
+    async fn reopen(dir: &std::path::Path) -> LogStore {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || open(&dir))
+            .await
+            .expect("join")
+    }
+}

@@ -1,0 +1,113 @@
+//! The registry's write vocabulary. Commands travel through the Raft log as JSON, so variants may
+//! be added but never changed in meaning. Commands are designed to be idempotent where they can
+//! be (set semantics, sample de-duplication), because a write forwarded during a leader change may
+//! be retried and applied twice.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use super::App;
+use super::NodeId;
+use super::NodeRecord;
+use super::NodeStatus;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RegistryCommand {
+    /// Create or replace an app. Existing assignments beyond the new instance count are dropped.
+    PutApp { name: String, app: App },
+    /// Remove an app and its assignments. Removing a missing app changes nothing.
+    RemoveApp { name: String },
+    /// Change the desired instance count; assignments of removed instances are dropped.
+    ScaleApp { name: String, instances: u32 },
+    /// Place instances on nodes. Rejected as a whole if any entry names an unknown app, an
+    /// instance index beyond the desired count, or an unknown node.
+    Assign { assignments: Vec<Assignment> },
+    /// Remove placements; entries that are not assigned are ignored.
+    Unassign { instances: Vec<InstanceRef> },
+    /// Create or replace a node record.
+    UpsertNode { node: NodeRecord },
+    /// Change node statuses in one write (the health sweep); unknown ids are ignored.
+    SetNodeStatus { updates: Vec<(NodeId, NodeStatus)> },
+    /// Add uptime samples to the day buckets; a sample not newer than its bucket's last sample is
+    /// ignored.
+    RecordUptime { samples: Vec<UptimeSample> },
+    /// Drop uptime buckets of days that end before `before_ms`.
+    PruneUptime { before_ms: u64 },
+    /// Set a scratch key (tests, benchmarks).
+    Put { key: String, value: String },
+    /// Does nothing; a cheap write for probing the write path.
+    Noop,
+}
+
+/// One instance of an app placed on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub app: String,
+    pub instance: u32,
+    pub node: NodeId,
+}
+
+/// Names one instance of an app.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceRef {
+    pub app: String,
+    pub instance: u32,
+}
+
+/// One health observation of a node, taken by the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UptimeSample {
+    pub node: NodeId,
+    pub at_ms: u64,
+    pub up: bool,
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RegistryResponse {
+    /// The command is in effect; `changed` is false when it already was (e.g. a retry).
+    Applied { changed: bool },
+    /// The command was committed but refused by the registry; nothing changed.
+    Rejected { reason: String },
+}
+
+impl RegistryResponse {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, RegistryResponse::Applied { .. })
+    }
+}
+
+/// Short, log-friendly description (openraft requires `Display` on log payloads).
+impl fmt::Display for RegistryCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryCommand::PutApp { name, app } => {
+                write!(f, "put_app({name}, instances={})", app.instances)
+            }
+            RegistryCommand::RemoveApp { name } => write!(f, "remove_app({name})"),
+            RegistryCommand::ScaleApp { name, instances } => {
+                write!(f, "scale_app({name}, {instances})")
+            }
+            RegistryCommand::Assign { assignments } => {
+                write!(f, "assign({} instances)", assignments.len())
+            }
+            RegistryCommand::Unassign { instances } => {
+                write!(f, "unassign({} instances)", instances.len())
+            }
+            RegistryCommand::UpsertNode { node } => write!(f, "upsert_node({})", node.id),
+            RegistryCommand::SetNodeStatus { updates } => {
+                write!(f, "set_node_status({} nodes)", updates.len())
+            }
+            RegistryCommand::RecordUptime { samples } => {
+                write!(f, "record_uptime({} samples)", samples.len())
+            }
+            RegistryCommand::PruneUptime { before_ms } => write!(f, "prune_uptime({before_ms})"),
+            RegistryCommand::Put { key, .. } => write!(f, "put({key})"),
+            RegistryCommand::Noop => write!(f, "noop"),
+        }
+    }
+}

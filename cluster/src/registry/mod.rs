@@ -1,0 +1,127 @@
+//! The replicated registry: what the cluster runs and where. Every node holds a replica that
+//! changes only by applying committed [`RegistryCommand`]s in log order, so `apply` must stay a
+//! pure, deterministic function of (registry, command).
+
+mod apply;
+mod command;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+pub use command::Assignment;
+pub use command::InstanceRef;
+pub use command::RegistryCommand;
+pub use command::RegistryResponse;
+pub use command::UptimeSample;
+
+/// A Raft node id; ids are random, chosen once per data dir, and never reused.
+pub type NodeId = u64;
+
+/// One day in milliseconds: the width of an uptime bucket.
+pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The whole replicated state. Cheap to share as `Arc<Registry>`; cloned once per applied batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Apps by name.
+    pub apps: BTreeMap<String, App>,
+    /// Cluster nodes as the master sees them.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// app name → instance index → node running it.
+    pub assignments: BTreeMap<String, BTreeMap<u32, NodeId>>,
+    /// node → day index (`ms / DAY_MS`) → samples.
+    pub uptime: BTreeMap<NodeId, BTreeMap<u64, UptimeBucket>>,
+    /// Scratch key/value space for tests and benchmarks (`RegistryCommand::Put`).
+    pub kv: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// Instances of `app` assigned to `node`, in instance order.
+    pub fn instances_on(&self, node: NodeId) -> Vec<InstanceRef> {
+        let mut out = Vec::new();
+        for (app, instances) in &self.assignments {
+            for (&instance, &n) in instances {
+                if n == node {
+                    out.push(InstanceRef {
+                        app: app.clone(),
+                        instance,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A deployed app: its spec is opaque to the cluster (the supervisor owns its meaning).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub spec: serde_json::Value,
+    /// Desired number of instances.
+    pub instances: u32,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub on_disconnect: OnDisconnect,
+}
+
+/// Where instances may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Node labels an eligible node must carry (all of them, exact values).
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+    /// Spread instances across the values of this node label (e.g. "zone").
+    #[serde(default)]
+    pub spread: Option<String>,
+    #[serde(default)]
+    pub max_per_node: Option<u32>,
+}
+
+/// What the instances of a node that lost contact with the master should do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDisconnect {
+    /// Keep running (the default): a network blip must not stop workloads.
+    #[default]
+    Keep,
+    Stop,
+}
+
+/// A node as recorded by the master.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub addr: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub status: NodeStatus,
+    pub last_seen_ms: u64,
+    /// CPU, memory, ... as reported in heartbeats; opaque here.
+    #[serde(default)]
+    pub resources: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    #[default]
+    Online,
+    Offline,
+    /// Takes no new instances; existing ones are moved away by the master.
+    Draining,
+    /// Left the cluster on purpose.
+    Left,
+}
+
+/// Uptime samples of one node for one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UptimeBucket {
+    pub up_samples: u64,
+    pub total_samples: u64,
+    /// Time of the newest sample counted; older or equal samples are ignored, which makes a
+    /// retried `RecordUptime` harmless.
+    pub last_sample_ms: u64,
+}

@@ -1,0 +1,9 @@
+//! Node-to-node transport: one lazily connected gRPC channel per peer address, and the shared
+//! secret every call presents and every server checks.
+
+mod auth;
+mod channels;
+
+pub(crate) use auth::ClientAuth;
+pub(crate) use auth::ServerAuth;
+pub(crate) use channels::PeerChannels;

@@ -1,0 +1,210 @@
+//! `herd cluster ...`: asks the local daemon's ClusterAdmin service and prints the answer.
+
+use super::ClusterCommand;
+use super::client::status_error;
+use super::output::{print_json, table};
+use crate::home::Home;
+use anyhow::Context;
+use herd_proto::supervisor as pb;
+use herd_proto::supervisor::cluster_admin_client::ClusterAdminClient;
+use serde_json::Value;
+
+pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
+    let channel = super::client::channel(home).await?;
+    let mut c = ClusterAdminClient::new(channel);
+    let parse = |r: tonic::Response<pb::JsonReply>| -> anyhow::Result<Value> {
+        serde_json::from_str(&r.into_inner().json)
+            .context("the daemon sent JSON that does not parse")
+    };
+    match command {
+        ClusterCommand::Status { json } => {
+            let s = parse(
+                c.status(pb::ClusterRequest::default())
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&s);
+            } else {
+                outln!(
+                    "cluster {}: node {} ({}) is {}; leader {} at {}; term {}; committed {}",
+                    s["cluster"].as_str().unwrap_or("?"),
+                    s["node_id"],
+                    s["advertise"].as_str().unwrap_or("?"),
+                    s["role"].as_str().unwrap_or("?"),
+                    s["leader_id"],
+                    s["leader_addr"].as_str().unwrap_or("-"),
+                    s["term"],
+                    s["committed_index"]
+                );
+                print_members(&s);
+            }
+        }
+        ClusterCommand::Nodes { json } => {
+            let s = parse(
+                c.status(pb::ClusterRequest::default())
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&s["members"]);
+            } else {
+                print_members(&s);
+            }
+        }
+        ClusterCommand::Leader { json } => {
+            let s = parse(
+                c.status(pb::ClusterRequest::default())
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            let v = serde_json::json!({ "leader_id": s["leader_id"], "leader_addr": s["leader_addr"], "term": s["term"] });
+            if json {
+                print_json(&v);
+            } else if s["leader_id"].is_null() {
+                outln!("no leader known (term {})", s["term"]);
+            } else {
+                outln!(
+                    "{} at {} (term {})",
+                    s["leader_id"],
+                    s["leader_addr"].as_str().unwrap_or("?"),
+                    s["term"]
+                );
+            }
+        }
+        ClusterCommand::StepDown { json } => {
+            let v = parse(
+                c.step_down(pb::ClusterRequest::default())
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!(
+                    "leader {} stepped down; a new leader is being elected",
+                    v["stepped_down"]
+                )
+            }
+        }
+        ClusterCommand::Leave { json } => {
+            let v = parse(
+                c.leave(pb::ClusterRequest::default())
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!("node {} left the cluster", v["left"])
+            }
+        }
+        ClusterCommand::Deploy { file, json } => {
+            let req = super::commands::file_request(&file)?;
+            let v = parse(c.deploy(req).await.map_err(status_error)?)?;
+            if json {
+                print_json(&v);
+            } else {
+                for n in v["deployed"].as_array().into_iter().flatten() {
+                    outln!("deployed {}", n.as_str().unwrap_or("?"));
+                }
+            }
+        }
+        ClusterCommand::Undeploy { name, json } => {
+            let v = parse(
+                c.undeploy(pb::NameRequest { name })
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
+            }
+        }
+        ClusterCommand::Apps { stale, json } => {
+            let v = parse(
+                c.apps(pb::ClusterRequest { stale })
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let placed = a["assignments"].as_object().map(|m| m.len()).unwrap_or(0);
+                    let nodes: Vec<String> = a["assignments"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(i, n)| format!("{i}@{n}"))
+                        .collect();
+                    vec![
+                        a["name"].as_str().unwrap_or("?").to_string(),
+                        a["desired"].to_string(),
+                        placed.to_string(),
+                        if nodes.is_empty() {
+                            "-".into()
+                        } else {
+                            nodes.join(" ")
+                        },
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "DESIRED", "PLACED", "WHERE (instance@node)"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_members(s: &Value) {
+    let leader = s["leader_id"].clone();
+    let rows: Vec<Vec<String>> = s["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let labels: Vec<String> = m["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            vec![
+                m["id"].to_string(),
+                m["addr"].as_str().unwrap_or("?").to_string(),
+                if m["id"] == leader {
+                    format!("{} (leader)", m["role"].as_str().unwrap_or("?"))
+                } else {
+                    m["role"].as_str().unwrap_or("?").to_string()
+                },
+                match m["reachable"].as_bool() {
+                    Some(true) => "reachable".into(),
+                    Some(false) => "unreachable".into(),
+                    None => "unknown".into(),
+                },
+                m["last_contact_ms"]
+                    .as_u64()
+                    .map(|ms| format!("{ms} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "ADDRESS", "ROLE", "STATUS", "LAST CONTACT", "LABELS"],
+        &rows,
+    );
+}

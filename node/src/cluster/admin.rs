@@ -1,0 +1,166 @@
+//! The ClusterAdmin gRPC service on the local socket: `herd cluster ...` asks its own daemon,
+//! which answers from (or through) the cluster node it runs. A standalone daemon says so.
+
+use crate::supervisor::spec::{self, AppSpec, OnDisconnect};
+use herd_cluster::registry::{App, OnDisconnect as Disconnect, Placement};
+use herd_cluster::{ClusterError, ClusterNode, RegistryCommand, RegistryResponse};
+use herd_proto::supervisor as pb;
+use herd_proto::supervisor::cluster_admin_server::ClusterAdmin;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub use herd_proto::supervisor::cluster_admin_server::ClusterAdminServer;
+
+pub struct Admin {
+    node: Option<Arc<ClusterNode>>,
+}
+
+impl Admin {
+    pub fn new(node: Option<Arc<ClusterNode>>) -> Self {
+        Self { node }
+    }
+
+    fn node(&self) -> Result<&ClusterNode, Status> {
+        self.node.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this daemon runs standalone: set `[cluster] enabled = true` in its config.toml (see the README's Cluster section)",
+            )
+        })
+    }
+}
+
+fn reply(value: serde_json::Value) -> Result<Response<pb::JsonReply>, Status> {
+    Ok(Response::new(pb::JsonReply {
+        json: value.to_string(),
+    }))
+}
+
+fn cluster_error(e: ClusterError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+/// An app of an app file as the registry keeps it.
+pub fn registry_app(spec: &AppSpec) -> Result<App, Status> {
+    let placement = spec.placement.clone().unwrap_or_default();
+    Ok(App {
+        spec: serde_json::to_value(spec).map_err(|e| Status::internal(e.to_string()))?,
+        instances: spec.instances,
+        placement: Placement {
+            constraints: placement.constraints,
+            spread: placement.spread,
+            max_per_node: placement.max_per_node,
+        },
+        on_disconnect: match spec.on_disconnect {
+            Some(OnDisconnect::Stop) => Disconnect::Stop,
+            _ => Disconnect::Keep,
+        },
+    })
+}
+
+async fn write(node: &ClusterNode, cmd: RegistryCommand) -> Result<(), Status> {
+    match node.write(cmd).await.map_err(cluster_error)? {
+        RegistryResponse::Applied { .. } => Ok(()),
+        RegistryResponse::Rejected { reason } => Err(Status::failed_precondition(reason)),
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterAdmin for Admin {
+    async fn status(
+        &self,
+        _: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let status = self.node()?.status().await;
+        reply(serde_json::to_value(status).map_err(|e| Status::internal(e.to_string()))?)
+    }
+
+    async fn step_down(
+        &self,
+        _: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let before = node.status().await.leader_id;
+        node.step_down().await.map_err(cluster_error)?;
+        reply(json!({ "stepped_down": before }))
+    }
+
+    async fn leave(
+        &self,
+        _: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        node.leave().await.map_err(cluster_error)?;
+        reply(json!({ "left": node.id() }))
+    }
+
+    async fn deploy(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let req = req.into_inner();
+        let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let apps: Vec<(String, App)> = specs
+            .iter()
+            .map(|s| Ok((s.name.clone(), registry_app(s)?)))
+            .collect::<Result<_, Status>>()?;
+        let mut names = Vec::new();
+        for (name, app) in apps {
+            write(
+                node,
+                RegistryCommand::PutApp {
+                    name: name.clone(),
+                    app,
+                },
+            )
+            .await?;
+            names.push(name);
+        }
+        reply(json!({ "deployed": names }))
+    }
+
+    async fn undeploy(
+        &self,
+        req: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let name = req.into_inner().name;
+        let registry = node.read(false).await.map_err(cluster_error)?;
+        if !registry.apps.contains_key(&name) {
+            return Err(Status::not_found(format!(
+                "app `{name}` is not deployed; `herd cluster apps` lists them"
+            )));
+        }
+        write(node, RegistryCommand::RemoveApp { name: name.clone() }).await?;
+        reply(json!({ "undeployed": name }))
+    }
+
+    async fn apps(
+        &self,
+        req: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let registry = self
+            .node()?
+            .read(req.into_inner().stale)
+            .await
+            .map_err(cluster_error)?;
+        let apps: Vec<serde_json::Value> = registry
+            .apps
+            .iter()
+            .map(|(name, app)| {
+                let placed = registry.assignments.get(name).cloned().unwrap_or_default();
+                json!({
+                    "name": name,
+                    "desired": app.instances,
+                    "placement": app.placement,
+                    "on_disconnect": app.on_disconnect,
+                    "assignments": placed,
+                })
+            })
+            .collect();
+        reply(json!(apps))
+    }
+}

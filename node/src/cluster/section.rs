@@ -1,0 +1,211 @@
+//! `[cluster]` in config.toml: what a user writes, checked and turned into the cluster
+//! library's `ClusterConfig`. The secret comes from `secret_file` (or `HERD_CLUSTER_SECRET`);
+//! a Redis password from the URL or `HERD_REDIS_PASSWORD`, and never appears in `Debug`.
+
+use herd_cluster::{ClusterConfig, Discovery};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// `"auto"` (default: chosen once, kept in `$HERD_HOME/raft/node_id`) or a number.
+    #[serde(default)]
+    pub node_id: NodeIdSetting,
+    /// host:port other nodes use to reach this node.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `redis://[:password@]host:port/db` or `static:host:port,host:port`.
+    #[serde(default)]
+    pub discovery: Option<String>,
+    #[serde(default = "default_voters")]
+    pub voters: usize,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    #[serde(default)]
+    pub election_min_ms: Option<u64>,
+    #[serde(default)]
+    pub election_max_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeIdSetting {
+    #[default]
+    #[serde(with = "auto")]
+    Auto,
+    Fixed(u64),
+}
+
+mod auto {
+    pub fn serialize<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("auto")
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        if s == "auto" {
+            Ok(())
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "node_id `{s}`: use \"auto\" or a number"
+            )))
+        }
+    }
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+fn default_listen() -> String {
+    "0.0.0.0:9700".into()
+}
+fn default_voters() -> usize {
+    3
+}
+
+impl std::fmt::Debug for ClusterSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let discovery = self.discovery.as_deref().map(|d| {
+            d.parse::<Discovery>()
+                .map(|d| d.to_string())
+                .unwrap_or_else(|_| "<invalid>".into())
+        });
+        f.debug_struct("ClusterSection")
+            .field("enabled", &self.enabled)
+            .field("name", &self.name)
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
+            .field("listen", &self.listen)
+            .field("discovery", &discovery)
+            .field("voters", &self.voters)
+            .field("secret_file", &self.secret_file)
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+impl ClusterSection {
+    /// The library's config. `env` reads `HERD_CLUSTER_SECRET`; `home` holds `raft/`.
+    pub fn to_config(
+        &self,
+        home: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ClusterConfig, String> {
+        let advertise = self
+            .advertise
+            .clone()
+            .ok_or("[cluster] needs `advertise` (host:port other nodes reach this node at)")?;
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|_| format!("[cluster] listen `{}` is not ip:port", self.listen))?;
+        let discovery: Discovery = self
+            .discovery
+            .as_deref()
+            .ok_or("[cluster] needs `discovery` (redis://host:port/0 or static:host:port,...)")?
+            .parse()
+            .map_err(|e| format!("[cluster] {e}"))?;
+        let secret = match (&self.secret_file, env("HERD_CLUSTER_SECRET")) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| format!("[cluster] secret_file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            (None, Some(s)) => s,
+            (None, None) => return Err(
+                "[cluster] needs `secret_file` (or HERD_CLUSTER_SECRET): every node must share it"
+                    .into(),
+            ),
+        };
+        let mut cfg = ClusterConfig::new(
+            &self.name,
+            advertise,
+            listen,
+            discovery,
+            secret,
+            home.join("raft"),
+        );
+        cfg.node_id = match self.node_id {
+            NodeIdSetting::Auto => None,
+            NodeIdSetting::Fixed(id) => Some(id),
+        };
+        cfg.voters = self.voters;
+        cfg.labels = self.labels.clone();
+        if let Some(v) = self.heartbeat_ms {
+            cfg.heartbeat_ms = v;
+        }
+        if let Some(v) = self.election_min_ms {
+            cfg.election_min_ms = v;
+        }
+        if let Some(v) = self.election_max_ms {
+            cfg.election_max_ms = v;
+        }
+        cfg.validate().map_err(|e| format!("[cluster] {e}"))?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> ClusterSection {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_full_section_becomes_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster.key");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let s = section(&format!(
+            "enabled = true\nname = \"prod\"\nnode_id = 7\nadvertise = \"10.0.0.11:9700\"\ndiscovery = \"redis://:pw@10.0.0.5:6379/0\"\nvoters = 5\nsecret_file = \"{}\"\nlabels = {{ zone = \"a\" }}\n",
+            secret.display()
+        ));
+        let c = s.to_config(dir.path(), |_| None).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.node_id, c.voters, c.secret.as_str()),
+            ("prod", Some(7), 5, "s3cret")
+        );
+        assert_eq!(c.labels["zone"], "a");
+        assert_eq!(c.data_dir, dir.path().join("raft"));
+        assert!(
+            !format!("{s:?}").contains("pw"),
+            "the password leaked into Debug: {s:?}"
+        );
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let s = section("enabled = true\nnode_id = \"auto\"\n");
+        assert!(
+            s.to_config(Path::new("/tmp"), |_| None)
+                .unwrap_err()
+                .contains("needs `advertise`")
+        );
+        let s = section(
+            "enabled = true\nadvertise = \"127.0.0.1:9700\"\ndiscovery = \"static:127.0.0.1:9700\"\n",
+        );
+        assert!(
+            s.to_config(Path::new("/tmp"), |_| None)
+                .unwrap_err()
+                .contains("needs `secret_file`")
+        );
+        assert!(
+            s.to_config(Path::new("/tmp"), |k| (k == "HERD_CLUSTER_SECRET")
+                .then(|| "x".into()))
+                .is_ok()
+        );
+        assert!(toml::from_str::<ClusterSection>("node_id = \"seven\"\n").is_err());
+    }
+}

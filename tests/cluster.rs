@@ -1,0 +1,415 @@
+//! The cluster core end to end: real `herd` daemons (each its own HERD_HOME and its own
+//! address on 127.0.0.x) and a real `redis-server` on a free port. Nodes find each other
+//! through Redis, form one Raft group, elect one leader, keep acknowledged registry writes
+//! through kills and restarts, refuse a peer with the wrong secret, and shrug off Redis
+//! going away.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const FORM: Duration = Duration::from_secs(30);
+
+/// A real redis-server on a free loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        Self::on(free_port())
+    }
+
+    fn on(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        wait_until("redis to accept connections", SECS_10, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One cluster node: a herd home whose config.toml enables the cluster.
+struct Node {
+    herd: Herd,
+    addr: String,
+    /// Learned from the first status answer; kept so a killed node still has a name.
+    id: std::cell::OnceCell<u64>,
+}
+
+/// A free port on 127.0.0.`host`.
+fn free_addr(host: u8) -> String {
+    let l = std::net::TcpListener::bind(("127.0.0.".to_string() + &host.to_string(), 0))
+        .expect("bind 127.0.0.x");
+    l.local_addr().unwrap().to_string()
+}
+
+fn secret_file(dir: &std::path::Path, secret: &str) -> String {
+    let p = dir.join("cluster.key");
+    std::fs::write(&p, secret).unwrap();
+    p.display().to_string()
+}
+
+impl Node {
+    fn new(host: u8, discovery: &str, voters: usize, secret: &str) -> Self {
+        let herd = Herd::new();
+        std::fs::create_dir_all(herd.home.path()).unwrap();
+        let addr = free_addr(host);
+        let key = secret_file(herd.home.path(), secret);
+        std::fs::write(
+            herd.path("config.toml"),
+            format!(
+                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let node = Self {
+            herd,
+            addr,
+            id: std::cell::OnceCell::new(),
+        };
+        node.herd.ok(&["up"]);
+        node
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.herd.run(&["cluster", "status", "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.status()?["leader_id"].as_u64()
+    }
+
+    fn id(&self) -> u64 {
+        *self.id.get_or_init(|| {
+            let mut id = None;
+            wait_until("the node to know its id", SECS_10, || {
+                id = self.status().and_then(|s| s["node_id"].as_u64());
+                id.is_some()
+            });
+            id.unwrap_or_default()
+        })
+    }
+
+    fn apps(&self, stale: bool) -> Vec<String> {
+        let args: &[&str] = if stale {
+            &["cluster", "apps", "--json", "--stale"]
+        } else {
+            &["cluster", "apps", "--json"]
+        };
+        let out = self.herd.run(args);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn deploy(&self, name: &str) {
+        let file = self.herd.app_file(
+            &format!("{name}.toml"),
+            &format!("[[app]]\nname = \"{name}\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n"),
+        );
+        self.herd.ok(&["cluster", "deploy", &file]);
+    }
+}
+
+/// Every node in `nodes` agrees on one leader, which counts `voters` voters and `learners`
+/// learners among its members. Returns the leader's id.
+fn wait_formed(nodes: &[&Node], voters: usize, learners: usize) -> u64 {
+    let mut leader = 0;
+    wait_until(
+        &format!(
+            "{} nodes to agree on a leader with {voters} voters and {learners} learners",
+            nodes.len()
+        ),
+        FORM,
+        || {
+            let statuses: Vec<Value> = nodes.iter().filter_map(|n| n.status()).collect();
+            if statuses.len() != nodes.len() {
+                return false;
+            }
+            let leaders: Vec<Option<u64>> =
+                statuses.iter().map(|s| s["leader_id"].as_u64()).collect();
+            let Some(first) = leaders[0] else {
+                return false;
+            };
+            if leaders.iter().any(|l| *l != Some(first)) {
+                return false;
+            }
+            let Some(on_leader) = statuses
+                .iter()
+                .find(|s| s["node_id"].as_u64() == Some(first))
+            else {
+                return false;
+            };
+            let count = |role: &str| {
+                on_leader["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|x| x["role"] == role).count())
+                    .unwrap_or(0)
+            };
+            leader = first;
+            count("voter") == voters && count("learner") == learners
+        },
+    );
+    leader
+}
+
+fn by_id<'a>(nodes: &'a [&'a Node], id: u64) -> &'a Node {
+    nodes
+        .iter()
+        .find(|n| n.id() == id)
+        .copied()
+        .expect("a node with that id")
+}
+
+#[test]
+fn three_nodes_form_one_cluster_through_redis_and_later_nodes_join_as_learners() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    assert!([a.id(), b.id(), c.id()].contains(&leader));
+    let s = a.status().unwrap();
+    assert_eq!(s["cluster"], "e2e");
+    assert!(
+        s["term"].as_u64() >= Some(1) && s["committed_index"].as_u64() >= Some(1),
+        "{s}"
+    );
+    let leader_line = a.herd.ok(&["cluster", "leader"]);
+    assert!(leader_line.contains(&leader.to_string()), "{leader_line}");
+
+    let (d, e) = (
+        Node::new(4, &url, 3, "s3cret"),
+        Node::new(5, &url, 3, "s3cret"),
+    );
+    wait_formed(&[&a, &b, &c, &d, &e], 3, 2);
+    let nodes = a.herd.ok(&["cluster", "nodes"]);
+    assert!(
+        nodes.contains("learner") && nodes.contains(&d.addr),
+        "{nodes}"
+    );
+}
+
+#[test]
+fn with_voters_5_every_one_of_five_nodes_votes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=5).map(|i| Node::new(i, &url, 5, "s3cret")).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&refs, 5, 0);
+}
+
+#[test]
+fn killing_the_leader_elects_another_that_has_every_acknowledged_write() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let all = [&a, &b, &c];
+    let leader = wait_formed(&all, 3, 0);
+    // A write sent to a follower is applied through the leader.
+    let follower = all.iter().find(|n| n.id() != leader).unwrap();
+    follower.deploy("before-kill");
+    assert!(
+        by_id(&all, leader)
+            .apps(false)
+            .contains(&"before-kill".to_string()),
+        "the leader does not have the follower's write"
+    );
+
+    by_id(&all, leader).herd.ok(&["kill"]);
+    let survivors: Vec<&Node> = all.iter().copied().filter(|n| n.id() != leader).collect();
+    let mut new_leader = 0;
+    wait_until("the survivors to elect a new leader", FORM, || {
+        let ls: Vec<Option<u64>> = survivors.iter().map(|n| n.leader()).collect();
+        new_leader = ls[0].unwrap_or(0);
+        ls.iter()
+            .all(|l| l.is_some() && *l == ls[0] && *l != Some(leader))
+    });
+    let on_new = by_id(&survivors, new_leader);
+    assert!(
+        on_new.apps(false).contains(&"before-kill".to_string()),
+        "the new leader lost an acknowledged write"
+    );
+    // And it takes new writes.
+    on_new.deploy("after-kill");
+    assert!(
+        survivors
+            .iter()
+            .all(|n| n.apps(false).contains(&"after-kill".to_string()))
+    );
+}
+
+#[test]
+fn an_acknowledged_write_survives_a_restart_of_every_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    wait_formed(&[&a, &b, &c], 3, 0);
+    b.deploy("durable");
+    for n in [&a, &b, &c] {
+        n.herd.ok(&["down"]);
+    }
+    for n in [&a, &b, &c] {
+        n.herd.ok(&["up"]);
+    }
+    wait_formed(&[&a, &b, &c], 3, 0);
+    for n in [&a, &b, &c] {
+        assert!(
+            n.apps(false).contains(&"durable".to_string()),
+            "a node lost the write"
+        );
+    }
+}
+
+#[test]
+fn a_node_with_a_wiped_raft_dir_catches_up() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    let victim = [&a, &b, &c].into_iter().find(|n| n.id() != leader).unwrap();
+    a.deploy("one");
+    c.deploy("two");
+    victim.herd.ok(&["down"]);
+    std::fs::remove_dir_all(victim.herd.path("raft")).unwrap();
+    victim.herd.ok(&["up"]);
+    wait_until("the wiped node to catch up", FORM, || {
+        let apps = victim.apps(true);
+        apps.contains(&"one".to_string()) && apps.contains(&"two".to_string())
+    });
+}
+
+#[test]
+fn stopping_redis_disturbs_nothing_and_a_restarted_node_rejoins() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    let term = a.status().unwrap()["term"].as_u64();
+    redis.stop();
+    // Writes keep working and the leadership does not move while Redis is gone.
+    a.deploy("no-redis");
+    std::thread::sleep(Duration::from_secs(3));
+    for n in [&a, &b, &c] {
+        let s = n.status().unwrap();
+        assert_eq!(
+            (s["leader_id"].as_u64(), s["term"].as_u64()),
+            (Some(leader), term),
+            "{s}"
+        );
+    }
+    let follower = [&a, &b, &c].into_iter().find(|n| n.id() != leader).unwrap();
+    follower.herd.ok(&["down"]);
+    follower.herd.ok(&["up"]);
+    wait_formed(&[&a, &b, &c], 3, 0);
+    assert!(follower.apps(false).contains(&"no-redis".to_string()));
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    let intruder = Node::new(4, &url, 3, "guess");
+    let intruder_id = intruder.id();
+    // It never gets in, and the refusal is logged.
+    wait_until("a refusal in a member's log", FORM, || {
+        [&a, &b, &c].iter().any(|n| {
+            std::fs::read_to_string(n.herd.path("daemon.log"))
+                .is_ok_and(|l| l.contains("refused cluster RPC"))
+        })
+    });
+    let s = by_id(&[&a, &b, &c], leader).status().unwrap();
+    let members: Vec<u64> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert_eq!(members.len(), 3, "{s}");
+    assert!(!members.contains(&intruder_id));
+    assert!(intruder.apps(true).is_empty());
+}
+
+#[test]
+fn standalone_daemons_have_no_cluster() {
+    let h = Herd::up();
+    let err = h.fails(&["cluster", "status"]);
+    assert!(err.contains("runs standalone"), "{err}");
+}

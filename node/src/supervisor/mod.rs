@@ -12,6 +12,7 @@ pub mod events;
 mod health;
 pub mod instance;
 mod lifecycle;
+mod managed;
 pub mod logs;
 pub mod metrics;
 pub mod process;
@@ -51,22 +52,30 @@ impl Desired {
     }
 }
 
+/// Who asked for an app: a user of this host (`herd start`), or the cluster agent (an
+/// instance the master assigned to this node). The agent only ever touches its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    #[default]
+    Local,
+    Cluster,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct App {
     pub spec: AppSpec,
     pub desired: Desired,
     /// Sorted by index.
     pub instances: Vec<Instance>,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 impl App {
-    fn new(spec: AppSpec) -> Self {
+    fn new(spec: AppSpec, origin: Origin) -> Self {
         let instances = (0..spec.instances).map(Instance::new).collect();
-        Self {
-            spec,
-            desired: Desired::Running,
-            instances,
-        }
+        Self { spec, desired: Desired::Running, instances, origin }
     }
 
     fn position(&self, index: u32) -> Option<usize> {

@@ -130,9 +130,13 @@ pub fn spawn(
         }
         c
     };
-    cmd.envs(&spec.env)
-        .env("HERD_INSTANCE", index.to_string())
+    // HERD_INSTANCE may be overridden by the spec (cluster instances carry their cluster
+    // index); HERD_APP, HERD_SLOT and HERD_HOME are herd's own and identify the process
+    // after a crash (see `scan_instances`).
+    cmd.env("HERD_INSTANCE", index.to_string())
+        .envs(&spec.env)
         .env("HERD_APP", &spec.name)
+        .env("HERD_SLOT", index.to_string())
         .env("HERD_HOME", home)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
@@ -187,7 +191,7 @@ pub fn note_in_log(log: &Path, line: &str) {
 }
 
 /// A process found on the host that herd started for this home: a process-group leader
-/// whose environment carries `HERD_HOME`, `HERD_APP` and `HERD_INSTANCE`.
+/// whose environment carries `HERD_HOME`, `HERD_APP` and `HERD_SLOT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub app: String,
@@ -226,7 +230,7 @@ pub fn scan_instances(home: &Path) -> Vec<Found> {
                 is_ours = true;
             } else if let Some(v) = var.strip_prefix("HERD_APP=") {
                 app = Some(v.to_string());
-            } else if let Some(v) = var.strip_prefix("HERD_INSTANCE=") {
+            } else if let Some(v) = var.strip_prefix("HERD_SLOT=") {
                 index = v.parse().ok();
             }
         }
@@ -277,7 +281,7 @@ mod tests {
             .arg("30")
             .env("HERD_HOME", home.path())
             .env("HERD_APP", "web")
-            .env("HERD_INSTANCE", "3")
+            .env("HERD_SLOT", "3")
             .process_group(0)
             .spawn()
             .unwrap();

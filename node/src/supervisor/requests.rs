@@ -4,7 +4,7 @@
 use super::deps::{self, Edges};
 use super::instance::{Instance, Status};
 use super::spec::AppSpec;
-use super::{App, Desired, Result, Supervisor, SupervisorError, Table, process};
+use super::{App, Desired, Origin, Result, Supervisor, SupervisorError, Table, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -36,6 +36,10 @@ impl Supervisor {
     /// Registers the apps of a file (replacing changed ones) and starts them, each once its
     /// dependencies run. Nothing changes when any app of the file is refused.
     pub async fn apply(&self, specs: Vec<AppSpec>) -> Result<Vec<App>> {
+        self.apply_as(specs, Origin::Local).await
+    }
+
+    pub(super) async fn apply_as(&self, specs: Vec<AppSpec>, origin: Origin) -> Result<Vec<App>> {
         {
             let t = self.lock();
             if t.closing {
@@ -71,14 +75,14 @@ impl Supervisor {
                 Some(_) => {
                     // A changed spec replaces the app: its old instances stop first.
                     self.stop_app(&name, None, Desired::Stopped).await?;
-                    self.lock().apps.insert(name.clone(), App::new(spec));
+                    self.lock().apps.insert(name.clone(), App::new(spec, origin));
                     info!(app = %name, "app updated");
                     self.shared
                         .events
                         .emit(&name, None, None, "updated", json!({}));
                 }
                 None => {
-                    self.lock().apps.insert(name.clone(), App::new(spec));
+                    self.lock().apps.insert(name.clone(), App::new(spec, origin));
                     info!(app = %name, "app registered");
                     self.shared
                         .events

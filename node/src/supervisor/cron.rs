@@ -94,3 +94,73 @@ impl Supervisor {
         due
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::events::EventLog;
+    use crate::supervisor::spec::AppSpec;
+    use crate::supervisor::{App, Origin};
+
+    fn supervisor_with(cron: &str) -> Supervisor {
+        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
+        let sup = Supervisor::new("/tmp".into(), "/tmp".into(), events);
+        let mut spec = AppSpec::quick("nightly", "true", vec![]);
+        spec.cron_restart = Some(cron.into());
+        sup.lock()
+            .apps
+            .insert("nightly".into(), App::new(spec, Origin::Local));
+        sup
+    }
+
+    #[test]
+    fn an_app_is_due_once_per_cron_time() {
+        use chrono::TimeZone;
+        let sup = supervisor_with("30 3 * * *");
+        let mut next = HashMap::new();
+        let at = |h, m, s| {
+            Local
+                .with_ymd_and_hms(2026, 11, 22, h, m, s)
+                .single()
+                .unwrap()
+        };
+        assert!(
+            sup.due_cron_restarts(&mut next, at(3, 0, 0)).is_empty(),
+            "the first look only schedules"
+        );
+        assert_eq!(next["nightly"].1, at(3, 30, 0));
+        assert!(sup.due_cron_restarts(&mut next, at(3, 29, 59)).is_empty());
+        assert_eq!(
+            sup.due_cron_restarts(&mut next, at(3, 30, 0)),
+            vec![("nightly".to_string(), false)]
+        );
+        assert!(
+            sup.due_cron_restarts(&mut next, at(3, 30, 1)).is_empty(),
+            "fired twice"
+        );
+        assert_eq!(next["nightly"].1, at(3, 30, 0) + chrono::Duration::days(1));
+    }
+
+    #[test]
+    fn a_changed_expression_is_rescheduled() {
+        use chrono::TimeZone;
+        let sup = supervisor_with("0 4 * * *");
+        let mut next = HashMap::new();
+        let now = Local
+            .with_ymd_and_hms(2026, 11, 22, 1, 0, 0)
+            .single()
+            .unwrap();
+        sup.due_cron_restarts(&mut next, now);
+        if let Some(app) = sup.lock().apps.get_mut("nightly") {
+            app.spec.cron_restart = Some("0 2 * * *".into());
+        }
+        sup.due_cron_restarts(&mut next, now);
+        assert_eq!(
+            next["nightly"].1,
+            Local
+                .with_ymd_and_hms(2026, 11, 22, 2, 0, 0)
+                .single()
+                .unwrap()
+        );
+    }
+}

@@ -42,7 +42,8 @@ fn local_spec(c: &ClusterInstance) -> AppSpec {
     spec.name = local_name(&c.app, c.instance);
     spec.instances = 1;
     spec.depends_on.clear();
-    spec.env.insert("HERD_INSTANCE".into(), c.instance.to_string());
+    spec.env
+        .insert("HERD_INSTANCE".into(), c.instance.to_string());
     spec.env.insert("HERD_CLUSTER_APP".into(), c.app.clone());
     spec
 }
@@ -54,15 +55,24 @@ impl Supervisor {
         let wanted: Vec<AppSpec> = wanted.iter().map(local_spec).collect();
         let current: Vec<(String, AppSpec)> = {
             let t = self.lock();
-            t.apps.values().filter(|a| a.origin == Origin::Cluster).map(|a| (a.spec.name.clone(), a.spec.clone())).collect()
+            t.apps
+                .values()
+                .filter(|a| a.origin == Origin::Cluster)
+                .map(|a| (a.spec.name.clone(), a.spec.clone()))
+                .collect()
         };
-        for (name, _) in current.iter().filter(|(n, _)| !wanted.iter().any(|w| &w.name == n)) {
+        for (name, _) in current
+            .iter()
+            .filter(|(n, _)| !wanted.iter().any(|w| &w.name == n))
+        {
             if let Err(e) = self.delete(name, None).await {
                 warn!(app = %name, error = %e, "cannot remove a cluster instance");
             }
         }
-        let changed: Vec<AppSpec> =
-            wanted.into_iter().filter(|w| !current.iter().any(|(n, s)| n == &w.name && s == w)).collect();
+        let changed: Vec<AppSpec> = wanted
+            .into_iter()
+            .filter(|w| !current.iter().any(|(n, s)| n == &w.name && s == w))
+            .collect();
         if !changed.is_empty()
             && let Err(e) = self.apply_as(changed, Origin::Cluster).await
         {
@@ -79,7 +89,13 @@ impl Supervisor {
             .filter_map(|a| {
                 let (app, instance) = split(&a.spec.name)?;
                 let i = a.instances.first()?;
-                Some(ClusterInstanceState { app: app.to_string(), instance, status: i.status, pid: i.pid, restarts: i.restarts })
+                Some(ClusterInstanceState {
+                    app: app.to_string(),
+                    instance,
+                    status: i.status,
+                    pid: i.pid,
+                    restarts: i.restarts,
+                })
             })
             .collect()
     }
@@ -95,7 +111,11 @@ mod tests {
         let mut spec = AppSpec::quick("web", "sleep", vec![]);
         spec.instances = 4;
         spec.depends_on = vec!["db".into()];
-        let s = local_spec(&ClusterInstance { app: "web".into(), instance: 3, spec });
+        let s = local_spec(&ClusterInstance {
+            app: "web".into(),
+            instance: 3,
+            spec,
+        });
         assert_eq!((s.name.as_str(), s.instances), ("web@3", 1));
         assert!(s.depends_on.is_empty());
         assert_eq!(s.env["HERD_INSTANCE"], "3");

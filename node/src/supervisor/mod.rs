@@ -12,8 +12,8 @@ pub mod events;
 mod health;
 pub mod instance;
 mod lifecycle;
-mod managed;
 pub mod logs;
+pub mod managed;
 pub mod metrics;
 pub mod process;
 mod recovery;
@@ -75,7 +75,12 @@ pub struct App {
 impl App {
     fn new(spec: AppSpec, origin: Origin) -> Self {
         let instances = (0..spec.instances).map(Instance::new).collect();
-        Self { spec, desired: Desired::Running, instances, origin }
+        Self {
+            spec,
+            desired: Desired::Running,
+            instances,
+            origin,
+        }
     }
 
     fn position(&self, index: u32) -> Option<usize> {

@@ -223,3 +223,49 @@ pub(super) fn retire_later(pgid: u32, signal: Signal, timeout: Duration) {
         let _ = process::signal_group(pgid, Signal::SIGKILL);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::events::EventLog;
+    use crate::supervisor::instance::Instance;
+    use crate::supervisor::spec::AppSpec;
+    use crate::supervisor::{App, Origin};
+
+    /// An app whose only instance is recorded as running `pid` since `age_ms` ago.
+    fn recorded(pid: u32, signature: u64, age_ms: u64) -> Supervisor {
+        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
+        let sup = Supervisor::new("/tmp".into(), "/tmp".into(), events);
+        let mut spec = AppSpec::quick("web", "true", vec![]);
+        spec.restart = crate::supervisor::backoff::RestartPolicy::Never;
+        let mut app = App::new(spec, Origin::Local);
+        let mut inst = Instance::new(0);
+        inst.status = Status::Running;
+        inst.pid = Some(pid);
+        inst.signature = Some(signature);
+        inst.started_at_ms = Some(now_ms() - age_ms);
+        inst.generation = 7;
+        app.instances = vec![inst];
+        sup.lock().apps.insert("web".into(), app);
+        sup
+    }
+
+    #[tokio::test]
+    async fn the_sweep_handles_a_vanished_process_but_spares_young_and_live_ones() {
+        let me = std::process::id();
+        let sig = process::start_signature(me).unwrap();
+        // Alive and ours: untouched.
+        assert_eq!(recorded(me, sig, 200_000).sweep(), 0);
+        // The pid now belongs to another process (signature differs) and is old enough.
+        let sup = recorded(me, sig + 1, 200_000);
+        assert_eq!(sup.sweep(), 1);
+        let inst = sup.list(Some("web")).unwrap()[0].instances[0].clone();
+        assert_eq!(inst.status, Status::Stopped);
+        assert_eq!(
+            inst.last_exit().unwrap().reason,
+            "gone (found by the recovery sweep)"
+        );
+        // Younger than 90 s: never treated as an orphan.
+        assert_eq!(recorded(me, sig + 1, 10_000).sweep(), 0);
+    }
+}

@@ -75,14 +75,18 @@ impl Supervisor {
                 Some(_) => {
                     // A changed spec replaces the app: its old instances stop first.
                     self.stop_app(&name, None, Desired::Stopped).await?;
-                    self.lock().apps.insert(name.clone(), App::new(spec, origin));
+                    self.lock()
+                        .apps
+                        .insert(name.clone(), App::new(spec, origin));
                     info!(app = %name, "app updated");
                     self.shared
                         .events
                         .emit(&name, None, None, "updated", json!({}));
                 }
                 None => {
-                    self.lock().apps.insert(name.clone(), App::new(spec, origin));
+                    self.lock()
+                        .apps
+                        .insert(name.clone(), App::new(spec, origin));
                     info!(app = %name, "app registered");
                     self.shared
                         .events

@@ -53,8 +53,13 @@ impl Api {
         }
     }
 
-    /// Returns once every transition made so far is in the state file: what the CLI reports
-    /// as done survives a daemon crash right after.
+    /// Passes `result` on once every transition made so far is in the state file: what the
+    /// CLI reports as done survives a daemon crash right after.
+    async fn durable_after<T>(&self, result: Result<T, SupervisorError>) -> Result<T, Status> {
+        self.durable().await;
+        Ok(result?)
+    }
+
     async fn durable(&self) {
         let target = *self.supervisor.subscribe().borrow();
         let mut flushed = self.flushed.clone();
@@ -143,18 +148,19 @@ impl SupervisorApi for Api {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(spec_error)?;
-        let result = self.supervisor.apply(specs).await;
-        self.durable().await;
-        Ok(Response::new(instances_reply(&result?)))
+        let apps = self
+            .durable_after(self.supervisor.apply(specs).await)
+            .await?;
+        Ok(Response::new(instances_reply(&apps)))
     }
 
     async fn start(
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        let result = self.supervisor.start(&req.into_inner().name, false);
-        self.durable().await;
-        Ok(one(result?))
+        Ok(one(self
+            .durable_after(self.supervisor.start(&req.into_inner().name, false))
+            .await?))
     }
 
     async fn stop(
@@ -162,21 +168,22 @@ impl SupervisorApi for Api {
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
         let req = req.into_inner();
-        let result = self
-            .supervisor
-            .stop(&req.name, req.timeout_s.map(Duration::from_secs))
-            .await;
-        self.durable().await;
-        Ok(one(result?))
+        Ok(one(self
+            .durable_after(
+                self.supervisor
+                    .stop(&req.name, req.timeout_s.map(Duration::from_secs))
+                    .await,
+            )
+            .await?))
     }
 
     async fn restart(
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        let result = self.supervisor.restart(&req.into_inner().name).await;
-        self.durable().await;
-        Ok(one(result?))
+        Ok(one(self
+            .durable_after(self.supervisor.restart(&req.into_inner().name).await)
+            .await?))
     }
 
     async fn delete(
@@ -184,12 +191,12 @@ impl SupervisorApi for Api {
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let req = req.into_inner();
-        let result = self
-            .supervisor
-            .delete(&req.name, req.timeout_s.map(Duration::from_secs))
-            .await;
-        self.durable().await;
-        result?;
+        self.durable_after(
+            self.supervisor
+                .delete(&req.name, req.timeout_s.map(Duration::from_secs))
+                .await,
+        )
+        .await?;
         Ok(Response::new(pb::DeleteReply {
             deleted: vec![req.name],
         }))
@@ -207,9 +214,9 @@ impl SupervisorApi for Api {
                 spec::MAX_INSTANCES
             )));
         }
-        let result = self.supervisor.scale(&req.name, req.instances).await;
-        self.durable().await;
-        Ok(one(result?))
+        Ok(one(self
+            .durable_after(self.supervisor.scale(&req.name, req.instances).await)
+            .await?))
     }
 
     async fn list(
@@ -348,9 +355,9 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        let result = self.supervisor.reload(&req.into_inner().name).await;
-        self.durable().await;
-        Ok(one(result?))
+        Ok(one(self
+            .durable_after(self.supervisor.reload(&req.into_inner().name).await)
+            .await?))
     }
 
     async fn metrics(

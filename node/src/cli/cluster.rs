@@ -122,6 +122,43 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 outln!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
             }
         }
+        ClusterCommand::Scale {
+            name,
+            instances,
+            json,
+        } => {
+            let v = parse(
+                c.scale(pb::ScaleRequest { name, instances })
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!(
+                    "{} scaled to {} instances",
+                    v["scaled"].as_str().unwrap_or("?"),
+                    v["instances"]
+                )
+            }
+        }
+        ClusterCommand::Uptime { node, days, json } => {
+            let v = parse(
+                c.uptime(pb::ClusterRequest { stale: false })
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            let now_ms = crate::supervisor::now_ms();
+            let report = super::uptime::Report::from_json(&v, node.as_deref(), days, now_ms);
+            if json {
+                print_json(&report.to_json());
+            } else {
+                out!(
+                    "{}",
+                    report.render(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                );
+            }
+        }
         ClusterCommand::Apps { stale, json } => {
             let v = parse(
                 c.apps(pb::ClusterRequest { stale })

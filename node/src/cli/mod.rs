@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod commands;
 pub mod lifecycle;
 pub mod output;
+mod uptime;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -211,6 +212,22 @@ pub enum ClusterCommand {
     /// Remove an app from the cluster registry.
     Undeploy {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change how many instances of a deployed app the cluster runs.
+    Scale {
+        name: String,
+        instances: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-day uptime of each node (or one), as a bar of coloured cells like a status page.
+    Uptime {
+        /// A node id or address.
+        node: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
         #[arg(long)]
         json: bool,
     },

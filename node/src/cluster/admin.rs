@@ -138,6 +138,57 @@ impl ClusterAdmin for Admin {
         reply(json!({ "undeployed": name }))
     }
 
+    async fn scale(
+        &self,
+        req: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let req = req.into_inner();
+        if req.instances > spec::MAX_INSTANCES {
+            return Err(Status::invalid_argument(format!(
+                "{} instances is more than the limit of {}",
+                req.instances,
+                spec::MAX_INSTANCES
+            )));
+        }
+        let registry = node.read(false).await.map_err(cluster_error)?;
+        if !registry.apps.contains_key(&req.name) {
+            return Err(Status::not_found(format!(
+                "app `{}` is not deployed; `herd cluster apps` lists them",
+                req.name
+            )));
+        }
+        write(
+            node,
+            RegistryCommand::ScaleApp {
+                name: req.name.clone(),
+                instances: req.instances,
+            },
+        )
+        .await?;
+        reply(json!({ "scaled": req.name, "instances": req.instances }))
+    }
+
+    async fn uptime(
+        &self,
+        req: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let registry = self
+            .node()?
+            .read(req.into_inner().stale)
+            .await
+            .map_err(cluster_error)?;
+        let nodes: Vec<serde_json::Value> = registry
+            .nodes
+            .values()
+            .map(|n| {
+                let days = registry.uptime.get(&n.id).cloned().unwrap_or_default();
+                json!({ "id": n.id, "addr": n.addr, "status": n.status, "labels": n.labels, "days": days })
+            })
+            .collect();
+        reply(json!({ "day_ms": herd_cluster::registry::DAY_MS, "nodes": nodes }))
+    }
+
     async fn apps(
         &self,
         req: Request<pb::ClusterRequest>,

@@ -1,0 +1,183 @@
+//! `herd cluster uptime`: per-node, per-day uptime from the registry's day buckets, drawn as a
+//! row of coloured cells (green ≥ 99.9 %, amber ≥ 95 %, red below, grey without samples),
+//! newest day on the right, like a status page.
+
+use serde_json::{Value, json};
+
+pub struct Report {
+    days: u32,
+    first_day: u64,
+    nodes: Vec<NodeUptime>,
+}
+
+struct NodeUptime {
+    id: u64,
+    addr: String,
+    status: String,
+    /// Oldest first; `None` for a day without samples.
+    days: Vec<Option<(u64, u64)>>,
+}
+
+impl NodeUptime {
+    fn percent(up: u64, total: u64) -> f64 {
+        if total == 0 {
+            0.0
+        } else {
+            up as f64 * 100.0 / total as f64
+        }
+    }
+
+    fn overall(&self) -> Option<f64> {
+        let (up, total) = self
+            .days
+            .iter()
+            .flatten()
+            .fold((0, 0), |(u, t), (a, b)| (u + a, t + b));
+        (total > 0).then(|| Self::percent(up, total))
+    }
+}
+
+impl Report {
+    /// From the daemon's `Uptime` answer: `{day_ms, nodes: [{id, addr, status, days: {day: {up_samples, total_samples}}}]}`.
+    pub fn from_json(v: &Value, only: Option<&str>, days: u32, now_ms: u64) -> Self {
+        let day_ms = v["day_ms"].as_u64().unwrap_or(86_400_000).max(1);
+        let days = days.clamp(1, 366);
+        let today = now_ms / day_ms;
+        let first_day = today + 1 - u64::from(days);
+        let nodes = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                only.is_none_or(|o| n["id"].to_string() == o || n["addr"].as_str() == Some(o))
+            })
+            .map(|n| NodeUptime {
+                id: n["id"].as_u64().unwrap_or(0),
+                addr: n["addr"].as_str().unwrap_or("?").to_string(),
+                status: n["status"].as_str().unwrap_or("?").to_string(),
+                days: (first_day..=today)
+                    .map(|d| {
+                        let b = &n["days"][d.to_string()];
+                        let total = b["total_samples"].as_u64()?;
+                        (total > 0).then(|| (b["up_samples"].as_u64().unwrap_or(0), total))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            days,
+            first_day,
+            nodes,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let days: Vec<Value> = n
+                    .days
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        json!({
+                            "day": self.first_day + i as u64,
+                            "up_samples": d.map(|x| x.0),
+                            "total_samples": d.map(|x| x.1),
+                            "uptime_percent": d.map(|(u, t)| NodeUptime::percent(u, t)),
+                        })
+                    })
+                    .collect();
+                json!({ "id": n.id, "addr": n.addr, "status": n.status, "uptime_percent": n.overall(), "days": days })
+            })
+            .collect();
+        json!({ "days": self.days, "nodes": nodes })
+    }
+
+    pub fn render(&self, colour: bool) -> String {
+        let mut out = String::new();
+        if self.nodes.is_empty() {
+            return "no nodes recorded yet (the master records them)\n".into();
+        }
+        for n in &self.nodes {
+            let bar: String = n.days.iter().map(|d| cell(*d, colour)).collect();
+            let overall = n
+                .overall()
+                .map(|p| format!("{p:.2}%"))
+                .unwrap_or_else(|| "no data".into());
+            out.push_str(&format!(
+                "{:<20} {:<21} {:<8} {bar} {overall}\n",
+                n.id, n.addr, n.status
+            ));
+        }
+        out.push_str(&format!(
+            "last {} days, oldest on the left; █ ≥99.9%  ▆ ≥95%  ▂ <95%  · no samples\n",
+            self.days
+        ));
+        out
+    }
+}
+
+fn cell(day: Option<(u64, u64)>, colour: bool) -> String {
+    let Some((up, total)) = day else {
+        return if colour {
+            "\x1b[90m·\x1b[0m".into()
+        } else {
+            "·".into()
+        };
+    };
+    let p = NodeUptime::percent(up, total);
+    let (glyph, code) = if p >= 99.9 {
+        ("█", 32)
+    } else if p >= 95.0 {
+        ("▆", 33)
+    } else {
+        ("▂", 31)
+    };
+    if colour {
+        format!("\x1b[{code}m{glyph}\x1b[0m")
+    } else {
+        glyph.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_become_cells_and_percentages() {
+        let day = 86_400_000u64;
+        let today = 20_000u64;
+        let v = json!({
+            "day_ms": day,
+            "nodes": [{
+                "id": 7, "addr": "10.0.0.1:9701", "status": "online",
+                "days": {
+                    (today - 2).to_string(): { "up_samples": 1440, "total_samples": 1440 },
+                    today.to_string(): { "up_samples": 1300, "total_samples": 1440 }
+                }
+            }]
+        });
+        let r = Report::from_json(&v, None, 3, today * day + 5);
+        assert_eq!(
+            r.render(false)
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .nth(3),
+            Some("█·▂")
+        );
+        let j = r.to_json();
+        assert_eq!(j["nodes"][0]["days"][1]["uptime_percent"], Value::Null);
+        let overall = j["nodes"][0]["uptime_percent"].as_f64().unwrap();
+        assert!((overall - 95.138).abs() < 0.01, "{overall}");
+        assert!(
+            Report::from_json(&v, Some("8"), 3, today * day)
+                .nodes
+                .is_empty()
+        );
+    }
+}

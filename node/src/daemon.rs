@@ -301,7 +301,9 @@ fn init_tracing(level: &str) -> LogLevelSetter {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, reload};
     // openraft warns on every failed heartbeat to a down peer (20 a second): keep those out.
-    let with_quiet_deps = |l: &str| format!("{l},h2=warn,tower=warn,hyper=warn,openraft=warn,openraft::core::heartbeat=error");
+    let with_quiet_deps = |l: &str| {
+        format!("{l},h2=warn,tower=warn,hyper=warn,openraft=warn,openraft::core::heartbeat=error")
+    };
     let filter =
         EnvFilter::try_new(with_quiet_deps(level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);

@@ -93,6 +93,11 @@ fn secret_file(dir: &std::path::Path, secret: &str) -> String {
 
 impl Node {
     fn new(host: u8, discovery: &str, voters: usize, secret: &str) -> Self {
+        Self::with(host, discovery, voters, secret, "")
+    }
+
+    /// `extra`: more `[cluster]` lines (e.g. shortened master intervals).
+    fn with(host: u8, discovery: &str, voters: usize, secret: &str, extra: &str) -> Self {
         let herd = Herd::new();
         std::fs::create_dir_all(herd.home.path()).unwrap();
         let addr = free_addr(host);
@@ -100,7 +105,7 @@ impl Node {
         std::fs::write(
             herd.path("config.toml"),
             format!(
-                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\" }}\n"
+                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\" }}\n{extra}"
             ),
         )
         .unwrap();
@@ -412,4 +417,111 @@ fn standalone_daemons_have_no_cluster() {
     let h = Herd::up();
     let err = h.fails(&["cluster", "status"]);
     assert!(err.contains("runs standalone"), "{err}");
+}
+
+/// Master intervals shortened from 2 s / 60 s / 90 s so a node's death shows in seconds.
+const FAST_MASTER: &str =
+    "heartbeat_interval_ms = 200\nhealth_sweep_interval_ms = 500\noffline_timeout_ms = 2000\n";
+
+/// Cluster instances of `app` this node runs, by instance index, from its own `herd ps`.
+fn running_here(n: &Node, app: &str) -> Vec<u64> {
+    let out = n.herd.run(&["ps", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let prefix = format!("{app}@");
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "running")
+        .filter_map(|r| r["name"].as_str()?.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
+fn placement_of(nodes: &[&Node], app: &str) -> Vec<Vec<u64>> {
+    nodes.iter().map(|n| running_here(n, app)).collect()
+}
+
+#[test]
+fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("3 instances of web running across the nodes", FORM, || {
+        let mut all_idx: Vec<u64> = placement_of(&all, "web").concat();
+        all_idx.sort();
+        all_idx == [0, 1, 2]
+    });
+    let apps = all[1].herd.json(&["cluster", "apps", "--json"]);
+    assert_eq!(apps[0]["desired"], 3, "{apps}");
+
+    // A follower that runs something dies with its apps, as a host would.
+    let victim = *all
+        .iter()
+        .find(|n| n.id() != leader && !running_here(n, "web").is_empty())
+        .expect("a follower runs web");
+    let lost = running_here(victim, "web");
+    let pids: Vec<u64> = victim
+        .herd
+        .ps()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect();
+    victim.herd.ok(&["kill"]);
+    for p in pids {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let survivors: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != victim.id())
+        .collect();
+    wait_until(
+        "the dead node's instances to run on the survivors",
+        FORM,
+        || {
+            let mut idx: Vec<u64> = placement_of(&survivors, "web").concat();
+            idx.sort();
+            idx == [0, 1, 2]
+        },
+    );
+    let nodes_view = by_id(&all, leader)
+        .herd
+        .json(&["cluster", "uptime", "--json"]);
+    let victim_status = nodes_view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(victim.id()))
+        .map(|n| n["status"].clone());
+    assert_eq!(victim_status, Some(Value::from("offline")), "{nodes_view}");
+    assert!(!lost.is_empty());
+
+    // It comes back: online again, and once settled no instance runs twice.
+    victim.herd.ok(&["up"]);
+    wait_until("the node to be online again", FORM, || {
+        let v = by_id(&all, leader)
+            .herd
+            .json(&["cluster", "uptime", "--json"]);
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"].as_u64() == Some(victim.id()) && n["status"] == "online")
+    });
+    wait_until("exactly one copy of each instance", FORM, || {
+        let mut idx: Vec<u64> = placement_of(&all, "web").concat();
+        idx.sort();
+        idx == [0, 1, 2]
+    });
 }

@@ -38,6 +38,21 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// A voter unreachable from the leader this long is replaced by a caught-up learner.
     pub replace_voter_after_ms: u64,
+    /// How often the master heartbeats every node (spread over the interval per node).
+    pub heartbeat_interval_ms: u64,
+    /// How often the master judges node health and records uptime.
+    pub health_sweep_interval_ms: u64,
+    /// A node silent this long is offline (master side); an agent that has not heard from a
+    /// master this long stops its `on_disconnect = "stop"` instances.
+    pub offline_timeout_ms: u64,
+    /// Width of an uptime bucket.
+    pub uptime_bucket_ms: u64,
+    /// Uptime buckets older than this are pruned.
+    pub uptime_retention_days: u64,
+    /// Nodes the sweep probes at once before declaring them offline.
+    pub sweep_concurrency: usize,
+    /// Heartbeats in flight at once.
+    pub heartbeat_concurrency: usize,
 }
 
 impl ClusterConfig {
@@ -50,6 +65,13 @@ impl ClusterConfig {
     pub const DEFAULT_ELECTION_MAX_MS: u64 = 200;
     pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
     pub const DEFAULT_REPLACE_VOTER_AFTER_MS: u64 = 30_000;
+    pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+    pub const DEFAULT_HEALTH_SWEEP_INTERVAL_MS: u64 = 60_000;
+    pub const DEFAULT_OFFLINE_TIMEOUT_MS: u64 = 90_000;
+    pub const DEFAULT_UPTIME_BUCKET_MS: u64 = crate::registry::DAY_MS;
+    pub const DEFAULT_UPTIME_RETENTION_DAYS: u64 = 90;
+    pub const DEFAULT_SWEEP_CONCURRENCY: usize = 20;
+    pub const DEFAULT_HEARTBEAT_CONCURRENCY: usize = 256;
 
     /// A config with default timing, 3 voters, no labels and an automatic node id.
     pub fn new(
@@ -76,6 +98,13 @@ impl ClusterConfig {
             election_max_ms: Self::DEFAULT_ELECTION_MAX_MS,
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             replace_voter_after_ms: Self::DEFAULT_REPLACE_VOTER_AFTER_MS,
+            heartbeat_interval_ms: Self::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            health_sweep_interval_ms: Self::DEFAULT_HEALTH_SWEEP_INTERVAL_MS,
+            offline_timeout_ms: Self::DEFAULT_OFFLINE_TIMEOUT_MS,
+            uptime_bucket_ms: Self::DEFAULT_UPTIME_BUCKET_MS,
+            uptime_retention_days: Self::DEFAULT_UPTIME_RETENTION_DAYS,
+            sweep_concurrency: Self::DEFAULT_SWEEP_CONCURRENCY,
+            heartbeat_concurrency: Self::DEFAULT_HEARTBEAT_CONCURRENCY,
         }
     }
 
@@ -135,6 +164,43 @@ impl ClusterConfig {
         if self.snapshot_every == 0 {
             return bad("snapshot_every must be at least 1".into());
         }
+        self.validate_master_timing()
+    }
+
+    /// The master's and agent's timing: heartbeats must fit several times into the offline
+    /// timeout, or a single lost heartbeat would mark a node offline.
+    fn validate_master_timing(&self) -> Result<(), ClusterError> {
+        let bad = |m: String| Err(ClusterError::Config(m));
+        if self.heartbeat_interval_ms < 10 {
+            return bad(format!(
+                "heartbeat_interval_ms = {} is too small (at least 10)",
+                self.heartbeat_interval_ms
+            ));
+        }
+        if self.offline_timeout_ms < 3 * self.heartbeat_interval_ms {
+            return bad(format!(
+                "offline_timeout_ms = {} must be at least 3 × heartbeat_interval_ms ({})",
+                self.offline_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.health_sweep_interval_ms < self.heartbeat_interval_ms {
+            return bad(format!(
+                "health_sweep_interval_ms = {} must be at least heartbeat_interval_ms ({})",
+                self.health_sweep_interval_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.uptime_bucket_ms < 1_000 {
+            return bad(format!(
+                "uptime_bucket_ms = {} is too small (at least 1000)",
+                self.uptime_bucket_ms
+            ));
+        }
+        if self.uptime_retention_days == 0 {
+            return bad("uptime_retention_days must be at least 1".into());
+        }
+        if self.sweep_concurrency == 0 || self.heartbeat_concurrency == 0 {
+            return bad("sweep_concurrency and heartbeat_concurrency must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -157,6 +223,13 @@ impl fmt::Debug for ClusterConfig {
             .field("election_max_ms", &self.election_max_ms)
             .field("snapshot_every", &self.snapshot_every)
             .field("replace_voter_after_ms", &self.replace_voter_after_ms)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("health_sweep_interval_ms", &self.health_sweep_interval_ms)
+            .field("offline_timeout_ms", &self.offline_timeout_ms)
+            .field("uptime_bucket_ms", &self.uptime_bucket_ms)
+            .field("uptime_retention_days", &self.uptime_retention_days)
+            .field("sweep_concurrency", &self.sweep_concurrency)
+            .field("heartbeat_concurrency", &self.heartbeat_concurrency)
             .finish()
     }
 }
@@ -200,6 +273,36 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = config();
         c.secret = String::new();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn master_timing_defaults_and_checks() {
+        let c = config();
+        assert_eq!(
+            (
+                c.heartbeat_interval_ms,
+                c.health_sweep_interval_ms,
+                c.offline_timeout_ms
+            ),
+            (2_000, 60_000, 90_000)
+        );
+        assert_eq!(
+            (c.uptime_bucket_ms, c.uptime_retention_days),
+            (86_400_000, 90)
+        );
+        assert_eq!(c.sweep_concurrency, 20);
+        let mut c = config();
+        c.offline_timeout_ms = 2 * c.heartbeat_interval_ms;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.health_sweep_interval_ms = 100;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.uptime_retention_days = 0;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.sweep_concurrency = 0;
         assert!(c.validate().is_err());
     }
 }

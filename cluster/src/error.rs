@@ -44,4 +44,7 @@ pub enum ClusterError {
 
     #[error("the cluster node is shutting down")]
     Shutdown,
+
+    #[error("{what} refused: {reason}")]
+    Rejected { what: String, reason: String },
 }

@@ -22,20 +22,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Master duties and the agent (next issues) build on [`ClusterNode::leader_changes`],
-//! [`ClusterNode::write`] and [`ClusterNode::registry`].
+//! Master duties ([`master`]) run on the leader; every node runs the [`agent`], which drives the
+//! daemon's local supervisor through [`LocalSupervisor`] (see [`ClusterNode::run_agent`]).
 
+pub mod agent;
 mod config;
 pub mod discovery;
 mod error;
+pub mod master;
 mod node;
 pub mod raft;
 pub mod registry;
 mod transport;
 
+pub use agent::DesiredInstance;
+pub use agent::InstanceReport;
+pub use agent::LocalSupervisor;
 pub use config::ClusterConfig;
 pub use discovery::Discovery;
 pub use error::ClusterError;
+pub use master::ClusterRuntime;
+pub use master::DrainStatus;
+pub use master::NodeRuntime;
 pub use node::ClusterNode;
 pub use node::ClusterStatus;
 pub use node::Leadership;

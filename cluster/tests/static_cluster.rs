@@ -31,6 +31,10 @@ async fn formed_cluster() -> TestCluster {
     c.start_all().await;
     c.agreed_leader(FORM).await;
     c.membership(3, 0, FORM).await;
+    // The master records every member (a registry write): let it land before the test starts,
+    // so tests that count log entries or snapshot indexes do not race with it.
+    c.all_replicas("a node record per member", FORM, |r| r.nodes.len() == 3)
+        .await;
     c
 }
 

@@ -5,6 +5,7 @@
 
 use crate::api::{Api, SupervisorServer};
 use crate::cluster::admin::{Admin, ClusterAdminServer};
+use crate::cluster::bridge::Bridge;
 use crate::config::{ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
 use crate::state::pidlock::PidLock;
@@ -129,11 +130,14 @@ async fn serve(
 
     // Standalone mode starts no Raft, no discovery and opens no cluster port.
     let cluster = match cluster {
-        Some(cfg) => Some(Arc::new(
-            ClusterNode::start(cfg)
+        Some(cfg) => {
+            let node = ClusterNode::start(cfg)
                 .await
-                .context("cannot start the cluster node")?,
-        )),
+                .context("cannot start the cluster node")?;
+            // The agent turns this node's assignments into local apps (`app@index`).
+            node.run_agent(Arc::new(Bridge::new(supervisor.clone())));
+            Some(Arc::new(node))
+        }
         None => None,
     };
 

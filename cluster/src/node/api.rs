@@ -154,6 +154,18 @@ impl ClusterApi for ClusterApiService {
         Ok(Response::new(pb::StepDownReply { new_leader_id }))
     }
 
+    async fn runtime(
+        &self,
+        _req: Request<pb::RuntimeRequest>,
+    ) -> Result<Response<pb::RuntimeReply>, Status> {
+        match self.shared.runtime_local() {
+            Served::Done(rt) => Ok(Response::new(pb::RuntimeReply {
+                runtime: encode(&rt)?,
+            })),
+            Served::NotLeader(hint) => Err(not_leader(hint)),
+        }
+    }
+
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,

@@ -7,9 +7,11 @@ mod api;
 mod formation;
 mod forwarder;
 mod identity;
+mod master_io;
 mod membership;
 mod shared;
 mod status;
+mod work;
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -17,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use herd_proto::cluster as pb;
+use herd_proto::cluster::agent_server::AgentServer;
 use herd_proto::cluster::cluster_api_server::ClusterApiServer;
 use herd_proto::cluster::raft_service_server::RaftServiceServer;
 use openraft::async_runtime::WatchReceiver;
@@ -37,10 +40,14 @@ use self::shared::Shared;
 pub use self::status::ClusterStatus;
 pub use self::status::Leadership;
 pub use self::status::MemberStatus;
+use crate::agent::AgentService;
+use crate::agent::AgentState;
 use crate::config::ClusterConfig;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
 use crate::error::ClusterError;
+use crate::master::MasterView;
+use crate::master::TermSettings;
 use crate::raft::HerdRaft;
 use crate::raft::LogStore;
 use crate::raft::RaftStorage;
@@ -72,6 +79,8 @@ pub struct ClusterNode {
     /// Lets `shutdown` wait until the redb file is closed, so it can be reopened at once.
     db: Weak<redb::Database>,
     stopped: bool,
+    /// The agent's reconcile loop, once `run_agent` was called.
+    agent_task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ClusterNode {
@@ -139,6 +148,11 @@ impl ClusterNode {
             leadership,
             left: Default::default(),
             leader_contact: LeaderContact::new(),
+            agent: Arc::new(AgentState::new(
+                id,
+                Duration::from_millis(cfg.offline_timeout_ms),
+            )),
+            master_view: Arc::new(MasterView::default()),
             cfg,
         });
 
@@ -151,6 +165,16 @@ impl ClusterNode {
             )),
             tokio::spawn(MembershipKeeper::new(shared.clone(), ops_rx).run(shutdown_rx.clone())),
             tokio::spawn(Formation::new(shared.clone(), board.clone()).run(shutdown_rx.clone())),
+            tokio::spawn(crate::master::run(
+                Arc::new(master_io::RaftIo {
+                    shared: shared.clone(),
+                }),
+                id,
+                TermSettings::from_config(&shared.cfg),
+                shared.leadership.clone(),
+                shared.master_view.clone(),
+                shutdown_rx.clone(),
+            )),
         ];
         if let Some(incoming) = incoming {
             tasks.push(tokio::spawn(serve(
@@ -173,6 +197,7 @@ impl ClusterNode {
             board,
             db,
             stopped: false,
+            agent_task: std::sync::Mutex::new(None),
         })
     }
 
@@ -347,7 +372,14 @@ impl ClusterNode {
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        for mut task in std::mem::take(&mut self.tasks) {
+        let agent = self
+            .agent_task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut tasks = std::mem::take(&mut self.tasks);
+        tasks.extend(agent);
+        for mut task in tasks {
             if tokio::time::timeout(Duration::from_secs(3), &mut task)
                 .await
                 .is_err()
@@ -407,7 +439,7 @@ async fn settle(deadline: tokio::time::Instant) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// The Raft and ClusterApi services behind the secret check.
+/// The Raft, ClusterApi and Agent services behind the secret check.
 fn rpc_routes(shared: &Arc<Shared>) -> Routes {
     let auth = ServerAuth::new(&shared.cfg.name, &shared.cfg.secret);
     let raft_svc = RaftServiceServer::new(RaftRpc::new(
@@ -419,8 +451,15 @@ fn rpc_routes(shared: &Arc<Shared>) -> Routes {
     let api_svc = ClusterApiServer::new(ClusterApiService::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let raft = shared.raft.clone();
+    let agent_svc = AgentServer::new(AgentService::new(
+        shared.agent.clone(),
+        Box::new(move || raft.metrics().borrow_watched().current_term),
+    ))
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Routes::new(InterceptedService::new(raft_svc, auth.clone()))
-        .add_service(InterceptedService::new(api_svc, auth))
+        .add_service(InterceptedService::new(api_svc, auth.clone()))
+        .add_service(InterceptedService::new(agent_svc, auth))
 }
 
 /// Serves the cluster RPCs on `cfg.listen` until shutdown.

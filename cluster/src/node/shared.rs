@@ -21,8 +21,11 @@ use super::membership::MembershipOp;
 use super::status::ClusterStatus;
 use super::status::Leadership;
 use super::status::local_status;
+use crate::agent::AgentState;
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::master::ClusterRuntime;
+use crate::master::MasterView;
 use crate::raft::HerdRaft;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
@@ -49,6 +52,10 @@ pub(crate) struct Shared {
     /// Set by `leave()`: stop asking to (re)join.
     pub(crate) left: AtomicBool,
     pub(crate) leader_contact: LeaderContact,
+    /// This node's agent: heartbeat fencing and contact, the local supervisor.
+    pub(crate) agent: Arc<AgentState>,
+    /// The master term running here, if any (for `runtime()`).
+    pub(crate) master_view: Arc<MasterView>,
 }
 
 impl Shared {
@@ -177,6 +184,19 @@ impl Shared {
             .await
             .map_err(|_| ClusterError::Shutdown)?;
         rx.await.map_err(|_| ClusterError::Shutdown)?
+    }
+
+    /// The master's runtime view, served by the node running the master term. A leader whose
+    /// master term has not started yet answers `NotLeader(None)`: the caller retries.
+    pub(crate) fn runtime_local(&self) -> Served<ClusterRuntime> {
+        let reg = self.registry.borrow().clone();
+        if let Some(rt) = self.master_view.runtime(self.id, &reg) {
+            return Served::Done(rt);
+        }
+        match self.raft.as_leader() {
+            Err(f) => Served::NotLeader(f.leader_id),
+            Ok(_) => Served::NotLeader(None),
+        }
     }
 
     /// This node's view; complete (with reachability) only on the leader.

@@ -81,7 +81,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => RegistryResponse::Applied { changed: false },
-                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry).apply(&cmd),
+                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry)
+                    .apply_in_term(Some(entry.log_id.leader_id.term), &cmd),
                 EntryPayload::Membership(m) => {
                     self.membership = Membership::new(Some(entry.log_id), m);
                     RegistryResponse::Applied { changed: true }

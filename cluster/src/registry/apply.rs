@@ -2,16 +2,25 @@
 //! no randomness, no I/O — every replica must reach the same state from the same log.
 
 use super::Assignment;
-use super::DAY_MS;
 use super::InstanceRef;
 use super::Registry;
 use super::RegistryCommand;
 use super::RegistryResponse;
-use super::UptimeSample;
 
 impl Registry {
-    /// Applies one committed command and says what happened.
+    /// Applies one committed command and says what happened. A `Fenced` command is applied as
+    /// its inner command (see [`Registry::apply_in_term`] for the term check).
     pub fn apply(&mut self, cmd: &RegistryCommand) -> RegistryResponse {
+        self.apply_in_term(None, cmd)
+    }
+
+    /// Applies one committed command that the log appended in `entry_term` (the state machine
+    /// knows it; `None` skips the check): a `Fenced` command from another term is rejected.
+    pub fn apply_in_term(
+        &mut self,
+        entry_term: Option<u64>,
+        cmd: &RegistryCommand,
+    ) -> RegistryResponse {
         match cmd {
             RegistryCommand::PutApp { name, app } => {
                 if name.trim().is_empty() {
@@ -25,7 +34,9 @@ impl Registry {
             RegistryCommand::RemoveApp { name } => {
                 let existed = self.apps.remove(name).is_some();
                 let had_assignments = self.assignments.remove(name).is_some();
-                applied(existed || had_assignments)
+                let had_moves = self.moves.remove(name).is_some();
+                let had_restarts = self.restarts.remove(name).is_some();
+                applied(existed || had_assignments || had_moves || had_restarts)
             }
             RegistryCommand::ScaleApp { name, instances } => {
                 let Some(app) = self.apps.get_mut(name) else {
@@ -43,42 +54,45 @@ impl Registry {
                 self.nodes.insert(node.id, node.clone());
                 applied(changed)
             }
-            RegistryCommand::SetNodeStatus { updates } => {
-                let mut changed = false;
-                for (id, status) in updates {
-                    if let Some(node) = self.nodes.get_mut(id)
-                        && node.status != *status
-                    {
-                        node.status = *status;
-                        changed = true;
-                    }
-                }
-                applied(changed)
+            RegistryCommand::SetNodeStatus { updates } => applied(self.set_node_status(updates)),
+            RegistryCommand::RecordUptime { samples, bucket_ms } => {
+                applied(self.record_uptime(samples, *bucket_ms))
             }
-            RegistryCommand::RecordUptime { samples } => applied(self.record_uptime(samples)),
             RegistryCommand::PruneUptime { before_ms } => applied(self.prune_uptime(*before_ms)),
             RegistryCommand::Put { key, value } => {
                 let old = self.kv.insert(key.clone(), value.clone());
                 applied(old.as_ref() != Some(value))
             }
             RegistryCommand::Noop => applied(false),
+            RegistryCommand::UpsertNodes { nodes } => applied(self.upsert_nodes(nodes)),
+            RegistryCommand::DrainNode { node, drain } => self.drain_node(*node, *drain),
+            RegistryCommand::Move { moves } => self.move_instances(moves),
+            RegistryCommand::FinishMoves { instances } => applied(self.finish_moves(instances)),
+            RegistryCommand::RestartApp { name, generation } => self.restart_app(name, *generation),
+            RegistryCommand::RollInstances {
+                app,
+                instances,
+                generation,
+            } => applied(self.roll_instances(app, instances, *generation)),
+            RegistryCommand::Fenced { term, command } => {
+                if matches!(**command, RegistryCommand::Fenced { .. }) {
+                    return rejected("a fenced command cannot wrap another fenced command");
+                }
+                match entry_term {
+                    Some(t) if t != *term => rejected(format!(
+                        "stale master: decided in term {term}, committed in term {t}"
+                    )),
+                    _ => self.apply_in_term(entry_term, command),
+                }
+            }
         }
     }
 
     /// Validates the whole batch first, so a bad entry leaves the registry untouched.
     fn assign(&mut self, assignments: &[Assignment]) -> RegistryResponse {
         for a in assignments {
-            let Some(app) = self.apps.get(&a.app) else {
-                return rejected(format!("assign: app `{}` not found", a.app));
-            };
-            if a.instance >= app.instances {
-                return rejected(format!(
-                    "assign: app `{}` has {} instances, no instance {}",
-                    a.app, app.instances, a.instance
-                ));
-            }
-            if !self.nodes.contains_key(&a.node) {
-                return rejected(format!("assign: node {} not found", a.node));
+            if let Err(reason) = self.check_placement(&a.app, a.instance, a.node) {
+                return rejected(format!("assign: {reason}"));
             }
         }
         let mut changed = false;
@@ -87,6 +101,28 @@ impl Registry {
             changed |= slot.insert(a.instance, a.node) != Some(a.node);
         }
         applied(changed)
+    }
+
+    /// Whether instance `instance` of `app` may be placed on `node`.
+    pub(super) fn check_placement(
+        &self,
+        app: &str,
+        instance: u32,
+        node: u64,
+    ) -> Result<(), String> {
+        let Some(found) = self.apps.get(app) else {
+            return Err(format!("app `{app}` not found"));
+        };
+        if instance >= found.instances {
+            return Err(format!(
+                "app `{app}` has {} instances, no instance {instance}",
+                found.instances
+            ));
+        }
+        if !self.nodes.contains_key(&node) {
+            return Err(format!("node {node} not found"));
+        }
+        Ok(())
     }
 
     fn unassign(&mut self, instances: &[InstanceRef]) -> bool {
@@ -99,60 +135,39 @@ impl Registry {
                 }
             }
         }
+        // An unplaced instance has nothing to move: its old copy may stop too.
+        changed |= self.finish_moves(instances);
         changed
     }
 
-    /// Drops assignments of `app` whose instance index is `>= count`; true if any.
+    /// Drops assignments, moves and pending restarts of `app` whose instance index is
+    /// `>= count`; true if any.
     fn drop_instances_from(&mut self, app: &str, count: u32) -> bool {
-        let Some(slot) = self.assignments.get_mut(app) else {
-            return false;
-        };
-        let before = slot.len();
-        slot.retain(|&instance, _| instance < count);
-        let dropped = slot.len() != before;
-        if slot.is_empty() {
-            self.assignments.remove(app);
+        let mut dropped = false;
+        for map in [&mut self.assignments, &mut self.moves] {
+            if let Some(slot) = map.get_mut(app) {
+                let before = slot.len();
+                slot.retain(|&instance, _| instance < count);
+                dropped |= slot.len() != before;
+                if slot.is_empty() {
+                    map.remove(app);
+                }
+            }
+        }
+        if let Some(r) = self.restarts.get_mut(app) {
+            let before = r.pending.len();
+            r.pending.retain(|&instance, _| instance < count);
+            dropped |= r.pending.len() != before;
         }
         dropped
     }
-
-    fn record_uptime(&mut self, samples: &[UptimeSample]) -> bool {
-        let mut changed = false;
-        for s in samples {
-            let days = self.uptime.entry(s.node).or_default();
-            let bucket = days.entry(s.at_ms / DAY_MS).or_default();
-            if bucket.total_samples > 0 && s.at_ms <= bucket.last_sample_ms {
-                continue;
-            }
-            bucket.total_samples += 1;
-            if s.up {
-                bucket.up_samples += 1;
-            }
-            bucket.last_sample_ms = s.at_ms;
-            changed = true;
-        }
-        changed
-    }
-
-    /// Removes buckets of days that end at or before `before_ms`.
-    fn prune_uptime(&mut self, before_ms: u64) -> bool {
-        let first_kept_day = before_ms / DAY_MS;
-        let mut changed = false;
-        self.uptime.retain(|_, days| {
-            let before = days.len();
-            days.retain(|&day, _| day >= first_kept_day);
-            changed |= days.len() != before;
-            !days.is_empty()
-        });
-        changed
-    }
 }
 
-fn applied(changed: bool) -> RegistryResponse {
+pub(super) fn applied(changed: bool) -> RegistryResponse {
     RegistryResponse::Applied { changed }
 }
 
-fn rejected(reason: impl Into<String>) -> RegistryResponse {
+pub(super) fn rejected(reason: impl Into<String>) -> RegistryResponse {
     RegistryResponse::Rejected {
         reason: reason.into(),
     }
@@ -162,8 +177,10 @@ fn rejected(reason: impl Into<String>) -> RegistryResponse {
 mod tests {
     use super::*;
     use crate::registry::App;
+    use crate::registry::DAY_MS;
     use crate::registry::NodeRecord;
     use crate::registry::NodeStatus;
+    use crate::registry::UptimeSample;
 
     fn app(instances: u32) -> App {
         App {
@@ -342,6 +359,7 @@ mod tests {
         let day = 20_000;
         let t0 = day * DAY_MS;
         let batch = RegistryCommand::RecordUptime {
+            bucket_ms: None,
             samples: vec![
                 UptimeSample {
                     node: 1,
@@ -374,7 +392,10 @@ mod tests {
                 up: true,
             })
             .collect();
-        r.apply(&RegistryCommand::RecordUptime { samples });
+        r.apply(&RegistryCommand::RecordUptime {
+            samples,
+            bucket_ms: None,
+        });
         r.apply(&RegistryCommand::PruneUptime {
             before_ms: 101 * DAY_MS + 10,
         });

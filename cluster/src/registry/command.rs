@@ -32,14 +32,58 @@ pub enum RegistryCommand {
     /// Change node statuses in one write (the health sweep); unknown ids are ignored.
     SetNodeStatus { updates: Vec<(NodeId, NodeStatus)> },
     /// Add uptime samples to the day buckets; a sample not newer than its bucket's last sample is
-    /// ignored.
-    RecordUptime { samples: Vec<UptimeSample> },
-    /// Drop uptime buckets of days that end before `before_ms`.
+    /// ignored. `bucket_ms` (default one day) is the bucket width; a different width than the
+    /// registry's current one starts the history afresh.
+    RecordUptime {
+        samples: Vec<UptimeSample>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bucket_ms: Option<u64>,
+    },
+    /// Drop uptime buckets that end at or before `before_ms`.
     PruneUptime { before_ms: u64 },
     /// Set a scratch key (tests, benchmarks).
     Put { key: String, value: String },
     /// Does nothing; a cheap write for probing the write path.
     Noop,
+    /// Records for Raft members: a new id gets a record as given; an existing one keeps its
+    /// status and drain flag but takes the new address and labels (a `Left` node that is a member
+    /// again becomes `Online`).
+    UpsertNodes { nodes: Vec<NodeRecord> },
+    /// Mark a node for draining (`Draining`, takes no new instances, its instances are moved
+    /// away) or undo it. The flag survives the node going offline and coming back.
+    DrainNode { node: NodeId, drain: bool },
+    /// Place instances on new nodes while their old node keeps its copy running until the master
+    /// sees the new one running ("start new, then stop old"), see `FinishMoves`. Validated like
+    /// `Assign`, as a whole.
+    Move { moves: Vec<InstanceMove> },
+    /// The moved instances run on their new node: their old nodes may stop them.
+    FinishMoves { instances: Vec<InstanceRef> },
+    /// Ask for a rolling restart of every placed instance of `name`: `generation` must be higher
+    /// than the app's current one (otherwise nothing changes, which makes retries harmless).
+    RestartApp { name: String, generation: u64 },
+    /// These instances of `app` are restarted to `generation` (the master advances a rolling
+    /// restart node by node). Entries already there are ignored.
+    RollInstances {
+        app: String,
+        instances: Vec<u32>,
+        generation: u64,
+    },
+    /// A master's command, valid only in the Raft term it was decided in: applied as `command`
+    /// if the log entry carrying it was appended in `term`, rejected otherwise (a deposed master
+    /// whose write lands after a new election is fenced off).
+    Fenced {
+        term: u64,
+        command: Box<RegistryCommand>,
+    },
+}
+
+/// An instance going from one node to another, the old copy running until the new one does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceMove {
+    pub app: String,
+    pub instance: u32,
+    pub from: NodeId,
+    pub to: NodeId,
 }
 
 /// One instance of an app placed on a node.
@@ -51,7 +95,7 @@ pub struct Assignment {
 }
 
 /// Names one instance of an app.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct InstanceRef {
     pub app: String,
     pub instance: u32,
@@ -102,12 +146,31 @@ impl fmt::Display for RegistryCommand {
             RegistryCommand::SetNodeStatus { updates } => {
                 write!(f, "set_node_status({} nodes)", updates.len())
             }
-            RegistryCommand::RecordUptime { samples } => {
+            RegistryCommand::RecordUptime { samples, .. } => {
                 write!(f, "record_uptime({} samples)", samples.len())
             }
             RegistryCommand::PruneUptime { before_ms } => write!(f, "prune_uptime({before_ms})"),
             RegistryCommand::Put { key, .. } => write!(f, "put({key})"),
             RegistryCommand::Noop => write!(f, "noop"),
+            RegistryCommand::UpsertNodes { nodes } => write!(f, "upsert_nodes({})", nodes.len()),
+            RegistryCommand::DrainNode { node, drain } => write!(f, "drain_node({node}, {drain})"),
+            RegistryCommand::Move { moves } => write!(f, "move({} instances)", moves.len()),
+            RegistryCommand::FinishMoves { instances } => {
+                write!(f, "finish_moves({} instances)", instances.len())
+            }
+            RegistryCommand::RestartApp { name, generation } => {
+                write!(f, "restart_app({name}, generation={generation})")
+            }
+            RegistryCommand::RollInstances {
+                app,
+                instances,
+                generation,
+            } => write!(
+                f,
+                "roll_instances({app}, {} instances, generation={generation})",
+                instances.len()
+            ),
+            RegistryCommand::Fenced { term, command } => write!(f, "{command} @term {term}"),
         }
     }
 }

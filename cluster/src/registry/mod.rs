@@ -4,6 +4,8 @@
 
 mod apply;
 mod command;
+mod lifecycle;
+mod uptime;
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 pub use command::Assignment;
+pub use command::InstanceMove;
 pub use command::InstanceRef;
 pub use command::RegistryCommand;
 pub use command::RegistryResponse;
@@ -35,6 +38,16 @@ pub struct Registry {
     pub uptime: BTreeMap<NodeId, BTreeMap<u64, UptimeBucket>>,
     /// Scratch key/value space for tests and benchmarks (`RegistryCommand::Put`).
     pub kv: BTreeMap<String, String>,
+    /// Moves in progress: app → instance → the node still running its old copy (the new node
+    /// is the one in `assignments`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moves: BTreeMap<String, BTreeMap<u32, NodeId>>,
+    /// Rolling restarts: app → restart generation and the instances still to restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<String, RestartState>,
+    /// Width of the uptime buckets in `uptime` (`None`: one day, keys are day indexes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_bucket_ms: Option<u64>,
 }
 
 impl Registry {
@@ -52,6 +65,62 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// Instances whose move away from `node` is not finished: `node` keeps running them.
+    pub fn moving_from(&self, node: NodeId) -> Vec<InstanceRef> {
+        let mut out = Vec::new();
+        for (app, instances) in &self.moves {
+            for (&instance, &n) in instances {
+                if n == node {
+                    out.push(InstanceRef {
+                        app: app.clone(),
+                        instance,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The node an instance is assigned to.
+    pub fn assigned_node(&self, app: &str, instance: u32) -> Option<NodeId> {
+        self.assignments.get(app)?.get(&instance).copied()
+    }
+
+    /// The node still running the old copy of a moving instance.
+    pub fn moving_from_node(&self, app: &str, instance: u32) -> Option<NodeId> {
+        self.moves.get(app)?.get(&instance).copied()
+    }
+
+    /// The restart generation instance `instance` of `app` should run at (0 before any restart).
+    pub fn generation_of(&self, app: &str, instance: u32) -> u64 {
+        self.restarts
+            .get(app)
+            .map_or(0, |r| r.generation_of(instance))
+    }
+
+    /// Width of the uptime buckets.
+    pub fn uptime_bucket_ms(&self) -> u64 {
+        self.uptime_bucket_ms.unwrap_or(DAY_MS)
+    }
+}
+
+/// A rolling restart: the generation asked for, and the instances still running an older one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartState {
+    pub generation: u64,
+    /// instance → the generation it runs at until the master rolls it (absent: `generation`).
+    #[serde(default)]
+    pub pending: BTreeMap<u32, u64>,
+}
+
+impl RestartState {
+    pub fn generation_of(&self, instance: u32) -> u64 {
+        self.pending
+            .get(&instance)
+            .copied()
+            .unwrap_or(self.generation)
     }
 }
 
@@ -102,6 +171,10 @@ pub struct NodeRecord {
     /// CPU, memory, ... as reported in heartbeats; opaque here.
     #[serde(default)]
     pub resources: serde_json::Value,
+    /// An operator asked to drain this node (`herd cluster drain`): it stays `Draining` while
+    /// reachable, also after being offline, until undrained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -122,6 +122,77 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 outln!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
             }
         }
+        ClusterCommand::Drain {
+            node,
+            no_wait,
+            timeout,
+            json,
+        } => {
+            let mut v = parse(
+                c.drain(pb::DrainRequest {
+                    node: node.clone(),
+                    drain: Some(true),
+                })
+                .await
+                .map_err(status_error)?,
+            )?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            while !no_wait && v["done"] != true {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "node {node} is still draining after {timeout}s; remaining: {}",
+                        v["remaining"]
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                v = parse(
+                    c.drain(pb::DrainRequest {
+                        node: node.clone(),
+                        drain: None,
+                    })
+                    .await
+                    .map_err(status_error)?,
+                )?;
+            }
+            if json {
+                print_json(&v)
+            } else if v["done"] == true {
+                outln!("node {} drained: nothing runs there", v["node"])
+            } else {
+                outln!("node {} draining; remaining: {}", v["node"], v["remaining"])
+            }
+        }
+        ClusterCommand::Undrain { node, json } => {
+            let v = parse(
+                c.drain(pb::DrainRequest {
+                    node,
+                    drain: Some(false),
+                })
+                .await
+                .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!("node {} takes instances again", v["node"])
+            }
+        }
+        ClusterCommand::Restart { name, json } => {
+            let v = parse(
+                c.restart_app(pb::NameRequest { name })
+                    .await
+                    .map_err(status_error)?,
+            )?;
+            if json {
+                print_json(&v)
+            } else {
+                outln!(
+                    "rolling restart of {} started (generation {})",
+                    v["restarting"].as_str().unwrap_or("?"),
+                    v["generation"]
+                )
+            }
+        }
         ClusterCommand::Scale {
             name,
             instances,
@@ -175,6 +246,14 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 .flatten()
                 .map(|a| {
                     let placed = a["assignments"].as_object().map(|m| m.len()).unwrap_or(0);
+                    let running = match a["running"].as_array() {
+                        Some(r) => r
+                            .iter()
+                            .filter(|i| i["status"] == "running")
+                            .count()
+                            .to_string(),
+                        None => "?".into(),
+                    };
                     let nodes: Vec<String> = a["assignments"]
                         .as_object()
                         .into_iter()
@@ -185,6 +264,7 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                         a["name"].as_str().unwrap_or("?").to_string(),
                         a["desired"].to_string(),
                         placed.to_string(),
+                        running,
                         if nodes.is_empty() {
                             "-".into()
                         } else {
@@ -194,7 +274,13 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             table(
-                &["NAME", "DESIRED", "PLACED", "WHERE (instance@node)"],
+                &[
+                    "NAME",
+                    "DESIRED",
+                    "PLACED",
+                    "RUNNING",
+                    "WHERE (instance@node)",
+                ],
                 &rows,
             );
         }

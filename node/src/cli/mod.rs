@@ -215,6 +215,31 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a node's instances elsewhere (start new, then stop old) and keep new ones off it;
+    /// returns once nothing runs there (unless --no-wait).
+    Drain {
+        /// Node id or address.
+        node: String,
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a drained node take instances again.
+    Undrain {
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rolling restart of a deployed app, one node at a time.
+    Restart {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Change how many instances of a deployed app the cluster runs.
     Scale {
         name: String,

@@ -49,7 +49,9 @@ impl Report {
             .into_iter()
             .flatten()
             .filter(|n| {
-                only.is_none_or(|o| n["id"].to_string() == o || n["addr"].as_str() == Some(o))
+                only.is_none_or(|o| {
+                    o.parse::<u64>().ok() == n["id"].as_u64() || n["addr"].as_str() == Some(o)
+                })
             })
             .map(|n| NodeUptime {
                 id: n["id"].as_u64().unwrap_or(0),

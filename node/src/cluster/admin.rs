@@ -189,15 +189,53 @@ impl ClusterAdmin for Admin {
         reply(json!({ "day_ms": herd_cluster::registry::DAY_MS, "nodes": nodes }))
     }
 
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let req = req.into_inner();
+        let status = node.status().await;
+        let id = status
+            .members
+            .iter()
+            .find(|m| m.id.to_string() == req.node || m.addr == req.node)
+            .map(|m| m.id)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "node `{}` is not a member; `herd cluster nodes` lists them",
+                    req.node
+                ))
+            })?;
+        if let Some(drain) = req.drain {
+            node.drain(id, drain).await.map_err(cluster_error)?;
+        }
+        let s = node.drain_status(id).await.map_err(cluster_error)?;
+        reply(serde_json::to_value(s).map_err(|e| Status::internal(e.to_string()))?)
+    }
+
+    async fn restart_app(
+        &self,
+        req: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let node = self.node()?;
+        let name = req.into_inner().name;
+        let generation = node.restart(&name).await.map_err(cluster_error)?;
+        reply(json!({ "restarting": name, "generation": generation }))
+    }
+
     async fn apps(
         &self,
         req: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
-        let registry = self
-            .node()?
+        let node = self.node()?;
+        let registry = node
             .read(req.into_inner().stale)
             .await
             .map_err(cluster_error)?;
+        // Where instances really run comes from the master's last heartbeats; without a
+        // master the answer still lists desired and assigned.
+        let runtime = node.runtime().await.ok();
         let apps: Vec<serde_json::Value> = registry
             .apps
             .iter()
@@ -209,6 +247,11 @@ impl ClusterAdmin for Admin {
                     "placement": app.placement,
                     "on_disconnect": app.on_disconnect,
                     "assignments": placed,
+                    "running": runtime.as_ref().map(|rt| rt
+                        .running(name)
+                        .into_iter()
+                        .map(|(node, i)| json!({ "node": node, "instance": i.instance, "status": i.status, "pid": i.pid }))
+                        .collect::<Vec<_>>()),
                 })
             })
             .collect();

@@ -3,6 +3,7 @@
 //! in the `herd-cluster` crate; this module only wires it into the daemon.
 
 pub mod admin;
+pub mod bridge;
 mod section;
 
 pub use section::ClusterSection;

@@ -37,6 +37,17 @@ pub struct ClusterSection {
     pub election_min_ms: Option<u64>,
     #[serde(default)]
     pub election_max_ms: Option<u64>,
+    /// The master's duties (see the README): heartbeat, health sweep, offline timeout, uptime.
+    #[serde(default)]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub health_sweep_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub offline_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub uptime_bucket_ms: Option<u64>,
+    #[serde(default)]
+    pub uptime_retention_days: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -149,6 +160,21 @@ impl ClusterSection {
         }
         if let Some(v) = self.election_max_ms {
             cfg.election_max_ms = v;
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            cfg.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.health_sweep_interval_ms {
+            cfg.health_sweep_interval_ms = v;
+        }
+        if let Some(v) = self.offline_timeout_ms {
+            cfg.offline_timeout_ms = v;
+        }
+        if let Some(v) = self.uptime_bucket_ms {
+            cfg.uptime_bucket_ms = v;
+        }
+        if let Some(v) = self.uptime_retention_days {
+            cfg.uptime_retention_days = v;
         }
         cfg.validate().map_err(|e| format!("[cluster] {e}"))?;
         Ok(cfg)

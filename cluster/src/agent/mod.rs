@@ -1,0 +1,64 @@
+//! The agent: every node's side of the master's work. It answers the master's heartbeats
+//! (refusing terms older than the highest it has seen, so a deposed master is fenced off) and
+//! keeps the local supervisor running exactly the cluster instances its own Raft replica assigns
+//! to this node. Cut off from every master, it keeps its instances running, except those of
+//! apps that asked to stop when disconnected.
+
+mod contact;
+mod desired;
+mod reconcile;
+mod service;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+pub(crate) use contact::AgentState;
+pub(crate) use reconcile::AgentLoop;
+pub(crate) use service::AgentService;
+
+/// What the cluster needs from the node's local supervisor. The daemon implements it; the
+/// cluster library never spawns processes itself.
+pub trait LocalSupervisor: Send + Sync + 'static {
+    /// Cluster instances this node runs now (status is the supervisor's:
+    /// starting|running|backoff|stopping|stopped|crashed). Called on every heartbeat: keep it
+    /// cheap (no blocking I/O).
+    fn report(&self) -> Vec<InstanceReport>;
+    /// Host resources for placement: at least `cpu_percent`, `mem_used_bytes`,
+    /// `mem_total_bytes`, `load1`. Called on every heartbeat: return a cached value.
+    fn resources(&self) -> serde_json::Value;
+    /// Make the node's set of cluster instances exactly `desired` (start missing, replace
+    /// changed specs, stop the rest). Returns when requested, not when done. Called whenever the
+    /// desired set changes and every few seconds with the same set (must be idempotent).
+    fn reconcile(
+        &self,
+        desired: Vec<DesiredInstance>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// One cluster instance as the local supervisor sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub app: String,
+    pub instance: u32,
+    /// starting | running | backoff | stopping | stopped | crashed
+    pub status: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+}
+
+/// One cluster instance the node must run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredInstance {
+    pub app: String,
+    pub instance: u32,
+    /// The app's spec as deployed (opaque to the cluster).
+    pub spec: serde_json::Value,
+}
+
+/// Whether a reported status means a process is (about to be) there.
+pub fn status_is_live(status: &str) -> bool {
+    !matches!(status, "stopped" | "crashed")
+}

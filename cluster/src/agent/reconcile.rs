@@ -1,0 +1,389 @@
+//! The agent's reconcile loop: tell the local supervisor what to run whenever this node's
+//! desired set changes, and every few seconds anyway.
+//!
+//! - It acts on its replica only once it is in sync: a master was heard and the replica has
+//!   applied what that master had applied when it sent the heartbeat. So a node coming back
+//!   from a partition never restarts work the master already moved elsewhere.
+//! - Cut off from every master for `offline_timeout`, it stops `on_disconnect = "stop"` apps and
+//!   keeps the rest running.
+//! - A new restart generation restarts the instance: it leaves the desired set until the
+//!   supervisor reports it stopped, then comes back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::AgentState;
+use super::DesiredInstance;
+use super::LocalSupervisor;
+use super::desired;
+use super::desired::Wanted;
+use super::status_is_live;
+use crate::registry::Registry;
+
+/// Reconcile with an unchanged set this often (the supervisor may have drifted).
+pub(crate) const RESYNC: Duration = Duration::from_secs(5);
+/// How often a restart in progress checks whether the old process has stopped.
+const RESTART_POLL: Duration = Duration::from_millis(200);
+/// A restart waits this long for the old process to stop, then starts the new one anyway.
+const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// "No deadline": far enough to never fire during a test or a process lifetime in practice.
+const IDLE: Duration = Duration::from_secs(3600);
+
+pub(crate) struct AgentLoop {
+    pub(crate) state: Arc<AgentState>,
+    pub(crate) registry: watch::Receiver<Arc<Registry>>,
+    /// The local replica's applied log index.
+    pub(crate) applied_index: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+    pub(crate) supervisor: Arc<dyn LocalSupervisor>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// In contact and in sync: run exactly what the replica assigns.
+    Full,
+    /// No master heard for `offline_timeout`: keep all but `on_disconnect = "stop"` apps.
+    Disconnected,
+}
+
+impl AgentLoop {
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let me = self.state.node_id();
+        let mut wake = self.state.wake_signal();
+        let mut last_sent: Option<Vec<DesiredInstance>> = None;
+        let mut next_resync = Instant::now();
+        let mut ever_synced = false;
+        let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
+        loop {
+            let now = Instant::now();
+            let reg = self.registry.borrow_and_update().clone();
+            let view = self.state.view(now);
+            let applied = (self.applied_index)();
+            let synced = view.connected && view.heard && applied.unwrap_or(0) >= view.master_index;
+            ever_synced |= synced;
+            let mode = if synced {
+                Some(Mode::Full)
+            } else if view.connected {
+                None // wait for a first heartbeat, or for the replica to catch up
+            } else if ever_synced || applied.is_some() {
+                Some(Mode::Disconnected)
+            } else {
+                None // nothing known at all: touch nothing
+            };
+            let mut poll = false;
+            if let Some(mode) = mode {
+                let wanted = desired::from_registry(&reg, me);
+                self.state.retain_generations(|app, i| {
+                    wanted
+                        .iter()
+                        .any(|w| w.instance.app == app && w.instance.instance == i)
+                });
+                let wanted = match mode {
+                    Mode::Full => wanted,
+                    Mode::Disconnected => desired::while_disconnected(wanted),
+                };
+                let desired = self.restarts(
+                    wanted,
+                    &mut restarting,
+                    last_sent.as_deref(),
+                    now,
+                    &mut poll,
+                );
+                if last_sent.as_ref() != Some(&desired) || now >= next_resync {
+                    tracing::debug!(
+                        node_id = me,
+                        ?mode,
+                        instances = desired.len(),
+                        "reconciling local supervisor"
+                    );
+                    self.supervisor.reconcile(desired.clone()).await;
+                    last_sent = Some(desired);
+                    next_resync = Instant::now() + RESYNC;
+                }
+            }
+            let mut wake_at = if last_sent.is_some() {
+                next_resync
+            } else {
+                now + IDLE
+            };
+            if view.connected {
+                wake_at = wake_at.min(view.disconnect_at);
+            }
+            if poll {
+                wake_at = wake_at.min(now + RESTART_POLL);
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = self.registry.changed() => if r.is_err() { return },
+                r = wake.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    /// Applies restart generations: an instance whose generation went up is left out until the
+    /// supervisor reports it stopped (after a reconcile without it), then comes back.
+    fn restarts(
+        &self,
+        wanted: Vec<Wanted>,
+        restarting: &mut HashMap<(String, u32), Instant>,
+        last_sent: Option<&[DesiredInstance]>,
+        now: Instant,
+        poll: &mut bool,
+    ) -> Vec<DesiredInstance> {
+        restarting.retain(|(app, i), _| {
+            wanted
+                .iter()
+                .any(|w| &w.instance.app == app && w.instance.instance == *i)
+        });
+        let mut report = None;
+        let mut out = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let (app, i) = (w.instance.app.as_str(), w.instance.instance);
+            match self.state.generation(app, i) {
+                Some(g) if g < w.generation => {
+                    let since = *restarting.entry((app.to_string(), i)).or_insert(now);
+                    let sent_without = last_sent
+                        .is_some_and(|s| !s.iter().any(|d| d.app == app && d.instance == i));
+                    let report = report.get_or_insert_with(|| self.supervisor.report());
+                    let stopped = !report
+                        .iter()
+                        .any(|r| r.app == app && r.instance == i && status_is_live(&r.status));
+                    if (sent_without && stopped)
+                        || now.duration_since(since) >= RESTART_STOP_TIMEOUT
+                    {
+                        tracing::info!(
+                            app,
+                            instance = i,
+                            generation = w.generation,
+                            "restarted instance comes back"
+                        );
+                        restarting.remove(&(app.to_string(), i));
+                        self.state.set_generation(app, i, w.generation);
+                        out.push(w.instance);
+                    } else {
+                        *poll = true;
+                    }
+                }
+                Some(g) if g == w.generation => out.push(w.instance),
+                _ => {
+                    // First sight (or the registry went back): run it at this generation.
+                    self.state.set_generation(app, i, w.generation);
+                    out.push(w.instance);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::agent::InstanceReport;
+    use crate::registry::App;
+    use crate::registry::Assignment;
+    use crate::registry::NodeRecord;
+    use crate::registry::OnDisconnect;
+    use crate::registry::RegistryCommand;
+
+    /// Runs whatever it was last told, at once; records every reconcile.
+    #[derive(Default)]
+    struct FakeSupervisor {
+        calls: Mutex<Vec<Vec<(String, u32)>>>,
+    }
+
+    impl FakeSupervisor {
+        fn calls(&self) -> Vec<Vec<(String, u32)>> {
+            self.calls.lock().expect("lock").clone()
+        }
+        fn last(&self) -> Option<Vec<(String, u32)>> {
+            self.calls().last().cloned()
+        }
+    }
+
+    impl LocalSupervisor for FakeSupervisor {
+        fn report(&self) -> Vec<InstanceReport> {
+            self.last()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(app, instance)| InstanceReport {
+                    app,
+                    instance,
+                    status: "running".into(),
+                    pid: Some(100 + instance),
+                    restarts: 0,
+                })
+                .collect()
+        }
+        fn resources(&self) -> serde_json::Value {
+            serde_json::json!({})
+        }
+        fn reconcile(
+            &self,
+            desired: Vec<DesiredInstance>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(desired.into_iter().map(|d| (d.app, d.instance)).collect());
+            Box::pin(async {})
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        for (name, on_disconnect) in [("api", OnDisconnect::Keep), ("cron", OnDisconnect::Stop)] {
+            r.apply(&RegistryCommand::PutApp {
+                name: name.into(),
+                app: App {
+                    instances: 1,
+                    on_disconnect,
+                    ..App::default()
+                },
+            });
+        }
+        r.apply(&RegistryCommand::UpsertNode {
+            node: NodeRecord {
+                id: 1,
+                ..NodeRecord::default()
+            },
+        });
+        r.apply(&RegistryCommand::Assign {
+            assignments: ["api", "cron"]
+                .iter()
+                .map(|app| Assignment {
+                    app: app.to_string(),
+                    instance: 0,
+                    node: 1,
+                })
+                .collect(),
+        });
+        r
+    }
+
+    struct Harness {
+        state: Arc<AgentState>,
+        sup: Arc<FakeSupervisor>,
+        applied: Arc<AtomicU64>,
+        registry: watch::Sender<Arc<Registry>>,
+        _stop: watch::Sender<bool>,
+    }
+
+    fn harness(reg: Registry) -> Harness {
+        let state = Arc::new(AgentState::new(1, Duration::from_secs(90)));
+        let sup = Arc::new(FakeSupervisor::default());
+        let applied = Arc::new(AtomicU64::new(5));
+        let (registry, rx) = watch::channel(Arc::new(reg));
+        let (stop, stop_rx) = watch::channel(false);
+        let a = applied.clone();
+        let agent = AgentLoop {
+            state: state.clone(),
+            registry: rx,
+            applied_index: Box::new(move || Some(a.load(Ordering::SeqCst))),
+            supervisor: sup.clone(),
+        };
+        tokio::spawn(agent.run(stop_rx));
+        Harness {
+            state,
+            sup,
+            applied,
+            registry,
+            _stop: stop,
+        }
+    }
+
+    fn both() -> Vec<(String, u32)> {
+        vec![("api".into(), 0), ("cron".into(), 0)]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_touched_until_a_master_is_heard_and_the_replica_caught_up() {
+        let h = harness(registry());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(h.sup.calls().is_empty(), "no master heard yet");
+        h.state.accept(9, 1, 1, 8, 0).expect("heartbeat");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(h.sup.calls().is_empty(), "replica at 5, master at 8: wait");
+        h.applied.store(8, Ordering::SeqCst);
+        h.registry.send_modify(|_| {});
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.sup.calls(), vec![both()]);
+        // Unchanged: resync every 5 s, not on every registry change.
+        h.registry.send_modify(|_| {});
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.sup.calls().len(), 1);
+        tokio::time::sleep(RESYNC).await;
+        assert_eq!(h.sup.calls().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cut_off_from_the_master_stop_apps_stop_and_the_rest_keeps_running() {
+        let h = harness(registry());
+        h.state.accept(9, 1, 1, 5, 0).expect("heartbeat");
+        tokio::time::sleep(Duration::from_secs(89)).await;
+        assert_eq!(h.sup.last(), Some(both()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            h.sup.last(),
+            Some(vec![("api".into(), 0)]),
+            "90 s without a master"
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            h.sup
+                .calls()
+                .iter()
+                .skip_while(|c| c.len() == 2)
+                .all(|c| c.len() == 1),
+            "no flapping"
+        );
+
+        // The master is back, but the replica lags behind it: nothing restarts yet.
+        h.state.accept(9, 2, 1, 12, 0).expect("heartbeat");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.sup.last(), Some(vec![("api".into(), 0)]));
+        h.applied.store(12, Ordering::SeqCst);
+        h.registry.send_modify(|_| {});
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.sup.last(), Some(both()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_restart_generation_stops_the_instance_then_starts_it_again() {
+        let h = harness(registry());
+        h.state.accept(9, 1, 1, 5, 0).expect("heartbeat");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.state.generation("api", 0), Some(0));
+        h.registry.send_modify(|r| {
+            let r = Arc::make_mut(r);
+            r.apply(&RegistryCommand::RestartApp {
+                name: "api".into(),
+                generation: 1,
+            });
+            r.apply(&RegistryCommand::RollInstances {
+                app: "api".into(),
+                instances: vec![0],
+                generation: 1,
+            });
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            h.sup.calls(),
+            vec![both(), vec![("cron".into(), 0)], both()],
+            "out, reported stopped, back in"
+        );
+        assert_eq!(h.state.generation("api", 0), Some(1));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.sup.calls().len(), 3, "restarted once");
+    }
+}

@@ -1,0 +1,73 @@
+//! The Agent gRPC service: the master's heartbeat lands here. The reply carries what the local
+//! supervisor reports, the host's resources and this node's herd version.
+
+use std::sync::Arc;
+
+use herd_proto::cluster as pb;
+use herd_proto::cluster::agent_server::Agent;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::AgentState;
+
+/// The herd version a node reports (the workspace shares one version).
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub(crate) struct AgentService {
+    state: Arc<AgentState>,
+    /// This node's current Raft term: a master behind it is stale.
+    local_term: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl AgentService {
+    pub(crate) fn new(
+        state: Arc<AgentState>,
+        local_term: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> AgentService {
+        AgentService { state, local_term }
+    }
+}
+
+/// What this node tells the master.
+pub(crate) fn reply(state: &AgentState) -> pb::HeartbeatReply {
+    let (instances, resources) = match state.supervisor() {
+        Some(sup) => (sup.report(), sup.resources()),
+        None => (Vec::new(), serde_json::Value::Null),
+    };
+    pb::HeartbeatReply {
+        node_id: state.node_id(),
+        version: VERSION.to_string(),
+        resources_json: resources.to_string(),
+        instances: instances
+            .into_iter()
+            .map(|r| pb::InstanceStatus {
+                generation: state.generation(&r.app, r.instance).unwrap_or(0),
+                app: r.app,
+                instance: r.instance,
+                status: r.status,
+                pid: r.pid,
+                restarts: r.restarts,
+            })
+            .collect(),
+        term: state.highest_term(),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let req = req.into_inner();
+        self.state.accept(
+            req.master_id,
+            req.term,
+            req.node_id,
+            req.applied_index,
+            (self.local_term)(),
+        )?;
+        Ok(Response::new(reply(&self.state)))
+    }
+}

@@ -1,0 +1,45 @@
+//! Wall-clock milliseconds for uptime samples and "last seen", derived from tokio's clock: one
+//! anchor taken when a master term starts, plus tokio time elapsed since. Under a paused tokio
+//! clock (tests) wall time therefore advances with virtual time, from any chosen anchor.
+
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    anchor_ms: u64,
+    anchor: Instant,
+}
+
+impl WallClock {
+    /// Anchored at the system clock now.
+    pub fn system() -> WallClock {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        WallClock::at(ms)
+    }
+
+    /// Anchored so that "now" is `ms` after the Unix epoch.
+    pub fn at(ms: u64) -> WallClock {
+        WallClock {
+            anchor_ms: ms,
+            anchor: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.ms_at(Instant::now())
+    }
+
+    pub fn ms_at(&self, t: Instant) -> u64 {
+        if t >= self.anchor {
+            self.anchor_ms + t.duration_since(self.anchor).as_millis() as u64
+        } else {
+            self.anchor_ms
+                .saturating_sub(self.anchor.duration_since(t).as_millis() as u64)
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! What one master term knows about every node's health, in memory: when it last answered,
+//! since when this master watches it (the grace period after an election), and its latest
+//! report. `judge` turns that into status changes for the sweep.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use herd_proto::cluster as pb;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::clock::WallClock;
+use super::stats::HeartbeatStats;
+use crate::registry::NodeId;
+use crate::registry::NodeRecord;
+use crate::registry::NodeStatus;
+
+/// One cluster instance as a node last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedInstance {
+    pub app: String,
+    pub instance: u32,
+    /// starting | running | backoff | stopping | stopped | crashed
+    pub status: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// The restart generation the instance was (re)started for.
+    pub generation: u64,
+}
+
+/// The host resources placement looks at (the full JSON is kept as reported).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    pub cpu_percent: f64,
+    pub mem_used_bytes: f64,
+    pub mem_total_bytes: f64,
+    pub load1: f64,
+}
+
+impl Usage {
+    /// Lower is less busy: CPU share plus memory share.
+    pub fn score(&self) -> f64 {
+        let mem = if self.mem_total_bytes > 0.0 {
+            self.mem_used_bytes / self.mem_total_bytes
+        } else {
+            0.0
+        };
+        self.cpu_percent / 100.0 + mem
+    }
+}
+
+/// A node's latest heartbeat reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub version: String,
+    /// The resources JSON as the node sent it (parsed on demand: most are never looked at).
+    pub resources_json: String,
+    pub usage: Usage,
+    pub instances: Vec<ReportedInstance>,
+}
+
+impl NodeReport {
+    pub(crate) fn from_reply(reply: pb::HeartbeatReply) -> NodeReport {
+        NodeReport {
+            version: reply.version,
+            usage: serde_json::from_str(&reply.resources_json).unwrap_or_default(),
+            resources_json: reply.resources_json,
+            instances: reply
+                .instances
+                .into_iter()
+                .map(|i| ReportedInstance {
+                    app: i.app,
+                    instance: i.instance,
+                    status: i.status,
+                    pid: i.pid,
+                    restarts: i.restarts,
+                    generation: i.generation,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn resources(&self) -> serde_json::Value {
+        serde_json::from_str(&self.resources_json).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn instance(&self, app: &str, instance: u32) -> Option<&ReportedInstance> {
+        self.instances
+            .iter()
+            .find(|i| i.app == app && i.instance == instance)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeHealth {
+    pub addr: String,
+    /// When this master started watching the node: its election, or when the node appeared.
+    pub watched_since: Instant,
+    /// The last heartbeat this master got an answer to.
+    pub last_answer: Option<Instant>,
+    pub last_rtt: Option<Duration>,
+    /// Shared, so snapshots of thousands of nodes stay cheap.
+    pub report: Option<Arc<NodeReport>>,
+    pub last_error: Option<String>,
+}
+
+impl NodeHealth {
+    /// The node has been silent since this instant (the grace period counts as heard).
+    pub fn silent_since(&self) -> Instant {
+        self.last_answer
+            .map_or(self.watched_since, |a| a.max(self.watched_since))
+    }
+}
+
+/// Health of every node watched by one master term. Heartbeat tasks write it; the sweep, the
+/// planner and `ClusterNode::runtime` read it.
+pub struct HealthTable {
+    nodes: Mutex<HashMap<NodeId, NodeHealth>>,
+    pub clock: WallClock,
+    pub stats: HeartbeatStats,
+}
+
+impl HealthTable {
+    pub fn new(clock: WallClock) -> HealthTable {
+        HealthTable {
+            nodes: Mutex::new(HashMap::new()),
+            clock,
+            stats: HeartbeatStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeHealth>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts watching `id` (grace from now) or updates its address.
+    pub fn watch(&self, id: NodeId, addr: &str, now: Instant) {
+        let mut nodes = self.lock();
+        match nodes.get_mut(&id) {
+            Some(h) => {
+                if h.addr != addr {
+                    h.addr = addr.to_string();
+                }
+            }
+            None => {
+                nodes.insert(
+                    id,
+                    NodeHealth {
+                        addr: addr.to_string(),
+                        watched_since: now,
+                        last_answer: None,
+                        last_rtt: None,
+                        report: None,
+                        last_error: None,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn forget(&self, id: NodeId) {
+        self.lock().remove(&id);
+    }
+
+    pub fn record_answer(&self, id: NodeId, at: Instant, rtt: Duration, report: NodeReport) {
+        if let Some(h) = self.lock().get_mut(&id) {
+            h.last_answer = Some(at);
+            h.last_rtt = Some(rtt);
+            h.report = Some(Arc::new(report));
+            h.last_error = None;
+        }
+    }
+
+    pub fn record_failure(&self, id: NodeId, error: String) {
+        if let Some(h) = self.lock().get_mut(&id) {
+            h.last_error = Some(error);
+        }
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<NodeHealth> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn snapshot(&self) -> HashMap<NodeId, NodeHealth> {
+        self.lock().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// Status changes a sweep decides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Judgement {
+    /// Online or draining nodes silent for longer than the offline timeout.
+    pub offline: Vec<NodeId>,
+    /// Offline nodes that answered within the offline timeout.
+    pub online: Vec<NodeId>,
+}
+
+/// Judges every recorded node not `Left`. A node this master does not watch yet is left alone:
+/// its grace starts when it is watched.
+pub fn judge(
+    records: &BTreeMap<NodeId, NodeRecord>,
+    health: &HashMap<NodeId, NodeHealth>,
+    now: Instant,
+    offline_timeout: Duration,
+) -> Judgement {
+    let mut j = Judgement::default();
+    for (id, rec) in records {
+        let Some(h) = health.get(id) else { continue };
+        match rec.status {
+            NodeStatus::Online | NodeStatus::Draining => {
+                if now.duration_since(h.silent_since()) > offline_timeout {
+                    j.offline.push(*id);
+                }
+            }
+            NodeStatus::Offline => {
+                if h.last_answer
+                    .is_some_and(|a| now.duration_since(a) <= offline_timeout)
+                {
+                    j.online.push(*id);
+                }
+            }
+            NodeStatus::Left => {}
+        }
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(statuses: &[(NodeId, NodeStatus)]) -> BTreeMap<NodeId, NodeRecord> {
+        statuses
+            .iter()
+            .map(|&(id, status)| {
+                (
+                    id,
+                    NodeRecord {
+                        id,
+                        status,
+                        ..NodeRecord::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn report() -> NodeReport {
+        NodeReport {
+            version: "t".into(),
+            resources_json: String::new(),
+            usage: Usage::default(),
+            instances: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_silent_past_the_timeout_is_offline_and_answering_brings_it_back() {
+        let timeout = Duration::from_secs(90);
+        let t = HealthTable::new(WallClock::at(0));
+        let start = Instant::now();
+        t.watch(1, "a", start);
+        t.watch(2, "b", start);
+        t.record_answer(1, start, Duration::from_millis(1), report());
+        t.record_answer(2, start, Duration::from_millis(1), report());
+        let recs = records(&[(1, NodeStatus::Online), (2, NodeStatus::Draining)]);
+        tokio::time::advance(Duration::from_secs(90)).await;
+        t.record_answer(2, Instant::now(), Duration::from_millis(1), report());
+        assert_eq!(
+            judge(&recs, &t.snapshot(), Instant::now(), timeout),
+            Judgement::default()
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let j = judge(&recs, &t.snapshot(), Instant::now(), timeout);
+        assert_eq!(j.offline, vec![1], "90 s and 1 ms of silence");
+
+        let recs = records(&[(1, NodeStatus::Offline), (2, NodeStatus::Online)]);
+        assert!(
+            judge(&recs, &t.snapshot(), Instant::now(), timeout)
+                .online
+                .is_empty()
+        );
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), report());
+        assert_eq!(
+            judge(&recs, &t.snapshot(), Instant::now(), timeout).online,
+            vec![1]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_master_gives_every_node_a_full_timeout_before_judging() {
+        let timeout = Duration::from_secs(90);
+        // The previous master heard nobody for a while; this one was just elected.
+        tokio::time::advance(Duration::from_secs(500)).await;
+        let t = HealthTable::new(WallClock::at(0));
+        let elected = Instant::now();
+        for id in 1..=3 {
+            t.watch(id, "x", elected);
+        }
+        let recs = records(&[
+            (1, NodeStatus::Online),
+            (2, NodeStatus::Online),
+            (3, NodeStatus::Offline),
+        ]);
+        tokio::time::advance(timeout).await;
+        let j = judge(&recs, &t.snapshot(), Instant::now(), timeout);
+        assert_eq!(j, Judgement::default(), "no verdict within the grace");
+        assert!(
+            j.online.is_empty(),
+            "an offline node is not made online by the grace alone"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            judge(&recs, &t.snapshot(), Instant::now(), timeout).offline,
+            vec![1, 2]
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! The master's heartbeats: one small task per node, each at its own fixed phase within the
+//! interval (derived from the node id), so a thousand nodes are spread over the interval instead
+//! of answering in one burst. A semaphore bounds the heartbeats in flight. Every heartbeat
+//! carries the master's term; answers land in the term's `HealthTable`.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use herd_proto::cluster as pb;
+use herd_proto::cluster::agent_client::AgentClient;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::health::HealthTable;
+use super::health::NodeReport;
+use crate::error::ClusterError;
+use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::registry::NodeId;
+use crate::transport::ClientAuth;
+use crate::transport::PeerChannels;
+
+/// The future of one heartbeat call.
+pub type HeartbeatCall =
+    Pin<Box<dyn Future<Output = Result<pb::HeartbeatReply, Status>> + Send + 'static>>;
+
+/// How heartbeats reach nodes: gRPC in production, fakes in unit tests.
+pub trait HeartbeatTransport: Send + Sync + 'static {
+    /// A link to the node at `addr`, made once per node and reused for every heartbeat.
+    fn link(&self, addr: &str) -> Arc<dyn NodeLink>;
+}
+
+/// One node's end of the heartbeat.
+pub trait NodeLink: Send + Sync + 'static {
+    fn heartbeat(&self, req: pb::HeartbeatRequest) -> HeartbeatCall;
+}
+
+/// The Agent service over the shared per-peer channels, with the cluster secret.
+#[derive(Clone)]
+pub(crate) struct GrpcTransport {
+    pub(crate) channels: PeerChannels,
+    pub(crate) auth: ClientAuth,
+}
+
+type AgentGrpc = AgentClient<InterceptedService<Channel, ClientAuth>>;
+
+struct GrpcLink {
+    client: Result<AgentGrpc, String>,
+}
+
+impl HeartbeatTransport for GrpcTransport {
+    fn link(&self, addr: &str) -> Arc<dyn NodeLink> {
+        let client = self
+            .channels
+            .get(addr)
+            .map(|channel| {
+                AgentClient::with_interceptor(channel, self.auth.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .map_err(|e| e.to_string());
+        Arc::new(GrpcLink { client })
+    }
+}
+
+impl NodeLink for GrpcLink {
+    fn heartbeat(&self, req: pb::HeartbeatRequest) -> HeartbeatCall {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let mut client = client.map_err(Status::invalid_argument)?;
+            client.heartbeat(req).await.map(|r| r.into_inner())
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HeartbeatConfig {
+    pub master_id: NodeId,
+    pub term: u64,
+    pub interval: Duration,
+    /// A heartbeat not answered within this counts as failed.
+    pub timeout: Duration,
+    /// Heartbeats in flight at once.
+    pub concurrency: usize,
+}
+
+struct BeatCtx {
+    cfg: HeartbeatConfig,
+    transport: Arc<dyn HeartbeatTransport>,
+    health: Arc<HealthTable>,
+    permits: Semaphore,
+    applied_index: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+/// Heartbeats every target node until dropped (dropping aborts every heartbeat task).
+pub struct Heartbeater {
+    ctx: Arc<BeatCtx>,
+    tasks: HashMap<NodeId, (String, AbortHandle)>,
+}
+
+/// Phases are whole slots of this width: nodes sharing a slot are sent together, which wakes
+/// the master once per slot instead of once per node (up to 200 slots per 2 s interval).
+const SLOT: Duration = Duration::from_millis(10);
+
+/// The phase of `id` within the interval: spread evenly over the slots by a hash of the id.
+pub(crate) fn phase(id: NodeId, interval: Duration) -> Duration {
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let slots = (interval.as_nanos() / SLOT.as_nanos()).max(1) as u64;
+    SLOT * (z % slots) as u32
+}
+
+impl Heartbeater {
+    /// `applied_index` is the master's applied registry index, sent with every heartbeat.
+    pub fn new(
+        cfg: HeartbeatConfig,
+        transport: Arc<dyn HeartbeatTransport>,
+        health: Arc<HealthTable>,
+        applied_index: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Heartbeater {
+        let permits = Semaphore::new(cfg.concurrency.max(1));
+        Heartbeater {
+            ctx: Arc::new(BeatCtx {
+                cfg,
+                transport,
+                health,
+                permits,
+                applied_index,
+            }),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Over gRPC with its own channels (benchmarks and tools; a `ClusterNode` shares its own).
+    pub fn grpc(
+        cluster: &str,
+        secret: &str,
+        cfg: HeartbeatConfig,
+        health: Arc<HealthTable>,
+    ) -> Result<Heartbeater, ClusterError> {
+        let transport = GrpcTransport {
+            channels: PeerChannels::default(),
+            auth: ClientAuth::new(cluster, secret)?,
+        };
+        Ok(Heartbeater::new(
+            cfg,
+            Arc::new(transport),
+            health,
+            Box::new(|| 0),
+        ))
+    }
+
+    pub fn health(&self) -> &Arc<HealthTable> {
+        &self.ctx.health
+    }
+
+    /// Heartbeats exactly these nodes from now on: new ones start (their grace starts now), ones
+    /// whose address changed restart, missing ones stop and are forgotten.
+    pub fn sync<'a>(&mut self, targets: impl IntoIterator<Item = (NodeId, &'a str)>) {
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        for (id, addr) in targets {
+            seen.insert(id);
+            match self.tasks.get(&id) {
+                Some((a, _)) if a == addr => continue,
+                Some((_, task)) => task.abort(),
+                None => {}
+            }
+            self.ctx.health.watch(id, addr, now);
+            let first = now + phase(id, self.ctx.cfg.interval);
+            let task = tokio::spawn(beat(id, addr.to_string(), first, self.ctx.clone()));
+            self.tasks
+                .insert(id, (addr.to_string(), task.abort_handle()));
+        }
+        let health = &self.ctx.health;
+        self.tasks.retain(|id, (_, task)| {
+            let keep = seen.contains(id);
+            if !keep {
+                task.abort();
+                health.forget(*id);
+            }
+            keep
+        });
+    }
+
+    pub fn targets(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// One heartbeat to each of `nodes` now, `concurrency` at a time; the ids that answered.
+    pub async fn probe(&self, nodes: Vec<(NodeId, String)>, concurrency: usize) -> Vec<NodeId> {
+        let ctx = &self.ctx;
+        futures_util::stream::iter(nodes)
+            .map(|(id, addr)| async move {
+                let link = ctx.transport.link(&addr);
+                ctx.beat_once(id, &addr, link.as_ref()).await.then_some(id)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|answered| async move { answered })
+            .collect()
+            .await
+    }
+}
+
+impl Drop for Heartbeater {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn beat(id: NodeId, addr: String, first: Instant, ctx: Arc<BeatCtx>) {
+    let interval = ctx.cfg.interval;
+    let link = ctx.transport.link(&addr);
+    let mut next = first;
+    loop {
+        tokio::time::sleep_until(next).await;
+        ctx.beat_once(id, &addr, link.as_ref()).await;
+        next += interval;
+        let now = Instant::now();
+        if next <= now {
+            // Fell behind (a slow node): skip the missed slots, keep the phase.
+            let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1);
+            next += interval * (behind as u32 + 1);
+        }
+    }
+}
+
+impl BeatCtx {
+    /// One heartbeat; true if the node answered.
+    async fn beat_once(&self, id: NodeId, addr: &str, link: &dyn NodeLink) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let req = pb::HeartbeatRequest {
+            master_id: self.cfg.master_id,
+            term: self.cfg.term,
+            node_id: id,
+            applied_index: (self.applied_index)(),
+        };
+        let stats = &self.health.stats;
+        stats
+            .sent_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.cfg.timeout, link.heartbeat(req)).await;
+        let error = match result {
+            Ok(Ok(reply)) if reply.node_id == id => {
+                let now = Instant::now();
+                let rtt = now.duration_since(sent);
+                stats
+                    .ok_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.rtt.record(rtt);
+                self.health
+                    .record_answer(id, now, rtt, NodeReport::from_reply(reply));
+                return true;
+            }
+            Ok(Ok(reply)) => format!("answered as node {}", reply.node_id),
+            Ok(Err(status)) => {
+                if status.code() == Code::FailedPrecondition
+                    && status.message().contains("stale master")
+                {
+                    stats
+                        .fenced_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        node = id,
+                        term = self.cfg.term,
+                        reason = status.message(),
+                        "heartbeat refused: this master's term is stale"
+                    );
+                }
+                status.message().to_string()
+            }
+            Err(_) => format!("no answer within {} ms", self.cfg.timeout.as_millis()),
+        };
+        stats
+            .failed_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(node = id, %addr, %error, "heartbeat failed");
+        self.health.record_failure(id, error);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::clock::WallClock;
+    use crate::master::testing::FakeNodes;
+
+    fn heartbeater(fake: &Arc<FakeNodes>, interval: Duration) -> Heartbeater {
+        Heartbeater::new(
+            HeartbeatConfig {
+                master_id: 1,
+                term: 4,
+                interval,
+                timeout: interval,
+                concurrency: 8,
+            },
+            Arc::new(fake.clone()),
+            Arc::new(HealthTable::new(WallClock::at(0))),
+            Box::new(|| 0),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_node_is_heartbeaten_once_per_interval_at_its_own_phase() {
+        let fake = Arc::new(FakeNodes::default());
+        let interval = Duration::from_secs(2);
+        let mut hb = heartbeater(&fake, interval);
+        let start = Instant::now();
+        let addrs: Vec<String> = (1..=50).map(|i| format!("n{i}")).collect();
+        hb.sync((1..=50).zip(addrs.iter().map(String::as_str)));
+        tokio::time::sleep(interval * 10).await;
+        let calls = fake.calls.lock().expect("lock").clone();
+        let mut first_offsets = Vec::new();
+        for id in 1..=50u64 {
+            let times: Vec<Instant> = calls.iter().filter(|c| c.0 == id).map(|c| c.1).collect();
+            assert!(
+                (9..=10).contains(&times.len()),
+                "node {id}: {} heartbeats",
+                times.len()
+            );
+            for w in times.windows(2) {
+                assert_eq!(w[1] - w[0], interval, "node {id} keeps the cadence");
+            }
+            first_offsets.push(times[0] - start);
+            assert!(times[0] - start < interval);
+        }
+        assert!(
+            calls.iter().all(|c| c.2 == 4),
+            "every heartbeat carries the term"
+        );
+        // Spread: no 100 ms slot of the interval holds more than a fifth of the nodes.
+        let mut slots = [0usize; 20];
+        for o in &first_offsets {
+            slots[(o.as_millis() / 100) as usize] += 1;
+        }
+        assert!(
+            slots.iter().all(|&n| n <= 10),
+            "jitter spreads the nodes: {slots:?}"
+        );
+        let health = hb.health().snapshot();
+        assert!(health.values().all(|h| h.last_answer.is_some()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_targets_stop_and_probe_reports_who_answers() {
+        let fake = Arc::new(FakeNodes::default());
+        let interval = Duration::from_secs(2);
+        let mut hb = heartbeater(&fake, interval);
+        hb.sync([(1, "n1"), (2, "n2")]);
+        tokio::time::sleep(interval * 2).await;
+        hb.sync([(1, "n1")]);
+        assert!(hb.health().get(2).is_none());
+        let before = fake
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| c.0 == 2)
+            .count();
+        tokio::time::sleep(interval * 3).await;
+        let after = fake
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| c.0 == 2)
+            .count();
+        assert_eq!(before, after, "no heartbeats to a removed node");
+
+        fake.set_down(3, true);
+        let answered = hb.probe(vec![(1, "n1".into()), (3, "n3".into())], 2).await;
+        assert_eq!(answered, vec![1]);
+    }
+}

@@ -1,0 +1,392 @@
+//! One master term: everything the leader does while it leads in `term`, stopped by dropping
+//! the future (the heartbeat tasks go with it). Every write is `Fenced` with the term, so a
+//! write decided by a deposed master cannot land in a later term.
+//!
+//! Each pass (on every registry change and every heartbeat interval): node records for the Raft
+//! members, heartbeat targets, finished moves, placement, rolling-restart steps. Each sweep:
+//! status changes (one write), an uptime sample per node (one write), pruning (when due).
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio::time::MissedTickBehavior;
+
+use super::clock::WallClock;
+use super::health::HealthTable;
+use super::health::judge;
+use super::heartbeat::HeartbeatConfig;
+use super::heartbeat::Heartbeater;
+use super::io::MasterIo;
+use super::io::WriteError;
+use super::lifecycle::CrashBudget;
+use super::lifecycle::Reports;
+use super::lifecycle::finished_moves;
+use super::lifecycle::next_rolls;
+use super::placement;
+use super::placement::PlacementInput;
+use crate::agent::status_is_live;
+use crate::config::ClusterConfig;
+use crate::registry::DAY_MS;
+use crate::registry::InstanceRef;
+use crate::registry::NodeId;
+use crate::registry::NodeRecord;
+use crate::registry::NodeStatus;
+use crate::registry::Registry;
+use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
+use crate::registry::UptimeSample;
+
+/// The master's timing, from `ClusterConfig`.
+#[derive(Clone, Debug)]
+pub(crate) struct TermSettings {
+    pub heartbeat_interval: Duration,
+    pub sweep_interval: Duration,
+    pub offline_timeout: Duration,
+    pub sweep_concurrency: usize,
+    pub heartbeat_concurrency: usize,
+    pub bucket_ms: u64,
+    pub retention_days: u64,
+}
+
+impl TermSettings {
+    pub(crate) fn from_config(cfg: &ClusterConfig) -> TermSettings {
+        TermSettings {
+            heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+            sweep_interval: Duration::from_millis(cfg.health_sweep_interval_ms),
+            offline_timeout: Duration::from_millis(cfg.offline_timeout_ms),
+            sweep_concurrency: cfg.sweep_concurrency,
+            heartbeat_concurrency: cfg.heartbeat_concurrency,
+            bucket_ms: cfg.uptime_bucket_ms,
+            retention_days: cfg.uptime_retention_days,
+        }
+    }
+}
+
+/// How often the membership is checked for changes between passes.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(200);
+
+/// The term ended: this node no longer leads (or its writes are refused as stale).
+#[derive(Debug)]
+pub(crate) struct Deposed(pub(crate) String);
+
+pub(crate) struct MasterTerm {
+    io: Arc<dyn MasterIo>,
+    term: u64,
+    settings: TermSettings,
+    health: Arc<HealthTable>,
+    heartbeater: Heartbeater,
+    crashes: CrashBudget,
+}
+
+impl MasterTerm {
+    pub(crate) fn new(
+        io: Arc<dyn MasterIo>,
+        master_id: NodeId,
+        term: u64,
+        settings: TermSettings,
+        clock: WallClock,
+    ) -> MasterTerm {
+        let health = Arc::new(HealthTable::new(clock));
+        let heartbeater = Heartbeater::new(
+            HeartbeatConfig {
+                master_id,
+                term,
+                interval: settings.heartbeat_interval,
+                timeout: settings.heartbeat_interval,
+                concurrency: settings.heartbeat_concurrency,
+            },
+            io.transport(),
+            health.clone(),
+            io.applied_index(),
+        );
+        MasterTerm {
+            io,
+            term,
+            settings,
+            health,
+            heartbeater,
+            crashes: CrashBudget::default(),
+        }
+    }
+
+    pub(crate) fn health(&self) -> Arc<HealthTable> {
+        self.health.clone()
+    }
+
+    /// Runs until deposed; drop the future to stop at once.
+    pub(crate) async fn run(mut self) -> Deposed {
+        let started = Instant::now();
+        let mut registry = self.io.registry();
+        let mut sweep = tokio::time::interval_at(
+            started + self.settings.sweep_interval,
+            self.settings.sweep_interval,
+        );
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval_at(
+            started + self.settings.heartbeat_interval,
+            self.settings.heartbeat_interval,
+        );
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A joining node gets its record (and heartbeats) without waiting for the next tick.
+        let mut membership = tokio::time::interval(MEMBERSHIP_POLL);
+        membership.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut members_seen = self.io.membership_version();
+        loop {
+            let reg = registry.borrow_and_update().clone();
+            if let Err(d) = self.pass(&reg).await {
+                return d;
+            }
+            loop {
+                tokio::select! {
+                    r = registry.changed() => if r.is_err() { return Deposed("registry closed".into()) },
+                    _ = tick.tick() => {}
+                    _ = sweep.tick() => if let Err(d) = self.sweep().await { return d },
+                    _ = membership.tick() => {
+                        let now = self.io.membership_version();
+                        if now == members_seen {
+                            continue;
+                        }
+                        members_seen = now;
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    async fn write(&self, cmd: RegistryCommand) -> Result<bool, Deposed> {
+        let what = cmd.to_string();
+        let fenced = RegistryCommand::Fenced {
+            term: self.term,
+            command: Box::new(cmd),
+        };
+        match self.io.write(fenced).await {
+            Ok(RegistryResponse::Applied { .. }) => {
+                tracing::debug!(term = self.term, %what, "master write");
+                Ok(true)
+            }
+            Ok(RegistryResponse::Rejected { reason }) if reason.starts_with("stale master") => {
+                Err(Deposed(format!("{what}: {reason}")))
+            }
+            Ok(RegistryResponse::Rejected { reason }) => {
+                tracing::warn!(term = self.term, %what, %reason, "master write refused");
+                Ok(false)
+            }
+            Err(WriteError::NotLeader) => Err(Deposed(format!("{what}: not the leader"))),
+            Err(WriteError::Failed(e)) => {
+                tracing::warn!(term = self.term, %what, error = %e, "master write failed; retrying next pass");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn pass(&mut self, reg: &Registry) -> Result<(), Deposed> {
+        self.sync_records(reg).await?;
+        self.heartbeater.sync(
+            reg.nodes
+                .values()
+                .filter(|n| n.status != NodeStatus::Left && !n.addr.is_empty())
+                .map(|n| (n.id, n.addr.as_str())),
+        );
+        let health = self.health.snapshot();
+        let reports: Reports<'_> = health
+            .iter()
+            .filter_map(|(id, h)| h.report.as_deref().map(|r| (*id, r)))
+            .collect();
+        let live: BTreeSet<NodeId> = health
+            .iter()
+            .filter(|(_, h)| h.last_answer.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+
+        let done = finished_moves(reg, &reports);
+        if !done.is_empty() {
+            tracing::info!(
+                term = self.term,
+                instances = done.len(),
+                "moves finished: old copies may stop"
+            );
+            self.write(RegistryCommand::FinishMoves { instances: done })
+                .await?;
+        }
+
+        let now = Instant::now();
+        let relocate = self.crashes.candidates(reg, &reports, now);
+        let input = PlacementInput {
+            usage: reports.iter().map(|(id, r)| (*id, r.usage)).collect(),
+            live: live.clone(),
+            relocate: relocate.clone(),
+            running: reports
+                .iter()
+                .filter(|(id, _)| {
+                    reg.nodes.get(id).is_some_and(|n| {
+                        !matches!(n.status, NodeStatus::Offline | NodeStatus::Left)
+                    })
+                })
+                .flat_map(|(_, r)| {
+                    r.instances
+                        .iter()
+                        .filter(|i| status_is_live(&i.status))
+                        .map(|i| InstanceRef {
+                            app: i.app.clone(),
+                            instance: i.instance,
+                        })
+                })
+                .collect(),
+        };
+        let plan = placement::plan(reg, &input);
+        if !plan.unassign.is_empty() {
+            self.write(RegistryCommand::Unassign {
+                instances: plan.unassign,
+            })
+            .await?;
+        }
+        if !plan.assign.is_empty() {
+            tracing::info!(
+                term = self.term,
+                instances = plan.assign.len(),
+                "placing instances"
+            );
+            let placed: HashSet<(String, u32)> = plan
+                .assign
+                .iter()
+                .map(|a| (a.app.clone(), a.instance))
+                .collect();
+            if self
+                .write(RegistryCommand::Assign {
+                    assignments: plan.assign,
+                })
+                .await?
+            {
+                for (inst, node) in relocate {
+                    if placed.contains(&(inst.app.clone(), inst.instance)) {
+                        tracing::warn!(app = %inst.app, instance = inst.instance, from = node, "instance crashed; moved to another node");
+                        self.crashes.record(inst, now);
+                    }
+                }
+            }
+        }
+        if !plan.moves.is_empty() {
+            tracing::info!(
+                term = self.term,
+                instances = plan.moves.len(),
+                "moving instances (start new, then stop old)"
+            );
+            self.write(RegistryCommand::Move { moves: plan.moves })
+                .await?;
+        }
+        for roll in next_rolls(reg, &reports, &live) {
+            tracing::info!(term = self.term, %roll, "rolling restart step");
+            self.write(roll).await?;
+        }
+        Ok(())
+    }
+
+    /// A record for every Raft member (one write), `Left` for records of former members.
+    async fn sync_records(&self, reg: &Registry) -> Result<(), Deposed> {
+        let members = self.io.members();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let upserts: Vec<NodeRecord> = members
+            .iter()
+            .filter(|(id, m)| {
+                reg.nodes.get(id).is_none_or(|rec| {
+                    rec.addr != m.addr || rec.labels != m.labels || rec.status == NodeStatus::Left
+                })
+            })
+            .map(|(id, m)| NodeRecord {
+                id: *id,
+                addr: m.addr.clone(),
+                labels: m.labels.clone(),
+                ..NodeRecord::default()
+            })
+            .collect();
+        if !upserts.is_empty() {
+            tracing::info!(
+                term = self.term,
+                nodes = upserts.len(),
+                "recording cluster members"
+            );
+            self.write(RegistryCommand::UpsertNodes { nodes: upserts })
+                .await?;
+        }
+        let ids: HashSet<NodeId> = members.iter().map(|(id, _)| *id).collect();
+        let left: Vec<(NodeId, NodeStatus)> = reg
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Left && !ids.contains(&n.id))
+            .map(|n| (n.id, NodeStatus::Left))
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(term = self.term, nodes = ?left, "nodes left the membership");
+            self.write(RegistryCommand::SetNodeStatus { updates: left })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep(&mut self) -> Result<(), Deposed> {
+        let reg = self.io.registry().borrow().clone();
+        let now = Instant::now();
+        let health = self.health.snapshot();
+        let verdict = judge(&reg.nodes, &health, now, self.settings.offline_timeout);
+        let mut offline = verdict.offline;
+        if !offline.is_empty() {
+            // One last direct try before declaring a node dead.
+            let probe = offline
+                .iter()
+                .filter_map(|id| health.get(id).map(|h| (*id, h.addr.clone())))
+                .collect();
+            let answered = self
+                .heartbeater
+                .probe(probe, self.settings.sweep_concurrency)
+                .await;
+            offline.retain(|id| !answered.contains(id));
+        }
+        let updates: Vec<(NodeId, NodeStatus)> = offline
+            .iter()
+            .map(|&id| (id, NodeStatus::Offline))
+            .chain(verdict.online.iter().map(|&id| (id, NodeStatus::Online)))
+            .collect();
+        if !updates.is_empty() {
+            tracing::info!(term = self.term, offline = ?offline, online = ?verdict.online, "health sweep: node status changes");
+            self.write(RegistryCommand::SetNodeStatus {
+                updates: updates.clone(),
+            })
+            .await?;
+        }
+        let changed: HashMap<NodeId, NodeStatus> = updates.into_iter().collect();
+        let at_ms = self.health.clock.now_ms();
+        let samples: Vec<UptimeSample> = reg
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Left)
+            .map(|n| UptimeSample {
+                node: n.id,
+                at_ms,
+                up: changed.get(&n.id).copied().unwrap_or(n.status) != NodeStatus::Offline,
+            })
+            .collect();
+        if !samples.is_empty() {
+            let bucket_ms = (self.settings.bucket_ms != DAY_MS).then_some(self.settings.bucket_ms);
+            self.write(RegistryCommand::RecordUptime { samples, bucket_ms })
+                .await?;
+        }
+        let cutoff = at_ms.saturating_sub(self.settings.retention_days.saturating_mul(DAY_MS));
+        if reg.has_uptime_before(cutoff) {
+            tracing::info!(
+                term = self.term,
+                before_ms = cutoff,
+                "pruning uptime history"
+            );
+            self.write(RegistryCommand::PruneUptime { before_ms: cutoff })
+                .await?;
+        }
+        Ok(())
+    }
+}

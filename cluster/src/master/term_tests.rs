@@ -1,0 +1,339 @@
+//! A master term against fake nodes and an in-memory registry, on a paused tokio clock:
+//! offline after the timeout, the grace after an election, rescheduling at the sweep, uptime
+//! buckets and pruning, and stopping when leadership goes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::MasterView;
+use super::clock::WallClock;
+use super::term::MasterTerm;
+use super::term::TermSettings;
+use super::testing::FakeWorld;
+use crate::node::Leadership;
+use crate::registry::App;
+use crate::registry::DAY_MS;
+use crate::registry::NodeId;
+use crate::registry::NodeStatus;
+use crate::registry::Registry;
+use crate::registry::RegistryCommand;
+use crate::registry::UptimeBucket;
+
+const TERM: u64 = 7;
+
+fn settings() -> TermSettings {
+    TermSettings {
+        heartbeat_interval: Duration::from_secs(2),
+        sweep_interval: Duration::from_secs(60),
+        offline_timeout: Duration::from_secs(90),
+        sweep_concurrency: 20,
+        heartbeat_concurrency: 64,
+        bucket_ms: DAY_MS,
+        retention_days: 90,
+    }
+}
+
+fn start(world: &Arc<FakeWorld>, clock: WallClock) -> tokio::task::JoinHandle<()> {
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), clock);
+    tokio::spawn(async move {
+        term.run().await;
+    })
+}
+
+fn status_writes(world: &FakeWorld) -> Vec<Vec<(NodeId, NodeStatus)>> {
+    world
+        .written(|c| matches!(c, RegistryCommand::SetNodeStatus { .. }))
+        .into_iter()
+        .filter_map(|c| match c {
+            RegistryCommand::SetNodeStatus { updates } => Some(updates),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn at(secs: u64, started: tokio::time::Instant) {
+    tokio::time::sleep_until(started + Duration::from_millis(secs * 1000 + 500)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_online_when_it_answers()
+{
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.nodes.set_down(3, true);
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+
+    at(1, t0).await;
+    let r = world.registry_now();
+    assert_eq!(r.nodes.len(), 3, "a record for every member, in one write");
+    assert_eq!(
+        world
+            .written(|c| matches!(c, RegistryCommand::UpsertNodes { .. }))
+            .len(),
+        1
+    );
+
+    at(60, t0).await;
+    assert!(
+        status_writes(&world).is_empty(),
+        "60 s of silence is not 90"
+    );
+    at(120, t0).await;
+    assert_eq!(status_writes(&world), vec![vec![(3, NodeStatus::Offline)]]);
+    assert_eq!(world.registry_now().nodes[&3].status, NodeStatus::Offline);
+
+    world.nodes.set_down(3, false);
+    at(179, t0).await;
+    assert_eq!(
+        status_writes(&world).len(),
+        1,
+        "back online only at the next sweep"
+    );
+    at(180, t0).await;
+    assert_eq!(status_writes(&world)[1], vec![(3, NodeStatus::Online)]);
+    // Heartbeat cadence: about one per node per 2 s over 180 s.
+    let n = world.nodes.calls_to(1);
+    assert!((89..=91).contains(&n), "{n} heartbeats to node 1 in 180 s");
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_election() {
+    // The registry says all three are online: a previous master saw them.
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    for id in [2, 3] {
+        world.nodes.set_down(id, true);
+    }
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    // Node 2 was only slow to answer the new master: 80 s after the election.
+    at(80, t0).await;
+    world.nodes.set_down(2, false);
+    at(60 + 60, t0).await;
+    assert_eq!(
+        status_writes(&world),
+        vec![vec![(3, NodeStatus::Offline)]],
+        "only the node silent for a full timeout since the election"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.user_write(RegistryCommand::PutApp {
+        name: "api".into(),
+        app: App {
+            instances: 3,
+            ..App::default()
+        },
+    });
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    at(5, t0).await;
+    let placed = world.registry_now().assignments["api"].clone();
+    let mut nodes: Vec<NodeId> = placed.values().copied().collect();
+    nodes.sort();
+    assert_eq!(nodes, vec![1, 2, 3], "one instance per node");
+    let victim = placed[&0];
+    world.nodes.set_down(victim, true);
+
+    at(119, t0).await;
+    assert_eq!(
+        world.registry_now().assignments["api"][&0],
+        victim,
+        "silent 114 s but no sweep yet"
+    );
+    at(120, t0).await;
+    let r = world.registry_now();
+    assert_eq!(r.nodes[&victim].status, NodeStatus::Offline);
+    assert_ne!(
+        r.assignments["api"][&0], victim,
+        "rescheduled right after the sweep"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
+    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
+    world.nodes.set_down(2, true);
+    let day = 20_000;
+    // The term starts 150 s before midnight: sweeps at 60 s, 120 s (day `day - 1`), 180 s (day).
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(day * DAY_MS - 150_000));
+    at(180, t0).await;
+    let r = world.registry_now();
+    let bucket = |node: NodeId, d: u64| r.uptime[&node].get(&d).copied().unwrap_or_default();
+    assert_eq!(
+        (
+            bucket(1, day - 1).up_samples,
+            bucket(1, day - 1).total_samples
+        ),
+        (2, 2)
+    );
+    assert_eq!(
+        (bucket(1, day).up_samples, bucket(1, day).total_samples),
+        (1, 1)
+    );
+    // Node 2: up at 60 s (grace), offline at 120 s (down since the election), still at 180 s.
+    assert_eq!(
+        (
+            bucket(2, day - 1).up_samples,
+            bucket(2, day - 1).total_samples
+        ),
+        (1, 2)
+    );
+    assert_eq!(
+        (bucket(2, day).up_samples, bucket(2, day).total_samples),
+        (0, 1)
+    );
+    assert_eq!(
+        world
+            .written(|c| matches!(c, RegistryCommand::RecordUptime { .. }))
+            .len(),
+        3,
+        "one uptime batch per sweep"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
+    let today = 20_000;
+    let mut reg = Registry::default();
+    let old = UptimeBucket {
+        up_samples: 1,
+        total_samples: 1,
+        last_sample_ms: 0,
+    };
+    for d in [today - 91, today - 90, today - 89] {
+        reg.uptime.entry(1).or_default().insert(d, old);
+    }
+    let world = FakeWorld::new(TERM, &[1], reg);
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(today * DAY_MS + 3_600_000));
+    at(60, t0).await;
+    let days: Vec<u64> = world.registry_now().uptime[&1].keys().copied().collect();
+    assert_eq!(
+        days,
+        vec![today - 90, today - 89, today],
+        "the day ending more than 90 days ago is gone"
+    );
+    assert_eq!(
+        world
+            .written(|c| matches!(c, RegistryCommand::PruneUptime { .. }))
+            .len(),
+        1
+    );
+    at(120, t0).await;
+    assert_eq!(
+        world
+            .written(|c| matches!(c, RegistryCommand::PruneUptime { .. }))
+            .len(),
+        1,
+        "no prune when nothing is due"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn master_duties_stop_the_moment_leadership_is_lost() {
+    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
+    let (lead_tx, lead_rx) = watch::channel(Leadership::Follower {
+        term: TERM - 1,
+        leader: Some(2),
+    });
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let view = Arc::new(MasterView::default());
+    let task = tokio::spawn(super::run(
+        world.clone(),
+        1,
+        settings(),
+        lead_rx,
+        view.clone(),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(world.nodes.calls_to(2), 0, "a follower does not heartbeat");
+    lead_tx.send_replace(Leadership::Leader { term: TERM });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(world.nodes.calls_to(2) >= 4);
+    let reg = world.registry_now();
+    let rt = view.runtime(1, &reg).expect("a runtime view while leading");
+    assert_eq!(rt.term, TERM);
+    assert!(rt.nodes.iter().all(|n| n.last_seen_ms.is_some()));
+    assert!(
+        world
+            .writes
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|w| matches!(w, RegistryCommand::Fenced { term: TERM, .. })),
+        "every master write carries its term"
+    );
+
+    lead_tx.send_replace(Leadership::Follower {
+        term: TERM + 1,
+        leader: Some(2),
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let before = world.nodes.calls_to(2);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        world.nodes.calls_to(2),
+        before,
+        "no heartbeat after losing leadership"
+    );
+    assert!(view.runtime(1, &reg).is_none());
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_looping_instance_moves_at_most_three_times_an_hour() {
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.user_write(RegistryCommand::PutApp {
+        name: "bad".into(),
+        app: App {
+            instances: 1,
+            ..App::default()
+        },
+    });
+    // Wherever it runs, it crashes.
+    for id in 1..=3 {
+        world.nodes.instances.lock().expect("lock").insert(
+            id,
+            vec![herd_proto::cluster::InstanceStatus {
+                app: "bad".into(),
+                instance: 0,
+                status: "crashed".into(),
+                pid: None,
+                restarts: 5,
+                generation: 0,
+            }],
+        );
+    }
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    at(600, t0).await;
+    let assigns = world.written(|c| matches!(c, RegistryCommand::Assign { .. }));
+    assert_eq!(
+        assigns.len(),
+        4,
+        "placed once, then moved three times: {assigns:?}"
+    );
+    let nodes: Vec<NodeId> = assigns
+        .iter()
+        .filter_map(|c| match c {
+            RegistryCommand::Assign { assignments } => Some(assignments[0].node),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        nodes.windows(2).all(|w| w[0] != w[1]),
+        "each move goes elsewhere: {nodes:?}"
+    );
+    task.abort();
+}

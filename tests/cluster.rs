@@ -525,3 +525,141 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
         idx == [0, 1, 2]
     });
 }
+
+fn node_status(view: &Value, id: u64) -> Option<String> {
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))
+        .and_then(|n| n["status"].as_str().map(String::from))
+}
+
+#[test]
+fn a_new_master_takes_over_without_marking_live_nodes_offline() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_formed(&all, 3, 0);
+    wait_until("every node recorded online", FORM, || {
+        let v = all[0].herd.json(&["cluster", "uptime", "--json"]);
+        all.iter()
+            .all(|n| node_status(&v, n.id()).as_deref() == Some("online"))
+    });
+    by_id(&all, leader).herd.ok(&["kill"]);
+    let survivors: Vec<&Node> = all.iter().copied().filter(|n| n.id() != leader).collect();
+    wait_until("a new leader", FORM, || {
+        survivors
+            .iter()
+            .all(|n| n.leader().is_some_and(|l| l != leader))
+    });
+    // Well past the offline timeout: the dead node goes offline, the live ones never do.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut dead_offline = false;
+    while std::time::Instant::now() < deadline {
+        let v = survivors[0]
+            .herd
+            .json(&["cluster", "uptime", "--json", "--days", "1"]);
+        for n in &survivors {
+            assert_eq!(
+                node_status(&v, n.id()).as_deref(),
+                Some("online"),
+                "a live node was marked offline: {v}"
+            );
+        }
+        dead_offline |= node_status(&v, leader).as_deref() == Some("offline");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(dead_offline, "the killed leader was never marked offline");
+}
+
+#[test]
+fn drain_moves_every_instance_and_stops_none_early() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("3 instances running", FORM, || {
+        let mut idx: Vec<u64> = placement_of(&all, "web").concat();
+        idx.sort();
+        idx == [0, 1, 2]
+    });
+    let target = *all
+        .iter()
+        .find(|n| !running_here(n, "web").is_empty())
+        .unwrap();
+    let homes: Vec<std::path::PathBuf> = all
+        .iter()
+        .map(|n| n.herd.home.path().to_path_buf())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Watch the whole time: the set of running instances never loses one.
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut worst = 3usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut idx: Vec<u64> = Vec::new();
+                for h in &homes {
+                    let out = Command::new(herd_bin())
+                        .args(["ps", "--json"])
+                        .env("HERD_HOME", h)
+                        .output()
+                        .unwrap();
+                    let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    idx.extend(
+                        rows.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| r["status"] == "running")
+                            .filter_map(|r| {
+                                r["name"]
+                                    .as_str()?
+                                    .strip_prefix("web@")?
+                                    .parse::<u64>()
+                                    .ok()
+                            }),
+                    );
+                }
+                idx.sort();
+                idx.dedup();
+                worst = worst.min(idx.len());
+            }
+            worst
+        })
+    };
+    let out = all[0].herd.ok(&[
+        "cluster",
+        "drain",
+        &target.id().to_string(),
+        "--timeout",
+        "60",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = watcher.join().unwrap();
+    assert!(out.contains("drained"), "{out}");
+    assert!(
+        running_here(target, "web").is_empty(),
+        "the drained node still runs web"
+    );
+    assert_eq!(
+        worst, 3,
+        "an instance was stopped before its replacement ran"
+    );
+    let mut idx: Vec<u64> = placement_of(&all, "web").concat();
+    idx.sort();
+    assert_eq!(idx, [0, 1, 2]);
+    all[0]
+        .herd
+        .ok(&["cluster", "undrain", &target.id().to_string()]);
+}

@@ -4,22 +4,72 @@ use crate::error::Result;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: herd-bench [--apps N[,N...]] [--restarts N] [--ps-runs N] [--json FILE]
+usage: herd-bench [--apps N[,N...]] [--restarts N] [--ps-runs N] [--idle-secs N]
+                  [--churn-secs N] [--kills N] [--compare] [--only S[,S...]] [--json FILE]
 
-  --apps      app counts for the start / memory / down scenario (default 100,1000)
-  --restarts  SIGKILLs in the restart-latency scenario (default 50)
-  --ps-runs   `herd ps` invocations timed with 100 apps registered (default 200)
-  --json      also write the results to FILE as JSON
+  --apps        app counts for the start / memory / down scenario (default 100,1000)
+  --restarts    SIGKILLs in the restart-latency scenario (default 50)
+  --ps-runs     `herd ps` invocations timed with 100 apps registered (default 200)
+  --idle-secs   idle scenario: daemon CPU measured over N s with 100 apps (default 120)
+  --churn-secs  churn scenario: N s of crash loops, restarts and scaling (default 300)
+  --kills       SIGKILLs per supervisor after the idle period (default 30, at most 100)
+  --compare     also run the idle scenario for PM2 and supervisord (installed on demand
+                into target/bench-tools from npm and PyPI; skipped if that fails)
+  --only        run only these scenarios: apps, restart, ps, idle, churn (default: all;
+                --compare always runs idle)
+  --json        also write the results to FILE as JSON
 
 Drives target/release/herd, which must sit next to this executable:
   cargo build --release -p herd -p herd-bench && target/release/herd-bench";
+
+/// The scenarios `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Apps,
+    Restart,
+    Ps,
+    Idle,
+    Churn,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Apps,
+        Scenario::Restart,
+        Scenario::Ps,
+        Scenario::Idle,
+        Scenario::Churn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Apps => "apps",
+            Scenario::Restart => "restart",
+            Scenario::Ps => "ps",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+        }
+    }
+}
 
 #[derive(Debug, PartialEq)]
 pub struct Options {
     pub apps: Vec<usize>,
     pub restarts: usize,
     pub ps_runs: usize,
+    pub idle_secs: u64,
+    pub churn_secs: u64,
+    pub kills: usize,
+    pub compare: bool,
+    pub only: Vec<Scenario>,
     pub json: Option<PathBuf>,
+}
+
+impl Options {
+    /// Whether `s` runs (idle always does with `--compare`: it is herd's side of the table).
+    pub fn runs(&self, s: Scenario) -> bool {
+        self.only.contains(&s) || (s == Scenario::Idle && self.compare)
+    }
 }
 
 impl Default for Options {
@@ -28,6 +78,11 @@ impl Default for Options {
             apps: vec![100, 1000],
             restarts: 50,
             ps_runs: 200,
+            idle_secs: 120,
+            churn_secs: 300,
+            kills: 30,
+            compare: false,
+            only: Scenario::ALL.to_vec(),
             json: None,
         }
     }
@@ -40,6 +95,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> 
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(None);
+        }
+        if arg == "--compare" {
+            opts.compare = true;
+            continue;
         }
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) => (f.to_string(), Some(v.to_string())),
@@ -60,11 +119,28 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> 
             }
             "--restarts" => opts.restarts = count(&flag, &value()?)?,
             "--ps-runs" => opts.ps_runs = count(&flag, &value()?)?,
+            "--idle-secs" => opts.idle_secs = count(&flag, &value()?)? as u64,
+            "--churn-secs" => opts.churn_secs = count(&flag, &value()?)? as u64,
+            "--kills" => match count(&flag, &value()?)? {
+                n @ 1..=100 => opts.kills = n,
+                n => return Err(format!("--kills: {n} is more than 100 (one kill per app)")),
+            },
+            "--only" => opts.only = value()?.split(',').map(scenario).collect::<Result<_>>()?,
             "--json" => opts.json = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}")),
         }
     }
     Ok(Some(opts))
+}
+
+fn scenario(text: &str) -> Result<Scenario> {
+    let text = text.trim();
+    Scenario::ALL
+        .into_iter()
+        .find(|s| s.name() == text)
+        .ok_or(format!(
+            "--only: `{text}` is not one of apps, restart, ps, idle, churn"
+        ))
 }
 
 /// A positive whole number.
@@ -90,18 +166,35 @@ mod tests {
 
     #[test]
     fn every_option_both_spellings() {
-        let o = parse_str("--apps 10,20 --restarts=5 --ps-runs 7 --json=out.json")
-            .unwrap()
-            .unwrap();
+        let o = parse_str(
+            "--apps 10,20 --restarts=5 --ps-runs 7 --idle-secs 60 --churn-secs=120 --kills 9 \
+             --compare --only idle,churn --json=out.json",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             o,
             Options {
                 apps: vec![10, 20],
                 restarts: 5,
                 ps_runs: 7,
+                idle_secs: 60,
+                churn_secs: 120,
+                kills: 9,
+                compare: true,
+                only: vec![Scenario::Idle, Scenario::Churn],
                 json: Some("out.json".into())
             }
         );
+        assert!(o.runs(Scenario::Churn) && !o.runs(Scenario::Apps));
+    }
+
+    #[test]
+    fn compare_always_runs_idle() {
+        let o = parse_str("--only churn --compare").unwrap().unwrap();
+        assert!(o.runs(Scenario::Idle) && o.runs(Scenario::Churn) && !o.runs(Scenario::Ps));
+        let o = parse_str("--only churn").unwrap().unwrap();
+        assert!(!o.runs(Scenario::Idle));
     }
 
     #[test]
@@ -125,6 +218,16 @@ mod tests {
             parse_str("--bogus")
                 .unwrap_err()
                 .starts_with("unknown argument `--bogus`")
+        );
+        assert!(
+            parse_str("--only idle,bogus")
+                .unwrap_err()
+                .starts_with("--only: `bogus`")
+        );
+        assert!(
+            parse_str("--kills 101")
+                .unwrap_err()
+                .starts_with("--kills: 101")
         );
         assert_eq!(parse_str("--help").unwrap(), None);
     }

@@ -2,8 +2,9 @@
 //! Dropping it always leaves nothing behind: whatever still runs with its `HERD_HOME`
 //! (daemon or apps) is killed — `herd kill`, then SIGKILL to each process group.
 
+use crate::cleanup::{kill_all_with_env, processes_with_env};
 use crate::error::{Context, Result};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::cell::Cell;
@@ -16,6 +17,17 @@ use tempfile::TempDir;
 
 /// The longest any single `herd` command or any wait for a condition may take.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The daemon settings an environment variable could override (`HERD_METRICS_INTERVAL_S`,
+/// ...): removed, so every daemon the bench starts runs with herd's defaults.
+const CONFIG_OVERRIDES: [&str; 6] = [
+    "HERD_LOG_LEVEL",
+    "HERD_METRICS_INTERVAL_S",
+    "HERD_RECOVERY_SWEEP_S",
+    "HERD_STATE_FLUSH_S",
+    "HERD_EVENTS_MAX_BYTES",
+    "HERD_EVENTS_FILES",
+];
 
 /// One row of `herd ps --json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +74,11 @@ impl Herd {
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(&self.exe);
-        cmd.args(args)
-            .env("HERD_HOME", self.home())
-            .stdin(Stdio::null())
+        cmd.args(args).env("HERD_HOME", self.home());
+        for var in CONFIG_OVERRIDES {
+            cmd.env_remove(var);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
@@ -140,7 +154,7 @@ impl Herd {
 
     /// Kills everything still running with this home, telling why.
     fn clean_up(&self) {
-        let left = processes_using(self.home());
+        let left = processes_with_env("HERD_HOME", self.home());
         if left.is_empty() {
             return;
         }
@@ -160,24 +174,7 @@ impl Herd {
         if let Err(e) = self.run(["kill"]) {
             eprintln!("herd-bench: `herd kill` failed: {e}");
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = processes_using(self.home());
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                eprintln!(
-                    "herd-bench: could not kill pids {left:?} (home {})",
-                    self.home().display()
-                );
-                return;
-            }
-            for pid in left {
-                kill_group(pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill_all_with_env("HERD_HOME", self.home());
     }
 }
 
@@ -190,6 +187,36 @@ impl Drop for Herd {
 /// Runs `cmd`, killing it after [`DEADLINE`]; fails unless it exits 0. Returns its output and
 /// how long it took from spawn to exit.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(Output, Duration)> {
+    run_within(cmd, what, DEADLINE)
+}
+
+/// [`run_checked`] with another deadline (installs take minutes).
+pub fn run_within(cmd: &mut Command, what: &str, limit: Duration) -> Result<(Output, Duration)> {
+    let (out, took) = run_any_status(cmd, what, limit)?;
+    if !out.status.success() {
+        return Err(failure(what, &out));
+    }
+    Ok((out, took))
+}
+
+/// "`X` failed (exit status: 1): STDERR" (stdout when stderr is empty).
+pub fn failure(what: &str, out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let text = if stderr.trim().is_empty() {
+        String::from_utf8_lossy(&out.stdout)
+    } else {
+        stderr
+    };
+    format!("{what} failed ({}): {}", out.status, text.trim())
+}
+
+/// Runs `cmd`, killing it after `limit`, whatever its exit status. Returns its output and how
+/// long it took from spawn to exit.
+pub fn run_any_status(
+    cmd: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> Result<(Output, Duration)> {
     let start = Instant::now();
     let child = cmd.spawn().context(|| format!("cannot run {what}"))?;
     let pid = child.id();
@@ -199,21 +226,17 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(Output, Duration)> 
         let out = child.wait_with_output();
         let _ = tx.send((out, start.elapsed()));
     });
-    let (out, took) = match rx.recv_timeout(DEADLINE) {
+    let (out, took) = match rx.recv_timeout(limit) {
         Ok(done) => done,
         Err(_) => {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             return Err(format!(
                 "{what} did not finish within {} s (killed it)",
-                DEADLINE.as_secs()
+                limit.as_secs()
             ));
         }
     };
     let out = out.context(|| format!("cannot wait for {what}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{what} failed ({}): {}", out.status, stderr.trim()));
-    }
     Ok((out, took))
 }
 
@@ -261,33 +284,6 @@ pub fn status_counts(rows: &[Instance]) -> String {
         .map(|(s, n)| format!("{n} {s}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Every live process (other than this one) whose environment has `HERD_HOME=home`: the
-/// daemon started for it and, through inheritance, every app it spawned.
-fn processes_using(home: &Path) -> Vec<u32> {
-    let mut needle = b"HERD_HOME=".to_vec();
-    needle.extend_from_slice(home.as_os_str().as_encoded_bytes());
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            // Unreadable (another user's, or gone) and zombies (empty) never match.
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle))
-        })
-        .collect()
-}
-
-/// SIGKILL to the group `pid` leads (apps are group leaders) and to `pid` itself.
-fn kill_group(pid: u32) {
-    let pid = Pid::from_raw(pid as i32);
-    let _ = killpg(pid, Signal::SIGKILL);
-    let _ = kill(pid, Signal::SIGKILL);
 }
 
 #[cfg(test)]

@@ -16,20 +16,38 @@
 //! 4. **CLI round trip**: whole `herd ps` / `herd ps --json` invocations (spawn to exit) with
 //!    100 apps registered — the cost every script and status check pays.
 //!
+//! 5. **Idle**: 100 apps of `sleep 100000` under the daemon, metrics at their default 5 s
+//!    interval; after a 10 s settle, the daemon's CPU over `--idle-secs` (utime + stime from
+//!    `/proc/PID/stat`) and its RSS / PSS at both ends; also the start of the 100 apps through
+//!    the CLI and SIGKILL restarts timed by watching `/proc`. With `--compare`, the same for
+//!    PM2 and supervisord (installed on demand from npm and PyPI; skipped if that fails).
+//! 6. **Churn**: 100 apps, 20 of them crash-looping, a `herd restart` and a `herd scale` every
+//!    second for `--churn-secs`; the daemon's RSS every 10 s and its least-squares slope.
+//!
 //! Run: `cargo build --release -p herd -p herd-bench && target/release/herd-bench
-//! [--apps 100,1000] [--restarts 50] [--ps-runs 200] [--json FILE]`.
+//! [--apps 100,1000] [--restarts 50] [--ps-runs 200] [--idle-secs 120] [--churn-secs 300]
+//! [--kills 30] [--compare] [--only apps,restart,ps,idle,churn] [--json FILE]`.
 
 mod args;
 mod child;
+mod churn;
+mod cleanup;
 mod error;
 mod herd;
+mod idle;
+mod procfs;
 mod report;
 mod scenarios;
 mod stats;
+mod tools;
 
+use args::{Options, Scenario};
 use error::{Context, Result};
-use std::path::PathBuf;
+use report::{Compared, Results};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+use tools::Supervisor;
 
 fn main() -> ExitCode {
     // The helper mode must stamp before doing anything else: it is the restart-latency probe.
@@ -55,31 +73,97 @@ fn run() -> Result<()> {
     };
     let exes = Binaries::locate()?;
     let env = scenarios::environment(&exes.herd)?;
-    eprintln!("herd-bench: using {}", exes.herd.display());
-
-    let mut apps = Vec::new();
-    for &n in &opts.apps {
-        eprintln!("herd-bench: starting {n} apps ...");
-        apps.push(scenarios::apps(&exes.herd, n)?);
-    }
-    eprintln!("herd-bench: {} SIGKILL restarts ...", opts.restarts);
-    let restart = scenarios::restart_latency(&exes, opts.restarts)?;
-    eprintln!("herd-bench: {} `herd ps` runs ...", opts.ps_runs);
-    let ps = scenarios::ps_round_trip(&exes.herd, opts.ps_runs)?;
-
-    let results = report::Results {
+    eprintln!(
+        "herd-bench: using {} ({}, built {})",
+        exes.herd.display(),
+        env.herd_version,
+        env.herd_built
+    );
+    let mut results = Results {
         env,
-        apps,
-        restart,
-        ps,
+        apps: Vec::new(),
+        restart: None,
+        ps: None,
+        idle: None,
+        compare: Vec::new(),
+        churn: None,
     };
+
+    if opts.runs(Scenario::Apps) {
+        for &n in &opts.apps {
+            eprintln!("herd-bench: starting {n} apps ...");
+            results.apps.push(scenarios::apps(&exes.herd, n)?);
+        }
+    }
+    if opts.runs(Scenario::Restart) {
+        eprintln!("herd-bench: {} SIGKILL restarts ...", opts.restarts);
+        results.restart = Some(scenarios::restart_latency(&exes, opts.restarts)?);
+    }
+    if opts.runs(Scenario::Ps) {
+        eprintln!("herd-bench: {} `herd ps` runs ...", opts.ps_runs);
+        results.ps = Some(scenarios::ps_round_trip(&exes.herd, opts.ps_runs)?);
+    }
+    if opts.runs(Scenario::Idle) {
+        let mut herd =
+            tools::herd::HerdTool::up(&exes.herd, &results.env.herd_version, idle::APPS)?;
+        results.idle = Some(measure_idle(&mut herd, &opts)?);
+    }
+    if opts.compare {
+        let cache = tools::cache_dir(&exes.bench);
+        results.compare.push(compared("PM2", || {
+            let (bin, version) = tools::pm2::install(&cache)?;
+            let mut pm2 = tools::pm2::Pm2::up(&bin, &version, idle::APPS)?;
+            measure_idle(&mut pm2, &opts)
+        }));
+        results.compare.push(compared("supervisord", || {
+            let (bin, version) = tools::supervisord::install(&cache)?;
+            let mut sup = tools::supervisord::Supervisord::up(&bin, &version, idle::APPS)?;
+            measure_idle(&mut sup, &opts)
+        }));
+    }
+    if opts.runs(Scenario::Churn) {
+        eprintln!(
+            "herd-bench: churn for {} s (memory every {} s) ...",
+            opts.churn_secs,
+            churn::SAMPLE_EVERY
+        );
+        results.churn = Some(churn::churn(&exes.herd, opts.churn_secs)?);
+    }
+
     report::print(&results);
     if let Some(path) = &opts.json {
-        let text = serde_json::to_string_pretty(&report::to_json(&results))
-            .context(|| "cannot encode the results".to_string())?;
-        std::fs::write(path, text + "\n").context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("herd-bench: wrote {}", path.display());
+        write_json(&results, path)?;
     }
+    Ok(())
+}
+
+/// The idle scenario for one supervisor, then its orderly shutdown.
+fn measure_idle(sup: &mut dyn Supervisor, opts: &Options) -> Result<idle::IdleResult> {
+    let result = idle::measure(sup, Duration::from_secs(opts.idle_secs), opts.kills)?;
+    sup.shut_down()
+        .context(|| format!("{}: shutting down", result.label))?;
+    Ok(result)
+}
+
+/// Another supervisor's run: any failure, of its install included, skips it with the reason.
+fn compared(tool: &str, run: impl FnOnce() -> Result<idle::IdleResult>) -> Compared {
+    match run() {
+        Ok(m) => Compared::Measured(Box::new(m)),
+        Err(reason) => {
+            eprintln!("herd-bench: skipping {tool}: {reason}");
+            Compared::Skipped {
+                tool: tool.to_string(),
+                reason,
+            }
+        }
+    }
+}
+
+fn write_json(results: &Results, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(&report::to_json(results))
+        .context(|| "cannot encode the results".to_string())?;
+    std::fs::write(path, text + "\n").context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("herd-bench: wrote {}", path.display());
     Ok(())
 }
 

@@ -1,16 +1,35 @@
 //! The results as a table for people and as JSON for scripts.
 
-use crate::scenarios::{AppsResult, Environment, Memory, PsResult, RestartResult};
+use crate::churn::{self, ChurnResult, Ops};
+use crate::idle::{self, Cpu, IdleResult};
+use crate::procfs::Memory;
+use crate::scenarios::{AppsResult, Environment, PsResult, RestartResult};
 use crate::stats::Summary;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// What ran; a scenario left out by `--only` is `None` or empty.
 pub struct Results {
     pub env: Environment,
     pub apps: Vec<AppsResult>,
-    pub restart: RestartResult,
-    pub ps: PsResult,
+    pub restart: Option<RestartResult>,
+    pub ps: Option<PsResult>,
+    /// herd's side of the idle comparison.
+    pub idle: Option<IdleResult>,
+    /// PM2 and supervisord, with `--compare`.
+    pub compare: Vec<Compared>,
+    pub churn: Option<ChurnResult>,
 }
+
+/// One other supervisor: measured, or skipped with the reason (an install that failed, say).
+pub enum Compared {
+    Measured(Box<IdleResult>),
+    Skipped { tool: String, reason: String },
+}
+
+pub const ANON_NOTE: &str = "anon RSS = RssAnon of /proc/PID/status (heap, stacks); the rest of \
+                             the RSS is mostly the executable's and libraries' pages, and PSS \
+                             splits those with every other process mapping the same files";
 
 pub const MEMORY_NOTE: &str = "supervisor memory = the daemon alone: herd runs no shim processes, \
                                each app writes its logs directly";
@@ -18,52 +37,425 @@ pub const MEMORY_NOTE: &str = "supervisor memory = the daemon alone: herd runs n
 pub fn print(r: &Results) {
     let e = &r.env;
     println!(
-        "\n{} | {} CPUs | kernel {} | open-file limit {}\n",
-        e.herd_version, e.nproc, e.kernel, e.open_files_limit
+        "\n{} ({}, built {}) | {} CPUs | kernel {} | open-file limit {}\n",
+        e.herd_version, e.herd_path, e.herd_built, e.nproc, e.kernel, e.open_files_limit
     );
 
-    println!("Start / memory / stop: N apps of `sleep 100000`, a fresh daemon for each N");
-    let rows: Vec<Vec<String>> = r.apps.iter().map(apps_row).collect();
+    if !r.apps.is_empty() {
+        println!("Start / memory / stop: N apps of `sleep 100000`, a fresh daemon for each N");
+        let rows: Vec<Vec<String>> = r.apps.iter().map(apps_row).collect();
+        table(
+            &[
+                "APPS",
+                "START CMD",
+                "ALL RUNNING",
+                "PS POLLS",
+                "DOWN",
+                "RSS idle",
+                "RSS N apps",
+                "PSS idle",
+                "PSS N apps",
+                "THREADS",
+                "FDS",
+            ],
+            &rows,
+        );
+        println!("({MEMORY_NOTE}; memory read ~1 s after all were running)\n");
+    }
+
+    if let Some(restart) = &r.restart {
+        println!(
+            "Restart latency: SIGKILL to the replacement's first instruction, restart = always, no backoff ({} kills)",
+            restart.latency.runs
+        );
+        table(
+            &["", "MEDIAN", "P95", "MIN", "MAX"],
+            &[summary_row("restart", &restart.latency)],
+        );
+        println!();
+    }
+
+    if let Some(ps) = &r.ps {
+        println!(
+            "CLI round trip with {} apps running: whole process, spawn to exit ({} runs each)",
+            ps.apps, ps.table.runs
+        );
+        table(
+            &["COMMAND", "MEDIAN", "P95", "MIN", "MAX"],
+            &[
+                summary_row("herd ps", &ps.table),
+                summary_row("herd ps --json", &ps.json),
+                summary_row("herd --version (no daemon call)", &ps.version),
+            ],
+        );
+        println!();
+    }
+
+    if let Some(idle) = &r.idle {
+        print_idle(idle, &r.compare);
+    }
+    if let Some(c) = &r.churn {
+        print_churn(c);
+    }
+    let md = markdown(r);
+    if !md.is_empty() {
+        println!("Markdown (for the README):\n\n{md}");
+    }
+}
+
+/// herd's idle result, then those of the other supervisors that were measured.
+fn with_compared<'a>(herd: &'a IdleResult, others: &'a [Compared]) -> Vec<&'a IdleResult> {
+    let mut all = vec![herd];
+    all.extend(others.iter().filter_map(|c| match c {
+        Compared::Measured(m) => Some(m.as_ref()),
+        Compared::Skipped { .. } => None,
+    }));
+    all
+}
+
+/// The idle table: herd and, with `--compare`, the others measured the same way.
+fn print_idle(herd: &IdleResult, others: &[Compared]) {
+    let measured = with_compared(herd, others);
+    println!(
+        "Idle: {} apps of `sleep 100000` started through each tool's CLI; after a {} s settle, \
+         the supervisor process's CPU over {:.0} s and its memory at the start and end of that period",
+        idle::APPS,
+        idle::SETTLE.as_secs(),
+        herd.cpu.secs
+    );
+    let rows: Vec<Vec<String>> = measured
+        .iter()
+        .map(|m| {
+            vec![
+                m.label.clone(),
+                secs(m.start_cmd),
+                secs(m.all_running),
+                m.status_polls.to_string(),
+                cpu_cell(&m.cpu),
+                m.cpu.ticks.to_string(),
+                format!("{} -> {}", mib(m.start.rss_kib), mib(m.end.rss_kib)),
+                format!("{} -> {}", mib(m.start.pss_kib), mib(m.end.pss_kib)),
+                format!("{} -> {}", mib(m.start.anon_kib), mib(m.end.anon_kib)),
+                m.end.threads.to_string(),
+                m.end.open_fds.to_string(),
+            ]
+        })
+        .collect();
     table(
         &[
-            "APPS",
+            "SUPERVISOR",
             "START CMD",
             "ALL RUNNING",
-            "PS POLLS",
-            "DOWN",
-            "RSS idle",
-            "RSS N apps",
-            "PSS idle",
-            "PSS N apps",
+            "STATUS POLLS",
+            "IDLE CPU",
+            "TICKS",
+            "RSS",
+            "PSS",
+            "ANON RSS",
             "THREADS",
             "FDS",
         ],
         &rows,
     );
-    println!("({MEMORY_NOTE}; memory read ~1 s after all were running)\n");
-
+    println!("({})", cpu_method(&herd.cpu));
+    println!("({ANON_NOTE})\n");
     println!(
-        "Restart latency: SIGKILL to the replacement's first instruction, restart = always, no backoff ({} kills)",
-        r.restart.latency.runs
+        "Restart latency: SIGKILL one app's process (a different app each time), until a new child \
+         of the supervisor runs `sleep` (/proc polled every ~0.5 ms)"
     );
+    let rows: Vec<Vec<String>> = measured
+        .iter()
+        .map(|m| {
+            let mut row = summary_row(&m.label, &m.restart);
+            row.push(m.restart.runs.to_string());
+            row
+        })
+        .collect();
     table(
-        &["", "MEDIAN", "P95", "MIN", "MAX"],
-        &[summary_row("restart", &r.restart.latency)],
+        &["SUPERVISOR", "MEDIAN", "P95", "MIN", "MAX", "KILLS"],
+        &rows,
     );
     println!();
+    for m in &measured {
+        println!("{} (pid {}: `{}`):", m.label, m.pid, m.process.trim());
+        for note in &m.notes {
+            println!("  - {note}");
+        }
+        println!(
+            "  - other processes of its home at the end of the idle period (not measured): {}",
+            if m.helpers.is_empty() {
+                "none".to_string()
+            } else {
+                m.helpers.join("; ")
+            }
+        );
+        println!(
+            "  - load average before / after: {} / {}",
+            m.loadavg[0], m.loadavg[1]
+        );
+    }
+    for c in others {
+        if let Compared::Skipped { tool, reason } = c {
+            println!("{tool}: SKIPPED: {reason}");
+        }
+    }
+    println!();
+}
 
+fn print_churn(c: &ChurnResult) {
     println!(
-        "CLI round trip with {} apps running: whole process, spawn to exit ({} runs each)",
-        r.ps.apps, r.ps.table.runs
+        "Churn: {} apps for {} s: {} crash-loop (`sh -c 'sleep 0.5; exit 1'`, restart always, \
+         backoff 100 ms to 1 s), and every second one `herd restart` of a random app and one \
+         `herd scale` of a 3-instance app to 1-5; daemon memory every {} s",
+        churn::APPS,
+        c.secs,
+        churn::CRASHERS,
+        churn::SAMPLE_EVERY
     );
-    table(
-        &["COMMAND", "MEDIAN", "P95", "MIN", "MAX"],
-        &[
-            summary_row("herd ps", &r.ps.table),
-            summary_row("herd ps --json", &r.ps.json),
-            summary_row("herd --version (no daemon call)", &r.ps.version),
-        ],
+    let stride = c.samples.len().div_ceil(30).max(1);
+    let rows: Vec<Vec<String>> = c
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i == c.samples.len() - 1)
+        .map(|(_, (t, m))| {
+            vec![
+                format!("{t:.0} s"),
+                format!("{} KiB", m.rss_kib),
+                format!("{} KiB", m.anon_kib),
+                format!("{} KiB", m.pss_kib),
+                m.open_fds.to_string(),
+                m.threads.to_string(),
+            ]
+        })
+        .collect();
+    table(&["T", "RSS", "ANON RSS", "PSS", "FDS", "THREADS"], &rows);
+    let (first, last, max) = rss_first_last_max(c);
+    println!(
+        "  RSS first {first} KiB, last {last} KiB, max {max} KiB; least-squares slope {:+.0} KiB/h \
+         over {} samples ({:+.0} KiB/h over the second half)",
+        c.rss_slope_kib_per_h,
+        c.samples.len(),
+        c.rss_slope_second_half_kib_per_h,
     );
+    let (a_first, a_last, a_max) = first_last_max(c, |m| m.anon_kib);
+    println!(
+        "  anon RSS first {a_first} KiB, last {a_last} KiB, max {a_max} KiB; slope {:+.0} KiB/h \
+         ({:+.0} KiB/h over the second half)",
+        c.anon_slope_kib_per_h, c.anon_slope_second_half_kib_per_h,
+    );
+    println!(
+        "  PSS is not fitted: {} of {} samples read under 70 % of the median (the daemon's file \
+         pages were then shared with another process running the same binary)",
+        c.pss_dips,
+        c.samples.len()
+    );
+    println!(
+        "  restarts done by herd (sum of `restarts` in `herd ps --json` at the end): {}",
+        c.restarts_sum
+    );
+    println!("  {}", ops_line("herd restart", &c.cli_restarts));
+    println!("  {}", ops_line("herd scale", &c.cli_scales));
+    println!(
+        "  daemon CPU over the churn: {} ({} ticks); at the end `herd ps` shows {}; `scaled` has {} instances (asked for {})",
+        cpu_cell(&c.cpu),
+        c.cpu.ticks,
+        c.end_status,
+        c.scaled_end.0,
+        c.scaled_end.1
+    );
+    println!("  (random seed {})\n", c.seed);
+}
+
+fn ops_line(what: &str, ops: &Ops) -> String {
+    let timing = ops.summary().map_or(String::new(), |s| {
+        format!(
+            "; each took median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+            s.median, s.p95, s.max
+        )
+    });
+    let error = ops
+        .first_error
+        .as_ref()
+        .map_or(String::new(), |e| format!("; first error: {e}"));
+    format!(
+        "`{what}`: {} ok, {} failed{timing}{error}",
+        ops.ok, ops.failed
+    )
+}
+
+fn rss_first_last_max(c: &ChurnResult) -> (u64, u64, u64) {
+    first_last_max(c, |m| m.rss_kib)
+}
+
+fn first_last_max(c: &ChurnResult, value: impl Fn(&Memory) -> u64) -> (u64, u64, u64) {
+    let at = |i: usize| c.samples.get(i).map_or(0, |s| value(&s.1));
+    let max = c.samples.iter().map(|s| value(&s.1)).max().unwrap_or(0);
+    (at(0), at(c.samples.len().saturating_sub(1)), max)
+}
+
+fn cpu_cell(c: &Cpu) -> String {
+    format!("{:.3} %", c.percent())
+}
+
+/// How CPU was measured, with what one tick is worth.
+fn cpu_method(c: &Cpu) -> String {
+    format!(
+        "CPU = utime + stime of the supervisor process (/proc/PID/stat fields 14 + 15, exited threads \
+         included, children not), in % of one core; {} ticks/s, so one tick over {:.1} s is {:.4} % \
+         of one core",
+        c.ticks_per_s,
+        c.secs,
+        c.resolution_percent()
+    )
+}
+
+/// The tables the README pastes: the idle comparison and the churn result, in markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    if let Some(herd) = &r.idle {
+        md += &format!(
+            "| Supervisor, {} × `sleep 100000` | Start → all running | Idle CPU ({:.0} s) | RSS start → end | PSS start → end | Anon RSS start → end | Restart after SIGKILL, median / p95 |\n",
+            idle::APPS,
+            herd.cpu.secs
+        );
+        md += "|---|---|---|---|---|---|---|\n";
+        let mut notes = Vec::new();
+        for m in with_compared(herd, &r.compare) {
+            let mark = if m.label.starts_with("supervisord") {
+                " ¹"
+            } else {
+                ""
+            };
+            md += &format!(
+                "| {} | {:.2} s{mark} | {:.3} % ({} ticks) | {} → {} | {} → {} | {} → {} | {:.1} / {:.1} ms |\n",
+                m.label,
+                m.all_running.as_secs_f64(),
+                m.cpu.percent(),
+                m.cpu.ticks,
+                mib(m.start.rss_kib),
+                mib(m.end.rss_kib),
+                mib(m.start.pss_kib),
+                mib(m.end.pss_kib),
+                mib(m.start.anon_kib),
+                mib(m.end.anon_kib),
+                m.restart.median,
+                m.restart.p95,
+            );
+            if !mark.is_empty() {
+                notes.push(
+                    "¹ supervisord reports RUNNING only after `startsecs` (default 1 s) of uptime, \
+                     and `supervisorctl start all` waits for it (the restart column does not wait: \
+                     it ends when the new process appears)"
+                        .to_string(),
+                );
+            }
+        }
+        for c in &r.compare {
+            if let Compared::Skipped { tool, reason } = c {
+                md += &format!("| {tool} | skipped: {} | | | | | |\n", one_line(reason));
+            }
+        }
+        md += &format!(
+            "\nSupervisor process only (herd's daemon, PM2's God Daemon, supervisord). {}. Start: \
+             the tool's start command, then its status command polled until all {} are running. \
+             Restart: SIGKILL to the app's process until a new child of the supervisor runs `sleep`. \
+             {ANON_NOTE}. {} CPUs, load average {} at the start.\n",
+            cpu_method(&herd.cpu),
+            idle::APPS,
+            r.env.nproc,
+            herd.loadavg[0]
+        );
+        for n in notes {
+            md += &format!("\n{n}\n");
+        }
+    }
+    if let Some(c) = &r.churn {
+        if !md.is_empty() {
+            md += "\n";
+        }
+        let (first, last, max) = rss_first_last_max(c);
+        md += &format!("| herd daemon under churn, {} s | |\n|---|---|\n", c.secs);
+        md += &format!(
+            "| Apps | {} ({} crash-looping, 1 scaled to 1-5 instances every s, a random one `herd restart`ed every s) |\n",
+            churn::APPS,
+            churn::CRASHERS
+        );
+        md += &format!(
+            "| RSS first / last / max | {} / {} / {} |\n",
+            mib(first),
+            mib(last),
+            mib(max)
+        );
+        let (a_first, a_last, a_max) = first_last_max(c, |m| m.anon_kib);
+        md += &format!(
+            "| Anon RSS first / last / max | {} / {} / {} |\n",
+            mib(a_first),
+            mib(a_last),
+            mib(a_max)
+        );
+        if let (Some(a), Some(z)) = (c.samples.first(), c.samples.last()) {
+            md += &format!(
+                "| Threads, open fds: first → last | {} → {}, {} → {} |\n",
+                a.1.threads, z.1.threads, a.1.open_fds, z.1.open_fds
+            );
+        }
+        md += &format!(
+            "| RSS slope (least squares, {} samples) | {:+.0} KiB/h |\n",
+            c.samples.len(),
+            c.rss_slope_kib_per_h
+        );
+        md += &format!(
+            "| RSS slope over the second half | {:+.0} KiB/h |\n",
+            c.rss_slope_second_half_kib_per_h
+        );
+        md += &format!(
+            "| Anon RSS slope, whole / second half | {:+.0} / {:+.0} KiB/h |\n",
+            c.anon_slope_kib_per_h, c.anon_slope_second_half_kib_per_h
+        );
+        md += &format!(
+            "| Restarts done | {} crash restarts, {} `herd restart`, {} `herd scale` |\n",
+            c.restarts_sum, c.cli_restarts.ok, c.cli_scales.ok
+        );
+        md += &format!(
+            "| Failed commands | {} |\n",
+            c.cli_restarts.failed + c.cli_scales.failed
+        );
+        md += &format!(
+            "| Daemon CPU | {} ({} ticks) |\n",
+            cpu_cell(&c.cpu),
+            c.cpu.ticks
+        );
+    }
+    md
+}
+
+/// A skip reason in one table cell: what failed, and its first line that says "error"
+/// (installers print warnings first), at most 160 characters.
+fn one_line(reason: &str) -> String {
+    let first = reason.lines().next().unwrap_or("");
+    let (head, rest) = match first.find(" failed (").and_then(|i| {
+        let close = i + first[i..].find(')')?;
+        Some(close + 1)
+    }) {
+        Some(end) => (&first[..end], first[end..].trim_start_matches(':').trim()),
+        None => (first, ""),
+    };
+    let detail = std::iter::once(rest)
+        .chain(reason.lines().skip(1))
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .unwrap_or(rest);
+    let line = if detail.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}: {}", detail.trim())
+    };
+    let line = line.replace('|', "/");
+    if line.chars().count() > 160 {
+        format!("{}...", line.chars().take(160).collect::<String>())
+    } else {
+        line
+    }
 }
 
 fn apps_row(a: &AppsResult) -> Vec<String> {
@@ -122,20 +514,96 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn to_json(r: &Results) -> Value {
+    let e = &r.env;
     json!({
-        "environment": { "nproc": r.env.nproc, "herd_version": r.env.herd_version, "kernel": r.env.kernel, "open_files_limit": r.env.open_files_limit },
+        "environment": { "nproc": e.nproc, "herd_version": e.herd_version, "herd_path": e.herd_path, "herd_built": e.herd_built, "kernel": e.kernel, "open_files_limit": e.open_files_limit },
         "apps": r.apps.iter().map(apps_json).collect::<Vec<_>>(),
         "supervisor_memory_note": MEMORY_NOTE,
-        "restart_latency_ms": {
-            "summary": summary_json(&r.restart.latency),
-            "samples": r.restart.samples_ms,
-        },
-        "cli_round_trip_ms": {
-            "apps": r.ps.apps,
-            "ps": summary_json(&r.ps.table),
-            "ps_json": summary_json(&r.ps.json),
-            "version": summary_json(&r.ps.version),
-        },
+        "restart_latency_ms": r.restart.as_ref().map(|x| json!({
+            "summary": summary_json(&x.latency),
+            "samples": x.samples_ms,
+        })),
+        "cli_round_trip_ms": r.ps.as_ref().map(|ps| json!({
+            "apps": ps.apps,
+            "ps": summary_json(&ps.table),
+            "ps_json": summary_json(&ps.json),
+            "version": summary_json(&ps.version),
+        })),
+        "idle": r.idle.as_ref().map(idle_json),
+        "compare": r.compare.iter().map(|c| match c {
+            Compared::Measured(m) => idle_json(m),
+            Compared::Skipped { tool, reason } => json!({ "label": tool, "skipped": reason }),
+        }).collect::<Vec<_>>(),
+        "churn": r.churn.as_ref().map(churn_json),
+        "markdown": markdown(r),
+    })
+}
+
+fn idle_json(m: &IdleResult) -> Value {
+    json!({
+        "label": m.label,
+        "apps": idle::APPS,
+        "pid": m.pid,
+        "process": m.process.trim(),
+        "notes": m.notes,
+        "start_cmd_s": m.start_cmd.as_secs_f64(),
+        "start_to_all_running_s": m.all_running.as_secs_f64(),
+        "status_polls": m.status_polls,
+        "settle_s": idle::SETTLE.as_secs(),
+        "cpu": cpu_json(&m.cpu),
+        "memory_start": memory_json(&m.start),
+        "memory_end": memory_json(&m.end),
+        "restart_latency_ms": { "summary": summary_json(&m.restart), "samples": m.restart_samples_ms },
+        "other_processes_of_its_home": m.helpers,
+        "loadavg_before_after": m.loadavg,
+    })
+}
+
+fn cpu_json(c: &Cpu) -> Value {
+    json!({
+        "ticks": c.ticks,
+        "ticks_per_s": c.ticks_per_s,
+        "secs": c.secs,
+        "percent_of_one_core": c.percent(),
+        "one_tick_percent": c.resolution_percent(),
+        "method": "utime + stime, /proc/PID/stat fields 14 + 15",
+    })
+}
+
+fn churn_json(c: &ChurnResult) -> Value {
+    let (first, last, max) = rss_first_last_max(c);
+    let ops = |o: &Ops| {
+        json!({
+            "ok": o.ok,
+            "failed": o.failed,
+            "first_error": o.first_error,
+            "took_ms": o.summary().map(|s| summary_json(&s)),
+        })
+    };
+    json!({
+        "secs": c.secs,
+        "apps": churn::APPS,
+        "crash_looping": churn::CRASHERS,
+        "sample_every_s": churn::SAMPLE_EVERY,
+        "rss_kib": { "first": first, "last": last, "max": max },
+        "rss_slope_kib_per_h": c.rss_slope_kib_per_h,
+        "rss_slope_second_half_kib_per_h": c.rss_slope_second_half_kib_per_h,
+        "anon_rss_slope_kib_per_h": c.anon_slope_kib_per_h,
+        "anon_rss_slope_second_half_kib_per_h": c.anon_slope_second_half_kib_per_h,
+        "pss_samples_under_70_percent_of_median": c.pss_dips,
+        "restarts_sum": c.restarts_sum,
+        "herd_restart": ops(&c.cli_restarts),
+        "herd_scale": ops(&c.cli_scales),
+        "cpu": cpu_json(&c.cpu),
+        "end_status": c.end_status,
+        "scaled_instances_end": c.scaled_end.0,
+        "scaled_instances_asked": c.scaled_end.1,
+        "seed": c.seed,
+        "samples": c.samples.iter().map(|(t, m)| {
+            let mut v = memory_json(m);
+            v["t_s"] = json!(t);
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -152,9 +620,30 @@ fn apps_json(a: &AppsResult) -> Value {
 }
 
 fn memory_json(m: &Memory) -> Value {
-    json!({ "rss_kib": m.rss_kib, "pss_kib": m.pss_kib, "threads": m.threads, "open_fds": m.open_fds })
+    json!({ "rss_kib": m.rss_kib, "pss_kib": m.pss_kib, "anon_rss_kib": m.anon_kib, "threads": m.threads, "open_fds": m.open_fds })
 }
 
 fn summary_json(s: &Summary) -> Value {
     json!({ "runs": s.runs, "median": s.median, "p95": s.p95, "min": s.min, "max": s.max })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_reasons_keep_the_error() {
+        let npm = "`npm install pm2@latest` into /x failed (exit status: 1): npm warn Unknown \
+                   user config\nnpm error code ECONNREFUSED\nnpm error syscall connect";
+        assert_eq!(
+            one_line(npm),
+            "`npm install pm2@latest` into /x failed (exit status: 1): npm error code ECONNREFUSED"
+        );
+        assert_eq!(one_line("`npm` is not on PATH"), "`npm` is not on PATH");
+        let pip = "`pip install` failed (exit status: 1): ERROR: no | such";
+        assert_eq!(
+            one_line(pip),
+            "`pip install` failed (exit status: 1): ERROR: no / such"
+        );
+    }
 }

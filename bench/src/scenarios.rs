@@ -4,6 +4,7 @@
 use crate::Binaries;
 use crate::error::{Context, Result};
 use crate::herd::{DEADLINE, Herd, Instance, run_checked};
+use crate::procfs::{Memory, memory};
 use crate::stats::Summary;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct Environment {
     pub nproc: usize,
     pub herd_version: String,
+    pub herd_path: String,
+    /// When the binary was written (UTC): an old one means the last build of herd failed.
+    pub herd_built: String,
     pub kernel: String,
     /// Soft `RLIMIT_NOFILE` the daemon inherits: it holds about one descriptor per instance.
     pub open_files_limit: String,
@@ -35,9 +39,35 @@ pub fn environment(herd: &Path) -> Result<Environment> {
             .map(|n| n.get())
             .unwrap_or(1),
         herd_version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        herd_path: herd.display().to_string(),
+        herd_built: std::fs::metadata(herd)
+            .and_then(|m| m.modified())
+            .map(utc)
+            .unwrap_or_else(|_| "unknown".into()),
         kernel: kernel.trim().to_string(),
         open_files_limit: open_files_limit().unwrap_or_else(|| "unknown".into()),
     })
+}
+
+/// `2026-11-22 00:43 UTC`.
+fn utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 /// The soft limit from the `Max open files` line of `/proc/self/limits`.
@@ -48,40 +78,6 @@ fn open_files_limit() -> Option<String> {
         .split_whitespace()
         .next()
         .map(String::from)
-}
-
-/// The daemon's memory and handles at one moment.
-#[derive(Debug, Clone, Copy)]
-pub struct Memory {
-    pub rss_kib: u64,
-    pub pss_kib: u64,
-    pub threads: u64,
-    pub open_fds: usize,
-}
-
-pub fn memory(pid: u32) -> Result<Memory> {
-    let rollup_path = format!("/proc/{pid}/smaps_rollup");
-    let rollup =
-        std::fs::read_to_string(&rollup_path).context(|| format!("cannot read {rollup_path}"))?;
-    let status_path = format!("/proc/{pid}/status");
-    let status =
-        std::fs::read_to_string(&status_path).context(|| format!("cannot read {status_path}"))?;
-    let fd_dir = format!("/proc/{pid}/fd");
-    let open_fds = std::fs::read_dir(&fd_dir)
-        .context(|| format!("cannot list {fd_dir}"))?
-        .count();
-    Ok(Memory {
-        rss_kib: field(&rollup, "Rss:").ok_or(format!("no Rss in {rollup_path}"))?,
-        pss_kib: field(&rollup, "Pss:").ok_or(format!("no Pss in {rollup_path}"))?,
-        threads: field(&status, "Threads:").ok_or(format!("no Threads in {status_path}"))?,
-        open_fds,
-    })
-}
-
-/// The number after `key` on the line that starts with it (`Rss:   1234 kB`).
-fn field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// Writes an app file with `apps` apps, each one instance of `sleep 100000`.
@@ -317,4 +313,18 @@ fn time_runs<const N: usize>(herd: &Herd, args: [&str; N], runs: usize) -> Resul
         .map(|_| herd.time(args))
         .collect::<Result<Vec<_>>>()?;
     Summary::of_durations(&samples).ok_or_else(|| "no runs".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_308_740);
+        assert_eq!(utc(t), "2026-11-22 00:52 UTC");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(utc(leap), "2000-02-29 00:00 UTC");
+    }
 }

@@ -663,3 +663,43 @@ fn drain_moves_every_instance_and_stops_none_early() {
         .herd
         .ok(&["cluster", "undrain", &target.id().to_string()]);
 }
+
+#[test]
+fn step_down_hands_over_and_leave_removes_the_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, b, c) = (
+        Node::new(1, &url, 3, "s3cret"),
+        Node::new(2, &url, 3, "s3cret"),
+        Node::new(3, &url, 3, "s3cret"),
+    );
+    let all = [&a, &b, &c];
+    let leader = wait_formed(&all, 3, 0);
+    let follower = all.iter().find(|n| n.id() != leader).unwrap();
+    follower.herd.ok(&["cluster", "step-down"]);
+    wait_until(
+        "another leader within seconds",
+        Duration::from_secs(5),
+        || all.iter().all(|n| n.leader().is_some_and(|l| l != leader)),
+    );
+    let leaving = all.iter().find(|n| n.leader() != Some(n.id())).unwrap();
+    leaving.herd.ok(&["cluster", "leave"]);
+    let stay: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != leaving.id())
+        .collect();
+    wait_until("the membership to drop the node that left", FORM, || {
+        stay.iter().all(|n| {
+            n.status().is_some_and(|s| {
+                let ids: Vec<u64> = s["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m["id"].as_u64())
+                    .collect();
+                ids.len() == 2 && !ids.contains(&leaving.id())
+            })
+        })
+    });
+}

@@ -210,6 +210,11 @@ fn wait_formed(nodes: &[&Node], voters: usize, learners: usize) -> u64 {
     leader
 }
 
+/// Three voters with the same secret on 127.0.0.1-3.
+fn three(url: &str) -> [Node; 3] {
+    [1, 2, 3].map(|i| Node::new(i, url, 3, "s3cret"))
+}
+
 fn by_id<'a>(nodes: &'a [&'a Node], id: u64) -> &'a Node {
     nodes
         .iter()
@@ -222,11 +227,7 @@ fn by_id<'a>(nodes: &'a [&'a Node], id: u64) -> &'a Node {
 fn three_nodes_form_one_cluster_through_redis_and_later_nodes_join_as_learners() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     assert!([a.id(), b.id(), c.id()].contains(&leader));
     let s = a.status().unwrap();
@@ -263,11 +264,7 @@ fn with_voters_5_every_one_of_five_nodes_votes() {
 fn killing_the_leader_elects_another_that_has_every_acknowledged_write() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let all = [&a, &b, &c];
     let leader = wait_formed(&all, 3, 0);
     // A write sent to a follower is applied through the leader.
@@ -307,11 +304,7 @@ fn killing_the_leader_elects_another_that_has_every_acknowledged_write() {
 fn an_acknowledged_write_survives_a_restart_of_every_node() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     wait_formed(&[&a, &b, &c], 3, 0);
     b.deploy("durable");
     for n in [&a, &b, &c] {
@@ -333,11 +326,7 @@ fn an_acknowledged_write_survives_a_restart_of_every_node() {
 fn a_node_with_a_wiped_raft_dir_catches_up() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     let victim = [&a, &b, &c].into_iter().find(|n| n.id() != leader).unwrap();
     a.deploy("one");
@@ -355,11 +344,7 @@ fn a_node_with_a_wiped_raft_dir_catches_up() {
 fn stopping_redis_disturbs_nothing_and_a_restarted_node_rejoins() {
     let mut redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     let term = a.status().unwrap()["term"].as_u64();
     redis.stop();
@@ -385,11 +370,7 @@ fn stopping_redis_disturbs_nothing_and_a_restarted_node_rejoins() {
 fn a_peer_with_the_wrong_secret_is_refused() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let leader = wait_formed(&[&a, &b, &c], 3, 0);
     let intruder = Node::new(4, &url, 3, "guess");
     let intruder_id = intruder.id();
@@ -668,11 +649,7 @@ fn drain_moves_every_instance_and_stops_none_early() {
 fn step_down_hands_over_and_leave_removes_the_node() {
     let redis = Redis::start();
     let url = redis.url();
-    let (a, b, c) = (
-        Node::new(1, &url, 3, "s3cret"),
-        Node::new(2, &url, 3, "s3cret"),
-        Node::new(3, &url, 3, "s3cret"),
-    );
+    let [a, b, c] = three(&url);
     let all = [&a, &b, &c];
     let leader = wait_formed(&all, 3, 0);
     let follower = all.iter().find(|n| n.id() != leader).unwrap();

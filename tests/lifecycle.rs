@@ -172,17 +172,7 @@ fn events_follow_streams_new_facts() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     // The follower is subscribed once the daemon has answered; give it its first event.
     std::thread::sleep(Duration::from_millis(300));
     h.ok(&["start", "--name", "s", "--", "sleep", "1000"]);

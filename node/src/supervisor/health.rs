@@ -224,9 +224,13 @@ mod tests {
                 .await
                 .is_ok()
         );
-        drop(l);
+        // A bound socket that does not listen refuses connections and keeps the port ours
+        // (dropping the listener would let a parallel test take the port).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed_addr = closed.local_addr().unwrap();
         assert!(
-            probe(&spec(&format!("tcp = \"{addr}\"")), 1, 0)
+            probe(&spec(&format!("tcp = \"{closed_addr}\"")), 1, 0)
                 .await
                 .is_err()
         );

@@ -78,14 +78,12 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!(
+            show(&v, json, |v| {
+                format!(
                     "leader {} stepped down; a new leader is being elected",
                     v["stepped_down"]
                 )
-            }
+            });
         }
         ClusterCommand::Leave { json } => {
             let v = parse(
@@ -93,11 +91,7 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!("node {} left the cluster", v["left"])
-            }
+            show(&v, json, |v| format!("node {} left the cluster", v["left"]));
         }
         ClusterCommand::Deploy { file, json } => {
             let req = super::commands::file_request(&file)?;
@@ -116,11 +110,9 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
-            }
+            show(&v, json, |v| {
+                format!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
+            });
         }
         ClusterCommand::Drain {
             node,
@@ -171,11 +163,9 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!("node {} takes instances again", v["node"])
-            }
+            show(&v, json, |v| {
+                format!("node {} takes instances again", v["node"])
+            });
         }
         ClusterCommand::Restart { name, json } => {
             let v = parse(
@@ -183,15 +173,13 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!(
+            show(&v, json, |v| {
+                format!(
                     "rolling restart of {} started (generation {})",
                     v["restarting"].as_str().unwrap_or("?"),
                     v["generation"]
                 )
-            }
+            });
         }
         ClusterCommand::Scale {
             name,
@@ -203,15 +191,13 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?,
             )?;
-            if json {
-                print_json(&v)
-            } else {
-                outln!(
+            show(&v, json, |v| {
+                format!(
                     "{} scaled to {} instances",
                     v["scaled"].as_str().unwrap_or("?"),
                     v["instances"]
                 )
-            }
+            });
         }
         ClusterCommand::Uptime { node, days, json } => {
             let v = parse(
@@ -330,4 +316,13 @@ fn print_members(s: &Value) {
         &["ID", "ADDRESS", "ROLE", "STATUS", "LAST CONTACT", "LABELS"],
         &rows,
     );
+}
+
+/// Prints `v` as JSON, or the line `text` makes of it.
+fn show(v: &Value, json: bool, text: impl FnOnce(&Value) -> String) {
+    if json {
+        print_json(v);
+    } else {
+        outln!("{}", text(v));
+    }
 }

@@ -108,11 +108,6 @@ log_files = 3
         live as f64 <= 262_144.0 + rate * 0.5,
         "live log {live} bytes at {rate:.0} bytes/s"
     );
-    let on_disk: u64 = sizes.iter().map(|(_, l)| l).sum();
-    assert!(
-        on_disk * 4 < total,
-        "{on_disk} bytes on disk after {total} written"
-    );
     let _ = h.run(&["stop", "flood", "--timeout", "1"]);
 }
 

@@ -4,8 +4,8 @@
 //!    status command until it reports all of them running; the time is launch to that poll.
 //! 2. **Idle**: after a [`SETTLE`] pause, the daemon's CPU over the idle period, from
 //!    utime + stime in `/proc/PID/stat` (fields 14 and 15, which include the daemon's exited
-//!    threads, not its children), and its RSS and PSS (`/proc/PID/smaps_rollup`) at the start
-//!    and at the end of that period.
+//!    threads, not its children), and its RSS and PSS (`/proc/PID/smaps_rollup`) and anonymous
+//!    RSS (`RssAnon`, `/proc/PID/status`) at the start and at the end of that period.
 //! 3. **Restart latency**: SIGKILL one app process (a different app each time) and time until
 //!    a new child of the daemon runs `sleep`, watched in `/proc`; then wait for the tool to
 //!    report every app running again before the next kill.

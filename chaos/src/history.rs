@@ -212,6 +212,18 @@ pub enum FaultState {
     Failed(String),
 }
 
+impl FaultState {
+    /// "injected", or the state and its reason ("unsupported: this kernel has no sch_netem").
+    pub fn describe(&self) -> String {
+        match self {
+            FaultState::Injected => "injected".into(),
+            FaultState::Unsupported(why) => format!("unsupported: {why}"),
+            FaultState::Skipped(why) => format!("skipped: {why}"),
+            FaultState::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultRecord {
     pub id: u64,
@@ -262,13 +274,24 @@ impl History {
             .unwrap_or(0)
     }
 
-    /// Faults touching `node` that were active at `t_ms`, as "#id kind".
-    pub fn faults_on_at(&self, node: NodeIndex, t_ms: u64) -> Vec<String> {
+    /// Faults touching `node` that were active at some time in `from_ms..=to_ms`, as
+    /// "#id kind (start–end s)".
+    pub fn faults_on_between(&self, node: NodeIndex, from_ms: u64, to_ms: u64) -> Vec<String> {
         self.faults
             .iter()
             .filter(|f| f.state == FaultState::Injected && f.targets.contains(&node))
-            .filter(|f| f.started_ms <= t_ms && f.ended_ms.is_none_or(|e| t_ms <= e))
-            .map(|f| format!("#{} {}", f.id, f.kind))
+            .filter(|f| f.started_ms <= to_ms && f.ended_ms.is_none_or(|e| from_ms <= e))
+            .map(|f| {
+                let end = f
+                    .ended_ms
+                    .map_or("-".to_string(), |e| format!("{:.1}", e as f64 / 1000.0));
+                format!(
+                    "#{} {} ({:.1}–{end} s)",
+                    f.id,
+                    f.kind,
+                    f.started_ms as f64 / 1000.0
+                )
+            })
             .collect()
     }
 }
@@ -391,7 +414,10 @@ mod tests {
         assert_eq!(h.incarnation_at(1, 99), 1);
         assert_eq!(h.incarnation_at(1, 100), 2);
         assert_eq!(h.incarnation_at(2, 100), 0);
-        assert_eq!(h.faults_on_at(1, 60), vec!["#3 freeze".to_string()]);
-        assert!(h.faults_on_at(1, 81).is_empty());
+        assert_eq!(
+            h.faults_on_between(1, 0, 60),
+            vec!["#3 freeze (0.1–0.1 s)".to_string()]
+        );
+        assert!(h.faults_on_between(1, 81, 90).is_empty());
     }
 }

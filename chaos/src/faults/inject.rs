@@ -85,11 +85,11 @@ impl FaultCtx<'_> {
 
     pub(super) fn not_injected(&self, plan: &PlannedFault, targets: &[usize], state: FaultState) {
         eprintln!(
-            "herd-chaos: {:>6.1} s fault #{} {}: {:?}",
+            "herd-chaos: {:>6.1} s fault #{} {}: {}",
             self.rec.now_ms() as f64 / 1000.0,
             plan.id,
             plan.kind.name(),
-            state
+            state.describe()
         );
         let t = self.rec.now_ms();
         self.rec.with(|h| {
@@ -131,6 +131,7 @@ impl FaultCtx<'_> {
         }
     }
 }
+
 /// Waits the plan's gap, injects the fault, heals it, and times the recovery.
 pub fn run_fault(ctx: &FaultCtx, plan: &PlannedFault) -> anyhow::Result<()> {
     interrupt::sleep(Duration::from_millis(plan.gap_ms))?;
@@ -273,11 +274,7 @@ fn redis_restart(ctx: &FaultCtx, plan: &PlannedFault, before: Option<u64>) -> an
 
 fn latency_loss(ctx: &FaultCtx, plan: &PlannedFault, target: usize) -> anyhow::Result<()> {
     if let Err(why) = &ctx.lab.netem {
-        ctx.not_injected(
-            plan,
-            &[target],
-            FaultState::Unsupported(format!("unsupported on this kernel: {why}")),
-        );
+        ctx.not_injected(plan, &[target], FaultState::Unsupported(why.clone()));
         return Ok(());
     }
     network::netem(ctx.lab, target, 100, 5)?;

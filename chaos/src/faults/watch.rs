@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -112,10 +114,6 @@ impl Watch {
     fn pending_failover(&self) -> bool {
         self.failover.as_ref().is_some_and(|f| f.done_ms.is_none())
     }
-
-    fn pending_detect(&self) -> bool {
-        self.detect.iter().any(|d| d.done_ms.is_none())
-    }
 }
 
 /// One answer of a failover probe: which node, when it was asked, whom it named.
@@ -162,7 +160,33 @@ pub fn during(
     w: &mut Watch,
 ) -> anyhow::Result<()> {
     let samples: Mutex<Vec<Sample>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    let over = AtomicBool::new(false);
+    let detect = Mutex::new(std::mem::take(&mut w.detect));
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        // The master's view is read through the leader and can block for seconds while there
+        // is none, so it is polled beside the failover probes, never in their way.
+        let asker = w.askers.first().copied();
+        let (detect, over) = (&detect, &over);
+        scope.spawn(move || {
+            while !over.load(Ordering::SeqCst)
+                && detect
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|d| d.done_ms.is_none())
+            {
+                if let Some(v) = asker.and_then(|a| master_view(lab, a)) {
+                    let mut d = detect.lock().unwrap_or_else(|p| p.into_inner());
+                    for d in d.iter_mut().filter(|d| d.done_ms.is_none()) {
+                        if offline_flag(&v, d.id) == Some(true) {
+                            d.done_ms = Some(started.elapsed().as_millis() as u64);
+                        }
+                    }
+                }
+                std::thread::sleep(POLL * 4);
+            }
+        });
+        let _over = SetOnDrop(over);
         loop {
             interrupt::check()?;
             let elapsed = started.elapsed();
@@ -191,23 +215,24 @@ pub fn during(
                     None => {}
                 }
             }
-            if w.pending_detect()
-                && let Some(&asker) = w.askers.first()
-                && let Some(v) = master_view(lab, asker)
-            {
-                for d in w.detect.iter_mut().filter(|d| d.done_ms.is_none()) {
-                    if offline_flag(&v, d.id) == Some(true) {
-                        d.done_ms = Some(started.elapsed().as_millis() as u64);
-                    }
-                }
-            }
             let failover_open = w.pending_failover() && elapsed < failover_limit;
             if elapsed >= planned && !failover_open {
                 return Ok(());
             }
             std::thread::sleep(POLL * 2);
         }
-    })
+    });
+    w.detect = detect.into_inner().unwrap_or_else(|p| p.into_inner());
+    result
+}
+
+/// Sets a flag when dropped, so helper threads stop even when the loop bails out.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Waits until every node answers and names the same leader. Returns how long that took, or

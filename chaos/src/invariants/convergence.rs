@@ -58,11 +58,12 @@ fn first_moment(
     (None, last)
 }
 
-/// For each cluster app, what is wrong with it in this view (empty: converged).
+/// What is wrong in this view, as (app, description); empty when every app runs its desired
+/// instances, each once, and nothing else runs.
 fn cluster_problems(
     desired: &BTreeMap<String, u32>,
     view: &BTreeMap<NodeIndex, &PsSnapshot>,
-) -> Vec<String> {
+) -> Vec<(String, String)> {
     let mut where_runs: BTreeMap<(&str, u32), Vec<NodeIndex>> = BTreeMap::new();
     for (node, snap) in view {
         for r in snap.rows.iter().filter(|r| running(r)) {
@@ -77,22 +78,22 @@ fn cluster_problems(
             .filter(|i| where_runs.contains_key(&(app.as_str(), *i)))
             .count() as u32;
         if up != want {
-            problems.push(format!("`{app}`: {up} of {want} instances running"));
+            problems.push((
+                app.clone(),
+                format!("`{app}`: {up} of {want} instances running"),
+            ));
         }
     }
     for ((app, i), nodes) in &where_runs {
-        match desired.get(*app) {
-            None => problems.push(format!(
-                "`{app}@{i}` runs on node(s) {nodes:?} but `{app}` is not deployed"
-            )),
-            Some(&want) if *i >= want => problems.push(format!(
-                "`{app}@{i}` runs on node(s) {nodes:?} but `{app}` wants {want}"
-            )),
-            _ if nodes.len() > 1 => {
-                problems.push(format!("`{app}@{i}` runs on nodes {nodes:?} at once"))
+        let problem = match desired.get(*app) {
+            None => format!("`{app}@{i}` runs on node(s) {nodes:?} but `{app}` is not deployed"),
+            Some(&want) if *i >= want => {
+                format!("`{app}@{i}` runs on node(s) {nodes:?} but `{app}` wants {want}")
             }
-            _ => {}
-        }
+            _ if nodes.len() > 1 => format!("`{app}@{i}` runs on nodes {nodes:?} at once"),
+            _ => continue,
+        };
+        problems.push((app.to_string(), problem));
     }
     problems
 }
@@ -159,7 +160,7 @@ pub fn cluster_apps_converge(h: &History) -> Check {
                     evidence.push(format!("node {n} never answered `herd ps` after healing"));
                 }
             }
-            evidence.extend(cluster_problems(&desired, &view));
+            evidence.extend(cluster_problems(&desired, &view).into_iter().map(|p| p.1));
             Check::fail(NAME, evidence)
         }
     }
@@ -240,11 +241,7 @@ pub fn convergence_times(h: &History) -> Vec<(String, Option<u64>)> {
                 h,
                 heal.healed_ms,
                 heal.healed_ms + heal.deadline_ms,
-                |view| {
-                    cluster_problems(&one, view)
-                        .iter()
-                        .all(|p| !p.contains(&format!("`{app}")))
-                },
+                |view| cluster_problems(&one, view).iter().all(|p| &p.0 != app),
             );
             (app.clone(), at.map(|t| t - heal.healed_ms))
         })

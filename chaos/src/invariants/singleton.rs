@@ -31,7 +31,7 @@ pub fn singleton_never_twice(h: &History) -> Check {
     if h.singletons.is_empty() {
         return Check::no_data(
             NAME,
-            "the singleton was never seen running (needs master duties: placement)",
+            "the singleton was never seen running (needs master duties: placement and the agent)",
         );
     }
     let mut sightings: Sightings = BTreeMap::new();
@@ -73,19 +73,35 @@ pub fn singleton_never_twice(h: &History) -> Check {
         for (i, a) in stretches.iter().enumerate() {
             for b in &stretches[i + 1..] {
                 if a.node != b.node && a.from <= b.to && b.from <= a.to {
-                    let at = a.from.max(b.from);
-                    let faults = |n| {
-                        let f = h.faults_on_at(n, at);
-                        if f.is_empty() {
+                    let context = |st: &Stretch| {
+                        let mut c = h.faults_on_between(st.node, st.from, st.to);
+                        c.extend(
+                            h.daemon_starts
+                                .iter()
+                                .filter(|d| {
+                                    d.node == st.node && d.t_ms >= st.from && d.t_ms <= st.to
+                                })
+                                .map(|d| format!("daemon restarted at {}", secs(d.t_ms))),
+                        );
+                        if c.is_empty() {
                             String::new()
                         } else {
-                            format!(" [faults on node {n}: {}]", f.join(", "))
+                            format!(" [node {}: {}]", st.node, c.join(", "))
                         }
                     };
                     evidence.push(format!(
-                        "`{app}@{instance}` ran on node {} (pid {}, {}–{}) and on node {} (pid {}, {}–{}){}{}",
-                        a.node, a.pid, secs(a.from), secs(a.to), b.node, b.pid, secs(b.from), secs(b.to),
-                        faults(a.node), faults(b.node)
+                        "`{app}@{instance}` ran on node {} (pid {}, {}–{}) and on node {} (pid {}, {}–{}): both for {}{}{}",
+                        a.node,
+                        a.pid,
+                        secs(a.from),
+                        secs(a.to),
+                        b.node,
+                        b.pid,
+                        secs(b.from),
+                        secs(b.to),
+                        secs(a.to.min(b.to) - a.from.max(b.from)),
+                        context(a),
+                        context(b)
                     ));
                 }
             }

@@ -53,7 +53,7 @@ pub fn all_within_limit(h: &History, kind: MeasureKind) -> Check {
     if ms.is_empty() {
         let why = match kind {
             MeasureKind::OfflineDetection => {
-                "no outage was measured against the master's offline marking (needs master duties: health sweep)"
+                "no long outage was timed against the master's offline verdict (needs master duties: health sweep, with timing short enough for this profile; see the notes)"
             }
             MeasureKind::RestartConvergence => "no daemon was killed while starting apps",
             _ => "nothing was measured",

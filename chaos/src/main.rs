@@ -42,7 +42,8 @@ struct Args {
     /// Number of hosts (overrides the profile).
     #[arg(long, value_parser = ["3", "5"])]
     nodes: Option<String>,
-    /// Where the JSON report goes; the full history goes next to it (`*.history.json`).
+    /// Where the JSON report goes; the full history (`*.history.json`) and the daemons' logs
+    /// (`*.logs/`) go next to it.
     #[arg(long, default_value = "chaos-report.json")]
     report: PathBuf,
     /// The herd binary under test (default: target/release/herd of this build).
@@ -73,6 +74,11 @@ fn default_herd() -> anyhow::Result<PathBuf> {
 fn history_path(report: &Path) -> PathBuf {
     let stem = report.file_stem().unwrap_or_default().to_string_lossy();
     report.with_file_name(format!("{stem}.history.json"))
+}
+
+fn logs_path(report: &Path) -> PathBuf {
+    let stem = report.file_stem().unwrap_or_default().to_string_lossy();
+    report.with_file_name(format!("{stem}.logs"))
 }
 
 fn print_failures(results: &[invariants::InvariantResult]) {
@@ -154,6 +160,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         seed,
         herd,
         keep_dir: args.keep_dir,
+        logs_dir: logs_path(&args.report),
     };
     let (history, settings) = scenario::run(&opts)?;
     let results = invariants::check_all(&history);

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub herd: PathBuf,
     pub keep_dir: bool,
+    /// Where each node's `daemon.log` and `events.jsonl` are copied before the lab goes away.
+    pub logs_dir: PathBuf,
 }
 
 /// How the run was set up, for the report.
@@ -88,6 +90,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<(History, Settings)> {
     })?;
     let started = Instant::now();
     let result = drive(&mut lab, opts);
+    copy_logs(&lab, &opts.logs_dir);
     let kept = if result.is_err() || opts.keep_dir {
         Some(lab.keep_work_dir())
     } else {
@@ -215,6 +218,20 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
     }
     settings.duration_s = rec.now_ms() as f64 / 1000.0;
     Ok((history, settings))
+}
+
+/// Keeps the daemons' own account of the run next to the report (best effort).
+fn copy_logs(lab: &Lab, to: &std::path::Path) {
+    for n in &lab.nodes {
+        let dir = to.join(format!("h{}", n.index));
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        for file in ["daemon.log", "events.jsonl", "config.toml"] {
+            let _ = std::fs::copy(n.path(file), dir.join(file));
+        }
+    }
+    eprintln!("herd-chaos: daemon logs copied to {}", to.display());
 }
 
 /// Faults until the phase is over, but at least one of every kind.

@@ -124,6 +124,7 @@ pub(super) fn outage(
                     node: t,
                     id: lab.node(t).node_id()?,
                     done_ms: None,
+                    seen_online: false,
                 })
             })
             .collect();
@@ -155,6 +156,13 @@ pub(super) fn outage(
         );
     }
     for d in w.detect {
+        if !d.seen_online {
+            ctx.rec.note(format!(
+                "fault #{}: the master's view never showed node {} online during the outage (still offline from an earlier fault, or no answer); its detection is not timed",
+                plan.id, d.node
+            ));
+            continue;
+        }
         ctx.measure(
             MeasureKind::OfflineDetection,
             plan,

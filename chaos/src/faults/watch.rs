@@ -100,6 +100,9 @@ pub struct Detect {
     pub node: usize,
     pub id: u64,
     pub done_ms: Option<u64>,
+    /// The master was seen calling the node online during the outage; only then does a later
+    /// "offline" time this outage (and not an earlier one the master has not yet forgiven).
+    pub seen_online: bool,
 }
 
 #[derive(Default)]
@@ -178,8 +181,12 @@ pub fn during(
                 if let Some(v) = asker.and_then(|a| master_view(lab, a)) {
                     let mut d = detect.lock().unwrap_or_else(|p| p.into_inner());
                     for d in d.iter_mut().filter(|d| d.done_ms.is_none()) {
-                        if offline_flag(&v, d.id) == Some(true) {
-                            d.done_ms = Some(started.elapsed().as_millis() as u64);
+                        match offline_flag(&v, d.id) {
+                            Some(false) => d.seen_online = true,
+                            Some(true) if d.seen_online => {
+                                d.done_ms = Some(started.elapsed().as_millis() as u64)
+                            }
+                            _ => {}
                         }
                     }
                 }

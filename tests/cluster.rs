@@ -98,14 +98,27 @@ impl Node {
 
     /// `extra`: more `[cluster]` lines (e.g. shortened master intervals).
     fn with(host: u8, discovery: &str, voters: usize, secret: &str, extra: &str) -> Self {
+        Self::labeled(host, discovery, voters, secret, "", extra)
+    }
+
+    /// `labels`: more inline-table entries besides `host`, e.g. `role = "web", zone = "a"`.
+    fn labeled(
+        host: u8,
+        discovery: &str,
+        voters: usize,
+        secret: &str,
+        labels: &str,
+        extra: &str,
+    ) -> Self {
         let herd = Herd::new();
+        let sep = if labels.is_empty() { "" } else { ", " };
         std::fs::create_dir_all(herd.home.path()).unwrap();
         let addr = free_addr(host);
         let key = secret_file(herd.home.path(), secret);
         std::fs::write(
             herd.path("config.toml"),
             format!(
-                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\" }}\n{extra}"
+                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\"{sep}{labels} }}\n{extra}"
             ),
         )
         .unwrap();
@@ -679,4 +692,191 @@ fn step_down_hands_over_and_leave_removes_the_node() {
             })
         })
     });
+}
+
+/// Instances of `app` running per node, in the order of `nodes`.
+fn counts_of(nodes: &[&Node], app: &str) -> Vec<usize> {
+    nodes.iter().map(|n| running_here(n, app).len()).collect()
+}
+
+#[test]
+fn placement_honours_constraints_spread_and_max_per_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // h1: web in zone a; h2: web in zone b; h3: db in zone b.
+    let labels = [
+        "role = \"web\", zone = \"a\"",
+        "role = \"web\", zone = \"b\"",
+        "role = \"db\", zone = \"b\"",
+    ];
+    let nodes: Vec<Node> = (1..=3u8)
+        .map(|i| Node::labeled(i, &url, 3, "s3cret", labels[i as usize - 1], FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "placed.toml",
+        r#"
+[[app]]
+name = "front"
+command = "sleep"
+args = ["1000"]
+instances = 4
+[app.placement]
+constraints = { role = "web" }
+spread = "zone"
+
+[[app]]
+name = "store"
+command = "sleep"
+args = ["1000"]
+instances = 2
+[app.placement]
+constraints = { role = "db" }
+
+[[app]]
+name = "edge"
+command = "sleep"
+args = ["1000"]
+instances = 4
+[app.placement]
+max_per_node = 1
+"#,
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("front, store and edge placed and running", FORM, || {
+        counts_of(&all, "front").iter().sum::<usize>() == 4
+            && counts_of(&all, "store").iter().sum::<usize>() == 2
+            && counts_of(&all, "edge").iter().sum::<usize>() == 3
+    });
+    // Constraints: front only on role=web, store only on role=db. Spread: 2 per zone.
+    assert_eq!(counts_of(&all, "front"), [2, 2, 0]);
+    assert_eq!(counts_of(&all, "store"), [0, 0, 2]);
+    // max_per_node = 1 on 3 nodes: one each, and the fourth waits for a node rather than
+    // doubling up.
+    assert_eq!(counts_of(&all, "edge"), [1, 1, 1]);
+    let apps = all[1].herd.json(&["cluster", "apps", "--json"]);
+    let edge = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "edge")
+        .unwrap();
+    assert_eq!(edge["desired"], 4, "{edge}");
+    assert_eq!(
+        edge["assignments"].as_object().map(|m| m.len()),
+        Some(3),
+        "{edge}"
+    );
+}
+
+/// Today's up/total samples of node `id` from `herd cluster uptime --json --days 1`.
+fn today_samples(view: &Value, id: u64) -> Option<(u64, u64)> {
+    let n = view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))?;
+    let day = &n["days"][0];
+    Some((day["up_samples"].as_u64()?, day["total_samples"].as_u64()?))
+}
+
+#[test]
+fn uptime_buckets_show_a_node_outage() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_formed(&all, 3, 0);
+    let master = by_id(&all, leader);
+    let victim = *all.iter().find(|n| n.id() != leader).unwrap();
+    let uptime = || master.herd.json(&["cluster", "uptime", "--json", "--days", "1"]);
+    wait_until("a few up samples for every node", FORM, || {
+        let v = uptime();
+        all.iter()
+            .all(|n| today_samples(&v, n.id()).is_some_and(|(up, total)| up >= 3 && up == total))
+    });
+    victim.herd.ok(&["kill"]);
+    wait_until("the victim offline with down samples", FORM, || {
+        let v = uptime();
+        node_status(&v, victim.id()).as_deref() == Some("offline")
+            && today_samples(&v, victim.id()).is_some_and(|(up, total)| total >= up + 3)
+    });
+    let v = uptime();
+    // The survivors' buckets stay whole; the victim's shows the outage.
+    for n in all.iter().filter(|n| n.id() != victim.id()) {
+        let (up, total) = today_samples(&v, n.id()).unwrap();
+        assert_eq!(up, total, "a live node has down samples: {v}");
+    }
+    let pct = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(victim.id()))
+        .and_then(|n| n["days"][0]["uptime_percent"].as_f64())
+        .unwrap();
+    assert!(pct < 100.0, "{v}");
+    // The status page draws the victim's day below green, the others green.
+    let text = master.herd.ok(&["cluster", "uptime", "--days", "1"]);
+    let line = |id: u64| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!line(victim.id()).contains('█'), "{text}");
+    assert!(line(leader).contains('█'), "{text}");
+}
+
+#[test]
+fn an_on_disconnect_stop_singleton_stops_when_cut_off_and_runs_once_after() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "solo.toml",
+        "[[app]]\nname = \"solo\"\ncommand = \"sleep\"\nargs = [\"1000\"]\non_disconnect = \"stop\"\n\n[[app]]\nname = \"keep\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n[app.placement]\nmax_per_node = 1\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("solo once and keep on every node", FORM, || {
+        counts_of(&all, "solo").iter().sum::<usize>() == 1 && counts_of(&all, "keep") == [1, 1, 1]
+    });
+    // Cut the singleton's node off: both other daemons die, so no master can be elected and
+    // no heartbeat reaches it.
+    let holder = *all
+        .iter()
+        .find(|n| !running_here(n, "solo").is_empty())
+        .unwrap();
+    let others: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != holder.id())
+        .collect();
+    for n in &others {
+        n.herd.ok(&["kill"]);
+    }
+    wait_until("the singleton stopped on its cut-off node", FORM, || {
+        running_here(holder, "solo").is_empty()
+    });
+    // Apps without on_disconnect = "stop" keep running there.
+    assert_eq!(running_here(holder, "keep").len(), 1);
+    // The others come back: a master again, and the singleton runs exactly once.
+    for n in &others {
+        n.herd.ok(&["up"]);
+    }
+    wait_formed(&all, 3, 0);
+    wait_until("solo running again", FORM, || {
+        counts_of(&all, "solo").iter().sum::<usize>() == 1
+    });
+    // Never twice while it settles.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert!(counts_of(&all, "solo").iter().sum::<usize>() <= 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -791,7 +791,11 @@ fn uptime_buckets_show_a_node_outage() {
     let leader = wait_formed(&all, 3, 0);
     let master = by_id(&all, leader);
     let victim = *all.iter().find(|n| n.id() != leader).unwrap();
-    let uptime = || master.herd.json(&["cluster", "uptime", "--json", "--days", "1"]);
+    let uptime = || {
+        master
+            .herd
+            .json(&["cluster", "uptime", "--json", "--days", "1"])
+    };
     wait_until("a few up samples for every node", FORM, || {
         let v = uptime();
         all.iter()
@@ -879,4 +883,83 @@ fn an_on_disconnect_stop_singleton_stops_when_cut_off_and_runs_once_after() {
         assert!(counts_of(&all, "solo").iter().sum::<usize>() <= 1);
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `app@index` → pid of each running cluster instance on these nodes.
+fn pids_of(nodes: &[&Node], app: &str) -> std::collections::BTreeMap<String, u64> {
+    let prefix = format!("{app}@");
+    nodes
+        .iter()
+        .flat_map(|n| n.herd.ps())
+        .filter(|r| r["status"] == "running")
+        .filter(|r| r["name"].as_str().is_some_and(|s| s.starts_with(&prefix)))
+        .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["pid"].as_u64()?)))
+        .collect()
+}
+
+#[test]
+fn a_rolling_restart_replaces_every_instance_one_node_at_a_time() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n[app.placement]\nmax_per_node = 1\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("one web instance on each node", FORM, || {
+        counts_of(&all, "web") == [1, 1, 1]
+    });
+    let before = pids_of(&all, "web");
+    let homes: Vec<std::path::PathBuf> = all
+        .iter()
+        .map(|n| n.herd.home.path().to_path_buf())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // One node at a time: never fewer than two of the three instances running.
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut worst = 3usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let running: usize = homes
+                    .iter()
+                    .map(|h| {
+                        let out = Command::new(herd_bin())
+                            .args(["ps", "--json"])
+                            .env("HERD_HOME", h)
+                            .output()
+                            .unwrap();
+                        let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                        rows.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| {
+                                r["status"] == "running"
+                                    && r["name"].as_str().is_some_and(|n| n.starts_with("web@"))
+                            })
+                            .count()
+                    })
+                    .sum();
+                worst = worst.min(running);
+            }
+            worst
+        })
+    };
+    let out = all[1]
+        .herd
+        .ok(&["cluster", "restart", "web", "--wait", "--timeout", "60"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = watcher.join().unwrap();
+    assert!(out.contains("rolling restart of web done"), "{out}");
+    let after = pids_of(&all, "web");
+    assert_eq!(after.len(), 3, "{after:?}");
+    for (name, pid) in &before {
+        assert_ne!(after.get(name), Some(pid), "{name} was not restarted");
+    }
+    assert!(worst >= 2, "{worst} of 3 instances running during the roll");
 }

@@ -167,16 +167,53 @@ pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
                 format!("node {} takes instances again", v["node"])
             });
         }
-        ClusterCommand::Restart { name, json } => {
+        ClusterCommand::Restart {
+            name,
+            wait,
+            timeout,
+            json,
+        } => {
             let v = parse(
-                c.restart_app(pb::NameRequest { name })
+                c.restart_app(pb::NameRequest { name: name.clone() })
                     .await
                     .map_err(status_error)?,
             )?;
+            if wait {
+                let generation = v["generation"].as_u64().unwrap_or(0);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+                loop {
+                    let apps = parse(
+                        c.apps(pb::ClusterRequest::default())
+                            .await
+                            .map_err(status_error)?,
+                    )?;
+                    let app = apps
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["name"] == name.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                    let progress = RollProgress::of(&app, generation);
+                    if progress.done() {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        anyhow::bail!(
+                            "the rolling restart of {name} is not done after {timeout}s: {} of {} instances restarted and running; still to roll: {:?}",
+                            progress.rolled,
+                            progress.desired,
+                            progress.pending
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
             show(&v, json, |v| {
                 format!(
-                    "rolling restart of {} started (generation {})",
+                    "rolling restart of {} {} (generation {})",
                     v["restarting"].as_str().unwrap_or("?"),
+                    if wait { "done" } else { "started" },
                     v["generation"]
                 )
             });
@@ -324,5 +361,68 @@ fn show(v: &Value, json: bool, text: impl FnOnce(&Value) -> String) {
         print_json(v);
     } else {
         outln!("{}", text(v));
+    }
+}
+
+/// How far a rolling restart has come, from one app of `herd cluster apps --json`.
+#[derive(Debug, PartialEq)]
+struct RollProgress {
+    desired: u64,
+    /// Instances running at (or past) the generation asked for.
+    rolled: u64,
+    pending: Vec<u64>,
+}
+
+impl RollProgress {
+    fn of(app: &Value, generation: u64) -> Self {
+        let pending = app["restart"]["pending"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(i, _)| i.parse().ok())
+            .collect();
+        let rolled = app["running"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["status"] == "running" && r["generation"].as_u64() >= Some(generation))
+            .filter_map(|r| r["instance"].as_u64())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
+        Self {
+            desired: app["desired"].as_u64().unwrap_or(0),
+            rolled,
+            pending,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty() && self.rolled >= self.desired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_roll_is_done_when_nothing_is_pending_and_every_instance_runs_the_new_generation() {
+        let app = |pending: Value, gens: [u64; 2]| {
+            json!({
+                "desired": 2,
+                "restart": { "generation": 3, "pending": pending },
+                "running": [
+                    { "instance": 0, "status": "running", "generation": gens[0] },
+                    { "instance": 1, "status": "running", "generation": gens[1] },
+                ],
+            })
+        };
+        let p = RollProgress::of(&app(json!({ "1": 2 }), [3, 2]), 3);
+        assert_eq!((p.rolled, p.pending.clone()), (1, vec![1]));
+        assert!(!p.done());
+        // Rolled but not yet back at the new generation.
+        assert!(!RollProgress::of(&app(json!({}), [3, 2]), 3).done());
+        assert!(RollProgress::of(&app(json!({}), [3, 3]), 3).done());
     }
 }

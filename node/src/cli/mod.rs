@@ -237,6 +237,13 @@ pub enum ClusterCommand {
     /// Rolling restart of a deployed app, one node at a time.
     Restart {
         name: String,
+        /// Wait until every instance runs again at the new generation.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (the restart itself goes on, and
+        /// stays halted on an instance that does not come back).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
         #[arg(long)]
         json: bool,
     },

@@ -247,10 +247,11 @@ impl ClusterAdmin for Admin {
                     "placement": app.placement,
                     "on_disconnect": app.on_disconnect,
                     "assignments": placed,
+                    "restart": registry.restarts.get(name),
                     "running": runtime.as_ref().map(|rt| rt
                         .running(name)
                         .into_iter()
-                        .map(|(node, i)| json!({ "node": node, "instance": i.instance, "status": i.status, "pid": i.pid }))
+                        .map(|(node, i)| json!({ "node": node, "instance": i.instance, "status": i.status, "pid": i.pid, "generation": i.generation }))
                         .collect::<Vec<_>>()),
                 })
             })

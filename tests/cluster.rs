@@ -963,3 +963,55 @@ fn a_rolling_restart_replaces_every_instance_one_node_at_a_time() {
     }
     assert!(worst >= 2, "{worst} of 3 instances running during the roll");
 }
+
+#[test]
+fn a_singleton_dies_with_its_daemon_and_runs_once_elsewhere() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let file = all[0].herd.app_file(
+        "solo.toml",
+        "[[app]]\nname = \"solo\"\ncommand = \"sleep\"\nargs = [\"1000\"]\non_disconnect = \"stop\"\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("solo running once", FORM, || {
+        counts_of(&all, "solo").iter().sum::<usize>() == 1
+    });
+    let holder = *all
+        .iter()
+        .find(|n| !running_here(n, "solo").is_empty())
+        .unwrap();
+    let pid = pids_of(&[holder], "solo")["solo@0"];
+    let holder_id = holder.id();
+    // Apps outlive a SIGKILLed daemon, but not a singleton: nothing could stop it once the
+    // master places it elsewhere, so the lease keeper kills it with the daemon.
+    holder.herd.ok(&["kill"]);
+    wait_until("the orphaned singleton to be killed", SECS_10, || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+    });
+    let others: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != holder_id)
+        .collect();
+    wait_until("solo running on another node", FORM, || {
+        counts_of(&others, "solo").iter().sum::<usize>() == 1
+    });
+    // The old node comes back and does not start it again.
+    holder.herd.ok(&["up"]);
+    wait_until("the returning node back online", FORM, || {
+        let v = others[0]
+            .herd
+            .json(&["cluster", "uptime", "--json", "--days", "1"]);
+        node_status(&v, holder_id).as_deref() == Some("online")
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(counts_of(&all, "solo").iter().sum::<usize>(), 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::LeaseKeeper = cli.command {
+        return Ok(supervisor::lease::keeper_main()?);
+    }
     let home = cli::home()?;
 
     match cli.command {

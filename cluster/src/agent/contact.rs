@@ -45,6 +45,9 @@ pub(crate) struct ContactView {
     pub heard: bool,
     /// When `connected` turns false unless another heartbeat arrives.
     pub disconnect_at: Instant,
+    /// Until when `on_disconnect = "stop"` instances may keep running without another
+    /// heartbeat: their graceful stop begins then, before the lease lapses.
+    pub singletons_until: Instant,
     /// The master's applied registry index in the latest heartbeat.
     pub master_index: u64,
 }
@@ -116,11 +119,21 @@ impl AgentState {
             c.term = term;
             !was_connected || new_term
         };
+        if let Some(sup) = self.supervisor() {
+            sup.renew_lease(self.lease());
+        }
         if wake {
             tracing::info!(master_id, term, "master heartbeat: connected");
             self.wake.send_modify(|n| *n += 1);
         }
         Ok(())
+    }
+
+    /// How long singletons may run after a heartbeat: 7/8 of `offline_timeout`, so the lease
+    /// lapses before the master (which counts from the reply, later still) may call this node
+    /// offline. The agent begins a graceful stop earlier, at 3/4 (`ContactView::singletons_until`).
+    pub(crate) fn lease(&self) -> Duration {
+        self.offline_timeout * 7 / 8
     }
 
     pub(crate) fn highest_term(&self) -> u64 {
@@ -135,6 +148,7 @@ impl AgentState {
             connected: now < disconnect_at,
             heard: c.last.is_some(),
             disconnect_at,
+            singletons_until: since + self.offline_timeout * 3 / 4,
             master_index: c.master_index,
         }
     }

@@ -36,6 +36,11 @@ pub trait LocalSupervisor: Send + Sync + 'static {
         &self,
         desired: Vec<DesiredInstance>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// A master heartbeat was accepted: `on_disconnect = "stop"` instances may run for
+    /// `valid_for` more — a little less than the master waits before it calls this node
+    /// offline and places them elsewhere. The supervisor must stop them by then even if the
+    /// agent cannot (see the node's lease keeper).
+    fn renew_lease(&self, _valid_for: std::time::Duration) {}
 }
 
 /// One cluster instance as the local supervisor sees it.

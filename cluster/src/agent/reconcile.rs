@@ -82,8 +82,8 @@ impl AgentLoop {
                         .any(|w| w.instance.app == app && w.instance.instance == i)
                 });
                 let wanted = match mode {
-                    Mode::Full => wanted,
-                    Mode::Disconnected => desired::while_disconnected(wanted),
+                    Mode::Full if now < view.singletons_until => wanted,
+                    Mode::Full | Mode::Disconnected => desired::while_disconnected(wanted),
                 };
                 let desired = self.restarts(
                     wanted,
@@ -111,6 +111,9 @@ impl AgentLoop {
             };
             if view.connected {
                 wake_at = wake_at.min(view.disconnect_at);
+                if now < view.singletons_until {
+                    wake_at = wake_at.min(view.singletons_until);
+                }
             }
             if poll {
                 wake_at = wake_at.min(now + RESTART_POLL);
@@ -330,13 +333,20 @@ mod tests {
     async fn cut_off_from_the_master_stop_apps_stop_and_the_rest_keeps_running() {
         let h = harness(registry());
         h.state.accept(9, 1, 1, 5, 0).expect("heartbeat");
-        tokio::time::sleep(Duration::from_secs(89)).await;
+        tokio::time::sleep(Duration::from_secs(67)).await;
         assert_eq!(h.sup.last(), Some(both()));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
             h.sup.last(),
             Some(vec![("api".into(), 0)]),
-            "90 s without a master"
+            "3/4 of the 90 s offline timeout without a master: the graceful stop begins, \
+             before the lease lapses at 7/8"
+        );
+        tokio::time::sleep(Duration::from_secs(23)).await;
+        assert_eq!(
+            h.sup.last(),
+            Some(vec![("api".into(), 0)]),
+            "disconnected at 90 s: the rest keeps running"
         );
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(

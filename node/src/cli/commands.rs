@@ -189,6 +189,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         Command::Up { .. }
         | Command::Down { .. }
         | Command::Kill
+        | Command::LeaseKeeper
         | Command::Ping { .. }
         | Command::Cluster(_) => {
             unreachable!("lifecycle commands are handled by cli::lifecycle")

@@ -57,6 +57,9 @@ pub enum Command {
     },
     /// SIGKILL a hung daemon and clear its lock. Apps keep running.
     Kill,
+    /// Internal: the daemon's singleton lease keeper (see `supervisor::lease`).
+    #[command(hide = true)]
+    LeaseKeeper,
     /// Is the daemon up? Prints its pid, version and uptime.
     Ping {
         #[arg(long)]

@@ -48,6 +48,10 @@ impl LocalSupervisor for Bridge {
         }
     }
 
+    fn renew_lease(&self, valid_for: std::time::Duration) {
+        self.supervisor.renew_lease(valid_for);
+    }
+
     fn reconcile(
         &self,
         desired: Vec<DesiredInstance>,

@@ -84,6 +84,20 @@ impl Supervisor {
     }
 
     pub(super) fn spawn_instance(&self, app: &mut App, pos: usize) {
+        let singleton = app.is_singleton();
+        if singleton && !self.shared.lease.valid() {
+            // Not without the master's word: the master may already run it elsewhere. The
+            // agent starts it again once in contact (see `managed::reconcile_cluster`).
+            let inst = &mut app.instances[pos];
+            inst.generation = next_generation();
+            inst.status = Status::Starting;
+            inst.pid = None;
+            inst.signature = None;
+            inst.next_start_ms = None;
+            info!(app = %app.spec.name, instance = inst.index, "waiting for the master's lease");
+            self.emit(&app.spec.name, inst, "awaiting_lease", json!({}));
+            return;
+        }
         let listen = self.shared.sockets.ensure(&app.spec.name, &app.spec.listen);
         let spec = &app.spec;
         let inst = &mut app.instances[pos];
@@ -110,6 +124,9 @@ impl Supervisor {
                 } else {
                     Status::Running
                 };
+                if singleton && let (Some(pid), Some(sig)) = (pid, inst.signature) {
+                    self.shared.lease.guard(pid, sig);
+                }
                 info!(app = %spec.name, instance = inst.index, pid, restarts = inst.restarts, "started");
                 self.shared.events.emit(
                     &spec.name,
@@ -231,6 +248,9 @@ impl Supervisor {
                 return;
             }
             let pgid = inst.pid;
+            if let Some(pid) = pgid {
+                self.shared.lease.forget(pid);
+            }
             info!(app = %name, instance = index, pid = pgid, code = exit.code, signal = exit.signal.as_deref(), reason = %exit.reason, "exited");
             self.shared.events.emit(
                 name,

@@ -78,6 +78,40 @@ impl Supervisor {
         {
             warn!(error = %e, "cannot start the cluster's instances");
         }
+        self.start_lease_waiters();
+    }
+
+    /// The master renews the lease: start the singletons that waited for it. Only the agent
+    /// calls this, once its replica is in sync, so an instance the master moved away while
+    /// this node was cut off is never started again here.
+    fn start_lease_waiters(&self) {
+        if !self.shared.lease.valid() {
+            return;
+        }
+        let mut started = false;
+        {
+            let mut t = self.lock();
+            for app in t.apps.values_mut() {
+                if !app.is_singleton() || app.desired != super::Desired::Running {
+                    continue;
+                }
+                for pos in 0..app.instances.len() {
+                    let i = &app.instances[pos];
+                    if i.status == Status::Starting && i.pid.is_none() {
+                        self.spawn_instance(app, pos);
+                        started = true;
+                    }
+                }
+            }
+        }
+        if started {
+            self.notify();
+        }
+    }
+
+    /// The master was heard: singletons may run for `valid_for` more.
+    pub fn renew_lease(&self, valid_for: std::time::Duration) {
+        self.shared.lease.renew(valid_for);
     }
 
     /// The cluster instances this node runs, for the master's heartbeat.

@@ -11,6 +11,7 @@ pub mod deps;
 pub mod events;
 mod health;
 pub mod instance;
+pub mod lease;
 mod lifecycle;
 pub mod logs;
 pub mod managed;
@@ -83,6 +84,12 @@ impl App {
         }
     }
 
+    /// A cluster instance that must never run on two nodes (`on_disconnect = "stop"`): it
+    /// runs only under the master's lease (see `lease`).
+    fn is_singleton(&self) -> bool {
+        self.origin == Origin::Cluster && self.spec.on_disconnect == Some(spec::OnDisconnect::Stop)
+    }
+
     fn position(&self, index: u32) -> Option<usize> {
         self.instances.iter().position(|i| i.index == index)
     }
@@ -136,6 +143,7 @@ struct Shared {
     events: EventLog,
     host: Mutex<Option<HostMetrics>>,
     sockets: sockets::Sockets,
+    lease: lease::Lease,
 }
 
 #[derive(Clone)]
@@ -171,6 +179,7 @@ impl Supervisor {
             events,
             host: Mutex::new(None),
             sockets: sockets::Sockets::default(),
+            lease: lease::Lease::default(),
         };
         Self {
             shared: Arc::new(shared),

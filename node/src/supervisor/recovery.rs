@@ -43,6 +43,7 @@ impl Supervisor {
 
     fn restore_app(&self, app: &mut App, waiting: &[String]) -> Vec<super::lifecycle::StopJob> {
         let name = app.spec.name.clone();
+        let singleton = app.is_singleton();
         let mut jobs = Vec::new();
         for pos in 0..app.instances.len() {
             let inst = &mut app.instances[pos];
@@ -71,6 +72,11 @@ impl Supervisor {
                     inst.status = Status::Running;
                 }
                 self.emit(&name, inst, "adopted", json!({}));
+                if let (true, Some(sig)) = (singleton, inst.signature) {
+                    // Its lease died with the old daemon: the keeper stops it unless the master
+                    // renews the lease first.
+                    self.shared.lease.guard(pid, sig);
+                }
                 self.watch_adopted(name.clone(), inst.index, inst.generation, pid);
                 if let Some(h) = &app.spec.health {
                     self.start_probes(name.clone(), inst.index, inst.generation, pid, h.clone());
@@ -90,6 +96,13 @@ impl Supervisor {
                 } else {
                     Status::Stopped
                 };
+                continue;
+            }
+            if singleton {
+                // Only the agent, in sync with the master, may start it again (see `lease`).
+                inst.status = Status::Starting;
+                inst.next_start_ms = None;
+                info!(app = %name, instance = inst.index, "waiting for the master's lease");
                 continue;
             }
             match was {

@@ -1,0 +1,221 @@
+//! The singleton lease: a cluster instance with `on_disconnect = "stop"` may run on this node
+//! only while the node holds a lease from the master. Each accepted heartbeat renews it for a
+//! little less than `offline_timeout`, so it lapses before the master could call this node
+//! offline and place the instance elsewhere.
+//!
+//! The daemon refuses to spawn such an instance without a valid lease. Enforcing the lapse
+//! cannot be left to the daemon alone: a daemon that is SIGKILLed or frozen stops nothing,
+//! while its apps (which outlive it by design) keep running. So a small keeper process
+//! (`herd lease-keeper`, see `keeper`) holds the same deadline and SIGKILLs the guarded process
+//! groups when it passes, or at once when the daemon's end of the pipe closes (the daemon
+//! died). The keeper is started with the first guarded process; a standalone daemon, or one
+//! without singletons, never starts it.
+
+use super::process;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+#[derive(Default)]
+pub struct Lease {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    until: Option<Instant>,
+    /// pid (the group leader) → start signature.
+    guarded: HashMap<u32, u64>,
+    keeper: Option<Keeper>,
+}
+
+struct Keeper {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+impl Lease {
+    /// The master was heard: singletons may run for `valid_for` more.
+    pub fn renew(&self, valid_for: Duration) {
+        let mut inner = self.lock();
+        inner.until = Some(Instant::now() + valid_for);
+        if inner.keeper.is_some() {
+            let line = format!("lease {}\n", valid_for.as_millis());
+            inner.send(&line);
+        }
+    }
+
+    /// May a singleton start now?
+    pub fn valid(&self) -> bool {
+        self.lock().until.is_some_and(|u| Instant::now() < u)
+    }
+
+    /// From now on the keeper kills this process group when the lease lapses (at once if it
+    /// already has).
+    pub fn guard(&self, pid: u32, signature: u64) {
+        let mut inner = self.lock();
+        inner.guarded.insert(pid, signature);
+        if inner.keeper.is_none() {
+            inner.start_keeper();
+        } else {
+            inner.send(&format!("guard {pid} {signature}\n"));
+        }
+    }
+
+    /// The process ended (or is no longer a singleton's): nothing to enforce.
+    pub fn forget(&self, pid: u32) {
+        let mut inner = self.lock();
+        if inner.guarded.remove(&pid).is_some() && inner.keeper.is_some() {
+            inner.send(&format!("forget {pid}\n"));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn remaining_ms(&self) -> u128 {
+        self.until
+            .map(|u| u.saturating_duration_since(Instant::now()).as_millis())
+            .unwrap_or(0)
+    }
+
+    /// Starts the keeper and tells it everything: the lease left and every guarded process.
+    fn start_keeper(&mut self) {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                warn!(error = %e, "cannot find the herd binary to start the lease keeper");
+                return;
+            }
+        };
+        let spawned = Command::new(exe)
+            .arg("lease-keeper")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Its own group: a Ctrl-C meant for a foreground daemon must not take it away
+            // while the daemon lives on.
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot start the lease keeper");
+                return;
+            }
+        };
+        let Some(stdin) = child.stdin.take() else {
+            let _ = child.kill();
+            return;
+        };
+        info!(pid = child.id(), "lease keeper started");
+        self.keeper = Some(Keeper { child, stdin });
+        let mut hello = format!("lease {}\n", self.remaining_ms());
+        for (pid, sig) in &self.guarded {
+            hello.push_str(&format!("guard {pid} {sig}\n"));
+        }
+        self.send(&hello);
+    }
+
+    /// Writes to the keeper; a keeper that went away is started again (and told everything).
+    fn send(&mut self, line: &str) {
+        let Some(k) = self.keeper.as_mut() else {
+            return;
+        };
+        if k.stdin.write_all(line.as_bytes()).is_ok() {
+            return;
+        }
+        warn!("the lease keeper went away; starting another");
+        let mut old = self.keeper.take();
+        if let Some(k) = old.as_mut() {
+            let _ = k.child.kill();
+            let _ = k.child.wait();
+        }
+        self.start_keeper();
+    }
+}
+
+/// `herd lease-keeper`: reads `lease MS`, `guard PID SIGNATURE` and `forget PID` lines from
+/// stdin; SIGKILLs every guarded process group whose lease has lapsed, and all of them when
+/// stdin closes. Runs until stdin closes.
+pub fn keeper_main() -> std::io::Result<()> {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(Some(l)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let mut until = Instant::now();
+    let mut guarded: HashMap<u32, u64> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        if now >= until && !guarded.is_empty() {
+            kill_all(&mut guarded, "the lease lapsed");
+        }
+        let wait = if guarded.is_empty() || now >= until {
+            Duration::from_secs(3600)
+        } else {
+            until - now
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Some(line)) => {
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next(), words.next()) {
+                    (Some("lease"), Some(ms), None) => {
+                        if let Ok(ms) = ms.parse::<u64>() {
+                            until = Instant::now() + Duration::from_millis(ms);
+                        }
+                    }
+                    (Some("guard"), Some(pid), Some(sig)) => {
+                        if let (Ok(pid), Ok(sig)) = (pid.parse(), sig.parse()) {
+                            guarded.insert(pid, sig);
+                        }
+                    }
+                    (Some("forget"), Some(pid), None) => {
+                        if let Ok(pid) = pid.parse::<u32>() {
+                            guarded.remove(&pid);
+                        }
+                    }
+                    _ => say(&format!("ignoring `{line}`")),
+                }
+            }
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                kill_all(&mut guarded, "the daemon is gone");
+                return Ok(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+fn kill_all(guarded: &mut HashMap<u32, u64>, why: &str) {
+    for (pid, sig) in guarded.drain() {
+        if process::is_same_process(pid, sig) {
+            let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            say(&format!("{why}: killed process group {pid}"));
+        }
+    }
+}
+
+/// One line on stderr (the daemon's log); a closed stderr is no reason to stop guarding.
+fn say(what: &str) {
+    let _ = writeln!(std::io::stderr(), "herd lease-keeper: {what}");
+}

@@ -153,7 +153,9 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
         ));
     }
     if let Err(why) = &lab.netem {
-        rec.note(format!("latency/loss faults are unsupported here: {why}"));
+        rec.note(format!(
+            "added latency is unsupported here ({why}); latency-loss faults inject 20% random packet loss with nftables instead"
+        ));
     }
     let long_ms = detect.then(|| p.detection_window(lab.master_timing).as_millis() as u64);
     let mut settings = Settings {

@@ -274,7 +274,16 @@ fn redis_restart(ctx: &FaultCtx, plan: &PlannedFault, before: Option<u64>) -> an
 
 fn latency_loss(ctx: &FaultCtx, plan: &PlannedFault, target: usize) -> anyhow::Result<()> {
     if let Err(why) = &ctx.lab.netem {
-        ctx.not_injected(plan, &[target], FaultState::Unsupported(why.clone()));
+        // No delay without sch_netem; the loss half is still real, dropped by nftables.
+        network::apply(ctx.lab, target, &network::Cut::Loss(20))?;
+        ctx.begin(
+            plan,
+            &[target],
+            format!("nftables: 20% random packet loss in and out (no added delay: {why})"),
+        );
+        interrupt::sleep(Duration::from_millis(plan.duration_ms))?;
+        network::heal(ctx.lab, target);
+        ctx.end(plan, None);
         return Ok(());
     }
     network::netem(ctx.lab, target, 100, 5)?;

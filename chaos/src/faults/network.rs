@@ -1,6 +1,6 @@
 //! Network faults inside the hosts' namespaces: nftables rules that really drop packets (a
 //! table `inet herd_chaos` per host, removed to heal), and `tc netem` delay and loss where the
-//! kernel has it.
+//! kernel has it (random loss through nftables where it has not).
 
 use std::net::SocketAddr;
 use std::net::TcpStream;
@@ -21,6 +21,8 @@ pub enum Cut {
     Everything,
     /// Traffic to and from these addresses.
     Peers(Vec<String>),
+    /// This share (in %) of every packet but loopback's, at random: loss without `tc netem`.
+    Loss(u32),
 }
 
 /// The nftables script for one host. It first creates and deletes the table, so applying it
@@ -38,6 +40,10 @@ pub fn ruleset(cut: &Cut) -> String {
                 format!("ip daddr {{ {set} }} drop"),
             )
         }
+        Cut::Loss(percent) => (
+            format!("iifname != \"lo\" numgen random mod 100 < {percent} drop"),
+            format!("oifname != \"lo\" numgen random mod 100 < {percent} drop"),
+        ),
     };
     format!(
         "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  \
@@ -118,6 +124,19 @@ mod tests {
         let r = ruleset(&Cut::Everything);
         assert!(r.starts_with("table inet herd_chaos {}\ndelete table inet herd_chaos\n"));
         assert!(r.contains("iifname != \"lo\" drop") && r.contains("oifname != \"lo\" drop"));
+    }
+
+    #[test]
+    fn loss_drops_a_random_share_of_everything_but_loopback() {
+        let r = ruleset(&Cut::Loss(20));
+        assert!(
+            r.contains("iifname != \"lo\" numgen random mod 100 < 20 drop"),
+            "{r}"
+        );
+        assert!(
+            r.contains("oifname != \"lo\" numgen random mod 100 < 20 drop"),
+            "{r}"
+        );
     }
 
     #[test]

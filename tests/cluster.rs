@@ -354,6 +354,31 @@ fn a_node_with_a_wiped_raft_dir_catches_up() {
 }
 
 #[test]
+fn a_wiped_node_joins_the_live_cluster_even_when_redis_restarted_empty() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let [a, b, c] = three(&url);
+    let leader = wait_formed(&[&a, &b, &c], 3, 0);
+    let victim = [&a, &b, &c].into_iter().find(|n| n.id() != leader).unwrap();
+    a.deploy("one");
+    // Redis loses everything (no persistence) and the victim loses its Raft state at once: the
+    // board is empty, yet a cluster lives, and the victim must join it, not found another.
+    let port = redis.port;
+    redis.stop();
+    victim.herd.ok(&["down"]);
+    std::fs::remove_dir_all(victim.herd.path("raft")).unwrap();
+    let _redis = Redis::on(port);
+    victim.herd.ok(&["up"]);
+    wait_until(
+        "the wiped node to hold the live cluster's registry",
+        FORM,
+        || victim.apps(true).contains(&"one".to_string()),
+    );
+    let s = victim.status().unwrap();
+    assert_eq!(s["leader_id"].as_u64(), Some(leader), "{s}");
+}
+
+#[test]
 fn stopping_redis_disturbs_nothing_and_a_restarted_node_rejoins() {
     let mut redis = Redis::start();
     let url = redis.url();

@@ -1,7 +1,7 @@
 //! Redis as a notice board for forming a cluster — never for liveness.
 //!
 //! Keys, all under `herd:{cluster}:`:
-//! - `node:{id}` → JSON [`Announcement`], `SET … EX ttl`, refreshed every ttl/3;
+//! - `node:{id}` → JSON [`Announcement`], `SET … EX ttl`, refreshed every 2 s;
 //! - `bootstrap` → a random token, `SET … NX PX 15000`: who may initialize the Raft group now;
 //! - `cluster-id` → JSON [`ClusterIdRecord`], written once with `NX` and never expired: its
 //!   presence says "this cluster was formed; join it, never bootstrap it again".
@@ -182,6 +182,18 @@ impl RedisBoard {
         Ok(deleted == 1)
     }
 
+    /// How long the Redis server has been up (`INFO server`); `None` where INFO is not
+    /// allowed or does not say.
+    pub async fn uptime(&self) -> Result<Option<Duration>, DiscoveryError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(parse_uptime(&info))
+    }
+
     /// The cluster's permanent id record, if the cluster was ever formed.
     pub async fn cluster_id(&self) -> Result<Option<ClusterIdRecord>, DiscoveryError> {
         let mut conn = self.conn.clone();
@@ -208,5 +220,25 @@ impl RedisBoard {
             .await
             .map_err(|e| self.err(e))?;
         Ok(set.is_some())
+    }
+}
+
+fn parse_uptime(info: &str) -> Option<Duration> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_comes_from_the_server_section() {
+        let info =
+            "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
+        assert_eq!(parse_uptime(info), Some(Duration::from_secs(42)));
+        assert_eq!(parse_uptime("# Server\r\n"), None);
     }
 }

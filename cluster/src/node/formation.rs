@@ -27,8 +27,16 @@ use crate::raft::Member;
 
 /// How long a node may go without hearing from a leader before it asks peers to (re)add it.
 const REJOIN_AFTER: Duration = Duration::from_secs(3);
-/// Redis announcement lifetime; refreshed every third of it.
+/// Redis announcement lifetime.
 pub(crate) const ANNOUNCE_TTL: Duration = Duration::from_secs(15);
+/// How often a member refreshes its announcement, and how soon it retries after a failure.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(500);
+/// A Redis that restarted empty forgot every member; they are all back within this (a refresh,
+/// a reconnect, a retry). Until Redis has been up this long — or, where INFO is not allowed,
+/// until the board has looked empty this long — an empty board proves nothing, and a
+/// pristine node must not bootstrap a second cluster next to the live one.
+const REANNOUNCE_WINDOW: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,6 +46,8 @@ pub(crate) struct Formation {
     started: Instant,
     /// When the operator was last told why this node is still waiting (rate limit).
     last_hint: std::sync::Mutex<Option<Instant>>,
+    /// Since when the Redis board has looked empty (no cluster id), without a break.
+    empty_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What one round of asking peers found out.
@@ -55,6 +65,7 @@ impl Formation {
             board,
             started: Instant::now(),
             last_hint: std::sync::Mutex::new(None),
+            empty_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -205,6 +216,7 @@ impl Formation {
             Ok(Some(rec)) if rec.bootstrapper == me => return self.initialize().await,
             // The cluster exists: only ever join it.
             Ok(Some(rec)) => {
+                *self.empty_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.hint(&format!(
                     "waiting to join: redis says this cluster was formed (id {}) but no member answers; \
                      if every member's data was wiped, delete the redis key herd:{}:cluster-id to form it anew",
@@ -213,6 +225,9 @@ impl Formation {
                 return false;
             }
             Ok(None) => {}
+        }
+        if !self.board_quiet_long_enough(board).await {
+            return false;
         }
         let token = format!("{me}-{:016x}", rand::random::<u64>());
         match board.try_lock_bootstrap(&token).await {
@@ -248,6 +263,27 @@ impl Formation {
         done
     }
 
+    /// An empty board means "no cluster" only once live members had time to re-announce
+    /// after a Redis restart (see `REANNOUNCE_WINDOW`).
+    async fn board_quiet_long_enough(&self, board: &RedisBoard) -> bool {
+        let seen_empty = {
+            let mut since = self.empty_since.lock().unwrap_or_else(|p| p.into_inner());
+            since.get_or_insert_with(Instant::now).elapsed()
+        };
+        let waited = match board.uptime().await {
+            Ok(Some(up)) => up,
+            Ok(None) | Err(_) => seen_empty,
+        };
+        if waited < REANNOUNCE_WINDOW {
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                "redis is freshly (re)started or the board just emptied: waiting for live members to re-announce before bootstrapping"
+            );
+            return false;
+        }
+        true
+    }
+
     async fn initialize(&self) -> bool {
         let member = Member {
             addr: self.shared.cfg.advertise.clone(),
@@ -269,7 +305,7 @@ impl Formation {
     }
 }
 
-/// Keeps this node's Redis announcement fresh (every ttl/3) until shutdown.
+/// Keeps this node's Redis announcement fresh (every `ANNOUNCE_EVERY`) until shutdown.
 pub(crate) async fn announce_loop(
     shared: Arc<Shared>,
     board: RedisBoard,
@@ -283,6 +319,7 @@ pub(crate) async fn announce_loop(
     let mut healthy = true;
     loop {
         if !shared.left.load(Ordering::SeqCst) {
+            // A Redis that restarted empty learns of every member within one refresh.
             match board.announce(&me, ANNOUNCE_TTL).await {
                 Ok(()) if !healthy => {
                     healthy = true;
@@ -296,9 +333,14 @@ pub(crate) async fn announce_loop(
                 Err(_) => {}
             }
         }
+        let pause = if healthy {
+            ANNOUNCE_EVERY
+        } else {
+            ANNOUNCE_RETRY
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(ANNOUNCE_TTL / 3) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -459,6 +459,69 @@ fn placement_of(nodes: &[&Node], app: &str) -> Vec<Vec<u64>> {
     nodes.iter().map(|n| running_here(n, app)).collect()
 }
 
+/// Watches, from a thread, how many distinct instances of a cluster app run across the nodes
+/// (from each node's `herd ps`), for as long as an operation lasts; keeps the fewest seen.
+struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Watch {
+    fn start(nodes: &[&Node], app: &str) -> Self {
+        let homes: Vec<std::path::PathBuf> = nodes
+            .iter()
+            .map(|n| n.herd.home.path().to_path_buf())
+            .collect();
+        let prefix = format!("{app}@");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut worst = usize::MAX;
+                // At least one look, however short the operation.
+                loop {
+                    let mut idx: Vec<u64> = Vec::new();
+                    for h in &homes {
+                        let out = Command::new(herd_bin())
+                            .args(["ps", "--json"])
+                            .env("HERD_HOME", h)
+                            .output()
+                            .unwrap();
+                        let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                        idx.extend(
+                            rows.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter(|r| r["status"] == "running")
+                                .filter_map(|r| {
+                                    r["name"]
+                                        .as_str()?
+                                        .strip_prefix(&prefix)?
+                                        .parse::<u64>()
+                                        .ok()
+                                }),
+                        );
+                    }
+                    idx.sort();
+                    idx.dedup();
+                    worst = worst.min(idx.len());
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                worst
+            })
+        };
+        Self { stop, thread }
+    }
+
+    /// Stops watching; the fewest instances seen running at once.
+    fn worst(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns() {
     let redis = Redis::start();
@@ -617,46 +680,8 @@ fn drain_moves_every_instance_and_stops_none_early() {
         .iter()
         .find(|n| !running_here(n, "web").is_empty())
         .unwrap();
-    let homes: Vec<std::path::PathBuf> = all
-        .iter()
-        .map(|n| n.herd.home.path().to_path_buf())
-        .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Watch the whole time: the set of running instances never loses one.
-    let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut worst = 3usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut idx: Vec<u64> = Vec::new();
-                for h in &homes {
-                    let out = Command::new(herd_bin())
-                        .args(["ps", "--json"])
-                        .env("HERD_HOME", h)
-                        .output()
-                        .unwrap();
-                    let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                    idx.extend(
-                        rows.as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|r| r["status"] == "running")
-                            .filter_map(|r| {
-                                r["name"]
-                                    .as_str()?
-                                    .strip_prefix("web@")?
-                                    .parse::<u64>()
-                                    .ok()
-                            }),
-                    );
-                }
-                idx.sort();
-                idx.dedup();
-                worst = worst.min(idx.len());
-            }
-            worst
-        })
-    };
+    let watch = Watch::start(&all, "web");
     let out = all[0].herd.ok(&[
         "cluster",
         "drain",
@@ -664,8 +689,7 @@ fn drain_moves_every_instance_and_stops_none_early() {
         "--timeout",
         "60",
     ]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let worst = watcher.join().unwrap();
+    let worst = watch.worst();
     assert!(out.contains("drained"), "{out}");
     assert!(
         running_here(target, "web").is_empty(),
@@ -940,46 +964,12 @@ fn a_rolling_restart_replaces_every_instance_one_node_at_a_time() {
         counts_of(&all, "web") == [1, 1, 1]
     });
     let before = pids_of(&all, "web");
-    let homes: Vec<std::path::PathBuf> = all
-        .iter()
-        .map(|n| n.herd.home.path().to_path_buf())
-        .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // One node at a time: never fewer than two of the three instances running.
-    let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut worst = 3usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let running: usize = homes
-                    .iter()
-                    .map(|h| {
-                        let out = Command::new(herd_bin())
-                            .args(["ps", "--json"])
-                            .env("HERD_HOME", h)
-                            .output()
-                            .unwrap();
-                        let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                        rows.as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|r| {
-                                r["status"] == "running"
-                                    && r["name"].as_str().is_some_and(|n| n.starts_with("web@"))
-                            })
-                            .count()
-                    })
-                    .sum();
-                worst = worst.min(running);
-            }
-            worst
-        })
-    };
+    let watch = Watch::start(&all, "web");
     let out = all[1]
         .herd
         .ok(&["cluster", "restart", "web", "--wait", "--timeout", "60"]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let worst = watcher.join().unwrap();
+    let worst = watch.worst();
     assert!(out.contains("rolling restart of web done"), "{out}");
     let after = pids_of(&all, "web");
     assert_eq!(after.len(), 3, "{after:?}");

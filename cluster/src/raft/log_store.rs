@@ -337,7 +337,7 @@ mod tests {
 
     fn log_id(term: u64, index: u64) -> LogId {
         openraft::LogId::new(
-            openraft::vote::leader_id_adv::LeaderId::new_committed(term, 1),
+            openraft::vote::leader_id_std::LeaderId::<u64, u64>::new_committed(term, 1),
             index,
         )
     }
@@ -421,7 +421,7 @@ mod tests {
             assert_eq!(indexes(&mut store).await, vec![8, 9, 10]);
             // Make the purge durable before dropping: a vote write waits for its group.
             let vote =
-                Vote::from_leader_id(openraft::vote::leader_id_adv::LeaderId::new(2, 1), true);
+                Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(2, 1), true);
             store.save_vote(&vote).await.expect("vote");
         }
         let mut store = reopen(dir.path()).await;
@@ -439,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn vote_and_committed_are_restored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vote = Vote::from_leader_id(openraft::vote::leader_id_adv::LeaderId::new(3, 9), true);
+        let vote = Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(3, 9), true);
         {
             let mut store = open(dir.path());
             append(&mut store, 1..=2).await;

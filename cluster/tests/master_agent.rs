@@ -250,8 +250,10 @@ async fn a_lost_node_goes_offline_after_the_timeout_and_its_instances_run_elsewh
     })
     .await;
     let after = t0.elapsed();
+    // The timeout runs from the node's last answer, which may precede the stop by up to one
+    // heartbeat interval (plus its jitter).
     assert!(
-        after >= Duration::from_millis(OFFLINE_MS),
+        after >= Duration::from_millis(OFFLINE_MS - 2 * HEARTBEAT_MS),
         "offline after {after:?}: never before the timeout"
     );
     assert!(

@@ -59,9 +59,13 @@ impl AgentLoop {
         let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
         loop {
             let now = Instant::now();
+            // The applied index first, then the registry: the state machine publishes a
+            // registry before Raft reports its index applied, so the registry read next is at
+            // least that new. The other order let a batch land in between, and a stale
+            // registry pass as in sync (the soak saw a singleton started from it for 0.2 s).
+            let applied = (self.applied_index)();
             let reg = self.registry.borrow_and_update().clone();
             let view = self.state.view(now);
-            let applied = (self.applied_index)();
             let synced = view.connected && view.heard && applied.unwrap_or(0) >= view.master_index;
             ever_synced |= synced;
             let mode = if synced {

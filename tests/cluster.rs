@@ -442,6 +442,13 @@ fn standalone_daemons_have_no_cluster() {
 const FAST_MASTER: &str =
     "heartbeat_interval_ms = 200\nhealth_sweep_interval_ms = 500\noffline_timeout_ms = 2000\n";
 
+/// Three voters on 127.0.0.1-3 with the shortened master intervals.
+fn fast_three(url: &str) -> Vec<Node> {
+    (1..=3)
+        .map(|i| Node::with(i, url, 3, "s3cret", FAST_MASTER))
+        .collect()
+}
+
 /// Cluster instances of `app` this node runs, by instance index, from its own `herd ps`.
 fn running_here(n: &Node, app: &str) -> Vec<u64> {
     let out = n.herd.run(&["ps", "--json"]);
@@ -526,9 +533,7 @@ impl Watch {
 fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = wait_formed(&all, 3, 0);
     let file = all[0].herd.app_file(
@@ -620,9 +625,7 @@ fn node_status(view: &Value, id: u64) -> Option<String> {
 fn a_new_master_takes_over_without_marking_live_nodes_offline() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = wait_formed(&all, 3, 0);
     wait_until("every node recorded online", FORM, || {
@@ -661,9 +664,7 @@ fn a_new_master_takes_over_without_marking_live_nodes_offline() {
 fn drain_moves_every_instance_and_stops_none_early() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_formed(&all, 3, 0);
     let file = all[0].herd.app_file(
@@ -841,9 +842,7 @@ fn today_samples(view: &Value, id: u64) -> Option<(u64, u64)> {
 fn uptime_buckets_show_a_node_outage() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = wait_formed(&all, 3, 0);
     let master = by_id(&all, leader);
@@ -894,9 +893,7 @@ fn uptime_buckets_show_a_node_outage() {
 fn an_on_disconnect_stop_singleton_stops_when_cut_off_and_runs_once_after() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_formed(&all, 3, 0);
     let file = all[0].herd.app_file(
@@ -958,9 +955,7 @@ fn pids_of(nodes: &[&Node], app: &str) -> std::collections::BTreeMap<String, u64
 fn a_rolling_restart_replaces_every_instance_one_node_at_a_time() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_formed(&all, 3, 0);
     let file = all[0].herd.app_file(
@@ -991,9 +986,7 @@ fn a_rolling_restart_replaces_every_instance_one_node_at_a_time() {
 fn a_singleton_dies_with_its_daemon_and_runs_once_elsewhere() {
     let redis = Redis::start();
     let url = redis.url();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with(i, &url, 3, "s3cret", FAST_MASTER))
-        .collect();
+    let nodes = fast_three(&url);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_formed(&all, 3, 0);
     let file = all[0].herd.app_file(

@@ -555,19 +555,7 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
         .find(|n| n.id() != leader && !running_here(n, "web").is_empty())
         .expect("a follower runs web");
     let lost = running_here(victim, "web");
-    let pids: Vec<u64> = victim
-        .herd
-        .ps()
-        .iter()
-        .filter_map(|r| r["pid"].as_u64())
-        .collect();
-    victim.herd.ok(&["kill"]);
-    for p in pids {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    kill_with_apps(victim);
     let survivors: Vec<&Node> = all
         .iter()
         .copied()
@@ -611,6 +599,23 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
         idx.sort();
         idx == [0, 1, 2]
     });
+}
+
+/// SIGKILLs a node's daemon and every app it runs, as a host dying would.
+fn kill_with_apps(n: &Node) {
+    let pids: Vec<u64> = n
+        .herd
+        .ps()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect();
+    n.herd.ok(&["kill"]);
+    for p in pids {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 fn node_status(view: &Value, id: u64) -> Option<String> {
@@ -750,7 +755,7 @@ fn counts_of(nodes: &[&Node], app: &str) -> Vec<usize> {
 }
 
 #[test]
-fn placement_honours_constraints_and_max_per_node() {
+fn placement_honours_constraints_spread_and_max_per_node() {
     let redis = Redis::start();
     let url = redis.url();
     // h1: web in zone a; h2: web in zone b; h3: db in zone b.
@@ -800,15 +805,17 @@ max_per_node = 1
 "#,
     );
     all[0].herd.ok(&["cluster", "deploy", &file]);
-    wait_until("front, store and edge placed and running", FORM, || {
-        counts_of(&all, "front").iter().sum::<usize>() == 4
-            && counts_of(&all, "store").iter().sum::<usize>() == 2
-            && counts_of(&all, "edge").iter().sum::<usize>() == 3
-    });
-    // Constraints: front only on role=web, store only on role=db. (`spread = "zone"` should
-    // give [2, 2, 0], but 1 run in 4 puts all 4 on one web node: an open bug, see issue 5's
-    // note; the spread itself is unit-tested in cluster/src/master/placement.rs.)
-    assert_eq!(counts_of(&all, "front")[2], 0);
+    // Constraints: front only on role=web, store only on role=db; spread: front evenly over
+    // zones a and b (a placement made before every node answered is evened out by moves).
+    wait_until(
+        "front spread over the zones, store and edge running",
+        FORM,
+        || {
+            counts_of(&all, "front") == [2, 2, 0]
+                && counts_of(&all, "store").iter().sum::<usize>() == 2
+                && counts_of(&all, "edge").iter().sum::<usize>() == 3
+        },
+    );
     assert_eq!(counts_of(&all, "store"), [0, 0, 2]);
     // max_per_node = 1 on 3 nodes: one each, and the fourth waits for a node rather than
     // doubling up.
@@ -826,6 +833,18 @@ max_per_node = 1
         Some(3),
         "{edge}"
     );
+
+    // Zone b's only web node dies: its front instances go to zone a, the one web node left.
+    kill_with_apps(all[1]);
+    let alive = [all[0], all[2]];
+    wait_until("front all on h1 while h2 is down", FORM, || {
+        counts_of(&alive, "front") == [4, 0]
+    });
+    // It returns: the spread is evened out again, one move at a time.
+    all[1].herd.ok(&["up"]);
+    wait_until("front back to two per zone", FORM, || {
+        counts_of(&all, "front") == [2, 2, 0]
+    });
 }
 
 /// Today's up/total samples of node `id` from `herd cluster uptime --json --days 1`.

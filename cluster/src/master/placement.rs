@@ -8,7 +8,12 @@
 //! - eligible: online, answering this master, every constraint label matches, fewer than
 //!   `max_per_node` instances of the app there;
 //! - among eligible nodes: the value of the `spread` label with the fewest instances of the
-//!   app first, then the least-loaded node (fewest instances of any app; resources break ties).
+//!   app first, then the least-loaded node (fewest instances of any app; resources break ties);
+//! - an app whose instances all stay put but whose spread is uneven (a value holds two or more
+//!   instances more than an eligible value, say after it was placed while a node was unheard or
+//!   offline) gets one move per pass (start new, then stop old) towards the emptiest value;
+//!   one at a time and never during another move or a rolling restart, so it converges
+//!   without flapping. Singletons never move for spread.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -74,6 +79,103 @@ fn resource_score(usage: Option<&Usage>) -> f64 {
     usage.map_or(0.0, Usage::score)
 }
 
+/// The node with the fewest instances of any app; resources, then the id, break ties.
+fn least_loaded(
+    nodes: impl Iterator<Item = NodeId>,
+    load: &HashMap<NodeId, u32>,
+    input: &PlacementInput,
+) -> Option<NodeId> {
+    nodes.min_by(|&a, &b| {
+        let la = load.get(&a).copied().unwrap_or(0);
+        let lb = load.get(&b).copied().unwrap_or(0);
+        la.cmp(&lb)
+            .then_with(|| {
+                resource_score(input.usage.get(&a))
+                    .partial_cmp(&resource_score(input.usage.get(&b)))
+                    .unwrap_or(Ordering::Equal)
+            })
+            .then(a.cmp(&b))
+    })
+}
+
+/// One move that evens out a settled app's spread: an instance from the fullest value of the
+/// spread label to the least-loaded eligible node of a value holding at least two fewer.
+fn rebalance_spread(
+    reg: &Registry,
+    name: &str,
+    app: &App,
+    usable: &impl Fn(NodeId) -> bool,
+    load: &HashMap<NodeId, u32>,
+    input: &PlacementInput,
+) -> Option<InstanceMove> {
+    let label = app.placement.spread.as_ref()?;
+    let settled = reg.moves.get(name).is_none_or(BTreeMap::is_empty)
+        && reg.restarts.get(name).is_none_or(|r| r.pending.is_empty());
+    if app.on_disconnect == OnDisconnect::Stop || !settled {
+        return None;
+    }
+    let placed = reg.assignments.get(name)?;
+    let value_of = |id: NodeId| -> String {
+        reg.nodes
+            .get(&id)
+            .and_then(|n| n.labels.get(label))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for &n in placed.values() {
+        *per_node.entry(n).or_default() += 1;
+    }
+    let mut per_value: BTreeMap<String, u32> = BTreeMap::new();
+    for (&n, &c) in &per_node {
+        *per_value.entry(value_of(n)).or_default() += c;
+    }
+    let count_of = |v: &str| per_value.get(v).copied().unwrap_or(0);
+    let targets: Vec<NodeId> = reg
+        .nodes
+        .values()
+        .filter(|rec| usable(rec.id) && matches_constraints(app, rec))
+        .filter(|rec| {
+            app.placement
+                .max_per_node
+                .is_none_or(|max| per_node.get(&rec.id).copied().unwrap_or(0) < max)
+        })
+        .map(|rec| rec.id)
+        .collect();
+    let emptiest = targets.iter().map(|&id| count_of(&value_of(id))).min()?;
+    let (fullest_value, fullest) = per_value
+        .iter()
+        .max_by_key(|&(_, &c)| c)
+        .map(|(v, &c)| (v.clone(), c))?;
+    if fullest < emptiest + 2 {
+        return None;
+    }
+    let to = least_loaded(
+        targets
+            .iter()
+            .copied()
+            .filter(|&id| count_of(&value_of(id)) == emptiest),
+        load,
+        input,
+    )?;
+    // From the node of the fullest value that holds the most of this app (then the busiest).
+    let (&from, _) = per_node
+        .iter()
+        .filter(|&(&n, _)| value_of(n) == fullest_value)
+        .max_by_key(|&(&n, &c)| (c, load.get(&n).copied().unwrap_or(0)))?;
+    let instance = placed
+        .iter()
+        .filter(|&(_, &n)| n == from)
+        .map(|(&i, _)| i)
+        .max()?;
+    Some(InstanceMove {
+        app: name.to_string(),
+        instance,
+        from,
+        to,
+    })
+}
+
 pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
     let mut plan = Plan::default();
     let usable = |id: NodeId| {
@@ -136,6 +238,14 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             }
         }
         if needs.is_empty() {
+            if let Some(m) = rebalance_spread(reg, name, app, &usable, &load, input) {
+                tracing::debug!(app = %name, instance = m.instance, from = m.from, to = m.to, "evening out the spread");
+                *load.entry(m.to).or_default() += 1;
+                if let Some(l) = load.get_mut(&m.from) {
+                    *l = l.saturating_sub(1);
+                }
+                plan.moves.push(m);
+            }
             continue;
         }
         let spread_of = |id: NodeId| -> String {
@@ -180,23 +290,13 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 .iter()
                 .map(|&id| per_spread.get(&spread_of(id)).copied().unwrap_or(0))
                 .min();
-            let chosen = candidates
-                .iter()
-                .copied()
-                .filter(|&id| {
+            let chosen = least_loaded(
+                candidates.iter().copied().filter(|&id| {
                     Some(per_spread.get(&spread_of(id)).copied().unwrap_or(0)) == best_spread
-                })
-                .min_by(|&a, &b| {
-                    let la = load.get(&a).copied().unwrap_or(0);
-                    let lb = load.get(&b).copied().unwrap_or(0);
-                    la.cmp(&lb)
-                        .then_with(|| {
-                            resource_score(input.usage.get(&a))
-                                .partial_cmp(&resource_score(input.usage.get(&b)))
-                                .unwrap_or(Ordering::Equal)
-                        })
-                        .then(a.cmp(&b))
-                });
+                }),
+                &load,
+                input,
+            );
             let Some(to) = chosen else {
                 tracing::debug!(app = %name, instance = i, "no eligible node; instance stays where it is");
                 if let Some(n) = current {
@@ -376,6 +476,60 @@ mod tests {
             plan(&r, &live(&r)).is_empty(),
             "a settled plan writes nothing"
         );
+    }
+
+    #[test]
+    fn an_uneven_spread_is_evened_out_one_move_at_a_time() {
+        let mut r = registry(vec![
+            node(1, &[("zone", "a")]),
+            node(2, &[("zone", "b")]),
+            node(3, &[("zone", "b")]),
+        ]);
+        let spread = Placement {
+            spread: Some("zone".into()),
+            ..Placement::default()
+        };
+        put(&mut r, "api", 4, spread);
+        // Placed while only node 1 was heard: all four in zone a.
+        let mut input = live(&r);
+        input.live = [1].into();
+        let p = plan(&r, &input);
+        assert!(p.assign.iter().all(|a| a.node == 1), "{p:?}");
+        apply(&mut r, &p);
+        // Nodes 2 and 3 answer: one instance moves per pass, never two at once.
+        let input = live(&r);
+        let mut moved = Vec::new();
+        for _ in 0..10 {
+            let p = plan(&r, &input);
+            if p.is_empty() {
+                break;
+            }
+            assert!(p.assign.is_empty() && p.unassign.is_empty(), "{p:?}");
+            assert_eq!(p.moves.len(), 1, "{p:?}");
+            assert_eq!(p.moves[0].from, 1);
+            apply(&mut r, &p);
+            assert!(
+                plan(&r, &input).is_empty(),
+                "nothing else moves while a move is in progress"
+            );
+            let done = vec![InstanceRef {
+                app: "api".into(),
+                instance: p.moves[0].instance,
+            }];
+            assert!(
+                r.apply(&RegistryCommand::FinishMoves { instances: done })
+                    .is_applied()
+            );
+            moved.push(p.moves[0].to);
+        }
+        let mut zones: Vec<&str> = nodes_of(&r, "api")
+            .iter()
+            .map(|n| r.nodes[n].labels["zone"].as_str())
+            .collect();
+        zones.sort();
+        assert_eq!(zones, ["a", "a", "b", "b"]);
+        assert_eq!(moved, [2, 3], "least-loaded node of zone b first");
+        assert!(plan(&r, &input).is_empty(), "a balanced spread stays put");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub(crate) struct MasterTerm {
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
     crashes: CrashBudget,
+    /// When this term began: placement waits a little for every node's first answer.
+    started: Instant,
 }
 
 impl MasterTerm {
@@ -110,6 +112,7 @@ impl MasterTerm {
             health,
             heartbeater,
             crashes: CrashBudget::default(),
+            started: Instant::now(),
         }
     }
 
@@ -119,7 +122,8 @@ impl MasterTerm {
 
     /// Runs until deposed; drop the future to stop at once.
     pub(crate) async fn run(mut self) -> Deposed {
-        let started = Instant::now();
+        self.started = Instant::now();
+        let started = self.started;
         let mut registry = self.io.registry();
         let mut sweep = tokio::time::interval_at(
             started + self.settings.sweep_interval,
@@ -215,6 +219,22 @@ impl MasterTerm {
         }
 
         let now = Instant::now();
+        // A fresh master has heard nobody yet: placing now would crowd the nodes that answered
+        // first. It waits until every online node answered, or two heartbeat intervals.
+        let unheard: Vec<NodeId> = reg
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Online && !live.contains(&n.id))
+            .map(|n| n.id)
+            .collect();
+        if !unheard.is_empty() && now < self.started + self.settings.heartbeat_interval * 2 {
+            tracing::debug!(
+                term = self.term,
+                ?unheard,
+                "placement waits for every node's first answer"
+            );
+            return Ok(());
+        }
         let relocate = self.crashes.candidates(reg, &reports, now);
         let input = PlacementInput {
             usage: reports.iter().map(|(id, r)| (*id, r.usage)).collect(),

@@ -157,6 +157,36 @@ async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fresh_master_places_once_every_node_answered_or_after_two_intervals() {
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.user_write(RegistryCommand::PutApp {
+        name: "api".into(),
+        app: App {
+            instances: 2,
+            ..App::default()
+        },
+    });
+    world.nodes.set_down(3, true);
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    // Nodes 1 and 2 answered within the first interval; node 3, online in the registry, not.
+    at(3, t0).await;
+    assert!(
+        world.registry_now().assignments.is_empty(),
+        "nothing placed while an online node is unheard"
+    );
+    // After two intervals it places on the nodes that answered.
+    at(4, t0).await;
+    let mut nodes: Vec<NodeId> = world.registry_now().assignments["api"]
+        .values()
+        .copied()
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, vec![1, 2]);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
     let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
     world.nodes.set_down(2, true);

@@ -102,6 +102,7 @@ impl Node {
     }
 
     /// `labels`: more inline-table entries besides `host`, e.g. `role = "web", zone = "a"`.
+    /// `{addr}` in `extra` becomes the node's address.
     fn labeled(
         host: u8,
         discovery: &str,
@@ -118,7 +119,8 @@ impl Node {
         std::fs::write(
             herd.path("config.toml"),
             format!(
-                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\"{sep}{labels} }}\n{extra}"
+                "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\"{sep}{labels} }}\n{}",
+                extra.replace("{addr}", &addr)
             ),
         )
         .unwrap();
@@ -1049,4 +1051,54 @@ fn a_singleton_dies_with_its_daemon_and_runs_once_elsewhere() {
         assert_eq!(counts_of(&all, "solo").iter().sum::<usize>(), 1);
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn the_tcp_api_shares_the_cluster_port_and_drives_the_cluster_remotely() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let token = "cluster-api-token-0123456789";
+    let key = tempfile::tempdir().unwrap();
+    let token_file = key.path().join("api.token");
+    std::fs::write(&token_file, token).unwrap();
+    // [api] listen = [cluster] listen: one port carries Raft, heartbeats and the user API.
+    let api = format!(
+        "[api]\nlisten = \"{{addr}}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", &api))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_formed(&all, 3, 0);
+
+    let cli = Herd::new();
+    std::fs::create_dir_all(cli.home.path()).unwrap();
+    let tf = token_file.display().to_string();
+    let remote = |node: &Node, args: &[&str]| {
+        let mut full = vec!["--host", node.addr.as_str(), "--token-file", tf.as_str()];
+        full.extend_from_slice(args);
+        cli.ok(&full)
+    };
+    let status: Value =
+        serde_json::from_str(&remote(all[1], &["cluster", "status", "--json"])).unwrap();
+    assert_eq!(status["leader_id"].as_u64(), Some(leader), "{status}");
+    let file = cli.app_file(
+        "far.toml",
+        "[[app]]\nname = \"far\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n[app.placement]\nmax_per_node = 1\n",
+    );
+    remote(all[2], &["cluster", "deploy", &file]);
+    wait_until("far on every node", FORM, || {
+        counts_of(&all, "far") == [1, 1, 1]
+    });
+    // A wrong token is refused on the shared port (the cluster secret is not an API token).
+    let err = cli.fails(&[
+        "--host",
+        &all[0].addr,
+        "--token-file",
+        &cli.app_file("bad.token", "s3cret"),
+        "cluster",
+        "status",
+    ]);
+    assert!(err.contains("token is missing or wrong"), "{err}");
 }

@@ -52,3 +52,4 @@ pub use registry::NodeId;
 pub use registry::Registry;
 pub use registry::RegistryCommand;
 pub use registry::RegistryResponse;
+pub use transport::constant_time_eq;

@@ -32,6 +32,9 @@ pub struct DaemonConfig {
     /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// `[api]`: the token-guarded TCP API. Read at start; changes need a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<crate::api::remote::ApiSection>,
 }
 
 mod defaults {
@@ -143,6 +146,11 @@ impl DaemonConfig {
         if self.events_files == 0 {
             return Err("key `events_files`: must be at least 1".into());
         }
+        if let Some(api) = &self.api
+            && api.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!("[api] listen `{}` is not ip:port", api.listen));
+        }
         Ok(())
     }
 }
@@ -202,6 +210,9 @@ impl ConfigHandle {
         let changed = changed_keys(&old, &new);
         if new.log_level != old.log_level {
             (self.set_log_level)(&new.log_level)?;
+        }
+        if new.api != old.api {
+            warn!("[api] changes take effect at the next daemon start");
         }
         if new.cluster != old.cluster {
             warn!("[cluster] changes take effect at the next daemon start");

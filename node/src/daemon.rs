@@ -3,6 +3,7 @@
 //! sweeps going, and on `down` (or SIGTERM/SIGINT) stop the apps, flush the state and remove
 //! its files. SIGHUP re-reads the config.
 
+use crate::api::remote::ApiConfig;
 use crate::api::{Api, SupervisorServer};
 use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
@@ -20,6 +21,9 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 /// Transitions that arrive within this long of each other share one state write.
@@ -44,6 +48,19 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         ),
         _ => None,
     };
+    let api = config
+        .api
+        .clone()
+        .unwrap_or_default()
+        .to_config(|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    // One port for both when they share an address: the daemon serves the cluster's RPCs too.
+    let cluster = cluster.map(|mut c| {
+        if api.as_ref().is_some_and(|a| a.listen == c.listen) {
+            c.serve_rpc = false;
+        }
+        c
+    });
     let set_log_level = init_tracing(&config.log_level);
     raise_fd_limit();
     let state = StateFile::new(home.state_file());
@@ -73,6 +90,7 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         snapshot,
         Arc::new(config),
         cluster,
+        api,
         detached,
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -87,6 +105,7 @@ async fn serve(
     snapshot: Option<Snapshot>,
     config: Arc<ConfigHandle>,
     cluster: Option<ClusterConfig>,
+    api_cfg: Option<ApiConfig>,
     detached: bool,
 ) -> anyhow::Result<()> {
     let socket = home.socket();
@@ -96,6 +115,17 @@ async fn serve(
     let listener = UnixListener::bind(&socket);
     nix::sys::stat::umask(old_umask);
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
+
+    // Bound before anything starts, so a taken port fails `herd up` with the reason.
+    let tcp = match &api_cfg {
+        Some(a) => Some(
+            TcpIncoming::bind(a.listen)
+                .with_context(|| format!("cannot listen for the TCP API on {}", a.listen))?
+                .with_nodelay(Some(true)),
+        ),
+        None => None,
+    };
+    let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
 
     if detached {
         detach_stderr(&home)?;
@@ -161,6 +191,27 @@ async fn serve(
             _ = int.recv() => { info!("SIGINT: stopping apps and exiting"); sup.shutdown(false, None).await; }
         }
     };
+    let (tcp_stop, tcp_stopped) = watch::channel(false);
+    let tcp_server = match (api_cfg, tcp) {
+        (Some(cfg), Some(incoming)) => {
+            let auth = cfg.auth();
+            let routes = match &cluster {
+                Some(node) if shares_cluster_port => node.rpc_routes(),
+                _ => Routes::default(),
+            }
+            .add_service(InterceptedService::new(
+                SupervisorServer::new(api.clone()),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                ClusterAdminServer::new(Admin::new(cluster.clone())),
+                auth,
+            ));
+            info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, "TCP API listening (token required)");
+            Some(tokio::spawn(serve_tcp(routes, incoming, tcp_stopped)))
+        }
+        _ => None,
+    };
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
         .add_service(ClusterAdminServer::new(Admin::new(cluster.clone())))
@@ -179,6 +230,11 @@ async fn serve(
             }
         }
     }
+    // Last: a shared port carries the cluster's RPCs until the node has stopped.
+    let _ = tcp_stop.send(true);
+    if let Some(server) = tcp_server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
     let snapshot = supervisor.snapshot();
     let flushed = tokio::task::spawn_blocking(move || {
         state
@@ -193,6 +249,19 @@ async fn serve(
         Err(e) => error!(error = %e, "final state flush did not run"),
     }
     Ok(())
+}
+
+/// Serves the TCP API (and, on a shared port, the cluster's RPCs) until `stop` turns true.
+async fn serve_tcp(routes: Routes, incoming: TcpIncoming, mut stop: watch::Receiver<bool>) {
+    let result = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        error!(error = %e, "the TCP API server failed");
+    }
 }
 
 /// A watch of one duration derived from the config, following reloads.

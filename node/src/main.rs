@@ -29,6 +29,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(supervisor::lease::keeper_main()?);
     }
     let home = cli::home()?;
+    let target =
+        cli::client::Target::from_args(&home, cli.host.as_deref(), cli.token_file.as_ref(), |k| {
+            std::env::var(k).ok()
+        })?;
+    if target.is_remote() && matches!(cli.command, Command::Up { .. } | Command::Kill) {
+        anyhow::bail!(
+            "`herd up` and `herd kill` act on this host's daemon; run them on the remote host (--host is for a running daemon)"
+        );
+    }
 
     match cli.command {
         Command::Up {
@@ -44,12 +53,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async move {
                 match command {
                     Command::Down { timeout, keep_apps } => {
-                        cli::lifecycle::down(&home, timeout, keep_apps).await
+                        cli::lifecycle::down(&home, &target, timeout, keep_apps).await
                     }
-                    Command::Ping { json } => cli::lifecycle::ping(&home, json).await,
-                    Command::Cluster(c) => cli::cluster::run(&home, c).await,
+                    Command::Ping { json } => cli::lifecycle::ping(&target, json).await,
+                    Command::Cluster(c) => cli::cluster::run(&target, c).await,
                     other => {
-                        let client = cli::client::connect(&home).await?;
+                        let client = cli::client::connect(&target).await?;
                         cli::commands::run(client, other).await
                     }
                 }

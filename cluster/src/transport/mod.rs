@@ -6,4 +6,5 @@ mod channels;
 
 pub(crate) use auth::ClientAuth;
 pub(crate) use auth::ServerAuth;
+pub use auth::constant_time_eq;
 pub(crate) use channels::PeerChannels;

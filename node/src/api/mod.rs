@@ -20,6 +20,10 @@ use tonic::{Request, Response, Status};
 
 pub use herd_proto::supervisor::supervisor_server::SupervisorServer;
 
+pub mod remote;
+
+/// One per server (the Unix socket, the TCP API); clones share the supervisor.
+#[derive(Clone)]
 pub struct Api {
     supervisor: Supervisor,
     started: Instant,

@@ -1,11 +1,22 @@
-//! Connecting to the local daemon over its Unix socket.
+//! Connecting to a daemon: the local one over its Unix socket (trusted: the socket is 0600),
+//! or a remote one over its TCP API with a bearer token (`--host`, `--token-file`).
 
 use crate::home::Home;
-use anyhow::Context;
+use anyhow::{Context, bail};
 use herd_proto::supervisor::supervisor_client::SupervisorClient;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-pub type Client = SupervisorClient<Channel>;
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+pub type Client = SupervisorClient<AuthChannel>;
+
+/// The TCP API's default port (`[api] listen`).
+const DEFAULT_PORT: u16 = 9700;
+const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[error("herd is not running (no daemon answers on {socket}); start it with `herd up`")]
@@ -13,31 +24,152 @@ pub struct NotRunning {
     pub socket: String,
 }
 
-pub async fn connect(home: &Home) -> anyhow::Result<Client> {
-    Ok(SupervisorClient::new(channel(home).await?).max_decoding_message_size(64 * 1024 * 1024))
+/// Where the CLI's requests go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The daemon of this host's herd home.
+    Local { socket: PathBuf },
+    /// A daemon's TCP API: `http://host:port` and the `authorization` value to present.
+    Remote {
+        uri: String,
+        token: MetadataValue<Ascii>,
+    },
 }
 
-/// A channel to the daemon's socket, for any of its services.
-pub async fn channel(home: &Home) -> anyhow::Result<Channel> {
-    let socket = home.socket();
-    if !socket.exists() {
-        return Err(NotRunning {
-            socket: socket.display().to_string(),
+impl Target {
+    pub fn local(home: &Home) -> Target {
+        Target::Local {
+            socket: home.socket(),
         }
-        .into());
     }
-    let endpoint =
-        Endpoint::from_shared(format!("unix://{}", socket.display())).context("bad socket path")?;
-    match endpoint.connect().await {
-        Ok(ch) => Ok(ch),
-        Err(_) => Err(NotRunning {
-            socket: socket.display().to_string(),
+
+    /// `--host` (or `HERD_HOST`) picks a remote daemon; its token comes from `--token-file`
+    /// (or `HERD_TOKEN_FILE`), else `HERD_TOKEN`.
+    pub fn from_args(
+        home: &Home,
+        host: Option<&str>,
+        token_file: Option<&PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Target> {
+        let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Ok(Target::local(home));
+        };
+        let token = match (token_file, env("HERD_TOKEN")) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+            (None, Some(t)) => t.trim().to_string(),
+            (None, None) => bail!(
+                "--host {host} needs the daemon's API token: --token-file FILE (or HERD_TOKEN)"
+            ),
+        };
+        let token = format!("Bearer {token}")
+            .parse()
+            .context("the token must be printable ASCII")?;
+        let authority = host
+            .strip_prefix("http://")
+            .unwrap_or(host)
+            .trim_end_matches('/');
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
+        let uri = if has_port {
+            format!("http://{authority}")
+        } else {
+            format!("http://{authority}:{DEFAULT_PORT}")
+        };
+        Ok(Target::Remote { uri, token })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Target::Remote { .. })
+    }
+}
+
+/// Adds the bearer token to every call to a remote daemon.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("authorization", token.clone());
         }
-        .into()),
+        Ok(req)
+    }
+}
+
+pub async fn connect(target: &Target) -> anyhow::Result<Client> {
+    Ok(SupervisorClient::new(channel(target).await?).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// A channel to the daemon, for any of its services.
+pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
+    match target {
+        Target::Local { socket } => {
+            let not_running = || NotRunning {
+                socket: socket.display().to_string(),
+            };
+            if !socket.exists() {
+                return Err(not_running().into());
+            }
+            let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))
+                .context("bad socket path")?;
+            match endpoint.connect().await {
+                Ok(ch) => Ok(InterceptedService::new(ch, Bearer(None))),
+                Err(_) => Err(not_running().into()),
+            }
+        }
+        Target::Remote { uri, token } => {
+            let endpoint = Endpoint::from_shared(uri.clone())
+                .with_context(|| format!("`{uri}` is not a host:port"))?
+                .connect_timeout(REMOTE_CONNECT_TIMEOUT)
+                .tcp_nodelay(true);
+            let ch = endpoint.connect().await.map_err(|e| {
+                let cause =
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                anyhow::anyhow!("no herd daemon answers at {uri} ({cause})")
+            })?;
+            Ok(InterceptedService::new(ch, Bearer(Some(token.clone()))))
+        }
     }
 }
 
 /// Turns a gRPC error into the daemon's own message.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(host: &str) -> String {
+        let home = Home::at("/nonexistent".into());
+        match Target::from_args(&home, Some(host), None, |_| Some("t0k3n".into())).unwrap() {
+            Target::Remote { uri, token } => {
+                assert_eq!(token.to_str().unwrap(), "Bearer t0k3n");
+                uri
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_host_gets_the_default_port_and_an_http_scheme() {
+        assert_eq!(remote("10.0.0.5"), "http://10.0.0.5:9700");
+        assert_eq!(remote("10.0.0.5:9911"), "http://10.0.0.5:9911");
+        assert_eq!(remote("http://box.lan:9800/"), "http://box.lan:9800");
+        assert_eq!(remote("[::1]:9700"), "http://[::1]:9700");
+    }
+
+    #[test]
+    fn a_remote_host_without_a_token_is_refused_and_no_host_is_local() {
+        let home = Home::at("/h".into());
+        let err = Target::from_args(&home, Some("10.0.0.5"), None, |_| None).unwrap_err();
+        assert!(err.to_string().contains("--token-file"), "{err}");
+        let local = Target::from_args(&home, None, None, |_| Some("x".into())).unwrap();
+        assert!(!local.is_remote());
+    }
 }

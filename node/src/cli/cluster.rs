@@ -1,16 +1,15 @@
 //! `herd cluster ...`: asks the local daemon's ClusterAdmin service and prints the answer.
 
 use super::ClusterCommand;
-use super::client::status_error;
+use super::client::{Target, status_error};
 use super::output::{print_json, table};
-use crate::home::Home;
 use anyhow::Context;
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::cluster_admin_client::ClusterAdminClient;
 use serde_json::Value;
 
-pub async fn run(home: &Home, command: ClusterCommand) -> anyhow::Result<()> {
-    let channel = super::client::channel(home).await?;
+pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
+    let channel = super::client::channel(target).await?;
     let mut c = ClusterAdminClient::new(channel);
     let parse = |r: tonic::Response<pb::JsonReply>| -> anyhow::Result<Value> {
         serde_json::from_str(&r.into_inner().json)

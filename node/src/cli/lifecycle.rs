@@ -1,6 +1,6 @@
 //! Starting, stopping and killing the daemon from the CLI.
 
-use super::client::{self, status_error};
+use super::client::{self, Target, status_error};
 use super::output::{duration_text, print_json};
 use crate::home::Home;
 use crate::state::pidlock::{self, read_owner};
@@ -80,7 +80,7 @@ pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow
     let deadline = Instant::now() + UP_DEADLINE;
     let rt = current_thread()?;
     loop {
-        if let Ok(mut c) = rt.block_on(client::connect(home))
+        if let Ok(mut c) = rt.block_on(client::connect(&Target::local(home)))
             && let Ok(r) = rt.block_on(c.ping(pb::PingRequest {}))
         {
             let r = r.into_inner();
@@ -119,9 +119,17 @@ pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `herd down`: graceful stop; returns once the daemon process is gone.
-pub async fn down(home: &Home, timeout: Option<u64>, keep_apps: bool) -> anyhow::Result<()> {
-    let owner = read_owner(&home.pid_file());
-    let mut c = match client::connect(home).await {
+pub async fn down(
+    home: &Home,
+    target: &Target,
+    timeout: Option<u64>,
+    keep_apps: bool,
+) -> anyhow::Result<()> {
+    // A remote daemon's process cannot be watched from here: its reply is the answer.
+    let owner = (!target.is_remote())
+        .then(|| read_owner(&home.pid_file()))
+        .flatten();
+    let mut c = match client::connect(target).await {
         Ok(c) => c,
         Err(e) if e.is::<client::NotRunning>() => {
             outln!("herd is not running");
@@ -197,8 +205,8 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ping(home: &Home, json: bool) -> anyhow::Result<()> {
-    let mut c = client::connect(home).await?;
+pub async fn ping(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = client::connect(target).await?;
     let r = c
         .ping(pb::PingRequest {})
         .await

@@ -27,6 +27,13 @@ use std::path::PathBuf;
     propagate_version = true
 )]
 pub struct Cli {
+    /// Talk to the daemon at HOST[:PORT] over its TCP API (default port 9700) instead of
+    /// this host's daemon. Needs its token.
+    #[arg(long, global = true, env = "HERD_HOST", value_name = "HOST[:PORT]")]
+    pub host: Option<String>,
+    /// The file holding the remote daemon's API token (or set HERD_TOKEN).
+    #[arg(long, global = true, env = "HERD_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

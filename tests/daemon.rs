@@ -243,3 +243,44 @@ fn state_write_failure_keeps_daemon_and_apps_alive() {
         || std::fs::read_to_string(h.path("state.json")).is_ok_and(|s| s.contains("\"later\"")),
     );
 }
+
+#[test]
+fn daemon_log_is_rotated_under_its_own_cap() {
+    let h = Herd::new();
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    std::fs::write(
+        h.path("config.toml"),
+        "daemon_log_max_bytes = 4096\ndaemon_log_files = 3\n",
+    )
+    .unwrap();
+    h.ok(&["up"]);
+    let log = h.path("daemon.log");
+    let rotated = |n: u32| h.path(&format!("daemon.log.{n}"));
+    // Every start and delete logs a few lines: a few dozen fill 4 KiB twice.
+    let churn = || {
+        h.ok(&["start", "--name", "churn", "--", "sleep", "1000"]);
+        h.ok(&["delete", "churn"]);
+    };
+    wait_until("daemon.log rotated twice", Duration::from_secs(60), || {
+        churn();
+        rotated(2).exists()
+    });
+    for _ in 0..20 {
+        churn();
+    }
+    assert!(
+        !rotated(3).exists(),
+        "daemon_log_files = 3 keeps .1 and .2 only"
+    );
+    for n in [1, 2] {
+        let len = std::fs::metadata(rotated(n)).unwrap().len();
+        assert!(len <= 4096, "daemon.log.{n} is {len} bytes, over the cap");
+    }
+    // The daemon keeps writing to the live file after a rotation.
+    let before = std::fs::metadata(&log).unwrap().len();
+    wait_until("new lines in daemon.log", SECS_10, || {
+        churn();
+        std::fs::metadata(&log).is_ok_and(|m| m.len() != before)
+    });
+    h.ok(&["ping"]);
+}

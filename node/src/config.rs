@@ -29,6 +29,12 @@ pub struct DaemonConfig {
     pub events_max_bytes: u64,
     #[serde(default = "defaults::events_files")]
     pub events_files: u32,
+    /// `daemon.log` (written when `herd up` runs the daemon in the background) is rotated by
+    /// size like app logs. Read at start.
+    #[serde(default = "defaults::daemon_log_max_bytes")]
+    pub daemon_log_max_bytes: u64,
+    #[serde(default = "defaults::daemon_log_files")]
+    pub daemon_log_files: u32,
     /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterSection>,
@@ -54,6 +60,12 @@ mod defaults {
         10 * 1024 * 1024
     }
     pub fn events_files() -> u32 {
+        5
+    }
+    pub fn daemon_log_max_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub fn daemon_log_files() -> u32 {
         5
     }
 }
@@ -96,6 +108,8 @@ impl DaemonConfig {
             "state_flush_s",
             "events_max_bytes",
             "events_files",
+            "daemon_log_max_bytes",
+            "daemon_log_files",
         ] {
             let var = format!("HERD_{}", key.to_ascii_uppercase());
             if let Some(v) = env(&var) {
@@ -145,6 +159,15 @@ impl DaemonConfig {
         }
         if self.events_files == 0 {
             return Err("key `events_files`: must be at least 1".into());
+        }
+        if self.daemon_log_max_bytes < 4096 {
+            return Err(format!(
+                "key `daemon_log_max_bytes`: {} is below the minimum of 4096",
+                self.daemon_log_max_bytes
+            ));
+        }
+        if self.daemon_log_files == 0 {
+            return Err("key `daemon_log_files`: must be at least 1".into());
         }
         if let Some(api) = &self.api
             && api.listen.parse::<std::net::SocketAddr>().is_err()

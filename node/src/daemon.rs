@@ -12,6 +12,7 @@ use crate::home::Home;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, StateFile};
 use crate::supervisor::events::EventLog;
+use crate::supervisor::rotation::LogTarget;
 use crate::supervisor::{Snapshot, Supervisor, logs};
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
@@ -156,7 +157,19 @@ async fn serve(
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_cron().await }));
     let sup = supervisor.clone();
-    tasks.push(tokio::spawn(async move { sup.run_log_rotation().await }));
+    // Only a detached daemon writes daemon.log; in the foreground its output is the caller's.
+    let daemon_log: Vec<LogTarget> = if detached {
+        vec![(
+            home.daemon_log(),
+            cfg.daemon_log_max_bytes,
+            cfg.daemon_log_files,
+        )]
+    } else {
+        Vec::new()
+    };
+    tasks.push(tokio::spawn(async move {
+        sup.run_log_rotation(daemon_log).await
+    }));
 
     // Standalone mode starts no Raft, no discovery and opens no cluster port.
     let cluster = match cluster {

@@ -20,7 +20,7 @@ pub mod process;
 mod recovery;
 mod reload;
 mod requests;
-mod rotation;
+pub mod rotation;
 mod sockets;
 pub mod spec;
 

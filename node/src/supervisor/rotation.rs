@@ -3,6 +3,9 @@
 //! most every 100 ms, so a flooding app overshoots its cap by what it writes in 100 ms. A
 //! full check every minute (and after an inotify queue overflow) catches anything missed.
 //! Without inotify it falls back to checking every log every second.
+//!
+//! The daemon's own `daemon.log` (when `herd up` detached it) is one more target, with its own
+//! cap (`daemon_log_max_bytes`, `daemon_log_files`).
 
 use super::{Supervisor, logs};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -21,21 +24,24 @@ const POLL: Duration = Duration::from_secs(1);
 
 type Targets = HashMap<PathBuf, (u64, u32)>;
 
+/// A log file outside the apps' (path, max bytes, files kept), e.g. `daemon.log`.
+pub type LogTarget = (PathBuf, u64, u32);
+
 impl Supervisor {
-    pub async fn run_log_rotation(&self) {
+    pub async fn run_log_rotation(&self, also: Vec<LogTarget>) {
         let stream = Inotify::init().and_then(|i| i.into_event_stream(vec![0u8; 64 * 1024]));
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "inotify unavailable; checking every log every second");
-                return self.poll_logs().await;
+                return self.poll_logs(&also).await;
             }
         };
         let mut watches = stream.watches();
         let mut by_wd: HashMap<WatchDescriptor, PathBuf> = HashMap::new();
         let mut watched: HashMap<PathBuf, WatchDescriptor> = HashMap::new();
         let mut changes = self.subscribe();
-        let mut targets = self.targets();
+        let mut targets = self.targets(&also);
         let mut last_full = tokio::time::Instant::now();
         loop {
             // Follow the set of instances: watch new logs, forget removed ones.
@@ -61,7 +67,7 @@ impl Supervisor {
             tokio::select! {
                 r = changes.changed() => {
                     if r.is_err() { return }
-                    targets = self.targets();
+                    targets = self.targets(&also);
                     continue;
                 }
                 _ = tokio::time::sleep_until(last_full + FULL) => everything = true,
@@ -70,9 +76,9 @@ impl Supervisor {
                     Some(Ok(e)) => dirty.extend(by_wd.get(&e.wd).cloned()),
                     Some(Err(e)) => {
                         warn!(error = %e, "inotify failed; checking every log every second");
-                        return self.poll_logs().await;
+                        return self.poll_logs(&also).await;
                     }
-                    None => return self.poll_logs().await,
+                    None => return self.poll_logs(&also).await,
                 },
             }
             if !everything {
@@ -99,17 +105,19 @@ impl Supervisor {
         }
     }
 
-    fn targets(&self) -> Targets {
+    fn targets(&self, also: &[LogTarget]) -> Targets {
         self.log_targets()
             .into_iter()
+            .chain(also.iter().cloned())
             .map(|(p, m, f)| (p, (m, f)))
             .collect()
     }
 
-    async fn poll_logs(&self) {
+    async fn poll_logs(&self, also: &[LogTarget]) {
         loop {
             tokio::time::sleep(POLL).await;
-            let check = self.log_targets();
+            let mut check = self.log_targets();
+            check.extend(also.iter().cloned());
             let _ = tokio::task::spawn_blocking(move || rotate_all(check)).await;
         }
     }

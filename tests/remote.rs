@@ -156,3 +156,128 @@ fn without_a_token_the_daemon_opens_no_port_and_a_short_token_is_refused_at_star
     assert!(stderr.contains("at least 16"), "{stderr}");
     assert!(short.fails(&["ping"]).contains("herd is not running"));
 }
+
+/// A throwaway CA and a certificate for 127.0.0.1 it signed, made with the openssl CLI
+/// (scripts/test installs it): (ca.pem, server.pem, server.key).
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=herd test CA"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let p = |f: &str| dir.join(f).display().to_string();
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[test]
+fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path());
+    let daemon = Herd::new();
+    std::fs::create_dir_all(daemon.home.path()).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let token_file = daemon.path("api.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::write(
+        daemon.path("config.toml"),
+        format!(
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    daemon.ok(&["up"]);
+    daemon.ok(&["start", "--name", "sealed", "--", "sleep", "1000"]);
+
+    let (cli, token) = remote_cli(TOKEN);
+    let https = format!("https://{addr}");
+    let rows: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "--host",
+        &https,
+        "--ca-file",
+        &ca,
+        "--token-file",
+        &token,
+        "ps",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(rows[0]["name"], "sealed", "{rows}");
+
+    // Plain HTTP/2 to a TLS port fails; so does TLS checked against another CA.
+    let err = cli.fails(&["--host", &addr, "--token-file", &token, "ps"]);
+    assert!(err.contains("--host https://"), "{err}");
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path());
+    let err = cli.fails(&[
+        "--host",
+        &https,
+        "--ca-file",
+        &other_ca,
+        "--token-file",
+        &token,
+        "ps",
+    ]);
+    assert!(err.contains("no herd daemon answers at"), "{err}");
+    // https without a CA is refused by the CLI itself.
+    let err = cli.fails(&["--host", &https, "--token-file", &token, "ps"]);
+    assert!(err.contains("--ca-file"), "{err}");
+    assert_eq!(daemon.instance("sealed", 0)["status"], "running");
+
+    // TLS on the cluster's port would lock the peers out: refused before anything starts.
+    let node = Herd::new();
+    std::fs::create_dir_all(node.home.path()).unwrap();
+    let shared = format!("127.0.0.1:{}", free_port());
+    std::fs::write(node.path("secret"), "s3cret").unwrap();
+    std::fs::write(
+        node.path("config.toml"),
+        format!(
+            "[cluster]\nenabled = true\nadvertise = \"{shared}\"\nlisten = \"{shared}\"\ndiscovery = \"static:{shared}\"\nsecret_file = \"{}\"\n\n[api]\nlisten = \"{shared}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            node.path("secret").display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let err = node.fails(&["up"]);
+    assert!(err.contains("needs its own port"), "{err}");
+}

@@ -56,10 +56,18 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         .to_config(|k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     // One port for both when they share an address: the daemon serves the cluster's RPCs too.
+    let shared_port = match (&api, &cluster) {
+        (Some(a), Some(c)) => a.listen == c.listen,
+        _ => false,
+    };
+    if shared_port && api.as_ref().is_some_and(|a| a.tls.is_some()) {
+        anyhow::bail!(
+            "{}: [api] with TLS needs its own port (the cluster's peers speak plain HTTP/2 to [cluster] listen); set [api] listen apart, e.g. 0.0.0.0:9701",
+            config_path.display()
+        );
+    }
     let cluster = cluster.map(|mut c| {
-        if api.as_ref().is_some_and(|a| a.listen == c.listen) {
-            c.serve_rpc = false;
-        }
+        c.serve_rpc = !shared_port;
         c
     });
     let set_log_level = init_tracing(&config.log_level);
@@ -220,8 +228,19 @@ async fn serve(
                 ClusterAdminServer::new(Admin::new(cluster.clone())),
                 auth,
             ));
-            info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, "TCP API listening (token required)");
-            Some(tokio::spawn(serve_tcp(routes, incoming, tcp_stopped)))
+            info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, tls = cfg.tls.is_some(), "TCP API listening (token required)");
+            let mut server = tonic::transport::Server::builder();
+            if let Some(tls) = cfg.tls.clone() {
+                server = server
+                    .tls_config(tls)
+                    .context("the TCP API's TLS identity was refused")?;
+            }
+            Some(tokio::spawn(serve_tcp(
+                server,
+                routes,
+                incoming,
+                tcp_stopped,
+            )))
         }
         _ => None,
     };
@@ -265,8 +284,13 @@ async fn serve(
 }
 
 /// Serves the TCP API (and, on a shared port, the cluster's RPCs) until `stop` turns true.
-async fn serve_tcp(routes: Routes, incoming: TcpIncoming, mut stop: watch::Receiver<bool>) {
-    let result = tonic::transport::Server::builder()
+async fn serve_tcp(
+    mut server: tonic::transport::Server,
+    routes: Routes,
+    incoming: TcpIncoming,
+    mut stop: watch::Receiver<bool>,
+) {
+    let result = server
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;

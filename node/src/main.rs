@@ -29,10 +29,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(supervisor::lease::keeper_main()?);
     }
     let home = cli::home()?;
-    let target =
-        cli::client::Target::from_args(&home, cli.host.as_deref(), cli.token_file.as_ref(), |k| {
-            std::env::var(k).ok()
-        })?;
+    let remote = cli::client::RemoteArgs {
+        host: cli.host.as_deref(),
+        token_file: cli.token_file.as_ref(),
+        ca_file: cli.ca_file.as_ref(),
+    };
+    let target = cli::client::Target::from_args(&home, remote, |k| std::env::var(k).ok())?;
     if target.is_remote() && matches!(cli.command, Command::Up { .. } | Command::Kill) {
         anyhow::bail!(
             "`herd up` and `herd kill` act on this host's daemon; run them on the remote host (--host is for a running daemon)"

@@ -5,12 +5,16 @@
 //! In a cluster whose `[cluster] listen` is the same address (both default to `0.0.0.0:9700`)
 //! one listener serves both: node-to-node RPCs checked against the cluster secret, user RPCs
 //! against the API token.
+//!
+//! With `tls_cert` and `tls_key` the API speaks TLS (rustls); it then needs a port of its own,
+//! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::service::Interceptor;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// The header a remote CLI presents: `authorization: Bearer TOKEN`.
@@ -29,6 +33,11 @@ pub struct ApiSection {
     /// A file holding the token (trimmed). Without it (or `HERD_API_TOKEN`) the API is off.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: the API speaks TLS when both are set.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiSection {
@@ -36,6 +45,8 @@ impl Default for ApiSection {
         Self {
             listen: default_listen(),
             token_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -49,6 +60,8 @@ fn default_listen() -> String {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     token: Arc<str>,
+    /// The server's TLS identity, checked at load.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -56,6 +69,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -87,11 +101,40 @@ impl ApiSection {
             .listen
             .parse()
             .map_err(|_| format!("[api] listen `{}` is not ip:port", self.listen))?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(tls_identity(cert, key)?),
+            _ => return Err("[api] TLS needs both `tls_cert` and `tls_key`".into()),
+        };
         Ok(Some(ApiConfig {
             listen,
             token: token.into(),
+            tls,
         }))
     }
+}
+
+/// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once.
+fn tls_identity(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).map_err(|e| format!("[api] {what} {}: {e}", p.display()))
+    };
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "tls_cert")?,
+        read(key, "tls_key")?,
+    ));
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| {
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            format!(
+                "[api] tls_cert {} and tls_key {} are not a usable PEM pair: {cause}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(tls)
 }
 
 impl ApiConfig {

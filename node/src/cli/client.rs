@@ -1,5 +1,6 @@
 //! Connecting to a daemon: the local one over its Unix socket (trusted: the socket is 0600),
-//! or a remote one over its TCP API with a bearer token (`--host`, `--token-file`).
+//! or a remote one over its TCP API with a bearer token (`--host`, `--token-file`), over TLS
+//! when the host is `https://...` (checked against `--ca-file`).
 
 use crate::home::Home;
 use anyhow::{Context, bail};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub type AuthChannel = InterceptedService<Channel, Bearer>;
 pub type Client = SupervisorClient<AuthChannel>;
@@ -33,7 +34,17 @@ pub enum Target {
     Remote {
         uri: String,
         token: MetadataValue<Ascii>,
+        /// PEM of the CA that signed the daemon's certificate (TLS).
+        ca: Option<Vec<u8>>,
     },
+}
+
+/// What the command line says about the daemon to talk to.
+#[derive(Debug, Default)]
+pub struct RemoteArgs<'a> {
+    pub host: Option<&'a str>,
+    pub token_file: Option<&'a PathBuf>,
+    pub ca_file: Option<&'a PathBuf>,
 }
 
 impl Target {
@@ -44,17 +55,16 @@ impl Target {
     }
 
     /// `--host` (or `HERD_HOST`) picks a remote daemon; its token comes from `--token-file`
-    /// (or `HERD_TOKEN_FILE`), else `HERD_TOKEN`.
+    /// (or `HERD_TOKEN_FILE`), else `HERD_TOKEN`. `https://HOST` needs `--ca-file`.
     pub fn from_args(
         home: &Home,
-        host: Option<&str>,
-        token_file: Option<&PathBuf>,
+        args: RemoteArgs<'_>,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Target> {
-        let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        let Some(host) = args.host.map(str::trim).filter(|h| !h.is_empty()) else {
             return Ok(Target::local(home));
         };
-        let token = match (token_file, env("HERD_TOKEN")) {
+        let token = match (args.token_file, env("HERD_TOKEN")) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?
                 .trim()
@@ -67,19 +77,30 @@ impl Target {
         let token = format!("Bearer {token}")
             .parse()
             .context("the token must be printable ASCII")?;
-        let authority = host
-            .strip_prefix("http://")
-            .unwrap_or(host)
-            .trim_end_matches('/');
+        let (scheme, authority) = match host.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", host.strip_prefix("http://").unwrap_or(host)),
+        };
+        let authority = authority.trim_end_matches('/');
+        let ca = match (scheme, args.ca_file) {
+            ("https", Some(path)) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?,
+            ),
+            ("https", None) => bail!(
+                "{host} is TLS: --ca-file FILE (or HERD_CA_FILE) names the CA that signed the daemon's certificate"
+            ),
+            _ => None,
+        };
         let has_port = authority
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
         let uri = if has_port {
-            format!("http://{authority}")
+            format!("{scheme}://{authority}")
         } else {
-            format!("http://{authority}:{DEFAULT_PORT}")
+            format!("{scheme}://{authority}:{DEFAULT_PORT}")
         };
-        Ok(Target::Remote { uri, token })
+        Ok(Target::Remote { uri, token, ca })
     }
 
     pub fn is_remote(&self) -> bool {
@@ -121,11 +142,16 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
                 Err(_) => Err(not_running().into()),
             }
         }
-        Target::Remote { uri, token } => {
-            let endpoint = Endpoint::from_shared(uri.clone())
+        Target::Remote { uri, token, ca } => {
+            let mut endpoint = Endpoint::from_shared(uri.clone())
                 .with_context(|| format!("`{uri}` is not a host:port"))?
                 .connect_timeout(REMOTE_CONNECT_TIMEOUT)
                 .tcp_nodelay(true);
+            if let Some(ca) = ca {
+                endpoint = endpoint
+                    .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                    .context("cannot set up TLS")?;
+            }
             let ch = endpoint.connect().await.map_err(|e| {
                 let cause =
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
@@ -136,9 +162,24 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
     }
 }
 
-/// Turns a gRPC error into the daemon's own message.
+/// Turns a gRPC error into the daemon's own message; a transport failure names its cause
+/// (say, plain HTTP/2 sent to a TLS port: the daemon hangs up).
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", s.message())
+    let mut msg = s.message().to_string();
+    // Only a transport failure carries a source; the daemon's own refusals do not.
+    let transport = std::error::Error::source(&s).is_some();
+    let mut cause = std::error::Error::source(&s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        cause = c.source();
+    }
+    if transport {
+        msg.push_str(" (is the daemon's API TLS? then use --host https://...)");
+    }
+    anyhow::anyhow!("{msg}")
 }
 
 #[cfg(test)]
@@ -147,8 +188,12 @@ mod tests {
 
     fn remote(host: &str) -> String {
         let home = Home::at("/nonexistent".into());
-        match Target::from_args(&home, Some(host), None, |_| Some("t0k3n".into())).unwrap() {
-            Target::Remote { uri, token } => {
+        let args = RemoteArgs {
+            host: Some(host),
+            ..RemoteArgs::default()
+        };
+        match Target::from_args(&home, args, |_| Some("t0k3n".into())).unwrap() {
+            Target::Remote { uri, token, .. } => {
                 assert_eq!(token.to_str().unwrap(), "Bearer t0k3n");
                 uri
             }
@@ -167,9 +212,16 @@ mod tests {
     #[test]
     fn a_remote_host_without_a_token_is_refused_and_no_host_is_local() {
         let home = Home::at("/h".into());
-        let err = Target::from_args(&home, Some("10.0.0.5"), None, |_| None).unwrap_err();
+        let host = |h| RemoteArgs {
+            host: Some(h),
+            ..RemoteArgs::default()
+        };
+        let err = Target::from_args(&home, host("10.0.0.5"), |_| None).unwrap_err();
         assert!(err.to_string().contains("--token-file"), "{err}");
-        let local = Target::from_args(&home, None, None, |_| Some("x".into())).unwrap();
+        let err =
+            Target::from_args(&home, host("https://10.0.0.5"), |_| Some("t".into())).unwrap_err();
+        assert!(err.to_string().contains("--ca-file"), "{err}");
+        let local = Target::from_args(&home, RemoteArgs::default(), |_| Some("x".into())).unwrap();
         assert!(!local.is_remote());
     }
 }

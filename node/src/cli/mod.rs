@@ -34,6 +34,9 @@ pub struct Cli {
     /// The file holding the remote daemon's API token (or set HERD_TOKEN).
     #[arg(long, global = true, env = "HERD_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// For `--host https://...`: the CA certificate (PEM) that signed the daemon's.
+    #[arg(long, global = true, env = "HERD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use redb::Database;
+use redb::ReadableTable;
 use redb::TableDefinition;
 
 use crate::error::ClusterError;
@@ -21,6 +22,13 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
 pub(crate) const KEY_VOTE: &str = "vote";
+/// The on-disk format of this database (see `FORMAT`).
+pub(crate) const KEY_FORMAT: &str = "format";
+
+/// Bumped whenever what is stored changes meaning (1: JSON log entries and snapshot, standard
+/// one-leader-per-term vote). A database stamped with a newer format is refused rather than
+/// misread; one without a stamp predates stamping and is format 1.
+pub(crate) const FORMAT: u32 = 1;
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
 
@@ -63,6 +71,7 @@ impl RaftStorage {
         Ok(storage)
     }
 
+    /// Creates the tables and checks (or writes) the format stamp, in one transaction.
     fn create_tables(&self) -> Result<(), ClusterError> {
         let err = |e: &dyn std::fmt::Display| ClusterError::Storage {
             path: self.path.clone(),
@@ -70,7 +79,34 @@ impl RaftStorage {
         };
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         txn.open_table(LOGS).map_err(|e| err(&e))?;
-        txn.open_table(META).map_err(|e| err(&e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            let found = meta
+                .get(KEY_FORMAT)
+                .map_err(|e| err(&e))?
+                .map(|v| parse_format(v.value()));
+            match found {
+                Some(Some(f)) if f == FORMAT => {}
+                Some(Some(f)) if f > FORMAT => {
+                    return Err(ClusterError::Storage {
+                        path: self.path.clone(),
+                        message: format!(
+                            "written in format {f} by a newer herd; this one reads format {FORMAT}. Run the newer herd, or move the raft dir away: the node then rejoins and catches up from the cluster"
+                        ),
+                    });
+                }
+                Some(None) | Some(Some(_)) => {
+                    return Err(ClusterError::Storage {
+                        path: self.path.clone(),
+                        message: "the format stamp is unreadable or unknown; move the raft dir away and the node rejoins and catches up from the cluster".into(),
+                    });
+                }
+                None => {
+                    meta.insert(KEY_FORMAT, FORMAT.to_string().as_bytes())
+                        .map_err(|e| err(&e))?;
+                }
+            }
+        }
         txn.open_table(SNAPSHOT).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))
     }
@@ -84,4 +120,62 @@ impl RaftStorage {
 /// Any redb error as an `io::Error`, the error type openraft's storage traits speak.
 pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+fn parse_format(v: &[u8]) -> Option<u32> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn stamp(dir: &Path) -> Option<String> {
+        let db = Database::create(dir.join("raft.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(KEY_FORMAT)
+            .unwrap()
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+    }
+
+    fn set_stamp(dir: &Path, value: &str) {
+        let db = Database::create(dir.join("raft.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(KEY_FORMAT, value.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_database_is_stamped_and_a_newer_format_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RaftStorage::open(dir.path()).unwrap());
+        assert_eq!(stamp(dir.path()).as_deref(), Some("1"));
+        drop(RaftStorage::open(dir.path()).expect("its own format opens again"));
+
+        set_stamp(dir.path(), "2");
+        let err = RaftStorage::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("format 2") && err.contains("move the raft dir away"),
+            "{err}"
+        );
+        set_stamp(dir.path(), "garbage");
+        let err = RaftStorage::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("unreadable"), "{err}");
+        assert_eq!(
+            stamp(dir.path()).as_deref(),
+            Some("garbage"),
+            "a refusal writes nothing"
+        );
+    }
 }

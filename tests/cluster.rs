@@ -1102,3 +1102,51 @@ fn the_tcp_api_shares_the_cluster_port_and_drives_the_cluster_remotely() {
     ]);
     assert!(err.contains("token is missing or wrong"), "{err}");
 }
+
+#[test]
+fn with_mutual_tls_the_nodes_form_and_a_node_without_the_cluster_ca_cannot_join() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let certs = tempfile::tempdir().unwrap();
+    let sans = "IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:127.0.0.4,IP:127.0.0.5";
+    let (ca, cert, key) = certificates(certs.path(), sans);
+    let tls = |ca: &str, cert: &str, key: &str| {
+        format!("tls_ca = \"{ca}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n{FAST_MASTER}")
+    };
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::with(i, &url, 3, "s3cret", &tls(&ca, &cert, &key)))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_formed(&all, 3, 0);
+    // Raft, forwarding and the master's heartbeats all run over TLS: a deploy lands and runs.
+    all[1].deploy("sealed");
+    wait_until("sealed running on one node", FORM, || {
+        counts_of(&all, "sealed").iter().sum::<usize>() == 1
+    });
+
+    // The right secret but a certificate from another CA, and the right secret without TLS.
+    let other = tempfile::tempdir().unwrap();
+    let (oca, ocert, okey) = certificates(other.path(), sans);
+    let outsider = Node::with(4, &url, 3, "s3cret", &tls(&oca, &ocert, &okey));
+    let plain = Node::with(5, &url, 3, "s3cret", FAST_MASTER);
+    for n in [&outsider, &plain] {
+        wait_until("the outsider's probes of the members to fail", FORM, || {
+            std::fs::read_to_string(n.herd.path("daemon.log"))
+                .unwrap_or_default()
+                .contains("cannot probe peer")
+        });
+    }
+    let status = by_id(&all, leader).status().expect("leader status");
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    for n in [&outsider, &plain] {
+        assert_ne!(
+            n.leader(),
+            Some(leader),
+            "a node outside the CA found the leader"
+        );
+    }
+}

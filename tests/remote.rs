@@ -157,62 +157,10 @@ fn without_a_token_the_daemon_opens_no_port_and_a_short_token_is_refused_at_star
     assert!(short.fails(&["ping"]).contains("herd is not running"));
 }
 
-/// A throwaway CA and a certificate for 127.0.0.1 it signed, made with the openssl CLI
-/// (scripts/test installs it): (ca.pem, server.pem, server.key).
-fn certificates(dir: &std::path::Path) -> (String, String, String) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl must be installed (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=herd test CA"];
-    ca.extend_from_slice(&ec);
-    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&ca);
-    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
-    csr.extend_from_slice(&ec);
-    csr.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&csr);
-    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    let p = |f: &str| dir.join(f).display().to_string();
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
-
 #[test]
 fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(certs.path());
+    let (ca, cert, key) = certificates(certs.path(), "IP:127.0.0.1");
     let daemon = Herd::new();
     std::fs::create_dir_all(daemon.home.path()).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -248,7 +196,7 @@ fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients(
     let err = cli.fails(&["--host", &addr, "--token-file", &token, "ps"]);
     assert!(err.contains("--host https://"), "{err}");
     let other = tempfile::tempdir().unwrap();
-    let (other_ca, _, _) = certificates(other.path());
+    let (other_ca, _, _) = certificates(other.path(), "IP:127.0.0.1");
     let err = cli.fails(&[
         "--host",
         &https,

@@ -53,6 +53,25 @@ pub struct ClusterConfig {
     pub sweep_concurrency: usize,
     /// Heartbeats in flight at once.
     pub heartbeat_concurrency: usize,
+    /// Mutual TLS between nodes: `None` speaks plain HTTP/2 (the secret still guards calls).
+    pub tls: Option<PeerTls>,
+}
+
+/// One node's TLS material (PEM): the CA every node's certificate is signed by, and this
+/// node's certificate and key, used both to serve and to call peers. Peers are verified by
+/// the host of their address, so each certificate names its node's advertise host (an IP SAN
+/// for an IP).
+#[derive(Clone)]
+pub struct PeerTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerTls { .. }")
+    }
 }
 
 impl ClusterConfig {
@@ -105,6 +124,7 @@ impl ClusterConfig {
             uptime_retention_days: Self::DEFAULT_UPTIME_RETENTION_DAYS,
             sweep_concurrency: Self::DEFAULT_SWEEP_CONCURRENCY,
             heartbeat_concurrency: Self::DEFAULT_HEARTBEAT_CONCURRENCY,
+            tls: None,
         }
     }
 
@@ -230,6 +250,7 @@ impl fmt::Debug for ClusterConfig {
             .field("uptime_retention_days", &self.uptime_retention_days)
             .field("sweep_concurrency", &self.sweep_concurrency)
             .field("heartbeat_concurrency", &self.heartbeat_concurrency)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }

@@ -39,6 +39,7 @@ pub use agent::DesiredInstance;
 pub use agent::InstanceReport;
 pub use agent::LocalSupervisor;
 pub use config::ClusterConfig;
+pub use config::PeerTls;
 pub use discovery::Discovery;
 pub use error::ClusterError;
 pub use master::ClusterRuntime;

@@ -60,9 +60,12 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         (Some(a), Some(c)) => a.listen == c.listen,
         _ => false,
     };
-    if shared_port && api.as_ref().is_some_and(|a| a.tls.is_some()) {
+    if shared_port
+        && (api.as_ref().is_some_and(|a| a.tls.is_some())
+            || cluster.as_ref().is_some_and(|c| c.tls.is_some()))
+    {
         anyhow::bail!(
-            "{}: [api] with TLS needs its own port (the cluster's peers speak plain HTTP/2 to [cluster] listen); set [api] listen apart, e.g. 0.0.0.0:9701",
+            "{}: with TLS, [api] needs its own port (the cluster's peers and the CLI speak different protocols on it); set [api] listen apart from [cluster] listen, e.g. 0.0.0.0:9701",
             config_path.display()
         );
     }

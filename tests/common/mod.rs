@@ -254,3 +254,60 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     });
     rx
 }
+
+/// A throwaway CA and a certificate it signed for `sans` (e.g. `IP:127.0.0.1,IP:127.0.0.2`),
+/// good for serving and for calling, made with the openssl CLI (scripts/test installs it):
+/// (ca.pem, server.pem, server.key).
+pub fn certificates(dir: &Path, sans: &str) -> (String, String, String) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=herd test CA"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        format!("subjectAltName = {sans}\nextendedKeyUsage = serverAuth, clientAuth\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let p = |f: &str| dir.join(f).display().to_string();
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}

@@ -48,6 +48,8 @@ pub(crate) struct Formation {
     last_hint: std::sync::Mutex<Option<Instant>>,
     /// Since when the Redis board has looked empty (no cluster id), without a break.
     empty_since: std::sync::Mutex<Option<Instant>>,
+    /// When each peer's failed probe was last reported (rate limit).
+    probe_warned: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// What one round of asking peers found out.
@@ -65,6 +67,7 @@ impl Formation {
             board,
             started: Instant::now(),
             last_hint: std::sync::Mutex::new(None),
+            probe_warned: std::sync::Mutex::default(),
             empty_since: std::sync::Mutex::new(None),
         }
     }
@@ -79,6 +82,29 @@ impl Formation {
             *last = Some(Instant::now());
             tracing::warn!(node_id = self.shared.id, cluster = %self.shared.cfg.name, "{msg}");
         }
+    }
+
+    /// A peer that answers but refuses us, or whose TLS handshake fails, is worth a warning
+    /// (once a minute per peer): a wrong secret or certificate keeps this node out for good.
+    fn probe_failed(&self, addr: &str, status: &tonic::Status) {
+        let mut warned = self.probe_warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned
+            .get(addr)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        warned.insert(addr.to_string(), Instant::now());
+        let mut cause = status.message().to_string();
+        let mut source = std::error::Error::source(status);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !cause.ends_with(&text) {
+                cause = format!("{cause}: {text}");
+            }
+            source = e.source();
+        }
+        tracing::warn!(node_id = self.shared.id, peer = %addr, code = ?status.code(), %cause, "cannot probe peer (a wrong secret or TLS certificate keeps this node out)");
     }
 
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -158,8 +184,13 @@ impl Formation {
             };
             let probe =
                 tokio::time::timeout(PROBE_TIMEOUT, client.probe(pb::ProbeRequest {})).await;
-            let Ok(Ok(probe)) = probe else {
-                continue;
+            let probe = match probe {
+                Ok(Ok(p)) => p,
+                Ok(Err(status)) => {
+                    self.probe_failed(&addr, &status);
+                    continue;
+                }
+                Err(_) => continue,
             };
             let probe = probe.into_inner();
             if !probe.initialized {

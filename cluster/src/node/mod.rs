@@ -28,7 +28,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Certificate;
+use tonic::transport::Identity;
 use tonic::transport::Server;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use self::api::ClusterApiService;
@@ -43,6 +46,7 @@ pub use self::status::MemberStatus;
 use crate::agent::AgentService;
 use crate::agent::AgentState;
 use crate::config::ClusterConfig;
+use crate::config::PeerTls;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
 use crate::error::ClusterError;
@@ -89,6 +93,8 @@ impl ClusterNode {
     /// cluster happens afterwards (watch `leader_changes` or poll `status`).
     pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
         cfg.validate()?;
+        // Checked before anything binds: a bad certificate or key fails the start at once.
+        let server = server_builder(cfg.tls.as_ref())?;
         let incoming = if cfg.serve_rpc {
             let incoming =
                 TcpIncoming::bind(cfg.listen).map_err(|source| ClusterError::Listen {
@@ -117,7 +123,7 @@ impl ClusterNode {
         let (state_machine, registry) = StateMachine::new(&storage);
         drop(storage);
 
-        let channels = PeerChannels::default();
+        let channels = PeerChannels::new(cfg.tls.as_ref());
         let auth = ClientAuth::new(&cfg.name, &cfg.secret)?;
         let network = NetworkFactory {
             id,
@@ -179,6 +185,7 @@ impl ClusterNode {
         if let Some(incoming) = incoming {
             tasks.push(tokio::spawn(serve(
                 shared.clone(),
+                server,
                 incoming,
                 shutdown_rx.clone(),
             )));
@@ -462,12 +469,35 @@ fn rpc_routes(shared: &Arc<Shared>) -> Routes {
         .add_service(InterceptedService::new(agent_svc, auth))
 }
 
+/// A server for the cluster RPCs: mutual TLS with `tls` (a peer without a certificate from
+/// the cluster CA is refused by the handshake), plain HTTP/2 without.
+fn server_builder(tls: Option<&PeerTls>) -> Result<Server, ClusterError> {
+    let server = Server::builder();
+    let Some(t) = tls else {
+        return Ok(server);
+    };
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&t.cert_pem, &t.key_pem))
+        .client_ca_root(Certificate::from_pem(&t.ca_pem));
+    server.tls_config(config).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        ClusterError::Config(format!(
+            "TLS: the certificate, key or CA does not load: {cause}"
+        ))
+    })
+}
+
 /// Serves the cluster RPCs on `cfg.listen` until shutdown.
-async fn serve(shared: Arc<Shared>, incoming: TcpIncoming, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    shared: Arc<Shared>,
+    mut server: Server,
+    incoming: TcpIncoming,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let routes = rpc_routes(&shared);
     let listen = shared.cfg.listen;
     drop(shared);
-    let result = Server::builder()
+    let result = server
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.changed().await;

@@ -2,7 +2,7 @@
 //! library's `ClusterConfig`. The secret comes from `secret_file` (or `HERD_CLUSTER_SECRET`);
 //! a Redis password from the URL or `HERD_REDIS_PASSWORD`, and never appears in `Debug`.
 
-use herd_cluster::{ClusterConfig, Discovery};
+use herd_cluster::{ClusterConfig, Discovery, PeerTls};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,14 @@ pub struct ClusterSection {
     pub uptime_bucket_ms: Option<u64>,
     #[serde(default)]
     pub uptime_retention_days: Option<u64>,
+    /// Mutual TLS between nodes (all three or none): the cluster CA, and this node's
+    /// certificate (naming its advertise host) and key, in PEM.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -102,6 +110,9 @@ impl std::fmt::Debug for ClusterSection {
             .field("voters", &self.voters)
             .field("secret_file", &self.secret_file)
             .field("labels", &self.labels)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -176,8 +187,24 @@ impl ClusterSection {
         if let Some(v) = self.uptime_retention_days {
             cfg.uptime_retention_days = v;
         }
+        cfg.tls = self.peer_tls()?;
         cfg.validate().map_err(|e| format!("[cluster] {e}"))?;
         Ok(cfg)
+    }
+
+    fn peer_tls(&self) -> Result<Option<PeerTls>, String> {
+        let read = |key: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("[cluster] {key} {}: {e}", p.display()))
+        };
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(PeerTls {
+                ca_pem: read("tls_ca", ca)?,
+                cert_pem: read("tls_cert", cert)?,
+                key_pem: read("tls_key", key)?,
+            })),
+            _ => Err("[cluster] mutual TLS needs all of `tls_ca`, `tls_cert` and `tls_key`".into()),
+        }
     }
 }
 
@@ -187,6 +214,32 @@ mod tests {
 
     fn section(text: &str) -> ClusterSection {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "pem").unwrap();
+        let base = "enabled = true\nadvertise = \"127.0.0.1:9700\"\ndiscovery = \"static:127.0.0.1:9700\"\n";
+        let env = |k: &str| (k == "HERD_CLUSTER_SECRET").then(|| "s".to_string());
+        let p = pem.display();
+        let half = section(&format!("{base}tls_ca = \"{p}\"\ntls_cert = \"{p}\"\n"));
+        let err = half.to_config(dir.path(), env).unwrap_err();
+        assert!(
+            err.contains("all of `tls_ca`, `tls_cert` and `tls_key`"),
+            "{err}"
+        );
+        let all = section(&format!(
+            "{base}tls_ca = \"{p}\"\ntls_cert = \"{p}\"\ntls_key = \"{p}\"\n"
+        ));
+        let tls = all.to_config(dir.path(), env).unwrap().tls.expect("tls");
+        assert_eq!(tls.ca_pem, b"pem");
+        let missing = section(&format!(
+            "{base}tls_ca = \"{p}\"\ntls_cert = \"{p}\"\ntls_key = \"/nope\"\n"
+        ));
+        let err = missing.to_config(dir.path(), env).unwrap_err();
+        assert!(err.contains("tls_key /nope"), "{err}");
     }
 
     #[test]

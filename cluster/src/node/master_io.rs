@@ -69,6 +69,12 @@ impl MasterIo for RaftIo {
         Box::pin(async move {
             match self.shared.write_local(cmd).await {
                 Ok(Served::Done(r)) => Ok(r),
+                // Still leader by vote, but the write was turned away: right after a membership
+                // change the leader's lease waits for the new quorum's acknowledgement. The term
+                // goes on and retries; a real deposition ends it through the leadership watch.
+                Ok(Served::NotLeader(_)) if self.shared.raft.as_leader().is_ok() => Err(
+                    WriteError::Failed("leadership not yet confirmed by the new quorum".into()),
+                ),
                 Ok(Served::NotLeader(_)) => Err(WriteError::NotLeader),
                 Err(e) => Err(WriteError::Failed(e.to_string())),
             }

@@ -279,6 +279,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_cluster_node_config_in_deploy_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/cluster-node.toml"
+        ));
+        let c = DaemonConfig::load(path, true, |_| None).expect("deploy/cluster-node.toml");
+        let cluster = c.cluster.expect("[cluster]");
+        assert!(cluster.enabled && cluster.tls_ca.is_some());
+        let api = c.api.expect("[api]");
+        assert_ne!(api.listen, cluster.listen, "TLS needs its own API port");
+    }
+
+    #[test]
     fn defaults_fill_a_missing_file() {
         let c = DaemonConfig::load(Path::new("/nonexistent/config.toml"), false, |_| None).unwrap();
         assert_eq!(c, DaemonConfig::default());

@@ -1,0 +1,94 @@
+//! Evening out an uneven spread: one start-new-then-stop-old move per pass for an app that is
+//! otherwise settled, from the fullest value of its spread label towards an eligible value
+//! holding at least two fewer. Each move narrows the gap and none runs during another, so it
+//! converges without flapping.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use super::PlacementInput;
+use super::least_loaded;
+use super::matches_constraints;
+use crate::registry::App;
+use crate::registry::InstanceMove;
+use crate::registry::NodeId;
+use crate::registry::OnDisconnect;
+use crate::registry::Registry;
+
+/// One move that evens out a settled app's spread: an instance from the fullest value of the
+/// spread label to the least-loaded eligible node of a value holding at least two fewer.
+pub(super) fn rebalance(
+    reg: &Registry,
+    name: &str,
+    app: &App,
+    usable: &impl Fn(NodeId) -> bool,
+    load: &HashMap<NodeId, u32>,
+    input: &PlacementInput,
+) -> Option<InstanceMove> {
+    let label = app.placement.spread.as_ref()?;
+    let settled = reg.moves.get(name).is_none_or(BTreeMap::is_empty)
+        && reg.restarts.get(name).is_none_or(|r| r.pending.is_empty());
+    if app.on_disconnect == OnDisconnect::Stop || !settled {
+        return None;
+    }
+    let placed = reg.assignments.get(name)?;
+    let value_of = |id: NodeId| -> String {
+        reg.nodes
+            .get(&id)
+            .and_then(|n| n.labels.get(label))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for &n in placed.values() {
+        *per_node.entry(n).or_default() += 1;
+    }
+    let mut per_value: BTreeMap<String, u32> = BTreeMap::new();
+    for (&n, &c) in &per_node {
+        *per_value.entry(value_of(n)).or_default() += c;
+    }
+    let count_of = |v: &str| per_value.get(v).copied().unwrap_or(0);
+    let targets: Vec<NodeId> = reg
+        .nodes
+        .values()
+        .filter(|rec| usable(rec.id) && matches_constraints(app, rec))
+        .filter(|rec| {
+            app.placement
+                .max_per_node
+                .is_none_or(|max| per_node.get(&rec.id).copied().unwrap_or(0) < max)
+        })
+        .map(|rec| rec.id)
+        .collect();
+    let emptiest = targets.iter().map(|&id| count_of(&value_of(id))).min()?;
+    let (fullest_value, fullest) = per_value
+        .iter()
+        .max_by_key(|&(_, &c)| c)
+        .map(|(v, &c)| (v.clone(), c))?;
+    if fullest < emptiest + 2 {
+        return None;
+    }
+    let to = least_loaded(
+        targets
+            .iter()
+            .copied()
+            .filter(|&id| count_of(&value_of(id)) == emptiest),
+        load,
+        input,
+    )?;
+    // From the node of the fullest value that holds the most of this app (then the busiest).
+    let (&from, _) = per_node
+        .iter()
+        .filter(|&(&n, _)| value_of(n) == fullest_value)
+        .max_by_key(|&(&n, &c)| (c, load.get(&n).copied().unwrap_or(0)))?;
+    let instance = placed
+        .iter()
+        .filter(|&(_, &n)| n == from)
+        .map(|(&i, _)| i)
+        .max()?;
+    Some(InstanceMove {
+        app: name.to_string(),
+        instance,
+        from,
+        to,
+    })
+}

@@ -81,6 +81,35 @@ fn resource_score(usage: Option<&Usage>) -> f64 {
     usage.map_or(0.0, Usage::score)
 }
 
+/// The value of `app`'s spread label on node `id` (empty without a spread label or a record).
+pub(super) fn spread_value(reg: &Registry, app: &App, id: NodeId) -> String {
+    app.placement
+        .spread
+        .as_ref()
+        .and_then(|label| reg.nodes.get(&id)?.labels.get(label).cloned())
+        .unwrap_or_default()
+}
+
+/// Nodes that may take one more instance of `app`: usable, matching its constraints, and below
+/// `max_per_node` given `count` (its instances per node so far).
+pub(super) fn eligible(
+    reg: &Registry,
+    app: &App,
+    usable: &impl Fn(NodeId) -> bool,
+    count: impl Fn(NodeId) -> u32,
+) -> Vec<NodeId> {
+    reg.nodes
+        .values()
+        .filter(|rec| usable(rec.id) && matches_constraints(app, rec))
+        .filter(|rec| {
+            app.placement
+                .max_per_node
+                .is_none_or(|max| count(rec.id) < max)
+        })
+        .map(|rec| rec.id)
+        .collect()
+}
+
 /// The node with the fewest instances of any app; resources, then the id, break ties.
 pub(super) fn least_loaded(
     nodes: impl Iterator<Item = NodeId>,
@@ -172,16 +201,7 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             }
             continue;
         }
-        let spread_of = |id: NodeId| -> String {
-            match &app.placement.spread {
-                Some(label) => reg.nodes[&id]
-                    .labels
-                    .get(label)
-                    .cloned()
-                    .unwrap_or_default(),
-                None => String::new(),
-            }
-        };
+        let spread_of = |id: NodeId| spread_value(reg, app, id);
         let mut per_spread: BTreeMap<String, u32> = BTreeMap::new();
         for (&n, &c) in &per_node {
             if reg.nodes.contains_key(&n) {
@@ -198,18 +218,10 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 tracing::debug!(app = %name, instance = i, "singleton still running elsewhere; placing it once it stopped");
                 continue;
             }
-            let candidates: Vec<NodeId> = reg
-                .nodes
-                .values()
-                .filter(|rec| usable(rec.id) && Some(rec.id) != current)
-                .filter(|rec| matches_constraints(app, rec))
-                .filter(|rec| {
-                    app.placement
-                        .max_per_node
-                        .is_none_or(|max| per_node.get(&rec.id).copied().unwrap_or(0) < max)
-                })
-                .map(|rec| rec.id)
-                .collect();
+            let mut candidates = eligible(reg, app, &usable, |id| {
+                per_node.get(&id).copied().unwrap_or(0)
+            });
+            candidates.retain(|&id| Some(id) != current);
             let best_spread = candidates
                 .iter()
                 .map(|&id| per_spread.get(&spread_of(id)).copied().unwrap_or(0))

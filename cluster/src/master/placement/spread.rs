@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 use super::PlacementInput;
+use super::eligible;
 use super::least_loaded;
-use super::matches_constraints;
+use super::spread_value;
 use crate::registry::App;
 use crate::registry::InstanceMove;
 use crate::registry::NodeId;
@@ -25,20 +26,14 @@ pub(super) fn rebalance(
     load: &HashMap<NodeId, u32>,
     input: &PlacementInput,
 ) -> Option<InstanceMove> {
-    let label = app.placement.spread.as_ref()?;
+    app.placement.spread.as_ref()?;
     let settled = reg.moves.get(name).is_none_or(BTreeMap::is_empty)
         && reg.restarts.get(name).is_none_or(|r| r.pending.is_empty());
     if app.on_disconnect == OnDisconnect::Stop || !settled {
         return None;
     }
     let placed = reg.assignments.get(name)?;
-    let value_of = |id: NodeId| -> String {
-        reg.nodes
-            .get(&id)
-            .and_then(|n| n.labels.get(label))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let value_of = |id: NodeId| spread_value(reg, app, id);
     let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
     for &n in placed.values() {
         *per_node.entry(n).or_default() += 1;
@@ -48,17 +43,9 @@ pub(super) fn rebalance(
         *per_value.entry(value_of(n)).or_default() += c;
     }
     let count_of = |v: &str| per_value.get(v).copied().unwrap_or(0);
-    let targets: Vec<NodeId> = reg
-        .nodes
-        .values()
-        .filter(|rec| usable(rec.id) && matches_constraints(app, rec))
-        .filter(|rec| {
-            app.placement
-                .max_per_node
-                .is_none_or(|max| per_node.get(&rec.id).copied().unwrap_or(0) < max)
-        })
-        .map(|rec| rec.id)
-        .collect();
+    let targets = eligible(reg, app, usable, |id| {
+        per_node.get(&id).copied().unwrap_or(0)
+    });
     let emptiest = targets.iter().map(|&id| count_of(&value_of(id))).min()?;
     let (fullest_value, fullest) = per_value
         .iter()

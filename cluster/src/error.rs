@@ -48,3 +48,37 @@ pub enum ClusterError {
     #[error("{what} refused: {reason}")]
     Rejected { what: String, reason: String },
 }
+
+/// `head` followed by the causes under `e`, each once. tonic wraps the useful part of a failure
+/// (the TLS or HTTP/2 error) in sources its own message leaves out.
+pub fn with_causes(head: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = head.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    #[test]
+    fn causes_follow_the_head_once_each() {
+        let e = ClusterError::Listen {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::Error::other("address in use"),
+        };
+        assert_eq!(with_causes("bind", &e), "bind: address in use");
+        assert_eq!(
+            with_causes("bind failed: address in use", &e),
+            "bind failed: address in use",
+            "a cause the head already ends with is not repeated"
+        );
+    }
+}

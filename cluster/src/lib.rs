@@ -42,6 +42,7 @@ pub use config::ClusterConfig;
 pub use config::PeerTls;
 pub use discovery::Discovery;
 pub use error::ClusterError;
+pub use error::with_causes;
 pub use master::ClusterRuntime;
 pub use master::DrainStatus;
 pub use master::NodeRuntime;

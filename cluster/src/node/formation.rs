@@ -95,15 +95,7 @@ impl Formation {
             return;
         }
         warned.insert(addr.to_string(), Instant::now());
-        let mut cause = status.message().to_string();
-        let mut source = std::error::Error::source(status);
-        while let Some(e) = source {
-            let text = e.to_string();
-            if !cause.ends_with(&text) {
-                cause = format!("{cause}: {text}");
-            }
-            source = e.source();
-        }
+        let cause = crate::error::with_causes(status.message(), status);
         tracing::warn!(node_id = self.shared.id, peer = %addr, code = ?status.code(), %cause, "cannot probe peer (a wrong secret or TLS certificate keeps this node out)");
     }
 

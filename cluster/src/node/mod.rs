@@ -50,6 +50,7 @@ use crate::config::PeerTls;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
 use crate::error::ClusterError;
+use crate::error::with_causes;
 use crate::master::MasterView;
 use crate::master::TermSettings;
 use crate::raft::HerdRaft;
@@ -480,9 +481,9 @@ fn server_builder(tls: Option<&PeerTls>) -> Result<Server, ClusterError> {
         .identity(Identity::from_pem(&t.cert_pem, &t.key_pem))
         .client_ca_root(Certificate::from_pem(&t.ca_pem));
     server.tls_config(config).map_err(|e| {
-        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-        ClusterError::Config(format!(
-            "TLS: the certificate, key or CA does not load: {cause}"
+        ClusterError::Config(with_causes(
+            "TLS: the certificate, key or CA does not load",
+            &e,
         ))
     })
 }

@@ -126,13 +126,12 @@ fn tls_identity(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
     tonic::transport::Server::builder()
         .tls_config(tls.clone())
         .map_err(|e| {
-            let cause =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            format!(
-                "[api] tls_cert {} and tls_key {} are not a usable PEM pair: {cause}",
+            let head = format!(
+                "[api] tls_cert {} and tls_key {} are not a usable PEM pair",
                 cert.display(),
                 key.display()
-            )
+            );
+            herd_cluster::with_causes(&head, &e)
         })?;
     Ok(tls)
 }

@@ -153,9 +153,10 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
                     .context("cannot set up TLS")?;
             }
             let ch = endpoint.connect().await.map_err(|e| {
-                let cause =
-                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-                anyhow::anyhow!("no herd daemon answers at {uri} ({cause})")
+                anyhow::anyhow!(
+                    "{}",
+                    herd_cluster::with_causes(&format!("no herd daemon answers at {uri}"), &e)
+                )
             })?;
             Ok(InterceptedService::new(ch, Bearer(Some(token.clone()))))
         }
@@ -165,18 +166,9 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
 /// Turns a gRPC error into the daemon's own message; a transport failure names its cause
 /// (say, plain HTTP/2 sent to a TLS port: the daemon hangs up).
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
-    let mut msg = s.message().to_string();
+    let mut msg = herd_cluster::with_causes(s.message(), &s);
     // Only a transport failure carries a source; the daemon's own refusals do not.
-    let transport = std::error::Error::source(&s).is_some();
-    let mut cause = std::error::Error::source(&s);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.ends_with(&text) {
-            msg = format!("{msg}: {text}");
-        }
-        cause = c.source();
-    }
-    if transport {
+    if std::error::Error::source(&s).is_some() {
         msg.push_str(" (is the daemon's API TLS? then use --host https://...)");
     }
     anyhow::anyhow!("{msg}")

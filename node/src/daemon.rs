@@ -129,12 +129,13 @@ async fn serve(
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
 
     // Bound before anything starts, so a taken port fails `herd up` with the reason.
-    let tcp = match &api_cfg {
-        Some(a) => Some(
-            TcpIncoming::bind(a.listen)
+    let tcp = match api_cfg {
+        Some(a) => {
+            let incoming = TcpIncoming::bind(a.listen)
                 .with_context(|| format!("cannot listen for the TCP API on {}", a.listen))?
-                .with_nodelay(Some(true)),
-        ),
+                .with_nodelay(Some(true));
+            Some((a, incoming))
+        }
         None => None,
     };
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
@@ -216,8 +217,8 @@ async fn serve(
         }
     };
     let (tcp_stop, tcp_stopped) = watch::channel(false);
-    let tcp_server = match (api_cfg, tcp) {
-        (Some(cfg), Some(incoming)) => {
+    let tcp_server = match tcp {
+        Some((cfg, incoming)) => {
             let auth = cfg.auth();
             let routes = match &cluster {
                 Some(node) if shares_cluster_port => node.rpc_routes(),
@@ -245,7 +246,7 @@ async fn serve(
                 tcp_stopped,
             )))
         }
-        _ => None,
+        None => None,
     };
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))

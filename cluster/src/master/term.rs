@@ -80,7 +80,8 @@ pub(crate) struct MasterTerm {
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
     crashes: CrashBudget,
-    /// When this term began: placement waits a little for every node's first answer.
+    /// When this term began (it runs right after it is made): placement waits a little for
+    /// every node's first answer.
     started: Instant,
 }
 
@@ -122,7 +123,6 @@ impl MasterTerm {
 
     /// Runs until deposed; drop the future to stop at once.
     pub(crate) async fn run(mut self) -> Deposed {
-        self.started = Instant::now();
         let started = self.started;
         let mut registry = self.io.registry();
         let mut sweep = tokio::time::interval_at(

@@ -401,12 +401,24 @@ async fn a_rolling_restart_restarts_every_instance_once() {
             .is_some_and(|s| s.generation == 1 && s.pending.is_empty())
     })
     .await;
-    h.settled("api", 3).await;
-    for (i, n) in &placed {
-        let slot = h.slot_of(*n);
-        let seen = h.sups[slot].reconciles_with(&("api".into(), *i));
+    // The registry marks the last node rolled as soon as the roll is written; its agent
+    // stops and restarts the instance just after. Wait for every supervisor to have seen it.
+    let phases = |i: u32, n: NodeId| {
+        let seen = h.sups[h.slot_of(n)].reconciles_with(&("api".into(), i));
         let mut phases: Vec<bool> = seen.iter().copied().skip_while(|w| !w).collect();
         phases.dedup();
+        (phases, seen)
+    };
+    eventually("every instance stopped and started again", SETTLE, || async {
+        placed
+            .iter()
+            .all(|(&i, &n)| phases(i, n).0.len() >= 3)
+            .then_some(())
+    })
+    .await;
+    h.settled("api", 3).await;
+    for (&i, &n) in &placed {
+        let (phases, seen) = phases(i, n);
         assert_eq!(
             phases,
             vec![true, false, true],

@@ -169,6 +169,16 @@ impl Herd {
 
 impl Drop for Herd {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The home goes with the test; its daemon's last words are how a failure is read.
+            let log = std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!(
+                "--- last lines of {} ---\n{tail}\n---",
+                self.path("daemon.log").display()
+            );
+        }
         let _ = self.cmd(&["down", "--timeout", "1"]).output();
         let _ = self.cmd(&["kill"]).output();
         for pid in self.recorded_pids() {

@@ -284,3 +284,77 @@ fn daemon_log_is_rotated_under_its_own_cap() {
     });
     h.ok(&["ping"]);
 }
+
+/// A process group of its own running `sleep`, and its start signature (`/proc` start time).
+fn guarded_sleeper() -> (std::process::Child, u32, u64) {
+    use std::os::unix::process::CommandExt;
+    let child = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, pid, start)
+}
+
+/// Waits for `child` to end; how long that took.
+fn time_to_exit(child: &mut std::process::Child, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < limit,
+            "the guarded process still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn the_lease_keeper_kills_a_guarded_group_when_the_lease_lapses_and_when_the_daemon_goes() {
+    use std::io::Write;
+    let mut keeper = Command::new(herd_bin())
+        .arg("lease-keeper")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_keeper = keeper.stdin.take().unwrap();
+    // Lapse: guarded under a 1.5 s lease, the group lives that long and not much longer.
+    let (mut lapsing, pid, sig) = guarded_sleeper();
+    writeln!(to_keeper, "lease 1500\nguard {pid} {sig}").unwrap();
+    let lived = time_to_exit(&mut lapsing, SECS_10);
+    assert!(
+        lived >= Duration::from_millis(1_300) && lived < Duration::from_secs(3),
+        "killed after {lived:?}, lease 1.5 s"
+    );
+    // A renewed lease keeps the next one alive; the daemon's end closing kills it at once.
+    let (mut orphaned, pid, sig) = guarded_sleeper();
+    writeln!(to_keeper, "lease 60000\nguard {pid} {sig}").unwrap();
+    to_keeper.flush().unwrap();
+    assert!(orphaned.try_wait().unwrap().is_none());
+    drop(to_keeper);
+    let lived = time_to_exit(&mut orphaned, SECS_10);
+    assert!(lived < Duration::from_secs(2), "killed after {lived:?}");
+    assert!(keeper.wait().unwrap().success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut keeper.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("the lease lapsed: killed process group"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the daemon is gone: killed process group"),
+        "{said}"
+    );
+}

@@ -409,12 +409,16 @@ async fn a_rolling_restart_restarts_every_instance_once() {
         phases.dedup();
         (phases, seen)
     };
-    eventually("every instance stopped and started again", SETTLE, || async {
-        placed
-            .iter()
-            .all(|(&i, &n)| phases(i, n).0.len() >= 3)
-            .then_some(())
-    })
+    eventually(
+        "every instance stopped and started again",
+        SETTLE,
+        || async {
+            placed
+                .iter()
+                .all(|(&i, &n)| phases(i, n).0.len() >= 3)
+                .then_some(())
+        },
+    )
     .await;
     h.settled("api", 3).await;
     for (&i, &n) in &placed {

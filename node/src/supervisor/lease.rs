@@ -10,6 +10,12 @@
 //! groups when it passes, or at once when the daemon's end of the pipe closes (the daemon
 //! died). The keeper is started with the first guarded process; a standalone daemon, or one
 //! without singletons, never starts it.
+//!
+//! Both measure the lease on `CLOCK_BOOTTIME`, not `Instant`'s `CLOCK_MONOTONIC`: the monotonic
+//! clock stops while the host is suspended, so a host resumed after a suspend longer than the
+//! lease would believe its lease still ran while the master had long placed the singleton
+//! elsewhere. The keeper also looks at the clock at least every `KEEPER_TICK`, because its
+//! waits are measured on the monotonic clock too.
 
 use super::process;
 use std::collections::HashMap;
@@ -17,8 +23,44 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
+
+/// The longest the keeper sleeps without looking at the boot clock (see the module docs).
+const KEEPER_TICK: Duration = Duration::from_millis(250);
+
+/// A point in time on `CLOCK_BOOTTIME`, which keeps counting while the host is suspended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootInstant(Duration);
+
+impl BootInstant {
+    pub fn now() -> BootInstant {
+        use nix::time::{ClockId, clock_gettime};
+        // CLOCK_BOOTTIME exists on every Linux herd supports; should it ever fail, the
+        // monotonic clock is the best fallback (it only lacks the suspended time).
+        let t = clock_gettime(ClockId::CLOCK_BOOTTIME)
+            .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
+            .map(|t| Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().max(0) as u32))
+            .unwrap_or_default();
+        BootInstant(t)
+    }
+
+    /// How long from now until `self`; zero once it has passed.
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_sub(BootInstant::now().0)
+    }
+
+    pub fn passed(self) -> bool {
+        BootInstant::now() >= self
+    }
+}
+
+impl std::ops::Add<Duration> for BootInstant {
+    type Output = BootInstant;
+    fn add(self, d: Duration) -> BootInstant {
+        BootInstant(self.0.saturating_add(d))
+    }
+}
 
 #[derive(Default)]
 pub struct Lease {
@@ -27,7 +69,7 @@ pub struct Lease {
 
 #[derive(Default)]
 struct Inner {
-    until: Option<Instant>,
+    until: Option<BootInstant>,
     /// pid (the group leader) → start signature.
     guarded: HashMap<u32, u64>,
     keeper: Option<Keeper>,
@@ -42,7 +84,7 @@ impl Lease {
     /// The master was heard: singletons may run for `valid_for` more.
     pub fn renew(&self, valid_for: Duration) {
         let mut inner = self.lock();
-        inner.until = Some(Instant::now() + valid_for);
+        inner.until = Some(BootInstant::now() + valid_for);
         if inner.keeper.is_some() {
             let line = format!("lease {}\n", valid_for.as_millis());
             inner.send(&line);
@@ -51,7 +93,7 @@ impl Lease {
 
     /// May a singleton start now?
     pub fn valid(&self) -> bool {
-        self.lock().until.is_some_and(|u| Instant::now() < u)
+        self.lock().until.is_some_and(|u| !u.passed())
     }
 
     /// From now on the keeper kills this process group when the lease lapses (at once if it
@@ -81,9 +123,7 @@ impl Lease {
 
 impl Inner {
     fn remaining_ms(&self) -> u128 {
-        self.until
-            .map(|u| u.saturating_duration_since(Instant::now()).as_millis())
-            .unwrap_or(0)
+        self.until.map(|u| u.remaining().as_millis()).unwrap_or(0)
     }
 
     /// Starts the keeper and tells it everything: the lease left and every guarded process.
@@ -163,17 +203,17 @@ pub fn keeper_main() -> std::io::Result<()> {
         }
         let _ = tx.send(None);
     });
-    let mut until = Instant::now();
+    let mut until = BootInstant::now();
     let mut guarded: HashMap<u32, u64> = HashMap::new();
     loop {
-        let now = Instant::now();
-        if now >= until && !guarded.is_empty() {
+        let left = until.remaining();
+        if left.is_zero() && !guarded.is_empty() {
             kill_all(&mut guarded, "the lease lapsed");
         }
-        let wait = if guarded.is_empty() || now >= until {
+        let wait = if guarded.is_empty() || left.is_zero() {
             Duration::from_secs(3600)
         } else {
-            until - now
+            left.min(KEEPER_TICK)
         };
         match rx.recv_timeout(wait) {
             Ok(Some(line)) => {
@@ -181,7 +221,7 @@ pub fn keeper_main() -> std::io::Result<()> {
                 match (words.next(), words.next(), words.next()) {
                     (Some("lease"), Some(ms), None) => {
                         if let Ok(ms) = ms.parse::<u64>() {
-                            until = Instant::now() + Duration::from_millis(ms);
+                            until = BootInstant::now() + Duration::from_millis(ms);
                         }
                     }
                     (Some("guard"), Some(pid), Some(sig)) => {

@@ -82,6 +82,7 @@ impl Agent for FakeAgents {
             ),
             instances,
             term: req.term,
+            lease_seq: req.lease_ack + 1,
         }))
     }
 }

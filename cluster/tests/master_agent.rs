@@ -447,6 +447,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
             term,
             node_id: 0,
             applied_index: 0,
+            lease_ack: 0,
         });
         r.metadata_mut()
             .insert("x-herd-secret", support::SECRET.parse().expect("ascii"));
@@ -471,6 +472,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
             term,
             node_id: 0,
             applied_index: 0,
+            lease_ack: 0,
         })
         .await
         .expect_err("no secret");

@@ -1,8 +1,17 @@
 //! What a node knows of its master: the highest term it has accepted (fencing), when it last
-//! heard a heartbeat, and how far the master's registry was at that moment. Shared by the
-//! heartbeat service (writer) and the reconcile loop (reader).
+//! heard a heartbeat, how far the master's registry was at that moment, and the singleton
+//! lease. Shared by the heartbeat service (writer) and the reconcile loop (reader).
+//!
+//! The lease is granted by acknowledgement, not by a heartbeat's arrival. Each reply carries a
+//! sequence number and this node remembers when it sent it; the master echoes the latest reply
+//! it received in its next heartbeat, and only then does the lease run, from when that reply
+//! was *sent*. The master counts a node's silence from when it *received* that reply, which is
+//! later, so the lease always lapses before the master may call the node offline — even when a
+//! heartbeat reaches this node late: one that sat in a socket while the host was frozen or cut
+//! off acknowledges an old reply and grants nothing.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::RwLock;
@@ -29,11 +38,19 @@ pub(crate) struct AgentState {
     generations: Mutex<HashMap<(String, u32), u64>>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// Replies remembered for the master's acknowledgement (one per heartbeat).
+const REPLIES_KEPT: usize = 32;
+
+#[derive(Clone, Debug, Default)]
 struct Contact {
     last: Option<Instant>,
     term: u64,
     master_index: u64,
+    /// Sequence number of the latest reply, and when the recent ones were sent.
+    reply_seq: u64,
+    replies: VecDeque<(u64, Instant)>,
+    /// When the latest acknowledged reply was sent: the lease runs from there.
+    lease_from: Option<Instant>,
 }
 
 /// The agent's view of its master at one moment.
@@ -46,10 +63,17 @@ pub(crate) struct ContactView {
     /// When `connected` turns false unless another heartbeat arrives.
     pub disconnect_at: Instant,
     /// Until when `on_disconnect = "stop"` instances may keep running without another
-    /// heartbeat: their graceful stop begins then, before the lease lapses.
+    /// acknowledgement: their graceful stop begins then, 3/4 into the lease.
     pub singletons_until: Instant,
+    /// When the lease runs from (the latest acknowledged reply was sent), if ever granted.
+    pub lease_from: Option<Instant>,
     /// The master's applied registry index in the latest heartbeat.
     pub master_index: u64,
+}
+
+/// A node's singleton lease for a cluster whose nodes go offline after `offline_timeout`.
+pub(crate) fn lease_length(offline_timeout: Duration) -> Duration {
+    offline_timeout * 7 / 8
 }
 
 impl AgentState {
@@ -70,17 +94,19 @@ impl AgentState {
         self.node_id
     }
 
-    /// Checks and records a heartbeat. Refuses (FailedPrecondition) a term below the highest
-    /// accepted one or below `local_term` (this node's Raft term), and a heartbeat meant for
-    /// another node id (this address was taken over).
+    /// Checks and records a heartbeat; returns the sequence number for the reply. Refuses
+    /// (FailedPrecondition) a term below the highest accepted one or below `local_term` (this
+    /// node's Raft term), and a heartbeat meant for another node id (this address was taken
+    /// over). `lease_ack` is the reply the master last received (0: none).
     pub(crate) fn accept(
         &self,
         master_id: u64,
         term: u64,
         node_id: u64,
         master_index: u64,
+        lease_ack: u64,
         local_term: u64,
-    ) -> Result<(), Status> {
+    ) -> Result<u64, Status> {
         if node_id != 0 && node_id != self.node_id {
             return Err(Status::failed_precondition(format!(
                 "this address serves node {}, not node {node_id}",
@@ -104,7 +130,7 @@ impl AgentState {
             )));
         }
         let now = Instant::now();
-        let wake = {
+        let (seq, connected, granted) = {
             let mut c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
             let was_connected = c
                 .last
@@ -117,23 +143,51 @@ impl AgentState {
                 c.master_index.max(master_index)
             };
             c.term = term;
-            !was_connected || new_term
+            let acked = c
+                .replies
+                .iter()
+                .find(|(seq, _)| *seq == lease_ack && lease_ack != 0)
+                .map(|(_, sent)| *sent);
+            let granted = match acked {
+                Some(sent) if c.lease_from.is_none_or(|from| sent > from) => {
+                    c.lease_from = Some(sent);
+                    true
+                }
+                _ => false,
+            };
+            c.reply_seq += 1;
+            let seq = c.reply_seq;
+            c.replies.push_back((seq, now));
+            if c.replies.len() > REPLIES_KEPT {
+                c.replies.pop_front();
+            }
+            (seq, !was_connected || new_term, granted)
         };
-        if let Some(sup) = self.supervisor() {
-            sup.renew_lease(self.lease());
-        }
-        if wake {
+        if connected {
             tracing::info!(master_id, term, "master heartbeat: connected");
+        }
+        if connected || granted {
             self.wake.send_modify(|n| *n += 1);
         }
-        Ok(())
+        Ok(seq)
     }
 
-    /// How long singletons may run after a heartbeat: 7/8 of `offline_timeout`, so the lease
-    /// lapses before the master (which counts from the reply, later still) may call this node
-    /// offline. The agent begins a graceful stop earlier, at 3/4 (`ContactView::singletons_until`).
+    /// How long singletons may run from the acknowledged reply: 7/8 of `offline_timeout`, so
+    /// the lease lapses before the master (which counts from receiving that reply, later still)
+    /// may call this node offline. The agent begins a graceful stop earlier, at 3/4
+    /// (`ContactView::singletons_until`).
     pub(crate) fn lease(&self) -> Duration {
-        self.offline_timeout * 7 / 8
+        lease_length(self.offline_timeout)
+    }
+
+    /// Two heartbeats, the second acknowledging the first reply: contact and a lease.
+    #[cfg(test)]
+    pub(crate) fn heartbeat_with_lease(&self, term: u64, master_index: u64) {
+        let seq = self
+            .accept(9, term, 0, master_index, 0, 0)
+            .expect("heartbeat");
+        self.accept(9, term, 0, master_index, seq, 0)
+            .expect("acknowledging heartbeat");
     }
 
     pub(crate) fn highest_term(&self) -> u64 {
@@ -141,14 +195,18 @@ impl AgentState {
     }
 
     pub(crate) fn view(&self, now: Instant) -> ContactView {
-        let c = *self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
         let since = c.last.unwrap_or(self.started);
         let disconnect_at = since + self.offline_timeout;
         ContactView {
             connected: now < disconnect_at,
             heard: c.last.is_some(),
             disconnect_at,
-            singletons_until: since + self.offline_timeout * 3 / 4,
+            // Never granted: already over (the instant is in the past for any `now` given).
+            singletons_until: c
+                .lease_from
+                .map_or(self.started, |from| from + self.offline_timeout * 3 / 4),
+            lease_from: c.lease_from,
             master_index: c.master_index,
         }
     }
@@ -199,27 +257,64 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lower_term_is_refused_after_a_higher_one() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        s.accept(1, 5, 7, 10, 0).expect("first master");
-        s.accept(2, 6, 7, 12, 0).expect("newer master");
+        s.accept(1, 5, 7, 10, 0, 0).expect("first master");
+        s.accept(2, 6, 7, 12, 0, 0).expect("newer master");
         let err = s
-            .accept(1, 5, 7, 13, 0)
+            .accept(1, 5, 7, 13, 0, 0)
             .expect_err("stale master is fenced");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert_eq!(s.highest_term(), 6);
         // The local Raft term fences too: a master behind this node's own term is stale.
         let err = s
-            .accept(2, 6, 7, 13, 7)
+            .accept(2, 6, 7, 13, 0, 7)
             .expect_err("behind the local raft term");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        s.accept(2, 6, 7, 14, 6).expect("same term again");
+        s.accept(2, 6, 7, 14, 0, 6).expect("same term again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_runs_from_the_acknowledged_reply_so_a_late_heartbeat_grants_nothing() {
+        let timeout = Duration::from_secs(80); // lease 70 s, graceful stop from 60 s
+        let s = AgentState::new(1, timeout);
+        let start = Instant::now();
+        let first = s.accept(9, 1, 1, 3, 0, 0).expect("heartbeat");
+        assert_eq!(s.view(start).lease_from, None, "no reply acknowledged yet");
+        assert!(
+            start >= s.view(start).singletons_until,
+            "no lease, no singletons"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let second = s.accept(9, 1, 1, 3, first, 0).expect("heartbeat");
+        let v = s.view(Instant::now());
+        assert_eq!(
+            v.lease_from,
+            Some(start),
+            "from when the first reply was sent"
+        );
+        assert_eq!(v.singletons_until, start + Duration::from_secs(60));
+        // The host freezes for 100 s; the heartbeat waiting in its socket acknowledges the
+        // reply sent before the freeze: the lease it grants is long over.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let late = s.accept(9, 1, 1, 3, second, 0).expect("late heartbeat");
+        let now = Instant::now();
+        let v = s.view(now);
+        assert_eq!(v.lease_from, Some(start + Duration::from_secs(2)));
+        assert!(v.singletons_until < now && v.lease_from.unwrap() + s.lease() < now);
+        // An unknown or repeated acknowledgement changes nothing; a fresh one renews.
+        s.accept(9, 1, 1, 3, 999, 0).expect("heartbeat");
+        s.accept(9, 1, 1, 3, first, 0).expect("heartbeat");
+        assert_eq!(s.view(now).lease_from, Some(start + Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.accept(9, 1, 1, 3, late, 0).expect("heartbeat");
+        assert_eq!(s.view(Instant::now()).lease_from, Some(now));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_for_another_node_id_is_refused() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        let err = s.accept(1, 1, 8, 0, 0).expect_err("wrong node id");
+        let err = s.accept(1, 1, 8, 0, 0, 0).expect_err("wrong node id");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        s.accept(1, 1, 0, 0, 0).expect("id 0 means any");
+        s.accept(1, 1, 0, 0, 0, 0).expect("id 0 means any");
     }
 
     #[tokio::test(start_paused = true)]
@@ -232,7 +327,7 @@ mod tests {
             "a fresh agent gives its master time"
         );
         tokio::time::advance(Duration::from_secs(60)).await;
-        s.accept(9, 1, 1, 3, 0).expect("heartbeat");
+        s.accept(9, 1, 1, 3, 0, 0).expect("heartbeat");
         tokio::time::advance(Duration::from_secs(89)).await;
         assert!(s.view(Instant::now()).connected);
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -240,7 +335,7 @@ mod tests {
         assert!(!v.connected && v.heard);
         assert_eq!(v.master_index, 3);
         let wake = s.wake_signal();
-        s.accept(9, 1, 1, 4, 0).expect("master is back");
+        s.accept(9, 1, 1, 4, 0, 0).expect("master is back");
         assert!(
             wake.has_changed().expect("sender alive"),
             "a reconnect wakes the loop"

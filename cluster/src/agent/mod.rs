@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 pub(crate) use contact::AgentState;
+pub(crate) use contact::lease_length;
 pub(crate) use reconcile::AgentLoop;
 pub(crate) use service::AgentService;
 
@@ -36,10 +37,11 @@ pub trait LocalSupervisor: Send + Sync + 'static {
         &self,
         desired: Vec<DesiredInstance>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-    /// A master heartbeat was accepted: `on_disconnect = "stop"` instances may run for
-    /// `valid_for` more — a little less than the master waits before it calls this node
-    /// offline and places them elsewhere. The supervisor must stop them by then even if the
-    /// agent cannot (see the node's lease keeper).
+    /// The master acknowledged a reply and the replica is in sync (the supervisor was just told
+    /// what it assigns): `on_disconnect = "stop"` instances may run for `valid_for` more — less
+    /// than the master waits before it calls this node offline and places them elsewhere. The
+    /// supervisor must stop them by then even if the agent cannot (see the node's lease keeper),
+    /// and may start the ones that waited for the lease.
     fn renew_lease(&self, _valid_for: std::time::Duration) {}
 }
 

@@ -8,6 +8,9 @@
 //!   keeps the rest running.
 //! - A new restart generation restarts the instance: it leaves the desired set until the
 //!   supervisor reports it stopped, then comes back.
+//! - It hands the singleton lease (see `contact`) to the supervisor only in sync and after the
+//!   supervisor was told what the replica assigns: a lease never lets the supervisor restart a
+//!   singleton this node was about to learn had moved elsewhere.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +60,7 @@ impl AgentLoop {
         let mut next_resync = Instant::now();
         let mut ever_synced = false;
         let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
+        let mut lease_given: Option<Instant> = None;
         loop {
             let now = Instant::now();
             // The applied index first, then the registry: the state machine publishes a
@@ -106,6 +110,14 @@ impl AgentLoop {
                     self.supervisor.reconcile(desired.clone()).await;
                     last_sent = Some(desired);
                     next_resync = Instant::now() + RESYNC;
+                }
+                if synced && let Some(from) = view.lease_from.filter(|f| Some(*f) > lease_given) {
+                    lease_given = Some(from);
+                    let left =
+                        (from + self.state.lease()).saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        self.supervisor.renew_lease(left);
+                    }
                 }
             }
             let mut wake_at = if last_sent.is_some() {
@@ -203,10 +215,12 @@ mod tests {
     use crate::registry::OnDisconnect;
     use crate::registry::RegistryCommand;
 
-    /// Runs whatever it was last told, at once; records every reconcile.
+    /// Runs whatever it was last told, at once; records every reconcile and lease renewal
+    /// (the renewal as the number of reconciles before it, and the lease given).
     #[derive(Default)]
     struct FakeSupervisor {
         calls: Mutex<Vec<Vec<(String, u32)>>>,
+        renewals: Mutex<Vec<(usize, Duration)>>,
     }
 
     impl FakeSupervisor {
@@ -234,6 +248,10 @@ mod tests {
         }
         fn resources(&self) -> serde_json::Value {
             serde_json::json!({})
+        }
+        fn renew_lease(&self, valid_for: Duration) {
+            let after = self.calls().len();
+            self.renewals.lock().expect("lock").push((after, valid_for));
         }
         fn reconcile(
             &self,
@@ -318,13 +336,27 @@ mod tests {
         let h = harness(registry());
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sup.calls().is_empty(), "no master heard yet");
-        h.state.accept(9, 1, 1, 8, 0).expect("heartbeat");
+        h.state.heartbeat_with_lease(1, 8);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.sup.calls().is_empty(), "replica at 5, master at 8: wait");
+        assert!(
+            h.sup.renewals.lock().expect("lock").is_empty(),
+            "no lease out of sync"
+        );
         h.applied.store(8, Ordering::SeqCst);
         h.registry.send_modify(|_| {});
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.calls(), vec![both()]);
+        let renewals = h.sup.renewals.lock().expect("lock").clone();
+        assert_eq!(renewals.len(), 1, "{renewals:?}");
+        assert_eq!(
+            renewals[0].0, 1,
+            "the lease comes after the supervisor was told"
+        );
+        assert!(
+            renewals[0].1 <= Duration::from_secs(90) * 7 / 8,
+            "at most 7/8 of the offline timeout, counted from the acknowledged reply"
+        );
         // Unchanged: resync every 5 s, not on every registry change.
         h.registry.send_modify(|_| {});
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -336,7 +368,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cut_off_from_the_master_stop_apps_stop_and_the_rest_keeps_running() {
         let h = harness(registry());
-        h.state.accept(9, 1, 1, 5, 0).expect("heartbeat");
+        h.state.heartbeat_with_lease(1, 5);
         tokio::time::sleep(Duration::from_secs(67)).await;
         assert_eq!(h.sup.last(), Some(both()));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -363,7 +395,7 @@ mod tests {
         );
 
         // The master is back, but the replica lags behind it: nothing restarts yet.
-        h.state.accept(9, 2, 1, 12, 0).expect("heartbeat");
+        h.state.heartbeat_with_lease(2, 12);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.last(), Some(vec![("api".into(), 0)]));
         h.applied.store(12, Ordering::SeqCst);
@@ -375,7 +407,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_new_restart_generation_stops_the_instance_then_starts_it_again() {
         let h = harness(registry());
-        h.state.accept(9, 1, 1, 5, 0).expect("heartbeat");
+        h.state.heartbeat_with_lease(1, 5);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.state.generation("api", 0), Some(0));
         h.registry.send_modify(|r| {

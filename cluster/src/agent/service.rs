@@ -51,6 +51,7 @@ pub(crate) fn reply(state: &AgentState) -> pb::HeartbeatReply {
             })
             .collect(),
         term: state.highest_term(),
+        lease_seq: 0,
     }
 }
 
@@ -61,13 +62,16 @@ impl Agent for AgentService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
         let req = req.into_inner();
-        self.state.accept(
+        let seq = self.state.accept(
             req.master_id,
             req.term,
             req.node_id,
             req.applied_index,
+            req.lease_ack,
             (self.local_term)(),
         )?;
-        Ok(Response::new(reply(&self.state)))
+        let mut reply = reply(&self.state);
+        reply.lease_seq = seq;
+        Ok(Response::new(reply))
     }
 }

@@ -107,6 +107,11 @@ pub struct NodeHealth {
     /// Shared, so snapshots of thousands of nodes stay cheap.
     pub report: Option<Arc<NodeReport>>,
     pub last_error: Option<String>,
+    /// The latest reply number it sent, acknowledged in the next heartbeat (its lease).
+    pub reply_seq: u64,
+    /// It answered after a silence longer than a lease: no acknowledgement (no lease) until a
+    /// sweep has settled its status, so a lease can never overlap a move decided meanwhile.
+    pub lapsed: bool,
 }
 
 impl NodeHealth {
@@ -123,6 +128,8 @@ pub struct HealthTable {
     nodes: Mutex<HashMap<NodeId, NodeHealth>>,
     pub clock: WallClock,
     pub stats: HeartbeatStats,
+    /// How long a node's singleton lease lasts (an answer after a longer silence has lapsed).
+    lease: Duration,
 }
 
 impl HealthTable {
@@ -131,7 +138,14 @@ impl HealthTable {
             nodes: Mutex::new(HashMap::new()),
             clock,
             stats: HeartbeatStats::default(),
+            lease: Duration::MAX,
         }
+    }
+
+    /// Nodes hold singleton leases of `lease` (7/8 of the offline timeout).
+    pub fn with_lease(mut self, lease: Duration) -> HealthTable {
+        self.lease = lease;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeHealth>> {
@@ -157,6 +171,8 @@ impl HealthTable {
                         last_rtt: None,
                         report: None,
                         last_error: None,
+                        reply_seq: 0,
+                        lapsed: false,
                     },
                 );
             }
@@ -167,8 +183,25 @@ impl HealthTable {
         self.lock().remove(&id);
     }
 
-    pub fn record_answer(&self, id: NodeId, at: Instant, rtt: Duration, report: NodeReport) {
+    /// An answer (reply number `seq`) received `at`.
+    pub fn record_answer(
+        &self,
+        id: NodeId,
+        at: Instant,
+        rtt: Duration,
+        seq: u64,
+        report: NodeReport,
+    ) {
         if let Some(h) = self.lock().get_mut(&id) {
+            if at.saturating_duration_since(h.silent_since()) >= self.lease && !h.lapsed {
+                tracing::info!(
+                    node = id,
+                    silent_ms = at.saturating_duration_since(h.silent_since()).as_millis() as u64,
+                    "node answered after its lease lapsed: no lease until a sweep settles it"
+                );
+                h.lapsed = true;
+            }
+            h.reply_seq = seq;
             h.last_answer = Some(at);
             h.last_rtt = Some(rtt);
             h.report = Some(Arc::new(report));
@@ -179,6 +212,25 @@ impl HealthTable {
     pub fn record_failure(&self, id: NodeId, error: String) {
         if let Some(h) = self.lock().get_mut(&id) {
             h.last_error = Some(error);
+        }
+    }
+
+    /// The reply to acknowledge in the next heartbeat to `id`: 0 (none) while it is lapsed.
+    pub fn lease_ack(&self, id: NodeId) -> u64 {
+        self.lock()
+            .get(&id)
+            .filter(|h| !h.lapsed)
+            .map_or(0, |h| h.reply_seq)
+    }
+
+    /// After a sweep's status changes are written: lapsed nodes for which `settled` holds
+    /// (online again in the registry, answering) get leases again.
+    pub fn restore_leases(&self, settled: impl Fn(NodeId, &NodeHealth) -> bool) {
+        for (id, h) in self.lock().iter_mut() {
+            if h.lapsed && settled(*id, h) {
+                tracing::info!(node = *id, "node settled: its lease is acknowledged again");
+                h.lapsed = false;
+            }
         }
     }
 
@@ -268,17 +320,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_answer_after_a_silence_longer_than_the_lease_is_acknowledged_only_once_settled() {
+        let lease = Duration::from_secs(7);
+        let t = HealthTable::new(WallClock::at(0)).with_lease(lease);
+        t.watch(1, "a", Instant::now());
+        assert_eq!(t.lease_ack(1), 0, "nothing received yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), 5, report());
+        assert_eq!(t.lease_ack(1), 5);
+        tokio::time::advance(lease - Duration::from_millis(1)).await;
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), 6, report());
+        assert_eq!(t.lease_ack(1), 6, "just within the lease");
+        tokio::time::advance(lease).await;
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), 7, report());
+        assert_eq!(t.lease_ack(1), 0, "silent for a whole lease: lapsed");
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), 8, report());
+        assert_eq!(t.lease_ack(1), 0, "answering again does not end the lapse");
+        t.restore_leases(|_, _| false);
+        assert_eq!(t.lease_ack(1), 0);
+        t.restore_leases(|id, h| id == 1 && h.last_answer.is_some());
+        assert_eq!(t.lease_ack(1), 8, "settled by a sweep");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_node_silent_past_the_timeout_is_offline_and_answering_brings_it_back() {
         let timeout = Duration::from_secs(90);
         let t = HealthTable::new(WallClock::at(0));
         let start = Instant::now();
         t.watch(1, "a", start);
         t.watch(2, "b", start);
-        t.record_answer(1, start, Duration::from_millis(1), report());
-        t.record_answer(2, start, Duration::from_millis(1), report());
+        t.record_answer(1, start, Duration::from_millis(1), 1, report());
+        t.record_answer(2, start, Duration::from_millis(1), 1, report());
         let recs = records(&[(1, NodeStatus::Online), (2, NodeStatus::Draining)]);
         tokio::time::advance(Duration::from_secs(90)).await;
-        t.record_answer(2, Instant::now(), Duration::from_millis(1), report());
+        t.record_answer(2, Instant::now(), Duration::from_millis(1), 1, report());
         assert_eq!(
             judge(&recs, &t.snapshot(), Instant::now(), timeout),
             Judgement::default()
@@ -293,7 +368,7 @@ mod tests {
                 .online
                 .is_empty()
         );
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), report());
+        t.record_answer(1, Instant::now(), Duration::from_millis(1), 1, report());
         assert_eq!(
             judge(&recs, &t.snapshot(), Instant::now(), timeout).online,
             vec![1]

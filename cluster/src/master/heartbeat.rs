@@ -248,6 +248,7 @@ impl BeatCtx {
             term: self.cfg.term,
             node_id: id,
             applied_index: (self.applied_index)(),
+            lease_ack: self.health.lease_ack(id),
         };
         let stats = &self.health.stats;
         stats
@@ -263,8 +264,9 @@ impl BeatCtx {
                     .ok_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 stats.rtt.record(rtt);
+                let seq = reply.lease_seq;
                 self.health
-                    .record_answer(id, now, rtt, NodeReport::from_reply(reply));
+                    .record_answer(id, now, rtt, seq, NodeReport::from_reply(reply));
                 return true;
             }
             Ok(Ok(reply)) => format!("answered as node {}", reply.node_id),

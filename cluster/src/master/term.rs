@@ -28,6 +28,7 @@ use super::lifecycle::finished_moves;
 use super::lifecycle::next_rolls;
 use super::placement;
 use super::placement::PlacementInput;
+use crate::agent::lease_length;
 use crate::agent::status_is_live;
 use crate::config::ClusterConfig;
 use crate::registry::DAY_MS;
@@ -93,7 +94,8 @@ impl MasterTerm {
         settings: TermSettings,
         clock: WallClock,
     ) -> MasterTerm {
-        let health = Arc::new(HealthTable::new(clock));
+        let health =
+            Arc::new(HealthTable::new(clock).with_lease(lease_length(settings.offline_timeout)));
         let heartbeater = Heartbeater::new(
             HeartbeatConfig {
                 master_id,
@@ -373,14 +375,30 @@ impl MasterTerm {
             .map(|&id| (id, NodeStatus::Offline))
             .chain(verdict.online.iter().map(|&id| (id, NodeStatus::Online)))
             .collect();
+        let mut written = true;
         if !updates.is_empty() {
             tracing::info!(term = self.term, offline = ?offline, online = ?verdict.online, "health sweep: node status changes");
-            self.write(RegistryCommand::SetNodeStatus {
-                updates: updates.clone(),
-            })
-            .await?;
+            written = self
+                .write(RegistryCommand::SetNodeStatus {
+                    updates: updates.clone(),
+                })
+                .await?;
         }
         let changed: HashMap<NodeId, NodeStatus> = updates.into_iter().collect();
+        if written {
+            // Whatever this sweep decided is in the registry now, and every later heartbeat
+            // carries an index past it: nodes online again may hold leases again.
+            let timeout = self.settings.offline_timeout;
+            self.health.restore_leases(|id, h| {
+                let status = changed
+                    .get(&id)
+                    .copied()
+                    .or_else(|| reg.nodes.get(&id).map(|n| n.status));
+                matches!(status, Some(NodeStatus::Online | NodeStatus::Draining))
+                    && h.last_answer
+                        .is_some_and(|a| now.duration_since(a) <= timeout)
+            });
+        }
         let at_ms = self.health.clock.now_ms();
         let samples: Vec<UptimeSample> = reg
             .nodes

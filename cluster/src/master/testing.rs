@@ -82,6 +82,7 @@ impl NodeLink for FakeLink {
                 resources_json: "{}".into(),
                 instances,
                 term: req.term,
+                lease_seq: req.lease_ack + 1,
             })
         })
     }

@@ -81,9 +81,9 @@ impl Supervisor {
         self.start_lease_waiters();
     }
 
-    /// The master renews the lease: start the singletons that waited for it. Only the agent
-    /// calls this, once its replica is in sync, so an instance the master moved away while
-    /// this node was cut off is never started again here.
+    /// The master renews the lease: start the singletons that waited for it. Only the agent's
+    /// calls lead here (a reconcile or a renewal), once its replica is in sync, so an instance
+    /// the master moved away while this node was cut off is never started again here.
     fn start_lease_waiters(&self) {
         if !self.shared.lease.valid() {
             return;
@@ -109,9 +109,11 @@ impl Supervisor {
         }
     }
 
-    /// The master was heard: singletons may run for `valid_for` more.
+    /// The master acknowledged this node and the agent is in sync: singletons may run for
+    /// `valid_for` more, and the ones that waited for the lease start.
     pub fn renew_lease(&self, valid_for: std::time::Duration) {
         self.shared.lease.renew(valid_for);
+        self.start_lease_waiters();
     }
 
     /// The cluster instances this node runs, for the master's heartbeat.

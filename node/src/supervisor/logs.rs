@@ -53,11 +53,13 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
     }
     // Read from `max_bytes` before the end to whatever the end is now (the app may still be
     // writing), keep the last `max_bytes` of it from a line start, then truncate at once:
-    // rotated files respect the cap, and the window for lost bytes is a few syscalls.
+    // rotated files respect the cap, and the window for lost bytes is a few syscalls. The read
+    // stops at twice the cap: on a loaded host, chasing an app that writes as fast as it is
+    // read would hold the rotation (and let the live file grow) for as long as the app floods.
     let mut src = File::open(path)?;
     src.seek(SeekFrom::Start(len - max_bytes))?;
     let mut tail = Vec::with_capacity(max_bytes as usize + 64 * 1024);
-    src.read_to_end(&mut tail)?;
+    (&mut src).take(max_bytes.saturating_mul(2)).read_to_end(&mut tail)?;
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
     let cut = tail.len().saturating_sub(max_bytes as usize);
     let start = match tail[cut..].iter().position(|b| *b == b'\n') {

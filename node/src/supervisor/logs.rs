@@ -59,7 +59,9 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
     let mut src = File::open(path)?;
     src.seek(SeekFrom::Start(len - max_bytes))?;
     let mut tail = Vec::with_capacity(max_bytes as usize + 64 * 1024);
-    (&mut src).take(max_bytes.saturating_mul(2)).read_to_end(&mut tail)?;
+    (&mut src)
+        .take(max_bytes.saturating_mul(2))
+        .read_to_end(&mut tail)?;
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
     let cut = tail.len().saturating_sub(max_bytes as usize);
     let start = match tail[cut..].iter().position(|b| *b == b'\n') {

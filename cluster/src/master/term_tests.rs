@@ -100,6 +100,40 @@ async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_onlin
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_node_back_from_a_long_silence_gets_no_lease_until_a_sweep_settled_it() {
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.nodes.set_down(3, true);
+    let t0 = tokio::time::Instant::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    let secs = |s: u64| t0 + Duration::from_secs(s);
+
+    at(120, t0).await;
+    assert_eq!(status_writes(&world), vec![vec![(3, NodeStatus::Offline)]]);
+    let steady = world.nodes.acks_to(1, secs(10), secs(120));
+    assert!(
+        !steady.is_empty() && steady.iter().all(|&a| a != 0),
+        "a node that answers is acknowledged every time: {steady:?}"
+    );
+    // Back at 130 s, after 130 s of silence: answered, but no lease until the sweep at 180 s
+    // has written it online.
+    world.nodes.set_down(3, false);
+    at(179, t0).await;
+    let waiting = world.nodes.acks_to(3, secs(130), secs(179));
+    assert!(
+        waiting.len() >= 20 && waiting.iter().all(|&a| a == 0),
+        "{waiting:?}"
+    );
+    at(184, t0).await;
+    assert_eq!(status_writes(&world)[1], vec![(3, NodeStatus::Online)]);
+    let settled = world.nodes.acks_to(3, secs(181), secs(184));
+    assert!(
+        !settled.is_empty() && settled.iter().all(|&a| a != 0),
+        "{settled:?}"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_election() {
     // The registry says all three are online: a previous master saw them.
     let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());

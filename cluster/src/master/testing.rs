@@ -26,6 +26,8 @@ use crate::registry::RegistryCommand;
 #[derive(Default)]
 pub(crate) struct FakeNodes {
     pub calls: Mutex<Vec<(NodeId, Instant, u64)>>,
+    /// The lease acknowledgement each answered heartbeat carried.
+    pub acks: Mutex<Vec<(NodeId, Instant, u64)>>,
     pub down: Mutex<HashSet<NodeId>>,
     pub instances: Mutex<HashMap<NodeId, Vec<pb::InstanceStatus>>>,
 }
@@ -38,6 +40,17 @@ impl FakeNodes {
         } else {
             d.remove(&id);
         }
+    }
+
+    /// The lease acknowledgements `id` received in `(from, to]`.
+    pub fn acks_to(&self, id: NodeId, from: Instant, to: Instant) -> Vec<u64> {
+        self.acks
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|a| a.0 == id && a.1 > from && a.1 <= to)
+            .map(|a| a.2)
+            .collect()
     }
 
     pub fn calls_to(&self, id: NodeId) -> usize {
@@ -69,6 +82,10 @@ impl NodeLink for FakeLink {
             if me.down.lock().expect("lock").contains(&req.node_id) {
                 return Err(Status::unavailable("down"));
             }
+            me.acks
+                .lock()
+                .expect("lock")
+                .push((req.node_id, Instant::now(), req.lease_ack));
             let instances = me
                 .instances
                 .lock()

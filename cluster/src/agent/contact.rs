@@ -46,8 +46,7 @@ struct Contact {
     last: Option<Instant>,
     term: u64,
     master_index: u64,
-    /// Sequence number of the latest reply, and when the recent ones were sent.
-    reply_seq: u64,
+    /// The recent replies (sequence number, when sent), newest last.
     replies: VecDeque<(u64, Instant)>,
     /// When the latest acknowledged reply was sent: the lease runs from there.
     lease_from: Option<Instant>,
@@ -155,8 +154,7 @@ impl AgentState {
                 }
                 _ => false,
             };
-            c.reply_seq += 1;
-            let seq = c.reply_seq;
+            let seq = c.replies.back().map_or(0, |r| r.0) + 1;
             c.replies.push_back((seq, now));
             if c.replies.len() > REPLIES_KEPT {
                 c.replies.pop_front();

@@ -29,8 +29,8 @@ impl AgentService {
     }
 }
 
-/// What this node tells the master.
-pub(crate) fn reply(state: &AgentState) -> pb::HeartbeatReply {
+/// What this node tells the master, as reply number `seq`.
+fn reply(state: &AgentState, seq: u64) -> pb::HeartbeatReply {
     let (instances, resources) = match state.supervisor() {
         Some(sup) => (sup.report(), sup.resources()),
         None => (Vec::new(), serde_json::Value::Null),
@@ -51,7 +51,7 @@ pub(crate) fn reply(state: &AgentState) -> pb::HeartbeatReply {
             })
             .collect(),
         term: state.highest_term(),
-        lease_seq: 0,
+        lease_seq: seq,
     }
 }
 
@@ -70,8 +70,6 @@ impl Agent for AgentService {
             req.lease_ack,
             (self.local_term)(),
         )?;
-        let mut reply = reply(&self.state);
-        reply.lease_seq = seq;
-        Ok(Response::new(reply))
+        Ok(Response::new(reply(&self.state, seq)))
     }
 }

@@ -193,10 +193,11 @@ impl HealthTable {
         report: NodeReport,
     ) {
         if let Some(h) = self.lock().get_mut(&id) {
-            if at.saturating_duration_since(h.silent_since()) >= self.lease && !h.lapsed {
+            let silence = at.saturating_duration_since(h.silent_since());
+            if silence >= self.lease && !h.lapsed {
                 tracing::info!(
                     node = id,
-                    silent_ms = at.saturating_duration_since(h.silent_since()).as_millis() as u64,
+                    silent_ms = silence.as_millis() as u64,
                     "node answered after its lease lapsed: no lease until a sweep settles it"
                 );
                 h.lapsed = true;

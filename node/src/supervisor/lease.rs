@@ -81,7 +81,8 @@ struct Keeper {
 }
 
 impl Lease {
-    /// The master was heard: singletons may run for `valid_for` more.
+    /// The master acknowledged this node and its agent is in sync: singletons may run for
+    /// `valid_for` more.
     pub fn renew(&self, valid_for: Duration) {
         let mut inner = self.lock();
         inner.until = Some(BootInstant::now() + valid_for);

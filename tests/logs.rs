@@ -143,3 +143,104 @@ fn logs_follow_streams_new_output() {
         .collect();
     assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
 }
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A log that grew while no daemon watched it raises no inotify event when the daemon comes
+/// back; it is checked the moment it is watched again, not at the next full check a minute
+/// later.
+#[test]
+fn a_log_written_while_the_daemon_was_down_is_capped_when_it_comes_back() {
+    let h = Herd::up();
+    let go = h.path("go");
+    let file = h.app_file(
+        "apps.toml",
+        &format!(
+            r#"
+[[app]]
+name = "late"
+command = "sh"
+args = ["-c", "while [ ! -e {go} ]; do sleep 0.05; done; yes 'a line of log output' | head -c 30000000; exec sleep 1000"]
+restart = "never"
+log_max_bytes = 1048576
+log_files = 3
+"#,
+            go = go.display()
+        ),
+    );
+    h.ok(&["start", &file]);
+    let pid = pid_of(&h.wait_status("late", 0, "running", SECS_10));
+    h.ok(&["down", "--keep-apps"]);
+    std::fs::write(&go, b"").unwrap();
+    let log = h.path("logs/late-0.log");
+    wait_until("the 30 MB burst while the daemon is down", SECS_10, || {
+        file_len(&log) >= 30_000_000
+    });
+    h.ok(&["up"]);
+    assert_eq!(
+        pid_of(&h.instance("late", 0)),
+        pid,
+        "the app was not adopted"
+    );
+    // Well under the one-minute full check that was the only way back before.
+    wait_until("the live log back under its cap", SECS_10, || {
+        file_len(&log) <= 1_048_576
+    });
+    assert!(file_len(&h.path("logs/late-0.log.1")) <= 1_048_576);
+    let _ = h.run(&["stop", "late", "--timeout", "1"]);
+}
+
+/// An app that writes a burst and exits at once, before the daemon's watch of its log may
+/// exist, and one that spews on its way down in a crash loop: the cap holds for both.
+#[test]
+fn the_cap_holds_for_a_burst_that_exits_and_for_a_crash_loop() {
+    let h = Herd::up();
+    let file = h.app_file(
+        "apps.toml",
+        r#"
+[[app]]
+name = "burst"
+command = "sh"
+args = ["-c", "yes 'a line of log output' | head -c 30000000"]
+restart = "never"
+log_max_bytes = 1048576
+log_files = 3
+
+[[app]]
+name = "spew"
+command = "sh"
+args = ["-c", "yes 'dying words' | head -c 3000000; exit 3"]
+restart = "always"
+backoff_initial_ms = 100
+backoff_max_ms = 200
+max_restarts = 1000
+log_max_bytes = 1048576
+log_files = 3
+"#,
+    );
+    h.ok(&["start", &file]);
+    h.wait_status("burst", 0, "stopped", SECS_10);
+    h.wait_ps("spew to restart 5 times", Duration::from_secs(30), |rows| {
+        rows.iter()
+            .any(|r| r["name"] == "spew" && r["restarts"].as_u64().unwrap_or(0) >= 5)
+    });
+    let _ = h.run(&["stop", "spew", "--timeout", "1"]);
+    for app in ["burst", "spew"] {
+        let log = h.path(&format!("logs/{app}-0.log"));
+        wait_until(&format!("{app}'s live log under its cap"), SECS_10, || {
+            file_len(&log) <= 1_048_576
+        });
+        for n in 1..=2 {
+            let rotated = h.path(&format!("logs/{app}-0.log.{n}"));
+            assert!(
+                file_len(&rotated) <= 1_048_576,
+                "{} holds {} bytes",
+                rotated.display(),
+                file_len(&rotated)
+            );
+        }
+        assert!(!h.path(&format!("logs/{app}-0.log.3")).exists());
+    }
+}

@@ -1,7 +1,9 @@
 //! Keeps instance logs under their caps. The kernel tells herd which log files were written
 //! to (inotify, IN_MODIFY), so quiet apps cost nothing; a file that was written is checked at
 //! most every 100 ms, so a flooding app overshoots its cap by what it writes in 100 ms. A
-//! full check every minute (and after an inotify queue overflow) catches anything missed.
+//! full check every minute (and after an inotify queue overflow) catches anything missed. A
+//! log is also checked the moment it is first watched (at daemon start, for a new instance),
+//! since bytes written before the watch existed raise no event.
 //! Without inotify it falls back to checking every log every second.
 //!
 //! The daemon's own `daemon.log` (when `herd up` detached it) is one more target, with its own
@@ -44,14 +46,23 @@ impl Supervisor {
         let mut targets = self.targets(&also);
         let mut last_full = tokio::time::Instant::now();
         loop {
-            // Follow the set of instances: watch new logs, forget removed ones.
+            // Follow the set of instances: watch new logs, forget removed ones. A log is
+            // checked as soon as it is watched: it may have been written before the watch
+            // existed (a burst at spawn, before this loop woke) or while the daemon was down,
+            // and no IN_MODIFY will ever tell of those bytes.
+            let mut fresh: Vec<PathBuf> = Vec::new();
             for path in targets.keys() {
                 if !watched.contains_key(path)
                     && let Ok(wd) = watches.add(path, WatchMask::MODIFY)
                 {
                     by_wd.insert(wd.clone(), path.clone());
                     watched.insert(path.clone(), wd);
+                    fresh.push(path.clone());
                 }
+            }
+            if !fresh.is_empty() {
+                let check = checks(&targets, fresh);
+                let _ = tokio::task::spawn_blocking(move || rotate_all(check)).await;
             }
             watched.retain(|path, wd| {
                 let keep = targets.contains_key(path);
@@ -97,10 +108,7 @@ impl Supervisor {
                 last_full = tokio::time::Instant::now();
                 dirty = targets.keys().cloned().collect();
             }
-            let check: Vec<(PathBuf, u64, u32)> = dirty
-                .into_iter()
-                .filter_map(|p| targets.get(&p).map(|(m, f)| (p, *m, *f)))
-                .collect();
+            let check = checks(&targets, dirty);
             let _ = tokio::task::spawn_blocking(move || rotate_all(check)).await;
         }
     }
@@ -123,7 +131,15 @@ impl Supervisor {
     }
 }
 
-fn rotate_all(check: Vec<(PathBuf, u64, u32)>) {
+/// The limits of each of `paths` that is still a target.
+fn checks(targets: &Targets, paths: impl IntoIterator<Item = PathBuf>) -> Vec<LogTarget> {
+    paths
+        .into_iter()
+        .filter_map(|p| targets.get(&p).map(|(m, f)| (p, *m, *f)))
+        .collect()
+}
+
+fn rotate_all(check: Vec<LogTarget>) {
     for (path, max, files) in check {
         match logs::rotate_if_needed(&path, max, files) {
             Ok(true) => info!(file = %path.display(), "log rotated"),

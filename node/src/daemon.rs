@@ -83,11 +83,11 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         Loaded::Primary(s) => Some(s),
         Loaded::Backup(s, why) => {
             eprintln!(
-                "herd: {} is unusable ({why}); starting from {}",
+                "herd: {} is unreadable ({why}); starting from {}",
                 state.path().display(),
                 state.backup_path().display()
             );
-            warn!(file = %state.path().display(), reason = %why, "state file unusable; using the backup");
+            warn!(file = %state.path().display(), reason = %why, "state file unreadable; using the backup");
             Some(s)
         }
     };

@@ -74,6 +74,17 @@ impl RaftStorage {
         Ok(storage)
     }
 
+    /// A storage over an already open database (tests: a backend that fails like a full disk).
+    #[cfg(test)]
+    pub(crate) fn with_database(db: Database, path: PathBuf) -> Result<Self, ClusterError> {
+        let storage = RaftStorage {
+            db: Arc::new(db),
+            path,
+        };
+        storage.create_tables()?;
+        Ok(storage)
+    }
+
     /// Creates the tables and checks (or writes) the format stamp, in one transaction.
     fn create_tables(&self) -> Result<(), ClusterError> {
         let err = |e: &dyn std::fmt::Display| ClusterError::Storage {

@@ -231,7 +231,12 @@ fn state_write_failure_keeps_daemon_and_apps_alive() {
     let (a, _) = two_sleepers(&h);
     // A directory where the temp file goes makes every write fail.
     std::fs::create_dir(h.path("state.json.tmp")).unwrap();
-    h.ok(&["start", "--name", "later", "--", "sleep", "1000"]);
+    // The change is made but not on disk: the request says so rather than claim success.
+    let err = h.fails(&["start", "--name", "later", "--", "sleep", "1000"]);
+    assert!(
+        err.contains("state not saved") && err.contains("applied in memory"),
+        "{err}"
+    );
     h.wait_status("later", 0, "running", SECS_10);
     assert!(alive(a));
     let log = std::fs::read_to_string(h.path("daemon.log")).unwrap();

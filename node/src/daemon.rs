@@ -9,11 +9,12 @@ use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
 use crate::config::{ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
+use crate::state::Persisted;
 use crate::state::pidlock::PidLock;
-use crate::state::store::{Loaded, StateFile};
+use crate::state::store::{Loaded, Rejection, StateFile};
 use crate::supervisor::events::EventLog;
 use crate::supervisor::rotation::LogTarget;
-use crate::supervisor::{Snapshot, Supervisor, logs};
+use crate::supervisor::{SNAPSHOT_VERSION, Snapshot, Supervisor, logs};
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ const STATE_COALESCE: Duration = Duration::from_millis(5);
 /// on stderr is replaced by `daemon.log` once the socket answers.
 pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     home.ensure()
-        .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
+        .with_context(|| format!("cannot use herd home {}", home.root().display()))?;
     let lock = PidLock::acquire(&home.pid_file())?;
     let required = config_path.is_some();
     let config_path = config_path.unwrap_or_else(|| home.config_file());
@@ -76,7 +77,8 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     let set_log_level = init_tracing(&config.log_level);
     raise_fd_limit();
     let state = StateFile::new(home.state_file());
-    let snapshot = match state.load::<Snapshot>()? {
+    refuse_newer_state(&state)?;
+    let snapshot = match state.load_validated(validate_state)? {
         Loaded::Fresh => None,
         Loaded::Primary(s) => Some(s),
         Loaded::Backup(s, why) => {
@@ -109,6 +111,47 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     let _ = std::fs::remove_file(home.socket());
     lock.release();
     result
+}
+
+/// The checks a loaded `state.json` must pass. A state written by a newer herd is refused
+/// (not replaced by the backup, which would then overwrite it); anything else wrong makes the
+/// backup be tried.
+fn validate_state(s: &Snapshot) -> Result<(), Rejection> {
+    if s.version > SNAPSHOT_VERSION {
+        return Err(Rejection::Refuse(newer_version(s.version)));
+    }
+    Ok(())
+}
+
+fn newer_version(found: u32) -> String {
+    format!(
+        "it was written by a newer herd (state version {found}; this herd {} understands version {SNAPSHOT_VERSION} and below), so it is left untouched. Fix: run the newer herd, or move the file and its .bak aside to start from an empty state",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// A newer herd's state may not even parse as this herd's `Snapshot`; look at its version
+/// alone first, so such a file is refused rather than treated as unreadable (and replaced).
+fn refuse_newer_state(state: &StateFile) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        #[serde(default)]
+        version: u32,
+    }
+    let path = state.path();
+    let Ok(bytes) = crate::state::store::read_nofollow(path) else {
+        return Ok(()); // missing or unreadable: `load_validated` reports and falls back.
+    };
+    if let Ok(v) = serde_json::from_slice::<Versioned>(&bytes)
+        && v.version > SNAPSHOT_VERSION
+    {
+        anyhow::bail!(
+            "cannot use {}: {}",
+            path.display(),
+            newer_version(v.version)
+        );
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -150,13 +193,13 @@ async fn serve(
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events);
     supervisor.restore(snapshot.unwrap_or_default());
     let state = Arc::new(Mutex::new(state));
-    let (flushed_tx, flushed) = watch::channel(0u64);
+    let (persisted_tx, persisted) = watch::channel(Persisted::default());
     let mut tasks = vec![
         tokio::spawn(write_state(
             supervisor.clone(),
             state.clone(),
             config.subscribe(),
-            flushed_tx,
+            persisted_tx,
         )),
         tokio::spawn(sweep(supervisor.clone(), config.subscribe())),
         tokio::spawn(reload_on_sighup(config.clone())),
@@ -202,7 +245,7 @@ async fn serve(
         home.root().display().to_string(),
         shutdown_tx,
         config.clone(),
-        flushed,
+        persisted,
     );
     info!(pid = std::process::id(), home = %home.root().display(), version = env!("CARGO_PKG_VERSION"), "herd daemon up");
 
@@ -322,17 +365,24 @@ fn interval_of(
 }
 
 /// Writes the state after every transition — transitions a few ms apart share one write —
-/// and at least every `state_flush_s`. `flushed` carries the last transition counter on
-/// disk, so a request can answer only once its change is durable. A failed write is logged
-/// and retried every second; nothing else stops.
+/// and at least every `state_flush_s`. `persisted` carries the last transition counter on
+/// disk, or the counter a write failed to save and why, so a request answers only once its
+/// change is durable, or says it is not. A failed write is logged and retried every second;
+/// nothing else stops (apps keep running; everything is saved once the disk accepts writes).
 async fn write_state(
     supervisor: Supervisor,
     file: Arc<Mutex<StateFile>>,
     config: watch::Receiver<DaemonConfig>,
-    flushed: watch::Sender<u64>,
+    persisted: watch::Sender<Persisted>,
 ) {
     let mut changes = supervisor.subscribe();
     let mut failing = false;
+    let path = file
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .path()
+        .display()
+        .to_string();
     loop {
         let wait = if failing {
             Duration::from_secs(1)
@@ -354,22 +404,27 @@ async fn write_state(
                 .unwrap_or_else(|p| p.into_inner())
                 .save(&snapshot)
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("the write task failed: {e}"))));
         match result {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 if failing {
-                    info!("state write recovered");
+                    info!(file = %path, version, "state write recovered");
                 }
                 failing = false;
-                flushed.send_replace(version);
+                persisted.send_replace(Persisted {
+                    saved: version,
+                    failed: None,
+                });
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if !failing {
-                    error!(error = %e, "cannot write the state file; retrying every second, apps keep running");
+                    error!(file = %path, error = %e, "cannot write the state file; retrying every second, apps keep running");
                 }
                 failing = true;
+                let why = format!("{e} (writing {path})");
+                persisted.send_modify(|p| p.failed = Some((version, why)));
             }
-            Err(e) => error!(error = %e, "state write task failed"),
         }
     }
 }

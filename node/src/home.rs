@@ -1,7 +1,16 @@
 //! Where a daemon keeps its files. Everything lives under one directory, `$HERD_HOME`
 //! (default `~/.herd`), so several daemons can share a host (tests do).
+//!
+//! Whoever can write the home can make the daemon run their commands (`state.json`) or write
+//! through a planted symlink, and the daemon usually runs as root. So, like OpenSSH's
+//! `StrictModes`, herd uses a home only when nobody but its own user can change it: see
+//! [`Home::ensure`] and the `safety` module.
 
 use std::path::{Path, PathBuf};
+
+mod safety;
+
+pub use safety::UnsafeHome;
 
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -51,18 +60,20 @@ impl Home {
         self.root.join("daemon.log")
     }
 
-    /// Creates the home (mode 0700: the socket's safety rests on it too) and its logs folder.
-    pub fn ensure(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)?;
-        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(self.logs_dir())?;
-        Ok(())
+    /// Makes sure the home exists and only this process's user controls it, or says why not
+    /// and how to fix it. Checked: every parent (as written and as resolved) is owned by root
+    /// or by us and is not writable by others unless sticky (like `/tmp`); the home and each
+    /// directory in it are ours and writable by nobody else. A missing home is created 0700
+    /// (the socket's safety rests on it too); an existing one of ours is tightened to 0700,
+    /// but a home someone else owns or can write is refused, never repaired: they may already
+    /// have planted something in it.
+    pub fn ensure(&self) -> Result<(), UnsafeHome> {
+        let me = rustix::process::geteuid().as_raw();
+        safety::check_parents(&self.root, me)?;
+        safety::create_private_dir(&self.root, true)?;
+        let real = safety::check_resolved(&self.root, me)?;
+        safety::tighten(&real)?;
+        safety::create_private_dir(&self.logs_dir(), false)?;
+        safety::check_subdirs(&real, me)
     }
 }

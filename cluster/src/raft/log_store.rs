@@ -469,4 +469,82 @@ mod tests {
             .await
             .expect("join")
     }
+
+    /// Memory that reports ENOSPC on every write, growth and sync while `full` is set.
+    #[derive(Debug)]
+    struct FullDisk {
+        inner: redb::backends::InMemoryBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FullDisk {
+        fn len(&self) -> io::Result<u64> {
+            redb::StorageBackend::len(&self.inner)
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+            redb::StorageBackend::read(&self.inner, offset, out)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            if len > redb::StorageBackend::len(&self.inner)? {
+                self.check()?;
+            }
+            redb::StorageBackend::set_len(&self.inner, len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.check()?;
+            redb::StorageBackend::sync_data(&self.inner)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            redb::StorageBackend::write(&self.inner, offset, data)
+        }
+    }
+
+    /// A full disk fails the write it hits — the append callback and the vote hear the error,
+    /// so openraft never takes an entry as durable — and nothing panics: the writer thread
+    /// keeps answering every later write.
+    #[tokio::test]
+    async fn a_full_disk_fails_the_write_without_panicking_and_the_writer_keeps_answering() {
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FullDisk {
+            inner: redb::backends::InMemoryBackend::new(),
+            full: full.clone(),
+        };
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .expect("in-memory db");
+        let storage = RaftStorage::with_database(db, "full-disk".into()).expect("tables");
+        let mut store = LogStore::open(&storage).expect("open log");
+        append(&mut store, 1..=2).await;
+
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((3..=3).map(|i| entry(1, i)), IOFlushed::signal(tx))
+            .await
+            .expect("queued");
+        let err = rx
+            .await
+            .expect("the callback is called")
+            .expect_err("a failed write is not reported durable");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let vote = Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(2, 1), true);
+        assert!(store.save_vote(&vote).await.is_err());
+
+        // Space is back: the writer thread is alive and answers (redb may insist on a reopen
+        // after an I/O error, which a daemon restart does; either way, no hang, no panic).
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        let answered =
+            tokio::time::timeout(std::time::Duration::from_secs(5), store.save_vote(&vote)).await;
+        assert!(answered.is_ok(), "the writer thread stopped answering");
+    }
 }

@@ -43,14 +43,17 @@ impl RaftStorage {
     /// Opens (or creates) `dir/raft.redb`. A database still held by a node of this process that
     /// is shutting down reports `DatabaseAlreadyOpen`; wait for it a little instead of failing.
     pub(crate) fn open(dir: &Path) -> Result<RaftStorage, ClusterError> {
-        std::fs::create_dir_all(dir).map_err(|e| ClusterError::Storage {
-            path: dir.to_path_buf(),
-            message: format!("create data dir: {e}"),
-        })?;
         let path = dir.join("raft.redb");
+        private_files(dir, &path)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         let db = loop {
-            match Database::create(&path) {
+            let file = open_file(&path).map_err(|e| ClusterError::Storage {
+                path: path.clone(),
+                message: format!("open: {e}"),
+            })?;
+            let opened = redb::backends::FileBackend::new(file)
+                .and_then(|backend| redb::Builder::new().create_with_backend(backend));
+            match opened {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -63,6 +66,17 @@ impl RaftStorage {
                 }
             }
         };
+        let storage = RaftStorage {
+            db: Arc::new(db),
+            path,
+        };
+        storage.create_tables()?;
+        Ok(storage)
+    }
+
+    /// A storage over an already open database (tests: a backend that fails like a full disk).
+    #[cfg(test)]
+    pub(crate) fn with_database(db: Database, path: PathBuf) -> Result<Self, ClusterError> {
         let storage = RaftStorage {
             db: Arc::new(db),
             path,
@@ -115,6 +129,49 @@ impl RaftStorage {
     pub(crate) fn closed_watch(&self) -> Weak<Database> {
         Arc::downgrade(&self.db)
     }
+}
+
+/// The Raft database holds app env values (secrets, often): the directory is 0700 and the
+/// file 0600, also when an older herd created them 0755/0644.
+fn private_files(dir: &Path, path: &Path) -> Result<(), ClusterError> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |what: &str, e: std::io::Error| ClusterError::Storage {
+        path: dir.to_path_buf(),
+        message: format!("{what}: {e}"),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("create data dir", e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail("chmod 700 data dir", e))?;
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && !m.file_type().is_file()
+    {
+        return Err(ClusterError::Storage {
+            path: path.to_path_buf(),
+            message: "not a regular file (a symlink?); herd does not open it through a link: remove it, the node rejoins and catches up from the cluster".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens (creating 0600) the database file, never through a symlink (checked just before, in
+/// a directory only herd's user can write).
+fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
 }
 
 /// Any redb error as an `io::Error`, the error type openraft's storage traits speak.
@@ -177,5 +234,38 @@ mod tests {
             Some("garbage"),
             "a refusal writes nothing"
         );
+    }
+
+    #[test]
+    fn the_raft_dir_is_0700_and_its_database_0600_even_when_an_older_herd_made_them_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("raft");
+        drop(RaftStorage::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("raft.redb")), 0o600);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.join("raft.redb"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        drop(RaftStorage::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("raft.redb")), 0o600);
+    }
+
+    #[test]
+    fn a_symlinked_database_is_refused_and_its_target_untouched() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("raft");
+        std::fs::create_dir(&dir).unwrap();
+        let victim = home.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("raft.redb")).unwrap();
+        let err = RaftStorage::open(&dir).err().expect("refused").to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

@@ -2,6 +2,7 @@
 //! state into protobuf replies. No supervision logic lives here.
 
 use crate::config::ConfigHandle;
+use crate::state::Persisted;
 use crate::supervisor::events::Event;
 use crate::supervisor::instance::{ExitRecord, Instance};
 use crate::supervisor::spec::{self, SpecError};
@@ -31,12 +32,12 @@ pub struct Api {
     /// Fired once a Shutdown request has done its work, so the server can stop.
     shutdown: mpsc::Sender<()>,
     config: Arc<ConfigHandle>,
-    /// The supervisor's transition counter that is on disk.
-    flushed: watch::Receiver<u64>,
+    /// What of the supervisor's transitions is on disk (see `daemon::write_state`).
+    persisted: watch::Receiver<Persisted>,
 }
 
-/// How long a request waits for its change to reach the state file before answering anyway
-/// (the disk may be failing; the daemon keeps working and keeps retrying).
+/// How long a request waits for its change to reach the state file before answering that it
+/// is not saved (a disk that hangs rather than fails; the daemon keeps trying).
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 impl Api {
@@ -45,7 +46,7 @@ impl Api {
         home: String,
         shutdown: mpsc::Sender<()>,
         config: Arc<ConfigHandle>,
-        flushed: watch::Receiver<u64>,
+        persisted: watch::Receiver<Persisted>,
     ) -> Self {
         Self {
             supervisor,
@@ -53,21 +54,44 @@ impl Api {
             home,
             shutdown,
             config,
-            flushed,
+            persisted,
         }
     }
 
     /// Passes `result` on once every transition made so far is in the state file: what the
-    /// CLI reports as done survives a daemon crash right after.
+    /// CLI reports as done survives a daemon crash right after. A change that could not be
+    /// saved is answered with an error that says so (the supervisor's own error wins).
     async fn durable_after<T>(&self, result: Result<T, SupervisorError>) -> Result<T, Status> {
-        self.durable().await;
-        Ok(result?)
+        let saved = self.durable().await;
+        let value = result?;
+        saved?;
+        Ok(value)
     }
 
-    async fn durable(&self) {
+    async fn durable(&self) -> Result<(), Status> {
         let target = *self.supervisor.subscribe().borrow();
-        let mut flushed = self.flushed.clone();
-        let _ = tokio::time::timeout(DURABLE_WAIT, flushed.wait_for(|v| *v >= target)).await;
+        let mut persisted = self.persisted.clone();
+        let outcome = tokio::time::timeout(
+            DURABLE_WAIT,
+            persisted.wait_for(|p| p.outcome(target).is_some()),
+        )
+        .await
+        .map(|r| r.map(|p| p.outcome(target)));
+        let kept = "the change is applied in memory and will be saved when the disk accepts \
+                    writes again (herd retries every second)";
+        match outcome {
+            Ok(Ok(Some(Ok(())))) => Ok(()),
+            Ok(Ok(Some(Err(why)))) => Err(Status::unavailable(format!(
+                "state not saved: {why}; {kept}"
+            ))),
+            Ok(Ok(None)) | Ok(Err(_)) => Err(Status::unavailable(
+                "state not saved: the daemon is shutting down (its final flush will try again)",
+            )),
+            Err(_) => Err(Status::unavailable(format!(
+                "state not saved within {}s: the disk is slow or stuck; {kept}",
+                DURABLE_WAIT.as_secs()
+            ))),
+        }
     }
 }
 

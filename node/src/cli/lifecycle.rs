@@ -19,7 +19,7 @@ const UP_DEADLINE: Duration = Duration::from_secs(15);
 /// taken, the state is unreadable) come back through its stderr pipe.
 pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     home.ensure()
-        .with_context(|| format!("cannot create herd home {}", home.root().display()))?;
+        .with_context(|| format!("cannot use herd home {}", home.root().display()))?;
     if pidlock::is_locked(&home.pid_file()) {
         let pid = read_owner(&home.pid_file())
             .map(|o| o.pid.to_string())

@@ -39,7 +39,13 @@ impl Owner {
 
 pub fn read_owner(path: &Path) -> Option<Owner> {
     let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
     let signature = lines.next()?.trim().parse().ok()?;
@@ -59,8 +65,10 @@ impl PidLock {
                 .write(true)
                 .truncate(false)
                 .mode(0o600)
+                // A symlink planted as daemon.pid must not get its target truncated.
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(io_err)?;
+                .map_err(|e| io_err(crate::supervisor::logs::explain_symlink(e, path)))?;
             let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(f) => f,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -119,7 +127,11 @@ fn wait_for_owner_pid(path: &Path) -> String {
 
 /// Whether some daemon holds the lock on `path` right now (without taking it).
 pub fn is_locked(path: &Path) -> bool {
-    let Ok(file) = OpenOptions::new().read(true).open(path) else {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
         return false;
     };
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
@@ -161,5 +173,17 @@ mod tests {
         let lock = PidLock::acquire(&p).unwrap();
         assert!(read_owner(&p).unwrap().is_alive());
         drop(lock);
+    }
+
+    #[test]
+    fn a_symlinked_pid_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious\n").unwrap();
+        let p = dir.path().join("daemon.pid");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let err = PidLock::acquire(&p).err().expect("refused").to_string();
+        assert!(err.contains("daemon.pid is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
     }
 }

@@ -1,7 +1,8 @@
 //! Lifecycle facts (started, exited, restarting, crashed, health changed, memory limit hit,
 //! reload steps, ...): one JSON object per line in `$HERD_HOME/events.jsonl`, rotated like
 //! logs, and broadcast live to `herd events --follow`. Emitting never blocks a transition:
-//! events go through a channel to one writer task.
+//! events go through a channel to one writer task. The file is opened like an instance log
+//! (`logs::open_append`: 0600, never through a symlink).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -97,7 +98,12 @@ async fn write_events(
     files: u32,
 ) {
     let mut file = open(&path);
-    let mut size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // The size of what was opened (never of a symlink's target: `open` refuses links).
+    let mut size = file
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut buf = Vec::with_capacity(batch.len() * 160);

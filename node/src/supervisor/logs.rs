@@ -4,9 +4,14 @@
 //! file keeps its inode (the child's descriptor stays valid) and O_APPEND puts the child's
 //! next write at the new end. Bytes written in the few microseconds between the last copy
 //! and the truncate are the one thing this can lose.
+//!
+//! Nothing here opens a path through a symlink (O_NOFOLLOW): the daemon usually runs as root,
+//! and a link planted as `logs/web-0.log -> /etc/shadow` must not get that file appended to,
+//! truncated or read. Opening such a link fails with an error that says so.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub fn log_path(dir: &Path, app: &str, index: u32) -> PathBuf {
@@ -21,33 +26,72 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 pub fn open_append(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| explain_symlink(e, path))
+}
+
+fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| explain_symlink(e, path))
+}
+
+/// O_NOFOLLOW's ELOOP ("too many levels of symbolic links") in words a user can act on.
+pub fn explain_symlink(e: io::Error, path: &Path) -> io::Error {
+    if e.raw_os_error() != Some(libc::ELOOP) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{} is a symbolic link, which herd never follows in its home; remove it (herd then creates the file itself)",
+            path.display()
+        ),
+    )
 }
 
 /// Rotates `path` when it has grown past `max_bytes`, keeping `files` files in all (the live
-/// one included). Returns whether it rotated.
+/// one included). Returns whether it rotated. The live file is opened once, without following
+/// a symlink, and truncated through that descriptor; rotated files are created anew (0600).
 pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<bool> {
-    let len = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
+    let mut live = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+        Err(e) => return Err(explain_symlink(e, path)),
     };
+    let meta = live.metadata()?;
+    if !meta.is_file() {
+        // A fifo or device planted in the home is never read or truncated.
+        return Err(io::Error::other(format!(
+            "{} is not a regular file; herd leaves it alone (remove it)",
+            path.display()
+        )));
+    }
+    let len = meta.len();
     if len <= max_bytes {
         return Ok(false);
     }
     if files <= 1 {
         // Nothing to keep: the live file simply starts over.
-        OpenOptions::new().write(true).open(path)?.set_len(0)?;
+        live.set_len(0)?;
         return Ok(true);
     }
     for n in (1..files - 1).rev() {
         let from = rotated(path, n);
-        if from.exists() {
+        // rename moves the entry itself, never what a symlink points at.
+        if std::fs::symlink_metadata(&from).is_ok() {
             std::fs::rename(&from, rotated(path, n + 1))?;
         }
     }
@@ -56,23 +100,29 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
     // rotated files respect the cap, and the window for lost bytes is a few syscalls. The read
     // stops at twice the cap: on a loaded host, chasing an app that writes as fast as it is
     // read would hold the rotation (and let the live file grow) for as long as the app floods.
-    let mut src = File::open(path)?;
-    src.seek(SeekFrom::Start(len - max_bytes))?;
+    live.seek(SeekFrom::Start(len - max_bytes))?;
     let mut tail = Vec::with_capacity(max_bytes as usize + 64 * 1024);
-    (&mut src)
+    (&mut live)
         .take(max_bytes.saturating_mul(2))
         .read_to_end(&mut tail)?;
-    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    live.set_len(0)?;
     let cut = tail.len().saturating_sub(max_bytes as usize);
     let start = match tail[cut..].iter().position(|b| *b == b'\n') {
         Some(nl) if cut + nl + 1 < tail.len() => cut + nl + 1,
         _ => cut,
     };
+    let first = rotated(path, 1);
+    match std::fs::remove_file(&first) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut dst = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
-        .open(rotated(path, 1))?;
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&first)?;
     dst.write_all(&tail[start..])?;
     Ok(true)
 }
@@ -80,7 +130,9 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
 /// The last `lines` lines of an instance's log, reaching into rotated files when the live one
 /// is short. Returns the bytes and the live file's length (where following resumes).
 pub fn tail(path: &Path, lines: usize, files: u32) -> io::Result<(Vec<u8>, u64)> {
-    let live_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let live_len = std::fs::symlink_metadata(path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut found = 0usize;
     for n in 0..files.max(1) {
@@ -108,7 +160,7 @@ pub fn tail(path: &Path, lines: usize, files: u32) -> io::Result<(Vec<u8>, u64)>
 
 /// Reads a whole log file, at most its last 16 MiB (a tail never needs more).
 fn read_tail_bytes(path: &Path, len: Option<u64>) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
+    let mut f = open_read(path)?;
     let len = match len {
         Some(l) => l,
         None => f.metadata()?.len(),
@@ -146,7 +198,7 @@ fn last_lines_start(data: &[u8], want: usize) -> (usize, usize) {
 /// Reads what was appended to `path` since `offset`; a file that shrank was rotated, so
 /// reading restarts from its beginning.
 pub fn read_new(path: &Path, offset: &mut u64) -> io::Result<Vec<u8>> {
-    let mut f = match File::open(path) {
+    let mut f = match open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -228,5 +280,50 @@ mod tests {
         assert_eq!(read_new(&p, &mut off).unwrap(), b"def");
         std::fs::write(&p, b"x").unwrap();
         assert_eq!(read_new(&p, &mut off).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_neither_appended_to_truncated_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, vec![b'v'; 10_000]).unwrap();
+        let p = dir.path().join("a-0.log");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = open_append(&p).unwrap_err().to_string();
+        assert!(e.contains("a-0.log is a symbolic link"), "{e}");
+        let e = rotate_if_needed(&p, 4096, 3).unwrap_err().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(rotate_if_needed(&p, 4096, 1).is_err());
+        assert!(tail(&p, 10, 1).unwrap().0.is_empty());
+        let mut off = 0;
+        assert!(read_new(&p, &mut off).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![b'v'; 10_000]);
+
+        // A link planted where the newest rotated file goes is replaced, not written through.
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b'x'; 5000]).unwrap();
+        std::os::unix::fs::symlink(&victim, rotated(&p, 1)).unwrap();
+        assert!(rotate_if_needed(&p, 4096, 2).unwrap());
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![b'v'; 10_000]);
+        assert!(
+            !std::fs::symlink_metadata(rotated(&p, 1))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn rotated_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a-0.log");
+        for _ in 0..3 {
+            open_append(&p).unwrap().write_all(&[b'a'; 5000]).unwrap();
+            assert!(rotate_if_needed(&p, 4096, 3).unwrap());
+        }
+        for f in [p.clone(), rotated(&p, 1), rotated(&p, 2)] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
     }
 }

@@ -112,7 +112,7 @@ pub struct Snapshot {
     pub apps: Vec<App>,
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -462,3 +462,45 @@ fn the_cli_gives_up_on_a_stopped_daemon_after_the_request_timeout() {
     drop(_resume);
     h.ok(&["ping"]);
 }
+
+#[test]
+fn the_cluster_port_caps_connections_per_peer_and_cuts_silent_ones() {
+    let h = Herd::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(h.path("cluster.key"), "cluster-secret-0123456789").unwrap();
+    std::fs::write(
+        h.path("config.toml"),
+        format!(
+            "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"static:{addr}\"\nvoters = 1\nsecret_file = \"{}\"\n",
+            h.path("cluster.key").display()
+        ),
+    )
+    .unwrap();
+    h.ok(&["up"]);
+    // 64 per peer (roomier than the API's 32: peers may share an address).
+    let mut held: Vec<TcpStream> = (0..64)
+        .map(|_| connect_from("127.0.0.2", &addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from("127.0.0.2", &addr).unwrap())
+        .collect();
+    for (i, s) in extra.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(3)),
+            "extra connection {i} is still open"
+        );
+    }
+    assert!(!closed_within(&mut held[0], Duration::from_millis(200)));
+    // None of them sent a request: all are cut at the 10 s handshake deadline.
+    let started = Instant::now();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(15)),
+            "silent connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    // The node itself is unharmed.
+    h.ok(&["cluster", "status"]);
+}

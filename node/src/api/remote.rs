@@ -13,9 +13,8 @@
 //! rate-limited (`throttle`), and the token lives in a shared holder that a config reload
 //! swaps (`server`).
 
-pub mod limits;
 pub mod server;
-pub mod throttle;
+pub use herd_cluster::{limits, throttle};
 
 use limits::{Gate, Limits};
 use serde::{Deserialize, Serialize};
@@ -278,6 +277,7 @@ impl Interceptor for TokenAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use throttle::AuthThrottle;
 
     fn section(token_file: Option<PathBuf>) -> ApiSection {
         ApiSection {
@@ -320,7 +320,7 @@ mod tests {
             .unwrap()
             .expect("on");
         let token: TokenHolder = Arc::new(RwLock::new(Some(cfg.expected())));
-        let gate = Gate::new(Limits::default(), Default::default());
+        let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call")));
         let mut auth = TokenAuth::new(token.clone(), gate);
         let with = |v: Option<&str>| {
             let mut r = Request::new(());
@@ -356,7 +356,10 @@ mod tests {
     #[test]
     fn after_five_wrong_tokens_even_the_right_one_waits_out_the_penalty() {
         let token: TokenHolder = Arc::new(RwLock::new(Some(b"Bearer right".to_vec().into())));
-        let mut auth = TokenAuth::new(token, Gate::new(Limits::default(), Default::default()));
+        let mut auth = TokenAuth::new(
+            token,
+            Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call"))),
+        );
         let with = |v: &str| {
             let mut r = Request::new(());
             r.metadata_mut().insert(AUTH_HEADER, v.parse().unwrap());

@@ -7,14 +7,14 @@
 //! The one thing a reload cannot change is a port shared with `[cluster] listen`: the cluster's
 //! peers depend on it, so that needs a restart.
 
-use super::limits::{Bounded, Gate, Limits};
-use super::throttle::{self, AuthThrottle};
+use super::limits::{Bounded, Gate, Limits, RequestSeen};
+use super::throttle::AuthThrottle;
 use super::{ApiConfig, TokenAuth, TokenHolder};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::service::{Interceptor, InterceptorLayer, Routes};
+use tonic::service::{InterceptorLayer, Routes};
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
@@ -60,7 +60,7 @@ impl TcpApi {
         cluster_listen: Option<SocketAddr>,
         shared_with_cluster: bool,
     ) -> Arc<Self> {
-        let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::default()));
+        let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call")));
         let api = Arc::new(Self {
             token: Arc::new(RwLock::new(None)),
             gate: gate.clone(),
@@ -76,7 +76,7 @@ impl TcpApi {
             loop {
                 tick.tick().await;
                 for line in gate.throttle().flush(tokio::time::Instant::now()) {
-                    throttle::emit(Some(line));
+                    gate.throttle().emit(Some(line));
                 }
             }
         });
@@ -202,20 +202,6 @@ impl TcpApi {
     pub fn stop(&self) {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-/// Marks a connection as past its handshake at its first request, for every service on the
-/// port (the cluster's RPCs on a shared port too).
-#[derive(Clone)]
-struct RequestSeen(Arc<Gate>);
-
-impl Interceptor for RequestSeen {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(peer) = req.remote_addr() {
-            self.0.request_seen(peer);
-        }
-        Ok(req)
     }
 }
 

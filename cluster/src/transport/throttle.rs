@@ -1,4 +1,5 @@
-//! Failed-auth backoff and rate-limited refusal logging for the TCP API, per peer.
+//! Failed-auth backoff and rate-limited refusal logging, per peer (the TCP API's tokens; the
+//! cluster port uses only the logging, see `node::serve`).
 //!
 //! Like OpenSSH's `PerSourcePenalties`: after `FAILS_BEFORE_PENALTY` wrong or missing tokens a
 //! peer is refused outright — every call and every new connection, even with the right token,
@@ -108,12 +109,21 @@ pub struct Verdict {
     pub penalty_started: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthThrottle {
     book: Mutex<Book>,
+    /// What is refused, for the log: "API call", "cluster RPC".
+    noun: &'static str,
 }
 
 impl AuthThrottle {
+    pub fn new(noun: &'static str) -> Self {
+        Self {
+            book: Mutex::default(),
+            noun,
+        }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -128,13 +138,13 @@ impl AuthThrottle {
     /// A wrong or missing token from `ip`.
     pub fn failed(&self, ip: IpAddr, reason: &str, now: Instant) -> Verdict {
         let (verdict, line) = self.note(ip, reason, now, true);
-        emit(line);
+        self.emit(line);
         verdict
     }
 
     /// A call or connection refused without looking at a token (cap, penalty).
     pub fn refused(&self, ip: IpAddr, reason: &str, now: Instant) {
-        emit(self.note(ip, reason, now, false).1);
+        self.emit(self.note(ip, reason, now, false).1);
     }
 
     fn note(
@@ -231,7 +241,8 @@ impl AuthThrottle {
         if book.suppressed > 0 && spend_line(&mut book, now) {
             tracing::warn!(
                 refusals = book.suppressed,
-                "more API refusals in the last minute than the log takes; not itemised"
+                what = self.noun,
+                "more refusals in the last minute than the log takes; not itemised"
             );
             book.suppressed = 0;
         }
@@ -271,16 +282,19 @@ fn evict_stalest(peers: &mut HashMap<PeerKey, Peer>, now: Instant) {
     }
 }
 
-pub fn emit(line: Option<LogLine>) {
-    if let Some(l) = line {
+impl AuthThrottle {
+    /// Writes a line the throttle let through.
+    pub fn emit(&self, line: Option<LogLine>) {
+        let Some(l) = line else { return };
         if l.refusals <= 1 {
-            tracing::warn!(peer = %l.peer, reason = %l.reason, penalty_s = l.penalty_s, "refused API call");
+            tracing::warn!(peer = %l.peer, reason = %l.reason, penalty_s = l.penalty_s, "refused {}", self.noun);
         } else {
             tracing::warn!(
                 peer = %l.peer,
                 refusals = l.refusals,
                 last_reason = %l.reason,
                 penalty_s = l.penalty_s,
+                what = self.noun,
                 "{} refusals from {} in the last minute",
                 l.refusals,
                 l.peer
@@ -299,7 +313,7 @@ mod tests {
 
     #[test]
     fn penalties_start_after_five_wrong_tokens_and_double_up_to_the_cap() {
-        let t = AuthThrottle::default();
+        let t = AuthThrottle::new("API call");
         let a = ip("192.0.2.7");
         let mut now = Instant::now();
         let mut lengths = Vec::new();
@@ -324,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_right_token_resets_the_count_of_wrong_ones() {
-        let t = AuthThrottle::default();
+        let t = AuthThrottle::new("API call");
         let a = ip("192.0.2.7");
         let now = Instant::now();
         for _ in 0..FAILS_BEFORE_PENALTY - 1 {
@@ -336,7 +350,7 @@ mod tests {
 
     #[test]
     fn one_line_per_peer_per_minute_with_the_count() {
-        let t = AuthThrottle::default();
+        let t = AuthThrottle::new("API call");
         let a = ip("192.0.2.7");
         let start = Instant::now();
         let first = t
@@ -365,7 +379,7 @@ mod tests {
 
     #[test]
     fn the_log_budget_and_the_map_are_bounded() {
-        let t = AuthThrottle::default();
+        let t = AuthThrottle::new("API call");
         let now = Instant::now();
         let mut lines = 0;
         for i in 0..(MAX_PEERS as u32 + 500) {
@@ -384,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_penalised_peer_survives_a_flood_of_new_addresses() {
-        let t = AuthThrottle::default();
+        let t = AuthThrottle::new("API call");
         let now = Instant::now();
         let bad = ip("192.0.2.7");
         for _ in 0..FAILS_BEFORE_PENALTY {

@@ -1,13 +1,14 @@
-//! Bounds on the TCP API's connections, so a stranger cannot exhaust the daemon's file
-//! descriptors (which apps need to restart) or memory: a cap per peer and a global cap,
-//! checked at accept; a handshake deadline (TLS and the first request within
-//! `handshake_timeout_s`); an idle deadline (nothing received for `idle_timeout_s`); and a peer
-//! in an auth penalty (see `throttle`) is hung up on at once.
+//! Bounds on a network port's connections (the TCP API's, the cluster's), so a stranger
+//! cannot exhaust the daemon's file descriptors (which apps need to restart) or memory: a cap
+//! per peer and a global cap, checked at accept; a handshake deadline (TLS and the first
+//! request); an idle deadline (nothing received, not even an HTTP/2 ping); and a peer in an
+//! auth penalty (see `throttle`) is hung up on at once.
 //!
 //! Invariant: every accepted connection holds a `Permit`; the maps hold only live connections,
 //! so they are bounded by `max_connections`.
 
 use super::throttle::{AuthThrottle, PeerKey};
+use futures_util::Stream;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -20,10 +21,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_stream::Stream;
+use tonic::service::Interceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// The numbers of `[api]` that bound connections (documented in the README).
+/// The numbers that bound a port's connections (`[api]` sets them for the TCP API; see the
+/// README).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     pub max_per_peer: usize,
@@ -245,7 +247,7 @@ impl AsyncRead for Guarded {
             } else {
                 "handshake timeout"
             };
-            tracing::debug!(peer = %this.permit.peer, why, "closing an API connection");
+            tracing::debug!(peer = %this.permit.peer, why, "closing a connection");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
         }
         let before = buf.filled().len();
@@ -326,6 +328,20 @@ where
     }
 }
 
+/// Marks a connection as past its handshake at its first request, for every service on the
+/// port (`Server::builder().layer(InterceptorLayer::new(RequestSeen(gate)))`).
+#[derive(Clone)]
+pub struct RequestSeen(pub Arc<Gate>);
+
+impl Interceptor for RequestSeen {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(peer) = req.remote_addr() {
+            self.0.request_seen(peer);
+        }
+        Ok(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +355,7 @@ mod tests {
                 max_total: total,
                 ..Limits::default()
             },
-            Arc::new(AuthThrottle::default()),
+            Arc::new(AuthThrottle::new("API call")),
         )
     }
 

@@ -293,6 +293,23 @@ fn a_rotated_token_is_refused_right_after_reload_config_and_a_short_one_is_refus
     let err = daemon.fails(&["reload-config"]);
     assert!(err.contains("token_file"), "{err}");
     assert!(remote(&cli, &addr, &new, &["ping"]).status.success());
+
+    // SIGHUP rotates it just the same (back to the first token).
+    std::fs::write(daemon.path("api.token"), format!("{TOKEN}\n")).unwrap();
+    let replaced = || log_lines_with(&daemon, "API token replaced").len();
+    let before = replaced();
+    let pid = daemon.daemon_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    // (Polled in the log, not with the old token: wrong tokens would earn a penalty.)
+    wait_until("the SIGHUP reload to swap the token", SECS_10, || {
+        replaced() > before
+    });
+    assert!(remote(&cli, &addr, &old, &["ping"]).status.success());
+    assert!(!remote(&cli, &addr, &new, &["ping"]).status.success());
 }
 
 #[test]

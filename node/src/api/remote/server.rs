@@ -231,3 +231,73 @@ fn bind(addr: SocketAddr, retry: bool) -> Result<std::net::TcpListener, String> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::remote::ApiSection;
+
+    fn cfg(listen: SocketAddr, token: &str) -> ApiConfig {
+        ApiSection {
+            listen: listen.to_string(),
+            ..ApiSection::default()
+        }
+        .to_config(|k| (k == "HERD_API_TOKEN").then(|| token.to_string()))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn free() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn held(api: &TcpApi) -> Option<Arc<[u8]>> {
+        api.token.read().unwrap().clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_port_shared_with_the_cluster_keeps_its_listener_but_takes_a_new_token() {
+        let port = free();
+        let api = TcpApi::new(Box::new(|_| Routes::default()), Some(port), true);
+        let first = cfg(port, "first-token-0123456789");
+        api.start(&first, bind_now(port).unwrap()).unwrap();
+        let err = api
+            .apply(Some(&cfg(free(), "first-token-0123456789")))
+            .unwrap_err();
+        assert!(err.contains("needs a restart"), "{err}");
+        assert!(api.apply(None).is_err(), "the cluster's RPCs need the port");
+        assert_eq!(held(&api), Some(first.expected()));
+        let second = cfg(port, "second-token-0123456789");
+        assert_eq!(api.apply(Some(&second)).unwrap(), vec!["api.token"]);
+        assert_eq!(held(&api), Some(second.expected()));
+        api.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_listen_is_bound_before_the_old_is_let_go_and_a_taken_one_changes_nothing() {
+        let a = free();
+        let api = TcpApi::new(Box::new(|_| Routes::default()), None, false);
+        let token = "the-token-0123456789";
+        api.start(&cfg(a, token), bind_now(a).unwrap()).unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = api
+            .apply(Some(&cfg(
+                taken.local_addr().unwrap(),
+                "other-token-0123456789",
+            )))
+            .unwrap_err();
+        assert!(err.contains("cannot listen"), "{err}");
+        assert_eq!(held(&api), Some(cfg(a, token).expected()), "token kept");
+        assert!(std::net::TcpStream::connect(a).is_ok(), "old listener kept");
+        let b = free();
+        assert_eq!(api.apply(Some(&cfg(b, token))).unwrap(), vec!["api.listen"]);
+        assert!(std::net::TcpStream::connect(b).is_ok());
+        // Off: every call is refused from now on, and the port closes.
+        assert_eq!(api.apply(None).unwrap(), vec!["api.listen"]);
+        assert_eq!(held(&api), None);
+        api.stop();
+    }
+}

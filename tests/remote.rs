@@ -118,12 +118,14 @@ fn wrong_and_missing_tokens_are_refused_logged_and_harm_nothing() {
         .unwrap();
     assert!(!out.status.success());
 
-    wait_until("the refusals in the daemon's log", SECS_10, || {
+    // Logged once: further refusals from the same peer within a minute are counted into one
+    // line ("N refusals from IP in the last minute"; see tests/security_api.rs).
+    wait_until("the refusal in the daemon's log", SECS_10, || {
         std::fs::read_to_string(daemon.path("daemon.log"))
             .unwrap_or_default()
             .matches("refused API call")
             .count()
-            >= 2
+            >= 1
     });
     // Nothing was deleted or restarted.
     assert_eq!(daemon.instance("keep", 0)["pid"].as_u64(), before);

@@ -55,3 +55,5 @@ pub use registry::Registry;
 pub use registry::RegistryCommand;
 pub use registry::RegistryResponse;
 pub use transport::constant_time_eq;
+pub use transport::limits;
+pub use transport::throttle;

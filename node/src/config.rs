@@ -38,7 +38,8 @@ pub struct DaemonConfig {
     /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterSection>,
-    /// `[api]`: the token-guarded TCP API. Read at start; changes need a restart.
+    /// `[api]`: the token-guarded TCP API. A reload applies it (token, bounds, listener) except
+    /// on a port shared with `[cluster] listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<crate::api::remote::ApiSection>,
 }
@@ -181,12 +182,17 @@ impl DaemonConfig {
 /// Changes the log filter of the running daemon.
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Applies a reloaded `[api]` to the running TCP API; returns the keys it changed beyond the
+/// file's text (`api.token`), or why it cannot (the reload is then refused).
+pub type ApiApplier = Box<dyn Fn(&DaemonConfig) -> Result<Vec<String>, String> + Send + Sync>;
+
 /// The running config and how to re-read it.
 pub struct ConfigHandle {
     path: PathBuf,
     required: bool,
     current: watch::Sender<DaemonConfig>,
     set_log_level: LogLevelSetter,
+    apply_api: Mutex<Option<ApiApplier>>,
     reloading: Mutex<()>,
 }
 
@@ -203,8 +209,14 @@ impl ConfigHandle {
             required,
             current,
             set_log_level,
+            apply_api: Mutex::new(None),
             reloading: Mutex::new(()),
         }
+    }
+
+    /// Installed once the TCP API exists; every reload goes through it.
+    pub fn set_api_applier(&self, apply: ApiApplier) {
+        *self.apply_api.lock().unwrap_or_else(|p| p.into_inner()) = Some(apply);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<DaemonConfig> {
@@ -222,7 +234,18 @@ impl ConfigHandle {
     /// Re-reads the file. On error the running config is untouched and the error returned.
     pub fn reload(&self) -> Result<Vec<String>, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let new = match DaemonConfig::load(&self.path, self.required, |k| std::env::var(k).ok()) {
+        let env = |k: &str| std::env::var(k).ok();
+        // `[api]` as the daemon uses it: the token file read and checked, the TLS pair
+        // loaded, so a reload cannot accept what the next start would refuse.
+        let loaded =
+            DaemonConfig::load(&self.path, self.required, env).and_then(|c| match &c.api {
+                Some(api) => api
+                    .to_config(env)
+                    .map_err(|e| format!("{}: {e}", self.path.display()))
+                    .map(|_| c),
+                None => Ok(c),
+            });
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 warn!(file = %self.path.display(), error = %e, "config reload refused; keeping the running config");
@@ -230,12 +253,19 @@ impl ConfigHandle {
             }
         };
         let old = self.get();
-        let changed = changed_keys(&old, &new);
+        let mut changed = changed_keys(&old, &new);
+        // First, as it is the part that can still refuse: the token file may have changed
+        // while config.toml did not.
+        if let Some(apply) = &*self.apply_api.lock().unwrap_or_else(|p| p.into_inner()) {
+            let more = apply(&new).map_err(|e| {
+                let e = format!("{}: {e}", self.path.display());
+                warn!(file = %self.path.display(), error = %e, "config reload refused; keeping the running config");
+                e
+            })?;
+            changed.extend(more.into_iter().filter(|k| k != "api.listen"));
+        }
         if new.log_level != old.log_level {
             (self.set_log_level)(&new.log_level)?;
-        }
-        if new.api != old.api {
-            warn!("[api] changes take effect at the next daemon start");
         }
         if new.cluster != old.cluster {
             warn!("[cluster] changes take effect at the next daemon start");

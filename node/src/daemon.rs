@@ -3,7 +3,8 @@
 //! sweeps going, and on `down` (or SIGTERM/SIGINT) stop the apps, flush the state and remove
 //! its files. SIGHUP re-reads the config.
 
-use crate::api::remote::ApiConfig;
+use crate::api::remote::server::{self, RoutesFor, TcpApi};
+use crate::api::remote::{ApiConfig, TokenAuth};
 use crate::api::{Api, SupervisorServer};
 use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
@@ -25,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 /// Transitions that arrive within this long of each other share one state write.
@@ -174,14 +174,13 @@ async fn serve(
     // Bound before anything starts, so a taken port fails `herd up` with the reason.
     let tcp = match api_cfg {
         Some(a) => {
-            let incoming = TcpIncoming::bind(a.listen)
-                .with_context(|| format!("cannot listen for the TCP API on {}", a.listen))?
-                .with_nodelay(Some(true));
-            Some((a, incoming))
+            let listener = server::bind_now(a.listen).map_err(anyhow::Error::msg)?;
+            Some((a, listener))
         }
         None => None,
     };
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
+    let cluster_listen = cluster.as_ref().map(|c| c.listen);
 
     if detached {
         detach_stderr(&home)?;
@@ -259,38 +258,40 @@ async fn serve(
             _ = int.recv() => { info!("SIGINT: stopping apps and exiting"); sup.shutdown(false, None).await; }
         }
     };
-    let (tcp_stop, tcp_stopped) = watch::channel(false);
-    let tcp_server = match tcp {
-        Some((cfg, incoming)) => {
-            let auth = cfg.auth();
-            let routes = match &cluster {
-                Some(node) if shares_cluster_port => node.rpc_routes(),
-                _ => Routes::default(),
-            }
-            .add_service(InterceptedService::new(
-                SupervisorServer::new(api.clone()),
-                auth.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                ClusterAdminServer::new(Admin::new(cluster.clone())),
-                auth,
-            ));
-            info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, tls = cfg.tls.is_some(), "TCP API listening (token required)");
-            let mut server = tonic::transport::Server::builder();
-            if let Some(tls) = cfg.tls.clone() {
-                server = server
-                    .tls_config(tls)
-                    .context("the TCP API's TLS identity was refused")?;
-            }
-            Some(tokio::spawn(serve_tcp(
-                server,
-                routes,
-                incoming,
-                tcp_stopped,
-            )))
+    // The TCP API (and, on a shared port, the cluster's RPCs); a config reload re-applies it.
+    let routes_api = api.clone();
+    let routes_cluster = cluster.clone();
+    let routes: RoutesFor = Box::new(move |auth: TokenAuth| {
+        match &routes_cluster {
+            Some(node) if shares_cluster_port => node.rpc_routes(),
+            _ => Routes::default(),
         }
-        None => None,
-    };
+        .add_service(InterceptedService::new(
+            SupervisorServer::new(routes_api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterAdminServer::new(Admin::new(routes_cluster.clone())),
+            auth,
+        ))
+    });
+    let tcp_api = TcpApi::new(routes, cluster_listen, shares_cluster_port);
+    if let Some((cfg, listener)) = tcp {
+        tcp_api
+            .start(&cfg, listener)
+            .map_err(anyhow::Error::msg)
+            .context("cannot start the TCP API")?;
+        info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, tls = cfg.tls.is_some(), "TCP API listening (token required)");
+    }
+    let applier = tcp_api.clone();
+    config.set_api_applier(Box::new(move |c: &DaemonConfig| {
+        let api = c
+            .api
+            .clone()
+            .unwrap_or_default()
+            .to_config(|k| std::env::var(k).ok())?;
+        applier.apply(api.as_ref())
+    }));
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
         .add_service(ClusterAdminServer::new(Admin::new(cluster.clone())))
@@ -310,10 +311,7 @@ async fn serve(
         }
     }
     // Last: a shared port carries the cluster's RPCs until the node has stopped.
-    let _ = tcp_stop.send(true);
-    if let Some(server) = tcp_server {
-        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    }
+    tcp_api.stop();
     let snapshot = supervisor.snapshot();
     let flushed = tokio::task::spawn_blocking(move || {
         state
@@ -328,24 +326,6 @@ async fn serve(
         Err(e) => error!(error = %e, "final state flush did not run"),
     }
     Ok(())
-}
-
-/// Serves the TCP API (and, on a shared port, the cluster's RPCs) until `stop` turns true.
-async fn serve_tcp(
-    mut server: tonic::transport::Server,
-    routes: Routes,
-    incoming: TcpIncoming,
-    mut stop: watch::Receiver<bool>,
-) {
-    let result = server
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = result {
-        error!(error = %e, "the TCP API server failed");
-    }
 }
 
 /// A watch of one duration derived from the config, following reloads.

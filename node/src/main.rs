@@ -51,8 +51,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { json, config, .. } => cli::lifecycle::up(&home, json, config),
         Command::Kill => cli::lifecycle::kill(&home),
         command => {
+            let timeout = cli::request_timeout(cli.request_timeout, &command);
+            let daemon = target.describe();
             let rt = cli::lifecycle::current_thread()?;
-            rt.block_on(async move {
+            let work = async move {
                 match command {
                     Command::Down { timeout, keep_apps } => {
                         cli::lifecycle::down(&home, &target, timeout, keep_apps).await
@@ -64,6 +66,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         cli::commands::run(client, other).await
                     }
                 }
+            };
+            rt.block_on(async move {
+                let Some(limit) = timeout else {
+                    return work.await;
+                };
+                tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    anyhow::bail!(
+                        "the daemon at {daemon} did not answer within {} s (is it stopped or overloaded? --request-timeout SECS or HERD_REQUEST_TIMEOUT changes the limit)",
+                        limit.as_secs()
+                    )
+                })
             })
         }
     }

@@ -26,13 +26,16 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::{InterceptorLayer, Routes};
 use tonic::transport::Certificate;
 use tonic::transport::Identity;
 use tonic::transport::Server;
 use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
+
+use crate::transport::limits::{Bounded, Gate, Limits, RequestSeen};
+use crate::transport::throttle::AuthThrottle;
 
 use self::api::ClusterApiService;
 use self::formation::Formation;
@@ -488,19 +491,36 @@ fn server_builder(tls: Option<&PeerTls>) -> Result<Server, ClusterError> {
     })
 }
 
-/// Serves the cluster RPCs on `cfg.listen` until shutdown.
+/// The cluster port's connection bounds. Roomier than the API's: on loopback or behind a NAT
+/// every peer may come from one address.
+const CLUSTER_PORT_LIMITS: Limits = Limits {
+    max_per_peer: 64,
+    max_total: 1024,
+    handshake: Duration::from_secs(10),
+    idle: Duration::from_secs(300),
+};
+
+/// Serves the cluster RPCs on `cfg.listen` until shutdown, with bounded connections (peers
+/// ping every few seconds, so the idle deadline only cuts the dead). A wrong secret earns no
+/// per-address penalty here, unlike a wrong API token: peers may share an address, and one
+/// misconfigured node must not lock the others out; the secret is not guessable anyway.
 async fn serve(
     shared: Arc<Shared>,
-    mut server: Server,
+    server: Server,
     incoming: TcpIncoming,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let routes = rpc_routes(&shared);
     let listen = shared.cfg.listen;
     drop(shared);
+    let gate = Gate::new(
+        CLUSTER_PORT_LIMITS,
+        Arc::new(AuthThrottle::new("cluster connection")),
+    );
     let result = server
+        .layer(InterceptorLayer::new(RequestSeen(gate.clone())))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
+        .serve_with_incoming_shutdown(Bounded::new(incoming, gate), async move {
             let _ = shutdown.changed().await;
         })
         .await;

@@ -2,8 +2,11 @@
 //! cluster name as `x-herd-cluster`); servers refuse a missing or wrong one with
 //! `Unauthenticated` and log the refusal — never the secret itself.
 
+use std::sync::Arc;
 use tonic::Request;
 use tonic::Status;
+
+use super::throttle::AuthThrottle;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 
@@ -45,11 +48,13 @@ impl Interceptor for ClientAuth {
     }
 }
 
-/// Checks incoming calls.
+/// Checks incoming calls. Refusals are logged at most once a minute per peer (a flood of
+/// wrong secrets must not push the daemon log's history out).
 #[derive(Clone)]
 pub(crate) struct ServerAuth {
     secret: Vec<u8>,
     cluster: String,
+    refusals: Arc<AuthThrottle>,
 }
 
 impl ServerAuth {
@@ -57,6 +62,7 @@ impl ServerAuth {
         ServerAuth {
             secret: secret.as_bytes().to_vec(),
             cluster: cluster.to_string(),
+            refusals: Arc::new(AuthThrottle::new("cluster RPC")),
         }
     }
 
@@ -73,7 +79,11 @@ impl ServerAuth {
             } else {
                 "wrong secret"
             };
-            tracing::warn!(%peer, reason, "refused cluster RPC");
+            let ip = req
+                .remote_addr()
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+            self.refusals
+                .refused(ip, reason, tokio::time::Instant::now());
             return Err(Status::unauthenticated("cluster secret missing or wrong"));
         }
         let cluster = md.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok());

@@ -3,6 +3,8 @@
 
 mod auth;
 mod channels;
+pub mod limits;
+pub mod throttle;
 
 pub(crate) use auth::ClientAuth;
 pub(crate) use auth::ServerAuth;

@@ -8,11 +8,21 @@
 //!
 //! With `tls_cert` and `tls_key` the API speaks TLS (rustls); it then needs a port of its own,
 //! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`.
+//!
+//! Connections are bounded (`limits`), wrong tokens are throttled per peer and their log lines
+//! rate-limited (`throttle`), and the token lives in a shared holder that a config reload
+//! swaps (`server`).
 
+pub mod server;
+pub use herd_cluster::{limits, throttle};
+
+use limits::{Gate, Limits};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use throttle::PeerKey;
 use tonic::service::Interceptor;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -38,6 +48,18 @@ pub struct ApiSection {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// A connection must finish its TLS handshake and send its first request within this.
+    #[serde(default = "default_handshake_timeout_s")]
+    pub handshake_timeout_s: f64,
+    /// A connection that sends nothing for this long is closed (the CLI pings while it follows).
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: f64,
+    /// Open connections from one IPv4 address (or IPv6 /64); more are closed at accept.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: u32,
+    /// Open connections in all.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
 }
 
 impl Default for ApiSection {
@@ -47,6 +69,10 @@ impl Default for ApiSection {
             token_file: None,
             tls_cert: None,
             tls_key: None,
+            handshake_timeout_s: default_handshake_timeout_s(),
+            idle_timeout_s: default_idle_timeout_s(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -54,6 +80,22 @@ impl Default for ApiSection {
 fn default_listen() -> String {
     "0.0.0.0:9700".into()
 }
+fn default_handshake_timeout_s() -> f64 {
+    Limits::default().handshake.as_secs_f64()
+}
+fn default_idle_timeout_s() -> f64 {
+    Limits::default().idle.as_secs_f64()
+}
+fn default_max_connections_per_peer() -> u32 {
+    Limits::default().max_per_peer as u32
+}
+fn default_max_connections() -> u32 {
+    Limits::default().max_total as u32
+}
+
+/// The token every call must present, swapped by a config reload; `None` refuses every call
+/// (the API is being turned off).
+pub type TokenHolder = Arc<RwLock<Option<Arc<[u8]>>>>;
 
 /// A checked `[api]`: where to listen and the token to demand.
 #[derive(Clone)]
@@ -62,6 +104,9 @@ pub struct ApiConfig {
     token: Arc<str>,
     /// The server's TLS identity, checked at load.
     pub tls: Option<ServerTlsConfig>,
+    /// Where the identity came from: a reload that names other files restarts the listener.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -70,6 +115,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
             .field("tls", &self.tls.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -110,7 +156,41 @@ impl ApiSection {
             listen,
             token: token.into(),
             tls,
+            tls_files: self.tls_cert.clone().zip(self.tls_key.clone()),
+            limits: self.limits()?,
         }))
+    }
+
+    /// The connection bounds, each checked against a sane range (naming the key).
+    pub fn limits(&self) -> Result<Limits, String> {
+        let secs = |key: &str, v: f64, min: f64, max: f64| {
+            if v.is_finite() && (min..=max).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(format!(
+                    "[api] key `{key}`: {v} is out of range ({min} to {max})"
+                ))
+            }
+        };
+        let count = |key: &str, v: u32, max: u32| {
+            if (1..=max).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(format!(
+                    "[api] key `{key}`: {v} is out of range (1 to {max})"
+                ))
+            }
+        };
+        Ok(Limits {
+            handshake: secs("handshake_timeout_s", self.handshake_timeout_s, 0.1, 3600.0)?,
+            idle: secs("idle_timeout_s", self.idle_timeout_s, 1.0, 86_400.0)?,
+            max_per_peer: count(
+                "max_connections_per_peer",
+                self.max_connections_per_peer,
+                65_536,
+            )?,
+            max_total: count("max_connections", self.max_connections, 1_000_000)?,
+        })
     }
 }
 
@@ -137,34 +217,57 @@ fn tls_identity(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
 }
 
 impl ApiConfig {
-    pub fn auth(&self) -> TokenAuth {
-        TokenAuth {
-            expected: format!("Bearer {}", self.token).into_bytes().into(),
-        }
+    /// The `authorization` value a call must carry.
+    pub fn expected(&self) -> Arc<[u8]> {
+        format!("Bearer {}", self.token).into_bytes().into()
     }
 }
 
-/// Checks every call's bearer token; refusals are logged with the peer's address.
+/// Checks every call's bearer token against the holder's; wrong ones count towards the
+/// peer's penalty (`throttle`), and a peer in a penalty is refused without a look at its token.
 #[derive(Clone)]
 pub struct TokenAuth {
-    expected: Arc<[u8]>,
+    token: TokenHolder,
+    gate: Arc<Gate>,
+}
+
+impl TokenAuth {
+    pub fn new(token: TokenHolder, gate: Arc<Gate>) -> Self {
+        Self { token, gate }
+    }
 }
 
 impl Interceptor for TokenAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let now = tokio::time::Instant::now();
+        // Unknown only for a test's in-memory call: such a call counts under 0.0.0.0.
+        let ip = req
+            .remote_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        let throttle = self.gate.throttle();
+        if let Some(left) = throttle.penalty_left(PeerKey::of(ip), now) {
+            throttle.refused(ip, "call during a penalty", now);
+            return Err(Status::resource_exhausted(format!(
+                "too many wrong API tokens from {ip}: its calls are refused for {} s more",
+                left.as_secs().max(1)
+            )));
+        }
+        let expected = self.token.read().unwrap_or_else(|p| p.into_inner()).clone();
         let presented = req.metadata().get(AUTH_HEADER).map(|v| v.as_bytes());
-        if presented.is_some_and(|p| herd_cluster::constant_time_eq(p, &self.expected)) {
+        if let (Some(p), Some(e)) = (presented, &expected)
+            && herd_cluster::constant_time_eq(p, e)
+        {
+            throttle.succeeded(ip);
             return Ok(req);
         }
-        let peer = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let reason = if presented.is_none() {
-            "missing token"
-        } else {
-            "wrong token"
+        let reason = match (presented, expected) {
+            (_, None) => "the API is turned off by a config reload",
+            (None, _) => "missing token",
+            _ => "wrong token",
         };
-        tracing::warn!(%peer, reason, "refused API call");
+        if throttle.failed(ip, reason, now).penalty_started {
+            self.gate.doom(PeerKey::of(ip));
+        }
         Err(Status::unauthenticated(
             "the API token is missing or wrong (this refusal is logged by the daemon)",
         ))
@@ -174,6 +277,7 @@ impl Interceptor for TokenAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use throttle::AuthThrottle;
 
     fn section(token_file: Option<PathBuf>) -> ApiSection {
         ApiSection {
@@ -215,7 +319,9 @@ mod tests {
             .to_config(|_| Some("right-token-0123456789".into()))
             .unwrap()
             .expect("on");
-        let mut auth = cfg.auth();
+        let token: TokenHolder = Arc::new(RwLock::new(Some(cfg.expected())));
+        let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call")));
+        let mut auth = TokenAuth::new(token.clone(), gate);
         let with = |v: Option<&str>| {
             let mut r = Request::new(());
             if let Some(v) = v {
@@ -235,5 +341,54 @@ mod tests {
             let e = auth.call(with(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
+        // A reload swaps the token: the old one is refused at once.
+        *token.write().unwrap() = Some(b"Bearer rotated-token-0123456789".to_vec().into());
+        assert!(
+            auth.call(with(Some("Bearer right-token-0123456789")))
+                .is_err()
+        );
+        assert!(
+            auth.call(with(Some("Bearer rotated-token-0123456789")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn after_five_wrong_tokens_even_the_right_one_waits_out_the_penalty() {
+        let token: TokenHolder = Arc::new(RwLock::new(Some(b"Bearer right".to_vec().into())));
+        let mut auth = TokenAuth::new(
+            token,
+            Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call"))),
+        );
+        let with = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut().insert(AUTH_HEADER, v.parse().unwrap());
+            r
+        };
+        for _ in 0..5 {
+            let e = auth.call(with("Bearer wrong")).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        }
+        let e = auth.call(with("Bearer right")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("refused for"), "{e:?}");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("handshake_timeout_s = 1e18", "handshake_timeout_s"),
+            ("idle_timeout_s = 0", "idle_timeout_s"),
+            ("max_connections_per_peer = 0", "max_connections_per_peer"),
+            ("max_connections = 0", "max_connections"),
+        ] {
+            let s: ApiSection = toml::from_str(text).unwrap();
+            let e = s.limits().unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let s: ApiSection =
+            toml::from_str("handshake_timeout_s = 1\nmax_connections_per_peer = 4").unwrap();
+        let l = s.limits().unwrap();
+        assert_eq!((l.handshake, l.max_per_peer), (Duration::from_secs(1), 4));
     }
 }

@@ -5,7 +5,7 @@
 use crate::home::Home;
 use anyhow::{Context, bail};
 use herd_proto::supervisor::supervisor_client::SupervisorClient;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -18,6 +18,50 @@ pub type Client = SupervisorClient<AuthChannel>;
 /// The TCP API's default port (`[api] listen`).
 const DEFAULT_PORT: u16 = 9700;
 const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// While a call is open (say `logs --follow` of a quiet app) the CLI pings a remote daemon, so
+/// the daemon's idle timeout (`[api] idle_timeout_s`) does not cut it.
+const REMOTE_PING_EVERY: Duration = Duration::from_secs(60);
+
+/// The socket exists but this user may not use it (or a directory on the way to it).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "permission denied on {path} (owned by {owner} uid {uid}, mode {mode:04o}): run herd as that user or with sudo"
+)]
+pub struct PermissionDenied {
+    pub path: String,
+    pub owner: String,
+    pub uid: u32,
+    pub mode: u32,
+}
+
+impl PermissionDenied {
+    /// Names the first path on the way to `socket` that this user cannot pass: a directory it
+    /// cannot search, else the socket it cannot write.
+    fn find(socket: &Path) -> Option<PermissionDenied> {
+        use nix::unistd::{AccessFlags, access};
+        use std::os::unix::fs::MetadataExt;
+        let mut dirs: Vec<&Path> = socket.ancestors().skip(1).collect();
+        dirs.reverse();
+        let blocker = dirs
+            .into_iter()
+            .find(|d| access(*d, AccessFlags::X_OK) == Err(nix::errno::Errno::EACCES))
+            .or_else(|| {
+                (access(socket, AccessFlags::W_OK) == Err(nix::errno::Errno::EACCES))
+                    .then_some(socket)
+            })?;
+        let meta = std::fs::metadata(blocker).ok()?;
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map_or_else(|| meta.uid().to_string(), |u| u.name);
+        Some(PermissionDenied {
+            path: blocker.display().to_string(),
+            owner,
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("herd is not running (no daemon answers on {socket}); start it with `herd up`")]
@@ -106,6 +150,14 @@ impl Target {
     pub fn is_remote(&self) -> bool {
         matches!(self, Target::Remote { .. })
     }
+
+    /// The daemon's address as a user would name it in an error.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Local { socket } => socket.display().to_string(),
+            Target::Remote { uri, .. } => uri.clone(),
+        }
+    }
 }
 
 /// Adds the bearer token to every call to a remote daemon.
@@ -132,6 +184,10 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
             let not_running = || NotRunning {
                 socket: socket.display().to_string(),
             };
+            // EACCES (here or on a directory above) is not "not running": say whose it is.
+            if let Some(denied) = PermissionDenied::find(socket) {
+                return Err(denied.into());
+            }
             if !socket.exists() {
                 return Err(not_running().into());
             }
@@ -146,6 +202,8 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
             let mut endpoint = Endpoint::from_shared(uri.clone())
                 .with_context(|| format!("`{uri}` is not a host:port"))?
                 .connect_timeout(REMOTE_CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(REMOTE_PING_EVERY)
+                .keep_alive_while_idle(false)
                 .tcp_nodelay(true);
             if let Some(ca) = ca {
                 endpoint = endpoint

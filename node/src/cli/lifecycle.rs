@@ -170,10 +170,31 @@ pub async fn down(
 }
 
 /// `herd kill`: SIGKILL the daemon named in the pid file — only if that pid is still the
-/// same process (start signature) — and clear its files. Apps are left running.
+/// same process (start signature) and is this home's daemon: the pid file is locked and that
+/// process holds it open (the daemon keeps its `flock` on it for its life; nothing else
+/// does). Anything else is left alone. Clears the daemon's files; apps are left running.
 pub fn kill(home: &Home) -> anyhow::Result<()> {
     let pid_file = home.pid_file();
     match read_owner(&pid_file) {
+        Some(owner) if owner.is_alive() && !pidlock::is_locked(&pid_file) => {
+            // No daemon holds the lock, so none runs here: the pid is someone else's now.
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(home.socket());
+            outln!(
+                "no daemon running (pid {} in {} is not a herd daemon of this home: the file is not locked); cleared the stale files and left pid {} alone",
+                owner.pid,
+                pid_file.display(),
+                owner.pid
+            );
+        }
+        Some(owner) if owner.is_alive() && !holds_open(owner.pid, &pid_file) => {
+            bail!(
+                "pid {} in {} is not this home's herd daemon (it does not hold that file open); left it alone. If a daemon of this home hangs, find it with `fuser {}`",
+                owner.pid,
+                pid_file.display(),
+                pid_file.display()
+            );
+        }
         Some(owner) if owner.is_alive() => {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(owner.pid as i32),
@@ -203,6 +224,21 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
         None => outln!("no daemon running"),
     }
     Ok(())
+}
+
+/// Whether process `pid` has `path` (that very inode) open.
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(want) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        // metadata() follows the fd's magic link to the open file itself.
+        std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == (want.dev(), want.ino()))
+    })
 }
 
 pub async fn ping(target: &Target, json: bool) -> anyhow::Result<()> {

@@ -18,6 +18,7 @@ mod uptime;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +38,11 @@ pub struct Cli {
     /// For `--host https://...`: the CA certificate (PEM) that signed the daemon's.
     #[arg(long, global = true, env = "HERD_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Give up when the daemon has not answered within SECS (default 30 for quick calls, no
+    /// limit for those that wait: down, stop, delete, restart, scale, start, reload, -f, and
+    /// cluster changes); 0: no limit.
+    #[arg(long, global = true, env = "HERD_REQUEST_TIMEOUT", value_name = "SECS")]
+    pub request_timeout: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -284,6 +290,46 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How long a quick call may take before the CLI gives up (a stopped or wedged daemon must not
+/// hang a script).
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Command {
+    /// Calls that legitimately take as long as apps take to stop or start, or that follow.
+    fn waits(&self) -> bool {
+        match self {
+            Command::Down { .. }
+            | Command::Stop { .. }
+            | Command::Delete { .. }
+            | Command::Restart { .. }
+            | Command::Scale { .. }
+            | Command::Start { .. }
+            | Command::Reload { .. } => true,
+            Command::Logs { follow, .. } | Command::Events { follow, .. } => *follow,
+            Command::Cluster(c) => !matches!(
+                c,
+                ClusterCommand::Status { .. }
+                    | ClusterCommand::Nodes { .. }
+                    | ClusterCommand::Leader { .. }
+                    | ClusterCommand::Uptime { .. }
+                    | ClusterCommand::Apps { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The request timeout of `command`: `--request-timeout` (0: none), else the default for
+/// quick calls.
+pub fn request_timeout(flag: Option<u64>, command: &Command) -> Option<Duration> {
+    match flag {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None if command.waits() => None,
+        None => Some(DEFAULT_REQUEST_TIMEOUT),
+    }
 }
 
 /// Where the home is, for commands that touch its files directly.

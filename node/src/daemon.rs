@@ -12,8 +12,9 @@ use crate::home::Home;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, StateFile};
 use crate::supervisor::events::EventLog;
+use crate::supervisor::marker::Marker;
 use crate::supervisor::rotation::LogTarget;
-use crate::supervisor::{Snapshot, Supervisor, logs};
+use crate::supervisor::{Snapshot, Supervisor, check_snapshot_version, logs, validate_snapshot};
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
@@ -76,19 +77,7 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     let set_log_level = init_tracing(&config.log_level);
     raise_fd_limit();
     let state = StateFile::new(home.state_file());
-    let snapshot = match state.load::<Snapshot>()? {
-        Loaded::Fresh => None,
-        Loaded::Primary(s) => Some(s),
-        Loaded::Backup(s, why) => {
-            eprintln!(
-                "herd: {} is unreadable ({why}); starting from {}",
-                state.path().display(),
-                state.backup_path().display()
-            );
-            warn!(file = %state.path().display(), reason = %why, "state file unreadable; using the backup");
-            Some(s)
-        }
-    };
+    let snapshot = load_state(&state)?;
     let config = ConfigHandle::new(config_path, required, config, set_log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -109,6 +98,77 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     let _ = std::fs::remove_file(home.socket());
     lock.release();
     result
+}
+
+/// Reads `state.json`, checked like an app file (`validate_snapshot`): a primary that is
+/// unreadable or fails the checks gives way to `state.json.bak`; a state written by a newer
+/// herd stops the daemon (falling back would drop it, and the next write would replace it).
+fn load_state(state: &StateFile) -> anyhow::Result<Option<Snapshot>> {
+    let refuse_newer = |path: &std::path::Path, s: &Snapshot| {
+        check_snapshot_version(s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    // Before parsing: a newer herd's state may not even parse as this herd's Snapshot.
+    for path in [state.path().to_path_buf(), state.backup_path()] {
+        if let Some(version) = peek_version(&path) {
+            refuse_newer(
+                &path,
+                &Snapshot {
+                    version,
+                    apps: Vec::new(),
+                },
+            )?;
+        }
+    }
+    let (snapshot, why) = match state.load::<Snapshot>()? {
+        Loaded::Fresh => return Ok(None),
+        Loaded::Primary(s) => {
+            refuse_newer(state.path(), &s)?;
+            match validate_snapshot(&s) {
+                Ok(()) => return Ok(Some(s)),
+                Err(why) => {
+                    // The backup alone (a StateFile on it has no backup of its own).
+                    let backup = StateFile::new(state.backup_path());
+                    match backup.load::<Snapshot>() {
+                        Ok(Loaded::Primary(b)) => (b, why),
+                        _ => anyhow::bail!(
+                            "{}: {why}; and {} is missing or unreadable; fix the value or move both aside to start with an empty state",
+                            state.path().display(),
+                            state.backup_path().display()
+                        ),
+                    }
+                }
+            }
+        }
+        Loaded::Backup(s, why) => (s, why),
+    };
+    let backup = state.backup_path();
+    refuse_newer(&backup, &snapshot)?;
+    validate_snapshot(&snapshot).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {why}; and {}: {e}; fix the value or move both aside to start with an empty state",
+            state.path().display(),
+            backup.display()
+        )
+    })?;
+    eprintln!(
+        "herd: {} is unusable ({why}); starting from {}",
+        state.path().display(),
+        backup.display()
+    );
+    warn!(file = %state.path().display(), reason = %why, "state file unusable; using the backup");
+    Ok(Some(snapshot))
+}
+
+/// The `version` of a state file, if it has a readable one.
+fn peek_version(path: &std::path::Path) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: u64,
+    }
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<Version>(&bytes)
+        .ok()
+        .map(|v| u32::try_from(v.version).unwrap_or(u32::MAX))
 }
 
 async fn serve(
@@ -140,6 +200,9 @@ async fn serve(
     };
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
 
+    // The proof that a process found after a crash is ours (see `supervisor::marker`);
+    // read before detaching, so `herd up` reports a refused key file.
+    let marker = Marker::load_or_create(home.root()).map_err(anyhow::Error::msg)?;
     if detached {
         detach_stderr(&home)?;
     }
@@ -147,7 +210,7 @@ async fn serve(
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
-    let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events);
+    let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
     supervisor.restore(snapshot.unwrap_or_default());
     let state = Arc::new(Mutex::new(state));
     let (flushed_tx, flushed) = watch::channel(0u64);

@@ -1,5 +1,6 @@
 //! Restart policy and exponential backoff, as values that can be tested without a clock.
 
+use super::limits::MIN_RESTART_DELAY;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ impl RestartPolicy {
     }
 }
 
-/// Delay before restart `n` (1-based) is `initial * 2^(n-1)`, capped at `max`.
+/// Delay before restart `n` (1-based) is `initial * 2^(n-1)`, capped at `max`, and never
+/// below `limits::MIN_RESTART_DELAY` (so `backoff_initial_ms = 0` cannot fork-loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     initial: Duration,
@@ -33,6 +35,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.max(MIN_RESTART_DELAY);
         Self {
             initial,
             max: max.max(initial),
@@ -42,7 +45,8 @@ impl Backoff {
     pub fn delay(&self, restart: u32) -> Duration {
         let exp = restart.saturating_sub(1).min(32);
         let factor = 1u64 << exp;
-        let ms = (self.initial.as_millis() as u64).saturating_mul(factor);
+        let initial_ms = u64::try_from(self.initial.as_millis()).unwrap_or(u64::MAX);
+        let ms = initial_ms.saturating_mul(factor);
         Duration::from_millis(ms).min(self.max)
     }
 }
@@ -65,9 +69,12 @@ mod tests {
     }
 
     #[test]
-    fn zero_initial_means_immediate_restarts() {
+    fn zero_initial_still_waits_the_minimum_restart_delay() {
+        let b = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(b.delay(1), MIN_RESTART_DELAY);
+        assert_eq!(b.delay(10), MIN_RESTART_DELAY);
         let b = Backoff::new(Duration::ZERO, Duration::from_secs(30));
-        assert_eq!(b.delay(10), Duration::ZERO);
+        assert_eq!(b.delay(2), MIN_RESTART_DELAY * 2);
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct Instance {
     /// exit notices for an older process are ignored. Not persisted.
     #[serde(skip)]
     pub generation: u64,
+    /// While stopping: when the group gets SIGKILL. A later stop with a shorter explicit
+    /// timeout brings it forward. Not persisted.
+    #[serde(skip)]
+    pub kill_at: Option<tokio::time::Instant>,
 }
 
 impl Instance {
@@ -165,6 +169,7 @@ impl Instance {
             retiring: None,
             metrics: None,
             generation: 0,
+            kill_at: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! straight to its log file, signalling the whole group, telling a live process from a
 //! recycled pid, and watching for the exit of a process that is not our child.
 
+use super::app_env;
+use super::marker::{MARKER_VAR, Marker};
 use super::spec::AppSpec;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -9,6 +11,7 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
+use tracing::{debug, warn};
 
 /// The fields of `/proc/PID/stat` herd uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +96,7 @@ pub fn spawn(
     log: &Path,
     listen_fds: &[RawFd],
     home: &Path,
+    marker: &Marker,
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
@@ -105,9 +109,7 @@ pub fn spawn(
         c.arg("-c")
             .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
             .arg(&spec.command)
-            .args(&spec.args)
-            .env("LISTEN_FDS", listen_fds.len().to_string())
-            .env("LISTEN_FDNAMES", spec.listen.join(":"));
+            .args(&spec.args);
         let fds = listen_fds.to_vec();
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
@@ -130,14 +132,27 @@ pub fn spawn(
         }
         c
     };
-    // HERD_INSTANCE may be overridden by the spec (cluster instances carry their cluster
-    // index); HERD_APP, HERD_SLOT and HERD_HOME are herd's own and identify the process
-    // after a crash (see `scan_instances`).
-    cmd.env("HERD_INSTANCE", index.to_string())
-        .envs(&spec.env)
-        .env("HERD_APP", &spec.name)
-        .env("HERD_SLOT", index.to_string())
-        .env("HERD_HOME", home)
+    // Nothing of the daemon's own environment passes unfiltered (its credentials stay
+    // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
+    // a crash (see `scan_instances`).
+    let listen = if listen_fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            ("LISTEN_FDS", listen_fds.len().to_string()),
+            ("LISTEN_FDNAMES", spec.listen.join(":")),
+        ]
+    };
+    let env = app_env::build(
+        std::env::vars_os(),
+        spec,
+        index,
+        home,
+        marker.as_str(),
+        &listen,
+    );
+    cmd.env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
@@ -149,8 +164,28 @@ pub fn spawn(
     cmd.spawn()
 }
 
-/// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an error.
+/// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an
+/// error. Refused for pgid 0 or 1 (`killpg(1)` is `kill(-1)`: every process on the host) and
+/// for a pid that lives but leads no group of its own (a state file may claim anything).
 pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}: not an instance's group"),
+        ));
+    }
+    if let Some(stat) = read_stat(pgid)
+        && !stat.is_gone()
+        && stat.pgrp != pgid
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to signal process group {pgid}: pid {pgid} is in group {}, so it is not an instance's leader",
+                stat.pgrp
+            ),
+        ));
+    }
     match killpg(Pid::from_raw(pgid as i32), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
@@ -159,6 +194,10 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
 
 /// True while any process (zombies included) is still in the group.
 pub fn group_alive(pgid: u32) -> bool {
+    // 0 is our own group and 1 (as -1) every process: neither is ever an instance's.
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return false;
+    }
     // Signal 0 checks existence and permission without delivering anything.
     !matches!(
         killpg(Pid::from_raw(pgid as i32), None),
@@ -191,7 +230,8 @@ pub fn note_in_log(log: &Path, line: &str) {
 }
 
 /// A process found on the host that herd started for this home: a process-group leader
-/// whose environment carries `HERD_HOME`, `HERD_APP` and `HERD_SLOT`.
+/// of the daemon's uid whose environment carries `HERD_HOME`, `HERD_APP`, `HERD_SLOT` and
+/// the home's secret marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub app: String,
@@ -200,13 +240,98 @@ pub struct Found {
     pub signature: u64,
 }
 
+/// The real and effective uid of a process (`Uid:` of `/proc/PID/status`).
+pub fn read_uids(pid: u32) -> Option<(u32, u32)> {
+    let status = read_proc_file(&format!("/proc/{pid}/status"))?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_ascii_whitespace().map(|v| v.parse::<u32>().ok());
+    Some((ids.next()??, ids.next()??))
+}
+
+/// Why a live process may not be taken as one of ours (recorded in the state file, or found
+/// by the scan), if it may not: it must run as `uid` (real and effective) and lead its own
+/// process group, with a pid above 1.
+pub fn not_ours(pid: u32, stat: &ProcStat, uid: u32) -> Option<String> {
+    if pid <= 1 {
+        return Some(format!("pid {pid} is never an instance"));
+    }
+    if stat.pgrp != pid {
+        return Some(format!(
+            "it is in process group {}, not leading its own",
+            stat.pgrp
+        ));
+    }
+    match read_uids(pid) {
+        Some((real, effective)) if real == uid && effective == uid => None,
+        Some((real, effective)) => Some(format!(
+            "it runs as uid {real} (effective {effective}), not as the daemon's uid {uid}"
+        )),
+        None => Some("its uid cannot be read".into()),
+    }
+}
+
+/// What became of a process the state file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Gone, or its pid now belongs to another process (start signature differs).
+    Gone,
+    /// Still ours: alive, same signature, our uid, leading its own group.
+    Ours,
+    /// Alive with that signature but not provably ours (why): never adopted, never signalled.
+    NotOurs(String),
+}
+
+pub fn recorded(pid: u32, signature: u64, uid: u32) -> Recorded {
+    match read_stat(pid) {
+        Some(stat) if !stat.is_gone() && stat.start == signature => match not_ours(pid, &stat, uid)
+        {
+            None => Recorded::Ours,
+            Some(why) => Recorded::NotOurs(why),
+        },
+        _ => Recorded::Gone,
+    }
+}
+
+/// A process that claims (by `HERD_HOME`) to be an instance of this home.
+struct Claim {
+    app: Option<String>,
+    index: Option<u32>,
+    marked: bool,
+}
+
+fn read_claim(pid: u32, want_home: &[u8], marker: &Marker) -> Option<Claim> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut claim = Claim {
+        app: None,
+        index: None,
+        marked: false,
+    };
+    let mut home = false;
+    let marker_prefix = format!("{MARKER_VAR}=");
+    for var in environ.split(|b| *b == 0) {
+        if var == want_home {
+            home = true;
+        } else if let Some(v) = var.strip_prefix(b"HERD_APP=") {
+            claim.app = Some(String::from_utf8_lossy(v).into_owned());
+        } else if let Some(v) = var.strip_prefix(b"HERD_SLOT=") {
+            claim.index = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
+        } else if let Some(v) = var.strip_prefix(marker_prefix.as_bytes()) {
+            claim.marked = marker.matches(v);
+        }
+    }
+    home.then_some(claim)
+}
+
 /// Every live instance leader of `home` on this host, whatever the state file says: the
 /// way back to processes started just before a crash, before their pid reached the disk.
-pub fn scan_instances(home: &Path) -> Vec<Found> {
+/// Only a process that proves it is ours (see `Found`) is returned; one that merely claims
+/// the home is logged and left alone — never adopted, never signalled.
+pub fn scan_instances(home: &Path, marker: &Marker, uid: u32) -> Vec<Found> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let want_home = format!("HERD_HOME={}", home.display());
+    let mut want_home = b"HERD_HOME=".to_vec();
+    want_home.extend_from_slice(home.as_os_str().as_encoded_bytes());
     let mut found = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -217,31 +342,37 @@ pub fn scan_instances(home: &Path) -> Vec<Found> {
             continue;
         };
         let Some(stat) = read_stat(pid) else { continue };
-        if stat.is_gone() || stat.pgrp != pid {
+        if stat.is_gone() {
             continue;
         }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Some(claim) = read_claim(pid, &want_home, marker) else {
             continue;
         };
-        let (mut is_ours, mut app, mut index) = (false, None, None);
-        for var in environ.split(|b| *b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if var == want_home {
-                is_ours = true;
-            } else if let Some(v) = var.strip_prefix("HERD_APP=") {
-                app = Some(v.to_string());
-            } else if let Some(v) = var.strip_prefix("HERD_SLOT=") {
-                index = v.parse().ok();
+        let (Some(app), Some(index)) = (claim.app, claim.index) else {
+            continue;
+        };
+        let refused = match not_ours(pid, &stat, uid) {
+            // The children of an instance inherit its environment, marker included: not
+            // leaders, they are its processes, not impostors.
+            Some(_) if claim.marked && stat.pgrp != pid => {
+                debug!(pid, app = %app, instance = index, "an instance's child, not its leader");
+                continue;
             }
+            Some(why) => Some(why),
+            None if !claim.marked => Some("it lacks this home's marker".into()),
+            None => None,
+        };
+        if let Some(reason) = refused {
+            let uid = read_uids(pid).map(|(real, _)| real);
+            warn!(pid, uid, app = %app, instance = index, %reason, "not adopting a process that claims to be an instance of this home; leaving it alone");
+            continue;
         }
-        if let (true, Some(app), Some(index)) = (is_ours, app, index) {
-            found.push(Found {
-                app,
-                index,
-                pid,
-                signature: stat.start,
-            });
-        }
+        found.push(Found {
+            app,
+            index,
+            pid,
+            signature: stat.start,
+        });
     }
     found
 }
@@ -273,20 +404,33 @@ mod tests {
         assert!(!is_same_process(me, sig + 1));
     }
 
-    #[test]
-    fn scan_finds_group_leaders_carrying_the_home() {
+    fn claimant(home: &Path, marker: Option<&str>, leader: bool) -> std::process::Child {
         use std::os::unix::process::CommandExt;
-        let home = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .env("HERD_HOME", home.path())
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30")
+            .env("HERD_HOME", home)
             .env("HERD_APP", "web")
-            .env("HERD_SLOT", "3")
-            .process_group(0)
-            .spawn()
-            .unwrap();
+            .env("HERD_SLOT", "3");
+        if let Some(m) = marker {
+            cmd.env(MARKER_VAR, m);
+        }
+        if leader {
+            cmd.process_group(0);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn uid() -> u32 {
+        rustix::process::getuid().as_raw()
+    }
+
+    #[test]
+    fn scan_finds_group_leaders_carrying_the_home_and_its_marker() {
+        let home = tempfile::tempdir().unwrap();
+        let marker = Marker::random();
+        let mut child = claimant(home.path(), Some(marker.as_str()), true);
         let signature = start_signature(child.id());
-        let found = scan_instances(home.path());
+        let found = scan_instances(home.path(), &marker, uid());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found.len(), 1, "{found:?}");
@@ -295,6 +439,61 @@ mod tests {
             ("web", 3, child.id())
         );
         assert_eq!(Some(found[0].signature), signature);
+    }
+
+    #[test]
+    fn scan_ignores_claims_without_the_marker_or_by_another_uid_or_not_leading() {
+        let home = tempfile::tempdir().unwrap();
+        let marker = Marker::random();
+        let wrong = Marker::random();
+        let mut children = vec![
+            claimant(home.path(), None, true),
+            claimant(home.path(), Some(wrong.as_str()), true),
+            claimant(home.path(), Some(marker.as_str()), false),
+        ];
+        let mine = scan_instances(home.path(), &marker, uid());
+        // The right marker and a leader, but the daemon is another uid.
+        let leader = claimant(home.path(), Some(marker.as_str()), true);
+        let other_uid = scan_instances(home.path(), &marker, uid() + 1);
+        children.push(leader);
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(mine.is_empty(), "{mine:?}");
+        assert!(other_uid.is_empty(), "{other_uid:?}");
+    }
+
+    #[test]
+    fn signal_group_refuses_pid_one_zero_and_non_leaders() {
+        for pgid in [0, 1, u32::MAX] {
+            assert!(signal_group(pgid, Signal::SIGCONT).is_err(), "{pgid}");
+            assert!(!group_alive(pgid), "{pgid}");
+        }
+        // The test runner's threads share its group, which this test process may not lead.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let err = signal_group(child.id(), Signal::SIGKILL).unwrap_err();
+        assert!(
+            err.to_string().contains("not an instance's leader"),
+            "{err}"
+        );
+        assert!(alive(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn alive(pid: u32) -> bool {
+        read_stat(pid).is_some_and(|s| !s.is_gone())
+    }
+
+    #[test]
+    fn own_uids_are_read() {
+        let (real, effective) = read_uids(std::process::id()).unwrap();
+        assert_eq!(real, uid());
+        assert_eq!(effective, rustix::process::geteuid().as_raw());
     }
 
     #[test]

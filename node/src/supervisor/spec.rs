@@ -1,7 +1,9 @@
 //! App files: TOML with one or more `[[app]]` tables. A file is accepted whole or not at all;
 //! every error names the file, the app and the key.
 
+use super::app_env;
 use super::backoff::{Backoff, RestartPolicy};
+use super::limits;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,13 @@ pub struct AppSpec {
     pub cwd: Option<PathBuf>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Start from an empty environment (plus `PATH`, `HOME`, `LANG` and `env_allow`) rather
+    /// than the daemon's (always without herd's own variables; see `app_env`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env_clear: bool,
+    /// Daemon variables let through with `env_clear`: names, or prefixes ending in `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_allow: Vec<String>,
     #[serde(default = "defaults::instances")]
     pub instances: u32,
     #[serde(default)]
@@ -115,15 +124,27 @@ pub struct HealthSpec {
     pub grace_s: f64,
 }
 
+/// Seconds as a duration that never panics (`from_secs_f64` does on NaN, negative or huge
+/// values): validation keeps them within 0..=86400, this holds even for an unchecked spec.
+fn probe_secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v.clamp(0.0, MAX_PROBE_S)).unwrap_or(Duration::from_secs(1))
+}
+
+/// The longest probe interval, timeout or grace period (a day).
+const MAX_PROBE_S: f64 = 86_400.0;
+
+/// The most consecutive failures a probe may wait for.
+const MAX_PROBE_FAILURES: u32 = 10_000;
+
 impl HealthSpec {
     pub fn interval(&self) -> Duration {
-        Duration::from_secs_f64(self.interval_s)
+        probe_secs(self.interval_s)
     }
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout_s)
+        probe_secs(self.timeout_s)
     }
     pub fn grace(&self) -> Duration {
-        Duration::from_secs_f64(self.grace_s)
+        probe_secs(self.grace_s)
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -168,12 +189,18 @@ impl HealthSpec {
             ("health.grace_s", self.grace_s, 0.0),
         ];
         for (key, v, min) in ranges {
-            if !v.is_finite() || v < min || v > 86_400.0 {
+            if !v.is_finite() || v < min || v > MAX_PROBE_S {
                 return Err((key, format!("{v} is out of range ({min} to 86400 seconds)")));
             }
         }
-        if self.failures == 0 {
-            return Err(("health.failures", "must be at least 1".into()));
+        if self.failures == 0 || self.failures > MAX_PROBE_FAILURES {
+            return Err((
+                "health.failures",
+                format!("must be 1 to {MAX_PROBE_FAILURES}"),
+            ));
+        }
+        if let Some(arg) = self.exec.iter().flatten().find(|a| a.contains('\0')) {
+            return Err(("health.exec", nul_in(arg)));
         }
         Ok(())
     }
@@ -233,6 +260,8 @@ impl AppSpec {
             args,
             cwd: None,
             env: BTreeMap::new(),
+            env_clear: false,
+            env_allow: Vec::new(),
             instances: defaults::instances(),
             restart: RestartPolicy::default(),
             backoff_initial_ms: defaults::backoff_initial_ms(),
@@ -271,13 +300,21 @@ impl AppSpec {
         )
     }
 
+    /// Clamped (see `limits`): a spec restored from an old state file was never checked.
     pub fn stop_timeout(&self) -> Duration {
-        Duration::from_secs(self.stop_timeout_s)
+        limits::clamp(Duration::from_secs(self.stop_timeout_s))
     }
 
     /// The validated stop signal (validation happened at load, so this cannot fail later).
     pub fn signal(&self) -> nix::sys::signal::Signal {
         parse_signal(&self.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// The same checks as an app file, for a spec that did not come from one (`state.json`).
+    pub fn check(&self) -> Result<(), String> {
+        self.clone()
+            .validate()
+            .map_err(|(key, why)| format!("app `{}`: key `{key}`: {why}", self.name))
     }
 
     /// Checks one app's values; `Err` carries `(key, problem)`.
@@ -365,8 +402,71 @@ impl AppSpec {
             .keys()
             .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
         {
-            return Err(("env", format!("`{key}` is not a valid variable name")));
+            return Err((
+                "env",
+                format!("`{}` is not a valid variable name", key.escape_debug()),
+            ));
         }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| app_env::IDENTITY_VARS.contains(&k.as_str()))
+        {
+            return Err((
+                "env",
+                format!(
+                    "`{key}` is set by herd itself (it identifies the instance); remove it from env"
+                ),
+            ));
+        }
+        if let Some((key, value)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
+            return Err(("env", format!("the value of `{key}`: {}", nul_in(value))));
+        }
+        for p in &self.env_allow {
+            app_env::check_pattern(p).map_err(|why| ("env_allow", why))?;
+        }
+        if !self.env_allow.is_empty() && !self.env_clear {
+            return Err((
+                "env_allow",
+                "only applies with env_clear = true (without it, every variable but herd's own passes already)".into(),
+            ));
+        }
+        self.check_no_nul()?;
+        self.check_durations()?;
+        if self.listen.len() > MAX_LISTEN {
+            return Err((
+                "listen",
+                format!(
+                    "{} sockets is more than the limit of {MAX_LISTEN}",
+                    self.listen.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A NUL byte cannot pass to exec: refused here rather than failing at every spawn.
+    fn check_no_nul(&self) -> Result<(), (&'static str, String)> {
+        if self.command.contains('\0') {
+            return Err(("command", nul_in(&self.command)));
+        }
+        if let Some(arg) = self.args.iter().find(|a| a.contains('\0')) {
+            return Err(("args", nul_in(arg)));
+        }
+        if let Some(cwd) = &self.cwd
+            && cwd.as_os_str().as_encoded_bytes().contains(&0)
+        {
+            return Err(("cwd", nul_in(&cwd.to_string_lossy())));
+        }
+        Ok(())
+    }
+
+    /// Durations a user gives are bounded (see `limits`), so no deadline overflows.
+    fn check_durations(&self) -> Result<(), (&'static str, String)> {
+        limits::check_secs(self.stop_timeout_s).map_err(|why| ("stop_timeout_s", why))?;
+        limits::check_secs(self.restart_window_s).map_err(|why| ("restart_window_s", why))?;
+        limits::check_millis(self.backoff_initial_ms).map_err(|why| ("backoff_initial_ms", why))?;
+        limits::check_millis(self.backoff_max_ms).map_err(|why| ("backoff_max_ms", why))?;
         Ok(())
     }
 
@@ -383,6 +483,16 @@ impl AppSpec {
         }
         self.cwd = Some(cwd);
     }
+}
+
+/// The most sockets one app may ask herd to hold (they become fds 3, 4, ...).
+const MAX_LISTEN: usize = 64;
+
+fn nul_in(value: &str) -> String {
+    format!(
+        "`{}` holds a NUL byte, which no program can receive; remove it",
+        value.escape_debug()
+    )
 }
 
 pub fn valid_name(name: &str) -> bool {

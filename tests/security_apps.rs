@@ -286,9 +286,8 @@ fn returns(mut child: Child, what: &str, timeout: Duration, succeeds: bool) {
 }
 
 #[test]
-fn huge_stop_timeouts_neither_panic_nor_wedge_a_stop() {
+fn a_stop_timeout_beyond_a_hundred_years_is_refused_naming_the_key() {
     let h = Herd::up();
-    // Beyond ~100 years: refused at load, naming the key.
     let absurd = h.app_file(
         "absurd.toml",
         "[[app]]\nname = \"absurd\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nstop_timeout_s = 9223372036854775807\n",
@@ -298,6 +297,11 @@ fn huge_stop_timeouts_neither_panic_nor_wedge_a_stop() {
         err.contains("app `absurd`") && err.contains("key `stop_timeout_s`"),
         "{err}"
     );
+}
+
+#[test]
+fn huge_stop_timeouts_neither_panic_nor_wedge_a_stop() {
+    let h = Herd::up();
     // 95 years (allowed), and an app that ignores SIGTERM.
     let file = h.app_file(
         "stubborn.toml",
@@ -333,7 +337,7 @@ fn huge_stop_timeouts_neither_panic_nor_wedge_a_stop() {
 }
 
 #[test]
-fn backoff_zero_restarts_no_faster_than_the_minimum_delay() {
+fn a_crash_loop_at_zero_backoff_is_held_to_ten_starts_a_second() {
     let h = Herd::up();
     let starts = h.path("starts");
     let file = h.app_file(
@@ -345,17 +349,18 @@ fn backoff_zero_restarts_no_faster_than_the_minimum_delay() {
     );
     h.ok(&["start", &file]);
     let count = || read_lines(&starts).len();
-    wait_until("the app restarting", SECS_10, || count() >= 2);
+    // The first 50 starts are a burst allowed at once; measure after it.
+    wait_until("the burst spent", Duration::from_secs(30), || count() >= 60);
     let (c0, t0) = (count(), Instant::now());
     // A measurement window, not a synchronisation: count what happens in it.
     std::thread::sleep(Duration::from_secs(2));
     let (c1, elapsed) = (count(), t0.elapsed());
     let spawns = c1 - c0;
-    // 100 ms apart at least: at most elapsed / 100 ms (+1 for the edges), with a margin.
+    // One start per 100 ms at most: elapsed / 100 ms (+1 for the edges), with a margin.
     let bound = (elapsed.as_millis() / 100) as usize + 3;
     assert!(
         spawns <= bound,
-        "{spawns} spawns in {elapsed:?} (bound {bound}): the minimum restart delay is not held"
+        "{spawns} spawns in {elapsed:?} (bound {bound}): the start-rate limit is not held"
     );
     assert!(spawns >= 2, "the app stopped restarting: {spawns} spawns");
     h.ok(&["stop", "loop"]);

@@ -151,11 +151,11 @@ fn load_state(state: &StateFile) -> anyhow::Result<Option<Snapshot>> {
         )
     })?;
     eprintln!(
-        "herd: {} is unusable ({why}); starting from {}",
+        "herd: {} is unreadable ({why}); starting from {}",
         state.path().display(),
         backup.display()
     );
-    warn!(file = %state.path().display(), reason = %why, "state file unusable; using the backup");
+    warn!(file = %state.path().display(), reason = %why, "state file unreadable; using the backup");
     Ok(Some(snapshot))
 }
 

@@ -2,6 +2,7 @@
 //! `Starting | Running | Backoff | Stopping | Stopped | Crashed`.
 //! The decision taken after an exit is a pure function, tested below without processes.
 
+use super::backoff::StartLimit;
 use super::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -147,6 +148,9 @@ pub struct Instance {
     /// timeout brings it forward. Not persisted.
     #[serde(skip)]
     pub kill_at: Option<tokio::time::Instant>,
+    /// Every spawn takes from it; a crash loop waits for it (see `StartLimit`).
+    #[serde(skip)]
+    pub start_limit: StartLimit,
 }
 
 impl Instance {
@@ -170,6 +174,7 @@ impl Instance {
             metrics: None,
             generation: 0,
             kill_at: None,
+            start_limit: StartLimit::default(),
         }
     }
 

@@ -111,6 +111,7 @@ impl Supervisor {
         inst.metrics = None;
         let now = now_ms();
         inst.started_at_ms = Some(now);
+        inst.start_limit.record(now);
         let spawned = listen.map_err(std::io::Error::other).and_then(|fds| {
             process::spawn(
                 spec,
@@ -340,8 +341,11 @@ impl Supervisor {
                     json!({ "restarts": inst.restarts, "max_restarts": app.spec.max_restarts, "window_s": app.spec.restart_window_s }),
                 );
             }
-            AfterExit::Restart(delay) => {
+            AfterExit::Restart(backoff) => {
                 inst.status = Status::Backoff;
+                let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                // A crash loop (even at 0 ms backoff) waits for the start-rate limit.
+                let delay = backoff + inst.start_limit.wait(now.saturating_add(backoff_ms));
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 inst.next_start_ms = Some(now.saturating_add(delay_ms));
                 info!(app = %name, instance = inst.index, delay_ms, restart = inst.restarts, "restarting after delay");

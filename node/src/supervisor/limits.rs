@@ -15,9 +15,14 @@ pub const MAX_HOST_INSTANCES: u64 = 20_000;
 /// every deadline `now + MAX_DURATION` stays representable.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
-/// The shortest delay before an instance is started again, whatever `backoff_initial_ms`
-/// says — systemd's `RestartSec` default — so a crashing app cannot fork-loop the host.
-pub const MIN_RESTART_DELAY: Duration = Duration::from_millis(100);
+/// Starts of one instance allowed back to back (the start-rate limit's burst, see
+/// `backoff::StartLimit`): more than a quick `herd restart` or a few crashes need, fewer than
+/// a crash loop with `backoff_initial_ms = 0` would fork.
+pub const START_LIMIT_BURST: u64 = 50;
+
+/// Once the burst is spent, one start per this interval (systemd's `RestartSec` default), so
+/// a crashing app cannot fork-loop the host: at most 10 starts a second per instance.
+pub const START_LIMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A user duration brought within `MAX_DURATION`.
 pub fn clamp(d: Duration) -> Duration {

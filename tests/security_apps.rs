@@ -27,6 +27,12 @@ const DAEMON_SECRETS: [(&str, &str); 9] = [
 
 fn up_with_secrets(extra: &[(&str, &str)]) -> Herd {
     let h = Herd::new();
+    // HERD_API_TOKEN turns the TCP API on: on a port of its own, not the default 9700.
+    std::fs::write(
+        h.path("config.toml"),
+        format!("[api]\nlisten = \"127.0.0.1:{}\"\n", free_port()),
+    )
+    .unwrap();
     let mut up = h.cmd(&["up"]);
     up.envs(DAEMON_SECRETS).envs(extra.iter().copied());
     let out = up.output().expect("run herd up");

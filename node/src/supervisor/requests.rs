@@ -329,3 +329,46 @@ impl Supervisor {
         (stopped, 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of `apps` apps (`a0`, `a1`, ...) asking for `instances` each.
+    fn table(apps: usize, instances: u32) -> Table {
+        let apps = (0..apps)
+            .map(|i| {
+                let mut app =
+                    App::new(AppSpec::quick(&format!("a{i}"), "x", vec![]), Origin::Local);
+                app.spec.instances = instances;
+                (format!("a{i}"), app)
+            })
+            .collect();
+        Table {
+            apps,
+            closing: false,
+        }
+    }
+
+    #[test]
+    fn the_host_limits_count_what_the_change_leaves() {
+        let t = table(2, 10_000);
+        // Replacing an app counts its new size, not both.
+        assert!(t.check_host_limits(std::iter::once(("a0", 9_999))).is_ok());
+        let err = t
+            .check_host_limits(std::iter::once(("new", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("20001 instances") && err.contains("limit of 20000"),
+            "{err}"
+        );
+        let t = table(MAX_APPS, 1);
+        assert!(t.check_host_limits(std::iter::once(("a1", 2))).is_ok());
+        let err = t
+            .check_host_limits(std::iter::once(("new", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10001 apps"), "{err}");
+    }
+}

@@ -5,6 +5,7 @@
 //! pidfd for processes adopted after a daemon restart); timers and probes are tasks that
 //! check a generation number, so nothing meant for an older process touches a newer one.
 
+pub mod adoption;
 pub mod app_env;
 pub mod backoff;
 mod cron;

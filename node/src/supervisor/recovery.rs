@@ -4,7 +4,7 @@
 //! being seen.
 
 use super::instance::{ExitRecord, Status};
-use super::{App, Desired, Snapshot, Supervisor, next_generation, now_ms, process};
+use super::{App, Desired, Snapshot, Supervisor, adoption, next_generation, now_ms, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -16,7 +16,7 @@ const ORPHAN_MIN_AGE_MS: u64 = 90_000;
 impl Supervisor {
     pub fn restore(&self, snapshot: Snapshot) {
         let found =
-            process::scan_instances(&self.shared.home, &self.shared.marker, self.shared.uid);
+            adoption::scan_instances(&self.shared.home, &self.shared.marker, self.shared.uid);
         let mut jobs = Vec::new();
         {
             let mut t = self.lock();
@@ -156,11 +156,11 @@ impl Supervisor {
     /// start signature, our uid, leading its own group). One that lives but is not provably
     /// ours is logged and left alone: the state file is not proof.
     fn proven(&self, name: &str, index: u32, pid: u32, signature: u64) -> bool {
-        match process::recorded(pid, signature, self.shared.uid) {
-            process::Recorded::Ours => true,
-            process::Recorded::Gone => false,
-            process::Recorded::NotOurs(reason) => {
-                let uid = process::read_uids(pid).map(|(real, _)| real);
+        match adoption::recorded(pid, signature, self.shared.uid) {
+            adoption::Recorded::Ours => true,
+            adoption::Recorded::Gone => false,
+            adoption::Recorded::NotOurs(reason) => {
+                let uid = adoption::read_uids(pid).map(|(real, _)| real);
                 warn!(app = %name, instance = index, pid, uid, %reason, "not adopting the process the state file records; leaving it alone");
                 false
             }
@@ -171,7 +171,7 @@ impl Supervisor {
     /// process is gone takes the one found for it (started just before a crash, before its pid
     /// was written); any other leader of this home — a duplicate, or an app the state does not
     /// know — is stopped, so nothing herd started runs unsupervised.
-    fn reclaim(&self, t: &mut super::Table, found: Vec<process::Found>) {
+    fn reclaim(&self, t: &mut super::Table, found: Vec<adoption::Found>) {
         for f in found {
             let slot = t.apps.get_mut(&f.app).and_then(|a| {
                 let pos = a.position(f.index)?;
@@ -182,7 +182,7 @@ impl Supervisor {
             let recorded_alive = |i: &super::instance::Instance| match (i.pid, i.signature) {
                 (Some(pid), Some(sig)) => {
                     i.status.has_process()
-                        && process::recorded(pid, sig, uid) == process::Recorded::Ours
+                        && adoption::recorded(pid, sig, uid) == adoption::Recorded::Ours
                 }
                 _ => false,
             };

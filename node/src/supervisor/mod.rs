@@ -20,6 +20,7 @@ pub mod logs;
 pub mod managed;
 pub mod marker;
 pub mod metrics;
+pub mod probe_spec;
 pub mod process;
 mod recovery;
 mod reload;

@@ -14,8 +14,9 @@ use crate::state::Persisted;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, Rejection, StateFile};
 use crate::supervisor::events::EventLog;
+use crate::supervisor::marker::Marker;
 use crate::supervisor::rotation::LogTarget;
-use crate::supervisor::{SNAPSHOT_VERSION, Snapshot, Supervisor, logs};
+use crate::supervisor::{SNAPSHOT_VERSION, Snapshot, Supervisor, logs, validate_snapshot};
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
@@ -113,17 +114,17 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
     result
 }
 
-/// The checks a loaded `state.json` must pass. A state written by a newer herd is refused
-/// (not replaced by the backup, which would then overwrite it); anything else wrong makes the
-/// backup be tried.
+/// The checks a loaded `state.json` must pass: those of an app file and more
+/// (`validate_snapshot`). A state written by a newer herd is refused (not replaced by the
+/// backup, which would then overwrite it); anything else wrong makes the backup be tried.
 fn validate_state(s: &Snapshot) -> Result<(), Rejection> {
     if s.version > SNAPSHOT_VERSION {
-        return Err(Rejection::Refuse(newer_version(s.version)));
+        return Err(Rejection::Refuse(newer_version(s.version.into())));
     }
-    Ok(())
+    validate_snapshot(s).map_err(Rejection::Invalid)
 }
 
-fn newer_version(found: u32) -> String {
+fn newer_version(found: u64) -> String {
     format!(
         "it was written by a newer herd (state version {found}; this herd {} understands version {SNAPSHOT_VERSION} and below), so it is left untouched. Fix: run the newer herd, or move the file and its .bak aside to start from an empty state",
         env!("CARGO_PKG_VERSION")
@@ -136,20 +137,22 @@ fn refuse_newer_state(state: &StateFile) -> anyhow::Result<()> {
     #[derive(serde::Deserialize)]
     struct Versioned {
         #[serde(default)]
-        version: u32,
+        version: u64,
     }
-    let path = state.path();
-    let Ok(bytes) = crate::state::store::read_nofollow(path) else {
-        return Ok(()); // missing or unreadable: `load_validated` reports and falls back.
-    };
-    if let Ok(v) = serde_json::from_slice::<Versioned>(&bytes)
-        && v.version > SNAPSHOT_VERSION
-    {
-        anyhow::bail!(
-            "cannot use {}: {}",
-            path.display(),
-            newer_version(v.version)
-        );
+    // The backup too: a newer herd's backup must not be taken for an unreadable one either.
+    for path in [state.path().to_path_buf(), state.backup_path()] {
+        let Ok(bytes) = crate::state::store::read_nofollow(&path) else {
+            continue; // missing or unreadable: `load_validated` reports and falls back.
+        };
+        if let Ok(v) = serde_json::from_slice::<Versioned>(&bytes)
+            && v.version > u64::from(SNAPSHOT_VERSION)
+        {
+            anyhow::bail!(
+                "cannot use {}: {}",
+                path.display(),
+                newer_version(v.version)
+            );
+        }
     }
     Ok(())
 }
@@ -182,6 +185,9 @@ async fn serve(
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
     let cluster_listen = cluster.as_ref().map(|c| c.listen);
 
+    // The proof that a process found after a crash is ours (see `supervisor::marker`);
+    // read before detaching, so `herd up` reports a refused key file.
+    let marker = Marker::load_or_create(home.root()).map_err(anyhow::Error::msg)?;
     if detached {
         detach_stderr(&home)?;
     }
@@ -189,7 +195,7 @@ async fn serve(
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
-    let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events);
+    let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
     supervisor.restore(snapshot.unwrap_or_default());
     let state = Arc::new(Mutex::new(state));
     let (persisted_tx, persisted) = watch::channel(Persisted::default());

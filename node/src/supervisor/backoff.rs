@@ -1,5 +1,6 @@
 //! Restart policy and exponential backoff, as values that can be tested without a clock.
 
+use super::limits::{START_LIMIT_BURST, START_LIMIT_INTERVAL};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -47,6 +48,48 @@ impl Backoff {
     }
 }
 
+/// A start-rate limit per instance, in the spirit of systemd's `StartLimitBurst`: a token
+/// bucket of `START_LIMIT_BURST` starts that refills one start per `START_LIMIT_INTERVAL`.
+/// A quiet instance restarts at once (whatever the backoff says, even 0 ms), but a crash
+/// loop settles at one start per interval instead of forking as fast as the host can.
+/// As credit in milliseconds: a start costs one interval, time earns it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    credit_ms: u64,
+    at_ms: u64,
+}
+
+const START_COST_MS: u64 = START_LIMIT_INTERVAL.as_millis() as u64;
+const START_CREDIT_MAX_MS: u64 = START_COST_MS * START_LIMIT_BURST;
+
+impl Default for StartLimit {
+    fn default() -> Self {
+        Self {
+            credit_ms: START_CREDIT_MAX_MS,
+            at_ms: 0,
+        }
+    }
+}
+
+impl StartLimit {
+    fn credit_at(&self, now_ms: u64) -> u64 {
+        self.credit_ms
+            .saturating_add(now_ms.saturating_sub(self.at_ms))
+            .min(START_CREDIT_MAX_MS)
+    }
+
+    /// How long after `at_ms` a start must wait for the limit.
+    pub fn wait(&self, at_ms: u64) -> Duration {
+        Duration::from_millis(START_COST_MS.saturating_sub(self.credit_at(at_ms)))
+    }
+
+    /// A start happened at `now_ms`.
+    pub fn record(&mut self, now_ms: u64) {
+        self.credit_ms = self.credit_at(now_ms).saturating_sub(START_COST_MS);
+        self.at_ms = now_ms.max(self.at_ms);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +111,36 @@ mod tests {
     fn zero_initial_means_immediate_restarts() {
         let b = Backoff::new(Duration::ZERO, Duration::from_secs(30));
         assert_eq!(b.delay(10), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_burst_starts_at_once_then_one_start_per_interval() {
+        let mut limit = StartLimit::default();
+        let mut now = 1_000_000;
+        for _ in 0..START_LIMIT_BURST {
+            assert_eq!(limit.wait(now), Duration::ZERO);
+            limit.record(now);
+        }
+        // A crash loop at 0 ms backoff: every further start waits one interval.
+        for _ in 0..100 {
+            let wait = limit.wait(now);
+            assert_eq!(wait, START_LIMIT_INTERVAL);
+            now += wait.as_millis() as u64;
+            limit.record(now);
+        }
+        // Quiet for a while: the whole burst is available again.
+        now += START_COST_MS * START_LIMIT_BURST;
+        assert_eq!(limit.wait(now), Duration::ZERO);
+        assert_eq!(limit.credit_at(now), START_CREDIT_MAX_MS);
+    }
+
+    #[test]
+    fn a_clock_going_backwards_does_not_mint_credit() {
+        let mut limit = StartLimit::default();
+        for _ in 0..START_LIMIT_BURST {
+            limit.record(5_000);
+        }
+        assert_eq!(limit.wait(1_000), START_LIMIT_INTERVAL);
     }
 
     #[test]

@@ -104,7 +104,12 @@ mod tests {
 
     fn supervisor_with(cron: &str) -> Supervisor {
         let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
-        let sup = Supervisor::new("/tmp".into(), "/tmp".into(), events);
+        let sup = Supervisor::new(
+            "/tmp".into(),
+            "/tmp".into(),
+            events,
+            crate::supervisor::marker::Marker::random(),
+        );
         let mut spec = AppSpec::quick("nightly", "true", vec![]);
         spec.cron_restart = Some(cron.into());
         sup.lock()

@@ -79,8 +79,12 @@ async fn http_get(url: &str) -> Result<(), String> {
 }
 
 async fn exec(cmd: Vec<String>, pid: u32, index: u32) -> Result<(), String> {
+    // The probe is the app's command too: none of herd's own variables reach it.
+    let env = std::env::vars_os().filter(|(k, _)| !super::app_env::is_scrubbed(k));
     let status = tokio::process::Command::new(&cmd[0])
         .args(&cmd[1..])
+        .env_clear()
+        .envs(env)
         .env("HERD_PID", pid.to_string())
         .env("HERD_INSTANCE", index.to_string())
         .stdin(std::process::Stdio::null())

@@ -2,6 +2,7 @@
 //! `Starting | Running | Backoff | Stopping | Stopped | Crashed`.
 //! The decision taken after an exit is a pure function, tested below without processes.
 
+use super::backoff::StartLimit;
 use super::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -143,6 +144,13 @@ pub struct Instance {
     /// exit notices for an older process are ignored. Not persisted.
     #[serde(skip)]
     pub generation: u64,
+    /// While stopping: when the group gets SIGKILL. A later stop with a shorter explicit
+    /// timeout brings it forward. Not persisted.
+    #[serde(skip)]
+    pub kill_at: Option<tokio::time::Instant>,
+    /// Every spawn takes from it; a crash loop waits for it (see `StartLimit`).
+    #[serde(skip)]
+    pub start_limit: StartLimit,
 }
 
 impl Instance {
@@ -165,6 +173,8 @@ impl Instance {
             retiring: None,
             metrics: None,
             generation: 0,
+            kill_at: None,
+            start_limit: StartLimit::default(),
         }
     }
 

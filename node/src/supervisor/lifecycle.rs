@@ -3,7 +3,7 @@
 //! restarts herd forces on an unhealthy or over-limit process.
 
 use super::instance::{AfterExit, ExitRecord, Health, Status, decide_after_exit};
-use super::{App, Supervisor, next_generation, now_ms, process};
+use super::{App, Supervisor, limits, next_generation, now_ms, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -111,9 +111,17 @@ impl Supervisor {
         inst.metrics = None;
         let now = now_ms();
         inst.started_at_ms = Some(now);
-        let spawned = listen
-            .map_err(std::io::Error::other)
-            .and_then(|fds| process::spawn(spec, inst.index, &log, &fds, &self.shared.home));
+        inst.start_limit.record(now);
+        let spawned = listen.map_err(std::io::Error::other).and_then(|fds| {
+            process::spawn(
+                spec,
+                inst.index,
+                &log,
+                &fds,
+                &self.shared.home,
+                &self.shared.marker,
+            )
+        });
         match spawned {
             Ok(child) => {
                 let pid = child.id();
@@ -333,10 +341,13 @@ impl Supervisor {
                     json!({ "restarts": inst.restarts, "max_restarts": app.spec.max_restarts, "window_s": app.spec.restart_window_s }),
                 );
             }
-            AfterExit::Restart(delay) => {
+            AfterExit::Restart(backoff) => {
                 inst.status = Status::Backoff;
-                inst.next_start_ms = Some(now + delay.as_millis() as u64);
-                let delay_ms = delay.as_millis() as u64;
+                let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                // A crash loop (even at 0 ms backoff) waits for the start-rate limit.
+                let delay = backoff + inst.start_limit.wait(now.saturating_add(backoff_ms));
+                let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                inst.next_start_ms = Some(now.saturating_add(delay_ms));
                 info!(app = %name, instance = inst.index, delay_ms, restart = inst.restarts, "restarting after delay");
                 self.emit(
                     name,
@@ -394,12 +405,17 @@ impl Supervisor {
         pos: usize,
         timeout: Option<Duration>,
     ) -> Option<StopJob> {
-        let timeout = timeout.unwrap_or(app.spec.stop_timeout());
+        let explicit = timeout.is_some();
+        // A user's `--timeout` may be anything up to u64::MAX seconds: clamped, so the
+        // deadline below cannot overflow the clock and panic the stop task.
+        let timeout = limits::clamp(timeout.unwrap_or(app.spec.stop_timeout()));
+        let kill_at = limits::deadline(tokio::time::Instant::now(), timeout);
         let signal = app.spec.signal();
         let inst = &mut app.instances[pos];
         match (inst.status, inst.pid) {
             (Status::Running | Status::Starting, Some(pid)) => {
                 inst.status = Status::Stopping;
+                inst.kill_at = Some(kill_at);
                 info!(app = %app.spec.name, instance = inst.index, pid, signal = signal.as_str(), "stopping");
                 self.emit(
                     &app.spec.name,
@@ -418,7 +434,15 @@ impl Supervisor {
                     timeout,
                 })
             }
-            (Status::Stopping, _) => None,
+            (Status::Stopping, _) => {
+                // A stop already under way (perhaps with a huge timeout): an explicit
+                // shorter one brings its SIGKILL forward.
+                if explicit && inst.kill_at.is_none_or(|k| kill_at < k) {
+                    info!(app = %app.spec.name, instance = inst.index, timeout_s = timeout.as_secs_f64(), "stop already under way; its deadline is brought forward");
+                    inst.kill_at = Some(kill_at);
+                }
+                None
+            }
             _ => {
                 inst.generation = next_generation();
                 inst.next_start_ms = None;
@@ -458,7 +482,7 @@ impl Supervisor {
 
     /// Polls (2 ms, doubling to 50 ms) until the group is empty; SIGKILLs it at the deadline.
     async fn finish_stop(&self, job: StopJob) {
-        let kill_at = tokio::time::Instant::now() + job.timeout;
+        let mut kill_at = limits::deadline(tokio::time::Instant::now(), job.timeout);
         let mut killed = false;
         let mut poll = Duration::from_millis(2);
         loop {
@@ -476,9 +500,13 @@ impl Supervisor {
                 if inst.generation != job.generation || inst.status != Status::Stopping {
                     return;
                 }
+                if let Some(k) = inst.kill_at {
+                    kill_at = kill_at.min(k);
+                }
                 let leader_gone = inst.pid.is_none();
-                let give_up =
-                    killed && tokio::time::Instant::now() >= kill_at + Duration::from_secs(10);
+                let give_up = killed
+                    && tokio::time::Instant::now()
+                        >= limits::deadline(kill_at, Duration::from_secs(10));
                 if (leader_gone && !process::group_alive(job.pgid)) || give_up {
                     if give_up {
                         warn!(app = %job.name, instance = job.index, pgid = job.pgid, "processes survive SIGKILL (uninterruptible?); marking stopped");

@@ -5,6 +5,8 @@
 //! pidfd for processes adopted after a daemon restart); timers and probes are tasks that
 //! check a generation number, so nothing meant for an older process touches a newer one.
 
+pub mod adoption;
+pub mod app_env;
 pub mod backoff;
 mod cron;
 pub mod deps;
@@ -13,14 +15,18 @@ mod health;
 pub mod instance;
 pub mod lease;
 mod lifecycle;
+pub mod limits;
 pub mod logs;
 pub mod managed;
+pub mod marker;
 pub mod metrics;
+pub mod probe_spec;
 pub mod process;
 mod recovery;
 mod reload;
 mod requests;
 pub mod rotation;
+mod snapshot;
 mod sockets;
 pub mod spec;
 
@@ -28,6 +34,7 @@ use events::EventLog;
 use instance::{Instance, Status};
 use metrics::HostMetrics;
 use serde::{Deserialize, Serialize};
+pub use snapshot::validate_snapshot;
 use spec::AppSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,6 +119,7 @@ pub struct Snapshot {
     pub apps: Vec<App>,
 }
 
+/// The `version` this herd writes; a `state.json` with a higher one is refused.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +148,10 @@ struct Shared {
     logs_dir: PathBuf,
     /// `$HERD_HOME`, given to every instance (it identifies herd's processes after a crash).
     home: PathBuf,
+    /// The home's secret, given to every instance: the proof a process is ours (see `marker`).
+    marker: marker::Marker,
+    /// The daemon's effective uid: a process of any other uid is never taken for an instance.
+    uid: u32,
     events: EventLog,
     host: Mutex<Option<HostMetrics>>,
     sockets: sockets::Sockets,
@@ -165,7 +177,7 @@ fn next_generation() -> u64 {
 }
 
 impl Supervisor {
-    pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog) -> Self {
+    pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog, marker: marker::Marker) -> Self {
         let table = Table {
             apps: BTreeMap::new(),
             closing: false,
@@ -176,6 +188,8 @@ impl Supervisor {
             changed,
             logs_dir,
             home,
+            marker,
+            uid: rustix::process::geteuid().as_raw(),
             events,
             host: Mutex::new(None),
             sockets: sockets::Sockets::default(),

@@ -2,6 +2,8 @@
 //! straight to its log file, signalling the whole group, telling a live process from a
 //! recycled pid, and watching for the exit of a process that is not our child.
 
+use super::app_env;
+use super::marker::Marker;
 use super::spec::AppSpec;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -93,6 +95,7 @@ pub fn spawn(
     log: &Path,
     listen_fds: &[RawFd],
     home: &Path,
+    marker: &Marker,
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
@@ -105,9 +108,7 @@ pub fn spawn(
         c.arg("-c")
             .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
             .arg(&spec.command)
-            .args(&spec.args)
-            .env("LISTEN_FDS", listen_fds.len().to_string())
-            .env("LISTEN_FDNAMES", spec.listen.join(":"));
+            .args(&spec.args);
         let fds = listen_fds.to_vec();
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
@@ -130,14 +131,27 @@ pub fn spawn(
         }
         c
     };
-    // HERD_INSTANCE may be overridden by the spec (cluster instances carry their cluster
-    // index); HERD_APP, HERD_SLOT and HERD_HOME are herd's own and identify the process
-    // after a crash (see `scan_instances`).
-    cmd.env("HERD_INSTANCE", index.to_string())
-        .envs(&spec.env)
-        .env("HERD_APP", &spec.name)
-        .env("HERD_SLOT", index.to_string())
-        .env("HERD_HOME", home)
+    // Nothing of the daemon's own environment passes unfiltered (its credentials stay
+    // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
+    // a crash (see `scan_instances`).
+    let listen = if listen_fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            ("LISTEN_FDS", listen_fds.len().to_string()),
+            ("LISTEN_FDNAMES", spec.listen.join(":")),
+        ]
+    };
+    let env = app_env::build(
+        std::env::vars_os(),
+        spec,
+        index,
+        home,
+        marker.as_str(),
+        &listen,
+    );
+    cmd.env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
@@ -149,8 +163,28 @@ pub fn spawn(
     cmd.spawn()
 }
 
-/// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an error.
+/// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an
+/// error. Refused for pgid 0 or 1 (`killpg(1)` is `kill(-1)`: every process on the host) and
+/// for a pid that lives but leads no group of its own (a state file may claim anything).
 pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}: not an instance's group"),
+        ));
+    }
+    if let Some(stat) = read_stat(pgid)
+        && !stat.is_gone()
+        && stat.pgrp != pgid
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to signal process group {pgid}: pid {pgid} is in group {}, so it is not an instance's leader",
+                stat.pgrp
+            ),
+        ));
+    }
     match killpg(Pid::from_raw(pgid as i32), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
@@ -159,6 +193,10 @@ pub fn signal_group(pgid: u32, sig: Signal) -> io::Result<()> {
 
 /// True while any process (zombies included) is still in the group.
 pub fn group_alive(pgid: u32) -> bool {
+    // 0 is our own group and 1 (as -1) every process: neither is ever an instance's.
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return false;
+    }
     // Signal 0 checks existence and permission without delivering anything.
     !matches!(
         killpg(Pid::from_raw(pgid as i32), None),
@@ -190,62 +228,6 @@ pub fn note_in_log(log: &Path, line: &str) {
     }
 }
 
-/// A process found on the host that herd started for this home: a process-group leader
-/// whose environment carries `HERD_HOME`, `HERD_APP` and `HERD_SLOT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub app: String,
-    pub index: u32,
-    pub pid: u32,
-    pub signature: u64,
-}
-
-/// Every live instance leader of `home` on this host, whatever the state file says: the
-/// way back to processes started just before a crash, before their pid reached the disk.
-pub fn scan_instances(home: &Path) -> Vec<Found> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let want_home = format!("HERD_HOME={}", home.display());
-    let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(stat) = read_stat(pid) else { continue };
-        if stat.is_gone() || stat.pgrp != pid {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let (mut is_ours, mut app, mut index) = (false, None, None);
-        for var in environ.split(|b| *b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if var == want_home {
-                is_ours = true;
-            } else if let Some(v) = var.strip_prefix("HERD_APP=") {
-                app = Some(v.to_string());
-            } else if let Some(v) = var.strip_prefix("HERD_SLOT=") {
-                index = v.parse().ok();
-            }
-        }
-        if let (true, Some(app), Some(index)) = (is_ours, app, index) {
-            found.push(Found {
-                app,
-                index,
-                pid,
-                signature: stat.start,
-            });
-        }
-    }
-    found
-}
-
 /// Decoded exit of a child.
 pub fn describe_exit(status: std::process::ExitStatus) -> (Option<i32>, Option<String>) {
     use std::os::unix::process::ExitStatusExt;
@@ -274,27 +256,28 @@ mod tests {
     }
 
     #[test]
-    fn scan_finds_group_leaders_carrying_the_home() {
-        use std::os::unix::process::CommandExt;
-        let home = tempfile::tempdir().unwrap();
+    fn signal_group_refuses_pid_one_zero_and_non_leaders() {
+        for pgid in [0, 1, u32::MAX] {
+            assert!(signal_group(pgid, Signal::SIGCONT).is_err(), "{pgid}");
+            assert!(!group_alive(pgid), "{pgid}");
+        }
+        // The test runner's threads share its group, which this test process may not lead.
         let mut child = std::process::Command::new("sleep")
             .arg("30")
-            .env("HERD_HOME", home.path())
-            .env("HERD_APP", "web")
-            .env("HERD_SLOT", "3")
-            .process_group(0)
             .spawn()
             .unwrap();
-        let signature = start_signature(child.id());
-        let found = scan_instances(home.path());
+        let err = signal_group(child.id(), Signal::SIGKILL).unwrap_err();
+        assert!(
+            err.to_string().contains("not an instance's leader"),
+            "{err}"
+        );
+        assert!(alive(child.id()));
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(
-            (found[0].app.as_str(), found[0].index, found[0].pid),
-            ("web", 3, child.id())
-        );
-        assert_eq!(Some(found[0].signature), signature);
+    }
+
+    fn alive(pid: u32) -> bool {
+        read_stat(pid).is_some_and(|s| !s.is_gone())
     }
 
     #[test]

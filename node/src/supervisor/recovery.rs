@@ -4,7 +4,7 @@
 //! being seen.
 
 use super::instance::{ExitRecord, Status};
-use super::{App, Desired, Snapshot, Supervisor, next_generation, now_ms, process};
+use super::{App, Desired, Snapshot, Supervisor, adoption, next_generation, now_ms, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -15,7 +15,8 @@ const ORPHAN_MIN_AGE_MS: u64 = 90_000;
 
 impl Supervisor {
     pub fn restore(&self, snapshot: Snapshot) {
-        let found = process::scan_instances(&self.shared.home);
+        let found =
+            adoption::scan_instances(&self.shared.home, &self.shared.marker, self.shared.uid);
         let mut jobs = Vec::new();
         {
             let mut t = self.lock();
@@ -51,7 +52,7 @@ impl Supervisor {
             if let Some(old) = inst.retiring.take()
                 && old
                     .signature
-                    .is_some_and(|s| process::is_same_process(old.pid, s))
+                    .is_some_and(|s| self.proven(&name, inst.index, old.pid, s))
             {
                 // A reload was cut short by the daemon's death: finish retiring the old process.
                 info!(app = %name, instance = inst.index, pid = old.pid, "stopping the process an interrupted reload replaced");
@@ -60,7 +61,7 @@ impl Supervisor {
             let inst = &mut app.instances[pos];
             let alive = match (inst.pid, inst.signature) {
                 (Some(pid), Some(sig)) if inst.status.has_process() => {
-                    process::is_same_process(pid, sig)
+                    self.proven(&name, inst.index, pid, sig)
                 }
                 _ => false,
             };
@@ -151,20 +152,37 @@ impl Supervisor {
         jobs
     }
 
+    /// Whether the process the state file records for an instance is still ours (alive, same
+    /// start signature, our uid, leading its own group). One that lives but is not provably
+    /// ours is logged and left alone: the state file is not proof.
+    fn proven(&self, name: &str, index: u32, pid: u32, signature: u64) -> bool {
+        match adoption::recorded(pid, signature, self.shared.uid) {
+            adoption::Recorded::Ours => true,
+            adoption::Recorded::Gone => false,
+            adoption::Recorded::NotOurs(reason) => {
+                let uid = adoption::read_uids(pid).map(|(real, _)| real);
+                warn!(app = %name, instance = index, pid, uid, %reason, "not adopting the process the state file records; leaving it alone");
+                false
+            }
+        }
+    }
+
     /// Matches the instance leaders found on the host with the state: a slot whose recorded
     /// process is gone takes the one found for it (started just before a crash, before its pid
     /// was written); any other leader of this home — a duplicate, or an app the state does not
     /// know — is stopped, so nothing herd started runs unsupervised.
-    fn reclaim(&self, t: &mut super::Table, found: Vec<process::Found>) {
+    fn reclaim(&self, t: &mut super::Table, found: Vec<adoption::Found>) {
         for f in found {
             let slot = t.apps.get_mut(&f.app).and_then(|a| {
                 let pos = a.position(f.index)?;
                 let signal = a.spec.signal();
                 Some((&mut a.instances[pos], signal))
             });
+            let uid = self.shared.uid;
             let recorded_alive = |i: &super::instance::Instance| match (i.pid, i.signature) {
                 (Some(pid), Some(sig)) => {
-                    i.status.has_process() && process::is_same_process(pid, sig)
+                    i.status.has_process()
+                        && adoption::recorded(pid, sig, uid) == adoption::Recorded::Ours
                 }
                 _ => false,
             };
@@ -228,8 +246,11 @@ impl Supervisor {
 /// SIGKILL after the timeout.
 pub(super) fn retire_later(pgid: u32, signal: Signal, timeout: Duration) {
     tokio::spawn(async move {
-        let _ = process::signal_group(pgid, signal);
-        let deadline = tokio::time::Instant::now() + timeout;
+        if let Err(e) = process::signal_group(pgid, signal) {
+            warn!(pgid, error = %e, "not stopping the process group");
+            return;
+        }
+        let deadline = super::limits::deadline(tokio::time::Instant::now(), timeout);
         while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -248,7 +269,12 @@ mod tests {
     /// An app whose only instance is recorded as running `pid` since `age_ms` ago.
     fn recorded(pid: u32, signature: u64, age_ms: u64) -> Supervisor {
         let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
-        let sup = Supervisor::new("/tmp".into(), "/tmp".into(), events);
+        let sup = Supervisor::new(
+            "/tmp".into(),
+            "/tmp".into(),
+            events,
+            crate::supervisor::marker::Marker::random(),
+        );
         let mut spec = AppSpec::quick("web", "true", vec![]);
         spec.restart = crate::supervisor::backoff::RestartPolicy::Never;
         let mut app = App::new(spec, Origin::Local);

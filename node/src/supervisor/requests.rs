@@ -3,10 +3,12 @@
 
 use super::deps::{self, Edges};
 use super::instance::{Instance, Status};
-use super::spec::AppSpec;
+use super::limits::{MAX_APPS, MAX_HOST_INSTANCES};
+use super::spec::{AppSpec, MAX_INSTANCES};
 use super::{App, Desired, Origin, Result, Supervisor, SupervisorError, Table, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::info;
 
@@ -16,6 +18,33 @@ impl Table {
             .iter()
             .map(|(n, a)| (n.clone(), a.spec.depends_on.clone()))
             .collect()
+    }
+
+    /// Refuses a change that would take the host past `MAX_APPS` apps or
+    /// `MAX_HOST_INSTANCES` instances; `changes` are (app, instances) after the change.
+    pub(super) fn check_host_limits<'a>(
+        &'a self,
+        changes: impl Iterator<Item = (&'a str, u32)>,
+    ) -> Result<()> {
+        let mut counts: BTreeMap<&str, u32> = self
+            .apps
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.spec.instances))
+            .collect();
+        counts.extend(changes);
+        if counts.len() > MAX_APPS {
+            return Err(SupervisorError::Invalid(format!(
+                "this host would hold {} apps, more than the limit of {MAX_APPS}; `herd delete` apps you no longer need",
+                counts.len()
+            )));
+        }
+        let total: u64 = counts.values().map(|n| u64::from(*n)).sum();
+        if total > MAX_HOST_INSTANCES {
+            return Err(SupervisorError::Invalid(format!(
+                "this host would run {total} instances, more than the limit of {MAX_HOST_INSTANCES}; scale other apps down first"
+            )));
+        }
+        Ok(())
     }
 
     /// The dependencies of `name` that are not running (and healthy) yet.
@@ -50,6 +79,7 @@ impl Supervisor {
                 edges.insert(s.name.clone(), s.depends_on.clone());
             }
             deps::check(&edges).map_err(SupervisorError::Invalid)?;
+            t.check_host_limits(specs.iter().map(|s| (s.name.as_str(), s.instances)))?;
         }
         // Bind listen sockets first: a port in use refuses the file before anything changes.
         for (i, s) in specs.iter().enumerate() {
@@ -165,6 +195,15 @@ impl Supervisor {
     pub async fn scale(&self, name: &str, instances: u32) -> Result<App> {
         let jobs = {
             let mut t = self.lock();
+            if !t.apps.contains_key(name) {
+                return Err(SupervisorError::UnknownApp(name.into()));
+            }
+            if instances > MAX_INSTANCES {
+                return Err(SupervisorError::Invalid(format!(
+                    "{instances} instances is more than the limit of {MAX_INSTANCES} per app"
+                )));
+            }
+            t.check_host_limits(std::iter::once((name, instances)))?;
             let app = t
                 .apps
                 .get_mut(name)
@@ -288,5 +327,48 @@ impl Supervisor {
         }
         info!(stopped, "supervisor shut down");
         (stopped, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of `apps` apps (`a0`, `a1`, ...) asking for `instances` each.
+    fn table(apps: usize, instances: u32) -> Table {
+        let apps = (0..apps)
+            .map(|i| {
+                let mut app =
+                    App::new(AppSpec::quick(&format!("a{i}"), "x", vec![]), Origin::Local);
+                app.spec.instances = instances;
+                (format!("a{i}"), app)
+            })
+            .collect();
+        Table {
+            apps,
+            closing: false,
+        }
+    }
+
+    #[test]
+    fn the_host_limits_count_what_the_change_leaves() {
+        let t = table(2, 10_000);
+        // Replacing an app counts its new size, not both.
+        assert!(t.check_host_limits(std::iter::once(("a0", 9_999))).is_ok());
+        let err = t
+            .check_host_limits(std::iter::once(("new", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("20001 instances") && err.contains("limit of 20000"),
+            "{err}"
+        );
+        let t = table(MAX_APPS, 1);
+        assert!(t.check_host_limits(std::iter::once(("a1", 2))).is_ok());
+        let err = t
+            .check_host_limits(std::iter::once(("new", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10001 apps"), "{err}");
     }
 }

@@ -1,7 +1,10 @@
 //! App files: TOML with one or more `[[app]]` tables. A file is accepted whole or not at all;
 //! every error names the file, the app and the key.
 
+use super::app_env;
 use super::backoff::{Backoff, RestartPolicy};
+use super::limits;
+pub use super::probe_spec::HealthSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +23,13 @@ pub struct AppSpec {
     pub cwd: Option<PathBuf>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Start from an empty environment (plus `PATH`, `HOME`, `LANG` and `env_allow`) rather
+    /// than the daemon's (always without herd's own variables; see `app_env`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env_clear: bool,
+    /// Daemon variables let through with `env_clear`: names, or prefixes ending in `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_allow: Vec<String>,
     #[serde(default = "defaults::instances")]
     pub instances: u32,
     #[serde(default)]
@@ -90,95 +100,6 @@ pub enum OnDisconnect {
     Stop,
 }
 
-/// `[app.health]`: exactly one of `http`, `tcp`, `exec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthSpec {
-    /// Healthy on a 2xx or 3xx answer to a GET.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<String>,
-    /// Healthy when a TCP connection opens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<String>,
-    /// Healthy when the command exits 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<Vec<String>>,
-    #[serde(default = "defaults::interval_s")]
-    pub interval_s: f64,
-    #[serde(default = "defaults::timeout_s")]
-    pub timeout_s: f64,
-    /// Consecutive failed probes that restart the instance.
-    #[serde(default = "defaults::failures")]
-    pub failures: u32,
-    /// No probe counts until this long after start.
-    #[serde(default = "defaults::grace_s")]
-    pub grace_s: f64,
-}
-
-impl HealthSpec {
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs_f64(self.interval_s)
-    }
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout_s)
-    }
-    pub fn grace(&self) -> Duration {
-        Duration::from_secs_f64(self.grace_s)
-    }
-
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        let kinds = [self.http.is_some(), self.tcp.is_some(), self.exec.is_some()];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err((
-                "health",
-                "give exactly one of `http`, `tcp` or `exec`".into(),
-            ));
-        }
-        if let Some(url) = &self.http {
-            let ok = url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-            if !ok {
-                return Err((
-                    "health.http",
-                    format!("`{url}` is not an http:// URL with a host"),
-                ));
-            }
-        }
-        if let Some(addr) = &self.tcp
-            && addr
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(("health.tcp", format!("`{addr}` is not host:port")));
-        }
-        if self
-            .exec
-            .as_ref()
-            .is_some_and(|c| c.is_empty() || c[0].is_empty())
-        {
-            return Err((
-                "health.exec",
-                "needs a command, e.g. [\"pg_isready\", \"-q\"]".into(),
-            ));
-        }
-        let ranges = [
-            ("health.interval_s", self.interval_s, 0.05),
-            ("health.timeout_s", self.timeout_s, 0.05),
-            ("health.grace_s", self.grace_s, 0.0),
-        ];
-        for (key, v, min) in ranges {
-            if !v.is_finite() || v < min || v > 86_400.0 {
-                return Err((key, format!("{v} is out of range ({min} to 86400 seconds)")));
-            }
-        }
-        if self.failures == 0 {
-            return Err(("health.failures", "must be at least 1".into()));
-        }
-        Ok(())
-    }
-}
-
 mod defaults {
     pub fn instances() -> u32 {
         1
@@ -207,18 +128,6 @@ mod defaults {
     pub fn log_files() -> u32 {
         5
     }
-    pub fn interval_s() -> f64 {
-        15.0
-    }
-    pub fn timeout_s() -> f64 {
-        2.0
-    }
-    pub fn failures() -> u32 {
-        3
-    }
-    pub fn grace_s() -> f64 {
-        10.0
-    }
 }
 
 /// The most instances one app may ask for; a typo like `instances = 100000` is refused.
@@ -233,6 +142,8 @@ impl AppSpec {
             args,
             cwd: None,
             env: BTreeMap::new(),
+            env_clear: false,
+            env_allow: Vec::new(),
             instances: defaults::instances(),
             restart: RestartPolicy::default(),
             backoff_initial_ms: defaults::backoff_initial_ms(),
@@ -271,13 +182,21 @@ impl AppSpec {
         )
     }
 
+    /// Clamped (see `limits`): a spec restored from an old state file was never checked.
     pub fn stop_timeout(&self) -> Duration {
-        Duration::from_secs(self.stop_timeout_s)
+        limits::clamp(Duration::from_secs(self.stop_timeout_s))
     }
 
     /// The validated stop signal (validation happened at load, so this cannot fail later).
     pub fn signal(&self) -> nix::sys::signal::Signal {
         parse_signal(&self.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// The same checks as an app file, for a spec that did not come from one (`state.json`).
+    pub fn check(&self) -> Result<(), String> {
+        self.clone()
+            .validate()
+            .map_err(|(key, why)| format!("app `{}`: key `{key}`: {why}", self.name))
     }
 
     /// Checks one app's values; `Err` carries `(key, problem)`.
@@ -365,8 +284,71 @@ impl AppSpec {
             .keys()
             .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
         {
-            return Err(("env", format!("`{key}` is not a valid variable name")));
+            return Err((
+                "env",
+                format!("`{}` is not a valid variable name", key.escape_debug()),
+            ));
         }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| app_env::IDENTITY_VARS.contains(&k.as_str()))
+        {
+            return Err((
+                "env",
+                format!(
+                    "`{key}` is set by herd itself (it identifies the instance); remove it from env"
+                ),
+            ));
+        }
+        if let Some((key, value)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
+            return Err(("env", format!("the value of `{key}`: {}", nul_in(value))));
+        }
+        for p in &self.env_allow {
+            app_env::check_pattern(p).map_err(|why| ("env_allow", why))?;
+        }
+        if !self.env_allow.is_empty() && !self.env_clear {
+            return Err((
+                "env_allow",
+                "only applies with env_clear = true (without it, every variable but herd's own passes already)".into(),
+            ));
+        }
+        self.check_no_nul()?;
+        self.check_durations()?;
+        if self.listen.len() > MAX_LISTEN {
+            return Err((
+                "listen",
+                format!(
+                    "{} sockets is more than the limit of {MAX_LISTEN}",
+                    self.listen.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A NUL byte cannot pass to exec: refused here rather than failing at every spawn.
+    fn check_no_nul(&self) -> Result<(), (&'static str, String)> {
+        if self.command.contains('\0') {
+            return Err(("command", nul_in(&self.command)));
+        }
+        if let Some(arg) = self.args.iter().find(|a| a.contains('\0')) {
+            return Err(("args", nul_in(arg)));
+        }
+        if let Some(cwd) = &self.cwd
+            && cwd.as_os_str().as_encoded_bytes().contains(&0)
+        {
+            return Err(("cwd", nul_in(&cwd.to_string_lossy())));
+        }
+        Ok(())
+    }
+
+    /// Durations a user gives are bounded (see `limits`), so no deadline overflows.
+    fn check_durations(&self) -> Result<(), (&'static str, String)> {
+        limits::check_secs(self.stop_timeout_s).map_err(|why| ("stop_timeout_s", why))?;
+        limits::check_secs(self.restart_window_s).map_err(|why| ("restart_window_s", why))?;
+        limits::check_millis(self.backoff_initial_ms).map_err(|why| ("backoff_initial_ms", why))?;
+        limits::check_millis(self.backoff_max_ms).map_err(|why| ("backoff_max_ms", why))?;
         Ok(())
     }
 
@@ -383,6 +365,16 @@ impl AppSpec {
         }
         self.cwd = Some(cwd);
     }
+}
+
+/// The most sockets one app may ask herd to hold (they become fds 3, 4, ...).
+const MAX_LISTEN: usize = 64;
+
+pub(super) fn nul_in(value: &str) -> String {
+    format!(
+        "`{}` holds a NUL byte, which no program can receive; remove it",
+        value.escape_debug()
+    )
 }
 
 pub fn valid_name(name: &str) -> bool {

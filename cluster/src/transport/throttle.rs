@@ -82,6 +82,22 @@ impl Peer {
             last_logged: None,
         }
     }
+
+    /// The line that logs this peer's unlogged refusals; counts them as logged.
+    fn take_line(&mut self, key: PeerKey, now: Instant) -> LogLine {
+        let line = LogLine {
+            peer: key.to_string(),
+            refusals: self.unlogged,
+            reason: self.reason.clone(),
+            penalty_s: self
+                .penalty_until
+                .filter(|u| *u > now)
+                .map_or(0, |u| (u - now).as_secs().max(1)),
+        };
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+        line
+    }
 }
 
 #[derive(Debug, Default)]
@@ -178,17 +194,7 @@ impl AuthThrottle {
         }
         let due = peer.last_logged.is_none_or(|t| now >= t + LOG_EVERY);
         let line = if due {
-            let line = LogLine {
-                peer: key.to_string(),
-                refusals: peer.unlogged,
-                reason: peer.reason.clone(),
-                penalty_s: peer
-                    .penalty_until
-                    .filter(|u| *u > now)
-                    .map_or(0, |u| (u - now).as_secs().max(1)),
-            };
-            peer.last_logged = Some(now);
-            peer.unlogged = 0;
+            let line = peer.take_line(key, now);
             spend_line(&mut book, now).then_some(line)
         } else {
             None
@@ -216,17 +222,7 @@ impl AuthThrottle {
             };
             let due = peer.unlogged > 0 && peer.last_logged.is_none_or(|t| now >= t + LOG_EVERY);
             if due {
-                let line = LogLine {
-                    peer: key.to_string(),
-                    refusals: peer.unlogged,
-                    reason: peer.reason.clone(),
-                    penalty_s: peer
-                        .penalty_until
-                        .filter(|u| *u > now)
-                        .map_or(0, |u| (u - now).as_secs().max(1)),
-                };
-                peer.unlogged = 0;
-                peer.last_logged = Some(now);
+                let line = peer.take_line(key, now);
                 budget_left = budget_left && spend_line(&mut book, now);
                 if budget_left {
                     lines.push(line);

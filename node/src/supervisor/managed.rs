@@ -30,7 +30,7 @@ pub fn local_name(app: &str, instance: u32) -> String {
     format!("{app}@{instance}")
 }
 
-fn split(local: &str) -> Option<(&str, u32)> {
+pub(super) fn split(local: &str) -> Option<(&str, u32)> {
     let (app, idx) = local.rsplit_once('@')?;
     Some((app, idx.parse().ok()?))
 }

@@ -5,7 +5,7 @@
 
 use super::limits::{MAX_APPS, MAX_HOST_INSTANCES};
 use super::spec::MAX_INSTANCES;
-use super::{SNAPSHOT_VERSION, Snapshot};
+use super::{App, Origin, SNAPSHOT_VERSION, Snapshot, managed};
 use std::collections::HashSet;
 
 /// Refuses a state this herd does not understand (a newer `version`). Unlike the other
@@ -35,7 +35,7 @@ pub fn validate_snapshot(s: &Snapshot) -> Result<(), String> {
     let mut total: u64 = 0;
     for app in &s.apps {
         let name = &app.spec.name;
-        app.spec.check()?;
+        check_spec(app)?;
         if !names.insert(name.as_str()) {
             return Err(format!("app `{name}` is listed more than once"));
         }
@@ -74,12 +74,26 @@ pub fn validate_snapshot(s: &Snapshot) -> Result<(), String> {
     Ok(())
 }
 
+/// An app's spec, checked as an app file's. A cluster instance is the local app `web@3`,
+/// a name no app file may use: the part before `@` follows the app-file rules.
+fn check_spec(app: &App) -> Result<(), String> {
+    if app.origin != Origin::Cluster {
+        return app.spec.check();
+    }
+    let name = &app.spec.name;
+    let (base, _) = managed::split(name)
+        .ok_or_else(|| format!("cluster app `{name}`: key `name`: not of the form `app@index`"))?;
+    let mut spec = app.spec.clone();
+    spec.name = base.to_string();
+    spec.check()
+        .map_err(|e| format!("cluster instance `{name}`: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::supervisor::instance::Instance;
     use crate::supervisor::spec::AppSpec;
-    use crate::supervisor::{App, Origin};
 
     fn snapshot(spec: AppSpec) -> Snapshot {
         Snapshot {
@@ -129,6 +143,31 @@ mod tests {
         let mut s = snapshot(AppSpec::quick("web", "x", vec![]));
         s.apps[0].instances.push(Instance::new(0));
         assert!(validate_snapshot(&s).unwrap_err().contains("repeated"));
+    }
+
+    #[test]
+    fn cluster_instances_are_named_app_at_index() {
+        let cluster = |name: &str| Snapshot {
+            version: SNAPSHOT_VERSION,
+            apps: vec![App::new(AppSpec::quick(name, "x", vec![]), Origin::Cluster)],
+        };
+        assert_eq!(validate_snapshot(&cluster("web@3")), Ok(()));
+        assert!(
+            validate_snapshot(&cluster("web"))
+                .unwrap_err()
+                .contains("app@index")
+        );
+        assert!(
+            validate_snapshot(&cluster("we b@3"))
+                .unwrap_err()
+                .contains("key `name`")
+        );
+        // A local app may not take such a name.
+        assert!(
+            validate_snapshot(&snapshot(AppSpec::quick("web@3", "x", vec![])))
+                .unwrap_err()
+                .contains("key `name`")
+        );
     }
 
     #[test]

@@ -264,6 +264,40 @@ fn a_root_group_leader_without_the_right_marker_is_not_adopted() {
     });
 }
 
+/// The state file's pid and start signature are proof enough: no other process can have
+/// both. An app that drops its privileges itself (exec'd through `setpriv`) keeps its pid
+/// and signature under another uid, and must be adopted, not started a second time.
+#[test]
+fn an_app_that_drops_privileges_itself_is_adopted_from_the_state_file() {
+    let h = Herd::up();
+    let file = h.app_file(
+        "drop.toml",
+        "[[app]]\nname = \"drop\"\ncommand = \"setpriv\"\nargs = [\"--reuid=65534\", \"--regid=65534\", \"--clear-groups\", \"--\", \"sleep\", \"1000\"]\n",
+    );
+    h.ok(&["start", &file]);
+    let pid = pid_of(&h.wait_status("drop", 0, "running", SECS_10));
+    wait_until("the app to run as nobody", SECS_10, || uid_of(pid) == 65534);
+    h.ok(&["kill"]);
+    h.ok(&["up"]);
+    let row = h.wait_status("drop", 0, "running", SECS_10);
+    assert_eq!(pid_of(&row), pid, "not adopted: {row}");
+    let copies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v == format!("HERD_HOME={}", h.home.path().display()).as_bytes())
+            }) && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with("sleep\0"))
+        })
+        .count();
+    assert_eq!(copies, 1, "the app runs {copies} times");
+    h.ok(&["stop", "drop", "--timeout", "2"]);
+    wait_until("the app stopped", SECS_10, || !alive(pid));
+}
+
 /// Runs herd in the background (a stop that may wait a long time).
 fn spawn_herd(h: &Herd, args: &[&str]) -> Child {
     h.cmd(args)

@@ -1,8 +1,11 @@
 //! Adoption by proof, not by claim: after a daemon restart, which live processes are this
-//! home's instances. A process is ours only if it runs as the daemon's uid, leads its own
-//! process group (pgid == pid > 1) and — when found by scanning /proc rather than recorded
-//! in the state file — carries the home's secret marker (see `marker`). Anything else that
-//! claims the home is logged and left alone: never adopted, never signalled.
+//! home's instances. A process is ours only if it leads its own process group
+//! (pgid == pid > 1) and either is the one the state file records (same pid *and* start
+//! signature: no other process can have both, so its uid does not matter, and an app that
+//! drops privileges itself, `setpriv ... -- app`, is still adopted) or, found by scanning
+//! /proc, runs as the daemon's uid and carries the home's secret marker (see `marker`).
+//! Anything else that claims the home is logged and left alone: never adopted, never
+//! signalled.
 
 use super::marker::{MARKER_VAR, Marker};
 use super::process::{ProcStat, read_proc_file, read_stat};
@@ -28,18 +31,20 @@ pub fn read_uids(pid: u32) -> Option<(u32, u32)> {
     Some((ids.next()??, ids.next()??))
 }
 
-/// Why a live process may not be taken as one of ours (recorded in the state file, or found
-/// by the scan), if it may not: it must run as `uid` (real and effective) and lead its own
-/// process group, with a pid above 1.
-pub fn not_ours(pid: u32, stat: &ProcStat, uid: u32) -> Option<String> {
+/// Why a live process cannot be an instance, if it cannot: an instance leads its own process
+/// group, with a pid above 1 (signalling its group must never reach pid 1's or another's).
+fn not_a_leader(pid: u32, stat: &ProcStat) -> Option<String> {
     if pid <= 1 {
         return Some(format!("pid {pid} is never an instance"));
     }
-    if stat.pgrp != pid {
-        return Some(format!(
-            "it is in process group {}, not leading its own",
-            stat.pgrp
-        ));
+    (stat.pgrp != pid).then(|| format!("it is in process group {}, not leading its own", stat.pgrp))
+}
+
+/// Why a process found by the scan may not be taken as one of ours, if it may not: it must
+/// lead its own group and run as `uid` (real and effective).
+pub fn not_ours(pid: u32, stat: &ProcStat, uid: u32) -> Option<String> {
+    if let Some(why) = not_a_leader(pid, stat) {
+        return Some(why);
     }
     match read_uids(pid) {
         Some((real, effective)) if real == uid && effective == uid => None,
@@ -55,19 +60,20 @@ pub fn not_ours(pid: u32, stat: &ProcStat, uid: u32) -> Option<String> {
 pub enum Recorded {
     /// Gone, or its pid now belongs to another process (start signature differs).
     Gone,
-    /// Still ours: alive, same signature, our uid, leading its own group.
+    /// Still ours: alive, same signature, leading its own group.
     Ours,
     /// Alive with that signature but not provably ours (why): never adopted, never signalled.
     NotOurs(String),
 }
 
-pub fn recorded(pid: u32, signature: u64, uid: u32) -> Recorded {
+pub fn recorded(pid: u32, signature: u64) -> Recorded {
     match read_stat(pid) {
-        Some(stat) if !stat.is_gone() && stat.start == signature => match not_ours(pid, &stat, uid)
-        {
-            None => Recorded::Ours,
-            Some(why) => Recorded::NotOurs(why),
-        },
+        Some(stat) if !stat.is_gone() && stat.start == signature => {
+            match not_a_leader(pid, &stat) {
+                None => Recorded::Ours,
+                Some(why) => Recorded::NotOurs(why),
+            }
+        }
         _ => Recorded::Gone,
     }
 }

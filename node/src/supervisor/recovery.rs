@@ -153,10 +153,10 @@ impl Supervisor {
     }
 
     /// Whether the process the state file records for an instance is still ours (alive, same
-    /// start signature, our uid, leading its own group). One that lives but is not provably
-    /// ours is logged and left alone: the state file is not proof.
+    /// start signature, leading its own group). One that lives but is not provably ours is
+    /// logged and left alone: the state file alone is not proof.
     fn proven(&self, name: &str, index: u32, pid: u32, signature: u64) -> bool {
-        match adoption::recorded(pid, signature, self.shared.uid) {
+        match adoption::recorded(pid, signature) {
             adoption::Recorded::Ours => true,
             adoption::Recorded::Gone => false,
             adoption::Recorded::NotOurs(reason) => {
@@ -178,11 +178,10 @@ impl Supervisor {
                 let signal = a.spec.signal();
                 Some((&mut a.instances[pos], signal))
             });
-            let uid = self.shared.uid;
             let recorded_alive = |i: &super::instance::Instance| match (i.pid, i.signature) {
                 (Some(pid), Some(sig)) => {
                     i.status.has_process()
-                        && adoption::recorded(pid, sig, uid) == adoption::Recorded::Ours
+                        && adoption::recorded(pid, sig) == adoption::Recorded::Ours
                 }
                 _ => false,
             };

@@ -7,9 +7,10 @@ use super::marker::Marker;
 use super::spec::AppSpec;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// The fields of `/proc/PID/stat` herd uses.
@@ -99,9 +100,34 @@ pub fn spawn(
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
+    // Nothing of the daemon's own environment passes unfiltered (its credentials stay
+    // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
+    // a crash (see `scan_instances`).
+    let listen = if listen_fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            ("LISTEN_FDS", listen_fds.len().to_string()),
+            ("LISTEN_FDNAMES", spec.listen.join(":")),
+        ]
+    };
+    let env = app_env::build(
+        std::env::vars_os(),
+        spec,
+        index,
+        home,
+        marker.as_str(),
+        &listen,
+    );
     let mut cmd = if listen_fds.is_empty() {
-        let mut c = tokio::process::Command::new(&spec.command);
-        c.args(&spec.args);
+        // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
+        // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
+        // and a fork of the daemon costs about twice as much per start. argv[0] stays the
+        // name the app file gave.
+        let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")));
+        let mut c =
+            tokio::process::Command::new(program.as_deref().unwrap_or(spec.command.as_ref()));
+        c.arg0(&spec.command).args(&spec.args);
         c
     } else {
         let mut c = tokio::process::Command::new("/bin/sh");
@@ -131,25 +157,6 @@ pub fn spawn(
         }
         c
     };
-    // Nothing of the daemon's own environment passes unfiltered (its credentials stay
-    // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
-    // a crash (see `scan_instances`).
-    let listen = if listen_fds.is_empty() {
-        Vec::new()
-    } else {
-        vec![
-            ("LISTEN_FDS", listen_fds.len().to_string()),
-            ("LISTEN_FDNAMES", spec.listen.join(":")),
-        ]
-    };
-    let env = app_env::build(
-        std::env::vars_os(),
-        spec,
-        index,
-        home,
-        marker.as_str(),
-        &listen,
-    );
     cmd.env_clear()
         .envs(env)
         .stdin(Stdio::null())
@@ -161,6 +168,24 @@ pub fn spawn(
         cmd.current_dir(cwd);
     }
     cmd.spawn()
+}
+
+/// Where exec would find `program` along `path`: `None` when it names a path already (it
+/// holds a `/`), when no absolute PATH entry holds an executable file of that name, or when
+/// there is no PATH. A relative entry would be relative to the app's cwd, not the daemon's:
+/// those are left to exec itself.
+fn resolve_program(program: &str, path: Option<&OsString>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() || program.contains('/') {
+        return None;
+    }
+    std::env::split_paths(path?)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an
@@ -295,6 +320,24 @@ mod tests {
             ),
             ('S', 42, 10, 12345, 250, 1)
         );
+    }
+
+    #[test]
+    fn a_bare_name_is_found_along_absolute_path_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = OsString::from(format!("relative:/nonexistent:{}", dir.path().display()));
+        assert_eq!(resolve_program("tool", Some(&path)), Some(exe));
+        // Not executable, a path already, no PATH, or only relative entries: exec decides.
+        assert_eq!(resolve_program("plain", Some(&path)), None);
+        assert_eq!(resolve_program("./tool", Some(&path)), None);
+        assert_eq!(resolve_program("tool", None), None);
+        assert_eq!(resolve_program("tool", Some(&OsString::from("."))), None);
     }
 
     #[test]

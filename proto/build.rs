@@ -5,6 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Messages that carry a secret's value get no Debug: a stray `{:?}` cannot print it.
+    tonic_prost_build::configure()
+        .skip_debug([
+            "herd.supervisor.PutSecretRequest",
+            "herd.supervisor.SecretValue",
+        ])
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -3,8 +3,13 @@
 //! sweeps going, and on `down` (or SIGTERM/SIGINT) stop the apps, flush the state and remove
 //! its files. SIGHUP re-reads the config.
 
+use crate::access::guard::Door;
+use crate::access::secrets::Secrets;
+use crate::access::service::{AccessApi, AccessServer};
+use crate::access::store::AccessStore;
+use crate::access::tokens::Authenticator;
+use crate::api::remote::ApiConfig;
 use crate::api::remote::server::{self, RoutesFor, TcpApi};
-use crate::api::remote::{ApiConfig, TokenAuth};
 use crate::api::{Api, SupervisorServer};
 use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
@@ -20,13 +25,12 @@ use crate::supervisor::{SNAPSHOT_VERSION, Snapshot, Supervisor, logs, validate_s
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
-use tonic::service::interceptor::InterceptedService;
 use tracing::{error, info, warn};
 
 /// Transitions that arrive within this long of each other share one state write.
@@ -188,6 +192,12 @@ async fn serve(
     // The proof that a process found after a crash is ours (see `supervisor::marker`);
     // read before detaching, so `herd up` reports a refused key file.
     let marker = Marker::load_or_create(home.root()).map_err(anyhow::Error::msg)?;
+    // Tokens and sealed secrets: access.json standalone, the registry in a cluster.
+    let access = match &cluster {
+        Some(_) => AccessStore::clustered(home.root()),
+        None => AccessStore::standalone(home.root()).map_err(anyhow::Error::msg)?,
+    };
+    let secrets = Arc::new(Secrets::new(access.clone()));
     if detached {
         detach_stderr(&home)?;
     }
@@ -239,7 +249,9 @@ async fn serve(
                 .context("cannot start the cluster node")?;
             // The agent turns this node's assignments into local apps (`app@index`).
             node.run_agent(Arc::new(Bridge::new(supervisor.clone())));
-            Some(Arc::new(node))
+            let node = Arc::new(node);
+            access.attach(node.clone());
+            Some(node)
         }
         None => None,
     };
@@ -267,21 +279,35 @@ async fn serve(
     // The TCP API (and, on a shared port, the cluster's RPCs); a config reload re-applies it.
     let routes_api = api.clone();
     let routes_cluster = cluster.clone();
-    let routes: RoutesFor = Box::new(move |auth: TokenAuth| {
+    let auth = Arc::new(Authenticator::new(
+        Arc::new(RwLock::new(None)),
+        access.clone(),
+    ));
+    let access_api = {
+        let (auth, secrets, events) = (auth.clone(), secrets.clone(), supervisor.events().clone());
+        move || {
+            AccessServer::new(AccessApi::new(
+                auth.clone(),
+                secrets.clone(),
+                events.clone(),
+            ))
+        }
+    };
+    let routes_access = access_api.clone();
+    let routes_events = supervisor.events().clone();
+    let routes: RoutesFor = Box::new(move |door: &Door| {
         match &routes_cluster {
             Some(node) if shares_cluster_port => node.rpc_routes(),
             _ => Routes::default(),
         }
-        .add_service(InterceptedService::new(
-            SupervisorServer::new(routes_api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            ClusterAdminServer::new(Admin::new(routes_cluster.clone())),
-            auth,
-        ))
+        .add_service(door.guard(SupervisorServer::new(routes_api.clone())))
+        .add_service(door.guard(ClusterAdminServer::new(Admin::new(
+            routes_cluster.clone(),
+            routes_events.clone(),
+        ))))
+        .add_service(door.guard(routes_access()))
     });
-    let tcp_api = TcpApi::new(routes, cluster_listen, shares_cluster_port);
+    let tcp_api = TcpApi::new(routes, auth, cluster_listen, shares_cluster_port);
     if let Some((cfg, listener)) = tcp {
         tcp_api
             .start(&cfg, listener)
@@ -300,7 +326,11 @@ async fn serve(
     }));
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
-        .add_service(ClusterAdminServer::new(Admin::new(cluster.clone())))
+        .add_service(ClusterAdminServer::new(Admin::new(
+            cluster.clone(),
+            supervisor.events().clone(),
+        )))
+        .add_service(access_api())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal)
         .await
         .context("the API server failed")?;

@@ -1,5 +1,6 @@
 //! `herd`: the daemon (`herd up --foreground`) and the CLI that drives it.
 
+mod access;
 mod api;
 mod cli;
 mod cluster;
@@ -61,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Command::Ping { json } => cli::lifecycle::ping(&target, json).await,
                     Command::Cluster(c) => cli::cluster::run(&target, c).await,
+                    Command::Token(c) => cli::access::tokens(&target, c).await,
+                    Command::Secret(c) => cli::access::secrets(&target, c).await,
                     other => {
                         let client = cli::client::connect(&target).await?;
                         cli::commands::run(client, other).await

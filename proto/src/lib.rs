@@ -7,3 +7,23 @@ pub mod supervisor {
 pub mod cluster {
     tonic::include_proto!("herd.cluster");
 }
+
+// prost requires Debug on every message; these carry a secret's value, so theirs hides it.
+impl std::fmt::Debug for supervisor::PutSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecretRequest")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for supervisor::SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}

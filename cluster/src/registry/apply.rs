@@ -74,6 +74,10 @@ impl Registry {
                 instances,
                 generation,
             } => applied(self.roll_instances(app, instances, *generation)),
+            RegistryCommand::Access { change } => match self.access.apply(change) {
+                Ok(changed) => applied(changed),
+                Err(reason) => rejected(reason),
+            },
             RegistryCommand::Fenced { term, command } => {
                 if matches!(**command, RegistryCommand::Fenced { .. }) {
                     return rejected("a fenced command cannot wrap another fenced command");

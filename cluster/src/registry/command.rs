@@ -12,6 +12,7 @@ use super::App;
 use super::NodeId;
 use super::NodeRecord;
 use super::NodeStatus;
+use super::access::AccessChange;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -75,6 +76,8 @@ pub enum RegistryCommand {
         term: u64,
         command: Box<RegistryCommand>,
     },
+    /// A change to the tokens and secrets (`access::AccessChange`).
+    Access { change: AccessChange },
 }
 
 /// An instance going from one node to another, the old copy running until the new one does.
@@ -171,6 +174,15 @@ impl fmt::Display for RegistryCommand {
                 instances.len()
             ),
             RegistryCommand::Fenced { term, command } => write!(f, "{command} @term {term}"),
+            // Names and accessors only: never a hash or a sealed value in a log line.
+            RegistryCommand::Access { change } => match change {
+                AccessChange::CreateToken { token } => {
+                    write!(f, "create_token({})", token.accessor)
+                }
+                AccessChange::RevokeToken { accessor, .. } => write!(f, "revoke_token({accessor})"),
+                AccessChange::PutSecret { name, .. } => write!(f, "put_secret({name})"),
+                AccessChange::DeleteSecret { name } => write!(f, "delete_secret({name})"),
+            },
         }
     }
 }

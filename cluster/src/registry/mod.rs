@@ -2,6 +2,7 @@
 //! changes only by applying committed [`RegistryCommand`]s in log order, so `apply` must stay a
 //! pure, deterministic function of (registry, command).
 
+pub mod access;
 mod apply;
 mod command;
 mod lifecycle;
@@ -48,6 +49,9 @@ pub struct Registry {
     /// Width of the uptime buckets in `uptime` (`None`: one day, keys are day indexes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_bucket_ms: Option<u64>,
+    /// API tokens (hashes) and sealed secrets, the same on every node.
+    #[serde(default, skip_serializing_if = "access::AccessBook::is_empty")]
+    pub access: access::AccessBook,
 }
 
 impl Registry {

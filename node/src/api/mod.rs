@@ -1,6 +1,7 @@
 //! The Supervisor gRPC service: translates requests into supervisor calls and supervisor
 //! state into protobuf replies. No supervision logic lives here.
 
+use crate::access::caller::{Caller, acting_as};
 use crate::config::ConfigHandle;
 use crate::state::Persisted;
 use crate::supervisor::events::Event;
@@ -173,12 +174,12 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(spec_error)?;
-        let apps = self
-            .durable_after(self.supervisor.apply(specs).await)
-            .await?;
+        let apps = acting_as(caller, self.supervisor.apply(specs)).await;
+        let apps = self.durable_after(apps).await?;
         Ok(Response::new(instances_reply(&apps)))
     }
 
@@ -186,45 +187,50 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        Ok(one(self
-            .durable_after(self.supervisor.start(&req.into_inner().name, false))
-            .await?))
+        let caller = Caller::of(&req);
+        let name = req.into_inner().name;
+        let started = acting_as(caller, async { self.supervisor.start(&name, false) }).await;
+        Ok(one(self.durable_after(started).await?))
     }
 
     async fn stop(
         &self,
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        Ok(one(self
-            .durable_after(
-                self.supervisor
-                    .stop(&req.name, req.timeout_s.map(Duration::from_secs))
-                    .await,
-            )
-            .await?))
+        let stopped = acting_as(
+            caller,
+            self.supervisor
+                .stop(&req.name, req.timeout_s.map(Duration::from_secs)),
+        )
+        .await;
+        Ok(one(self.durable_after(stopped).await?))
     }
 
     async fn restart(
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        Ok(one(self
-            .durable_after(self.supervisor.restart(&req.into_inner().name).await)
-            .await?))
+        let caller = Caller::of(&req);
+        let name = req.into_inner().name;
+        let restarted = acting_as(caller, self.supervisor.restart(&name)).await;
+        Ok(one(self.durable_after(restarted).await?))
     }
 
     async fn delete(
         &self,
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        self.durable_after(
+        let deleted = acting_as(
+            caller,
             self.supervisor
-                .delete(&req.name, req.timeout_s.map(Duration::from_secs))
-                .await,
+                .delete(&req.name, req.timeout_s.map(Duration::from_secs)),
         )
-        .await?;
+        .await;
+        self.durable_after(deleted).await?;
         Ok(Response::new(pb::DeleteReply {
             deleted: vec![req.name],
         }))
@@ -234,6 +240,7 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::ScaleRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         if req.instances > spec::MAX_INSTANCES {
             return Err(Status::invalid_argument(format!(
@@ -242,9 +249,8 @@ impl SupervisorApi for Api {
                 spec::MAX_INSTANCES
             )));
         }
-        Ok(one(self
-            .durable_after(self.supervisor.scale(&req.name, req.instances).await)
-            .await?))
+        let scaled = acting_as(caller, self.supervisor.scale(&req.name, req.instances)).await;
+        Ok(one(self.durable_after(scaled).await?))
     }
 
     async fn list(
@@ -367,11 +373,14 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownReply>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let (stopped, left_running) = self
-            .supervisor
-            .shutdown(req.keep_apps, req.timeout_s.map(Duration::from_secs))
-            .await;
+        let (stopped, left_running) = acting_as(
+            caller,
+            self.supervisor
+                .shutdown(req.keep_apps, req.timeout_s.map(Duration::from_secs)),
+        )
+        .await;
         let _ = self.shutdown.try_send(());
         Ok(Response::new(pb::ShutdownReply {
             stopped,
@@ -383,9 +392,10 @@ impl SupervisorApi for Api {
         &self,
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::InstancesReply>, Status> {
-        Ok(one(self
-            .durable_after(self.supervisor.reload(&req.into_inner().name).await)
-            .await?))
+        let caller = Caller::of(&req);
+        let name = req.into_inner().name;
+        let reloaded = acting_as(caller, self.supervisor.reload(&name)).await;
+        Ok(one(self.durable_after(reloaded).await?))
     }
 
     async fn metrics(

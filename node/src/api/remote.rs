@@ -9,26 +9,20 @@
 //! With `tls_cert` and `tls_key` the API speaks TLS (rustls); it then needs a port of its own,
 //! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`.
 //!
-//! Connections are bounded (`limits`), wrong tokens are throttled per peer and their log lines
-//! rate-limited (`throttle`), and the token lives in a shared holder that a config reload
-//! swaps (`server`).
+//! Connections are bounded (`limits`), every call passes the door of `access::guard` (tokens,
+//! roles; wrong tokens are throttled per peer and their log lines rate-limited, `throttle`), and
+//! the config's token lives in a shared holder that a config reload swaps (`server`).
 
 pub mod server;
 pub use herd_cluster::{limits, throttle};
 
-use limits::{Gate, Limits};
+use limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use throttle::PeerKey;
-use tonic::service::Interceptor;
 use tonic::transport::{Identity, ServerTlsConfig};
-use tonic::{Request, Status};
-
-/// The header a remote CLI presents: `authorization: Bearer TOKEN`.
-pub const AUTH_HEADER: &str = "authorization";
 
 /// Shorter tokens are refused: a token is the only gate of a network port.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -93,9 +87,9 @@ fn default_max_connections() -> u32 {
     Limits::default().max_total as u32
 }
 
-/// The token every call must present, swapped by a config reload; `None` refuses every call
-/// (the API is being turned off).
-pub type TokenHolder = Arc<RwLock<Option<Arc<[u8]>>>>;
+/// The config's token, swapped by a config reload; `None` refuses every call (the API is
+/// being turned off).
+pub use crate::access::tokens::ConfigToken as TokenHolder;
 
 /// A checked `[api]`: where to listen and the token to demand.
 #[derive(Clone)]
@@ -223,61 +217,9 @@ impl ApiConfig {
     }
 }
 
-/// Checks every call's bearer token against the holder's; wrong ones count towards the
-/// peer's penalty (`throttle`), and a peer in a penalty is refused without a look at its token.
-#[derive(Clone)]
-pub struct TokenAuth {
-    token: TokenHolder,
-    gate: Arc<Gate>,
-}
-
-impl TokenAuth {
-    pub fn new(token: TokenHolder, gate: Arc<Gate>) -> Self {
-        Self { token, gate }
-    }
-}
-
-impl Interceptor for TokenAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let now = tokio::time::Instant::now();
-        // Unknown only for a test's in-memory call: such a call counts under 0.0.0.0.
-        let ip = req
-            .remote_addr()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-        let throttle = self.gate.throttle();
-        if let Some(left) = throttle.penalty_left(PeerKey::of(ip), now) {
-            throttle.refused(ip, "call during a penalty", now);
-            return Err(Status::resource_exhausted(format!(
-                "too many wrong API tokens from {ip}: its calls are refused for {} s more",
-                left.as_secs().max(1)
-            )));
-        }
-        let expected = self.token.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let presented = req.metadata().get(AUTH_HEADER).map(|v| v.as_bytes());
-        if let (Some(p), Some(e)) = (presented, &expected)
-            && herd_cluster::constant_time_eq(p, e)
-        {
-            throttle.succeeded(ip);
-            return Ok(req);
-        }
-        let reason = match (presented, expected) {
-            (_, None) => "the API is turned off by a config reload",
-            (None, _) => "missing token",
-            _ => "wrong token",
-        };
-        if throttle.failed(ip, reason, now).penalty_started {
-            self.gate.doom(PeerKey::of(ip));
-        }
-        Err(Status::unauthenticated(
-            "the API token is missing or wrong (this refusal is logged by the daemon)",
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use throttle::AuthThrottle;
 
     fn section(token_file: Option<PathBuf>) -> ApiSection {
         ApiSection {
@@ -311,67 +253,6 @@ mod tests {
             .to_config(|_| None)
             .unwrap_err();
         assert!(err.contains("token_file"), "{err}");
-    }
-
-    #[test]
-    fn only_the_right_bearer_token_passes() {
-        let cfg = section(None)
-            .to_config(|_| Some("right-token-0123456789".into()))
-            .unwrap()
-            .expect("on");
-        let token: TokenHolder = Arc::new(RwLock::new(Some(cfg.expected())));
-        let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call")));
-        let mut auth = TokenAuth::new(token.clone(), gate);
-        let with = |v: Option<&str>| {
-            let mut r = Request::new(());
-            if let Some(v) = v {
-                r.metadata_mut().insert(AUTH_HEADER, v.parse().unwrap());
-            }
-            r
-        };
-        assert!(
-            auth.call(with(Some("Bearer right-token-0123456789")))
-                .is_ok()
-        );
-        for bad in [
-            None,
-            Some("Bearer wrong-token-0123456789"),
-            Some("right-token-0123456789"),
-        ] {
-            let e = auth.call(with(bad)).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
-        }
-        // A reload swaps the token: the old one is refused at once.
-        *token.write().unwrap() = Some(b"Bearer rotated-token-0123456789".to_vec().into());
-        assert!(
-            auth.call(with(Some("Bearer right-token-0123456789")))
-                .is_err()
-        );
-        assert!(
-            auth.call(with(Some("Bearer rotated-token-0123456789")))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn after_five_wrong_tokens_even_the_right_one_waits_out_the_penalty() {
-        let token: TokenHolder = Arc::new(RwLock::new(Some(b"Bearer right".to_vec().into())));
-        let mut auth = TokenAuth::new(
-            token,
-            Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call"))),
-        );
-        let with = |v: &str| {
-            let mut r = Request::new(());
-            r.metadata_mut().insert(AUTH_HEADER, v.parse().unwrap());
-            r
-        };
-        for _ in 0..5 {
-            let e = auth.call(with("Bearer wrong")).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        }
-        let e = auth.call(with("Bearer right")).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-        assert!(e.message().contains("refused for"), "{e:?}");
     }
 
     #[test]

@@ -191,7 +191,9 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Kill
         | Command::LeaseKeeper
         | Command::Ping { .. }
-        | Command::Cluster(_) => {
+        | Command::Cluster(_)
+        | Command::Token(_)
+        | Command::Secret(_) => {
             unreachable!("lifecycle commands are handled by cli::lifecycle")
         }
     }

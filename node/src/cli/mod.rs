@@ -9,6 +9,7 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::cli::output::write_out(format_args!($($t)*)) };
 }
 
+pub mod access;
 pub mod client;
 pub mod cluster;
 pub mod commands;
@@ -183,6 +184,12 @@ pub enum Command {
     /// The cluster this daemon belongs to (see the README's Cluster section).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// API tokens with roles (viewer, operator, admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Secrets sealed at rest, for apps' env as `secret:NAME`: put, list, delete, get.
+    #[command(subcommand)]
+    Secret(access::SecretCommand),
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,

@@ -1,6 +1,8 @@
 //! The ClusterAdmin gRPC service on the local socket: `herd cluster ...` asks its own daemon,
 //! which answers from (or through) the cluster node it runs. A standalone daemon says so.
 
+use crate::access::Caller;
+use crate::supervisor::events::EventLog;
 use crate::supervisor::spec::{self, AppSpec, OnDisconnect};
 use herd_cluster::registry::{App, OnDisconnect as Disconnect, Placement};
 use herd_cluster::{ClusterError, ClusterNode, RegistryCommand, RegistryResponse};
@@ -15,11 +17,12 @@ pub use herd_proto::supervisor::cluster_admin_server::ClusterAdminServer;
 
 pub struct Admin {
     node: Option<Arc<ClusterNode>>,
+    events: EventLog,
 }
 
 impl Admin {
-    pub fn new(node: Option<Arc<ClusterNode>>) -> Self {
-        Self { node }
+    pub fn new(node: Option<Arc<ClusterNode>>, events: EventLog) -> Self {
+        Self { node, events }
     }
 
     fn node(&self) -> Result<&ClusterNode, Status> {
@@ -78,19 +81,31 @@ impl ClusterAdmin for Admin {
 
     async fn step_down(
         &self,
-        _: Request<pb::ClusterRequest>,
+        req: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
         let before = node.status().await.leader_id;
         node.step_down().await.map_err(cluster_error)?;
+        self.events.audit(
+            &Caller::of(&req),
+            "-",
+            "cluster_step_down",
+            json!({ "leader": before }),
+        );
         reply(json!({ "stepped_down": before }))
     }
 
     async fn leave(
         &self,
-        _: Request<pb::ClusterRequest>,
+        req: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        self.events.audit(
+            &Caller::of(&req),
+            "-",
+            "cluster_leave",
+            json!({ "node": node.id() }),
+        );
         node.leave().await.map_err(cluster_error)?;
         reply(json!({ "left": node.id() }))
     }
@@ -100,6 +115,7 @@ impl ClusterAdmin for Admin {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -117,6 +133,7 @@ impl ClusterAdmin for Admin {
                 },
             )
             .await?;
+            self.events.audit(&caller, &name, "deployed", json!({}));
             names.push(name);
         }
         reply(json!({ "deployed": names }))
@@ -127,6 +144,7 @@ impl ClusterAdmin for Admin {
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        let caller = Caller::of(&req);
         let name = req.into_inner().name;
         let registry = node.read(false).await.map_err(cluster_error)?;
         if !registry.apps.contains_key(&name) {
@@ -135,6 +153,7 @@ impl ClusterAdmin for Admin {
             )));
         }
         write(node, RegistryCommand::RemoveApp { name: name.clone() }).await?;
+        self.events.audit(&caller, &name, "undeployed", json!({}));
         reply(json!({ "undeployed": name }))
     }
 
@@ -143,6 +162,7 @@ impl ClusterAdmin for Admin {
         req: Request<pb::ScaleRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         if req.instances > spec::MAX_INSTANCES {
             return Err(Status::invalid_argument(format!(
@@ -166,6 +186,12 @@ impl ClusterAdmin for Admin {
             },
         )
         .await?;
+        self.events.audit(
+            &caller,
+            &req.name,
+            "cluster_scaled",
+            json!({ "instances": req.instances }),
+        );
         reply(json!({ "scaled": req.name, "instances": req.instances }))
     }
 
@@ -194,6 +220,7 @@ impl ClusterAdmin for Admin {
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let status = node.status().await;
         let id = status
@@ -209,6 +236,9 @@ impl ClusterAdmin for Admin {
             })?;
         if let Some(drain) = req.drain {
             node.drain(id, drain).await.map_err(cluster_error)?;
+            let event = if drain { "drain" } else { "undrain" };
+            self.events
+                .audit(&caller, "-", event, json!({ "node": id }));
         }
         let s = node.drain_status(id).await.map_err(cluster_error)?;
         reply(serde_json::to_value(s).map_err(|e| Status::internal(e.to_string()))?)
@@ -219,8 +249,15 @@ impl ClusterAdmin for Admin {
         req: Request<pb::NameRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
         let node = self.node()?;
+        let caller = Caller::of(&req);
         let name = req.into_inner().name;
         let generation = node.restart(&name).await.map_err(cluster_error)?;
+        self.events.audit(
+            &caller,
+            &name,
+            "cluster_restart",
+            json!({ "generation": generation }),
+        );
         reply(json!({ "restarting": name, "generation": generation }))
     }
 

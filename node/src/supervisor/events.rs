@@ -69,10 +69,14 @@ impl EventLog {
         event: &str,
         fields: Value,
     ) {
-        let fields = match fields {
+        let mut fields = match fields {
             Value::Object(m) => m,
             _ => Map::new(),
         };
+        // Caused by a call: say whose (`by`, see `access::caller`).
+        if let Some(caller) = crate::access::caller::current() {
+            caller.stamp(&mut fields);
+        }
         let e = Event {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             ts_ms: super::now_ms(),
@@ -84,6 +88,15 @@ impl EventLog {
         };
         let _ = self.live.send(e.clone());
         let _ = self.tx.send(e);
+    }
+
+    /// The audit line of a change `caller` made that is not an instance's transition (a token,
+    /// a secret, a cluster deploy): `by` says who. `app` is `-` when it concerns no app.
+    pub fn audit(&self, caller: &crate::access::Caller, app: &str, event: &str, mut fields: Value) {
+        if let Some(map) = fields.as_object_mut() {
+            caller.stamp(map);
+        }
+        self.emit(app, None, None, event, fields);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

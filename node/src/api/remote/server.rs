@@ -9,17 +9,19 @@
 
 use super::limits::{Bounded, Gate, Limits, RequestSeen};
 use super::throttle::AuthThrottle;
-use super::{ApiConfig, TokenAuth, TokenHolder};
+use super::{ApiConfig, TokenHolder};
+use crate::access::guard::Door;
+use crate::access::tokens::Authenticator;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::service::{InterceptorLayer, Routes};
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
-/// Builds the services the TCP API serves, each behind the given token check.
-pub type RoutesFor = Box<dyn Fn(TokenAuth) -> Routes + Send + Sync>;
+/// Builds the services the TCP API serves, each behind the given door (`Door::guard`).
+pub type RoutesFor = Box<dyn Fn(&Door) -> Routes + Send + Sync>;
 
 /// Streams per connection: a CLI needs a handful; a stranger gets no more.
 const MAX_STREAMS_PER_CONNECTION: u32 = 64;
@@ -42,6 +44,7 @@ impl Drop for Running {
 pub struct TcpApi {
     token: TokenHolder,
     gate: Arc<Gate>,
+    door: Door,
     /// Taken at `stop`: the routes hold the daemon's services, which hold the config handle
     /// that holds this.
     routes: Mutex<Option<RoutesFor>>,
@@ -57,12 +60,14 @@ impl TcpApi {
     /// Must be called inside the runtime. Nothing listens until `apply`.
     pub fn new(
         routes: RoutesFor,
+        auth: Arc<Authenticator>,
         cluster_listen: Option<SocketAddr>,
         shared_with_cluster: bool,
     ) -> Arc<Self> {
         let gate = Gate::new(Limits::default(), Arc::new(AuthThrottle::new("API call")));
         let api = Arc::new(Self {
-            token: Arc::new(RwLock::new(None)),
+            token: auth.config_token().clone(),
+            door: Door::new(auth, gate.clone()),
             gate: gate.clone(),
             routes: Mutex::new(Some(routes)),
             shared_with_cluster: cluster_listen.filter(|_| shared_with_cluster),
@@ -174,7 +179,7 @@ impl TcpApi {
                 .map_err(|e| herd_cluster::with_causes("[api] the TLS identity was refused", &e))?;
         }
         let routes = match &*self.routes.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(routes) => routes(TokenAuth::new(self.token.clone(), self.gate.clone())),
+            Some(routes) => routes(&self.door),
             None => return Err("the daemon is going down".into()),
         };
         let (stop, mut stopped) = watch::channel(false);
@@ -258,10 +263,29 @@ mod tests {
         api.token.read().unwrap().clone()
     }
 
+    fn tcp_api(
+        cluster_listen: Option<SocketAddr>,
+        shared: bool,
+    ) -> (Arc<TcpApi>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::access::store::AccessStore::standalone(dir.path()).unwrap();
+        let auth = Arc::new(Authenticator::new(
+            Arc::new(std::sync::RwLock::new(None)),
+            store,
+        ));
+        let api = TcpApi::new(
+            Box::new(|_| Routes::default()),
+            auth,
+            cluster_listen,
+            shared,
+        );
+        (api, dir)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_port_shared_with_the_cluster_keeps_its_listener_but_takes_a_new_token() {
         let port = free();
-        let api = TcpApi::new(Box::new(|_| Routes::default()), Some(port), true);
+        let (api, _dir) = tcp_api(Some(port), true);
         let first = cfg(port, "first-token-0123456789");
         api.start(&first, bind_now(port).unwrap()).unwrap();
         let err = api
@@ -279,7 +303,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_listen_is_bound_before_the_old_is_let_go_and_a_taken_one_changes_nothing() {
         let a = free();
-        let api = TcpApi::new(Box::new(|_| Routes::default()), None, false);
+        let (api, _dir) = tcp_api(None, false);
         let token = "the-token-0123456789";
         api.start(&cfg(a, token), bind_now(a).unwrap()).unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

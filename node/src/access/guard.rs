@@ -10,7 +10,7 @@
 use super::policy;
 use super::tokens::{Authenticator, Refused};
 use crate::api::remote::limits::Gate;
-use crate::api::remote::throttle::PeerKey;
+use crate::api::remote::throttle::{AuthThrottle, PeerKey};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,11 +26,27 @@ pub const AUTH_HEADER: &str = "authorization";
 pub struct Door {
     auth: Arc<Authenticator>,
     gate: Arc<Gate>,
+    /// Calls refused for their role: a log of their own, so a peer's earlier bad tokens do
+    /// not fold a denial (and the accessor it names) into a line a minute later.
+    denials: Arc<AuthThrottle>,
 }
 
 impl Door {
     pub fn new(auth: Arc<Authenticator>, gate: Arc<Gate>) -> Self {
-        Self { auth, gate }
+        Self {
+            auth,
+            gate,
+            denials: Arc::new(AuthThrottle::new("API call (permission denied)")),
+        }
+    }
+
+    /// The periodic half of the rate-limited logs (run about once a minute).
+    pub fn flush(&self, now: tokio::time::Instant) {
+        for throttle in [self.gate.throttle(), &self.denials] {
+            for line in throttle.flush(now) {
+                throttle.emit(Some(line));
+            }
+        }
     }
 
     /// Wraps one service of the API.
@@ -68,8 +84,12 @@ impl Door {
                 if why != Refused::Off && throttle.failed(ip, why.message(), now).penalty_started {
                     self.gate.doom(PeerKey::of(ip));
                 }
+                let hint = match why {
+                    Refused::Missing | Refused::Unknown => "the API token is missing or wrong; ",
+                    _ => "",
+                };
                 return Err(Status::unauthenticated(format!(
-                    "{} (this refusal is logged by the daemon)",
+                    "{} ({hint}this refusal is logged by the daemon)",
                     why.message()
                 )));
             }
@@ -86,7 +106,7 @@ impl Door {
                     format!(", name `{}`", caller.name)
                 }
             );
-            throttle.refused(ip, &line, now);
+            self.denials.refused(ip, &line, now);
             return Err(Status::permission_denied(denied));
         }
         Ok(caller)
@@ -149,7 +169,6 @@ mod tests {
     use crate::access::store::AccessStore;
     use crate::access::tokens::{ConfigToken, mint};
     use crate::api::remote::limits::Limits;
-    use crate::api::remote::throttle::AuthThrottle;
     use herd_cluster::registry::access::{AccessChange, Role};
     use std::sync::RwLock;
 

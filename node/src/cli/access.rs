@@ -93,7 +93,8 @@ pub async fn tokens(target: &Target, command: TokenCommand) -> anyhow::Result<()
                 c.create_token(pb::CreateTokenRequest {
                     role,
                     name,
-                    ttl_s: ttl.map(|t| t.as_secs().max(1)),
+                    // Rounded up: `--ttl 1ms` lives a second, `--ttl 0s` is refused by the daemon.
+                    ttl_s: ttl.map(|t| t.as_millis().div_ceil(1000) as u64),
                 })
                 .await
                 .map_err(status_error)?,

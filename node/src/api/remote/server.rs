@@ -75,14 +75,13 @@ impl TcpApi {
             running: Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
         });
-        // The periodic half of the rate-limited refusal log, and forgetting quiet peers.
+        // The periodic half of the rate-limited refusal logs, and forgetting quiet peers.
+        let door = api.door.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                for line in gate.throttle().flush(tokio::time::Instant::now()) {
-                    gate.throttle().emit(Some(line));
-                }
+                door.flush(tokio::time::Instant::now());
             }
         });
         api

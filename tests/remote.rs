@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::net::TcpStream;
+use std::time::Duration;
 
 const TOKEN: &str = "e2e-token-0123456789abcdef";
 
@@ -230,4 +231,109 @@ fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients(
     .unwrap();
     let err = node.fails(&["up"]);
     assert!(err.contains("needs its own port"), "{err}");
+}
+
+/// The certificate a new TLS connection to `addr` is served, as the base64 of its DER (what
+/// `openssl s_client` prints between the PEM lines); `None` when no handshake completes.
+fn served_certificate(addr: &str) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-noservername"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    first_pem_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn first_pem_body(text: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let start = text.find(BEGIN)? + BEGIN.len();
+    let end = start + text[start..].find("-----END CERTIFICATE-----")?;
+    Some(text[start..end].split_whitespace().collect())
+}
+
+fn pem_file_body(path: &str) -> String {
+    first_pem_body(&std::fs::read_to_string(path).unwrap()).expect("a PEM certificate")
+}
+
+#[test]
+fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path(), "IP:127.0.0.1");
+    let daemon = Herd::new();
+    std::fs::create_dir_all(daemon.home.path()).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let token_file = daemon.path("api.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::write(
+        daemon.path("config.toml"),
+        format!(
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    daemon.ok(&["up"]);
+    daemon.ok(&["start", "--name", "sealed", "--", "sleep", "1000"]);
+    let app = pid_of(&daemon.instance("sealed", 0));
+    let first = pem_file_body(&cert);
+    assert_eq!(served_certificate(&addr), Some(first.clone()));
+    let (cli, token) = remote_cli(TOKEN);
+    let https = format!("https://{addr}");
+    let remote_ps = || {
+        cli.ok(&[
+            "--host",
+            &https,
+            "--ca-file",
+            &ca,
+            "--token-file",
+            &token,
+            "ps",
+            "--json",
+        ])
+    };
+
+    // A renewed pair from the same CA (another subject, serial and key) over the same files.
+    let (renewed_cert, renewed_key) =
+        certificate_signed_by(certs.path(), "renewed", "herd renewed", "IP:127.0.0.1");
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    let renewed = pem_file_body(&renewed_cert);
+    assert_ne!(renewed, first);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.daemon_pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until(
+        "new connections to be served the renewed certificate",
+        Duration::from_secs(10),
+        || served_certificate(&addr).as_ref() == Some(&renewed),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&remote_ps()).unwrap();
+    assert_eq!(rows[0]["name"], "sealed", "{rows}");
+    assert_eq!(
+        pid_of(&daemon.instance("sealed", 0)),
+        app,
+        "the app was touched"
+    );
+
+    // A key that belongs to another certificate: refused naming the file; the renewed one stays.
+    let (_, stranger_key) =
+        certificate_signed_by(certs.path(), "stranger", "herd stranger", "IP:127.0.0.1");
+    std::fs::copy(&stranger_key, &key).unwrap();
+    let err = daemon.fails(&["reload-config"]);
+    assert!(err.contains(&key) && err.contains("tls_key"), "{err}");
+    assert_eq!(served_certificate(&addr), Some(renewed.clone()));
+    // A missing certificate is refused the same way.
+    std::fs::copy(&renewed_key, &key).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let err = daemon.fails(&["reload-config"]);
+    assert!(err.contains(&cert) && err.contains("tls_cert"), "{err}");
+    assert_eq!(served_certificate(&addr), Some(renewed.clone()));
+    remote_ps();
+    assert_eq!(
+        pid_of(&daemon.instance("sealed", 0)),
+        app,
+        "the app was touched"
+    );
 }

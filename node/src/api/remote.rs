@@ -7,7 +7,8 @@
 //! against the API token.
 //!
 //! With `tls_cert` and `tls_key` the API speaks TLS (rustls); it then needs a port of its own,
-//! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`.
+//! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`. A reload re-reads the
+//! pair (same paths or new) and serves it to new connections (`tls::CertStore`).
 //!
 //! Connections are bounded (`limits`), wrong tokens are throttled per peer and their log lines
 //! rate-limited (`throttle`), and the token lives in a shared holder that a config reload
@@ -16,6 +17,7 @@
 pub mod server;
 pub use herd_cluster::{limits, throttle};
 
+use herd_cluster::tls::CertPair;
 use limits::{Gate, Limits};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -24,7 +26,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use throttle::PeerKey;
 use tonic::service::Interceptor;
-use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// The header a remote CLI presents: `authorization: Bearer TOKEN`.
@@ -102,9 +103,9 @@ pub type TokenHolder = Arc<RwLock<Option<Arc<[u8]>>>>;
 pub struct ApiConfig {
     pub listen: SocketAddr,
     token: Arc<str>,
-    /// The server's TLS identity, checked at load.
-    pub tls: Option<ServerTlsConfig>,
-    /// Where the identity came from: a reload that names other files restarts the listener.
+    /// The server's certificate and key, checked at load.
+    pub tls: Option<CertPair>,
+    /// Where the pair came from (for the reload's log line).
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
 }
@@ -149,7 +150,7 @@ impl ApiSection {
             .map_err(|_| format!("[api] listen `{}` is not ip:port", self.listen))?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(tls_identity(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls_pair(cert, key)?),
             _ => return Err("[api] TLS needs both `tls_cert` and `tls_key`".into()),
         };
         Ok(Some(ApiConfig {
@@ -194,26 +195,19 @@ impl ApiSection {
     }
 }
 
-/// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once.
-fn tls_identity(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
+/// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once and
+/// is refused by a reload (the running pair stays).
+fn tls_pair(cert: &Path, key: &Path) -> Result<CertPair, String> {
     let read = |p: &Path, what: &str| {
-        std::fs::read(p).map_err(|e| format!("[api] {what} {}: {e}", p.display()))
+        std::fs::read(p).map_err(|e| {
+            format!(
+                "[api] {what} {}: {e}; check the path and that the daemon's user can read it",
+                p.display()
+            )
+        })
     };
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "tls_cert")?,
-        read(key, "tls_key")?,
-    ));
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
-        .map_err(|e| {
-            let head = format!(
-                "[api] tls_cert {} and tls_key {} are not a usable PEM pair",
-                cert.display(),
-                key.display()
-            );
-            herd_cluster::with_causes(&head, &e)
-        })?;
-    Ok(tls)
+    CertPair::from_pem(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
+        .map_err(|e| format!("[api] {}", e.explain(cert, key)))
 }
 
 impl ApiConfig {

@@ -202,7 +202,7 @@ where
 }
 
 enum State<IO> {
-    Handshake(Accept<IO>),
+    Handshake(Box<Accept<IO>>),
     Ready(Box<TlsStream<IO>>),
     Failed,
 }
@@ -218,7 +218,7 @@ impl<IO: Connected + AsyncRead + AsyncWrite + Unpin> TlsIo<IO> {
     pub fn new(io: IO, acceptor: &TlsAcceptor) -> Self {
         let info = io.connect_info();
         TlsIo {
-            state: State::Handshake(acceptor.accept(io)),
+            state: State::Handshake(Box::new(acceptor.accept(io))),
             info,
         }
     }
@@ -226,7 +226,7 @@ impl<IO: Connected + AsyncRead + AsyncWrite + Unpin> TlsIo<IO> {
     /// Drives the handshake; ready once the stream can carry data (or never will).
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<IO>>> {
         if let State::Handshake(accept) = &mut self.state {
-            match ready!(Pin::new(accept).poll(cx)) {
+            match ready!(Pin::new(accept.as_mut()).poll(cx)) {
                 Ok(stream) => self.state = State::Ready(Box::new(stream)),
                 Err(e) => {
                     tracing::debug!(error = %e, "TLS handshake failed");

@@ -233,28 +233,6 @@ fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients(
     assert!(err.contains("needs its own port"), "{err}");
 }
 
-/// The certificate a new TLS connection to `addr` is served, as the base64 of its DER (what
-/// `openssl s_client` prints between the PEM lines); `None` when no handshake completes.
-fn served_certificate(addr: &str) -> Option<String> {
-    let out = std::process::Command::new("openssl")
-        .args(["s_client", "-connect", addr, "-noservername"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("openssl must be installed (scripts/test installs it)");
-    first_pem_body(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn first_pem_body(text: &str) -> Option<String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    let start = text.find(BEGIN)? + BEGIN.len();
-    let end = start + text[start..].find("-----END CERTIFICATE-----")?;
-    Some(text[start..end].split_whitespace().collect())
-}
-
-fn pem_file_body(path: &str) -> String {
-    first_pem_body(&std::fs::read_to_string(path).unwrap()).expect("a PEM certificate")
-}
-
 #[test]
 fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refused() {
     let certs = tempfile::tempdir().unwrap();
@@ -276,7 +254,7 @@ fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refuse
     daemon.ok(&["start", "--name", "sealed", "--", "sleep", "1000"]);
     let app = pid_of(&daemon.instance("sealed", 0));
     let first = pem_file_body(&cert);
-    assert_eq!(served_certificate(&addr), Some(first.clone()));
+    assert_eq!(served_certificate(&addr, None), Some(first.clone()));
     let (cli, token) = remote_cli(TOKEN);
     let https = format!("https://{addr}");
     let remote_ps = || {
@@ -307,7 +285,7 @@ fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refuse
     wait_until(
         "new connections to be served the renewed certificate",
         Duration::from_secs(10),
-        || served_certificate(&addr).as_ref() == Some(&renewed),
+        || served_certificate(&addr, None).as_ref() == Some(&renewed),
     );
     let rows: serde_json::Value = serde_json::from_str(&remote_ps()).unwrap();
     assert_eq!(rows[0]["name"], "sealed", "{rows}");
@@ -323,13 +301,13 @@ fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refuse
     std::fs::copy(&stranger_key, &key).unwrap();
     let err = daemon.fails(&["reload-config"]);
     assert!(err.contains(&key) && err.contains("tls_key"), "{err}");
-    assert_eq!(served_certificate(&addr), Some(renewed.clone()));
+    assert_eq!(served_certificate(&addr, None), Some(renewed.clone()));
     // A missing certificate is refused the same way.
     std::fs::copy(&renewed_key, &key).unwrap();
     std::fs::remove_file(&cert).unwrap();
     let err = daemon.fails(&["reload-config"]);
     assert!(err.contains(&cert) && err.contains("tls_cert"), "{err}");
-    assert_eq!(served_certificate(&addr), Some(renewed.clone()));
+    assert_eq!(served_certificate(&addr, None), Some(renewed.clone()));
     remote_ps();
     assert_eq!(
         pid_of(&daemon.instance("sealed", 0)),

@@ -349,3 +349,31 @@ pub fn certificate_signed_by(dir: &Path, name: &str, cn: &str, sans: &str) -> (S
     let p = |f: &str| dir.join(f).display().to_string();
     (p(&pem), p(&key))
 }
+
+/// The certificate a new TLS connection to `addr` is served, as the base64 of its DER (what
+/// `openssl s_client` prints between the PEM lines); `client`: a certificate and key to present
+/// (mutual TLS). `None` when no handshake completes.
+pub fn served_certificate(addr: &str, client: Option<(&str, &str)>) -> Option<String> {
+    let mut args = vec!["s_client", "-connect", addr, "-noservername"];
+    if let Some((cert, key)) = client {
+        args.extend_from_slice(&["-cert", cert, "-key", key]);
+    }
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    first_pem_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn first_pem_body(text: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let start = text.find(BEGIN)? + BEGIN.len();
+    let end = start + text[start..].find("-----END CERTIFICATE-----")?;
+    Some(text[start..end].split_whitespace().collect())
+}
+
+/// The first certificate in a PEM file, as `served_certificate` gives it.
+pub fn pem_file_body(path: &str) -> String {
+    first_pem_body(&std::fs::read_to_string(path).unwrap()).expect("a PEM certificate")
+}

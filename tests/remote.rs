@@ -245,7 +245,7 @@ fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refuse
     std::fs::write(
         daemon.path("config.toml"),
         format!(
-            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\nhandshake_timeout_s = 1\n",
             token_file.display()
         ),
     )
@@ -255,6 +255,23 @@ fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refuse
     let app = pid_of(&daemon.instance("sealed", 0));
     let first = pem_file_body(&cert);
     assert_eq!(served_certificate(&addr, None), Some(first.clone()));
+    // The handshake deadline still holds with the TLS done by the resolver's acceptor.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match std::io::Read::read(&mut silent, &mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(
+        closed,
+        "a silent TLS connection outlived the 1 s handshake deadline"
+    );
     let (cli, token) = remote_cli(TOKEN);
     let https = format!("https://{addr}");
     let remote_ps = || {

@@ -102,7 +102,7 @@ impl Node {
     }
 
     /// `labels`: more inline-table entries besides `host`, e.g. `role = "web", zone = "a"`.
-    /// `{addr}` in `extra` becomes the node's address.
+    /// `{addr}` in `discovery` and `extra` becomes the node's address.
     fn labeled(
         host: u8,
         discovery: &str,
@@ -120,7 +120,8 @@ impl Node {
             herd.path("config.toml"),
             format!(
                 "[cluster]\nenabled = true\nname = \"e2e\"\nadvertise = \"{addr}\"\nlisten = \"{addr}\"\ndiscovery = \"{discovery}\"\nvoters = {voters}\nsecret_file = \"{key}\"\nlabels = {{ host = \"h{host}\"{sep}{labels} }}\n{}",
-                extra.replace("{addr}", &addr)
+                extra.replace("{addr}", &addr),
+                discovery = discovery.replace("{addr}", &addr),
             ),
         )
         .unwrap();
@@ -1149,4 +1150,54 @@ fn with_mutual_tls_the_nodes_form_and_a_node_without_the_cluster_ca_cannot_join(
             "a node outside the CA found the leader"
         );
     }
+}
+
+#[test]
+fn a_renewed_node_certificate_is_served_after_reload_and_a_new_ca_or_a_bad_pair_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path(), "IP:127.0.0.1");
+    let tls = format!("tls_ca = \"{ca}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n");
+    let node = Node::with(1, "static:{addr}", 1, "s3cret", &tls);
+    node.herd
+        .ok(&["start", "--name", "local", "--", "sleep", "1000"]);
+    let app = pid_of(&node.herd.instance("local", 0));
+    // The cluster port is mutual TLS: s_client presents a certificate from the cluster CA.
+    let (client_cert, client_key) =
+        certificate_signed_by(certs.path(), "client", "herd client", "IP:127.0.0.1");
+    let served = || served_certificate(&node.addr, Some((&client_cert, &client_key)));
+    assert_eq!(served(), Some(pem_file_body(&cert)));
+
+    let (renewed_cert, renewed_key) =
+        certificate_signed_by(certs.path(), "renewed", "herd renewed", "IP:127.0.0.1");
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    let renewed = pem_file_body(&renewed_cert);
+    let out = node.herd.ok(&["reload-config"]);
+    assert!(out.contains("cluster.tls"), "{out}");
+    wait_until(
+        "new cluster connections to be served the renewed certificate",
+        Duration::from_secs(10),
+        || served().as_ref() == Some(&renewed),
+    );
+
+    // A new CA is restart-only, and a key of another certificate is refused naming the file.
+    let ca_text = std::fs::read(&ca).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path(), "IP:127.0.0.1");
+    std::fs::copy(&other_ca, &ca).unwrap();
+    let err = node.herd.fails(&["reload-config"]);
+    assert!(
+        err.contains("tls_ca changed") && err.contains("restart"),
+        "{err}"
+    );
+    std::fs::write(&ca, ca_text).unwrap();
+    std::fs::copy(&client_key, &key).unwrap();
+    let err = node.herd.fails(&["reload-config"]);
+    assert!(err.contains(&key) && err.contains("tls_key"), "{err}");
+    assert_eq!(served().as_ref(), Some(&renewed));
+    assert_eq!(
+        pid_of(&node.herd.instance("local", 0)),
+        app,
+        "the app was touched"
+    );
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::net::TcpStream;
+use std::time::Duration;
 
 const TOKEN: &str = "e2e-token-0123456789abcdef";
 
@@ -230,4 +231,104 @@ fn with_a_certificate_the_api_speaks_tls_and_refuses_plain_or_untrusted_clients(
     .unwrap();
     let err = node.fails(&["up"]);
     assert!(err.contains("needs its own port"), "{err}");
+}
+
+#[test]
+fn a_certificate_swapped_on_disk_is_served_after_sighup_and_a_bad_pair_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path(), "IP:127.0.0.1");
+    let daemon = Herd::new();
+    std::fs::create_dir_all(daemon.home.path()).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let token_file = daemon.path("api.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::write(
+        daemon.path("config.toml"),
+        format!(
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\nhandshake_timeout_s = 1\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    daemon.ok(&["up"]);
+    daemon.ok(&["start", "--name", "sealed", "--", "sleep", "1000"]);
+    let app = pid_of(&daemon.instance("sealed", 0));
+    let first = pem_file_body(&cert);
+    assert_eq!(served_certificate(&addr, None), Some(first.clone()));
+    // The handshake deadline still holds with the TLS done by the resolver's acceptor.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match std::io::Read::read(&mut silent, &mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(
+        closed,
+        "a silent TLS connection outlived the 1 s handshake deadline"
+    );
+    let (cli, token) = remote_cli(TOKEN);
+    let https = format!("https://{addr}");
+    let remote_ps = || {
+        cli.ok(&[
+            "--host",
+            &https,
+            "--ca-file",
+            &ca,
+            "--token-file",
+            &token,
+            "ps",
+            "--json",
+        ])
+    };
+
+    // A renewed pair from the same CA (another subject, serial and key) over the same files.
+    let (renewed_cert, renewed_key) =
+        certificate_signed_by(certs.path(), "renewed", "herd renewed", "IP:127.0.0.1");
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    let renewed = pem_file_body(&renewed_cert);
+    assert_ne!(renewed, first);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.daemon_pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until(
+        "new connections to be served the renewed certificate",
+        Duration::from_secs(10),
+        || served_certificate(&addr, None).as_ref() == Some(&renewed),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&remote_ps()).unwrap();
+    assert_eq!(rows[0]["name"], "sealed", "{rows}");
+    assert_eq!(
+        pid_of(&daemon.instance("sealed", 0)),
+        app,
+        "the app was touched"
+    );
+
+    // A key that belongs to another certificate: refused naming the file; the renewed one stays.
+    let (_, stranger_key) =
+        certificate_signed_by(certs.path(), "stranger", "herd stranger", "IP:127.0.0.1");
+    std::fs::copy(&stranger_key, &key).unwrap();
+    let err = daemon.fails(&["reload-config"]);
+    assert!(err.contains(&key) && err.contains("tls_key"), "{err}");
+    assert_eq!(served_certificate(&addr, None), Some(renewed.clone()));
+    // A missing certificate is refused the same way.
+    std::fs::copy(&renewed_key, &key).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let err = daemon.fails(&["reload-config"]);
+    assert!(err.contains(&cert) && err.contains("tls_cert"), "{err}");
+    assert_eq!(served_certificate(&addr, None), Some(renewed.clone()));
+    remote_ps();
+    assert_eq!(
+        pid_of(&daemon.instance("sealed", 0)),
+        app,
+        "the app was touched"
+    );
 }

@@ -35,7 +35,8 @@ pub struct DaemonConfig {
     pub daemon_log_max_bytes: u64,
     #[serde(default = "defaults::daemon_log_files")]
     pub daemon_log_files: u32,
-    /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart.
+    /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart,
+    /// except a renewed TLS certificate and key, which a reload applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterSection>,
     /// `[api]`: the token-guarded TCP API. A reload applies it (token, bounds, listener) except
@@ -186,6 +187,13 @@ pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// file's text (`api.token`), or why it cannot (the reload is then refused).
 pub type ApiApplier = Box<dyn Fn(&DaemonConfig) -> Result<Vec<String>, String> + Send + Sync>;
 
+/// Checks a reloaded `[cluster]` against the running node (its TLS certificate may have been
+/// renewed on disk) and returns what applies it, run once nothing else can refuse the reload.
+pub type ClusterApplier =
+    Box<dyn Fn(&DaemonConfig) -> Result<Option<ClusterCommit>, String> + Send + Sync>;
+/// Applies a checked `[cluster]` change; returns the keys it changed (`cluster.tls`).
+pub type ClusterCommit = Box<dyn FnOnce() -> Vec<String> + Send>;
+
 /// The running config and how to re-read it.
 pub struct ConfigHandle {
     path: PathBuf,
@@ -193,6 +201,7 @@ pub struct ConfigHandle {
     current: watch::Sender<DaemonConfig>,
     set_log_level: LogLevelSetter,
     apply_api: Mutex<Option<ApiApplier>>,
+    apply_cluster: Mutex<Option<ClusterApplier>>,
     reloading: Mutex<()>,
 }
 
@@ -210,6 +219,7 @@ impl ConfigHandle {
             current,
             set_log_level,
             apply_api: Mutex::new(None),
+            apply_cluster: Mutex::new(None),
             reloading: Mutex::new(()),
         }
     }
@@ -217,6 +227,11 @@ impl ConfigHandle {
     /// Installed once the TCP API exists; every reload goes through it.
     pub fn set_api_applier(&self, apply: ApiApplier) {
         *self.apply_api.lock().unwrap_or_else(|p| p.into_inner()) = Some(apply);
+    }
+
+    /// Installed once the cluster node runs; every reload goes through it.
+    pub fn set_cluster_applier(&self, apply: ClusterApplier) {
+        *self.apply_cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(apply);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<DaemonConfig> {
@@ -254,21 +269,33 @@ impl ConfigHandle {
         };
         let old = self.get();
         let mut changed = changed_keys(&old, &new);
-        // First, as it is the part that can still refuse: the token file may have changed
-        // while config.toml did not.
+        let refused = |e: String| {
+            let e = format!("{}: {e}", self.path.display());
+            warn!(file = %self.path.display(), error = %e, "config reload refused; keeping the running config");
+            e
+        };
+        // First the parts that can still refuse (a file the config names may have changed
+        // while config.toml did not): the cluster's certificate is checked, then `[api]` is
+        // applied, and only then is the checked certificate swapped in, so nothing is
+        // half-applied.
+        let cluster = match &*self.apply_cluster.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(prepare) => prepare(&new).map_err(refused)?,
+            None => None,
+        };
         if let Some(apply) = &*self.apply_api.lock().unwrap_or_else(|p| p.into_inner()) {
-            let more = apply(&new).map_err(|e| {
-                let e = format!("{}: {e}", self.path.display());
-                warn!(file = %self.path.display(), error = %e, "config reload refused; keeping the running config");
-                e
-            })?;
+            let more = apply(&new).map_err(refused)?;
             changed.extend(more.into_iter().filter(|k| k != "api.listen"));
+        }
+        if let Some(commit) = cluster {
+            changed.extend(commit());
         }
         if new.log_level != old.log_level {
             (self.set_log_level)(&new.log_level)?;
         }
         if new.cluster != old.cluster {
-            warn!("[cluster] changes take effect at the next daemon start");
+            warn!(
+                "[cluster] changes (other than a renewed certificate and key) take effect at the next daemon start"
+            );
         }
         info!(file = %self.path.display(), changed = ?changed, "config reloaded");
         self.current.send_replace(new);

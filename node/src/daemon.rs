@@ -13,7 +13,7 @@ use crate::api::remote::server::{self, RoutesFor, TcpApi};
 use crate::api::{Api, SupervisorServer};
 use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
-use crate::config::{ConfigHandle, DaemonConfig, LogLevelSetter};
+use crate::config::{ClusterCommit, ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
 use crate::state::Persisted;
 use crate::state::pidlock::PidLock;
@@ -324,6 +324,28 @@ async fn serve(
             .to_config(|k| std::env::var(k).ok())?;
         applier.apply(api.as_ref())
     }));
+    if let Some(node) = &cluster {
+        // Weak: the daemon's shutdown takes the node back out of its Arc.
+        let node = Arc::downgrade(node);
+        config.set_cluster_applier(Box::new(move |c: &DaemonConfig| {
+            let Some(node) = node.upgrade() else {
+                return Ok(None);
+            };
+            let tls = match &c.cluster {
+                Some(section) if section.enabled => section.peer_tls()?,
+                _ => None,
+            };
+            let renewal = node
+                .prepare_tls_renewal(tls.as_ref())
+                .map_err(|e| format!("[cluster] {e}"))?;
+            Ok(renewal.map(|r| -> ClusterCommit {
+                Box::new(move || {
+                    node.renew_tls(r);
+                    vec!["cluster.tls".into()]
+                })
+            }))
+        }));
+    }
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
         .add_service(ClusterAdminServer::new(Admin::new(

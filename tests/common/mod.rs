@@ -265,22 +265,25 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     rx
 }
 
+/// Runs the openssl CLI in `dir` and insists on success.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A throwaway CA and a certificate it signed for `sans` (e.g. `IP:127.0.0.1,IP:127.0.0.2`),
 /// good for serving and for calling, made with the openssl CLI (scripts/test installs it):
 /// (ca.pem, server.pem, server.key).
 pub fn certificates(dir: &Path, sans: &str) -> (String, String, String) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl must be installed (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     let ec = [
         "-newkey",
         "ec",
@@ -292,12 +295,37 @@ pub fn certificates(dir: &Path, sans: &str) -> (String, String, String) {
     ca.extend_from_slice(&ec);
     ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
     openssl(&ca);
-    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
-    csr.extend_from_slice(&ec);
-    csr.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&csr);
+    let (cert, key) = certificate_signed_by(dir, "server", "127.0.0.1", sans);
+    (dir.join("ca.pem").display().to_string(), cert, key)
+}
+
+/// Another certificate from the CA that `certificates` made in `dir`, with its own subject
+/// `cn` and key: (`name`.pem, `name`.key).
+pub fn certificate_signed_by(dir: &Path, name: &str, cn: &str, sans: &str) -> (String, String) {
+    let openssl = |args: &[&str]| openssl(dir, args);
+    let (pem, key, csr, ext) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(&[
+        "req",
+        "-subj",
+        &subject,
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
     std::fs::write(
-        dir.join("san.ext"),
+        dir.join(&ext),
         format!("subjectAltName = {sans}\nextendedKeyUsage = serverAuth, clientAuth\n"),
     )
     .unwrap();
@@ -307,17 +335,45 @@ pub fn certificates(dir: &Path, sans: &str) -> (String, String, String) {
         "-days",
         "1",
         "-in",
-        "server.csr",
+        &csr,
         "-CA",
         "ca.pem",
         "-CAkey",
         "ca.key",
         "-CAcreateserial",
         "-extfile",
-        "san.ext",
+        &ext,
         "-out",
-        "server.pem",
+        &pem,
     ]);
     let p = |f: &str| dir.join(f).display().to_string();
-    (p("ca.pem"), p("server.pem"), p("server.key"))
+    (p(&pem), p(&key))
+}
+
+/// The certificate a new TLS connection to `addr` is served, as the base64 of its DER (what
+/// `openssl s_client` prints between the PEM lines); `client`: a certificate and key to present
+/// (mutual TLS). `None` when no handshake completes.
+pub fn served_certificate(addr: &str, client: Option<(&str, &str)>) -> Option<String> {
+    let mut args = vec!["s_client", "-connect", addr, "-noservername"];
+    if let Some((cert, key)) = client {
+        args.extend_from_slice(&["-cert", cert, "-key", key]);
+    }
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    first_pem_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn first_pem_body(text: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let start = text.find(BEGIN)? + BEGIN.len();
+    let end = start + text[start..].find("-----END CERTIFICATE-----")?;
+    Some(text[start..end].split_whitespace().collect())
+}
+
+/// The first certificate in a PEM file, as `served_certificate` gives it.
+pub fn pem_file_body(path: &str) -> String {
+    first_pem_body(&std::fs::read_to_string(path).unwrap()).expect("a PEM certificate")
 }

@@ -26,16 +26,15 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::{InterceptorLayer, Routes};
-use tonic::transport::Certificate;
-use tonic::transport::Identity;
 use tonic::transport::Server;
-use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use crate::transport::limits::{Bounded, Gate, Limits, RequestSeen};
 use crate::transport::throttle::AuthThrottle;
+use crate::transport::tls::{self, CertPair, CertStore};
 
 use self::api::ClusterApiService;
 use self::formation::Formation;
@@ -53,7 +52,6 @@ use crate::config::PeerTls;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
 use crate::error::ClusterError;
-use crate::error::with_causes;
 use crate::master::MasterView;
 use crate::master::TermSettings;
 use crate::raft::HerdRaft;
@@ -89,6 +87,21 @@ pub struct ClusterNode {
     stopped: bool,
     /// The agent's reconcile loop, once `run_agent` was called.
     agent_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// With mutual TLS: what a reload may renew.
+    tls: Option<NodeTls>,
+}
+
+/// This node's serving certificate (swapped in place by `renew_tls`) and the CA it was
+/// started with.
+struct NodeTls {
+    certs: Arc<CertStore>,
+    ca_pem: Vec<u8>,
+}
+
+/// A checked new certificate for this node (`prepare_tls_renewal`), applied by `renew_tls`.
+pub struct TlsRenewal {
+    pair: CertPair,
+    tls: PeerTls,
 }
 
 impl ClusterNode {
@@ -98,7 +111,7 @@ impl ClusterNode {
     pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
         cfg.validate()?;
         // Checked before anything binds: a bad certificate or key fails the start at once.
-        let server = server_builder(cfg.tls.as_ref())?;
+        let tls = server_tls(cfg.tls.as_ref())?;
         let incoming = if cfg.serve_rpc {
             let incoming =
                 TcpIncoming::bind(cfg.listen).map_err(|source| ClusterError::Listen {
@@ -186,10 +199,11 @@ impl ClusterNode {
                 shutdown_rx.clone(),
             )),
         ];
+        let (tls, acceptor) = tls.unzip();
         if let Some(incoming) = incoming {
             tasks.push(tokio::spawn(serve(
                 shared.clone(),
-                server,
+                acceptor,
                 incoming,
                 shutdown_rx.clone(),
             )));
@@ -209,6 +223,7 @@ impl ClusterNode {
             db,
             stopped: false,
             agent_task: std::sync::Mutex::new(None),
+            tls,
         })
     }
 
@@ -373,6 +388,42 @@ impl ClusterNode {
         }
     }
 
+    /// Checks the certificate a config reload read for this node: `Ok(None)` when it serves
+    /// that one already, or when TLS is being turned on or off (read at start only). A new CA
+    /// is refused: the peers' certificates are checked against the one read at start.
+    pub fn prepare_tls_renewal(
+        &self,
+        tls: Option<&PeerTls>,
+    ) -> Result<Option<TlsRenewal>, ClusterError> {
+        let (Some(now), Some(new)) = (&self.tls, tls) else {
+            return Ok(None);
+        };
+        if now.ca_pem != new.ca_pem {
+            return Err(ClusterError::Config(
+                "tls_ca changed: the cluster CA is read at start, so a new CA needs a restart; put the old CA file back to renew only this node's certificate and key".into(),
+            ));
+        }
+        let pair = CertPair::from_pem(&new.cert_pem, &new.key_pem)
+            .map_err(|e| ClusterError::Config(format!("TLS: {e}")))?;
+        if now.certs.current().same_chain(&pair) {
+            return Ok(None);
+        }
+        Ok(Some(TlsRenewal {
+            pair,
+            tls: new.clone(),
+        }))
+    }
+
+    /// Serves the renewed certificate to new connections and presents it on new channels to
+    /// peers; open connections keep theirs.
+    pub fn renew_tls(&self, renewal: TlsRenewal) {
+        if let Some(now) = &self.tls {
+            now.certs.replace(renewal.pair);
+            self.shared.forwarder.channels.set_tls(&renewal.tls);
+            tracing::info!(node_id = self.shared.id, listen = %self.shared.cfg.listen, "cluster TLS certificate replaced; new connections get it, open ones keep theirs");
+        }
+    }
+
     /// Stops Raft, the gRPC server and the background tasks, and waits (up to 5 s) until the
     /// Raft database is closed, so the same data dir can be opened again right away.
     pub async fn shutdown(mut self) {
@@ -473,22 +524,25 @@ fn rpc_routes(shared: &Arc<Shared>) -> Routes {
         .add_service(InterceptedService::new(agent_svc, auth))
 }
 
-/// A server for the cluster RPCs: mutual TLS with `tls` (a peer without a certificate from
-/// the cluster CA is refused by the handshake), plain HTTP/2 without.
-fn server_builder(tls: Option<&PeerTls>) -> Result<Server, ClusterError> {
-    let server = Server::builder();
+/// The cluster port's mutual TLS with `tls` (a peer without a certificate from the cluster
+/// CA is refused by the handshake), serving a certificate a reload can renew; plain HTTP/2
+/// without.
+fn server_tls(tls: Option<&PeerTls>) -> Result<Option<(NodeTls, TlsAcceptor)>, ClusterError> {
     let Some(t) = tls else {
-        return Ok(server);
+        return Ok(None);
     };
-    let config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&t.cert_pem, &t.key_pem))
-        .client_ca_root(Certificate::from_pem(&t.ca_pem));
-    server.tls_config(config).map_err(|e| {
-        ClusterError::Config(with_causes(
-            "TLS: the certificate, key or CA does not load",
-            &e,
-        ))
-    })
+    let pair = CertPair::from_pem(&t.cert_pem, &t.key_pem)
+        .map_err(|e| ClusterError::Config(format!("TLS: {e}")))?;
+    let certs = CertStore::new(pair);
+    let acceptor = tls::acceptor(certs.clone(), Some(&t.ca_pem))
+        .map_err(|e| ClusterError::Config(format!("TLS: {e}")))?;
+    Ok(Some((
+        NodeTls {
+            certs,
+            ca_pem: t.ca_pem.clone(),
+        },
+        acceptor,
+    )))
 }
 
 /// The cluster port's connection bounds. Roomier than the API's: on loopback or behind a NAT
@@ -506,7 +560,7 @@ const CLUSTER_PORT_LIMITS: Limits = Limits {
 /// misconfigured node must not lock the others out; the secret is not guessable anyway.
 async fn serve(
     shared: Arc<Shared>,
-    server: Server,
+    tls: Option<TlsAcceptor>,
     incoming: TcpIncoming,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -517,13 +571,21 @@ async fn serve(
         CLUSTER_PORT_LIMITS,
         Arc::new(AuthThrottle::new("cluster connection")),
     );
-    let result = server
+    let router = Server::builder()
         .layer(InterceptorLayer::new(RequestSeen(gate.clone())))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(Bounded::new(incoming, gate), async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
+        .add_routes(routes);
+    let bounded = Bounded::new(incoming, gate);
+    let stopped = async move {
+        let _ = shutdown.changed().await;
+    };
+    let result = match tls {
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(tls::with_tls(bounded, acceptor), stopped)
+                .await
+        }
+        None => router.serve_with_incoming_shutdown(bounded, stopped).await,
+    };
     if let Err(e) = result {
         tracing::error!(%listen, error = %e, "cluster gRPC server failed");
     }

@@ -5,6 +5,7 @@ mod auth;
 mod channels;
 pub mod limits;
 pub mod throttle;
+pub mod tls;
 
 pub(crate) use auth::ClientAuth;
 pub(crate) use auth::ServerAuth;

@@ -7,7 +7,8 @@
 //! against the API token.
 //!
 //! With `tls_cert` and `tls_key` the API speaks TLS (rustls); it then needs a port of its own,
-//! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`.
+//! since the cluster's peers speak plain HTTP/2 to `[cluster] listen`. A reload re-reads the
+//! pair (same paths or new) and serves it to new connections (`tls::CertStore`).
 //!
 //! Connections are bounded (`limits`), every call passes the door of `access::guard` (tokens,
 //! roles; wrong tokens are throttled per peer and their log lines rate-limited, `throttle`), and
@@ -16,13 +17,13 @@
 pub mod server;
 pub use herd_cluster::{limits, throttle};
 
+use herd_cluster::tls::CertPair;
 use limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Identity, ServerTlsConfig};
 
 /// Shorter tokens are refused: a token is the only gate of a network port.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -96,9 +97,9 @@ pub use crate::access::tokens::ConfigToken as TokenHolder;
 pub struct ApiConfig {
     pub listen: SocketAddr,
     token: Arc<str>,
-    /// The server's TLS identity, checked at load.
-    pub tls: Option<ServerTlsConfig>,
-    /// Where the identity came from: a reload that names other files restarts the listener.
+    /// The server's certificate and key, checked at load.
+    pub tls: Option<CertPair>,
+    /// Where the pair came from (for the reload's log line).
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
 }
@@ -143,7 +144,7 @@ impl ApiSection {
             .map_err(|_| format!("[api] listen `{}` is not ip:port", self.listen))?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(tls_identity(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls_pair(cert, key)?),
             _ => return Err("[api] TLS needs both `tls_cert` and `tls_key`".into()),
         };
         Ok(Some(ApiConfig {
@@ -188,26 +189,19 @@ impl ApiSection {
     }
 }
 
-/// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once.
-fn tls_identity(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
+/// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once and
+/// is refused by a reload (the running pair stays).
+fn tls_pair(cert: &Path, key: &Path) -> Result<CertPair, String> {
     let read = |p: &Path, what: &str| {
-        std::fs::read(p).map_err(|e| format!("[api] {what} {}: {e}", p.display()))
+        std::fs::read(p).map_err(|e| {
+            format!(
+                "[api] {what} {}: {e}; check the path and that the daemon's user can read it",
+                p.display()
+            )
+        })
     };
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "tls_cert")?,
-        read(key, "tls_key")?,
-    ));
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
-        .map_err(|e| {
-            let head = format!(
-                "[api] tls_cert {} and tls_key {} are not a usable PEM pair",
-                cert.display(),
-                key.display()
-            );
-            herd_cluster::with_causes(&head, &e)
-        })?;
-    Ok(tls)
+    CertPair::from_pem(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
+        .map_err(|e| format!("[api] {}", e.explain(cert, key)))
 }
 
 impl ApiConfig {

@@ -2,6 +2,7 @@
 //! library's `ClusterConfig`. The secret comes from `secret_file` (or `HERD_CLUSTER_SECRET`);
 //! a Redis password from the URL or `HERD_REDIS_PASSWORD`, and never appears in `Debug`.
 
+use herd_cluster::tls::CertPair;
 use herd_cluster::{ClusterConfig, Discovery, PeerTls};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -192,17 +193,29 @@ impl ClusterSection {
         Ok(cfg)
     }
 
-    fn peer_tls(&self) -> Result<Option<PeerTls>, String> {
+    /// The mutual TLS files, read and checked (the pair parses and belongs together), so a
+    /// bad pair fails the start and is refused by a reload, naming the file.
+    pub fn peer_tls(&self) -> Result<Option<PeerTls>, String> {
         let read = |key: &str, p: &Path| {
-            std::fs::read(p).map_err(|e| format!("[cluster] {key} {}: {e}", p.display()))
+            std::fs::read(p).map_err(|e| {
+                format!(
+                    "[cluster] {key} {}: {e}; check the path and that the daemon's user can read it",
+                    p.display()
+                )
+            })
         };
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (None, None, None) => Ok(None),
-            (Some(ca), Some(cert), Some(key)) => Ok(Some(PeerTls {
-                ca_pem: read("tls_ca", ca)?,
-                cert_pem: read("tls_cert", cert)?,
-                key_pem: read("tls_key", key)?,
-            })),
+            (Some(ca), Some(cert), Some(key)) => {
+                let tls = PeerTls {
+                    ca_pem: read("tls_ca", ca)?,
+                    cert_pem: read("tls_cert", cert)?,
+                    key_pem: read("tls_key", key)?,
+                };
+                CertPair::from_pem(&tls.cert_pem, &tls.key_pem)
+                    .map_err(|e| format!("[cluster] {}", e.explain(cert, key)))?;
+                Ok(Some(tls))
+            }
             _ => Err("[cluster] mutual TLS needs all of `tls_ca`, `tls_cert` and `tls_key`".into()),
         }
     }
@@ -233,8 +246,12 @@ mod tests {
         let all = section(&format!(
             "{base}tls_ca = \"{p}\"\ntls_cert = \"{p}\"\ntls_key = \"{p}\"\n"
         ));
-        let tls = all.to_config(dir.path(), env).unwrap().tls.expect("tls");
-        assert_eq!(tls.ca_pem, b"pem");
+        // All three files, but not a certificate and key: refused naming the file.
+        let err = all.to_config(dir.path(), env).unwrap_err();
+        assert!(
+            err.contains(&format!("tls_cert {p}: no usable PEM certificate")),
+            "{err}"
+        );
         let missing = section(&format!(
             "{base}tls_ca = \"{p}\"\ntls_cert = \"{p}\"\ntls_key = \"/nope\"\n"
         ));

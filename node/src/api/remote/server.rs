@@ -1,6 +1,7 @@
 //! The TCP API's listener and its life across config reloads: a reload swaps the token at
 //! once (the old one is refused from the next call on, on open connections too), applies new
-//! connection bounds, and rebinds when `listen` or the TLS files change — binding the new
+//! connection bounds, swaps the TLS certificate for new connections (open ones keep theirs;
+//! no rebind), and rebinds when `listen` changes or TLS is turned on or off — binding the new
 //! address before letting go of the old one, so a taken port refuses the reload and the old
 //! listener keeps serving. A reload can also turn the API on or off.
 //!
@@ -12,6 +13,7 @@ use super::throttle::AuthThrottle;
 use super::{ApiConfig, TokenHolder};
 use crate::access::guard::Door;
 use crate::access::tokens::Authenticator;
+use herd_cluster::tls::{self, CertStore};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +34,8 @@ pub const RESTART_HINT: &str = "needs a restart (`herd down --keep-apps && herd 
 
 struct Running {
     cfg: ApiConfig,
+    /// The certificate new TLS connections get; a reload swaps it in place.
+    certs: Option<Arc<CertStore>>,
     stop: watch::Sender<bool>,
 }
 
@@ -102,10 +106,9 @@ impl TcpApi {
     pub fn apply(&self, cfg: Option<&ApiConfig>) -> Result<Vec<String>, String> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
-        let now = running
-            .as_ref()
-            .map(|r| (r.cfg.listen, r.cfg.tls_files.clone()));
-        let wanted = cfg.map(|c| (c.listen, c.tls_files.clone()));
+        // A new certificate needs no new listener: only turning TLS on or off does.
+        let now = running.as_ref().map(|r| (r.cfg.listen, r.certs.is_some()));
+        let wanted = cfg.map(|c| (c.listen, c.tls.is_some()));
         if now != wanted {
             if let Some(shared) = self.shared_with_cluster {
                 return Err(format!(
@@ -148,6 +151,15 @@ impl TcpApi {
                 }
             }
             changed.push("api.listen".into());
+        } else if let (Some(r), Some(c)) = (running.as_mut(), cfg) {
+            if let (Some(store), Some(pair)) = (&r.certs, &c.tls)
+                && store.replace(pair.clone())
+            {
+                let (cert, key) = c.tls_files.clone().unzip();
+                info!(listen = %c.listen, cert = ?cert, key = ?key, "API TLS certificate replaced; new connections get it, open ones keep theirs");
+                changed.push("api.tls".into());
+            }
+            r.cfg = c.clone();
         }
         self.gate
             .set_limits(cfg.map_or_else(Limits::default, |c| c.limits));
@@ -170,34 +182,44 @@ impl TcpApi {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let mut server =
+        let certs = cfg.tls.clone().map(CertStore::new);
+        let acceptor = match &certs {
+            Some(store) => {
+                Some(tls::acceptor(store.clone(), None).map_err(|e| format!("[api] {e}"))?)
+            }
+            None => None,
+        };
+        let server =
             tonic::transport::Server::builder().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
-        if let Some(tls) = cfg.tls.clone() {
-            server = server
-                .tls_config(tls)
-                .map_err(|e| herd_cluster::with_causes("[api] the TLS identity was refused", &e))?;
-        }
         let routes = match &*self.routes.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(routes) => routes(&self.door),
             None => return Err("the daemon is going down".into()),
         };
         let (stop, mut stopped) = watch::channel(false);
-        let gate = self.gate.clone();
+        let router = server
+            .layer(InterceptorLayer::new(RequestSeen(self.gate.clone())))
+            .add_routes(routes);
+        let bounded = Bounded::new(incoming, self.gate.clone());
         let listen = cfg.listen;
         self.runtime.spawn(async move {
-            let result = server
-                .layer(InterceptorLayer::new(RequestSeen(gate.clone())))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(Bounded::new(incoming, gate), async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let result = match acceptor {
+                Some(acceptor) => {
+                    router
+                        .serve_with_incoming_shutdown(tls::with_tls(bounded, acceptor), stopped)
+                        .await
+                }
+                None => router.serve_with_incoming_shutdown(bounded, stopped).await,
+            };
             if let Err(e) = result {
                 error!(%listen, error = %e, "the TCP API server failed");
             }
         });
         Ok(Running {
             cfg: cfg.clone(),
+            certs,
             stop,
         })
     }

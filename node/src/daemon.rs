@@ -4,6 +4,7 @@
 //! its files. SIGHUP re-reads the config.
 
 use crate::access::guard::Door;
+use crate::access::sealing::{self, KeySource};
 use crate::access::secrets::Secrets;
 use crate::access::service::{AccessApi, AccessServer};
 use crate::access::store::AccessStore;
@@ -197,7 +198,11 @@ async fn serve(
         Some(_) => AccessStore::clustered(home.root()),
         None => AccessStore::standalone(home.root()).map_err(anyhow::Error::msg)?,
     };
-    let secrets = Arc::new(Secrets::new(access.clone()));
+    // HERD_SECRETS_KEY is read here, once; like every HERD_* variable it never reaches an app.
+    let secrets = Arc::new(Secrets::new(
+        access.clone(),
+        KeySource::new(home.root(), std::env::var(sealing::KEY_VAR).ok()),
+    ));
     if detached {
         detach_stderr(&home)?;
     }
@@ -206,6 +211,8 @@ async fn serve(
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
+    supervisor.set_secrets(secrets.clone());
+    crate::access::secret_watch::spawn(supervisor.clone(), secrets.clone());
     supervisor.restore(snapshot.unwrap_or_default());
     let state = Arc::new(Mutex::new(state));
     let (persisted_tx, persisted) = watch::channel(Persisted::default());
@@ -263,7 +270,8 @@ async fn serve(
         shutdown_tx,
         config.clone(),
         persisted,
-    );
+    )
+    .with_secrets(secrets.clone());
     info!(pid = std::process::id(), home = %home.root().display(), version = env!("CARGO_PKG_VERSION"), "herd daemon up");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -295,16 +303,19 @@ async fn serve(
     };
     let routes_access = access_api.clone();
     let routes_events = supervisor.events().clone();
+    let routes_secrets = secrets.clone();
     let routes: RoutesFor = Box::new(move |door: &Door| {
         match &routes_cluster {
             Some(node) if shares_cluster_port => node.rpc_routes(),
             _ => Routes::default(),
         }
         .add_service(door.guard(SupervisorServer::new(routes_api.clone())))
-        .add_service(door.guard(ClusterAdminServer::new(Admin::new(
-            routes_cluster.clone(),
-            routes_events.clone(),
-        ))))
+        .add_service(
+            door.guard(ClusterAdminServer::new(
+                Admin::new(routes_cluster.clone(), routes_events.clone())
+                    .with_secrets(routes_secrets.clone()),
+            )),
+        )
         .add_service(door.guard(routes_access()))
     });
     let tcp_api = TcpApi::new(routes, auth, cluster_listen, shares_cluster_port);
@@ -348,10 +359,9 @@ async fn serve(
     }
     tonic::transport::Server::builder()
         .add_service(SupervisorServer::new(api))
-        .add_service(ClusterAdminServer::new(Admin::new(
-            cluster.clone(),
-            supervisor.events().clone(),
-        )))
+        .add_service(ClusterAdminServer::new(
+            Admin::new(cluster.clone(), supervisor.events().clone()).with_secrets(secrets.clone()),
+        ))
         .add_service(access_api())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal)
         .await

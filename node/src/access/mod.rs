@@ -9,6 +9,8 @@
 pub mod caller;
 pub mod guard;
 pub mod policy;
+pub mod sealing;
+pub mod secret_watch;
 pub mod secrets;
 pub mod service;
 pub mod store;

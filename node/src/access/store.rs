@@ -172,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = AccessStore::standalone(dir.path()).unwrap();
         let changes = store.subscribe();
-        assert_eq!(store.change(put("db/pass", "AAAA")).await.unwrap(), true);
+        assert!(store.change(put("db/pass", "AAAA")).await.unwrap());
         assert!(changes.has_changed().unwrap());
         let on_disk = std::fs::read_to_string(dir.path().join(ACCESS_FILE)).unwrap();
         assert!(on_disk.contains("db/pass"), "{on_disk}");

@@ -35,6 +35,7 @@ pub struct Api {
     config: Arc<ConfigHandle>,
     /// What of the supervisor's transitions is on disk (see `daemon::write_state`).
     persisted: watch::Receiver<Persisted>,
+    secrets: Option<Arc<crate::access::secrets::Secrets>>,
 }
 
 /// How long a request waits for its change to reach the state file before answering that it
@@ -56,7 +57,14 @@ impl Api {
             shutdown,
             config,
             persisted,
+            secrets: None,
         }
+    }
+
+    /// The secret store an app file's `secret:` references are checked against.
+    pub fn with_secrets(mut self, secrets: Arc<crate::access::secrets::Secrets>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Passes `result` on once every transition made so far is in the state file: what the
@@ -178,6 +186,11 @@ impl SupervisorApi for Api {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(spec_error)?;
+        if let Some(secrets) = &self.secrets {
+            secrets
+                .check_apps(&specs)
+                .map_err(|e| Status::failed_precondition(format!("{}: {e}", req.source)))?;
+        }
         let apps = acting_as(caller, self.supervisor.apply(specs)).await;
         let apps = self.durable_after(apps).await?;
         Ok(Response::new(instances_reply(&apps)))

@@ -206,8 +206,13 @@ pub async fn secrets(target: &Target, command: SecretCommand) -> anyhow::Result<
                 print_json(&v);
             } else {
                 outln!(
-                    "secret {} set (version {})",
+                    "secret {} {} (version {})",
                     v["name"].as_str().unwrap_or("?"),
+                    if v["changed"] == false {
+                        "unchanged"
+                    } else {
+                        "set"
+                    },
                     v["version"]
                 );
             }

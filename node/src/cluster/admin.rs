@@ -2,6 +2,7 @@
 //! which answers from (or through) the cluster node it runs. A standalone daemon says so.
 
 use crate::access::Caller;
+use crate::access::secrets::Secrets;
 use crate::supervisor::events::EventLog;
 use crate::supervisor::spec::{self, AppSpec, OnDisconnect};
 use herd_cluster::registry::{App, OnDisconnect as Disconnect, Placement};
@@ -18,11 +19,22 @@ pub use herd_proto::supervisor::cluster_admin_server::ClusterAdminServer;
 pub struct Admin {
     node: Option<Arc<ClusterNode>>,
     events: EventLog,
+    secrets: Option<Arc<Secrets>>,
 }
 
 impl Admin {
     pub fn new(node: Option<Arc<ClusterNode>>, events: EventLog) -> Self {
-        Self { node, events }
+        Self {
+            node,
+            events,
+            secrets: None,
+        }
+    }
+
+    /// The secret store a deployed file's `secret:` references are checked against.
+    pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     fn node(&self) -> Result<&ClusterNode, Status> {
@@ -119,6 +131,11 @@ impl ClusterAdmin for Admin {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(secrets) = &self.secrets {
+            secrets
+                .check_apps(&specs)
+                .map_err(|e| Status::failed_precondition(format!("{}: {e}", req.source)))?;
+        }
         let apps: Vec<(String, App)> = specs
             .iter()
             .map(|s| Ok((s.name.clone(), registry_app(s)?)))

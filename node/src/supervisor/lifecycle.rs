@@ -3,7 +3,7 @@
 //! restarts herd forces on an unhealthy or over-limit process.
 
 use super::instance::{AfterExit, ExitRecord, Health, Status, decide_after_exit};
-use super::{App, Supervisor, limits, next_generation, now_ms, process};
+use super::{App, Supervisor, limits, next_generation, now_ms, process, secret_env};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -112,16 +112,21 @@ impl Supervisor {
         let now = now_ms();
         inst.started_at_ms = Some(now);
         inst.start_limit.record(now);
-        let spawned = listen.map_err(std::io::Error::other).and_then(|fds| {
-            process::spawn(
-                spec,
-                inst.index,
-                &log,
-                &fds,
-                &self.shared.home,
-                &self.shared.marker,
-            )
-        });
+        let secrets = secret_env::resolve(spec, self.shared.secrets.get().map(|s| &**s));
+        let spawned = listen
+            .map_err(std::io::Error::other)
+            .and_then(|fds| Ok((fds, secrets.map_err(std::io::Error::other)?)))
+            .and_then(|(fds, secrets)| {
+                process::spawn(
+                    spec,
+                    inst.index,
+                    &log,
+                    &fds,
+                    &self.shared.home,
+                    &self.shared.marker,
+                    &secrets,
+                )
+            });
         match spawned {
             Ok(child) => {
                 let pid = child.id();

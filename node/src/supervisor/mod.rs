@@ -26,6 +26,7 @@ mod recovery;
 mod reload;
 mod requests;
 pub mod rotation;
+pub mod secret_env;
 mod snapshot;
 mod sockets;
 pub mod spec;
@@ -156,6 +157,8 @@ struct Shared {
     host: Mutex<Option<HostMetrics>>,
     sockets: sockets::Sockets,
     lease: lease::Lease,
+    /// Where secret references in an app's env are opened at spawn (set once by the daemon).
+    secrets: std::sync::OnceLock<Arc<dyn secret_env::SecretSource>>,
 }
 
 #[derive(Clone)]
@@ -194,6 +197,7 @@ impl Supervisor {
             host: Mutex::new(None),
             sockets: sockets::Sockets::default(),
             lease: lease::Lease::default(),
+            secrets: std::sync::OnceLock::new(),
         };
         Self {
             shared: Arc::new(shared),
@@ -213,6 +217,11 @@ impl Supervisor {
         self.shared
             .events
             .emit(app, Some(inst.index), inst.pid, event, fields);
+    }
+
+    /// Gives the supervisor the store that `secret:` env values are opened from.
+    pub fn set_secrets(&self, source: Arc<dyn secret_env::SecretSource>) {
+        let _ = self.shared.secrets.set(source);
     }
 
     pub fn events(&self) -> &EventLog {

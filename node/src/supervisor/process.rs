@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -97,6 +98,7 @@ pub fn spawn(
     listen_fds: &[RawFd],
     home: &Path,
     marker: &Marker,
+    secrets: &[(String, Vec<u8>)],
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
@@ -111,7 +113,7 @@ pub fn spawn(
             ("LISTEN_FDNAMES", spec.listen.join(":")),
         ]
     };
-    let env = app_env::build(
+    let mut env = app_env::build(
         std::env::vars_os(),
         spec,
         index,
@@ -119,6 +121,13 @@ pub fn spawn(
         marker.as_str(),
         &listen,
     );
+    // Opened secrets replace their `secret:NAME` references, in the child's environment only.
+    for (var, value) in secrets {
+        env.insert(
+            OsString::from(var),
+            OsString::from(OsStr::from_bytes(value)),
+        );
+    }
     let mut cmd = if listen_fds.is_empty() {
         // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
         // with posix_spawn (vfork speed) only when it need not search a PATH it was given,

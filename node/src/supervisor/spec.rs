@@ -77,6 +77,11 @@ pub struct AppSpec {
     /// app's instances (cluster only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_disconnect: Option<OnDisconnect>,
+    /// What a change of a secret the app's env names does: `"restart"` (default) or
+    /// `"signal:SIGHUP"` (any signal name: sent to every instance, which then re-reads its
+    /// own configuration; its environment keeps the old value until its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_secret_change: Option<String>,
 }
 
 /// `[app.placement]`
@@ -162,7 +167,16 @@ impl AppSpec {
             listen: Vec::new(),
             placement: None,
             on_disconnect: None,
+            on_secret_change: None,
         }
+    }
+
+    /// The signal `on_secret_change = "signal:..."` asks for; `None` means restart.
+    pub fn secret_change_signal(&self) -> Option<nix::sys::signal::Signal> {
+        self.on_secret_change
+            .as_deref()
+            .and_then(|v| v.strip_prefix("signal:"))
+            .and_then(parse_signal)
     }
 
     /// The parsed cron schedule (validated at load).
@@ -260,6 +274,24 @@ impl AppSpec {
         }
         if let Some(dep) = self.depends_on.iter().find(|d| **d == self.name) {
             return Err(("depends_on", format!("`{dep}` depends on itself")));
+        }
+        for (var, value) in &self.env {
+            if let Some(name) = value.strip_prefix(super::secret_env::PREFIX)
+                && let Err(e) = herd_cluster::registry::access::check_secret_name(name)
+            {
+                return Err(("env", format!("`{var}`: {e}")));
+            }
+        }
+        if let Some(v) = &self.on_secret_change {
+            let ok = v == "restart" || v.strip_prefix("signal:").and_then(parse_signal).is_some();
+            if !ok {
+                return Err((
+                    "on_secret_change",
+                    format!(
+                        "`{v}` is neither \"restart\" nor \"signal:NAME\" (e.g. \"signal:SIGHUP\")"
+                    ),
+                ));
+            }
         }
         if let Some(expr) = &self.cron_restart
             && let Err(e) = expr.parse::<croner::Cron>()

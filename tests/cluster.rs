@@ -1102,6 +1102,175 @@ fn the_tcp_api_shares_the_cluster_port_and_drives_the_cluster_remotely() {
         "status",
     ]);
     assert!(err.contains("token is missing or wrong"), "{err}");
+
+    // Tokens live in the replicated registry: one made on node 1 opens node 3, with its role;
+    // revoked on node 1, node 3 refuses it within one heartbeat interval (2 s).
+    let made = all[0].herd.json(&[
+        "token", "create", "--role", "viewer", "--name", "dev", "--json",
+    ]);
+    let accessor = made["accessor"].as_str().unwrap().to_string();
+    let viewer_file = cli.app_file("viewer.token", made["secret"].as_str().unwrap());
+    let as_viewer = |node: &Node, args: &[&str]| {
+        let mut full = vec![
+            "--host",
+            node.addr.as_str(),
+            "--token-file",
+            viewer_file.as_str(),
+        ];
+        full.extend_from_slice(args);
+        cli.run(&full)
+    };
+    wait_until("node 1's new token opens node 3", SECS_10, || {
+        as_viewer(all[2], &["cluster", "status", "--json"])
+            .status
+            .success()
+    });
+    let denied = as_viewer(all[2], &["cluster", "undeploy", "far"]);
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && err.contains("permission denied: role viewer may not"),
+        "{err}"
+    );
+    assert_eq!(
+        counts_of(&all, "far"),
+        [1, 1, 1],
+        "a refused call changed nothing"
+    );
+    all[0].herd.ok(&["token", "revoke", &accessor]);
+    wait_until(
+        "node 3 refuses the revoked token",
+        Duration::from_secs(2),
+        || {
+            let o = as_viewer(all[2], &["cluster", "status"]);
+            !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("token revoked")
+        },
+    );
+    let listed = all[1].herd.json(&["token", "list", "--json"]);
+    let row = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["accessor"] == accessor.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["state"], "revoked", "{listed}");
+    assert!(
+        !listed
+            .to_string()
+            .contains(made["secret"].as_str().unwrap())
+    );
+}
+
+/// `herd secret put NAME` on `node`, the value on standard input.
+fn put_secret(node: &Node, name: &str, value: &str) {
+    use std::io::Write;
+    let mut child = node
+        .herd
+        .cmd(&["secret", "put", name])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "secret put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The values the app's instances wrote, one file per process.
+fn seen_values(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_secret_set_on_one_node_reaches_its_app_on_every_node_and_only_as_ciphertext() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes = fast_three(&url);
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let value = "cluster-pw-31d8e0-only-in-apps";
+    put_secret(all[0], "db/pass", value);
+    // Every node is given the same key file; the sealed values travel through Raft.
+    let key = std::fs::read(all[0].herd.path("secrets.key")).unwrap();
+    for n in &all[1..] {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(n.herd.path("secrets.key"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &key).unwrap();
+    }
+    // A file naming a secret nobody set is refused, naming it.
+    let missing = all[1].herd.app_file(
+        "missing.toml",
+        "[[app]]\nname = \"m\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nenv = { P = \"secret:nope\" }\n",
+    );
+    let err = all[1].herd.fails(&["cluster", "deploy", &missing]);
+    assert!(
+        err.contains("nope") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let file = all[1].herd.app_file(
+        "db.toml",
+        &format!(
+            "[[app]]\nname = \"db\"\ncommand = \"sh\"\nargs = [\"-c\", \"printf %s \\\"$PASS\\\" > {}/seen.$$; exec sleep 1000\"]\nenv = {{ PASS = \"secret:db/pass\" }}\ninstances = 3\n[app.placement]\nmax_per_node = 1\n",
+            out.path().display()
+        ),
+    );
+    all[1].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("db on every node with the value", FORM, || {
+        counts_of(&all, "db") == [1, 1, 1] && seen_values(out.path()) == vec![value; 3]
+    });
+    // A new value, set on another node, restarts the instances on every node.
+    put_secret(all[2], "db/pass", "second-value");
+    wait_until("every instance restarted with the new value", FORM, || {
+        let seen = seen_values(out.path());
+        seen.iter().filter(|v| *v == "second-value").count() == 3
+    });
+    // Raft log, snapshots, state, events, logs of every node: ciphertext only.
+    for n in &all {
+        let mut stack = vec![n.herd.home.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                if meta.is_dir() {
+                    stack.push(p);
+                } else if meta.is_file() {
+                    let bytes = std::fs::read(&p).unwrap_or_default();
+                    for needle in [value, "second-value"] {
+                        assert!(
+                            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                            "{} holds a secret value in clear",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

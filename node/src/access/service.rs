@@ -147,7 +147,13 @@ impl Access for AccessApi {
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let done = self.secrets.put(&req.name, &req.value, &caller.by).await?;
-        self.audit(&caller, "secret_set", json!({ "secret": req.name }));
+        if done["changed"] == true {
+            self.audit(
+                &caller,
+                "secret_set",
+                json!({ "secret": req.name, "version": done["version"] }),
+            );
+        }
         reply(done)
     }
 

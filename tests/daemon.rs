@@ -48,6 +48,19 @@ fn second_up_fails_with_the_running_pid() {
 #[test]
 fn racing_ups_start_exactly_one_daemon() {
     let h = Herd::new();
+    // The file still names an earlier daemon that died: a loser must never report it.
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    let mut gone = Command::new("sleep").arg("1000").spawn().unwrap();
+    let dead = gone.id();
+    let stat = std::fs::read_to_string(format!("/proc/{dead}/stat")).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 2..]
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    std::fs::write(h.path("daemon.pid"), format!("{dead}\n{start}\n")).unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
             h.cmd(&["up"])
@@ -63,11 +76,17 @@ fn racing_ups_start_exactly_one_daemon() {
         .collect();
     let winners = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(winners, 1, "{outs:?}");
+    let pid = h.daemon_pid().unwrap();
     for o in outs.iter().filter(|o| !o.status.success()) {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("already running"), "{err}");
+        // The winner, or an honest "could not tell": never the dead owner's pid.
+        assert!(
+            err.contains(&format!("(pid {pid})")) || err.contains("could not be told"),
+            "{err}"
+        );
+        assert!(!err.contains(&format!("pid {dead}")), "{err}");
     }
-    let pid = h.daemon_pid().unwrap();
     assert!(alive(pid));
     let daemons = Command::new("pgrep")
         .args(["-f", "herd up --foreground"])

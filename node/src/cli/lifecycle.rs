@@ -21,11 +21,9 @@ pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow
     home.ensure()
         .with_context(|| format!("cannot use herd home {}", home.root().display()))?;
     if pidlock::is_locked(&home.pid_file()) {
-        let pid = read_owner(&home.pid_file())
-            .map(|o| o.pid.to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let owner = pidlock::describe_owner(pidlock::wait_for_live_owner(&home.pid_file()));
         bail!(
-            "herd is already running (pid {pid}) with home {}; `herd down` stops it",
+            "herd is already running ({owner}) with home {}; `herd down` stops it",
             home.root().display()
         );
     }

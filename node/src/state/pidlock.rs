@@ -18,8 +18,9 @@ pub struct PidLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("herd is already running (pid {pid}) with home {home}; `herd down` stops it")]
-    Held { pid: String, home: String },
+    /// `owner`: `pid N`, or why the winner cannot be named.
+    #[error("herd is already running ({owner}) with home {home}; `herd down` stops it")]
+    Held { owner: String, home: String },
     #[error("cannot use pid file {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -77,7 +78,7 @@ impl PidLock {
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
                     return Err(LockError::Held {
-                        pid: wait_for_owner_pid(path),
+                        owner: describe_owner(wait_for_live_owner(path)),
                         home,
                     });
                 }
@@ -114,15 +115,29 @@ impl PidLock {
     }
 }
 
-/// The winner of a race may not have written its pid yet; give it a moment.
-fn wait_for_owner_pid(path: &Path) -> String {
-    for _ in 0..50 {
-        if let Some(owner) = read_owner(path) {
-            return owner.pid.to_string();
+/// The daemon that holds the lock on `path`, as its pid file names it. The winner of a race
+/// locks the file before it writes its pid, so until then the file still names the previous
+/// owner, who is dead: only a live process with the recorded start signature counts. Polls
+/// for up to a second; `None` when no live owner was written by then.
+pub fn wait_for_live_owner(path: &Path) -> Option<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if let Some(owner) = read_owner(path).filter(Owner::is_alive) {
+            return Some(owner.pid);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    "unknown".into()
+}
+
+/// `pid N`, or what can be said without one.
+pub fn describe_owner(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another daemon holds the lock; its pid could not be told yet".into(),
+    }
 }
 
 /// Whether some daemon holds the lock on `path` right now (without taking it).
@@ -156,11 +171,56 @@ mod tests {
         // flock locks belong to the open file description, so a second open in the same
         // process conflicts just like another process would.
         match PidLock::acquire(&p) {
-            Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            Err(LockError::Held { owner, .. }) => {
+                assert_eq!(owner, format!("pid {}", std::process::id()))
+            }
             other => panic!("expected Held, got {:?}", other.map(|_| ())),
         }
         lock.release();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_loser_names_the_winner_never_the_dead_owner_the_file_still_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.pid");
+        // A previous owner that has died: a real process, reaped, with its real signature.
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let dead = child.id();
+        let signature = start_signature(dead).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::write(&p, format!("{dead}\n{signature}\n")).unwrap();
+        // The winner has locked the file but not yet written its pid.
+        let winner = File::open(&p).unwrap();
+        let winner = Flock::lock(winner, FlockArg::LockExclusiveNonblock).unwrap();
+        match PidLock::acquire(&p) {
+            Err(e @ LockError::Held { .. }) => {
+                let msg = e.to_string();
+                assert!(!msg.contains(&dead.to_string()), "{msg}");
+                assert!(msg.contains("could not be told"), "{msg}");
+            }
+            other => panic!("expected Held, got {:?}", other.map(|_| ())),
+        }
+        // Once the winner has written itself, the loser names it.
+        let me = std::process::id();
+        let writer = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let sig = start_signature(me).unwrap();
+                std::fs::write(&p, format!("{me}\n{sig}\n")).unwrap();
+            })
+        };
+        match PidLock::acquire(&p) {
+            Err(LockError::Held { owner, .. }) => assert_eq!(owner, format!("pid {me}")),
+            other => panic!("expected Held, got {:?}", other.map(|_| ())),
+        }
+        writer.join().unwrap();
+        drop(winner);
     }
 
     #[test]

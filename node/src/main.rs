@@ -6,6 +6,8 @@ mod cli;
 mod cluster;
 mod config;
 mod daemon;
+#[cfg(test)]
+mod fuzz;
 mod home;
 mod state;
 mod supervisor;

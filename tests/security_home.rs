@@ -24,6 +24,7 @@ fn herd_in(home: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("HERD_HOME", home)
         .env_remove("HERD_LOG")
+        .env("HERD_HTTP_LISTEN", "")
         .output()
         .expect("run herd")
 }

@@ -78,6 +78,9 @@ impl Herd {
         for var in CONFIG_OVERRIDES {
             cmd.env_remove(var);
         }
+        // The HTTP server stays on, as it is by default, on a port of its own (so a herd
+        // already running on this host does not make the run fail).
+        cmd.env("HERD_HTTP_LISTEN", "127.0.0.1:0");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     /// on a port shared with `[cluster] listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<crate::api::remote::ApiSection>,
+    /// `[http]`: `/healthz` and `/metrics` (see `http`). Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::http::HttpSection>,
 }
 
 mod defaults {
@@ -137,6 +140,12 @@ impl DaemonConfig {
         })?;
         config
             .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .http
+            .clone()
+            .unwrap_or_default()
+            .listen_addr(&env)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
@@ -291,6 +300,9 @@ impl ConfigHandle {
         }
         if new.log_level != old.log_level {
             (self.set_log_level)(&new.log_level)?;
+        }
+        if new.http != old.http {
+            warn!("[http] changes take effect at the next daemon start");
         }
         if new.cluster != old.cluster {
             warn!(

@@ -187,6 +187,14 @@ async fn serve(
         }
         None => None,
     };
+    let http_section = config.get().http.unwrap_or_default();
+    let http = match http_section
+        .listen_addr(|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?
+    {
+        Some(addr) => Some((addr, crate::http::bind(addr).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
     let cluster_listen = cluster.as_ref().map(|c| c.listen);
 
@@ -269,9 +277,10 @@ async fn serve(
         home.root().display().to_string(),
         shutdown_tx,
         config.clone(),
-        persisted,
+        persisted.clone(),
     )
     .with_secrets(secrets.clone());
+    let persisted_http = persisted;
     info!(pid = std::process::id(), home = %home.root().display(), version = env!("CARGO_PKG_VERSION"), "herd daemon up");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -318,13 +327,27 @@ async fn serve(
         )
         .add_service(door.guard(routes_access()))
     });
-    let tcp_api = TcpApi::new(routes, auth, cluster_listen, shares_cluster_port);
+    let tcp_api = TcpApi::new(routes, auth.clone(), cluster_listen, shares_cluster_port);
     if let Some((cfg, listener)) = tcp {
         tcp_api
             .start(&cfg, listener)
             .map_err(anyhow::Error::msg)
             .context("cannot start the TCP API")?;
         info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, tls = cfg.tls.is_some(), "TCP API listening (token required)");
+    }
+    if let Some((addr, listener)) = http {
+        crate::http::serve(
+            listener,
+            crate::http::HttpState {
+                supervisor: supervisor.clone(),
+                started: std::time::Instant::now(),
+                persisted: persisted_http,
+                cluster: cluster.clone(),
+                auth: auth.clone(),
+                metrics_need_token: !addr.ip().is_loopback() && !http_section.metrics_public,
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
     }
     let applier = tcp_api.clone();
     config.set_api_applier(Box::new(move |c: &DaemonConfig| {

@@ -9,6 +9,7 @@ mod daemon;
 #[cfg(test)]
 mod fuzz;
 mod home;
+mod http;
 mod state;
 mod supervisor;
 

@@ -43,7 +43,9 @@ impl Herd {
         let mut c = Command::new(herd_bin());
         c.args(args)
             .env("HERD_HOME", self.home.path())
-            .env_remove("HERD_LOG");
+            .env_remove("HERD_LOG")
+            // Many daemons run side by side here: no HTTP server unless a test asks for one.
+            .env("HERD_HTTP_LISTEN", "");
         c
     }
 

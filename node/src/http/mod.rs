@@ -1,0 +1,232 @@
+//! herd's HTTP face on `[http] listen` (default `127.0.0.1:9800`; `HERD_HTTP_LISTEN`; an empty
+//! string turns it off): `GET /healthz` for load balancers and probes, `GET /metrics` for
+//! Prometheus. Unknown paths get 404, other methods 405; a request body is never read. A
+//! listener that cannot be bound stops `herd up` with the reason, like `[api]`.
+//!
+//! `/metrics` on a loopback address is open; on any other address it needs a viewer token
+//! (`authorization: Bearer ...`, the same tokens as the TCP API) unless `metrics_public = true`.
+
+mod metrics;
+
+use crate::access::tokens::Authenticator;
+use crate::state::Persisted;
+use crate::supervisor::Supervisor;
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use herd_cluster::ClusterNode;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The default address: loopback only, the port the dashboard's users expect.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9800";
+/// The variable that overrides `[http] listen` (empty: off).
+pub const LISTEN_VAR: &str = "HERD_HTTP_LISTEN";
+
+/// `[http]` in `config.toml`. Read at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `ip:port`, or `""` for no HTTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Serve `/metrics` without a token on a non-loopback address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metrics_public: bool,
+}
+
+impl HttpSection {
+    /// Where to listen, or `None` when turned off; a bad address is an error naming the key.
+    pub fn listen_addr(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<SocketAddr>, String> {
+        let (text, from) = match env(LISTEN_VAR) {
+            Some(v) => (v, LISTEN_VAR.to_string()),
+            None => (
+                self.listen
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+                "[http] listen".to_string(),
+            ),
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!("{from}: `{text}` is not an ip:port address (e.g. 127.0.0.1:9800; \"\" turns the HTTP server off)")
+        })
+    }
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub supervisor: Supervisor,
+    pub started: Instant,
+    pub persisted: watch::Receiver<Persisted>,
+    pub cluster: Option<Arc<ClusterNode>>,
+    pub auth: Arc<Authenticator>,
+    /// `/metrics` needs a token (non-loopback listener without `metrics_public`).
+    pub metrics_need_token: bool,
+}
+
+/// Binds `addr` before the daemon starts anything, so a taken port fails `herd up` with the
+/// reason.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        format!("[http] listen: cannot bind {addr}: {e} (another herd daemon may hold it: set [http] listen or {LISTEN_VAR}; \"\" turns the HTTP server off)")
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("[http] listen {addr}: {e}"))?;
+    Ok(listener)
+}
+
+/// Serves a bound listener until the daemon exits.
+pub fn serve(listener: std::net::TcpListener, state: HttpState) -> Result<SocketAddr, String> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| format!("[http] listen: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_page))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state);
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+        if let Err(e) = served {
+            warn!(error = %e, "the HTTP server stopped");
+        }
+    });
+    info!(listen = %bound, "HTTP server listening (/healthz, /metrics)");
+    Ok(bound)
+}
+
+/// 200 when the daemon can do its job: it answers, its state reaches the disk, and in a
+/// cluster it knows a leader; 503 otherwise, with the reasons.
+async fn healthz(State(s): State<HttpState>) -> Response {
+    let mut problems = Vec::new();
+    let persisted = s.persisted.borrow().clone();
+    if let Some((_, why)) = &persisted.failed {
+        problems.push(format!("state not saved: {why}"));
+    }
+    let mut leader = None;
+    if let Some(node) = &s.cluster {
+        leader = node.status().await.leader_id;
+        if leader.is_none() {
+            problems.push("no cluster leader known".to_string());
+        }
+    }
+    let body = serde_json::json!({
+        "status": if problems.is_empty() { "ok" } else { "unhealthy" },
+        "problems": problems,
+        "uptime_s": s.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "leader_id": leader,
+    });
+    let code = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+async fn metrics_page(
+    State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if s.metrics_need_token {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        if let Err(why) =
+            s.auth
+                .authenticate(header.as_deref(), Some(peer), crate::supervisor::now_ms())
+        {
+            return (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{}: /metrics on this address needs a viewer token (authorization: Bearer ...), or [http] metrics_public = true\n",
+                    why.message()
+                ),
+            )
+                .into_response();
+        }
+    }
+    // OpenMetrics for whoever asks for it (Prometheus does), the classic text format else.
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    match metrics::render(&s).await {
+        Ok(text) if open_metrics => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics::to_prometheus_text(&text),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_comes_from_the_variable_then_the_file_then_the_default() {
+        let none = |_: &str| None;
+        let section = HttpSection::default();
+        assert_eq!(
+            section.listen_addr(none).unwrap(),
+            Some(DEFAULT_LISTEN.parse().unwrap())
+        );
+        let file = HttpSection {
+            listen: Some("0.0.0.0:1".into()),
+            metrics_public: false,
+        };
+        assert_eq!(
+            file.listen_addr(none).unwrap(),
+            Some("0.0.0.0:1".parse().unwrap())
+        );
+        assert_eq!(file.listen_addr(|_| Some(String::new())).unwrap(), None);
+        let e = file.listen_addr(|_| Some("nope".into())).unwrap_err();
+        assert!(e.contains(LISTEN_VAR) && e.contains("nope"), "{e}");
+        let bad = HttpSection {
+            listen: Some("9800".into()),
+            metrics_public: false,
+        };
+        assert!(bad.listen_addr(none).unwrap_err().contains("[http] listen"));
+    }
+}

@@ -1,0 +1,226 @@
+//! herd's HTTP face end to end: a real daemon serving `[http] listen`, read over real TCP.
+//! `/healthz` answers; `/metrics` passes `promtool check metrics` and says what `herd ps
+//! --json` and `herd metrics --json` say; unknown paths are 404 and other methods 405; a port
+//! another daemon holds stops `herd up` with the reason; off loopback, `/metrics` needs a token.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `METHOD PATH` over plain HTTP/1.1: (status, body).
+fn http(addr: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the HTTP server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The value of the sample `name{labels}` (labels exactly as the exposition writes them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn up_with_http(h: &Herd, listen: &str) {
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    let out = h
+        .cmd(&["up"])
+        .env("HERD_HTTP_LISTEN", listen)
+        .env("HERD_METRICS_INTERVAL_S", "0.2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "herd up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn promtool_check(text: &str) {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "promtool is needed to check /metrics ({e}): `apt-get install prometheus` provides it (scripts/test installs it)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused /metrics:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn healthz_and_metrics_say_what_the_cli_says_and_pass_promtool() {
+    let h = Herd::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    up_with_http(&h, &addr);
+    let file = h.app_file(
+        "apps.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 2\n\n[[app]]\nname = \"once\"\ncommand = \"true\"\nrestart = \"never\"\n",
+    );
+    h.ok(&["start", &file]);
+    h.wait_status("web", 1, "running", WAIT);
+    h.wait_status("once", 0, "stopped", WAIT);
+
+    let (code, body) = http(&addr, "GET", "/healthz", None);
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    let (code, text) = http(&addr, "GET", "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    promtool_check(&text);
+    for row in h.ps() {
+        let (app, index) = (
+            row["name"].as_str().unwrap(),
+            row["instance"].as_u64().unwrap(),
+        );
+        let labels = format!("{{app=\"{app}\",instance=\"{index}\"}}");
+        let up = sample(&text, &format!("herd_instance_up{labels}"));
+        let running = row["status"] == "running";
+        assert_eq!(
+            up,
+            Some(if running { 1.0 } else { 0.0 }),
+            "{app}/{index}\n{text}"
+        );
+        let status = format!(
+            "herd_instance_status{{app=\"{app}\",instance=\"{index}\",status=\"{}\"}}",
+            row["status"].as_str().unwrap()
+        );
+        assert_eq!(sample(&text, &status), Some(1.0), "{status}\n{text}");
+        assert_eq!(
+            sample(&text, &format!("herd_instance_restarts_total{labels}")),
+            row["restarts"].as_f64(),
+            "{text}"
+        );
+    }
+    let rss = sample(&text, "herd_daemon_resident_memory_bytes").expect("daemon RSS");
+    let mut cli_rss = 0.0;
+    wait_until("herd metrics has sampled the daemon", WAIT, || {
+        cli_rss = h.json(&["metrics", "--json"])["daemon"]["rss_bytes"]
+            .as_f64()
+            .unwrap_or(0.0);
+        cli_rss > 0.0
+    });
+    assert!(
+        rss > cli_rss / 2.0 && rss < cli_rss * 2.0,
+        "daemon RSS {rss} vs herd metrics {cli_rss}"
+    );
+    assert!(
+        sample(&text, "herd_daemon_cpu_seconds_total").is_some(),
+        "{text}"
+    );
+    assert!(text.contains("herd_build_info{version=\""), "{text}");
+
+    // A stop shows at the next scrape.
+    h.ok(&["stop", "web"]);
+    let (_, text) = http(&addr, "GET", "/metrics", None);
+    assert_eq!(
+        sample(&text, "herd_instance_up{app=\"web\",instance=\"0\"}"),
+        Some(0.0)
+    );
+
+    // Bad input: 404 and 405, and the daemon is unharmed.
+    assert_eq!(http(&addr, "GET", "/nope", None).0, 404);
+    assert_eq!(http(&addr, "POST", "/metrics", None).0, 405);
+    assert_eq!(http(&addr, "DELETE", "/healthz", None).0, 405);
+    h.ok(&["ping"]);
+
+    // Another daemon cannot take the port: its `herd up` fails, saying why.
+    let other = Herd::new();
+    std::fs::create_dir_all(other.home.path()).unwrap();
+    let out = other
+        .cmd(&["up"])
+        .env("HERD_HTTP_LISTEN", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("[http] listen") && err.contains("cannot bind"),
+        "{err}"
+    );
+    // A bad address is refused naming the variable.
+    let out = other
+        .cmd(&["up"])
+        .env("HERD_HTTP_LISTEN", "9800")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("HERD_HTTP_LISTEN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn off_loopback_metrics_need_a_token_and_healthz_does_not() {
+    let h = Herd::new();
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    let token = h.path("api.token");
+    std::fs::write(&token, "http-e2e-token-0123456789").unwrap();
+    std::fs::write(
+        h.path("config.toml"),
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\n",
+            free_port(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    up_with_http(&h, &format!("0.0.0.0:{port}"));
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(http(&addr, "GET", "/healthz", None).0, 200);
+    let (code, body) = http(&addr, "GET", "/metrics", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("viewer token"), "{body}");
+    assert!(!body.contains("herd_instance"), "{body}");
+    let made = h.json(&["token", "create", "--role", "viewer", "--json"]);
+    let bearer = format!("Bearer {}", made["secret"].as_str().unwrap());
+    let (code, body) = http(&addr, "GET", "/metrics", Some(&bearer));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("herd_daemon_uptime_seconds"), "{body}");
+    let (code, _) = http(&addr, "GET", "/metrics", Some("Bearer herd_00"));
+    assert_eq!(code, 401);
+}

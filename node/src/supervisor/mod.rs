@@ -11,12 +11,14 @@ pub mod backoff;
 mod cron;
 pub mod deps;
 pub mod events;
+mod group_stop;
 mod health;
 pub mod instance;
 pub mod lease;
 mod lifecycle;
 pub mod limits;
 pub mod logs;
+pub mod machine;
 pub mod managed;
 pub mod marker;
 pub mod metrics;
@@ -26,6 +28,7 @@ mod recovery;
 mod reload;
 mod requests;
 pub mod rotation;
+mod runtime;
 pub mod secret_env;
 mod snapshot;
 mod sockets;
@@ -37,6 +40,7 @@ use metrics::HostMetrics;
 use serde::{Deserialize, Serialize};
 pub use snapshot::validate_snapshot;
 use spec::AppSpec;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +163,40 @@ struct Shared {
     lease: lease::Lease,
     /// Where secret references in an app's env are opened at spawn (set once by the daemon).
     secrets: std::sync::OnceLock<Arc<dyn secret_env::SecretSource>>,
+    /// Spawns, signals and watches processes (`RealOs`, or a fake in tests).
+    os: Arc<dyn process::Os>,
+}
+
+thread_local! {
+    /// This thread holds the table lock: fork/exec and killpg must wait (see `RealOs`).
+    static TABLE_HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread holds the table lock.
+pub(crate) fn table_held() -> bool {
+    TABLE_HELD.with(|h| h.get())
+}
+
+/// The locked table; notes on its thread that the lock is held.
+struct TableGuard<'a>(MutexGuard<'a, Table>);
+
+impl std::ops::Deref for TableGuard<'_> {
+    type Target = Table;
+    fn deref(&self) -> &Table {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TableGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.0
+    }
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        TABLE_HELD.with(|h| h.set(false));
+    }
 }
 
 #[derive(Clone)]
@@ -181,6 +219,16 @@ fn next_generation() -> u64 {
 
 impl Supervisor {
     pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog, marker: marker::Marker) -> Self {
+        Self::with_os(logs_dir, home, events, marker, Arc::new(process::RealOs))
+    }
+
+    fn with_os(
+        logs_dir: PathBuf,
+        home: PathBuf,
+        events: EventLog,
+        marker: marker::Marker,
+        os: Arc<dyn process::Os>,
+    ) -> Self {
         let table = Table {
             apps: BTreeMap::new(),
             closing: false,
@@ -198,25 +246,22 @@ impl Supervisor {
             sockets: sockets::Sockets::default(),
             lease: lease::Lease::default(),
             secrets: std::sync::OnceLock::new(),
+            os,
         };
         Self {
             shared: Arc::new(shared),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
+    fn lock(&self) -> TableGuard<'_> {
         // A panic elsewhere must not take the whole supervisor down with a poisoned lock.
-        self.shared.table.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        TABLE_HELD.with(|h| h.set(true));
+        TableGuard(guard)
     }
 
     fn notify(&self) {
         self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    fn emit(&self, app: &str, inst: &Instance, event: &str, fields: serde_json::Value) {
-        self.shared
-            .events
-            .emit(app, Some(inst.index), inst.pid, event, fields);
     }
 
     /// Gives the supervisor the store that `secret:` env values are opened from.

@@ -3,8 +3,9 @@
 //! old one. A new process that does not get there is stopped and the old one keeps the slot;
 //! the reload stops there and says why.
 
-use super::instance::{Health, Retiring, Status};
-use super::{App, Result, Supervisor, SupervisorError, process};
+use super::instance::{Retiring, Status};
+use super::machine::Input;
+use super::{App, Result, Supervisor, SupervisorError, group_stop, process};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
@@ -115,63 +116,47 @@ impl Supervisor {
     }
 
     fn begin_handover(&self, name: &str, index: u32) -> Result<Handover> {
-        let h = {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             let app = t
                 .apps
-                .get_mut(name)
+                .get(name)
                 .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             let Some(pos) = app.position(index) else {
                 return Ok(Handover::Started);
             };
             let inst = &app.instances[pos];
-            let running = matches!(inst.status, Status::Running | Status::Starting);
-            match (running, inst.pid) {
-                (true, Some(pid)) => {
-                    let old = Retiring {
-                        pid,
-                        signature: inst.signature,
-                        started_at_ms: inst.started_at_ms,
-                        generation: inst.generation,
-                        exited: false,
-                    };
-                    info!(app = %name, instance = index, old_pid = pid, "reload: starting a new process");
-                    self.emit(
-                        name,
-                        inst,
-                        "reload",
-                        json!({ "step": "start_new", "old_pid": pid }),
-                    );
-                    app.instances[pos].retiring = Some(old.clone());
-                    self.spawn_instance(app, pos);
-                    let new = &app.instances[pos];
-                    let deadline = match &app.spec.health {
-                        Some(h) => {
-                            h.grace()
-                                + h.interval() * (h.failures + 1)
-                                + h.timeout()
-                                + Duration::from_secs(1)
-                        }
-                        None => READY_WITHOUT_PROBE,
-                    };
-                    Handover::Replacing {
-                        old,
-                        new_generation: new.generation,
-                        deadline,
-                        probed: app.spec.health.is_some(),
-                    }
+            let old = match (inst.status, inst.pid) {
+                (Status::Running | Status::Starting, Some(pid)) => Some(Retiring {
+                    pid,
+                    signature: inst.signature,
+                    started_at_ms: inst.started_at_ms,
+                    generation: inst.generation,
+                    exited: false,
+                }),
+                _ => None,
+            };
+            let deadline = match &app.spec.health {
+                Some(h) => {
+                    h.grace()
+                        + h.interval() * (h.failures + 1)
+                        + h.timeout()
+                        + Duration::from_secs(1)
                 }
-                _ => {
-                    if matches!(app.instances[pos].status, Status::Stopped | Status::Crashed) {
-                        app.instances[pos].reset_history();
-                        self.spawn_instance(app, pos);
-                    }
-                    Handover::Started
-                }
-            }
-        };
-        self.notify();
-        Ok(h)
+                None => READY_WITHOUT_PROBE,
+            };
+            let probed = app.spec.health.is_some();
+            b.apply(t, name, index, None, Input::Replace);
+            let Some(old) = old else {
+                return Ok(Handover::Started);
+            };
+            let new_generation = slot(t, name, index).map_or(0, |i| i.generation);
+            Ok(Handover::Replacing {
+                old,
+                new_generation,
+                deadline,
+                probed,
+            })
+        })
     }
 
     /// The new process is ready: stop the old one (stop signal, SIGKILL after the timeout).
@@ -191,99 +176,32 @@ impl Supervisor {
             "reload",
             json!({ "step": "stop_old" }),
         );
-        stop_group(old.pid, signal, timeout).await;
-        {
-            let mut t = self.lock();
-            if let Some(app) = t.apps.get_mut(name)
-                && let Some(pos) = app.position(index)
-                && app.instances[pos]
-                    .retiring
-                    .as_ref()
-                    .is_some_and(|r| r.pid == old.pid)
-            {
-                app.instances[pos].retiring = None;
-            }
-        }
-        self.notify();
+        let os = self.shared.os.clone();
+        group_stop::stop_untracked(&*os, old.pid, signal, timeout).await;
+        self.transact(|t, b| b.apply(t, name, index, None, Input::Retired { pid: old.pid }));
     }
 
     /// The new process failed: stop it and give the slot back to the old process.
     async fn roll_back(&self, name: &str, index: u32, old: Retiring) {
         warn!(app = %name, instance = index, old_pid = old.pid, "reload: new process not ready; keeping the old one");
-        let jobs = {
-            let mut t = self.lock();
-            let Some(app) = t.apps.get_mut(name) else {
-                return;
-            };
-            let Some(pos) = app.position(index) else {
-                return;
-            };
-            self.begin_stop(app, pos, None)
-                .into_iter()
-                .collect::<Vec<_>>()
-        };
-        self.run_stop_jobs(jobs);
+        let stop = Input::StopRequested { timeout: None };
+        if self
+            .transact(|t, b| b.apply(t, name, index, None, stop))
+            .is_none()
+        {
+            return;
+        }
         self.wait_until(|t| slot(t, name, index).is_none_or(|i| i.status != Status::Stopping))
             .await;
-        {
-            let mut t = self.lock();
-            let Some(app) = t.apps.get_mut(name) else {
-                return;
-            };
-            let Some(pos) = app.position(index) else {
-                return;
-            };
-            let still_there = app.instances[pos]
-                .retiring
-                .take()
-                .is_some_and(|r| !r.exited);
-            let inst = &mut app.instances[pos];
-            if still_there
-                && old
-                    .signature
-                    .is_none_or(|s| process::is_same_process(old.pid, s))
-            {
-                inst.pid = Some(old.pid);
-                inst.signature = old.signature;
-                inst.started_at_ms = old.started_at_ms;
-                inst.generation = old.generation;
-                inst.status = Status::Running;
-                inst.health = Health::Unknown;
-                inst.next_start_ms = None;
-                if let Some(h) = app.spec.health.clone() {
-                    self.start_probes(name.to_string(), index, old.generation, old.pid, h);
-                }
-            } else {
-                // The old process is gone too: start the slot afresh.
-                self.spawn_instance(app, pos);
-            }
-            let inst = &app.instances[pos];
-            self.emit(name, inst, "reload", json!({ "step": "rolled_back" }));
-        }
-        self.notify();
+        let old_alive = old
+            .signature
+            .is_none_or(|s| process::is_same_process(old.pid, s));
+        let back = Input::RollBack { old, old_alive };
+        self.transact(|t, b| b.apply(t, name, index, None, back));
     }
 }
 
 fn slot<'a>(t: &'a super::Table, name: &str, index: u32) -> Option<&'a super::instance::Instance> {
     let app = t.apps.get(name)?;
     app.instances.get(app.position(index)?)
-}
-
-/// Stop signal to a group, SIGKILL after `timeout`, and wait (bounded) until it is empty.
-pub(super) async fn stop_group(pgid: u32, signal: Signal, timeout: Duration) {
-    let _ = process::signal_group(pgid, signal);
-    let start = tokio::time::Instant::now();
-    let mut killed = false;
-    while process::group_alive(pgid) {
-        let waited = start.elapsed();
-        if !killed && waited >= timeout {
-            let _ = process::signal_group(pgid, Signal::SIGKILL);
-            killed = true;
-        }
-        if waited >= timeout + Duration::from_secs(10) {
-            warn!(pgid, "processes survive SIGKILL");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

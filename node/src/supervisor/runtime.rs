@@ -249,3 +249,7 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -3,16 +3,17 @@
 //! process, signal a group, watch a group until it is empty, a timer, an event. It reads no
 //! clock, touches no process and takes no lock: the runtime (`runtime.rs`) fences inputs by
 //! generation and performs the effects outside the table lock. Every assignment of an
-//! instance's `status` is here. The tracing lines of transitions are written here too: they
-//! describe the step and change nothing.
+//! instance's `status` is here. A transition's event and log line are one `Fact` effect; the
+//! few log lines that record no event are written here (they describe the step and change
+//! nothing).
 
+use super::facts::{Fact, ReloadStep};
 use super::instance::{
     AfterExit, ExitRecord, Health, Instance, ProcMetrics, Retiring, Status, decide_after_exit,
 };
 use super::limits;
 use super::spec::AppSpec;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -91,11 +92,10 @@ pub struct Ctx {
 /// What the runtime does after a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Record an event (`events.jsonl`) for the instance, with this pid.
-    Emit {
-        event: &'static str,
+    /// Record a fact (its log line and its event) for the instance, with this pid.
+    Fact {
         pid: Option<u32>,
-        fields: Value,
+        fact: Fact,
     },
     /// Fork/exec the instance's process; answer with `SpawnSucceeded` or `SpawnFailed`.
     Spawn {
@@ -166,8 +166,8 @@ struct Step<'a> {
     out: Vec<Effect>,
 }
 
-fn emit(out: &mut Vec<Effect>, event: &'static str, pid: Option<u32>, fields: Value) {
-    out.push(Effect::Emit { event, pid, fields });
+fn fact(out: &mut Vec<Effect>, pid: Option<u32>, fact: Fact) {
+    out.push(Effect::Fact { pid, fact });
 }
 
 impl Step<'_> {
@@ -214,12 +214,12 @@ impl Step<'_> {
             }
             Input::StopDeadline { pgid, after } => {
                 if self.inst.status == Status::Stopping {
-                    warn!(app = %self.spec.name, instance = self.inst.index, pgid, timeout_s = after.as_secs(), "stop timeout: SIGKILL to the process group");
-                    emit(
+                    fact(
                         &mut self.out,
-                        "killed",
                         Some(pgid),
-                        json!({ "after_s": after.as_secs_f64() }),
+                        Fact::Killed {
+                            after_s: after.as_secs_f64(),
+                        },
                     );
                     self.out.push(Effect::SignalGroup {
                         pgid,
@@ -240,11 +240,13 @@ impl Step<'_> {
                 if let Some(limit) = self.spec.max_memory_mb {
                     let rss_mb = m.rss_bytes / (1024 * 1024);
                     if rss_mb > limit {
-                        emit(
+                        fact(
                             &mut self.out,
-                            "memory_limit",
                             self.inst.pid,
-                            json!({ "rss_mb": rss_mb, "limit_mb": limit }),
+                            Fact::MemoryLimit {
+                                rss_mb,
+                                limit_mb: limit,
+                            },
                         );
                         let reason = format!("memory limit: {rss_mb} MiB > max_memory_mb {limit}");
                         self.force_restart(reason);
@@ -292,9 +294,14 @@ impl Step<'_> {
         inst.generation = self.ctx.fresh_generation;
         inst.status = Status::Starting;
         inst.pid = None;
-        info!(app = %self.spec.name, instance = inst.index, waiting_for = ?waiting, "waiting for dependencies");
         let generation = inst.generation;
-        emit(&mut self.out, "waiting", None, json!({ "for": waiting }));
+        fact(
+            &mut self.out,
+            None,
+            Fact::Waiting {
+                waiting_for: waiting,
+            },
+        );
         self.out.push(Effect::WaitDependencies { generation });
     }
 
@@ -310,8 +317,7 @@ impl Step<'_> {
         if self.ctx.singleton && !self.ctx.lease_valid {
             // Not without the master's word: the master may already run it elsewhere. The
             // agent starts it again once in contact (see `managed::reconcile_cluster`).
-            info!(app = %self.spec.name, instance = inst.index, "waiting for the master's lease");
-            emit(&mut self.out, "awaiting_lease", None, json!({}));
+            fact(&mut self.out, None, Fact::AwaitingLease);
             return;
         }
         inst.health = Health::Unknown;
@@ -379,13 +385,7 @@ impl Step<'_> {
             self.out.push(Effect::GuardLease { pid, signature });
         }
         let restarts = self.inst.restarts;
-        info!(app = %self.spec.name, instance = self.inst.index, pid, restarts, "started");
-        emit(
-            &mut self.out,
-            "started",
-            pid,
-            json!({ "restarts": restarts }),
-        );
+        fact(&mut self.out, pid, Fact::Started { restarts });
         if probes
             && self.spec.health.is_some()
             && let Some(pid) = pid
@@ -403,16 +403,10 @@ impl Step<'_> {
         }
         self.inst.spawning = false;
         let reason = format!("spawn failed: cannot run `{}`: {error}", self.spec.command);
-        warn!(app = %self.spec.name, instance = self.inst.index, error = %error, "spawn failed");
         self.out.push(Effect::NoteInLog(reason.clone()));
         self.inst.pid = None;
         self.inst.signature = None;
-        emit(
-            &mut self.out,
-            "spawn_failed",
-            None,
-            json!({ "error": error }),
-        );
+        fact(&mut self.out, None, Fact::SpawnFailed { error });
         let exit = ExitRecord {
             at_ms: self.ctx.now_ms,
             code: None,
@@ -433,12 +427,14 @@ impl Step<'_> {
             return;
         };
         self.out.push(Effect::ForgetLease { pid: pgid });
-        info!(app = %self.spec.name, instance = self.inst.index, pid = pgid, code = exit.code, signal = exit.signal.as_deref(), reason = %exit.reason, "exited");
-        emit(
+        fact(
             &mut self.out,
-            "exited",
             Some(pgid),
-            json!({ "code": exit.code, "signal": exit.signal, "reason": exit.reason }),
+            Fact::Exited {
+                code: exit.code,
+                signal: exit.signal.clone(),
+                reason: exit.reason.clone(),
+            },
         );
         self.inst.pid = None;
         self.inst.signature = None;
@@ -482,8 +478,7 @@ impl Step<'_> {
             }
             None => {
                 self.inst.status = Status::Stopped;
-                info!(app = %self.spec.name, instance = self.inst.index, "stopped");
-                emit(&mut self.out, "stopped", self.inst.pid, json!({}));
+                fact(&mut self.out, self.inst.pid, Fact::Stopped { by: None });
             }
         }
     }
@@ -496,23 +491,23 @@ impl Step<'_> {
         let inst = &mut *self.inst;
         inst.record_exit(exit);
         inst.health = Health::Unknown;
-        let name = &self.spec.name;
         match decision {
             AfterExit::Stop => {
                 inst.status = Status::Stopped;
-                info!(app = %name, instance = inst.index, "stopped by policy");
                 let pid = inst.pid;
-                emit(&mut self.out, "stopped", pid, json!({ "by": "policy" }));
+                fact(&mut self.out, pid, Fact::Stopped { by: Some("policy") });
             }
             AfterExit::Crash => {
                 inst.status = Status::Crashed;
-                warn!(app = %name, instance = inst.index, restarts = inst.restarts, window_s = self.spec.restart_window_s, "crashed: too many restarts; `herd restart` clears it");
                 let (pid, restarts) = (inst.pid, inst.restarts);
-                emit(
+                fact(
                     &mut self.out,
-                    "crashed",
                     pid,
-                    json!({ "restarts": restarts, "max_restarts": self.spec.max_restarts, "window_s": self.spec.restart_window_s }),
+                    Fact::Crashed {
+                        restarts,
+                        max_restarts: self.spec.max_restarts,
+                        window_s: self.spec.restart_window_s,
+                    },
                 );
             }
             AfterExit::Restart(backoff) => {
@@ -523,13 +518,14 @@ impl Step<'_> {
                     backoff.saturating_add(inst.start_limit.wait(now.saturating_add(backoff_ms)));
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 inst.next_start_ms = Some(now.saturating_add(delay_ms));
-                info!(app = %name, instance = inst.index, delay_ms, restart = inst.restarts, "restarting after delay");
                 let (pid, restarts, generation) = (inst.pid, inst.restarts, inst.generation);
-                emit(
+                fact(
                     &mut self.out,
-                    "restarting",
                     pid,
-                    json!({ "delay_ms": delay_ms, "restart": restarts }),
+                    Fact::Restarting {
+                        delay_ms,
+                        restart: restarts,
+                    },
                 );
                 self.out.push(Effect::Timer {
                     after: delay,
@@ -554,13 +550,14 @@ impl Step<'_> {
             (Status::Running | Status::Starting, Some(pid)) => {
                 inst.status = Status::Stopping;
                 inst.kill_at = Some(kill_at);
-                info!(app = %name, instance = inst.index, pid, signal = signal.as_str(), "stopping");
                 let generation = inst.generation;
-                emit(
+                fact(
                     &mut self.out,
-                    "stopping",
                     Some(pid),
-                    json!({ "signal": signal.as_str(), "timeout_s": timeout.as_secs_f64() }),
+                    Fact::Stopping {
+                        signal: signal.as_str(),
+                        timeout_s: timeout.as_secs_f64(),
+                    },
                 );
                 self.out.push(Effect::SignalGroup { pgid: pid, signal });
                 self.out.push(Effect::WatchGroup {
@@ -574,12 +571,13 @@ impl Step<'_> {
                 // The process is being spawned: the spawn's answer signals it.
                 inst.status = Status::Stopping;
                 inst.kill_at = Some(kill_at);
-                info!(app = %name, instance = inst.index, signal = signal.as_str(), "stopping");
-                emit(
+                fact(
                     &mut self.out,
-                    "stopping",
                     None,
-                    json!({ "signal": signal.as_str(), "timeout_s": timeout.as_secs_f64() }),
+                    Fact::Stopping {
+                        signal: signal.as_str(),
+                        timeout_s: timeout.as_secs_f64(),
+                    },
                 );
             }
             (Status::Stopping, _) => {
@@ -597,7 +595,7 @@ impl Step<'_> {
                 inst.restart_reason = None;
                 if inst.status != Status::Stopped {
                     inst.status = Status::Stopped;
-                    emit(&mut self.out, "stopped", None, json!({}));
+                    fact(&mut self.out, None, Fact::Stopped { by: None });
                 }
             }
         }
@@ -624,7 +622,6 @@ impl Step<'_> {
             .as_ref()
             .map(|h| h.failures)
             .unwrap_or(u32::MAX);
-        let name = &self.spec.name;
         let inst = &mut *self.inst;
         let pid = inst.pid;
         match result {
@@ -632,14 +629,16 @@ impl Step<'_> {
                 inst.probe_failures = 0;
                 inst.last_probe_error = None;
                 if inst.health != Health::Healthy {
-                    info!(app = %name, instance = inst.index, "healthy");
                     let from = inst.health.as_str();
                     inst.health = Health::Healthy;
-                    emit(
+                    fact(
                         &mut self.out,
-                        "health",
                         pid,
-                        json!({ "from": from, "to": "healthy" }),
+                        Fact::Health {
+                            from,
+                            to: "healthy",
+                            error: None,
+                        },
                     );
                 }
                 if self.inst.status == Status::Starting {
@@ -653,24 +652,28 @@ impl Step<'_> {
                 }
                 inst.probe_failures = inst.probe_failures.saturating_add(1);
                 if inst.health != Health::Unhealthy {
-                    warn!(app = %name, instance = inst.index, %error, "unhealthy");
                     let from = inst.health.as_str();
                     inst.health = Health::Unhealthy;
-                    emit(
+                    fact(
                         &mut self.out,
-                        "health",
                         pid,
-                        json!({ "from": from, "to": "unhealthy", "error": error }),
+                        Fact::Health {
+                            from,
+                            to: "unhealthy",
+                            error: Some(error.clone()),
+                        },
                     );
                 }
                 let count = self.inst.probe_failures;
                 if count >= failures {
                     let reason = format!("unhealthy: {count} consecutive failed probes ({error})");
-                    emit(
+                    fact(
                         &mut self.out,
-                        "unhealthy_restart",
                         pid,
-                        json!({ "failures": count, "error": error }),
+                        Fact::UnhealthyRestart {
+                            failures: count,
+                            error: error.clone(),
+                        },
                     );
                     self.force_restart(reason);
                 }
@@ -695,13 +698,12 @@ impl Step<'_> {
             });
         }
         if let (true, Some(pid)) = (alive, inst.pid) {
-            info!(app = %name, instance = inst.index, pid, "adopted running instance");
             if inst.status == Status::Stopping {
                 inst.status = Status::Running;
             }
             let generation = inst.generation;
             let signature = inst.signature;
-            emit(&mut self.out, "adopted", Some(pid), json!({}));
+            fact(&mut self.out, Some(pid), Fact::Adopted);
             if let (true, Some(signature)) = (self.ctx.singleton, signature) {
                 // Its lease died with the old daemon: the keeper stops it unless the master
                 // renews the lease first.
@@ -737,8 +739,7 @@ impl Step<'_> {
         }
         match was {
             Status::Running | Status::Starting if had_process => {
-                info!(app = %name, instance = inst.index, "instance died while the daemon was down");
-                emit(&mut self.out, "died_while_down", None, json!({}));
+                fact(&mut self.out, None, Fact::DiedWhileDown);
                 let exit = ExitRecord {
                     at_ms: self.ctx.now_ms,
                     code: None,
@@ -779,13 +780,11 @@ impl Step<'_> {
                     generation: inst.generation,
                     exited: false,
                 };
-                info!(app = %self.spec.name, instance = inst.index, old_pid = pid, "reload: starting a new process");
                 inst.retiring = Some(old);
-                emit(
+                fact(
                     &mut self.out,
-                    "reload",
                     Some(pid),
-                    json!({ "step": "start_new", "old_pid": pid }),
+                    Fact::Reload(ReloadStep::StartNew { old_pid: pid }),
                 );
                 self.launch();
             }
@@ -820,11 +819,10 @@ impl Step<'_> {
             // The old process is gone too: start the slot afresh.
             self.launch();
         }
-        emit(
+        fact(
             &mut self.out,
-            "reload",
             self.inst.pid,
-            json!({ "step": "rolled_back" }),
+            Fact::Reload(ReloadStep::RolledBack),
         );
     }
 }

@@ -63,7 +63,7 @@ fn summary(effects: &[Effect]) -> Vec<String> {
     effects
         .iter()
         .map(|e| match e {
-            Effect::Emit { event, .. } => format!("emit:{event}"),
+            Effect::Fact { fact, .. } => format!("emit:{}", fact.to_event().0),
             Effect::Spawn { .. } => "spawn".into(),
             Effect::SignalGroup { pgid, signal } => format!("signal:{}:{pgid}", signal.as_str()),
             Effect::WatchGroup { pgid, .. } => format!("watch:{pgid}"),

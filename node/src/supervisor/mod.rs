@@ -11,6 +11,7 @@ pub mod backoff;
 mod cron;
 pub mod deps;
 pub mod events;
+pub mod facts;
 mod group_stop;
 mod health;
 pub mod instance;
@@ -262,6 +263,11 @@ impl Supervisor {
 
     fn notify(&self) {
         self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records an app-level fact (no instance).
+    fn record(&self, app: &str, fact: facts::Fact) {
+        fact.record(&self.shared.events, app, None, None);
     }
 
     /// Gives the supervisor the store that `secret:` env values are opened from.

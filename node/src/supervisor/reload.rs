@@ -3,13 +3,13 @@
 //! old one. A new process that does not get there is stopped and the old one keeps the slot;
 //! the reload stops there and says why.
 
+use super::facts::{Fact, ReloadStep};
 use super::instance::{Retiring, Status};
 use super::machine::Input;
 use super::{App, Result, Supervisor, SupervisorError, group_stop, process};
 use nix::sys::signal::Signal;
-use serde_json::json;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Without a probe, a new process must stay up this long to count as ready.
 const READY_WITHOUT_PROBE: Duration = Duration::from_secs(10);
@@ -42,28 +42,20 @@ impl Supervisor {
                 .map(|i| i.index)
                 .collect()
         };
-        self.shared.events.emit(
-            name,
-            None,
-            None,
-            "reload",
-            json!({ "step": "begin", "instances": indices.len() }),
-        );
+        let begin = ReloadStep::Begin {
+            instances: indices.len(),
+        };
+        self.record(name, Fact::Reload(begin));
         for index in indices {
             if let Err(e) = self.reload_instance(name, index).await {
-                self.shared.events.emit(
-                    name,
-                    Some(index),
-                    None,
-                    "reload",
-                    json!({ "step": "aborted", "error": e.to_string() }),
-                );
+                let aborted = ReloadStep::Aborted {
+                    error: e.to_string(),
+                };
+                Fact::Reload(aborted).record(&self.shared.events, name, Some(index), None);
                 return Err(e);
             }
         }
-        self.shared
-            .events
-            .emit(name, None, None, "reload", json!({ "step": "done" }));
+        self.record(name, Fact::Reload(ReloadStep::Done));
         self.get(name)
     }
 
@@ -168,13 +160,11 @@ impl Supervisor {
                 .map(|a| (a.spec.signal(), a.spec.stop_timeout()))
                 .unwrap_or((Signal::SIGTERM, Duration::from_secs(10)))
         };
-        info!(app = %name, instance = index, old_pid = old.pid, "reload: new process ready, stopping the old one");
-        self.shared.events.emit(
+        Fact::Reload(ReloadStep::StopOld).record(
+            &self.shared.events,
             name,
             Some(index),
             Some(old.pid),
-            "reload",
-            json!({ "step": "stop_old" }),
         );
         let os = self.shared.os.clone();
         group_stop::stop_untracked(&*os, old.pid, signal, timeout).await;

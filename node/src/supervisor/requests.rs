@@ -2,12 +2,12 @@
 //! and shut the whole supervisor down (dependents first).
 
 use super::deps::{self, Edges};
+use super::facts::Fact;
 use super::instance::{Instance, Status};
 use super::limits::{MAX_APPS, MAX_HOST_INSTANCES};
 use super::machine::Input;
 use super::spec::{AppSpec, MAX_INSTANCES};
 use super::{App, Desired, Origin, Result, Supervisor, SupervisorError, Table};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::info;
@@ -108,19 +108,13 @@ impl Supervisor {
                     self.lock()
                         .apps
                         .insert(name.clone(), App::new(spec, origin));
-                    info!(app = %name, "app updated");
-                    self.shared
-                        .events
-                        .emit(&name, None, None, "updated", json!({}));
+                    self.record(&name, Fact::Updated);
                 }
                 None => {
                     self.lock()
                         .apps
                         .insert(name.clone(), App::new(spec, origin));
-                    info!(app = %name, "app registered");
-                    self.shared
-                        .events
-                        .emit(&name, None, None, "registered", json!({}));
+                    self.record(&name, Fact::Registered);
                 }
             }
             names.push(name);
@@ -187,10 +181,7 @@ impl Supervisor {
         self.stop_app(name, timeout, Desired::Stopped).await?;
         self.lock().apps.remove(name);
         self.shared.sockets.release(name);
-        info!(app = %name, "app deleted");
-        self.shared
-            .events
-            .emit(name, None, None, "deleted", json!({}));
+        self.record(name, Fact::Deleted);
         self.notify();
         Ok(())
     }
@@ -210,14 +201,11 @@ impl Supervisor {
                 .apps
                 .get_mut(name)
                 .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
-            info!(app = %name, from = app.spec.instances, to = instances, "scale");
-            self.shared.events.emit(
-                name,
-                None,
-                None,
-                "scaled",
-                json!({ "from": app.spec.instances, "to": instances }),
-            );
+            let scaled = Fact::Scaled {
+                from: app.spec.instances,
+                to: instances,
+            };
+            self.record(name, scaled);
             app.spec.instances = instances;
             let extra: Vec<u32> = app
                 .instances

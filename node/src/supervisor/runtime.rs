@@ -1,6 +1,6 @@
 //! The runtime of the instance machine, and the only place an instance changes: it locks
 //! the table, fences an input by generation, applies `machine::step`, records the step's
-//! events while still holding the lock (so their order is the order of the transitions),
+//! facts (log line and event) while still holding the lock (so their order is the order of the transitions),
 //! and performs every other effect — fork/exec, signals, timers, watchers — after the lock is
 //! released. The OS is behind `process::Os`, so the runtime is tested with a fake one under a
 //! paused clock.
@@ -71,11 +71,8 @@ impl Batch<'_> {
         self.changed |= !quiet || !effects.is_empty();
         for effect in effects {
             match effect {
-                Effect::Emit { event, pid, fields } => {
-                    self.sup
-                        .shared
-                        .events
-                        .emit(name, Some(index), pid, event, fields);
+                Effect::Fact { pid, fact } => {
+                    fact.record(&self.sup.shared.events, name, Some(index), pid);
                 }
                 effect => {
                     let spec = matches!(effect, Effect::Spawn { .. } | Effect::StartProbes { .. })
@@ -154,7 +151,7 @@ impl Supervisor {
                 effect,
             } = w;
             match effect {
-                Effect::Emit { .. } => {}
+                Effect::Fact { .. } => {}
                 Effect::Spawn { generation } => {
                     if let Some(spec) = spec {
                         self.spawn_now(&app, index, generation, &spec);

@@ -106,3 +106,56 @@ impl Supervisor {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::supervisor::instance::Status;
+    use crate::supervisor::spec::AppSpec;
+    use crate::supervisor::testing::{FakeOs, instance, settle, supervisor};
+    use crate::supervisor::{App, Origin};
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_waits_for_its_dependencies_then_starts() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        let mut spec = AppSpec::quick("api", "sleep", vec!["60".into()]);
+        spec.depends_on = vec!["web".into()];
+        sup.lock()
+            .apps
+            .insert("api".into(), App::new(spec, Origin::Local));
+        sup.start("api", false).unwrap();
+        settle().await;
+        let api = |sup: &crate::supervisor::Supervisor| {
+            sup.list(Some("api")).unwrap()[0].instances[0].clone()
+        };
+        assert_eq!((api(&sup).status, api(&sup).pid), (Status::Starting, None));
+        assert_eq!(os.with(|s| s.spawns), 0, "nothing runs before `web` does");
+        sup.start("web", false).unwrap();
+        settle().await;
+        assert_eq!(instance(&sup).pid, Some(100));
+        assert_eq!(
+            (api(&sup).status, api(&sup).pid),
+            (Status::Running, Some(101))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_for_an_older_generation_starts_nothing() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        sup.start("web", false).unwrap();
+        let generation = instance(&sup).generation;
+        sup.schedule_start("web".into(), 0, generation, std::time::Duration::ZERO);
+        settle().await;
+        // Running, not in backoff: `BackoffElapsed` changes nothing.
+        assert_eq!(os.with(|s| s.spawns), 1);
+        sup.schedule_start(
+            "web".into(),
+            0,
+            generation + 1000,
+            std::time::Duration::ZERO,
+        );
+        settle().await;
+        assert_eq!(os.with(|s| s.spawns), 1);
+    }
+}

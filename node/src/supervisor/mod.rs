@@ -1,9 +1,12 @@
 //! The local supervisor: apps → instances → processes. One table behind one mutex holds
-//! every app and instance; every transition happens under it, is traced, is recorded as an
-//! event, and bumps a version counter that wakes the state writer and anyone waiting for a
-//! condition. Processes are watched by one small task each (tokio's pidfd-based wait, or a
-//! pidfd for processes adopted after a daemon restart); timers and probes are tasks that
-//! check a generation number, so nothing meant for an older process touches a newer one.
+//! every app and instance. An instance changes only through its state machine
+//! (`machine::step`), applied by the runtime (`runtime.rs`) under the lock; each step's facts
+//! are traced and recorded as events, and the version counter that wakes the state writer and
+//! anyone waiting for a condition is bumped. What a step asks of the world — fork/exec,
+//! signals, timers, watchers — is performed after the lock is released (debug builds check
+//! it). Processes are watched by one small task each (tokio's pidfd-based wait, or a pidfd
+//! for processes adopted after a daemon restart); timers and probes carry a generation
+//! number, so nothing meant for an older process touches a newer one.
 
 pub mod adoption;
 pub mod app_env;
@@ -34,6 +37,8 @@ pub mod secret_env;
 mod snapshot;
 mod sockets;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 
 use events::EventLog;
 use instance::{Instance, Status};

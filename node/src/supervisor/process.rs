@@ -270,6 +270,8 @@ pub trait Os: Send + Sync + 'static {
     fn signal_group(&self, pgid: u32, sig: Signal) -> io::Result<()>;
     fn group_alive(&self, pgid: u32) -> bool;
     fn start_signature(&self, pid: u32) -> Option<u64>;
+    /// `pid` is alive and still the process that had `signature`.
+    fn is_same_process(&self, pid: u32, signature: u64) -> bool;
     /// Wall clock, ms since the epoch.
     fn now_ms(&self) -> u64;
 }
@@ -341,6 +343,10 @@ impl Os for RealOs {
 
     fn start_signature(&self, pid: u32) -> Option<u64> {
         start_signature(pid)
+    }
+
+    fn is_same_process(&self, pid: u32, signature: u64) -> bool {
+        is_same_process(pid, signature)
     }
 
     fn now_ms(&self) -> u64 {

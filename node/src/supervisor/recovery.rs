@@ -6,7 +6,7 @@
 use super::instance::ExitRecord;
 use super::machine::Input;
 use super::runtime::Batch;
-use super::{Desired, Snapshot, Supervisor, adoption, now_ms, process};
+use super::{Desired, Snapshot, Supervisor, adoption};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 use tracing::warn;
@@ -150,26 +150,39 @@ impl Supervisor {
     /// Instances recorded as running whose process is gone (or whose pid now belongs to
     /// another process) are handled as exited. Returns how many it found.
     pub fn sweep(&self) -> usize {
-        let now = now_ms();
-        let orphans: Vec<(String, u32, u64, Option<u32>)> = {
+        let os = &self.shared.os;
+        let now = os.now_ms();
+        // Candidates under the lock; the host is looked at once it is released (the exit
+        // is fenced by generation, so an instance that moved on meanwhile is left alone).
+        let candidates: Vec<(String, u32, u64, u32, Option<u64>)> = {
             let t = self.lock();
             t.apps
                 .values()
                 .flat_map(|a| a.instances.iter().map(move |i| (a, i)))
-                .filter(|(_, i)| i.status.has_process() && i.pid.is_some())
+                .filter(|(_, i)| i.status.has_process())
                 .filter(|(_, i)| {
                     i.started_at_ms
                         .is_some_and(|s| now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS)
                 })
-                .filter(|(_, i)| match (i.pid, i.signature) {
-                    (Some(pid), Some(sig)) => !process::is_same_process(pid, sig),
-                    (Some(pid), None) => !process::group_alive(pid),
-                    _ => false,
+                .filter_map(|(a, i)| {
+                    Some((
+                        a.spec.name.clone(),
+                        i.index,
+                        i.generation,
+                        i.pid?,
+                        i.signature,
+                    ))
                 })
-                .map(|(a, i)| (a.spec.name.clone(), i.index, i.generation, i.pid))
                 .collect()
         };
-        for (name, index, generation, pid) in &orphans {
+        let orphans: Vec<_> = candidates
+            .into_iter()
+            .filter(|(_, _, _, pid, signature)| match signature {
+                Some(sig) => !os.is_same_process(*pid, *sig),
+                None => !os.group_alive(*pid),
+            })
+            .collect();
+        for (name, index, generation, pid, _) in &orphans {
             warn!(app = %name, instance = index, "recovery sweep: the process is gone");
             let exit = ExitRecord {
                 at_ms: now,
@@ -177,7 +190,7 @@ impl Supervisor {
                 signal: None,
                 reason: "gone (found by the recovery sweep)".into(),
             };
-            self.on_exit(name, *index, *generation, *pid, exit);
+            self.on_exit(name, *index, *generation, Some(*pid), exit);
         }
         orphans.len()
     }
@@ -189,7 +202,7 @@ mod tests {
     use crate::supervisor::events::EventLog;
     use crate::supervisor::instance::{Instance, Status};
     use crate::supervisor::spec::AppSpec;
-    use crate::supervisor::{App, Origin};
+    use crate::supervisor::{App, Origin, now_ms, process};
 
     /// An app whose only instance is recorded as running `pid` since `age_ms` ago.
     fn recorded(pid: u32, signature: u64, age_ms: u64) -> Supervisor {

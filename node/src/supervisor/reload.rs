@@ -6,7 +6,7 @@
 use super::facts::{Fact, ReloadStep};
 use super::instance::{Retiring, Status};
 use super::machine::Input;
-use super::{App, Result, Supervisor, SupervisorError, group_stop, process};
+use super::{App, Result, Supervisor, SupervisorError, group_stop};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 use tracing::warn;
@@ -185,7 +185,7 @@ impl Supervisor {
             .await;
         let old_alive = old
             .signature
-            .is_none_or(|s| process::is_same_process(old.pid, s));
+            .is_none_or(|s| self.shared.os.is_same_process(old.pid, s));
         let back = Input::RollBack { old, old_alive };
         self.transact(|t, b| b.apply(t, name, index, None, back));
     }
@@ -194,4 +194,79 @@ impl Supervisor {
 fn slot<'a>(t: &'a super::Table, name: &str, index: u32) -> Option<&'a super::instance::Instance> {
     let app = t.apps.get(name)?;
     app.instances.get(app.position(index)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::testing::{FakeOs, instance, settle, supervisor};
+
+    /// `event` or `event:step` of each event received.
+    fn steps(
+        rx: &mut tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e.fields.get("step").and_then(|s| s.as_str()) {
+                Some(step) => out.push(format!("{}:{step}", e.event)),
+                None => out.push(e.event),
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_starts_a_new_process_then_stops_the_old_one() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        sup.start("web", false).unwrap();
+        let mut events = sup.events().subscribe();
+        let started = tokio::time::Instant::now();
+        sup.reload("web").await.unwrap();
+        assert!(started.elapsed() >= READY_WITHOUT_PROBE);
+        let i = instance(&sup);
+        assert_eq!((i.status, i.pid), (Status::Running, Some(101)));
+        assert_eq!(i.retiring, None);
+        assert_eq!(os.signals(), [(100, Signal::SIGTERM)]);
+        assert_eq!(
+            steps(&mut events),
+            [
+                "reload:begin",
+                "reload:start_new",
+                "started",
+                "reload:stop_old",
+                "reload:done"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_process_that_does_not_stay_up_is_stopped_and_the_old_one_keeps_the_slot() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        sup.start("web", false).unwrap();
+        let reload = tokio::spawn({
+            let sup = sup.clone();
+            async move { sup.reload("web").await }
+        });
+        settle().await;
+        assert_eq!(
+            instance(&sup).pid,
+            Some(101),
+            "the new process runs beside the old"
+        );
+        // The new version crashes; its restart (102) is not the process the reload started.
+        os.exit(101, 1);
+        let err = reload.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, SupervisorError::ReloadAborted { .. }),
+            "{err}"
+        );
+        let i = instance(&sup);
+        assert_eq!((i.status, i.pid), (Status::Running, Some(100)));
+        assert_eq!(i.retiring, None);
+        let signals = os.signals();
+        assert!(signals.contains(&(102, Signal::SIGTERM)), "{signals:?}");
+        assert!(signals.iter().all(|(pid, _)| *pid != 100), "{signals:?}");
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::instance::ExitRecord;
 use super::machine::Input;
-use super::{Supervisor, now_ms, process};
+use super::{Supervisor, process};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -66,7 +66,7 @@ impl Supervisor {
                 Err(e) => format!("exited (adopted process, could not watch it: {e})"),
             };
             let exit = ExitRecord {
-                at_ms: now_ms(),
+                at_ms: me.shared.os.now_ms(),
                 code: None,
                 signal: None,
                 reason,

@@ -175,3 +175,15 @@ fn the_lock_check_sees_the_lock_held_and_released() {
     }
     assert!(!table_held());
 }
+
+/// The real OS refuses (in debug builds, where every test runs) to fork or signal while the
+/// table lock is held: the end-to-end tests run with this check armed.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "killpg under the table lock")]
+fn the_real_os_will_not_signal_under_the_table_lock() {
+    let sup = supervisor(FakeOs::new(true));
+    let _t = sup.lock();
+    use crate::supervisor::process::{Os, RealOs};
+    let _ = RealOs.signal_group(0, Signal::SIGCONT);
+}

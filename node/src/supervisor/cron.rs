@@ -1,12 +1,12 @@
 //! `cron_restart`: restart an app at the times of its 5-field cron expression (local time).
 //! Apps with a health probe are reloaded (one instance at a time), others restarted.
 
+use super::facts::Fact;
 use super::{Desired, Supervisor};
 use chrono::{DateTime, Local};
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 impl Supervisor {
     pub async fn run_cron(&self) {
@@ -31,14 +31,7 @@ impl Supervisor {
             for (name, reload) in due {
                 let me = self.clone();
                 tokio::spawn(async move {
-                    info!(app = %name, "cron restart");
-                    me.shared.events.emit(
-                        &name,
-                        None,
-                        None,
-                        "cron_restart",
-                        json!({ "reload": reload }),
-                    );
+                    me.record(&name, Fact::CronRestart { reload });
                     let result = if reload {
                         me.reload(&name).await
                     } else {

@@ -7,14 +7,13 @@
 //! share a listen socket.
 
 use super::Supervisor;
-use super::instance::{Health, Status};
+use super::instance::Status;
+use super::machine::Input;
 use super::spec::HealthSpec;
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use serde_json::json;
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
-use tracing::{info, warn};
 
 fn expand(s: &str, pid: u32, index: u32) -> String {
     s.replace("{pid}", &pid.to_string())
@@ -136,78 +135,8 @@ impl Supervisor {
         result: Result<(), String>,
         counts: bool,
     ) -> bool {
-        let jobs = {
-            let mut t = self.lock();
-            let Some(app) = t.apps.get_mut(name) else {
-                return false;
-            };
-            let Some(pos) = app.position(index) else {
-                return false;
-            };
-            let failures = app
-                .spec
-                .health
-                .as_ref()
-                .map(|h| h.failures)
-                .unwrap_or(u32::MAX);
-            let inst = &mut app.instances[pos];
-            if inst.generation != generation
-                || !matches!(inst.status, Status::Starting | Status::Running)
-            {
-                return false;
-            }
-            match result {
-                Ok(()) => {
-                    inst.probe_failures = 0;
-                    inst.last_probe_error = None;
-                    if inst.health != Health::Healthy {
-                        info!(app = %name, instance = index, "healthy");
-                        self.emit(
-                            name,
-                            inst,
-                            "health",
-                            json!({ "from": inst.health.as_str(), "to": "healthy" }),
-                        );
-                        inst.health = Health::Healthy;
-                    }
-                    if inst.status == Status::Starting {
-                        inst.status = Status::Running;
-                    }
-                    Vec::new()
-                }
-                Err(error) => {
-                    inst.last_probe_error = Some(error.clone());
-                    if !counts {
-                        return true;
-                    }
-                    inst.probe_failures += 1;
-                    if inst.health != Health::Unhealthy {
-                        warn!(app = %name, instance = index, %error, "unhealthy");
-                        self.emit(name, inst, "health", json!({ "from": inst.health.as_str(), "to": "unhealthy", "error": error }));
-                        inst.health = Health::Unhealthy;
-                    }
-                    if inst.probe_failures >= failures {
-                        let reason = format!(
-                            "unhealthy: {} consecutive failed probes ({error})",
-                            inst.probe_failures
-                        );
-                        self.emit(
-                            name,
-                            inst,
-                            "unhealthy_restart",
-                            json!({ "failures": inst.probe_failures, "error": error }),
-                        );
-                        self.force_restart(app, pos, reason).into_iter().collect()
-                    } else {
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        self.notify();
-        let done = !jobs.is_empty();
-        self.run_stop_jobs(jobs);
-        !done
+        self.dispatch(name, index, generation, Input::Probe { result, counts })
+            .is_some_and(|i| matches!(i.status, Status::Starting | Status::Running))
     }
 }
 

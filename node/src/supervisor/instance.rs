@@ -148,6 +148,10 @@ pub struct Instance {
     /// timeout brings it forward. Not persisted.
     #[serde(skip)]
     pub kill_at: Option<tokio::time::Instant>,
+    /// A spawn was asked for (`machine::Effect::Spawn`) and has not answered yet: the
+    /// instance is `starting` (or `stopping`) without a pid. Not persisted.
+    #[serde(skip)]
+    pub spawning: bool,
     /// Every spawn takes from it; a crash loop waits for it (see `StartLimit`).
     #[serde(skip)]
     pub start_limit: StartLimit,
@@ -174,6 +178,7 @@ impl Instance {
             metrics: None,
             generation: 0,
             kill_at: None,
+            spawning: false,
             start_limit: StartLimit::default(),
         }
     }

@@ -260,3 +260,32 @@ fn kill_all(guarded: &mut HashMap<u32, u64>, why: &str) {
 fn say(what: &str) {
     let _ = writeln!(std::io::stderr(), "herd lease-keeper: {what}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_valid_from_a_renewal_until_it_lapses() {
+        let lease = Lease::default();
+        assert!(!lease.valid(), "no lease before the master's word");
+        lease.renew(Duration::from_secs(60));
+        assert!(lease.valid());
+        lease.renew(Duration::ZERO);
+        assert!(!lease.valid());
+        // Nothing guarded and no keeper: forgetting is a no-op.
+        lease.forget(42);
+        assert!(lease.lock().keeper.is_none());
+    }
+
+    #[test]
+    fn boot_instants_pass_and_saturate() {
+        let now = BootInstant::now();
+        assert!(now.passed());
+        let later = now + Duration::from_secs(3600);
+        assert!(!later.passed());
+        assert!(later.remaining() > Duration::from_secs(3500));
+        // A huge lease neither overflows nor panics.
+        assert!(!(now + Duration::MAX).passed());
+    }
+}

@@ -4,6 +4,7 @@
 //! other app. `@` is not allowed in app-file names, so these never clash with local apps.
 
 use super::instance::Status;
+use super::machine::Input;
 use super::spec::AppSpec;
 use super::{Origin, Supervisor};
 use tracing::warn;
@@ -88,25 +89,22 @@ impl Supervisor {
         if !self.shared.lease.valid() {
             return;
         }
-        let mut started = false;
-        {
-            let mut t = self.lock();
-            for app in t.apps.values_mut() {
-                if !app.is_singleton() || app.desired != super::Desired::Running {
-                    continue;
-                }
-                for pos in 0..app.instances.len() {
-                    let i = &app.instances[pos];
-                    if i.status == Status::Starting && i.pid.is_none() {
-                        self.spawn_instance(app, pos);
-                        started = true;
-                    }
-                }
+        self.transact(|t, b| {
+            let waiters: Vec<(String, u32)> = t
+                .apps
+                .values()
+                .filter(|a| a.is_singleton() && a.desired == super::Desired::Running)
+                .flat_map(|a| {
+                    a.instances
+                        .iter()
+                        .filter(|i| i.status == Status::Starting && i.pid.is_none())
+                        .map(|i| (a.spec.name.clone(), i.index))
+                })
+                .collect();
+            for (name, index) in waiters {
+                b.apply(t, &name, index, None, Input::LeaseGranted);
             }
-        }
-        if started {
-            self.notify();
-        }
+        });
     }
 
     /// The master acknowledged this node and the agent is in sync: singletons may run for

@@ -5,9 +5,9 @@
 //! seven files per process, which alone would cost an idle daemon with 100 apps ~0.1 % CPU.
 
 use super::instance::ProcMetrics;
+use super::machine::Input;
 use super::{Supervisor, now_ms, process};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use sysinfo::System;
@@ -184,41 +184,11 @@ impl Supervisor {
     }
 
     fn record_metrics(&self, roots: &[(String, u32, u64, u32)], trees: Vec<ProcMetrics>) {
-        let mut jobs = Vec::new();
-        {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             for ((name, index, generation, _), m) in roots.iter().zip(trees) {
-                let Some(app) = t.apps.get_mut(name) else {
-                    continue;
-                };
-                let Some(pos) = app.position(*index) else {
-                    continue;
-                };
-                let limit = app.spec.max_memory_mb;
-                let inst = &mut app.instances[pos];
-                if inst.generation != *generation {
-                    continue;
-                }
-                inst.metrics = Some(m);
-                if let Some(limit) = limit {
-                    let rss_mb = m.rss_bytes / (1024 * 1024);
-                    if rss_mb > limit {
-                        self.emit(
-                            name,
-                            inst,
-                            "memory_limit",
-                            json!({ "rss_mb": rss_mb, "limit_mb": limit }),
-                        );
-                        let reason = format!("memory limit: {rss_mb} MiB > max_memory_mb {limit}");
-                        jobs.extend(self.force_restart(app, pos, reason));
-                    }
-                }
+                b.apply(t, name, *index, Some(*generation), Input::Sampled(m));
             }
-        }
-        if !jobs.is_empty() {
-            self.notify();
-        }
-        self.run_stop_jobs(jobs);
+        });
     }
 }
 

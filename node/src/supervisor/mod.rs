@@ -1,9 +1,12 @@
 //! The local supervisor: apps → instances → processes. One table behind one mutex holds
-//! every app and instance; every transition happens under it, is traced, is recorded as an
-//! event, and bumps a version counter that wakes the state writer and anyone waiting for a
-//! condition. Processes are watched by one small task each (tokio's pidfd-based wait, or a
-//! pidfd for processes adopted after a daemon restart); timers and probes are tasks that
-//! check a generation number, so nothing meant for an older process touches a newer one.
+//! every app and instance. An instance changes only through its state machine
+//! (`machine::step`), applied by the runtime (`runtime.rs`) under the lock; each step's facts
+//! are traced and recorded as events, and the version counter that wakes the state writer and
+//! anyone waiting for a condition is bumped. What a step asks of the world — fork/exec,
+//! signals, timers, watchers — is performed after the lock is released (debug builds check
+//! it). Processes are watched by one small task each (tokio's pidfd-based wait, or a pidfd
+//! for processes adopted after a daemon restart); timers and probes carry a generation
+//! number, so nothing meant for an older process touches a newer one.
 
 pub mod adoption;
 pub mod app_env;
@@ -11,12 +14,15 @@ pub mod backoff;
 mod cron;
 pub mod deps;
 pub mod events;
+pub mod facts;
+mod group_stop;
 mod health;
 pub mod instance;
 pub mod lease;
 mod lifecycle;
 pub mod limits;
 pub mod logs;
+pub mod machine;
 pub mod managed;
 pub mod marker;
 pub mod metrics;
@@ -26,10 +32,13 @@ mod recovery;
 mod reload;
 mod requests;
 pub mod rotation;
+mod runtime;
 pub mod secret_env;
 mod snapshot;
 mod sockets;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 
 use events::EventLog;
 use instance::{Instance, Status};
@@ -37,6 +46,7 @@ use metrics::HostMetrics;
 use serde::{Deserialize, Serialize};
 pub use snapshot::validate_snapshot;
 use spec::AppSpec;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +169,40 @@ struct Shared {
     lease: lease::Lease,
     /// Where secret references in an app's env are opened at spawn (set once by the daemon).
     secrets: std::sync::OnceLock<Arc<dyn secret_env::SecretSource>>,
+    /// Spawns, signals and watches processes (`RealOs`, or a fake in tests).
+    os: Arc<dyn process::Os>,
+}
+
+thread_local! {
+    /// This thread holds the table lock: fork/exec and killpg must wait (see `RealOs`).
+    static TABLE_HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread holds the table lock.
+pub(crate) fn table_held() -> bool {
+    TABLE_HELD.with(|h| h.get())
+}
+
+/// The locked table; notes on its thread that the lock is held.
+struct TableGuard<'a>(MutexGuard<'a, Table>);
+
+impl std::ops::Deref for TableGuard<'_> {
+    type Target = Table;
+    fn deref(&self) -> &Table {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TableGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.0
+    }
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        TABLE_HELD.with(|h| h.set(false));
+    }
 }
 
 #[derive(Clone)]
@@ -181,6 +225,16 @@ fn next_generation() -> u64 {
 
 impl Supervisor {
     pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog, marker: marker::Marker) -> Self {
+        Self::with_os(logs_dir, home, events, marker, Arc::new(process::RealOs))
+    }
+
+    fn with_os(
+        logs_dir: PathBuf,
+        home: PathBuf,
+        events: EventLog,
+        marker: marker::Marker,
+        os: Arc<dyn process::Os>,
+    ) -> Self {
         let table = Table {
             apps: BTreeMap::new(),
             closing: false,
@@ -198,25 +252,27 @@ impl Supervisor {
             sockets: sockets::Sockets::default(),
             lease: lease::Lease::default(),
             secrets: std::sync::OnceLock::new(),
+            os,
         };
         Self {
             shared: Arc::new(shared),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
+    fn lock(&self) -> TableGuard<'_> {
         // A panic elsewhere must not take the whole supervisor down with a poisoned lock.
-        self.shared.table.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        TABLE_HELD.with(|h| h.set(true));
+        TableGuard(guard)
     }
 
     fn notify(&self) {
         self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn emit(&self, app: &str, inst: &Instance, event: &str, fields: serde_json::Value) {
-        self.shared
-            .events
-            .emit(app, Some(inst.index), inst.pid, event, fields);
+    /// Records an app-level fact (no instance).
+    fn record(&self, app: &str, fact: facts::Fact) {
+        fact.record(&self.shared.events, app, None, None);
     }
 
     /// Gives the supervisor the store that `secret:` env values are opened from.

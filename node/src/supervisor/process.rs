@@ -262,6 +262,98 @@ pub fn note_in_log(log: &Path, line: &str) {
     }
 }
 
+/// What the supervisor's runtime asks of the operating system; `RealOs` below does it, a
+/// fake does it in the runtime's tests (no processes, paused clock).
+pub trait Os: Send + Sync + 'static {
+    /// Fork/exec one instance (see `spawn`).
+    fn spawn(&self, req: &SpawnRequest<'_>) -> io::Result<Spawned>;
+    fn signal_group(&self, pgid: u32, sig: Signal) -> io::Result<()>;
+    fn group_alive(&self, pgid: u32) -> bool;
+    fn start_signature(&self, pid: u32) -> Option<u64>;
+    /// `pid` is alive and still the process that had `signature`.
+    fn is_same_process(&self, pid: u32, signature: u64) -> bool;
+    /// Wall clock, ms since the epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// Everything `spawn` needs.
+pub struct SpawnRequest<'a> {
+    pub spec: &'a AppSpec,
+    pub index: u32,
+    pub log: &'a Path,
+    pub listen_fds: &'a [RawFd],
+    pub home: &'a Path,
+    pub marker: &'a Marker,
+    pub secrets: &'a [(String, Vec<u8>)],
+}
+
+/// A spawned process: its pid and a future that resolves with its exit.
+pub struct Spawned {
+    pub pid: Option<u32>,
+    pub exit: std::pin::Pin<Box<dyn Future<Output = super::instance::ExitRecord> + Send>>,
+}
+
+/// The real OS. Its spawn and signals must never run under the supervisor's table lock:
+/// debug builds check it (see `Supervisor::lock`).
+pub struct RealOs;
+
+impl Os for RealOs {
+    fn spawn(&self, req: &SpawnRequest<'_>) -> io::Result<Spawned> {
+        debug_assert!(!super::table_held(), "fork/exec under the table lock");
+        let mut child = spawn(
+            req.spec,
+            req.index,
+            req.log,
+            req.listen_fds,
+            req.home,
+            req.marker,
+            req.secrets,
+        )?;
+        let pid = child.id();
+        let exit = Box::pin(async move {
+            match child.wait().await {
+                Ok(status) => {
+                    let (code, signal) = describe_exit(status);
+                    super::instance::ExitRecord {
+                        at_ms: super::now_ms(),
+                        code,
+                        signal,
+                        reason: "exited".into(),
+                    }
+                }
+                Err(e) => super::instance::ExitRecord {
+                    at_ms: super::now_ms(),
+                    code: None,
+                    signal: None,
+                    reason: format!("lost track of the process: {e}"),
+                },
+            }
+        });
+        Ok(Spawned { pid, exit })
+    }
+
+    fn signal_group(&self, pgid: u32, sig: Signal) -> io::Result<()> {
+        debug_assert!(!super::table_held(), "killpg under the table lock");
+        signal_group(pgid, sig)
+    }
+
+    fn group_alive(&self, pgid: u32) -> bool {
+        group_alive(pgid)
+    }
+
+    fn start_signature(&self, pid: u32) -> Option<u64> {
+        start_signature(pid)
+    }
+
+    fn is_same_process(&self, pid: u32, signature: u64) -> bool {
+        is_same_process(pid, signature)
+    }
+
+    fn now_ms(&self) -> u64 {
+        super::now_ms()
+    }
+}
+
 /// Decoded exit of a child.
 pub fn describe_exit(status: std::process::ExitStatus) -> (Option<i32>, Option<String>) {
     use std::os::unix::process::ExitStatusExt;

@@ -3,12 +3,13 @@
 //! old one. A new process that does not get there is stopped and the old one keeps the slot;
 //! the reload stops there and says why.
 
-use super::instance::{Health, Retiring, Status};
-use super::{App, Result, Supervisor, SupervisorError, process};
+use super::facts::{Fact, ReloadStep};
+use super::instance::{Retiring, Status};
+use super::machine::Input;
+use super::{App, Result, Supervisor, SupervisorError, group_stop};
 use nix::sys::signal::Signal;
-use serde_json::json;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Without a probe, a new process must stay up this long to count as ready.
 const READY_WITHOUT_PROBE: Duration = Duration::from_secs(10);
@@ -41,28 +42,20 @@ impl Supervisor {
                 .map(|i| i.index)
                 .collect()
         };
-        self.shared.events.emit(
-            name,
-            None,
-            None,
-            "reload",
-            json!({ "step": "begin", "instances": indices.len() }),
-        );
+        let begin = ReloadStep::Begin {
+            instances: indices.len(),
+        };
+        self.record(name, Fact::Reload(begin));
         for index in indices {
             if let Err(e) = self.reload_instance(name, index).await {
-                self.shared.events.emit(
-                    name,
-                    Some(index),
-                    None,
-                    "reload",
-                    json!({ "step": "aborted", "error": e.to_string() }),
-                );
+                let aborted = ReloadStep::Aborted {
+                    error: e.to_string(),
+                };
+                Fact::Reload(aborted).record(&self.shared.events, name, Some(index), None);
                 return Err(e);
             }
         }
-        self.shared
-            .events
-            .emit(name, None, None, "reload", json!({ "step": "done" }));
+        self.record(name, Fact::Reload(ReloadStep::Done));
         self.get(name)
     }
 
@@ -115,63 +108,47 @@ impl Supervisor {
     }
 
     fn begin_handover(&self, name: &str, index: u32) -> Result<Handover> {
-        let h = {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             let app = t
                 .apps
-                .get_mut(name)
+                .get(name)
                 .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             let Some(pos) = app.position(index) else {
                 return Ok(Handover::Started);
             };
             let inst = &app.instances[pos];
-            let running = matches!(inst.status, Status::Running | Status::Starting);
-            match (running, inst.pid) {
-                (true, Some(pid)) => {
-                    let old = Retiring {
-                        pid,
-                        signature: inst.signature,
-                        started_at_ms: inst.started_at_ms,
-                        generation: inst.generation,
-                        exited: false,
-                    };
-                    info!(app = %name, instance = index, old_pid = pid, "reload: starting a new process");
-                    self.emit(
-                        name,
-                        inst,
-                        "reload",
-                        json!({ "step": "start_new", "old_pid": pid }),
-                    );
-                    app.instances[pos].retiring = Some(old.clone());
-                    self.spawn_instance(app, pos);
-                    let new = &app.instances[pos];
-                    let deadline = match &app.spec.health {
-                        Some(h) => {
-                            h.grace()
-                                + h.interval() * (h.failures + 1)
-                                + h.timeout()
-                                + Duration::from_secs(1)
-                        }
-                        None => READY_WITHOUT_PROBE,
-                    };
-                    Handover::Replacing {
-                        old,
-                        new_generation: new.generation,
-                        deadline,
-                        probed: app.spec.health.is_some(),
-                    }
+            let old = match (inst.status, inst.pid) {
+                (Status::Running | Status::Starting, Some(pid)) => Some(Retiring {
+                    pid,
+                    signature: inst.signature,
+                    started_at_ms: inst.started_at_ms,
+                    generation: inst.generation,
+                    exited: false,
+                }),
+                _ => None,
+            };
+            let deadline = match &app.spec.health {
+                Some(h) => {
+                    h.grace()
+                        + h.interval() * (h.failures + 1)
+                        + h.timeout()
+                        + Duration::from_secs(1)
                 }
-                _ => {
-                    if matches!(app.instances[pos].status, Status::Stopped | Status::Crashed) {
-                        app.instances[pos].reset_history();
-                        self.spawn_instance(app, pos);
-                    }
-                    Handover::Started
-                }
-            }
-        };
-        self.notify();
-        Ok(h)
+                None => READY_WITHOUT_PROBE,
+            };
+            let probed = app.spec.health.is_some();
+            b.apply(t, name, index, None, Input::Replace);
+            let Some(old) = old else {
+                return Ok(Handover::Started);
+            };
+            let new_generation = slot(t, name, index).map_or(0, |i| i.generation);
+            Ok(Handover::Replacing {
+                old,
+                new_generation,
+                deadline,
+                probed,
+            })
+        })
     }
 
     /// The new process is ready: stop the old one (stop signal, SIGKILL after the timeout).
@@ -183,84 +160,34 @@ impl Supervisor {
                 .map(|a| (a.spec.signal(), a.spec.stop_timeout()))
                 .unwrap_or((Signal::SIGTERM, Duration::from_secs(10)))
         };
-        info!(app = %name, instance = index, old_pid = old.pid, "reload: new process ready, stopping the old one");
-        self.shared.events.emit(
+        Fact::Reload(ReloadStep::StopOld).record(
+            &self.shared.events,
             name,
             Some(index),
             Some(old.pid),
-            "reload",
-            json!({ "step": "stop_old" }),
         );
-        stop_group(old.pid, signal, timeout).await;
-        {
-            let mut t = self.lock();
-            if let Some(app) = t.apps.get_mut(name)
-                && let Some(pos) = app.position(index)
-                && app.instances[pos]
-                    .retiring
-                    .as_ref()
-                    .is_some_and(|r| r.pid == old.pid)
-            {
-                app.instances[pos].retiring = None;
-            }
-        }
-        self.notify();
+        let os = self.shared.os.clone();
+        group_stop::stop_untracked(&*os, old.pid, signal, timeout).await;
+        self.transact(|t, b| b.apply(t, name, index, None, Input::Retired { pid: old.pid }));
     }
 
     /// The new process failed: stop it and give the slot back to the old process.
     async fn roll_back(&self, name: &str, index: u32, old: Retiring) {
         warn!(app = %name, instance = index, old_pid = old.pid, "reload: new process not ready; keeping the old one");
-        let jobs = {
-            let mut t = self.lock();
-            let Some(app) = t.apps.get_mut(name) else {
-                return;
-            };
-            let Some(pos) = app.position(index) else {
-                return;
-            };
-            self.begin_stop(app, pos, None)
-                .into_iter()
-                .collect::<Vec<_>>()
-        };
-        self.run_stop_jobs(jobs);
+        let stop = Input::StopRequested { timeout: None };
+        if self
+            .transact(|t, b| b.apply(t, name, index, None, stop))
+            .is_none()
+        {
+            return;
+        }
         self.wait_until(|t| slot(t, name, index).is_none_or(|i| i.status != Status::Stopping))
             .await;
-        {
-            let mut t = self.lock();
-            let Some(app) = t.apps.get_mut(name) else {
-                return;
-            };
-            let Some(pos) = app.position(index) else {
-                return;
-            };
-            let still_there = app.instances[pos]
-                .retiring
-                .take()
-                .is_some_and(|r| !r.exited);
-            let inst = &mut app.instances[pos];
-            if still_there
-                && old
-                    .signature
-                    .is_none_or(|s| process::is_same_process(old.pid, s))
-            {
-                inst.pid = Some(old.pid);
-                inst.signature = old.signature;
-                inst.started_at_ms = old.started_at_ms;
-                inst.generation = old.generation;
-                inst.status = Status::Running;
-                inst.health = Health::Unknown;
-                inst.next_start_ms = None;
-                if let Some(h) = app.spec.health.clone() {
-                    self.start_probes(name.to_string(), index, old.generation, old.pid, h);
-                }
-            } else {
-                // The old process is gone too: start the slot afresh.
-                self.spawn_instance(app, pos);
-            }
-            let inst = &app.instances[pos];
-            self.emit(name, inst, "reload", json!({ "step": "rolled_back" }));
-        }
-        self.notify();
+        let old_alive = old
+            .signature
+            .is_none_or(|s| self.shared.os.is_same_process(old.pid, s));
+        let back = Input::RollBack { old, old_alive };
+        self.transact(|t, b| b.apply(t, name, index, None, back));
     }
 }
 
@@ -269,21 +196,77 @@ fn slot<'a>(t: &'a super::Table, name: &str, index: u32) -> Option<&'a super::in
     app.instances.get(app.position(index)?)
 }
 
-/// Stop signal to a group, SIGKILL after `timeout`, and wait (bounded) until it is empty.
-pub(super) async fn stop_group(pgid: u32, signal: Signal, timeout: Duration) {
-    let _ = process::signal_group(pgid, signal);
-    let start = tokio::time::Instant::now();
-    let mut killed = false;
-    while process::group_alive(pgid) {
-        let waited = start.elapsed();
-        if !killed && waited >= timeout {
-            let _ = process::signal_group(pgid, Signal::SIGKILL);
-            killed = true;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::testing::{FakeOs, instance, settle, supervisor};
+
+    /// `event` or `event:step` of each event received.
+    fn steps(
+        rx: &mut tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e.fields.get("step").and_then(|s| s.as_str()) {
+                Some(step) => out.push(format!("{}:{step}", e.event)),
+                None => out.push(e.event),
+            }
         }
-        if waited >= timeout + Duration::from_secs(10) {
-            warn!(pgid, "processes survive SIGKILL");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_starts_a_new_process_then_stops_the_old_one() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        sup.start("web", false).unwrap();
+        let mut events = sup.events().subscribe();
+        let started = tokio::time::Instant::now();
+        sup.reload("web").await.unwrap();
+        assert!(started.elapsed() >= READY_WITHOUT_PROBE);
+        let i = instance(&sup);
+        assert_eq!((i.status, i.pid), (Status::Running, Some(101)));
+        assert_eq!(i.retiring, None);
+        assert_eq!(os.signals(), [(100, Signal::SIGTERM)]);
+        assert_eq!(
+            steps(&mut events),
+            [
+                "reload:begin",
+                "reload:start_new",
+                "started",
+                "reload:stop_old",
+                "reload:done"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_process_that_does_not_stay_up_is_stopped_and_the_old_one_keeps_the_slot() {
+        let os = FakeOs::new(true);
+        let sup = supervisor(os.clone());
+        sup.start("web", false).unwrap();
+        let reload = tokio::spawn({
+            let sup = sup.clone();
+            async move { sup.reload("web").await }
+        });
+        settle().await;
+        assert_eq!(
+            instance(&sup).pid,
+            Some(101),
+            "the new process runs beside the old"
+        );
+        // The new version crashes; its restart (102) is not the process the reload started.
+        os.exit(101, 1);
+        let err = reload.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, SupervisorError::ReloadAborted { .. }),
+            "{err}"
+        );
+        let i = instance(&sup);
+        assert_eq!((i.status, i.pid), (Status::Running, Some(100)));
+        assert_eq!(i.retiring, None);
+        let signals = os.signals();
+        assert!(signals.contains(&(102, Signal::SIGTERM)), "{signals:?}");
+        assert!(signals.iter().all(|(pid, _)| *pid != 100), "{signals:?}");
     }
 }

@@ -2,12 +2,12 @@
 //! and shut the whole supervisor down (dependents first).
 
 use super::deps::{self, Edges};
+use super::facts::Fact;
 use super::instance::{Instance, Status};
 use super::limits::{MAX_APPS, MAX_HOST_INSTANCES};
+use super::machine::Input;
 use super::spec::{AppSpec, MAX_INSTANCES};
-use super::{App, Desired, Origin, Result, Supervisor, SupervisorError, Table, process};
-use nix::sys::signal::Signal;
-use serde_json::json;
+use super::{App, Desired, Origin, Result, Supervisor, SupervisorError, Table};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::info;
@@ -108,19 +108,13 @@ impl Supervisor {
                     self.lock()
                         .apps
                         .insert(name.clone(), App::new(spec, origin));
-                    info!(app = %name, "app updated");
-                    self.shared
-                        .events
-                        .emit(&name, None, None, "updated", json!({}));
+                    self.record(&name, Fact::Updated);
                 }
                 None => {
                     self.lock()
                         .apps
                         .insert(name.clone(), App::new(spec, origin));
-                    info!(app = %name, "app registered");
-                    self.shared
-                        .events
-                        .emit(&name, None, None, "registered", json!({}));
+                    self.record(&name, Fact::Registered);
                 }
             }
             names.push(name);
@@ -135,8 +129,7 @@ impl Supervisor {
     /// Starts every instance that is not running. `fresh` also forgets the crash history of
     /// instances that are already up (a restart).
     pub fn start(&self, name: &str, fresh: bool) -> Result<App> {
-        {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             if t.closing {
                 return Err(SupervisorError::ShuttingDown);
             }
@@ -152,8 +145,8 @@ impl Supervisor {
                 }
             }
             app.instances.sort_by_key(|i| i.index);
-            for pos in 0..app.instances.len() {
-                let inst = &mut app.instances[pos];
+            let mut idle = Vec::new();
+            for inst in app.instances.iter_mut() {
                 if inst.index >= app.spec.instances {
                     continue;
                 }
@@ -161,11 +154,15 @@ impl Supervisor {
                     inst.reset_history();
                 }
                 if matches!(inst.status, Status::Stopped | Status::Crashed) {
-                    inst.reset_history();
-                    self.start_instance(app, pos, &waiting);
+                    idle.push(inst.index);
                 }
             }
-        }
+            for index in idle {
+                let waiting = waiting.clone();
+                b.apply(t, name, index, None, Input::Start { waiting });
+            }
+            Ok(())
+        })?;
         self.notify();
         self.get(name)
     }
@@ -184,17 +181,13 @@ impl Supervisor {
         self.stop_app(name, timeout, Desired::Stopped).await?;
         self.lock().apps.remove(name);
         self.shared.sockets.release(name);
-        info!(app = %name, "app deleted");
-        self.shared
-            .events
-            .emit(name, None, None, "deleted", json!({}));
+        self.record(name, Fact::Deleted);
         self.notify();
         Ok(())
     }
 
     pub async fn scale(&self, name: &str, instances: u32) -> Result<App> {
-        let jobs = {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             if !t.apps.contains_key(name) {
                 return Err(SupervisorError::UnknownApp(name.into()));
             }
@@ -208,25 +201,25 @@ impl Supervisor {
                 .apps
                 .get_mut(name)
                 .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
-            info!(app = %name, from = app.spec.instances, to = instances, "scale");
-            self.shared.events.emit(
-                name,
-                None,
-                None,
-                "scaled",
-                json!({ "from": app.spec.instances, "to": instances }),
-            );
+            let scaled = Fact::Scaled {
+                from: app.spec.instances,
+                to: instances,
+            };
+            self.record(name, scaled);
             app.spec.instances = instances;
-            let mut jobs = Vec::new();
-            for pos in 0..app.instances.len() {
-                if app.instances[pos].index >= instances {
-                    jobs.extend(self.begin_stop(app, pos, None));
-                }
+            let extra: Vec<u32> = app
+                .instances
+                .iter()
+                .map(|i| i.index)
+                .filter(|i| *i >= instances)
+                .collect();
+            for index in extra {
+                let stop = Input::StopRequested { timeout: None };
+                b.apply(t, name, index, None, stop);
             }
-            jobs
-        };
+            Ok(())
+        })?;
         self.notify();
-        self.run_stop_jobs(jobs);
         self.wait_stopped(name).await;
         {
             let mut t = self.lock();
@@ -248,21 +241,19 @@ impl Supervisor {
         timeout: Option<Duration>,
         desired: Desired,
     ) -> Result<()> {
-        let jobs = {
-            let mut t = self.lock();
+        self.transact(|t, b| {
             let app = t
                 .apps
                 .get_mut(name)
                 .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
             app.desired = desired;
-            let mut jobs = Vec::new();
-            for pos in 0..app.instances.len() {
-                jobs.extend(self.begin_stop(app, pos, timeout));
+            let indices: Vec<u32> = app.instances.iter().map(|i| i.index).collect();
+            for index in indices {
+                b.apply(t, name, index, None, Input::StopRequested { timeout });
             }
-            jobs
-        };
+            Ok::<(), SupervisorError>(())
+        })?;
         self.notify();
-        self.run_stop_jobs(jobs);
         self.wait_stopped(name).await;
         Ok(())
     }
@@ -293,29 +284,35 @@ impl Supervisor {
         };
         let mut stopped = 0;
         for layer in layers.iter().rev() {
-            let jobs = {
-                let mut t = self.lock();
-                let mut jobs = Vec::new();
+            stopped += self.transact(|t, b| {
+                let mut stopped = 0;
                 for name in layer {
-                    let Some(app) = t.apps.get_mut(name) else {
+                    let Some(app) = t.apps.get(name) else {
                         continue;
                     };
-                    for pos in 0..app.instances.len() {
-                        if let Some(old) = app.instances[pos].retiring.take() {
-                            let _ = process::signal_group(old.pid, Signal::SIGKILL);
-                        }
+                    let instances: Vec<(u32, bool, bool)> = app
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            let signalled = matches!(i.status, Status::Running | Status::Starting)
+                                && i.pid.is_some();
+                            (i.index, i.status.has_process(), signalled)
+                        })
+                        .collect();
+                    for (index, has_process, signalled) in instances {
+                        b.apply(t, name, index, None, Input::DropReplaced);
                         // Only live processes: a crashed or backing-off instance keeps its
                         // status for the next `herd up` (closing holds back pending starts).
-                        if app.instances[pos].status.has_process() {
-                            jobs.extend(self.begin_stop(app, pos, timeout));
+                        if has_process {
+                            let stop = Input::StopRequested { timeout };
+                            b.apply(t, name, index, None, stop);
+                            stopped += u32::from(signalled);
                         }
                     }
                 }
-                jobs
-            };
-            stopped += jobs.len() as u32;
+                stopped
+            });
             self.notify();
-            self.run_stop_jobs(jobs);
             self.wait_until(|t| {
                 layer.iter().all(|n| {
                     t.apps

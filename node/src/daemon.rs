@@ -565,7 +565,7 @@ fn init_tracing(level: &str) -> LogLevelSetter {
     })
 }
 
-/// What a detached daemon says on its startup pipe once it serves (see `cli::lifecycle::up`).
+/// What a detached daemon says on its startup pipe once it serves (see `cli::daemon_ctl::up`).
 pub const READY_LINE: &str = "herd-daemon-ready";
 
 /// Says it is ready, then points stdout/stderr at `daemon.log`, which closes the pipe

@@ -52,18 +52,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             ..
         } => daemon::run(home, detached, config),
-        Command::Up { json, config, .. } => cli::lifecycle::up(&home, json, config),
-        Command::Kill => cli::lifecycle::kill(&home),
+        Command::Up { json, config, .. } => cli::daemon_ctl::up(&home, json, config),
+        Command::Kill => cli::daemon_ctl::kill(&home),
         command => {
             let timeout = cli::request_timeout(cli.request_timeout, &command);
             let daemon = target.describe();
-            let rt = cli::lifecycle::current_thread()?;
+            let rt = cli::daemon_ctl::current_thread()?;
             let work = async move {
                 match command {
                     Command::Down { timeout, keep_apps } => {
-                        cli::lifecycle::down(&home, &target, timeout, keep_apps).await
+                        cli::daemon_ctl::down(&home, &target, timeout, keep_apps).await
                     }
-                    Command::Ping { json } => cli::lifecycle::ping(&target, json).await,
+                    Command::Ping { json } => cli::daemon_ctl::ping(&target, json).await,
                     Command::Cluster(c) => cli::cluster::run(&target, c).await,
                     Command::Token(c) => cli::access::tokens(&target, c).await,
                     Command::Secret(c) => cli::access::secrets(&target, c).await,

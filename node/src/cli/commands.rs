@@ -194,7 +194,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_) => {
-            unreachable!("lifecycle commands are handled by cli::lifecycle")
+            unreachable!("lifecycle commands are handled by cli::daemon_ctl")
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ pub mod access;
 pub mod client;
 pub mod cluster;
 pub mod commands;
-pub mod lifecycle;
+pub mod daemon_ctl;
 pub mod output;
 mod uptime;
 

@@ -92,7 +92,7 @@ struct Stopping<'a> {
     sup: &'a Supervisor,
     name: String,
     index: u32,
-    generation: u64,
+    spawn_id: u64,
     pgid: u32,
     timeout: Duration,
 }
@@ -106,9 +106,9 @@ impl GroupWatch for Stopping<'_> {
             app.instances.get(app.position(self.index)?)?.clone()
         } else {
             self.sup
-                .dispatch(&self.name, self.index, self.generation, Input::GroupEmpty)?
+                .dispatch(&self.name, self.index, self.spawn_id, Input::GroupEmpty)?
         };
-        (inst.generation == self.generation && inst.status == Status::Stopping)
+        (inst.spawn_id == self.spawn_id && inst.status == Status::Stopping)
             .then(|| inst.kill_at.unwrap_or_else(Instant::now))
     }
 
@@ -118,13 +118,13 @@ impl GroupWatch for Stopping<'_> {
             after: self.timeout,
         };
         self.sup
-            .dispatch(&self.name, self.index, self.generation, input);
+            .dispatch(&self.name, self.index, self.spawn_id, input);
     }
 
     fn gave_up(&mut self) {
         let input = Input::GaveUp { pgid: self.pgid };
         self.sup
-            .dispatch(&self.name, self.index, self.generation, input);
+            .dispatch(&self.name, self.index, self.spawn_id, input);
     }
 }
 
@@ -134,7 +134,7 @@ impl Supervisor {
         &self,
         name: String,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         pgid: u32,
         kill_at: Instant,
         timeout: Duration,
@@ -145,7 +145,7 @@ impl Supervisor {
                 sup: &me,
                 name,
                 index,
-                generation,
+                spawn_id,
                 pgid,
                 timeout,
             };

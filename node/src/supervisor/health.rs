@@ -105,7 +105,7 @@ impl Supervisor {
         &self,
         name: String,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         pid: u32,
         h: HealthSpec,
     ) {
@@ -119,7 +119,7 @@ impl Supervisor {
                 let result = probe(&h, pid, index).await;
                 healthy_once |= result.is_ok();
                 let counts = started.elapsed() >= h.grace();
-                if !me.on_probe(&name, index, generation, result, counts) {
+                if !me.on_probe(&name, index, spawn_id, result, counts) {
                     return;
                 }
             }
@@ -131,11 +131,11 @@ impl Supervisor {
         &self,
         name: &str,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         result: Result<(), String>,
         counts: bool,
     ) -> bool {
-        self.dispatch(name, index, generation, Input::Probe { result, counts })
+        self.dispatch(name, index, spawn_id, Input::Probe { result, counts })
             .is_some_and(|i| matches!(i.status, Status::Starting | Status::Running))
     }
 }

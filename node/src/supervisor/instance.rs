@@ -64,7 +64,7 @@ pub struct Retiring {
     pub signature: Option<u64>,
     pub started_at_ms: Option<u64>,
     #[serde(skip)]
-    pub generation: u64,
+    pub spawn_id: u64,
     #[serde(skip)]
     pub exited: bool,
 }
@@ -143,7 +143,7 @@ pub struct Instance {
     /// Unique to one spawn (or one cancellation), across all instances, so late timers and
     /// exit notices for an older process are ignored. Not persisted.
     #[serde(skip)]
-    pub generation: u64,
+    pub spawn_id: u64,
     /// While stopping: when the group gets SIGKILL. A later stop with a shorter explicit
     /// timeout brings it forward. Not persisted.
     #[serde(skip)]
@@ -176,7 +176,7 @@ impl Instance {
             restart_reason: None,
             retiring: None,
             metrics: None,
-            generation: 0,
+            spawn_id: 0,
             kill_at: None,
             spawning: false,
             start_limit: StartLimit::default(),

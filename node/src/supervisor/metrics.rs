@@ -162,7 +162,7 @@ impl Supervisor {
                     .values()
                     .flat_map(|a| {
                         a.instances.iter().filter_map(move |i| {
-                            Some((a.spec.name.clone(), i.index, i.generation, i.pid?))
+                            Some((a.spec.name.clone(), i.index, i.spawn_id, i.pid?))
                         })
                     })
                     .collect()
@@ -185,8 +185,8 @@ impl Supervisor {
 
     fn record_metrics(&self, roots: &[(String, u32, u64, u32)], trees: Vec<ProcMetrics>) {
         self.transact(|t, b| {
-            for ((name, index, generation, _), m) in roots.iter().zip(trees) {
-                b.apply(t, name, *index, Some(*generation), Input::Sampled(m));
+            for ((name, index, spawn_id, _), m) in roots.iter().zip(trees) {
+                b.apply(t, name, *index, Some(*spawn_id), Input::Sampled(m));
             }
         });
     }

@@ -5,7 +5,7 @@
 //! anyone waiting for a condition is bumped. What a step asks of the world — fork/exec,
 //! signals, timers, watchers — is performed after the lock is released (debug builds check
 //! it). Processes are watched by one small task each (tokio's pidfd-based wait, or a pidfd
-//! for processes adopted after a daemon restart); timers and probes carry a generation
+//! for processes adopted after a daemon restart); timers and probes carry a spawn_id
 //! number, so nothing meant for an older process touches a newer one.
 
 pub mod adoption;
@@ -19,7 +19,6 @@ mod group_stop;
 mod health;
 pub mod instance;
 pub mod lease;
-mod lifecycle;
 pub mod limits;
 pub mod logs;
 pub mod machine;
@@ -39,6 +38,7 @@ mod sockets;
 pub mod spec;
 #[cfg(test)]
 mod testing;
+mod watchers;
 
 use events::EventLog;
 use instance::{Instance, Status};
@@ -217,8 +217,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A fresh generation number, unique across all instances of this daemon.
-fn next_generation() -> u64 {
+/// A fresh spawn_id number, unique across all instances of this daemon.
+fn next_spawn_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -153,7 +153,7 @@ impl Supervisor {
         let os = &self.shared.os;
         let now = os.now_ms();
         // Candidates under the lock; the host is looked at once it is released (the exit
-        // is fenced by generation, so an instance that moved on meanwhile is left alone).
+        // is fenced by spawn_id, so an instance that moved on meanwhile is left alone).
         let candidates: Vec<(String, u32, u64, u32, Option<u64>)> = {
             let t = self.lock();
             t.apps
@@ -168,7 +168,7 @@ impl Supervisor {
                     Some((
                         a.spec.name.clone(),
                         i.index,
-                        i.generation,
+                        i.spawn_id,
                         i.pid?,
                         i.signature,
                     ))
@@ -182,7 +182,7 @@ impl Supervisor {
                 None => !os.group_alive(*pid),
             })
             .collect();
-        for (name, index, generation, pid, _) in &orphans {
+        for (name, index, spawn_id, pid, _) in &orphans {
             warn!(app = %name, instance = index, "recovery sweep: the process is gone");
             let exit = ExitRecord {
                 at_ms: now,
@@ -190,7 +190,7 @@ impl Supervisor {
                 signal: None,
                 reason: "gone (found by the recovery sweep)".into(),
             };
-            self.on_exit(name, *index, *generation, Some(*pid), exit);
+            self.on_exit(name, *index, *spawn_id, Some(*pid), exit);
         }
         orphans.len()
     }
@@ -221,7 +221,7 @@ mod tests {
         inst.pid = Some(pid);
         inst.signature = Some(signature);
         inst.started_at_ms = Some(now_ms() - age_ms);
-        inst.generation = 7;
+        inst.spawn_id = 7;
         app.instances = vec![inst];
         sup.lock().apps.insert("web".into(), app);
         sup

@@ -19,7 +19,7 @@ enum Handover {
     Started,
     Replacing {
         old: Retiring,
-        new_generation: u64,
+        new_spawn_id: u64,
         deadline: Duration,
         probed: bool,
     },
@@ -63,7 +63,7 @@ impl Supervisor {
         let handover = self.begin_handover(name, index)?;
         let Handover::Replacing {
             old,
-            new_generation,
+            new_spawn_id,
             deadline,
             probed,
         } = handover
@@ -74,17 +74,16 @@ impl Supervisor {
             tokio::time::timeout(
                 deadline,
                 self.wait_until(|t| {
-                    slot(t, name, index).is_none_or(|i| {
-                        i.generation != new_generation || i.status != Status::Starting
-                    })
+                    slot(t, name, index)
+                        .is_none_or(|i| i.spawn_id != new_spawn_id || i.status != Status::Starting)
                 }),
             )
             .await
             .is_ok()
-                && self.slot_is(name, index, new_generation, Status::Running)
+                && self.slot_is(name, index, new_spawn_id, Status::Running)
         } else {
             tokio::time::sleep(READY_WITHOUT_PROBE).await;
-            self.slot_is(name, index, new_generation, Status::Running)
+            self.slot_is(name, index, new_spawn_id, Status::Running)
         };
         if ready {
             self.retire(name, index, old).await;
@@ -102,9 +101,9 @@ impl Supervisor {
         }
     }
 
-    fn slot_is(&self, name: &str, index: u32, generation: u64, status: Status) -> bool {
+    fn slot_is(&self, name: &str, index: u32, spawn_id: u64, status: Status) -> bool {
         slot(&self.lock(), name, index)
-            .is_some_and(|i| i.generation == generation && i.status == status)
+            .is_some_and(|i| i.spawn_id == spawn_id && i.status == status)
     }
 
     fn begin_handover(&self, name: &str, index: u32) -> Result<Handover> {
@@ -122,7 +121,7 @@ impl Supervisor {
                     pid,
                     signature: inst.signature,
                     started_at_ms: inst.started_at_ms,
-                    generation: inst.generation,
+                    spawn_id: inst.spawn_id,
                     exited: false,
                 }),
                 _ => None,
@@ -141,10 +140,10 @@ impl Supervisor {
             let Some(old) = old else {
                 return Ok(Handover::Started);
             };
-            let new_generation = slot(t, name, index).map_or(0, |i| i.generation);
+            let new_spawn_id = slot(t, name, index).map_or(0, |i| i.spawn_id);
             Ok(Handover::Replacing {
                 old,
-                new_generation,
+                new_spawn_id,
                 deadline,
                 probed,
             })

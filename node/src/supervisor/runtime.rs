@@ -1,5 +1,5 @@
 //! The runtime of the instance machine, and the only place an instance changes: it locks
-//! the table, fences an input by generation, applies `machine::step`, records the step's
+//! the table, fences an input by spawn_id, applies `machine::step`, records the step's
 //! facts (log line and event) while still holding the lock (so their order is the order of the transitions),
 //! and performs every other effect — fork/exec, signals, timers, watchers — after the lock is
 //! released. The OS is behind `process::Os`, so the runtime is tested with a fake one under a
@@ -9,7 +9,7 @@ use super::instance::{Instance, Status};
 use super::machine::{self, Ctx, Effect, Input};
 use super::process::{SpawnRequest, Spawned};
 use super::spec::AppSpec;
-use super::{Supervisor, Table, next_generation, secret_env};
+use super::{Supervisor, Table, next_spawn_id, secret_env};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 use tracing::warn;
@@ -30,8 +30,8 @@ struct Work {
 }
 
 impl Batch<'_> {
-    /// Applies `input` to instance `index` of `name` — when `generation` is given, only while
-    /// the instance is still that generation (an exit of a reload's old process is turned into
+    /// Applies `input` to instance `index` of `name` — when `spawn_id` is given, only while
+    /// the instance is still that spawn_id (an exit of a reload's old process is turned into
     /// `ReplacedExited`). Returns the status after the step, or `None` when the input was
     /// fenced off or the instance is gone.
     pub(super) fn apply(
@@ -39,7 +39,7 @@ impl Batch<'_> {
         t: &mut Table,
         name: &str,
         index: u32,
-        generation: Option<u64>,
+        spawn_id: Option<u64>,
         input: Input,
     ) -> Option<Status> {
         let closing = t.closing;
@@ -47,11 +47,11 @@ impl Batch<'_> {
         let pos = app.position(index)?;
         let singleton = app.is_singleton();
         let inst = &mut app.instances[pos];
-        let input = match (generation, input) {
-            (Some(g), input) if g == inst.generation => input,
+        let input = match (spawn_id, input) {
+            (Some(g), input) if g == inst.spawn_id => input,
             (None, input) => input,
             (Some(g), Input::Exited { exit, .. })
-                if inst.retiring.as_ref().is_some_and(|r| r.generation == g) =>
+                if inst.retiring.as_ref().is_some_and(|r| r.spawn_id == g) =>
             {
                 Input::ReplacedExited { exit }
             }
@@ -60,7 +60,7 @@ impl Batch<'_> {
         let ctx = Ctx {
             now_ms: self.sup.shared.os.now_ms(),
             now: tokio::time::Instant::now(),
-            fresh_generation: next_generation(),
+            fresh_spawn_id: next_spawn_id(),
             closing,
             singleton,
             lease_valid: singleton && self.sup.shared.lease.valid(),
@@ -125,17 +125,17 @@ impl Supervisor {
         r
     }
 
-    /// One input for one instance of `generation`; returns the instance after the step
+    /// One input for one instance of `spawn_id`; returns the instance after the step
     /// (`None` when fenced off).
     pub(super) fn dispatch(
         &self,
         name: &str,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         input: Input,
     ) -> Option<Instance> {
         self.transact(|t, b| {
-            b.apply(t, name, index, Some(generation), input)?;
+            b.apply(t, name, index, Some(spawn_id), input)?;
             let app = t.apps.get(name)?;
             app.instances.get(app.position(index)?).cloned()
         })
@@ -152,9 +152,9 @@ impl Supervisor {
             } = w;
             match effect {
                 Effect::Fact { .. } => {}
-                Effect::Spawn { generation } => {
+                Effect::Spawn { spawn_id } => {
                     if let Some(spec) = spec {
-                        self.spawn_now(&app, index, generation, &spec);
+                        self.spawn_now(&app, index, spawn_id, &spec);
                     }
                 }
                 Effect::SignalGroup { pgid, signal } => {
@@ -168,23 +168,23 @@ impl Supervisor {
                 }
                 Effect::WatchGroup {
                     pgid,
-                    generation,
+                    spawn_id,
                     kill_at,
                     timeout,
-                } => self.watch_stopping(app, index, generation, pgid, kill_at, timeout),
-                Effect::Timer { after, generation } => {
-                    self.schedule_start(app, index, generation, after)
+                } => self.watch_stopping(app, index, spawn_id, pgid, kill_at, timeout),
+                Effect::Timer { after, spawn_id } => {
+                    self.schedule_start(app, index, spawn_id, after)
                 }
-                Effect::WaitDependencies { generation } => {
-                    self.wait_for_dependencies(app, index, generation)
+                Effect::WaitDependencies { spawn_id } => {
+                    self.wait_for_dependencies(app, index, spawn_id)
                 }
-                Effect::StartProbes { generation, pid } => {
+                Effect::StartProbes { spawn_id, pid } => {
                     if let Some(h) = spec.and_then(|s| s.health) {
-                        self.start_probes(app, index, generation, pid, h);
+                        self.start_probes(app, index, spawn_id, pid, h);
                     }
                 }
-                Effect::WatchAdopted { generation, pid } => {
-                    self.watch_adopted(app, index, generation, pid)
+                Effect::WatchAdopted { spawn_id, pid } => {
+                    self.watch_adopted(app, index, spawn_id, pid)
                 }
                 Effect::GuardLease { pid, signature } => self.shared.lease.guard(pid, signature),
                 Effect::ForgetLease { pid } => self.shared.lease.forget(pid),
@@ -207,7 +207,7 @@ impl Supervisor {
 
     /// Fork/exec for `Effect::Spawn` (the table is not locked), and the answer to the machine.
     /// A process whose instance moved on meanwhile (deleted, say) is killed at once.
-    fn spawn_now(&self, name: &str, index: u32, generation: u64, spec: &AppSpec) {
+    fn spawn_now(&self, name: &str, index: u32, spawn_id: u64, spec: &AppSpec) {
         let log = self.log_path(name, index);
         let listen = self.shared.sockets.ensure(name, &spec.listen);
         let secrets = secret_env::resolve(spec, self.shared.secrets.get().map(|s| &**s));
@@ -229,19 +229,19 @@ impl Supervisor {
             Ok(Spawned { pid, exit }) => {
                 let signature = pid.and_then(|p| self.shared.os.start_signature(p));
                 let answer = Input::SpawnSucceeded { pid, signature };
-                if self.dispatch(name, index, generation, answer).is_none()
+                if self.dispatch(name, index, spawn_id, answer).is_none()
                     && let Some(pid) = pid
                 {
                     warn!(app = %name, instance = index, pid, "the instance moved on while its process was spawned; killing the process");
                     let _ = self.shared.os.signal_group(pid, Signal::SIGKILL);
                 }
-                self.watch_exit(name.to_string(), index, generation, pid, exit);
+                self.watch_exit(name.to_string(), index, spawn_id, pid, exit);
             }
             Err(e) => {
                 let answer = Input::SpawnFailed {
                     error: e.to_string(),
                 };
-                self.dispatch(name, index, generation, answer);
+                self.dispatch(name, index, spawn_id, answer);
             }
         }
     }

@@ -149,7 +149,7 @@ async fn a_failed_spawn_is_an_exit_for_the_restart_policy() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_exit_from_an_older_generation_changes_nothing() {
+async fn an_exit_from_an_older_spawn_changes_nothing() {
     let os = FakeOs::new(true);
     let sup = supervisor(os.clone());
     sup.start("web", false).unwrap();
@@ -160,7 +160,7 @@ async fn an_exit_from_an_older_generation_changes_nothing() {
         signal: None,
         reason: "exited".into(),
     };
-    sup.on_exit("web", 0, before.generation + 1000, Some(100), exit);
+    sup.on_exit("web", 0, before.spawn_id + 1000, Some(100), exit);
     let after = instance(&sup);
     assert_eq!((after.status, after.pid), (Status::Running, Some(100)));
 }

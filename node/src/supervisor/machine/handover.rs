@@ -17,7 +17,7 @@ impl Step<'_> {
     ) {
         let name = &self.spec.name;
         let inst = &mut *self.inst;
-        inst.generation = self.ctx.fresh_generation;
+        inst.spawn_id = self.ctx.fresh_spawn_id;
         inst.spawning = false;
         if let Some(old) = inst.retiring.take()
             && retiring_alive
@@ -34,7 +34,7 @@ impl Step<'_> {
             if inst.status == Status::Stopping {
                 inst.status = Status::Running;
             }
-            let generation = inst.generation;
+            let spawn_id = inst.spawn_id;
             let signature = inst.signature;
             fact(&mut self.out, Some(pid), Fact::Adopted);
             if let (true, Some(signature)) = (self.ctx.singleton, signature) {
@@ -42,9 +42,9 @@ impl Step<'_> {
                 // renews the lease first.
                 self.out.push(Effect::GuardLease { pid, signature });
             }
-            self.out.push(Effect::WatchAdopted { generation, pid });
+            self.out.push(Effect::WatchAdopted { spawn_id, pid });
             if self.spec.health.is_some() {
-                self.out.push(Effect::StartProbes { generation, pid });
+                self.out.push(Effect::StartProbes { spawn_id, pid });
             }
             if !wanted {
                 self.stop(None);
@@ -86,10 +86,10 @@ impl Step<'_> {
                     .next_start_ms
                     .map(|t| t.saturating_sub(self.ctx.now_ms))
                     .unwrap_or(0);
-                let generation = inst.generation;
+                let spawn_id = inst.spawn_id;
                 self.out.push(Effect::Timer {
                     after: Duration::from_millis(delay),
-                    generation,
+                    spawn_id,
                 });
             }
             Status::Crashed => {}
@@ -110,7 +110,7 @@ impl Step<'_> {
                     pid,
                     signature: inst.signature,
                     started_at_ms: inst.started_at_ms,
-                    generation: inst.generation,
+                    spawn_id: inst.spawn_id,
                     exited: false,
                 };
                 inst.retiring = Some(old);
@@ -137,14 +137,14 @@ impl Step<'_> {
             inst.pid = Some(old.pid);
             inst.signature = old.signature;
             inst.started_at_ms = old.started_at_ms;
-            inst.generation = old.generation;
+            inst.spawn_id = old.spawn_id;
             inst.status = Status::Running;
             inst.health = Health::Unknown;
             inst.next_start_ms = None;
             inst.spawning = false;
             if self.spec.health.is_some() {
                 self.out.push(Effect::StartProbes {
-                    generation: old.generation,
+                    spawn_id: old.spawn_id,
                     pid: old.pid,
                 });
             }

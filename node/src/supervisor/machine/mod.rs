@@ -2,7 +2,7 @@
 //! moment (`Ctx`), changes the instance and returns what must happen in the world: spawn a
 //! process, signal a group, watch a group until it is empty, a timer, an event. It reads no
 //! clock, touches no process and takes no lock: the runtime (`runtime.rs`) fences inputs by
-//! generation and performs the effects outside the table lock. Every assignment of an
+//! spawn_id and performs the effects outside the table lock. Every assignment of an
 //! instance's `status` is here. A transition's event and log line are one `Fact` effect; the
 //! few log lines that record no event are written here (they describe the step and change
 //! nothing).
@@ -77,8 +77,8 @@ pub enum Input {
 pub struct Ctx {
     pub now_ms: u64,
     pub now: Instant,
-    /// A generation no instance has had: taken when a step starts something new.
-    pub fresh_generation: u64,
+    /// A spawn_id no instance has had: taken when a step starts something new.
+    pub fresh_spawn_id: u64,
     /// The supervisor is shutting down: exits are not restarted.
     pub closing: bool,
     /// The instance is a cluster singleton and runs only under the master's lease.
@@ -96,7 +96,7 @@ pub enum Effect {
     },
     /// Fork/exec the instance's process; answer with `SpawnSucceeded` or `SpawnFailed`.
     Spawn {
-        generation: u64,
+        spawn_id: u64,
     },
     SignalGroup {
         pgid: u32,
@@ -105,26 +105,26 @@ pub enum Effect {
     /// Watch a stopping group until it is empty (`GroupEmpty`); `StopDeadline` at `kill_at`.
     WatchGroup {
         pgid: u32,
-        generation: u64,
+        spawn_id: u64,
         kill_at: Instant,
         timeout: Duration,
     },
     /// `BackoffElapsed` after `after`.
     Timer {
         after: Duration,
-        generation: u64,
+        spawn_id: u64,
     },
     /// `DependenciesReady` once the app's dependencies are ready.
     WaitDependencies {
-        generation: u64,
+        spawn_id: u64,
     },
     StartProbes {
-        generation: u64,
+        spawn_id: u64,
         pid: u32,
     },
     /// Watch a process adopted from a previous daemon for its exit.
     WatchAdopted {
-        generation: u64,
+        spawn_id: u64,
         pid: u32,
     },
     GuardLease {

@@ -17,10 +17,10 @@ impl Step<'_> {
             return;
         }
         let inst = &mut *self.inst;
-        inst.generation = self.ctx.fresh_generation;
+        inst.spawn_id = self.ctx.fresh_spawn_id;
         inst.status = Status::Starting;
         inst.pid = None;
-        let generation = inst.generation;
+        let spawn_id = inst.spawn_id;
         fact(
             &mut self.out,
             None,
@@ -28,14 +28,14 @@ impl Step<'_> {
                 waiting_for: waiting,
             },
         );
-        self.out.push(Effect::WaitDependencies { generation });
+        self.out.push(Effect::WaitDependencies { spawn_id });
     }
 
     /// Asks for a process (a singleton without the master's lease waits for it instead). The
-    /// instance is `starting` with a fresh generation and no pid until the spawn answers.
+    /// instance is `starting` with a fresh spawn_id and no pid until the spawn answers.
     pub(super) fn launch(&mut self) {
         let inst = &mut *self.inst;
-        inst.generation = self.ctx.fresh_generation;
+        inst.spawn_id = self.ctx.fresh_spawn_id;
         inst.next_start_ms = None;
         inst.status = Status::Starting;
         inst.pid = None;
@@ -54,8 +54,8 @@ impl Step<'_> {
         inst.started_at_ms = Some(self.ctx.now_ms);
         inst.start_limit.record(self.ctx.now_ms);
         inst.spawning = true;
-        let generation = inst.generation;
-        self.out.push(Effect::Spawn { generation });
+        let spawn_id = inst.spawn_id;
+        self.out.push(Effect::Spawn { spawn_id });
     }
 
     pub(super) fn spawned(&mut self, pid: Option<u32>, signature: Option<u64>) {
@@ -93,7 +93,7 @@ impl Step<'_> {
                         });
                         self.out.push(Effect::WatchGroup {
                             pgid,
-                            generation: self.inst.generation,
+                            spawn_id: self.inst.spawn_id,
                             kill_at,
                             timeout: kill_at.saturating_duration_since(self.ctx.now),
                         });
@@ -117,7 +117,7 @@ impl Step<'_> {
             && let Some(pid) = pid
         {
             self.out.push(Effect::StartProbes {
-                generation: self.inst.generation,
+                spawn_id: self.inst.spawn_id,
                 pid,
             });
         }
@@ -244,7 +244,7 @@ impl Step<'_> {
                     backoff.saturating_add(inst.start_limit.wait(now.saturating_add(backoff_ms)));
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 inst.next_start_ms = Some(now.saturating_add(delay_ms));
-                let (pid, restarts, generation) = (inst.pid, inst.restarts, inst.generation);
+                let (pid, restarts, spawn_id) = (inst.pid, inst.restarts, inst.spawn_id);
                 fact(
                     &mut self.out,
                     pid,
@@ -255,7 +255,7 @@ impl Step<'_> {
                 );
                 self.out.push(Effect::Timer {
                     after: delay,
-                    generation,
+                    spawn_id,
                 });
             }
         }
@@ -276,7 +276,7 @@ impl Step<'_> {
             (Status::Running | Status::Starting, Some(pid)) => {
                 inst.status = Status::Stopping;
                 inst.kill_at = Some(kill_at);
-                let generation = inst.generation;
+                let spawn_id = inst.spawn_id;
                 fact(
                     &mut self.out,
                     Some(pid),
@@ -288,7 +288,7 @@ impl Step<'_> {
                 self.out.push(Effect::SignalGroup { pgid: pid, signal });
                 self.out.push(Effect::WatchGroup {
                     pgid: pid,
-                    generation,
+                    spawn_id,
                     kill_at,
                     timeout,
                 });
@@ -315,7 +315,7 @@ impl Step<'_> {
                 }
             }
             _ => {
-                inst.generation = self.ctx.fresh_generation;
+                inst.spawn_id = self.ctx.fresh_spawn_id;
                 inst.next_start_ms = None;
                 inst.pid = None;
                 inst.restart_reason = None;

@@ -19,7 +19,7 @@ fn ctx(now: Instant) -> Ctx {
     Ctx {
         now_ms: NOW_MS,
         now,
-        fresh_generation: FRESH,
+        fresh_spawn_id: FRESH,
         closing: false,
         singleton: false,
         lease_valid: false,
@@ -30,7 +30,7 @@ fn ctx(now: Instant) -> Ctx {
 fn instance(status: Status, now: Instant) -> Instance {
     let mut i = Instance::new(0);
     i.status = status;
-    i.generation = 1;
+    i.spawn_id = 1;
     if status.has_process() {
         i.pid = Some(10);
         i.signature = Some(5);
@@ -43,7 +43,7 @@ fn instance(status: Status, now: Instant) -> Instance {
         pid: 9,
         signature: Some(4),
         started_at_ms: Some(0),
-        generation: 0,
+        spawn_id: 0,
         exited: false,
     });
     i
@@ -84,7 +84,7 @@ fn inputs() -> Vec<(&'static str, Input)> {
         pid: 9,
         signature: Some(4),
         started_at_ms: Some(0),
-        generation: 0,
+        spawn_id: 0,
         exited: false,
     };
     vec![
@@ -417,7 +417,7 @@ fn a_stop_during_a_spawn_signals_the_process_once_it_exists() {
     let fx = step(&mut i, &spec(), Input::Start { waiting: vec![] }, &ctx(now));
     assert_eq!(summary(&fx), ["spawn"]);
     assert!(i.spawning && i.pid.is_none() && i.status == Status::Starting);
-    assert_eq!(i.generation, FRESH);
+    assert_eq!(i.spawn_id, FRESH);
 
     let fx = step(
         &mut i,

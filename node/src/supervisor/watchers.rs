@@ -1,6 +1,6 @@
 //! The tasks that feed an instance's machine: the watcher of a process's exit (our child, or
 //! one adopted from a previous daemon), the backoff timer, and the wait for dependencies.
-//! Each carries the generation it was started for, so nothing meant for an older process
+//! Each carries the spawn_id it was started for, so nothing meant for an older process
 //! touches a newer one.
 
 use super::instance::ExitRecord;
@@ -13,7 +13,7 @@ use std::time::Duration;
 impl Supervisor {
     /// `DependenciesReady` once every dependency of the app is ready (nothing if the
     /// instance moved on or the supervisor closes first).
-    pub(super) fn wait_for_dependencies(&self, name: String, index: u32, generation: u64) {
+    pub(super) fn wait_for_dependencies(&self, name: String, index: u32, spawn_id: u64) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut still_current = true;
@@ -24,7 +24,7 @@ impl Supervisor {
                 };
                 let current = app
                     .position(index)
-                    .is_some_and(|p| app.instances[p].generation == generation);
+                    .is_some_and(|p| app.instances[p].spawn_id == spawn_id);
                 if !current || t.closing {
                     still_current = false;
                     return true;
@@ -36,7 +36,7 @@ impl Supervisor {
             })
             .await;
             if still_current {
-                me.dispatch(&name, index, generation, Input::DependenciesReady);
+                me.dispatch(&name, index, spawn_id, Input::DependenciesReady);
             }
         });
     }
@@ -46,19 +46,19 @@ impl Supervisor {
         &self,
         name: String,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         pid: Option<u32>,
         exit: Pin<Box<dyn Future<Output = ExitRecord> + Send>>,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
             let exit = exit.await;
-            me.on_exit(&name, index, generation, pid, exit);
+            me.on_exit(&name, index, spawn_id, pid, exit);
         });
     }
 
     /// Watches a process adopted from a previous daemon (not our child: no exit status).
-    pub(super) fn watch_adopted(&self, name: String, index: u32, generation: u64, pid: u32) {
+    pub(super) fn watch_adopted(&self, name: String, index: u32, spawn_id: u64, pid: u32) {
         let me = self.clone();
         tokio::spawn(async move {
             let reason = match process::wait_foreign(pid).await {
@@ -71,38 +71,32 @@ impl Supervisor {
                 signal: None,
                 reason,
             };
-            me.on_exit(&name, index, generation, Some(pid), exit);
+            me.on_exit(&name, index, spawn_id, Some(pid), exit);
         });
     }
 
-    /// The process `pid` of `generation` ended: whether the rest of its group lives is
+    /// The process `pid` of `spawn_id` ended: whether the rest of its group lives is
     /// looked at here, before the machine is asked, so no lock is held for it.
     pub(super) fn on_exit(
         &self,
         name: &str,
         index: u32,
-        generation: u64,
+        spawn_id: u64,
         pid: Option<u32>,
         exit: ExitRecord,
     ) {
         let group_alive = pid.is_some_and(|p| self.shared.os.group_alive(p));
-        self.dispatch(name, index, generation, Input::Exited { exit, group_alive });
+        self.dispatch(name, index, spawn_id, Input::Exited { exit, group_alive });
     }
 
     /// `BackoffElapsed` after `delay`.
-    pub(super) fn schedule_start(
-        &self,
-        name: String,
-        index: u32,
-        generation: u64,
-        delay: Duration,
-    ) {
+    pub(super) fn schedule_start(&self, name: String, index: u32, spawn_id: u64, delay: Duration) {
         let me = self.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            me.dispatch(&name, index, generation, Input::BackoffElapsed);
+            me.dispatch(&name, index, spawn_id, Input::BackoffElapsed);
         });
     }
 }
@@ -140,21 +134,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_timer_for_an_older_generation_starts_nothing() {
+    async fn a_timer_for_an_older_spawn_starts_nothing() {
         let os = FakeOs::new(true);
         let sup = supervisor(os.clone());
         sup.start("web", false).unwrap();
-        let generation = instance(&sup).generation;
-        sup.schedule_start("web".into(), 0, generation, std::time::Duration::ZERO);
+        let spawn_id = instance(&sup).spawn_id;
+        sup.schedule_start("web".into(), 0, spawn_id, std::time::Duration::ZERO);
         settle().await;
         // Running, not in backoff: `BackoffElapsed` changes nothing.
         assert_eq!(os.with(|s| s.spawns), 1);
-        sup.schedule_start(
-            "web".into(),
-            0,
-            generation + 1000,
-            std::time::Duration::ZERO,
-        );
+        sup.schedule_start("web".into(), 0, spawn_id + 1000, std::time::Duration::ZERO);
         settle().await;
         assert_eq!(os.with(|s| s.spawns), 1);
     }

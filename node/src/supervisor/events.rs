@@ -44,10 +44,7 @@ impl EventLog {
         let (tx, rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(1024);
         // Microseconds since the epoch: later daemons continue above earlier ones.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let seed = crate::supervisor::clock::now_us();
         let log = Self {
             tx,
             live,

@@ -43,7 +43,7 @@ pub(super) async fn drive(
             return;
         };
         kill_at = kill_at.min(deadline);
-        let now = Instant::now();
+        let now = crate::supervisor::clock::monotonic();
         if killed && now >= limits::deadline(kill_at, AFTER_KILL) {
             watch.gave_up();
             return;
@@ -62,7 +62,10 @@ pub(super) async fn stop_untracked(os: &dyn Os, pgid: u32, signal: Signal, timeo
         warn!(pgid, error = %e, "not stopping the process group");
         return;
     }
-    let kill_at = limits::deadline(Instant::now(), limits::clamp(timeout));
+    let kill_at = limits::deadline(
+        crate::supervisor::clock::monotonic(),
+        limits::clamp(timeout),
+    );
     let mut watch = Untracked { os, pgid, kill_at };
     drive(os, pgid, kill_at, &mut watch).await;
 }
@@ -108,8 +111,10 @@ impl GroupWatch for Stopping<'_> {
             self.sup
                 .dispatch(&self.name, self.index, self.spawn_id, Input::GroupEmpty)?
         };
-        (inst.spawn_id == self.spawn_id && inst.status == Status::Stopping)
-            .then(|| inst.kill_at.unwrap_or_else(Instant::now))
+        (inst.spawn_id == self.spawn_id && inst.status == Status::Stopping).then(|| {
+            inst.kill_at
+                .unwrap_or_else(crate::supervisor::clock::monotonic)
+        })
     }
 
     fn deadline_passed(&mut self) {

@@ -13,7 +13,7 @@ use super::spec::HealthSpec;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use std::time::Duration;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 
 fn expand(s: &str, pid: u32, index: u32) -> String {
     s.replace("{pid}", &pid.to_string())
@@ -111,7 +111,7 @@ impl Supervisor {
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
+            let started = crate::supervisor::clock::monotonic();
             let fast = h.interval().min(Duration::from_secs(1));
             let mut healthy_once = false;
             loop {

@@ -59,7 +59,7 @@ impl Sampler {
     /// file, `/proc/PID/stat`, and finds children through `/proc/PID/task/*/children`, so the
     /// cost follows herd's own process count, not the host's: an idle daemon stays cheap.
     pub fn sample(&mut self, roots: &[u32]) -> (HostMetrics, Vec<ProcMetrics>) {
-        let now = std::time::Instant::now();
+        let now = crate::supervisor::clock::std_instant();
         let elapsed = self
             .last_at
             .map(|t| now.duration_since(t).as_secs_f64())
@@ -205,11 +205,11 @@ mod tests {
             .spawn()
             .unwrap();
         let mut s = Sampler::new().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = crate::supervisor::clock::std_instant() + Duration::from_secs(5);
         let m = loop {
             let (host, trees) = s.sample(&[child.id()]);
             assert!(host.mem_total_bytes > 0 && host.cpus > 0);
-            if trees[0].processes == 3 || std::time::Instant::now() > deadline {
+            if trees[0].processes == 3 || crate::supervisor::clock::std_instant() > deadline {
                 break trees[0];
             }
             std::thread::sleep(Duration::from_millis(20));

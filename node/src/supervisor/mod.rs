@@ -7,10 +7,12 @@
 //! it). Processes are watched by one small task each (tokio's pidfd-based wait, or a pidfd
 //! for processes adopted after a daemon restart); timers and probes carry a spawn_id
 //! number, so nothing meant for an older process touches a newer one.
+#![deny(clippy::disallowed_methods)]
 
 pub mod adoption;
 pub mod app_env;
 pub mod backoff;
+pub mod clock;
 mod cron;
 pub mod deps;
 pub mod events;
@@ -51,7 +53,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// What the user asked of an app.
@@ -210,12 +211,7 @@ pub struct Supervisor {
     shared: Arc<Shared>,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ms;
 
 /// A fresh spawn_id number, unique across all instances of this daemon.
 fn next_spawn_id() -> u64 {

@@ -220,7 +220,7 @@ mod tests {
         let sup = supervisor(os.clone());
         sup.start("web", false).unwrap();
         let mut events = sup.events().subscribe();
-        let started = tokio::time::Instant::now();
+        let started = crate::supervisor::clock::monotonic();
         sup.reload("web").await.unwrap();
         assert!(started.elapsed() >= READY_WITHOUT_PROBE);
         let i = instance(&sup);

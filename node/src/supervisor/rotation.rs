@@ -44,7 +44,7 @@ impl Supervisor {
         let mut watched: HashMap<PathBuf, WatchDescriptor> = HashMap::new();
         let mut changes = self.subscribe();
         let mut targets = self.targets(&also);
-        let mut last_full = tokio::time::Instant::now();
+        let mut last_full = crate::supervisor::clock::monotonic();
         loop {
             // Follow the set of instances: watch new logs, forget removed ones. A log is
             // checked as soon as it is watched: it may have been written before the watch
@@ -105,7 +105,7 @@ impl Supervisor {
                 }
             }
             if everything {
-                last_full = tokio::time::Instant::now();
+                last_full = crate::supervisor::clock::monotonic();
                 dirty = targets.keys().cloned().collect();
             }
             let check = checks(&targets, dirty);

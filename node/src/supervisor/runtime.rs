@@ -59,7 +59,7 @@ impl Batch<'_> {
         };
         let ctx = Ctx {
             now_ms: self.sup.shared.os.now_ms(),
-            now: tokio::time::Instant::now(),
+            now: crate::supervisor::clock::monotonic(),
             fresh_spawn_id: next_spawn_id(),
             closing,
             singleton,

@@ -6,7 +6,6 @@ use crate::supervisor::instance::ExitRecord;
 use crate::supervisor::table_held;
 use crate::supervisor::testing::{FakeOs, instance, names, settle, supervisor};
 use std::sync::atomic::Ordering;
-use tokio::time::Instant;
 
 #[tokio::test(start_paused = true)]
 async fn a_start_spawns_and_an_exit_restarts_after_the_backoff() {
@@ -48,7 +47,7 @@ async fn a_stop_signals_the_group_and_kills_it_at_the_deadline() {
     let sup = supervisor(os.clone());
     sup.start("web", false).unwrap();
     let mut events = sup.events().subscribe();
-    let started = Instant::now();
+    let started = crate::supervisor::clock::monotonic();
     sup.stop("web", Some(Duration::from_secs(5))).await.unwrap();
     let took = started.elapsed();
     assert!(
@@ -75,7 +74,7 @@ async fn a_group_that_outlives_sigkill_is_given_up_on() {
     let sup = supervisor(os.clone());
     sup.start("web", false).unwrap();
     os.with(|s| s.immortal.insert(100));
-    let started = Instant::now();
+    let started = crate::supervisor::clock::monotonic();
     sup.stop("web", Some(Duration::from_secs(1))).await.unwrap();
     let took = started.elapsed();
     assert!(

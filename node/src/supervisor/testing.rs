@@ -140,7 +140,7 @@ impl Os for FakeOs {
 
     fn now_ms(&self) -> u64 {
         // The paused clock, so backoff and crash windows follow `tokio::time::advance`.
-        thread_local!(static BASE: Instant = Instant::now());
+        thread_local!(static BASE: Instant = crate::supervisor::clock::monotonic());
         let elapsed = BASE.with(|b| b.elapsed());
         1_000_000 + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }

@@ -360,7 +360,7 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 fn matrix() -> Vec<(Status, &'static str, Status, Vec<String>)> {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut rows = Vec::new();
     for from in STATUSES {
         for (name, input) in inputs() {
@@ -412,7 +412,7 @@ fn print_matrix() {
 
 #[test]
 fn a_stop_during_a_spawn_signals_the_process_once_it_exists() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut i = instance(Status::Stopped, now);
     let fx = step(&mut i, &spec(), Input::Start { waiting: vec![] }, &ctx(now));
     assert_eq!(summary(&fx), ["spawn"]);
@@ -454,7 +454,7 @@ fn a_stop_during_a_spawn_signals_the_process_once_it_exists() {
 
 #[test]
 fn a_spawn_nobody_waits_for_is_killed() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut i = instance(Status::Stopped, now);
     let spawned = Input::SpawnSucceeded {
         pid: Some(20),
@@ -467,7 +467,7 @@ fn a_spawn_nobody_waits_for_is_killed() {
 
 #[test]
 fn a_singleton_without_the_lease_waits_for_it() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut i = instance(Status::Stopped, now);
     let c = Ctx {
         singleton: true,
@@ -495,7 +495,7 @@ fn a_singleton_without_the_lease_waits_for_it() {
 
 #[test]
 fn failed_probes_restart_the_instance_whatever_the_policy() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut s = spec();
     s.restart = RestartPolicy::Never;
     s.health = Some(toml::from_str("tcp = \"127.0.0.1:1\"\nfailures = 2").unwrap());
@@ -549,7 +549,7 @@ fn failed_probes_restart_the_instance_whatever_the_policy() {
 
 #[test]
 fn an_explicit_shorter_timeout_brings_the_kill_forward() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut i = instance(Status::Running, now);
     let fx = step(
         &mut i,
@@ -578,7 +578,7 @@ fn an_explicit_shorter_timeout_brings_the_kill_forward() {
 
 #[test]
 fn exits_while_closing_are_not_restarted() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut i = instance(Status::Running, now);
     let closing = Ctx {
         closing: true,
@@ -595,7 +595,7 @@ fn exits_while_closing_are_not_restarted() {
 
 #[test]
 fn a_crash_loop_ends_crashed() {
-    let now = Instant::now();
+    let now = crate::supervisor::clock::monotonic();
     let mut s = spec();
     s.max_restarts = 2;
     let mut i = instance(Status::Running, now);

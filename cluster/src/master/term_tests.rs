@@ -12,7 +12,7 @@ use super::clock::WallClock;
 use super::term::MasterTerm;
 use super::term::TermSettings;
 use super::testing::FakeWorld;
-use crate::node::Leadership;
+use crate::raft::Leadership;
 use crate::registry::App;
 use crate::registry::DAY_MS;
 use crate::registry::NodeId;

@@ -43,7 +43,6 @@ use self::membership::MembershipKeeper;
 use self::shared::Served;
 use self::shared::Shared;
 pub use self::status::ClusterStatus;
-pub use self::status::Leadership;
 pub use self::status::MemberStatus;
 use crate::agent::AgentService;
 use crate::agent::AgentState;
@@ -55,11 +54,13 @@ use crate::error::ClusterError;
 use crate::master::MasterView;
 use crate::master::TermSettings;
 use crate::raft::HerdRaft;
+use crate::raft::Leadership;
 use crate::raft::LogStore;
 use crate::raft::RaftStorage;
 use crate::raft::StateMachine;
 use crate::raft::decode;
 use crate::raft::encode;
+use crate::raft::leadership;
 use crate::raft::network::MAX_MESSAGE_BYTES;
 use crate::raft::network::NetworkFactory;
 use crate::raft::raft_config;
@@ -180,7 +181,7 @@ impl ClusterNode {
         });
 
         let mut tasks = vec![
-            tokio::spawn(watch_leadership(
+            tokio::spawn(leadership::publish(
                 raft,
                 lease,
                 leadership_tx,
@@ -588,35 +589,5 @@ async fn serve(
     };
     if let Err(e) = result {
         tracing::error!(%listen, error = %e, "cluster gRPC server failed");
-    }
-}
-
-/// Publishes `Leadership` whenever it changes: on Raft metrics changes, and on a tick, because
-/// a lapsing lease changes no metric.
-async fn watch_leadership(
-    raft: HerdRaft,
-    lease: Duration,
-    tx: watch::Sender<Leadership>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut metrics = raft.metrics();
-    let node_id = *raft.node_id();
-    let mut tick = tokio::time::interval(lease / 4);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let now = Leadership::from_metrics(&metrics.borrow_watched(), lease);
-        tx.send_if_modified(|cur| {
-            let changed = *cur != now;
-            if changed {
-                tracing::info!(node_id, leadership = ?now, "leadership changed");
-                *cur = now;
-            }
-            changed
-        });
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-            r = metrics.changed() => if r.is_err() { return },
-        }
     }
 }

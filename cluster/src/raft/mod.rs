@@ -1,7 +1,9 @@
 //! herd's Raft plumbing on openraft: the type configuration (in one place), the durable redb log
-//! store, the registry state machine with snapshots, and the gRPC network between members.
+//! store, the registry state machine with snapshots, the gRPC network between members, and the
+//! leadership signal the master follows.
 
 mod codec;
+pub(crate) mod leadership;
 pub(crate) mod log_store;
 pub(crate) mod network;
 pub(crate) mod service;
@@ -22,6 +24,7 @@ use crate::registry::RegistryResponse;
 
 pub(crate) use codec::decode;
 pub(crate) use codec::encode;
+pub use leadership::Leadership;
 pub(crate) use log_store::LogStore;
 pub(crate) use state_machine::StateMachine;
 pub(crate) use storage::RaftStorage;

@@ -304,6 +304,27 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
+    // The log's leader is already in the next term: the first fenced write is refused.
+    let world = FakeWorld::new(TERM + 1, &[1, 2], Registry::default());
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let deposed = tokio::time::timeout(Duration::from_secs(60), term.run())
+        .await
+        .expect("the term ends at its first refused write");
+    assert!(
+        deposed
+            .0
+            .ends_with("stale master: decided in term 7, committed in term 8"),
+        "{}",
+        deposed.0
+    );
+    assert!(
+        world.registry_now().nodes.is_empty(),
+        "the refused write changed nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn master_duties_stop_the_moment_leadership_is_lost() {
     let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
     let (lead_tx, lead_rx) = watch::channel(Leadership::Follower {

@@ -19,6 +19,7 @@ use crate::raft::Member;
 use crate::raft::decode;
 use crate::raft::encode;
 use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
 
 pub(crate) struct ClusterApiService {
     shared: Arc<Shared>,
@@ -132,9 +133,11 @@ impl ClusterApi for ClusterApiService {
         req: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
         let cmd: RegistryCommand = decode(&req.into_inner().command)?;
-        let resp = served(self.shared.write_local(cmd).await)?;
+        let outcome = served(self.shared.write_local(cmd).await)?;
+        // The wire carries a `RegistryResponse` (a stale-term refusal as its text): only a
+        // master's local writes meet the fence, and older nodes decode this reply.
         Ok(Response::new(pb::WriteReply {
-            response: encode(&resp)?,
+            response: encode(&RegistryResponse::from(outcome))?,
         }))
     }
 

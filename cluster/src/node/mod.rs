@@ -262,7 +262,7 @@ impl ClusterNode {
         let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
         loop {
             if let Served::Done(r) = self.shared.write_local(cmd.clone()).await? {
-                return Ok(r);
+                return Ok(r.into());
             }
             let req = pb::WriteRequest {
                 command: encode(&cmd).map_err(|s| ClusterError::Raft(s.message().to_string()))?,

@@ -30,9 +30,9 @@ use crate::raft::Leadership;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::service::LeaderContact;
+use crate::registry::ApplyOutcome;
 use crate::registry::Registry;
 use crate::registry::RegistryCommand;
-use crate::registry::RegistryResponse;
 
 /// The outcome of a leader-only operation tried locally.
 pub(crate) enum Served<T> {
@@ -70,7 +70,7 @@ impl Shared {
     pub(crate) async fn write_local(
         &self,
         cmd: RegistryCommand,
-    ) -> Result<Served<RegistryResponse>, ClusterError> {
+    ) -> Result<Served<ApplyOutcome>, ClusterError> {
         if let Err(f) = self.raft.as_leader() {
             return Ok(Served::NotLeader(f.leader_id));
         }

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::registry::ApplyOutcome;
 use crate::registry::RegistryCommand;
-use crate::registry::RegistryResponse;
 
 pub(crate) use codec::decode;
 pub(crate) use codec::encode;
@@ -36,7 +36,7 @@ openraft::declare_raft_types!(
     /// node id — the chaos suite saw two nodes start master duties in one term).
     pub TypeConfig:
         D = RegistryCommand,
-        R = RegistryResponse,
+        R = ApplyOutcome,
         NodeId = u64,
         Node = Member,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,

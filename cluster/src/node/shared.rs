@@ -1,6 +1,6 @@
 //! State shared by the façade, the ClusterApi server and the background tasks, plus the
 //! leader-only operations each of them may serve locally. A non-leader answers `NotLeader` and
-//! the caller forwards (see `Forwarder`).
+//! the caller forwards (see `Forwarder::at_leader`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -39,6 +39,15 @@ pub(crate) enum Served<T> {
     Done(T),
     /// Not the leader; the known leader, if any.
     NotLeader(Option<u64>),
+}
+
+impl<T> Served<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        match self {
+            Served::Done(v) => Served::Done(f(v)),
+            Served::NotLeader(hint) => Served::NotLeader(hint),
+        }
+    }
 }
 
 pub(crate) struct Shared {

@@ -136,9 +136,6 @@ impl Forwarder {
                         if !retry {
                             return Err(last_error);
                         }
-                        if hint.is_some() {
-                            continue;
-                        }
                     }
                     Err(_) => {
                         return Err(ClusterError::Timeout {
@@ -151,6 +148,9 @@ impl Forwarder {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(last_error);
+            }
+            if hint.is_some() {
+                continue; // follow the hint at once
             }
             if settling {
                 tokio::time::sleep(left.min(SETTLE_PAUSE)).await;

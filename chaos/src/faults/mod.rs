@@ -3,6 +3,7 @@
 //! which node is "the leader" is resolved when the fault fires. Every fault heals itself
 //! within a bounded time and is recorded in the history with its start and end.
 
+mod context;
 mod inject;
 mod network;
 mod outage;
@@ -15,8 +16,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-pub use inject::FaultCtx;
-pub use inject::heal_everything;
+pub use context::FaultCtx;
+pub use context::heal_everything;
 pub use inject::run_fault;
 pub use process::DOWN_GRACE;
 pub use process::survivors_of;

@@ -8,9 +8,9 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use super::PlannedFault;
-use super::inject::FaultCtx;
-use super::inject::heal_everything;
-use super::inject::signal;
+use super::context::FaultCtx;
+use super::context::heal_everything;
+use super::context::signal;
 use super::network;
 use super::network::Cut;
 use super::watch;

@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::PlannedFault;
-use super::inject::FaultCtx;
-use super::inject::signal;
-use super::inject::voters_live;
+use super::context::FaultCtx;
+use super::context::signal;
+use super::context::voters_live;
 use crate::history::DownCheck;
 use crate::history::FaultState;
 use crate::history::MeasureKind;

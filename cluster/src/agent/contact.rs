@@ -25,6 +25,32 @@ use tonic::Status;
 
 use super::LocalSupervisor;
 
+/// Metadata on a heartbeat refused because the master's term is stale: the highest term this
+/// node has seen. The master counts fenced heartbeats by this key, not by the message.
+pub(crate) const STALE_TERM: &str = "x-herd-stale-term";
+
+/// The refusal of a heartbeat from a master in `term`, behind the `seen` term.
+fn stale_term(term: u64, seen: u64) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "stale master term {term}: this node has seen term {seen}"
+    ));
+    if let Ok(v) = seen.to_string().parse() {
+        status.metadata_mut().insert(STALE_TERM, v);
+    }
+    status
+}
+
+/// The term a heartbeat refusal says this master is behind, if it is a stale-term refusal.
+pub(crate) fn refused_as_stale(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(STALE_TERM)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 pub(crate) struct AgentState {
     node_id: u64,
     offline_timeout: Duration,
@@ -124,9 +150,7 @@ impl AgentState {
                 highest = floor,
                 "refused heartbeat from a stale master"
             );
-            return Err(Status::failed_precondition(format!(
-                "stale master term {term}: this node has seen term {floor}"
-            )));
+            return Err(stale_term(term, floor));
         }
         let now = Instant::now();
         let (seq, connected, granted) = {
@@ -261,6 +285,7 @@ mod tests {
             .accept(1, 5, 7, 13, 0, 0)
             .expect_err("stale master is fenced");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(refused_as_stale(&err), Some(6), "typed: the term seen");
         assert_eq!(s.highest_term(), 6);
         // The local Raft term fences too: a master behind this node's own term is stale.
         let err = s

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 pub(crate) use contact::AgentState;
 pub(crate) use contact::lease_length;
+pub(crate) use contact::refused_as_stale;
 pub(crate) use reconcile::AgentLoop;
 pub(crate) use service::AgentService;
 

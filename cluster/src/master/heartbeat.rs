@@ -16,13 +16,13 @@ use herd_proto::cluster::agent_client::AgentClient;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tonic::Code;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::health::HealthTable;
 use super::health::NodeReport;
+use crate::agent::refused_as_stale;
 use crate::error::ClusterError;
 use crate::raft::network::MAX_MESSAGE_BYTES;
 use crate::registry::NodeId;
@@ -271,15 +271,14 @@ impl BeatCtx {
             }
             Ok(Ok(reply)) => format!("answered as node {}", reply.node_id),
             Ok(Err(status)) => {
-                if status.code() == Code::FailedPrecondition
-                    && status.message().contains("stale master")
-                {
+                if let Some(seen) = refused_as_stale(&status) {
                     stats
                         .fenced_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         node = id,
                         term = self.cfg.term,
+                        seen,
                         reason = status.message(),
                         "heartbeat refused: this master's term is stale"
                     );

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 
 use super::heartbeat::HeartbeatTransport;
 use crate::raft::Member;
+use crate::registry::ApplyOutcome;
 use crate::registry::NodeId;
 use crate::registry::Registry;
 use crate::registry::RegistryCommand;
-use crate::registry::RegistryResponse;
 
 #[derive(Debug)]
 pub(crate) enum WriteError {
@@ -24,7 +24,7 @@ pub(crate) enum WriteError {
 }
 
 pub(crate) type WriteFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<RegistryResponse, WriteError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<ApplyOutcome, WriteError>> + Send + 'a>>;
 
 pub(crate) trait MasterIo: Send + Sync + 'static {
     fn registry(&self) -> watch::Receiver<Arc<Registry>>;
@@ -35,6 +35,7 @@ pub(crate) trait MasterIo: Send + Sync + 'static {
     /// The local replica's applied log index, sent with heartbeats.
     fn applied_index(&self) -> Box<dyn Fn() -> u64 + Send + Sync>;
     fn transport(&self) -> Arc<dyn HeartbeatTransport>;
-    /// Applies `cmd` through Raft on this node only (never forwarded).
+    /// Applies `cmd` through Raft on this node only (never forwarded). A fenced command from a
+    /// term that is over comes back as `ApplyOutcome::StaleTerm`.
     fn write(&self, cmd: RegistryCommand) -> WriteFuture<'_>;
 }

@@ -53,7 +53,7 @@ pub use self::stats::HeartbeatStats;
 pub use self::stats::RttHistogram;
 use self::term::MasterTerm;
 pub(crate) use self::term::TermSettings;
-use crate::node::Leadership;
+use crate::raft::Leadership;
 use crate::registry::NodeId;
 use crate::registry::Registry;
 

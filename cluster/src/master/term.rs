@@ -31,6 +31,7 @@ use super::placement::PlacementInput;
 use crate::agent::lease_length;
 use crate::agent::status_is_live;
 use crate::config::ClusterConfig;
+use crate::registry::ApplyOutcome;
 use crate::registry::DAY_MS;
 use crate::registry::InstanceRef;
 use crate::registry::NodeId;
@@ -171,14 +172,12 @@ impl MasterTerm {
             command: Box::new(cmd),
         };
         match self.io.write(fenced).await {
-            Ok(RegistryResponse::Applied { .. }) => {
+            Ok(ApplyOutcome::Response(RegistryResponse::Applied { .. })) => {
                 tracing::debug!(term = self.term, %what, "master write");
                 Ok(true)
             }
-            Ok(RegistryResponse::Rejected { reason }) if reason.starts_with("stale master") => {
-                Err(Deposed(format!("{what}: {reason}")))
-            }
-            Ok(RegistryResponse::Rejected { reason }) => {
+            Ok(ApplyOutcome::StaleTerm(stale)) => Err(Deposed(format!("{what}: {stale}"))),
+            Ok(ApplyOutcome::Response(RegistryResponse::Rejected { reason })) => {
                 tracing::warn!(term = self.term, %what, %reason, "master write refused");
                 Ok(false)
             }

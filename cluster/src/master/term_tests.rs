@@ -12,7 +12,7 @@ use super::clock::WallClock;
 use super::term::MasterTerm;
 use super::term::TermSettings;
 use super::testing::FakeWorld;
-use crate::node::Leadership;
+use crate::raft::Leadership;
 use crate::registry::App;
 use crate::registry::DAY_MS;
 use crate::registry::NodeId;
@@ -301,6 +301,27 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
         "no prune when nothing is due"
     );
     task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
+    // The log's leader is already in the next term: the first fenced write is refused.
+    let world = FakeWorld::new(TERM + 1, &[1, 2], Registry::default());
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let deposed = tokio::time::timeout(Duration::from_secs(60), term.run())
+        .await
+        .expect("the term ends at its first refused write");
+    assert!(
+        deposed
+            .0
+            .ends_with("stale master: decided in term 7, committed in term 8"),
+        "{}",
+        deposed.0
+    );
+    assert!(
+        world.registry_now().nodes.is_empty(),
+        "the refused write changed nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]

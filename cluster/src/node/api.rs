@@ -1,6 +1,6 @@
 //! The ClusterApi gRPC service. Leader-only calls answer `Aborted` with a leader hint on a
-//! follower (the caller's `Forwarder` follows it); `Join` is forwarded here, because a joining
-//! node only knows some peer.
+//! follower (the caller's `Forwarder::at_leader` follows it); `Join` goes through
+//! `at_leader` here, because a joining node only knows some peer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::forwarder::not_leader;
+use super::membership::JoinOutcome;
 use super::shared::Served;
 use super::shared::Shared;
 use crate::error::ClusterError;
@@ -19,6 +20,7 @@ use crate::raft::Member;
 use crate::raft::decode;
 use crate::raft::encode;
 use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
 
 pub(crate) struct ClusterApiService {
     shared: Arc<Shared>,
@@ -91,31 +93,30 @@ impl ClusterApi for ClusterApiService {
             addr: req.addr.clone(),
             labels: req.labels.clone().into_iter().collect(),
         };
-        match self
-            .shared
-            .join_local(req.node_id, member)
+        let shared = &self.shared;
+        let joined = |outcome: JoinOutcome| pb::JoinReply {
+            role: outcome.as_str().to_string(),
+            leader_id: shared.id,
+        };
+        let reply = shared
+            .forwarder
+            .at_leader(
+                "join",
+                JOIN_TIMEOUT,
+                || async {
+                    Ok(shared
+                        .join_local(req.node_id, member.clone())
+                        .await?
+                        .map(joined))
+                },
+                |mut c| {
+                    let req = req.clone();
+                    async move { Ok(c.join(req).await?.into_inner()) }
+                },
+            )
             .await
-            .map_err(to_status)?
-        {
-            Served::Done(outcome) => Ok(Response::new(pb::JoinReply {
-                role: outcome.as_str().to_string(),
-                leader_id: self.shared.id,
-            })),
-            Served::NotLeader(_) => {
-                let fwd = &self.shared.forwarder;
-                let reply = fwd
-                    .call("join", JOIN_TIMEOUT, |mut c| {
-                        let req = req.clone();
-                        async move { c.join(req).await }
-                    })
-                    .await
-                    .map_err(to_status)?;
-                // `None`: this node became the leader meanwhile; the joiner retries.
-                reply
-                    .map(Response::new)
-                    .ok_or_else(|| Status::unavailable("leadership changed during join; retry"))
-            }
-        }
+            .map_err(to_status)?;
+        Ok(Response::new(reply))
     }
 
     async fn leave(
@@ -132,9 +133,11 @@ impl ClusterApi for ClusterApiService {
         req: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
         let cmd: RegistryCommand = decode(&req.into_inner().command)?;
-        let resp = served(self.shared.write_local(cmd).await)?;
+        let outcome = served(self.shared.write_local(cmd).await)?;
+        // The wire carries a `RegistryResponse` (a stale-term refusal as its text): only a
+        // master's local writes meet the fence, and older nodes decode this reply.
         Ok(Response::new(pb::WriteReply {
-            response: encode(&resp)?,
+            response: encode(&RegistryResponse::from(outcome))?,
         }))
     }
 

@@ -1,5 +1,7 @@
-//! Leader forwarding as one small type: find the leader in the local Raft metrics, call its
-//! ClusterApi, and follow "not leader" answers or wait out an election until a deadline.
+//! Leader forwarding as one small type and one loop (`Forwarder::at_leader`), which every
+//! leader-only request goes through: serve it here if this node leads, else find the leader in
+//! the local Raft metrics, call its ClusterApi, follow "not leader" answers or wait out an
+//! election, until a deadline.
 //!
 //! A call is retried only when it surely did not take effect: the target said it is not the
 //! leader, or the connection could not be made. Registry commands are idempotent where possible
@@ -17,6 +19,7 @@ use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::shared::Served;
 use crate::error::ClusterError;
 use crate::raft::HerdRaft;
 use crate::raft::network::MAX_MESSAGE_BYTES;
@@ -24,6 +27,11 @@ use crate::transport::ClientAuth;
 use crate::transport::PeerChannels;
 
 pub(crate) type ApiClient = ClusterApiClient<InterceptedService<Channel, ClientAuth>>;
+
+/// How long to wait for this node's fresh leadership to be able to serve before trying again.
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+/// The longest wait for Raft metrics to name a leader before trying again.
+const ELECTION_POLL: Duration = Duration::from_millis(100);
 
 /// Metadata a non-leader attaches to its "not leader" answer: the leader it knows of.
 pub(crate) const LEADER_HINT: &str = "x-herd-leader";
@@ -63,7 +71,7 @@ impl Forwarder {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// The leader and its address, if this node knows one (other than itself).
+    /// The leader and its address, if this node knows one (it may be this node).
     pub(crate) fn remote_leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
@@ -77,68 +85,80 @@ impl Forwarder {
         Some((leader, addr))
     }
 
-    /// Calls `f` on the leader until it answers, the deadline passes, or it fails for good.
-    /// `Ok(None)` means this node itself is (now) the leader: the caller should serve locally.
-    pub(crate) async fn call<T, F, Fut>(
+    /// Runs one leader-only request to its answer within `timeout`. While this node leads,
+    /// `local` serves it here; otherwise `remote` sends it to the leader this node knows of. A
+    /// "not leader" answer is followed to the leader it names; with no leader known (or this
+    /// node elected but not serving yet) the loop waits for leadership to settle and tries
+    /// again. It gives up at the deadline with the last error seen, at once on a refusal.
+    pub(crate) async fn at_leader<T, L, LF, R, RF>(
         &self,
         what: &str,
         timeout: Duration,
-        f: F,
-    ) -> Result<Option<T>, ClusterError>
+        local: L,
+        remote: R,
+    ) -> Result<T, ClusterError>
     where
-        F: Fn(ApiClient) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+        L: Fn() -> LF,
+        LF: Future<Output = Result<Served<T>, ClusterError>>,
+        R: Fn(ApiClient) -> RF,
+        RF: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + timeout;
         let mut hint: Option<u64> = None;
         let mut last_error = ClusterError::NoLeader;
         loop {
+            if let Served::Done(v) = local().await? {
+                return Ok(v);
+            }
             let target = match hint.take() {
                 Some(id) => self.addr_of(id).map(|a| (id, a)),
                 None => self.remote_leader(),
             };
-            match target {
-                Some((id, _)) if id == self.id => return Ok(None),
-                None if self.raft.is_leader() => return Ok(None),
-                None => {}
-                Some((id, addr)) => {
-                    let client = self.client(&addr)?;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, f(client)).await {
-                        Ok(Ok(resp)) => return Ok(Some(resp.into_inner())),
-                        Ok(Err(status)) => {
-                            let retry = matches!(status.code(), Code::Aborted | Code::Unavailable);
-                            hint = leader_hint(status.metadata()).filter(|&h| h != id);
-                            last_error = ClusterError::Peer {
-                                node_id: id,
-                                addr,
-                                message: format!("{what}: {}", status.message()),
-                            };
-                            if !retry {
-                                return Err(last_error);
-                            }
-                            if hint.is_some() {
-                                continue;
-                            }
+            // Raft names this node the leader but it could not serve: its leadership is still
+            // settling (or its master term has not started). Only a short pause, then again.
+            let settling = match &target {
+                Some((id, _)) => *id == self.id,
+                None => self.raft.is_leader(),
+            };
+            if let Some((id, addr)) = target.filter(|_| !settling) {
+                let client = self.client(&addr)?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, remote(client)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(status)) => {
+                        let retry = matches!(status.code(), Code::Aborted | Code::Unavailable);
+                        hint = leader_hint(status.metadata()).filter(|&h| h != id);
+                        last_error = ClusterError::Peer {
+                            node_id: id,
+                            addr,
+                            message: format!("{what}: {}", status.message()),
+                        };
+                        if !retry {
+                            return Err(last_error);
                         }
-                        Err(_) => {
-                            return Err(ClusterError::Timeout {
-                                what: format!("{what} on leader {id} at {addr}"),
-                                after_ms: timeout.as_millis() as u64,
-                            });
-                        }
+                    }
+                    Err(_) => {
+                        return Err(ClusterError::Timeout {
+                            what: format!("{what} on leader {id} at {addr}"),
+                            after_ms: timeout.as_millis() as u64,
+                        });
                     }
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(last_error);
             }
-            // Wait for the metrics to name a (new) leader, or a short pause before retrying.
-            let mut metrics = self.raft.metrics();
-            let pause = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100));
-            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+            if hint.is_some() {
+                continue; // follow the hint at once
+            }
+            if settling {
+                tokio::time::sleep(left.min(SETTLE_PAUSE)).await;
+            } else {
+                // Wait for the metrics to name a (new) leader, or a short pause before retrying.
+                let mut metrics = self.raft.metrics();
+                let _ = tokio::time::timeout(left.min(ELECTION_POLL), metrics.changed()).await;
+            }
         }
     }
 
@@ -149,5 +169,22 @@ impl Forwarder {
             .membership()
             .get_node(&id)
             .map(|n| n.addr.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_not_leader_answer_is_retryable_and_names_the_leader_it_knows() {
+        let known = not_leader(Some(3));
+        assert_eq!(known.code(), Code::Aborted, "the loop retries on Aborted");
+        assert_eq!(known.message(), "not the leader; node 3 is");
+        assert_eq!(leader_hint(known.metadata()), Some(3));
+        let unknown = not_leader(None);
+        assert_eq!(unknown.code(), Code::Aborted);
+        assert_eq!(unknown.message(), "not the leader; no leader known");
+        assert_eq!(leader_hint(unknown.metadata()), None);
     }
 }

@@ -40,10 +40,8 @@ use self::api::ClusterApiService;
 use self::formation::Formation;
 use self::forwarder::Forwarder;
 use self::membership::MembershipKeeper;
-use self::shared::Served;
 use self::shared::Shared;
 pub use self::status::ClusterStatus;
-pub use self::status::Leadership;
 pub use self::status::MemberStatus;
 use crate::agent::AgentService;
 use crate::agent::AgentState;
@@ -55,11 +53,13 @@ use crate::error::ClusterError;
 use crate::master::MasterView;
 use crate::master::TermSettings;
 use crate::raft::HerdRaft;
+use crate::raft::Leadership;
 use crate::raft::LogStore;
 use crate::raft::RaftStorage;
 use crate::raft::StateMachine;
 use crate::raft::decode;
 use crate::raft::encode;
+use crate::raft::leadership;
 use crate::raft::network::MAX_MESSAGE_BYTES;
 use crate::raft::network::NetworkFactory;
 use crate::raft::raft_config;
@@ -180,7 +180,7 @@ impl ClusterNode {
         });
 
         let mut tasks = vec![
-            tokio::spawn(watch_leadership(
+            tokio::spawn(leadership::publish(
                 raft,
                 lease,
                 leadership_tx,
@@ -258,30 +258,19 @@ impl ClusterNode {
 
     /// Applies `cmd` through Raft, from any node: followers forward it to the leader.
     pub async fn write(&self, cmd: RegistryCommand) -> Result<RegistryResponse, ClusterError> {
-        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
-        loop {
-            if let Served::Done(r) = self.shared.write_local(cmd.clone()).await? {
-                return Ok(r);
-            }
-            let req = pb::WriteRequest {
-                command: encode(&cmd).map_err(|s| ClusterError::Raft(s.message().to_string()))?,
-            };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let reply = self
-                .shared
-                .forwarder
-                .call("write", left, |mut c| {
-                    let req = req.clone();
-                    async move { c.write(req).await }
-                })
-                .await?;
-            if let Some(reply) = reply {
-                return decode(&reply.response)
-                    .map_err(|s| ClusterError::Raft(s.message().to_string()));
-            }
-            // This node became the leader meanwhile: serve locally on the next pass.
-            settle(deadline).await?;
-        }
+        let shared = &self.shared;
+        shared
+            .forwarder
+            .at_leader(
+                "write",
+                FORWARD_TIMEOUT,
+                || async { Ok(shared.write_local(cmd.clone()).await?.map(Into::into)) },
+                |mut c| {
+                    let req = encode(&cmd).map(|command| pb::WriteRequest { command });
+                    async move { decode(&c.write(req?).await?.into_inner().response) }
+                },
+            )
+            .await
     }
 
     /// The registry. Linearizable by default: the leader confirms its leadership with a quorum
@@ -291,28 +280,25 @@ impl ClusterNode {
         if stale {
             return Ok(self.shared.registry.borrow().clone());
         }
+        let shared = &self.shared;
         let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
-        loop {
-            let index = match self.shared.read_index_local().await? {
-                Served::Done(index) => Some(index),
-                Served::NotLeader(_) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    self.shared
-                        .forwarder
-                        .call("read index", left, |mut c| async move {
-                            c.read_index(pb::ReadIndexRequest {}).await
-                        })
+        let index = shared
+            .forwarder
+            .at_leader(
+                "read index",
+                FORWARD_TIMEOUT,
+                || shared.read_index_local(),
+                |mut c| async move {
+                    Ok(c.read_index(pb::ReadIndexRequest {})
                         .await?
-                        .map(|r| r.index)
-                }
-            };
-            if let Some(index) = index {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.shared.wait_applied(index, left).await?;
-                return Ok(self.shared.registry.borrow().clone());
-            }
-            settle(deadline).await?;
-        }
+                        .into_inner()
+                        .index)
+                },
+            )
+            .await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        shared.wait_applied(index, left).await?;
+        Ok(shared.registry.borrow().clone())
     }
 
     /// The local replica, updated after every applied batch (for the agent). The current value
@@ -335,18 +321,17 @@ impl ClusterNode {
     /// The leader hands leadership to its most up-to-date reachable voter (openraft
     /// `transfer_leader`) and returns once another node leads. Works from any node.
     pub async fn step_down(&self) -> Result<(), ClusterError> {
-        if let Served::Done(new) = self.shared.step_down_local().await? {
-            tracing::info!(new_leader = new, "leadership handed over");
-            return Ok(());
-        }
-        self.shared
+        let shared = &self.shared;
+        let handed_over = |new| tracing::info!(new_leader = new, "leadership handed over");
+        shared
             .forwarder
-            .call("step down", FORWARD_TIMEOUT, |mut c| async move {
-                c.step_down(pb::StepDownRequest {}).await
-            })
-            .await?
-            .map(|_| ())
-            .ok_or(ClusterError::NoLeader)
+            .at_leader(
+                "step down",
+                FORWARD_TIMEOUT,
+                || async { Ok(shared.step_down_local().await?.map(handed_over)) },
+                |mut c| async move { c.step_down(pb::StepDownRequest {}).await.map(|_| ()) },
+            )
+            .await
     }
 
     /// Removes this node from the membership via the leader (a leaving voter is replaced by a
@@ -369,23 +354,16 @@ impl ClusterNode {
 
     async fn leave_inner(&self) -> Result<(), ClusterError> {
         let id = self.id();
-        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
-        loop {
-            if let Served::Done(()) = self.shared.leave_local(id).await? {
-                return Ok(());
-            }
-            let done = self
-                .shared
-                .forwarder
-                .call("leave", FORWARD_TIMEOUT, |mut c| async move {
-                    c.leave(pb::LeaveRequest { node_id: id }).await
-                })
-                .await?;
-            if done.is_some() {
-                return Ok(());
-            }
-            settle(deadline).await?;
-        }
+        let shared = &self.shared;
+        shared
+            .forwarder
+            .at_leader(
+                "leave",
+                FORWARD_TIMEOUT,
+                || shared.leave_local(id),
+                |mut c| async move { c.leave(pb::LeaveRequest { node_id: id }).await.map(|_| ()) },
+            )
+            .await
     }
 
     /// Checks the certificate a config reload read for this node: `Ok(None)` when it serves
@@ -491,16 +469,6 @@ impl Drop for ClusterNode {
     }
 }
 
-/// Leadership is settling (this node was told it leads, but cannot serve yet): pause briefly,
-/// or give up at the deadline.
-async fn settle(deadline: tokio::time::Instant) -> Result<(), ClusterError> {
-    if tokio::time::Instant::now() >= deadline {
-        return Err(ClusterError::NoLeader);
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    Ok(())
-}
-
 /// The Raft, ClusterApi and Agent services behind the secret check.
 fn rpc_routes(shared: &Arc<Shared>) -> Routes {
     let auth = ServerAuth::new(&shared.cfg.name, &shared.cfg.secret);
@@ -588,35 +556,5 @@ async fn serve(
     };
     if let Err(e) = result {
         tracing::error!(%listen, error = %e, "cluster gRPC server failed");
-    }
-}
-
-/// Publishes `Leadership` whenever it changes: on Raft metrics changes, and on a tick, because
-/// a lapsing lease changes no metric.
-async fn watch_leadership(
-    raft: HerdRaft,
-    lease: Duration,
-    tx: watch::Sender<Leadership>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut metrics = raft.metrics();
-    let node_id = *raft.node_id();
-    let mut tick = tokio::time::interval(lease / 4);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let now = Leadership::from_metrics(&metrics.borrow_watched(), lease);
-        tx.send_if_modified(|cur| {
-            let changed = *cur != now;
-            if changed {
-                tracing::info!(node_id, leadership = ?now, "leadership changed");
-                *cur = now;
-            }
-            changed
-        });
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-            r = metrics.changed() => if r.is_err() { return },
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! State shared by the façade, the ClusterApi server and the background tasks, plus the
 //! leader-only operations each of them may serve locally. A non-leader answers `NotLeader` and
-//! the caller forwards (see `Forwarder`).
+//! the caller forwards (see `Forwarder::at_leader`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +19,6 @@ use super::forwarder::Forwarder;
 use super::membership::JoinOutcome;
 use super::membership::MembershipOp;
 use super::status::ClusterStatus;
-use super::status::Leadership;
 use super::status::local_status;
 use crate::agent::AgentState;
 use crate::config::ClusterConfig;
@@ -27,18 +26,28 @@ use crate::error::ClusterError;
 use crate::master::ClusterRuntime;
 use crate::master::MasterView;
 use crate::raft::HerdRaft;
+use crate::raft::Leadership;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::service::LeaderContact;
+use crate::registry::ApplyOutcome;
 use crate::registry::Registry;
 use crate::registry::RegistryCommand;
-use crate::registry::RegistryResponse;
 
 /// The outcome of a leader-only operation tried locally.
 pub(crate) enum Served<T> {
     Done(T),
     /// Not the leader; the known leader, if any.
     NotLeader(Option<u64>),
+}
+
+impl<T> Served<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        match self {
+            Served::Done(v) => Served::Done(f(v)),
+            Served::NotLeader(hint) => Served::NotLeader(hint),
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -70,7 +79,7 @@ impl Shared {
     pub(crate) async fn write_local(
         &self,
         cmd: RegistryCommand,
-    ) -> Result<Served<RegistryResponse>, ClusterError> {
+    ) -> Result<Served<ApplyOutcome>, ClusterError> {
         if let Err(f) = self.raft.as_leader() {
             return Ok(Served::NotLeader(f.leader_id));
         }

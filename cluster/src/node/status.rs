@@ -1,6 +1,5 @@
-//! What `herd cluster status` shows, and the leadership signal the master duties follow. Both
-//! are read from openraft's metrics; reachability is only known by the leader, so followers ask
-//! it (see `ClusterNode::status`).
+//! What `herd cluster status` shows, read from openraft's metrics; reachability is only known
+//! by the leader, so followers ask it (see `ClusterNode::status`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +7,6 @@ use std::time::Duration;
 use openraft::Instant as _;
 use openraft::RaftMetrics;
 use openraft::ServerState;
-use openraft::vote::RaftLeaderId;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -45,53 +43,6 @@ pub struct MemberStatus {
     pub last_contact_ms: Option<u64>,
     /// Highest log index known to be replicated to this member.
     pub matched_index: Option<u64>,
-}
-
-/// Whether this node leads, as the master duties need it: a term to fence with, and a clear
-/// edge when leadership is gained or lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Leadership {
-    /// This node is the leader, confirmed by a quorum, in `term`.
-    Leader { term: u64 },
-    /// Another node leads (or none is known) in `term`.
-    Follower { term: u64, leader: Option<u64> },
-}
-
-impl Leadership {
-    pub fn is_leader(&self) -> bool {
-        matches!(self, Leadership::Leader { .. })
-    }
-
-    pub fn term(&self) -> u64 {
-        match self {
-            Leadership::Leader { term } | Leadership::Follower { term, .. } => *term,
-        }
-    }
-
-    /// `Leader` needs more than openraft's leader state: the vote must be granted by a quorum
-    /// and a quorum must have acknowledged this leader within `lease` (its leader lease). A
-    /// leader cut off from the majority therefore stops calling itself leader about when the
-    /// others may elect a new one, even before it hears of the higher term.
-    pub(crate) fn from_metrics(m: &RaftMetrics<TypeConfig>, lease: Duration) -> Leadership {
-        let term = m.current_term;
-        let leader_id = m.vote.leader_id();
-        let is_self = *leader_id.node_id() == m.id;
-        let single_voter = m.membership_config.membership().voter_ids().count() <= 1;
-        // No acknowledgement yet (just elected, or the membership just changed) is fine: the
-        // quorum-granted vote is fresh. A stale one means this leader may be cut off.
-        let lease_ok = single_voter
-            || m.last_quorum_acked
-                .as_ref()
-                .is_none_or(|t| t.elapsed() < lease);
-        if m.state == ServerState::Leader && m.vote.is_committed() && is_self && lease_ok {
-            Leadership::Leader {
-                term: leader_id.term(),
-            }
-        } else {
-            let leader = m.current_leader.filter(|&l| l != m.id || lease_ok);
-            Leadership::Follower { term, leader }
-        }
-    }
 }
 
 /// A member counts as reachable if the leader heard from it within this window.

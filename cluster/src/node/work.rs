@@ -8,8 +8,6 @@ use herd_proto::cluster as pb;
 use super::ClusterNode;
 use super::FORWARD_TIMEOUT;
 use super::master_io::applied_index;
-use super::settle;
-use super::shared::Served;
 use crate::agent::AgentLoop;
 use crate::agent::LocalSupervisor;
 use crate::error::ClusterError;
@@ -48,25 +46,18 @@ impl ClusterNode {
     /// The master's live view of every node (status, last seen, resources, reported
     /// instances), from the leader.
     pub async fn runtime(&self) -> Result<ClusterRuntime, ClusterError> {
-        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
-        loop {
-            if let Served::Done(rt) = self.shared.runtime_local() {
-                return Ok(rt);
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let reply = self
-                .shared
-                .forwarder
-                .call("runtime", left, |mut c| async move {
-                    c.runtime(pb::RuntimeRequest {}).await
-                })
-                .await?;
-            if let Some(reply) = reply {
-                return decode(&reply.runtime)
-                    .map_err(|s| ClusterError::Raft(s.message().to_string()));
-            }
-            settle(deadline).await?;
-        }
+        let shared = &self.shared;
+        shared
+            .forwarder
+            .at_leader(
+                "runtime",
+                FORWARD_TIMEOUT,
+                || std::future::ready(Ok(shared.runtime_local())),
+                |mut c| async move {
+                    decode(&c.runtime(pb::RuntimeRequest {}).await?.into_inner().runtime)
+                },
+            )
+            .await
     }
 
     /// `write`, with a refusal turned into `ClusterError::Rejected`; true if anything changed.

@@ -1,7 +1,9 @@
 //! herd's Raft plumbing on openraft: the type configuration (in one place), the durable redb log
-//! store, the registry state machine with snapshots, and the gRPC network between members.
+//! store, the registry state machine with snapshots, the gRPC network between members, and the
+//! leadership signal the master follows.
 
 mod codec;
+pub(crate) mod leadership;
 pub(crate) mod log_store;
 pub(crate) mod network;
 pub(crate) mod service;
@@ -17,11 +19,12 @@ use serde::Serialize;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::registry::ApplyOutcome;
 use crate::registry::RegistryCommand;
-use crate::registry::RegistryResponse;
 
 pub(crate) use codec::decode;
 pub(crate) use codec::encode;
+pub use leadership::Leadership;
 pub(crate) use log_store::LogStore;
 pub(crate) use state_machine::StateMachine;
 pub(crate) use storage::RaftStorage;
@@ -33,7 +36,7 @@ openraft::declare_raft_types!(
     /// node id — the chaos suite saw two nodes start master duties in one term).
     pub TypeConfig:
         D = RegistryCommand,
-        R = RegistryResponse,
+        R = ApplyOutcome,
         NodeId = u64,
         Node = Member,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,

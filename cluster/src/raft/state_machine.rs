@@ -80,12 +80,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => RegistryResponse::Applied { changed: false },
+                EntryPayload::Blank => RegistryResponse::Applied { changed: false }.into(),
                 EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry)
                     .apply_in_term(Some(entry.log_id.leader_id.term), &cmd),
                 EntryPayload::Membership(m) => {
                     self.membership = Membership::new(Some(entry.log_id), m);
-                    RegistryResponse::Applied { changed: true }
+                    RegistryResponse::Applied { changed: true }.into()
                 }
             };
             if let Some(responder) = responder {

@@ -1,26 +1,43 @@
 //! `Registry::apply`: the state machine's transition function. Pure and deterministic: no clock,
 //! no randomness, no I/O — every replica must reach the same state from the same log.
 
+use super::ApplyOutcome;
 use super::Assignment;
 use super::InstanceRef;
 use super::Registry;
 use super::RegistryCommand;
 use super::RegistryResponse;
+use super::StaleTerm;
 
 impl Registry {
     /// Applies one committed command and says what happened. A `Fenced` command is applied as
     /// its inner command (see [`Registry::apply_in_term`] for the term check).
     pub fn apply(&mut self, cmd: &RegistryCommand) -> RegistryResponse {
-        self.apply_in_term(None, cmd)
+        self.apply_in_term(None, cmd).into()
     }
 
     /// Applies one committed command that the log appended in `entry_term` (the state machine
-    /// knows it; `None` skips the check): a `Fenced` command from another term is rejected.
+    /// knows it; `None` skips the check): a `Fenced` command from another term is refused with
+    /// a [`StaleTerm`] and changes nothing.
     pub fn apply_in_term(
         &mut self,
         entry_term: Option<u64>,
         cmd: &RegistryCommand,
-    ) -> RegistryResponse {
+    ) -> ApplyOutcome {
+        match (cmd, entry_term) {
+            (RegistryCommand::Fenced { term, .. }, Some(t)) if t != *term => {
+                ApplyOutcome::StaleTerm(StaleTerm {
+                    decided: *term,
+                    committed: t,
+                })
+            }
+            (RegistryCommand::Fenced { command, .. }, _) => self.apply_unfenced(command).into(),
+            _ => self.apply_unfenced(cmd).into(),
+        }
+    }
+
+    /// One command's effect, once any fence around it was checked.
+    fn apply_unfenced(&mut self, cmd: &RegistryCommand) -> RegistryResponse {
         match cmd {
             RegistryCommand::PutApp { name, app } => {
                 if name.trim().is_empty() {
@@ -78,16 +95,9 @@ impl Registry {
                 Ok(changed) => applied(changed),
                 Err(reason) => rejected(reason),
             },
-            RegistryCommand::Fenced { term, command } => {
-                if matches!(**command, RegistryCommand::Fenced { .. }) {
-                    return rejected("a fenced command cannot wrap another fenced command");
-                }
-                match entry_term {
-                    Some(t) if t != *term => rejected(format!(
-                        "stale master: decided in term {term}, committed in term {t}"
-                    )),
-                    _ => self.apply_in_term(entry_term, command),
-                }
+            // `apply_in_term` unwraps one fence; a fence found here was inside another.
+            RegistryCommand::Fenced { .. } => {
+                rejected("a fenced command cannot wrap another fenced command")
             }
         }
     }

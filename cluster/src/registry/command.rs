@@ -128,6 +128,49 @@ impl RegistryResponse {
     }
 }
 
+/// The fence's refusal of a master command decided in one term and committed by the leader of
+/// another: the master that decided it no longer leads, and its term is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("stale master: decided in term {decided}, committed in term {committed}")]
+pub struct StaleTerm {
+    pub decided: u64,
+    pub committed: u64,
+}
+
+/// What applying one log entry did, as Raft hands it back to the writer: the registry's
+/// response, or the fence's typed refusal of a stale master command (the master ends its term
+/// on it). Only the master's own, never forwarded, writes can meet the fence; every other
+/// writer, and the wire, sees a `StaleTerm` as `RegistryResponse::Rejected` with the same text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    Response(RegistryResponse),
+    StaleTerm(StaleTerm),
+}
+
+impl ApplyOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, ApplyOutcome::Response(r) if r.is_applied())
+    }
+}
+
+impl From<RegistryResponse> for ApplyOutcome {
+    fn from(r: RegistryResponse) -> ApplyOutcome {
+        ApplyOutcome::Response(r)
+    }
+}
+
+impl From<ApplyOutcome> for RegistryResponse {
+    fn from(o: ApplyOutcome) -> RegistryResponse {
+        match o {
+            ApplyOutcome::Response(r) => r,
+            ApplyOutcome::StaleTerm(stale) => RegistryResponse::Rejected {
+                reason: stale.to_string(),
+            },
+        }
+    }
+}
+
 /// Short, log-friendly description (openraft requires `Display` on log payloads).
 impl fmt::Display for RegistryCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -154,6 +154,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use crate::registry::App;
+    use crate::registry::ApplyOutcome;
     use crate::registry::Assignment;
     use crate::registry::InstanceMove;
     use crate::registry::InstanceRef;
@@ -162,6 +163,7 @@ mod tests {
     use crate::registry::Registry;
     use crate::registry::RegistryCommand;
     use crate::registry::RegistryResponse;
+    use crate::registry::StaleTerm;
 
     fn registry(instances: u32, nodes: &[u64]) -> Registry {
         let mut r = Registry::default();
@@ -358,9 +360,24 @@ mod tests {
                 drain: true,
             }),
         };
-        assert!(!r.apply_in_term(Some(4), &fenced).is_applied());
+        let stale = r.apply_in_term(Some(4), &fenced);
+        assert!(!stale.is_applied());
+        assert_eq!(
+            stale,
+            ApplyOutcome::StaleTerm(StaleTerm {
+                decided: 3,
+                committed: 4
+            })
+        );
+        assert_eq!(
+            RegistryResponse::from(stale),
+            RegistryResponse::Rejected {
+                reason: "stale master: decided in term 3, committed in term 4".into()
+            },
+            "writers outside the master see the refusal's text as before"
+        );
         assert!(!r.nodes[&1].drain);
-        assert_eq!(r.apply_in_term(Some(3), &fenced), applied(true));
+        assert_eq!(r.apply_in_term(Some(3), &fenced), applied(true).into());
         let json = serde_json::to_string(&fenced).expect("serialize");
         let back: RegistryCommand = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, fenced);

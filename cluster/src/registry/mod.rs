@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use command::ApplyOutcome;
 pub use command::Assignment;
 pub use command::InstanceMove;
 pub use command::InstanceRef;
 pub use command::RegistryCommand;
 pub use command::RegistryResponse;
+pub use command::StaleTerm;
 pub use command::UptimeSample;
 
 /// A Raft node id; ids are random, chosen once per data dir, and never reused.

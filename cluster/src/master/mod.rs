@@ -92,16 +92,28 @@ pub(crate) async fn run(
     view: Arc<MasterView>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The health table of the last term led, kept for a return to the same term.
+    let mut last: Option<(u64, Arc<health::HealthTable>)> = None;
     loop {
         let now = *leadership.borrow_and_update();
         if let Leadership::Leader { term } = now {
-            let master = MasterTerm::new(
+            let resumed = last.take().filter(|(t, _)| *t == term).map(|(_, h)| h);
+            if resumed.is_some() {
+                tracing::info!(
+                    node_id = master_id,
+                    term,
+                    "master duties resume in the same term (what was heard is kept)"
+                );
+            }
+            let master = MasterTerm::resuming(
                 io.clone(),
                 master_id,
                 term,
                 settings.clone(),
                 WallClock::system(),
+                resumed,
             );
+            last = Some((term, master.health()));
             view.set(term, master.health());
             tracing::info!(node_id = master_id, term, "master duties start");
             let deposed = tokio::select! {

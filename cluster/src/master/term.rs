@@ -88,6 +88,7 @@ pub(crate) struct MasterTerm {
 }
 
 impl MasterTerm {
+    #[cfg(test)]
     pub(crate) fn new(
         io: Arc<dyn MasterIo>,
         master_id: NodeId,
@@ -95,8 +96,25 @@ impl MasterTerm {
         settings: TermSettings,
         clock: WallClock,
     ) -> MasterTerm {
-        let health =
-            Arc::new(HealthTable::new(clock).with_lease(lease_length(settings.offline_timeout)));
+        Self::resuming(io, master_id, term, settings, clock, None)
+    }
+
+    /// A term that continues `health` when given: this node led in the same term a moment
+    /// ago (a leader whose quorum acknowledgement went briefly stale under load calls itself
+    /// follower, then leader again, without an election). A term number has one leader, so
+    /// what that master heard is still true; starting over would grant every node a fresh
+    /// grace period each time and delay offline detection for as long as the flapping lasts.
+    pub(crate) fn resuming(
+        io: Arc<dyn MasterIo>,
+        master_id: NodeId,
+        term: u64,
+        settings: TermSettings,
+        clock: WallClock,
+        health: Option<Arc<HealthTable>>,
+    ) -> MasterTerm {
+        let health = health.unwrap_or_else(|| {
+            Arc::new(HealthTable::new(clock).with_lease(lease_length(settings.offline_timeout)))
+        });
         let heartbeater = Heartbeater::new(
             HeartbeatConfig {
                 master_id,

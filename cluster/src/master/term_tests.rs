@@ -422,3 +422,46 @@ async fn a_crash_looping_instance_moves_at_most_three_times_an_hour() {
     );
     task.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
+    // Under load a leader's quorum acknowledgement can go stale for a moment: it calls itself
+    // follower, then leader again, in the same term. Each return must not grant every node a
+    // fresh grace period, or a dead node is never found offline while the flapping lasts.
+    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    world.nodes.set_down(3, true);
+    let (lead_tx, lead_rx) = watch::channel(Leadership::Leader { term: TERM });
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let view = Arc::new(MasterView::default());
+    let fast = TermSettings {
+        sweep_interval: Duration::from_secs(5),
+        offline_timeout: Duration::from_secs(30),
+        ..settings()
+    };
+    let task = tokio::spawn(super::run(
+        world.clone(),
+        1,
+        fast,
+        lead_rx,
+        view.clone(),
+        stop_rx,
+    ));
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        lead_tx.send_replace(Leadership::Follower {
+            term: TERM,
+            leader: None,
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lead_tx.send_replace(Leadership::Leader { term: TERM });
+    }
+    assert!(
+        status_writes(&world)
+            .iter()
+            .flatten()
+            .any(|(id, s)| *id == 3 && *s == NodeStatus::Offline),
+        "node 3 was never found offline: {:?}",
+        status_writes(&world)
+    );
+    task.abort();
+}

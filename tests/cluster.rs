@@ -1161,31 +1161,6 @@ fn the_tcp_api_shares_the_cluster_port_and_drives_the_cluster_remotely() {
     );
 }
 
-/// `herd secret put NAME` on `node`, the value on standard input.
-fn put_secret(node: &Node, name: &str, value: &str) {
-    use std::io::Write;
-    let mut child = node
-        .herd
-        .cmd(&["secret", "put", name])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "secret put: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The values the app's instances wrote, one file per process.
 fn seen_values(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -1207,7 +1182,7 @@ fn a_secret_set_on_one_node_reaches_its_app_on_every_node_and_only_as_ciphertext
     let all: Vec<&Node> = nodes.iter().collect();
     wait_formed(&all, 3, 0);
     let value = "cluster-pw-31d8e0-only-in-apps";
-    put_secret(all[0], "db/pass", value);
+    all[0].herd.put_secret("db/pass", value);
     // Every node is given the same key file; the sealed values travel through Raft.
     let key = std::fs::read(all[0].herd.path("secrets.key")).unwrap();
     for n in &all[1..] {
@@ -1244,7 +1219,7 @@ fn a_secret_set_on_one_node_reaches_its_app_on_every_node_and_only_as_ciphertext
         counts_of(&all, "db") == [1, 1, 1] && seen_values(out.path()) == vec![value; 3]
     });
     // A new value, set on another node, restarts the instances on every node.
-    put_secret(all[2], "db/pass", "second-value");
+    all[2].herd.put_secret("db/pass", "second-value");
     wait_until("every instance restarted with the new value", FORM, || {
         let seen = seen_values(out.path());
         seen.iter().filter(|v| *v == "second-value").count() == 3

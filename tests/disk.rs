@@ -73,6 +73,18 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
+/// A daemon whose home sits on `fs`.
+fn daemon_on(fs: &Tmpfs) -> Herd {
+    let h = Herd {
+        home: tempfile::Builder::new()
+            .prefix("home-")
+            .tempdir_in(fs.path())
+            .unwrap(),
+    };
+    h.ok(&["up"]);
+    h
+}
+
 fn app_names(h: &Herd) -> Vec<String> {
     let mut names: Vec<String> = h
         .ps()
@@ -86,13 +98,7 @@ fn app_names(h: &Herd) -> Vec<String> {
 #[test]
 fn a_full_disk_keeps_apps_running_and_loses_no_acknowledged_change() {
     let fs = Tmpfs::new("6m");
-    let h = Herd {
-        home: tempfile::Builder::new()
-            .prefix("home-")
-            .tempdir_in(fs.path())
-            .unwrap(),
-    };
-    h.ok(&["up"]);
+    let h = daemon_on(&fs);
     let chatty = h.app_file(
         "chatty.toml",
         "[[app]]\nname = \"chatty\"\ncommand = \"sh\"\nargs = [\"-c\", \"while :; do echo chatty line; sleep 0.01; done\"]\nlog_max_bytes = 65536\nlog_files = 2\n\n[[app]]\nname = \"quiet\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
@@ -175,13 +181,7 @@ fn a_full_disk_keeps_apps_running_and_loses_no_acknowledged_change() {
 #[test]
 fn logs_stop_growing_on_a_full_disk_and_grow_again_after() {
     let fs = Tmpfs::new("4m");
-    let h = Herd {
-        home: tempfile::Builder::new()
-            .prefix("home-")
-            .tempdir_in(fs.path())
-            .unwrap(),
-    };
-    h.ok(&["up"]);
+    let h = daemon_on(&fs);
     let file = h.app_file(
         "spew.toml",
         "[[app]]\nname = \"spew\"\ncommand = \"sh\"\nargs = [\"-c\", \"while :; do echo spew line; sleep 0.005; done\"]\nlog_max_bytes = 262144\nlog_files = 2\n",

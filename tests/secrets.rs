@@ -14,26 +14,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn put(h: &Herd, name: &str, value: &str) -> serde_json::Value {
-    let mut child = h
-        .cmd(&["secret", "put", name, "--json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "secret put {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    h.put_secret(name, value)
 }
 
 /// Every file under `dir` (recursively) that holds `needle`.

@@ -77,6 +77,31 @@ impl Herd {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `herd secret put NAME --json` with `value` on standard input; insists on success.
+    pub fn put_secret(&self, name: &str, value: &str) -> Value {
+        use std::io::Write;
+        let mut child = self
+            .cmd(&["secret", "put", name, "--json"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run herd secret put");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value.as_bytes())
+            .expect("write the value");
+        let out = child.wait_with_output().expect("herd secret put");
+        assert!(
+            out.status.success(),
+            "secret put {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("secret put --json")
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
         serde_json::from_str(&out)

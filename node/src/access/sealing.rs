@@ -15,8 +15,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -160,51 +160,33 @@ impl KeySource {
 }
 
 fn read_key_file(path: &Path) -> Result<Option<SealKey>, String> {
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+    use crate::state::private::{self, Refusal};
+    let shown = path.display();
+    let text = match private::read(path, 1024) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(Refusal::Symlink) => {
             return Err(format!(
-                "{}: is a symlink; herd reads its secrets key only from a file of its own — put the key itself there",
-                path.display()
+                "{shown}: is a symlink; herd reads its secrets key only from a file of its own — put the key itself there"
             ));
         }
-        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        Err(Refusal::NotRegular) => return Err(format!("{shown}: is not a regular file")),
+        Err(Refusal::Owner(owner)) => {
+            let uid = rustix::process::geteuid().as_raw();
+            return Err(format!(
+                "{shown}: is owned by uid {owner}, not by the daemon's uid {uid}; `chown {uid} {shown}` if it is the right key"
+            ));
+        }
+        Err(Refusal::Mode(mode)) => {
+            return Err(format!(
+                "{shown}: mode {mode:o} lets other users read the secrets key; `chmod 600 {shown}`"
+            ));
+        }
+        Err(Refusal::Io(e)) => return Err(e),
     };
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    let uid = rustix::process::geteuid().as_raw();
-    if !meta.file_type().is_file() {
-        return Err(format!("{}: is not a regular file", path.display()));
-    }
-    if meta.uid() != uid {
-        return Err(format!(
-            "{}: is owned by uid {}, not by the daemon's uid {uid}; `chown {uid} {}` if it is the right key",
-            path.display(),
-            meta.uid(),
-            path.display()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{}: mode {:o} lets other users read the secrets key; `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        ));
-    }
-    let mut text = String::new();
-    f.take(1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     SealKey::parse(&text)
         .map(Some)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{shown}: {e}"))
 }
 
 fn create_key_file(path: &Path) -> Result<SealKey, String> {
@@ -231,6 +213,7 @@ fn create_key_file(path: &Path) -> Result<SealKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -2,6 +2,7 @@
 //! lock that makes one home belong to one daemon.
 
 pub mod pidlock;
+pub mod private;
 pub mod store;
 
 /// What the state writer has achieved, published (a `watch`) to the requests that answer

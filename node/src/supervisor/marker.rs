@@ -4,8 +4,8 @@
 //! Another user can set `HERD_HOME`/`HERD_APP`/`HERD_SLOT` on a process of their own, but
 //! cannot read the key nor the environment of root's children, so cannot forge the marker.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The variable that carries the marker into an instance's environment.
@@ -55,63 +55,41 @@ impl Marker {
 }
 
 fn open_existing(path: &Path) -> Result<Option<Marker>, String> {
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+    use crate::state::private::{self, Refusal};
+    let shown = path.display();
+    let text = match private::read(path, 1024) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(Refusal::Symlink) => {
             return Err(format!(
-                "{}: is a symlink; herd keeps its secret marker only in a file of its own — remove the link (a new marker is created)",
-                path.display()
+                "{shown}: is a symlink; herd keeps its secret marker only in a file of its own — remove the link (a new marker is created)"
             ));
         }
-        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        Err(Refusal::NotRegular) => {
+            return Err(format!(
+                "{shown}: is not a regular file; remove it and a new marker is created"
+            ));
+        }
+        Err(Refusal::Owner(owner)) => {
+            let uid = rustix::process::geteuid().as_raw();
+            return Err(format!(
+                "{shown}: is owned by uid {owner}, not by the daemon's uid {uid}; another user could forge herd's processes — remove it (a new one is created) or `chown {uid} {shown}`"
+            ));
+        }
+        Err(Refusal::Mode(mode)) => {
+            return Err(format!(
+                "{shown}: mode {mode:o} lets other users read herd's secret marker; remove it (a new one is created) or `chmod 600 {shown}`"
+            ));
+        }
+        Err(Refusal::Io(e)) => return Err(e),
     };
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    check_owner_and_mode(path, &meta, rustix::process::geteuid().as_raw())?;
-    let mut text = String::new();
-    f.take(1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let text = text.trim();
     if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
-            "{}: is not a herd marker (32 hex digits); remove it and a new one is created (instances started with the old one are then not adopted after a daemon crash)",
-            path.display()
+            "{shown}: is not a herd marker (32 hex digits); remove it and a new one is created (instances started with the old one are then not adopted after a daemon crash)"
         ));
     }
     Ok(Some(Marker(text.to_ascii_lowercase())))
-}
-
-fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "{}: is not a regular file; remove it and a new marker is created",
-            path.display()
-        ));
-    }
-    if meta.uid() != uid {
-        return Err(format!(
-            "{}: is owned by uid {}, not by the daemon's uid {uid}; another user could forge herd's processes — remove it (a new one is created) or `chown {uid} {}`",
-            path.display(),
-            meta.uid(),
-            path.display()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{}: mode {:o} lets other users read herd's secret marker; remove it (a new one is created) or `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        ));
-    }
-    Ok(())
 }
 
 fn create(path: &PathBuf) -> Result<Marker, String> {
@@ -134,6 +112,7 @@ fn create(path: &PathBuf) -> Result<Marker, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -176,9 +155,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let path = home.path().join(MARKER_FILE);
         Marker::load_or_create(home.path()).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        let err = check_owner_and_mode(&path, &meta, meta.uid() + 1).unwrap_err();
-        assert!(err.contains("is owned by uid"), "{err}");
+        // The tests run as root (as CI does): hand the file to nobody.
+        std::os::unix::fs::chown(&path, Some(65534), None)
+            .expect("chown needs root, as the tests run");
+        let err = Marker::load_or_create(home.path()).unwrap_err();
+        assert!(err.contains("is owned by uid 65534"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod contact;
 mod desired;
+mod heartbeat;
 mod reconcile;
 mod report;
 mod service;

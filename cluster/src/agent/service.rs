@@ -10,6 +10,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::AgentState;
+use super::heartbeat::Heartbeat;
 use super::report::resources_json;
 
 /// The herd version a node reports (the workspace shares one version).
@@ -63,14 +64,9 @@ impl Agent for AgentService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
         let req = req.into_inner();
-        let seq = self.state.accept(
-            req.master_id,
-            req.term,
-            req.node_id,
-            req.applied_index,
-            req.lease_ack,
-            (self.local_term)(),
-        )?;
+        let seq = self
+            .state
+            .accept(&Heartbeat::from(&req), (self.local_term)())?;
         Ok(Response::new(reply(&self.state, seq)))
     }
 }

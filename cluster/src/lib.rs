@@ -37,7 +37,9 @@ mod transport;
 
 pub use agent::DesiredInstance;
 pub use agent::InstanceReport;
+pub use agent::InstanceStatus;
 pub use agent::LocalSupervisor;
+pub use agent::Resources;
 pub use config::ClusterConfig;
 pub use config::PeerTls;
 pub use discovery::Discovery;

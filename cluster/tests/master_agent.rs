@@ -15,9 +15,11 @@ use std::time::Duration;
 use herd_cluster::ClusterNode;
 use herd_cluster::DesiredInstance;
 use herd_cluster::InstanceReport;
+use herd_cluster::InstanceStatus;
 use herd_cluster::LocalSupervisor;
 use herd_cluster::Registry;
 use herd_cluster::RegistryCommand;
+use herd_cluster::Resources;
 use herd_cluster::registry::App;
 use herd_cluster::registry::NodeId;
 use herd_cluster::registry::NodeStatus;
@@ -79,15 +81,21 @@ impl LocalSupervisor for FakeSupervisor {
             .map(|(app, instance)| InstanceReport {
                 app,
                 instance,
-                status: "running".into(),
+                status: InstanceStatus::Running,
                 pid: Some(1_000 + instance),
                 restarts: 0,
             })
             .collect()
     }
 
-    fn resources(&self) -> serde_json::Value {
-        serde_json::json!({"cpu_percent": 1.0, "mem_used_bytes": 1, "mem_total_bytes": 4, "load1": 0.1})
+    fn resources(&self) -> Option<Resources> {
+        Some(Resources {
+            cpu_percent: 1.0,
+            cpus: 1,
+            load1: 0.1,
+            mem_total_bytes: 4,
+            mem_used_bytes: 1,
+        })
     }
 
     fn reconcile(

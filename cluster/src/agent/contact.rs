@@ -19,18 +19,20 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::LocalSupervisor;
+use super::heartbeat::Heartbeat;
+use super::heartbeat::Refusal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
-
-use super::LocalSupervisor;
 
 /// Metadata on a heartbeat refused because the master's term is stale: the highest term this
 /// node has seen. The master counts fenced heartbeats by this key, not by the message.
 pub(crate) const STALE_TERM: &str = "x-herd-stale-term";
 
-/// The refusal of a heartbeat from a master in `term`, behind the `seen` term.
-fn stale_term(term: u64, seen: u64) -> Status {
+/// The refusal of a heartbeat from a master in `term`, behind the `seen` term, as it crosses
+/// gRPC: the message masters read, and the term seen in the `STALE_TERM` metadata key.
+pub(crate) fn stale_term(term: u64, seen: u64) -> Status {
     let mut status = Status::failed_precondition(format!(
         "stale master term {term}: this node has seen term {seen}"
     ));
@@ -119,24 +121,23 @@ impl AgentState {
         self.node_id
     }
 
-    /// Checks and records a heartbeat; returns the sequence number for the reply. Refuses
-    /// (FailedPrecondition) a term below the highest accepted one or below `local_term` (this
-    /// node's Raft term), and a heartbeat meant for another node id (this address was taken
-    /// over). `lease_ack` is the reply the master last received (0: none).
-    pub(crate) fn accept(
-        &self,
-        master_id: u64,
-        term: u64,
-        node_id: u64,
-        master_index: u64,
-        lease_ack: u64,
-        local_term: u64,
-    ) -> Result<u64, Status> {
+    /// Checks and records a heartbeat; returns the sequence number for the reply. Refuses a
+    /// term below the highest accepted one or below `local_term` (this node's Raft term), and a
+    /// heartbeat meant for another node id (this address was taken over). `lease_ack` is the
+    /// reply the master last received (0: none).
+    pub(crate) fn accept(&self, hb: &Heartbeat, local_term: u64) -> Result<u64, Refusal> {
+        let Heartbeat {
+            master_id,
+            term,
+            node_id,
+            master_index,
+            lease_ack,
+        } = *hb;
         if node_id != 0 && node_id != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "this address serves node {}, not node {node_id}",
-                self.node_id
-            )));
+            return Err(Refusal::WrongNode {
+                serves: self.node_id,
+                asked: node_id,
+            });
         }
         let highest = self
             .highest_term
@@ -150,7 +151,7 @@ impl AgentState {
                 highest = floor,
                 "refused heartbeat from a stale master"
             );
-            return Err(stale_term(term, floor));
+            return Err(Refusal::StaleTerm { term, seen: floor });
         }
         let now = Instant::now();
         let (seq, connected, granted) = {
@@ -205,11 +206,15 @@ impl AgentState {
     /// Two heartbeats, the second acknowledging the first reply: contact and a lease.
     #[cfg(test)]
     pub(crate) fn heartbeat_with_lease(&self, term: u64, master_index: u64) {
-        let seq = self
-            .accept(9, term, 0, master_index, 0, 0)
-            .expect("heartbeat");
-        self.accept(9, term, 0, master_index, seq, 0)
-            .expect("acknowledging heartbeat");
+        let hb = |lease_ack| Heartbeat {
+            master_id: 9,
+            term,
+            node_id: 0,
+            master_index,
+            lease_ack,
+        };
+        let seq = self.accept(&hb(0), 0).expect("heartbeat");
+        self.accept(&hb(seq), 0).expect("acknowledging heartbeat");
     }
 
     pub(crate) fn highest_term(&self) -> u64 {
@@ -276,23 +281,39 @@ impl AgentState {
 mod tests {
     use super::*;
 
+    fn hb(master_id: u64, term: u64, node_id: u64, master_index: u64, lease_ack: u64) -> Heartbeat {
+        Heartbeat {
+            master_id,
+            term,
+            node_id,
+            master_index,
+            lease_ack,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lower_term_is_refused_after_a_higher_one() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        s.accept(1, 5, 7, 10, 0, 0).expect("first master");
-        s.accept(2, 6, 7, 12, 0, 0).expect("newer master");
+        s.accept(&hb(1, 5, 7, 10, 0), 0).expect("first master");
+        s.accept(&hb(2, 6, 7, 12, 0), 0).expect("newer master");
         let err = s
-            .accept(1, 5, 7, 13, 0, 0)
+            .accept(&hb(1, 5, 7, 13, 0), 0)
             .expect_err("stale master is fenced");
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(refused_as_stale(&err), Some(6), "typed: the term seen");
+        assert_eq!(err, Refusal::StaleTerm { term: 5, seen: 6 });
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(refused_as_stale(&status), Some(6), "typed: the term seen");
         assert_eq!(s.highest_term(), 6);
         // The local Raft term fences too: a master behind this node's own term is stale.
         let err = s
-            .accept(2, 6, 7, 13, 0, 7)
+            .accept(&hb(2, 6, 7, 13, 0), 7)
             .expect_err("behind the local raft term");
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        s.accept(2, 6, 7, 14, 0, 6).expect("same term again");
+        assert_eq!(err, Refusal::StaleTerm { term: 6, seen: 7 });
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::FailedPrecondition
+        );
+        s.accept(&hb(2, 6, 7, 14, 0), 6).expect("same term again");
     }
 
     #[tokio::test(start_paused = true)]
@@ -300,14 +321,14 @@ mod tests {
         let timeout = Duration::from_secs(80); // lease 70 s, graceful stop from 60 s
         let s = AgentState::new(1, timeout);
         let start = Instant::now();
-        let first = s.accept(9, 1, 1, 3, 0, 0).expect("heartbeat");
+        let first = s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
         assert_eq!(s.view(start).lease_from, None, "no reply acknowledged yet");
         assert!(
             start >= s.view(start).singletons_until,
             "no lease, no singletons"
         );
         tokio::time::advance(Duration::from_secs(2)).await;
-        let second = s.accept(9, 1, 1, 3, first, 0).expect("heartbeat");
+        let second = s.accept(&hb(9, 1, 1, 3, first), 0).expect("heartbeat");
         let v = s.view(Instant::now());
         assert_eq!(
             v.lease_from,
@@ -318,26 +339,38 @@ mod tests {
         // The host freezes for 100 s; the heartbeat waiting in its socket acknowledges the
         // reply sent before the freeze: the lease it grants is long over.
         tokio::time::advance(Duration::from_secs(100)).await;
-        let late = s.accept(9, 1, 1, 3, second, 0).expect("late heartbeat");
+        let late = s
+            .accept(&hb(9, 1, 1, 3, second), 0)
+            .expect("late heartbeat");
         let now = Instant::now();
         let v = s.view(now);
         assert_eq!(v.lease_from, Some(start + Duration::from_secs(2)));
         assert!(v.singletons_until < now && v.lease_from.unwrap() + s.lease() < now);
         // An unknown or repeated acknowledgement changes nothing; a fresh one renews.
-        s.accept(9, 1, 1, 3, 999, 0).expect("heartbeat");
-        s.accept(9, 1, 1, 3, first, 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, 999), 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, first), 0).expect("heartbeat");
         assert_eq!(s.view(now).lease_from, Some(start + Duration::from_secs(2)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        s.accept(9, 1, 1, 3, late, 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, late), 0).expect("heartbeat");
         assert_eq!(s.view(Instant::now()).lease_from, Some(now));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_for_another_node_id_is_refused() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        let err = s.accept(1, 1, 8, 0, 0, 0).expect_err("wrong node id");
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        s.accept(1, 1, 0, 0, 0, 0).expect("id 0 means any");
+        let err = s.accept(&hb(1, 1, 8, 0, 0), 0).expect_err("wrong node id");
+        assert_eq!(
+            err,
+            Refusal::WrongNode {
+                serves: 7,
+                asked: 8
+            }
+        );
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::FailedPrecondition
+        );
+        s.accept(&hb(1, 1, 0, 0, 0), 0).expect("id 0 means any");
     }
 
     #[tokio::test(start_paused = true)]
@@ -350,7 +383,7 @@ mod tests {
             "a fresh agent gives its master time"
         );
         tokio::time::advance(Duration::from_secs(60)).await;
-        s.accept(9, 1, 1, 3, 0, 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
         tokio::time::advance(Duration::from_secs(89)).await;
         assert!(s.view(Instant::now()).connected);
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -358,7 +391,7 @@ mod tests {
         assert!(!v.connected && v.heard);
         assert_eq!(v.master_index, 3);
         let wake = s.wake_signal();
-        s.accept(9, 1, 1, 4, 0, 0).expect("master is back");
+        s.accept(&hb(9, 1, 1, 4, 0), 0).expect("master is back");
         assert!(
             wake.has_changed().expect("sender alive"),
             "a reconnect wakes the loop"

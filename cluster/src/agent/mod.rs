@@ -6,7 +6,9 @@
 
 mod contact;
 mod desired;
+mod heartbeat;
 mod reconcile;
+mod report;
 mod service;
 
 use std::future::Future;
@@ -19,18 +21,22 @@ pub(crate) use contact::AgentState;
 pub(crate) use contact::lease_length;
 pub(crate) use contact::refused_as_stale;
 pub(crate) use reconcile::AgentLoop;
+pub use report::InstanceReport;
+pub use report::InstanceStatus;
+pub use report::Resources;
+pub use report::UnknownStatus;
+pub use report::status_is_live;
 pub(crate) use service::AgentService;
 
 /// What the cluster needs from the node's local supervisor. The daemon implements it; the
 /// cluster library never spawns processes itself.
 pub trait LocalSupervisor: Send + Sync + 'static {
-    /// Cluster instances this node runs now (status is the supervisor's:
-    /// starting|running|backoff|stopping|stopped|crashed). Called on every heartbeat: keep it
-    /// cheap (no blocking I/O).
+    /// Cluster instances this node runs now, with the supervisor's status. Called on every
+    /// heartbeat: keep it cheap (no blocking I/O).
     fn report(&self) -> Vec<InstanceReport>;
-    /// Host resources for placement: at least `cpu_percent`, `mem_used_bytes`,
-    /// `mem_total_bytes`, `load1`. Called on every heartbeat: return a cached value.
-    fn resources(&self) -> serde_json::Value;
+    /// Host resources for placement (`None` before the first sample). Called on every
+    /// heartbeat: return a cached value.
+    fn resources(&self) -> Option<Resources>;
     /// Make the node's set of cluster instances exactly `desired` (start missing, replace
     /// changed specs, stop the rest). Returns when requested, not when done. Called whenever the
     /// desired set changes and every few seconds with the same set (must be idempotent).
@@ -46,17 +52,6 @@ pub trait LocalSupervisor: Send + Sync + 'static {
     fn renew_lease(&self, _valid_for: std::time::Duration) {}
 }
 
-/// One cluster instance as the local supervisor sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceReport {
-    pub app: String,
-    pub instance: u32,
-    /// starting | running | backoff | stopping | stopped | crashed
-    pub status: String,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-}
-
 /// One cluster instance the node must run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DesiredInstance {
@@ -64,9 +59,4 @@ pub struct DesiredInstance {
     pub instance: u32,
     /// The app's spec as deployed (opaque to the cluster).
     pub spec: serde_json::Value,
-}
-
-/// Whether a reported status means a process is (about to be) there.
-pub fn status_is_live(status: &str) -> bool {
-    !matches!(status, "stopped" | "crashed")
 }

@@ -24,7 +24,6 @@ use super::DesiredInstance;
 use super::LocalSupervisor;
 use super::desired;
 use super::desired::Wanted;
-use super::status_is_live;
 use crate::registry::Registry;
 
 /// Reconcile with an unchanged set this often (the supervisor may have drifted).
@@ -170,7 +169,7 @@ impl AgentLoop {
                     let report = report.get_or_insert_with(|| self.supervisor.report());
                     let stopped = !report
                         .iter()
-                        .any(|r| r.app == app && r.instance == i && status_is_live(&r.status));
+                        .any(|r| r.app == app && r.instance == i && r.status.is_live());
                     if (sent_without && stopped)
                         || now.duration_since(since) >= RESTART_STOP_TIMEOUT
                     {
@@ -209,6 +208,8 @@ mod tests {
 
     use super::*;
     use crate::agent::InstanceReport;
+    use crate::agent::InstanceStatus;
+    use crate::agent::Resources;
     use crate::registry::App;
     use crate::registry::Assignment;
     use crate::registry::NodeRecord;
@@ -240,14 +241,14 @@ mod tests {
                 .map(|(app, instance)| InstanceReport {
                     app,
                     instance,
-                    status: "running".into(),
+                    status: InstanceStatus::Running,
                     pid: Some(100 + instance),
                     restarts: 0,
                 })
                 .collect()
         }
-        fn resources(&self) -> serde_json::Value {
-            serde_json::json!({})
+        fn resources(&self) -> Option<Resources> {
+            None
         }
         fn renew_lease(&self, valid_for: Duration) {
             let after = self.calls().len();

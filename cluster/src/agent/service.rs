@@ -10,6 +10,8 @@ use tonic::Response;
 use tonic::Status;
 
 use super::AgentState;
+use super::heartbeat::Heartbeat;
+use super::report::resources_json;
 
 /// The herd version a node reports (the workspace shares one version).
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,21 +33,21 @@ impl AgentService {
 
 /// What this node tells the master, as reply number `seq`.
 fn reply(state: &AgentState, seq: u64) -> pb::HeartbeatReply {
-    let (instances, resources) = match state.supervisor() {
-        Some(sup) => (sup.report(), sup.resources()),
-        None => (Vec::new(), serde_json::Value::Null),
+    let (instances, resources_json) = match state.supervisor() {
+        Some(sup) => (sup.report(), resources_json(true, sup.resources().as_ref())),
+        None => (Vec::new(), resources_json(false, None)),
     };
     pb::HeartbeatReply {
         node_id: state.node_id(),
         version: VERSION.to_string(),
-        resources_json: resources.to_string(),
+        resources_json,
         instances: instances
             .into_iter()
             .map(|r| pb::InstanceStatus {
                 generation: state.generation(&r.app, r.instance).unwrap_or(0),
                 app: r.app,
                 instance: r.instance,
-                status: r.status,
+                status: r.status.as_str().to_string(),
                 pid: r.pid,
                 restarts: r.restarts,
             })
@@ -62,14 +64,9 @@ impl Agent for AgentService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
         let req = req.into_inner();
-        let seq = self.state.accept(
-            req.master_id,
-            req.term,
-            req.node_id,
-            req.applied_index,
-            req.lease_ack,
-            (self.local_term)(),
-        )?;
+        let seq = self
+            .state
+            .accept(&Heartbeat::from(&req), (self.local_term)())?;
         Ok(Response::new(reply(&self.state, seq)))
     }
 }

@@ -3,76 +3,80 @@
 use super::ClusterCommand;
 use super::client::{Target, status_error};
 use super::output::{print_json, table};
+use crate::cluster::replies::{
+    ClusterStatus, Deployed, DeployedApp, DrainStatus, Left, Restarting, Scaled, SteppedDown,
+    Undeployed, Uptime,
+};
 use anyhow::Context;
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::cluster_admin_client::ClusterAdminClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
     let channel = super::client::channel(target).await?;
     let mut c = ClusterAdminClient::new(channel);
-    let parse = |r: tonic::Response<pb::JsonReply>| -> anyhow::Result<Value> {
-        serde_json::from_str(&r.into_inner().json)
-            .context("the daemon sent JSON that does not parse")
-    };
     match command {
         ClusterCommand::Status { json } => {
-            let s = parse(
+            let s: ClusterStatus = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
             if json {
-                print_json(&s);
+                print_reply(&s);
             } else {
                 outln!(
                     "cluster {}: node {} ({}) is {}; leader {} at {}; term {}; committed {}",
-                    s["cluster"].as_str().unwrap_or("?"),
-                    s["node_id"],
-                    s["advertise"].as_str().unwrap_or("?"),
-                    s["role"].as_str().unwrap_or("?"),
-                    s["leader_id"],
-                    s["leader_addr"].as_str().unwrap_or("-"),
-                    s["term"],
-                    s["committed_index"]
+                    s.cluster,
+                    s.node_id,
+                    s.advertise,
+                    s.role,
+                    as_json(&s.leader_id),
+                    s.leader_addr.as_deref().unwrap_or("-"),
+                    s.term,
+                    as_json(&s.committed_index)
                 );
                 print_members(&s);
             }
         }
         ClusterCommand::Nodes { json } => {
-            let s = parse(
+            let s: ClusterStatus = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
             if json {
-                print_json(&s["members"]);
+                print_reply(&s.members);
             } else {
                 print_members(&s);
             }
         }
         ClusterCommand::Leader { json } => {
-            let s = parse(
+            let s: ClusterStatus = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
-            let v = serde_json::json!({ "leader_id": s["leader_id"], "leader_addr": s["leader_addr"], "term": s["term"] });
             if json {
-                print_json(&v);
-            } else if s["leader_id"].is_null() {
-                outln!("no leader known (term {})", s["term"]);
-            } else {
-                outln!(
-                    "{} at {} (term {})",
-                    s["leader_id"],
-                    s["leader_addr"].as_str().unwrap_or("?"),
-                    s["term"]
+                print_json(
+                    &serde_json::json!({ "leader_id": s.leader_id, "leader_addr": s.leader_addr, "term": s.term }),
                 );
+            } else {
+                match s.leader_id {
+                    None => outln!("no leader known (term {})", s.term),
+                    Some(id) => outln!(
+                        "{id} at {} (term {})",
+                        s.leader_addr.as_deref().unwrap_or("?"),
+                        s.term
+                    ),
+                }
             }
         }
         ClusterCommand::StepDown { json } => {
-            let v = parse(
+            let v: SteppedDown = parse(
                 c.step_down(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
@@ -80,38 +84,36 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             show(&v, json, |v| {
                 format!(
                     "leader {} stepped down; a new leader is being elected",
-                    v["stepped_down"]
+                    as_json(&v.stepped_down)
                 )
             });
         }
         ClusterCommand::Leave { json } => {
-            let v = parse(
+            let v: Left = parse(
                 c.leave(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
-            show(&v, json, |v| format!("node {} left the cluster", v["left"]));
+            show(&v, json, |v| format!("node {} left the cluster", v.left));
         }
         ClusterCommand::Deploy { file, json } => {
             let req = super::commands::file_request(&file)?;
-            let v = parse(c.deploy(req).await.map_err(status_error)?)?;
+            let v: Deployed = parse(c.deploy(req).await.map_err(status_error)?)?;
             if json {
-                print_json(&v);
+                print_reply(&v);
             } else {
-                for n in v["deployed"].as_array().into_iter().flatten() {
-                    outln!("deployed {}", n.as_str().unwrap_or("?"));
+                for n in &v.deployed {
+                    outln!("deployed {n}");
                 }
             }
         }
         ClusterCommand::Undeploy { name, json } => {
-            let v = parse(
+            let v: Undeployed = parse(
                 c.undeploy(pb::NameRequest { name })
                     .await
                     .map_err(status_error)?,
             )?;
-            show(&v, json, |v| {
-                format!("undeployed {}", v["undeployed"].as_str().unwrap_or("?"))
-            });
+            show(&v, json, |v| format!("undeployed {}", v.undeployed));
         }
         ClusterCommand::Drain {
             node,
@@ -119,7 +121,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             timeout,
             json,
         } => {
-            let mut v = parse(
+            let mut v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
                     node: node.clone(),
                     drain: Some(true),
@@ -128,11 +130,11 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 .map_err(status_error)?,
             )?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-            while !no_wait && v["done"] != true {
+            while !no_wait && !v.done {
                 if std::time::Instant::now() > deadline {
                     anyhow::bail!(
                         "node {node} is still draining after {timeout}s; remaining: {}",
-                        v["remaining"]
+                        as_json(&v.remaining)
                     );
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -146,15 +148,19 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )?;
             }
             if json {
-                print_json(&v)
-            } else if v["done"] == true {
-                outln!("node {} drained: nothing runs there", v["node"])
+                print_reply(&v)
+            } else if v.done {
+                outln!("node {} drained: nothing runs there", v.node)
             } else {
-                outln!("node {} draining; remaining: {}", v["node"], v["remaining"])
+                outln!(
+                    "node {} draining; remaining: {}",
+                    v.node,
+                    as_json(&v.remaining)
+                )
             }
         }
         ClusterCommand::Undrain { node, json } => {
-            let v = parse(
+            let v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
                     node,
                     drain: Some(false),
@@ -163,7 +169,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 .map_err(status_error)?,
             )?;
             show(&v, json, |v| {
-                format!("node {} takes instances again", v["node"])
+                format!("node {} takes instances again", v.node)
             });
         }
         ClusterCommand::Restart {
@@ -172,28 +178,25 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             timeout,
             json,
         } => {
-            let v = parse(
+            let v: Restarting = parse(
                 c.restart_app(pb::NameRequest { name: name.clone() })
                     .await
                     .map_err(status_error)?,
             )?;
             if wait {
-                let generation = v["generation"].as_u64().unwrap_or(0);
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
                 loop {
-                    let apps = parse(
+                    let apps: Vec<DeployedApp> = parse(
                         c.apps(pb::ClusterRequest::default())
                             .await
                             .map_err(status_error)?,
                     )?;
-                    let app = apps
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|a| a["name"] == name.as_str())
-                        .cloned()
+                    // An app that is gone has nothing left to roll.
+                    let progress = apps
+                        .iter()
+                        .find(|a| a.name == name)
+                        .map(|a| RollProgress::of(a, v.generation))
                         .unwrap_or_default();
-                    let progress = RollProgress::of(&app, generation);
                     if progress.done() {
                         break;
                     }
@@ -211,9 +214,9 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             show(&v, json, |v| {
                 format!(
                     "rolling restart of {} {} (generation {})",
-                    v["restarting"].as_str().unwrap_or("?"),
+                    v.restarting,
                     if wait { "done" } else { "started" },
-                    v["generation"]
+                    v.generation
                 )
             });
         }
@@ -222,27 +225,23 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             instances,
             json,
         } => {
-            let v = parse(
+            let v: Scaled = parse(
                 c.scale(pb::ScaleRequest { name, instances })
                     .await
                     .map_err(status_error)?,
             )?;
             show(&v, json, |v| {
-                format!(
-                    "{} scaled to {} instances",
-                    v["scaled"].as_str().unwrap_or("?"),
-                    v["instances"]
-                )
+                format!("{} scaled to {} instances", v.scaled, v.instances)
             });
         }
         ClusterCommand::Uptime { node, days, json } => {
-            let v = parse(
+            let v: Uptime = parse(
                 c.uptime(pb::ClusterRequest { stale: false })
                     .await
                     .map_err(status_error)?,
             )?;
             let now_ms = crate::supervisor::now_ms();
-            let report = super::uptime::Report::from_json(&v, node.as_deref(), days, now_ms);
+            let report = super::uptime::Report::of(&v, node.as_deref(), days, now_ms);
             if json {
                 print_json(&report.to_json());
             } else {
@@ -253,39 +252,34 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             }
         }
         ClusterCommand::Apps { stale, json } => {
-            let v = parse(
+            let apps: Vec<DeployedApp> = parse(
                 c.apps(pb::ClusterRequest { stale })
                     .await
                     .map_err(status_error)?,
             )?;
             if json {
-                print_json(&v);
+                print_reply(&apps);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = apps
+                .iter()
                 .map(|a| {
-                    let placed = a["assignments"].as_object().map(|m| m.len()).unwrap_or(0);
-                    let running = match a["running"].as_array() {
+                    let running = match &a.running {
                         Some(r) => r
                             .iter()
-                            .filter(|i| i["status"] == "running")
+                            .filter(|i| i.status == "running")
                             .count()
                             .to_string(),
                         None => "?".into(),
                     };
-                    let nodes: Vec<String> = a["assignments"]
-                        .as_object()
+                    let nodes: Vec<String> = in_key_order(&a.assignments)
                         .into_iter()
-                        .flatten()
                         .map(|(i, n)| format!("{i}@{n}"))
                         .collect();
                     vec![
-                        a["name"].as_str().unwrap_or("?").to_string(),
-                        a["desired"].to_string(),
-                        placed.to_string(),
+                        a.name.clone(),
+                        a.desired.to_string(),
+                        a.assignments.len().to_string(),
                         running,
                         if nodes.is_empty() {
                             "-".into()
@@ -310,34 +304,50 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
     Ok(())
 }
 
-fn print_members(s: &Value) {
-    let leader = s["leader_id"].clone();
-    let rows: Vec<Vec<String>> = s["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// A daemon reply as its type.
+fn parse<T: DeserializeOwned>(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<T> {
+    serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
+}
+
+/// A reply part as JSON: how text lines show ids that may be `null` and lists, as they always
+/// have; keys sorted, as the daemon's JSON has them.
+fn as_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Prints a reply for `--json` with its keys sorted, as the daemon sends it.
+fn print_reply<T: Serialize>(v: &T) {
+    print_json(&as_json(v));
+}
+
+/// Map entries in the order their keys have as JSON object keys (text: "10" before "2"), the
+/// order the CLI has always listed instances in.
+fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
+    let mut entries: Vec<(u32, V)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+    entries.sort_by_key(|(k, _)| k.to_string());
+    entries
+}
+
+fn print_members(s: &ClusterStatus) {
+    let rows: Vec<Vec<String>> = s
+        .members
+        .iter()
         .map(|m| {
-            let labels: Vec<String> = m["labels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
+            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vec![
-                m["id"].to_string(),
-                m["addr"].as_str().unwrap_or("?").to_string(),
-                if m["id"] == leader {
-                    format!("{} (leader)", m["role"].as_str().unwrap_or("?"))
+                m.id.to_string(),
+                m.addr.clone(),
+                if s.leader_id == Some(m.id) {
+                    format!("{} (leader)", m.role)
                 } else {
-                    m["role"].as_str().unwrap_or("?").to_string()
+                    m.role.clone()
                 },
-                match m["reachable"].as_bool() {
+                match m.reachable {
                     Some(true) => "reachable".into(),
                     Some(false) => "unreachable".into(),
                     None => "unknown".into(),
                 },
-                m["last_contact_ms"]
-                    .as_u64()
+                m.last_contact_ms
                     .map(|ms| format!("{ms} ms"))
                     .unwrap_or_else(|| "-".into()),
                 if labels.is_empty() {
@@ -355,16 +365,16 @@ fn print_members(s: &Value) {
 }
 
 /// Prints `v` as JSON, or the line `text` makes of it.
-fn show(v: &Value, json: bool, text: impl FnOnce(&Value) -> String) {
+fn show<T: Serialize>(v: &T, json: bool, text: impl FnOnce(&T) -> String) {
     if json {
-        print_json(v);
+        print_reply(v);
     } else {
         outln!("{}", text(v));
     }
 }
 
-/// How far a rolling restart has come, from one app of `herd cluster apps --json`.
-#[derive(Debug, PartialEq)]
+/// How far a rolling restart has come, from one app of `herd cluster apps`.
+#[derive(Debug, Default, PartialEq)]
 struct RollProgress {
     desired: u64,
     /// Instances running at (or past) the generation asked for.
@@ -373,23 +383,27 @@ struct RollProgress {
 }
 
 impl RollProgress {
-    fn of(app: &Value, generation: u64) -> Self {
-        let pending = app["restart"]["pending"]
-            .as_object()
-            .into_iter()
+    fn of(app: &DeployedApp, generation: u64) -> Self {
+        let pending = app
+            .restart
+            .as_ref()
+            .map(|r| {
+                in_key_order(&r.pending)
+                    .into_iter()
+                    .map(|(i, _)| u64::from(i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rolled = app
+            .running
+            .iter()
             .flatten()
-            .filter_map(|(i, _)| i.parse().ok())
-            .collect();
-        let rolled = app["running"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["status"] == "running" && r["generation"].as_u64() >= Some(generation))
-            .filter_map(|r| r["instance"].as_u64())
+            .filter(|r| r.status == "running" && r.generation >= generation)
+            .map(|r| r.instance)
             .collect::<std::collections::BTreeSet<_>>()
             .len() as u64;
         Self {
-            desired: app["desired"].as_u64().unwrap_or(0),
+            desired: u64::from(app.desired),
             rolled,
             pending,
         }
@@ -407,15 +421,20 @@ mod tests {
 
     #[test]
     fn a_roll_is_done_when_nothing_is_pending_and_every_instance_runs_the_new_generation() {
-        let app = |pending: Value, gens: [u64; 2]| {
-            json!({
+        let app = |pending: Value, gens: [u64; 2]| -> DeployedApp {
+            serde_json::from_value(json!({
+                "name": "api",
                 "desired": 2,
+                "placement": {},
+                "on_disconnect": "keep",
+                "assignments": { "0": 1, "1": 2 },
                 "restart": { "generation": 3, "pending": pending },
                 "running": [
-                    { "instance": 0, "status": "running", "generation": gens[0] },
-                    { "instance": 1, "status": "running", "generation": gens[1] },
+                    { "node": 1, "instance": 0, "status": "running", "pid": 10, "generation": gens[0] },
+                    { "node": 2, "instance": 1, "status": "running", "pid": 11, "generation": gens[1] },
                 ],
-            })
+            }))
+            .unwrap()
         };
         let p = RollProgress::of(&app(json!({ "1": 2 }), [3, 2]), 3);
         assert_eq!((p.rolled, p.pending.clone()), (1, vec![1]));

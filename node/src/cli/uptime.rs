@@ -2,7 +2,17 @@
 //! row of coloured cells (green ≥ 99.9 %, amber ≥ 95 %, red below, grey without samples),
 //! newest day on the right, like a status page.
 
+use crate::cluster::replies::Uptime;
+use herd_cluster::registry::NodeStatus;
 use serde_json::{Value, json};
+
+/// A node's status as the registry spells it (`online`, `draining`, ...).
+fn node_status(status: NodeStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
 
 pub struct Report {
     days: u32,
@@ -38,30 +48,24 @@ impl NodeUptime {
 }
 
 impl Report {
-    /// From the daemon's `Uptime` answer: `{day_ms, nodes: [{id, addr, status, days: {day: {up_samples, total_samples}}}]}`.
-    pub fn from_json(v: &Value, only: Option<&str>, days: u32, now_ms: u64) -> Self {
-        let day_ms = v["day_ms"].as_u64().unwrap_or(86_400_000).max(1);
+    /// From the daemon's `Uptime` answer, for the node `only` (an id or address) or all.
+    pub fn of(v: &Uptime, only: Option<&str>, days: u32, now_ms: u64) -> Self {
+        let day_ms = v.day_ms.max(1);
         let days = days.clamp(1, 366);
         let today = now_ms / day_ms;
         let first_day = today + 1 - u64::from(days);
-        let nodes = v["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| {
-                only.is_none_or(|o| {
-                    o.parse::<u64>().ok() == n["id"].as_u64() || n["addr"].as_str() == Some(o)
-                })
-            })
+        let nodes = v
+            .nodes
+            .iter()
+            .filter(|n| only.is_none_or(|o| o.parse::<u64>().ok() == Some(n.id) || n.addr == o))
             .map(|n| NodeUptime {
-                id: n["id"].as_u64().unwrap_or(0),
-                addr: n["addr"].as_str().unwrap_or("?").to_string(),
-                status: n["status"].as_str().unwrap_or("?").to_string(),
+                id: n.id,
+                addr: n.addr.clone(),
+                status: node_status(n.status),
                 days: (first_day..=today)
                     .map(|d| {
-                        let b = &n["days"][d.to_string()];
-                        let total = b["total_samples"].as_u64()?;
-                        (total > 0).then(|| (b["up_samples"].as_u64().unwrap_or(0), total))
+                        let b = n.days.get(&d)?;
+                        (b.total_samples > 0).then_some((b.up_samples, b.total_samples))
                     })
                     .collect(),
             })
@@ -152,17 +156,18 @@ mod tests {
     fn days_become_cells_and_percentages() {
         let day = 86_400_000u64;
         let today = 20_000u64;
-        let v = json!({
+        let v: Uptime = serde_json::from_value(json!({
             "day_ms": day,
             "nodes": [{
                 "id": 7, "addr": "10.0.0.1:9701", "status": "online",
                 "days": {
-                    (today - 2).to_string(): { "up_samples": 1440, "total_samples": 1440 },
-                    today.to_string(): { "up_samples": 1300, "total_samples": 1440 }
+                    (today - 2).to_string(): { "up_samples": 1440, "total_samples": 1440, "last_sample_ms": 0 },
+                    today.to_string(): { "up_samples": 1300, "total_samples": 1440, "last_sample_ms": 0 }
                 }
             }]
-        });
-        let r = Report::from_json(&v, None, 3, today * day + 5);
+        }))
+        .unwrap();
+        let r = Report::of(&v, None, 3, today * day + 5);
         assert_eq!(
             r.render(false)
                 .lines()
@@ -176,10 +181,6 @@ mod tests {
         assert_eq!(j["nodes"][0]["days"][1]["uptime_percent"], Value::Null);
         let overall = j["nodes"][0]["uptime_percent"].as_f64().unwrap();
         assert!((overall - 95.138).abs() < 0.01, "{overall}");
-        assert!(
-            Report::from_json(&v, Some("8"), 3, today * day)
-                .nodes
-                .is_empty()
-        );
+        assert!(Report::of(&v, Some("8"), 3, today * day).nodes.is_empty());
     }
 }

@@ -1,6 +1,10 @@
 //! The ClusterAdmin gRPC service on the local socket: `herd cluster ...` asks its own daemon,
 //! which answers from (or through) the cluster node it runs. A standalone daemon says so.
 
+use super::replies::{
+    Deployed, DeployedApp, Left, NodeUptime, Restarting, RunningInstance, Scaled, SteppedDown,
+    Undeployed, Uptime,
+};
 use crate::access::Caller;
 use crate::access::secrets::Secrets;
 use crate::supervisor::events::EventLog;
@@ -9,6 +13,7 @@ use herd_cluster::registry::{App, OnDisconnect as Disconnect, Placement};
 use herd_cluster::{ClusterError, ClusterNode, RegistryCommand, RegistryResponse};
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::cluster_admin_server::ClusterAdmin;
+use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,7 +51,9 @@ impl Admin {
     }
 }
 
-fn reply(value: serde_json::Value) -> Result<Response<pb::JsonReply>, Status> {
+/// A typed reply as the JSON on the wire (keys sorted, as clients have always received them).
+fn reply(value: impl Serialize) -> Result<Response<pb::JsonReply>, Status> {
+    let value = serde_json::to_value(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(pb::JsonReply {
         json: value.to_string(),
     }))
@@ -87,8 +94,7 @@ impl ClusterAdmin for Admin {
         &self,
         _: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
-        let status = self.node()?.status().await;
-        reply(serde_json::to_value(status).map_err(|e| Status::internal(e.to_string()))?)
+        reply(self.node()?.status().await)
     }
 
     async fn step_down(
@@ -104,7 +110,9 @@ impl ClusterAdmin for Admin {
             "cluster_step_down",
             json!({ "leader": before }),
         );
-        reply(json!({ "stepped_down": before }))
+        reply(SteppedDown {
+            stepped_down: before,
+        })
     }
 
     async fn leave(
@@ -119,7 +127,7 @@ impl ClusterAdmin for Admin {
             json!({ "node": node.id() }),
         );
         node.leave().await.map_err(cluster_error)?;
-        reply(json!({ "left": node.id() }))
+        reply(Left { left: node.id() })
     }
 
     async fn deploy(
@@ -153,7 +161,7 @@ impl ClusterAdmin for Admin {
             self.events.audit(&caller, &name, "deployed", json!({}));
             names.push(name);
         }
-        reply(json!({ "deployed": names }))
+        reply(Deployed { deployed: names })
     }
 
     async fn undeploy(
@@ -171,7 +179,7 @@ impl ClusterAdmin for Admin {
         }
         write(node, RegistryCommand::RemoveApp { name: name.clone() }).await?;
         self.events.audit(&caller, &name, "undeployed", json!({}));
-        reply(json!({ "undeployed": name }))
+        reply(Undeployed { undeployed: name })
     }
 
     async fn scale(
@@ -209,7 +217,10 @@ impl ClusterAdmin for Admin {
             "cluster_scaled",
             json!({ "instances": req.instances }),
         );
-        reply(json!({ "scaled": req.name, "instances": req.instances }))
+        reply(Scaled {
+            scaled: req.name,
+            instances: req.instances,
+        })
     }
 
     async fn uptime(
@@ -221,15 +232,21 @@ impl ClusterAdmin for Admin {
             .read(req.into_inner().stale)
             .await
             .map_err(cluster_error)?;
-        let nodes: Vec<serde_json::Value> = registry
+        let nodes = registry
             .nodes
             .values()
-            .map(|n| {
-                let days = registry.uptime.get(&n.id).cloned().unwrap_or_default();
-                json!({ "id": n.id, "addr": n.addr, "status": n.status, "labels": n.labels, "days": days })
+            .map(|n| NodeUptime {
+                id: n.id,
+                addr: n.addr.clone(),
+                status: n.status,
+                labels: n.labels.clone(),
+                days: registry.uptime.get(&n.id).cloned().unwrap_or_default(),
             })
             .collect();
-        reply(json!({ "day_ms": herd_cluster::registry::DAY_MS, "nodes": nodes }))
+        reply(Uptime {
+            day_ms: herd_cluster::registry::DAY_MS,
+            nodes,
+        })
     }
 
     async fn drain(
@@ -257,8 +274,7 @@ impl ClusterAdmin for Admin {
             self.events
                 .audit(&caller, "-", event, json!({ "node": id }));
         }
-        let s = node.drain_status(id).await.map_err(cluster_error)?;
-        reply(serde_json::to_value(s).map_err(|e| Status::internal(e.to_string()))?)
+        reply(node.drain_status(id).await.map_err(cluster_error)?)
     }
 
     async fn restart_app(
@@ -275,7 +291,10 @@ impl ClusterAdmin for Admin {
             "cluster_restart",
             json!({ "generation": generation }),
         );
-        reply(json!({ "restarting": name, "generation": generation }))
+        reply(Restarting {
+            restarting: name,
+            generation,
+        })
     }
 
     async fn apps(
@@ -290,26 +309,30 @@ impl ClusterAdmin for Admin {
         // Where instances really run comes from the master's last heartbeats; without a
         // master the answer still lists desired and assigned.
         let runtime = node.runtime().await.ok();
-        let apps: Vec<serde_json::Value> = registry
+        let apps: Vec<DeployedApp> = registry
             .apps
             .iter()
-            .map(|(name, app)| {
-                let placed = registry.assignments.get(name).cloned().unwrap_or_default();
-                json!({
-                    "name": name,
-                    "desired": app.instances,
-                    "placement": app.placement,
-                    "on_disconnect": app.on_disconnect,
-                    "assignments": placed,
-                    "restart": registry.restarts.get(name),
-                    "running": runtime.as_ref().map(|rt| rt
-                        .running(name)
+            .map(|(name, app)| DeployedApp {
+                name: name.clone(),
+                desired: app.instances,
+                placement: app.placement.clone(),
+                on_disconnect: app.on_disconnect,
+                assignments: registry.assignments.get(name).cloned().unwrap_or_default(),
+                restart: registry.restarts.get(name).cloned(),
+                running: runtime.as_ref().map(|rt| {
+                    rt.running(name)
                         .into_iter()
-                        .map(|(node, i)| json!({ "node": node, "instance": i.instance, "status": i.status, "pid": i.pid, "generation": i.generation }))
-                        .collect::<Vec<_>>()),
-                })
+                        .map(|(node, i)| RunningInstance {
+                            node,
+                            instance: i.instance,
+                            status: i.status.clone(),
+                            pid: i.pid,
+                            generation: i.generation,
+                        })
+                        .collect()
+                }),
             })
             .collect();
-        reply(json!(apps))
+        reply(apps)
     }
 }

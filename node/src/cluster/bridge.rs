@@ -2,13 +2,25 @@
 //! node, the host's resources, and turns the agent's wanted set into local apps.
 
 use crate::supervisor::Supervisor;
+use crate::supervisor::instance::Status;
 use crate::supervisor::managed::ClusterInstance;
 use crate::supervisor::spec::AppSpec;
-use herd_cluster::{DesiredInstance, InstanceReport, LocalSupervisor};
-use serde_json::json;
+use herd_cluster::{DesiredInstance, InstanceReport, InstanceStatus, LocalSupervisor, Resources};
 use std::future::Future;
 use std::pin::Pin;
 use tracing::warn;
+
+/// The supervisor's status as the cluster reports it (one variant each).
+fn instance_status(status: Status) -> InstanceStatus {
+    match status {
+        Status::Starting => InstanceStatus::Starting,
+        Status::Running => InstanceStatus::Running,
+        Status::Backoff => InstanceStatus::Backoff,
+        Status::Stopping => InstanceStatus::Stopping,
+        Status::Stopped => InstanceStatus::Stopped,
+        Status::Crashed => InstanceStatus::Crashed,
+    }
+}
 
 pub struct Bridge {
     supervisor: Supervisor,
@@ -28,24 +40,21 @@ impl LocalSupervisor for Bridge {
             .map(|s| InstanceReport {
                 app: s.app,
                 instance: s.instance,
-                status: s.status.as_str().to_string(),
+                status: instance_status(s.status),
                 pid: s.pid,
                 restarts: s.restarts,
             })
             .collect()
     }
 
-    fn resources(&self) -> serde_json::Value {
-        match self.supervisor.host_metrics() {
-            Some(h) => json!({
-                "cpu_percent": h.cpu_percent,
-                "cpus": h.cpus,
-                "mem_used_bytes": h.mem_used_bytes,
-                "mem_total_bytes": h.mem_total_bytes,
-                "load1": h.load[0],
-            }),
-            None => json!({}),
-        }
+    fn resources(&self) -> Option<Resources> {
+        self.supervisor.host_metrics().map(|h| Resources {
+            cpu_percent: f64::from(h.cpu_percent),
+            cpus: h.cpus,
+            load1: h.load[0],
+            mem_total_bytes: h.mem_total_bytes,
+            mem_used_bytes: h.mem_used_bytes,
+        })
     }
 
     fn renew_lease(&self, valid_for: std::time::Duration) {
@@ -72,5 +81,24 @@ impl LocalSupervisor for Bridge {
             }
             self.supervisor.reconcile_cluster(wanted).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supervisor_status_reports_its_own_string() {
+        for status in [
+            Status::Starting,
+            Status::Running,
+            Status::Backoff,
+            Status::Stopping,
+            Status::Stopped,
+            Status::Crashed,
+        ] {
+            assert_eq!(instance_status(status).as_str(), status.as_str());
+        }
     }
 }

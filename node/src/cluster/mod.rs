@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bridge;
+pub mod replies;
 mod section;
 
 pub use section::ClusterSection;

@@ -1,0 +1,94 @@
+//! A master's heartbeat as the agent checks it, and why the agent refuses one. Acceptance is
+//! domain logic (`AgentState::accept`); only the gRPC service turns a refusal into a status.
+
+use herd_proto::cluster as pb;
+use tonic::Status;
+
+/// One heartbeat from a master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub master_id: u64,
+    /// The master's Raft term.
+    pub term: u64,
+    /// The node the master means to reach; 0 = whoever answers.
+    pub node_id: u64,
+    /// The master's applied registry index when it sent this.
+    pub master_index: u64,
+    /// The latest reply (its sequence number) the master received from this node; 0 = none.
+    pub lease_ack: u64,
+}
+
+impl From<&pb::HeartbeatRequest> for Heartbeat {
+    fn from(req: &pb::HeartbeatRequest) -> Heartbeat {
+        Heartbeat {
+            master_id: req.master_id,
+            term: req.term,
+            node_id: req.node_id,
+            master_index: req.applied_index,
+            lease_ack: req.lease_ack,
+        }
+    }
+}
+
+/// Why a heartbeat was refused. The messages are what masters receive (and match on), so they
+/// must not change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// This address is now served by another node (it was taken over).
+    #[error("this address serves node {serves}, not node {asked}")]
+    WrongNode { serves: u64, asked: u64 },
+    /// The master's term is below the highest this node has seen or its own Raft term.
+    #[error("stale master term {term}: this node has seen term {seen}")]
+    StaleTerm { term: u64, seen: u64 },
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        match refusal {
+            Refusal::StaleTerm { term, seen } => super::contact::stale_term(term, seen),
+            other => Status::failed_precondition(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_reach_the_master_as_failed_preconditions_with_todays_messages() {
+        let s = Status::from(Refusal::StaleTerm { term: 5, seen: 6 });
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "stale master term 5: this node has seen term 6"
+        );
+        let s = Status::from(Refusal::WrongNode {
+            serves: 7,
+            asked: 8,
+        });
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(s.message(), "this address serves node 7, not node 8");
+    }
+
+    #[test]
+    fn a_request_becomes_a_heartbeat_field_by_field() {
+        let req = pb::HeartbeatRequest {
+            master_id: 1,
+            term: 2,
+            node_id: 3,
+            applied_index: 4,
+            lease_ack: 5,
+        };
+        assert_eq!(
+            Heartbeat::from(&req),
+            Heartbeat {
+                master_id: 1,
+                term: 2,
+                node_id: 3,
+                master_index: 4,
+                lease_ack: 5,
+            }
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The replies of the ClusterAdmin service, one type each, shared by the daemon that builds them
+//! and the CLI that reads them. JSON is the wire format and what `--json` prints, so field names
+//! are a contract with scripts and tests: rename nothing here.
+
+use herd_cluster::NodeId;
+use herd_cluster::registry::{NodeStatus, OnDisconnect, Placement, RestartState, UptimeBucket};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use herd_cluster::ClusterStatus;
+pub use herd_cluster::DrainStatus;
+
+/// `cluster step-down`: the leader that stepped down (none known: `null`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteppedDown {
+    pub stepped_down: Option<NodeId>,
+}
+
+/// `cluster leave`: the node that left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    pub left: NodeId,
+}
+
+/// `cluster deploy`: the apps written to the registry, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub deployed: Vec<String>,
+}
+
+/// `cluster undeploy`: the app removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeployed {
+    pub undeployed: String,
+}
+
+/// `cluster scale`: the app and its new instance count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaled {
+    pub scaled: String,
+    pub instances: u32,
+}
+
+/// `cluster restart`: the app and the roll generation its instances must reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarting {
+    pub restarting: String,
+    pub generation: u64,
+}
+
+/// `cluster uptime`: every node's daily samples; day `d` starts at `d * day_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uptime {
+    pub day_ms: u64,
+    pub nodes: Vec<NodeUptime>,
+}
+
+/// One node's uptime record: day number → samples.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUptime {
+    pub id: NodeId,
+    pub addr: String,
+    pub status: NodeStatus,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub days: BTreeMap<u64, UptimeBucket>,
+}
+
+/// `cluster apps`: one deployed app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployedApp {
+    pub name: String,
+    pub desired: u32,
+    pub placement: Placement,
+    pub on_disconnect: OnDisconnect,
+    /// instance → node.
+    pub assignments: BTreeMap<u32, NodeId>,
+    /// The rolling restart in progress, if any.
+    pub restart: Option<RestartState>,
+    /// Where instances run per the master's last heartbeats; `None` when no master answered.
+    pub running: Option<Vec<RunningInstance>>,
+}
+
+/// One instance of an app as a node last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningInstance {
+    pub node: NodeId,
+    pub instance: u32,
+    /// The supervisor's status string (starting | running | backoff | stopping | stopped |
+    /// crashed), as the master received it.
+    pub status: String,
+    pub pid: Option<u32>,
+    pub generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    /// Today's JSON (as `json!` built it) parses into the type and comes back identical.
+    fn round_trips<T: Serialize + DeserializeOwned>(today: serde_json::Value) {
+        let typed: T = serde_json::from_value(today.clone()).expect("parses");
+        assert_eq!(serde_json::to_value(&typed).unwrap(), today);
+    }
+
+    #[test]
+    fn small_replies_keep_their_field_names() {
+        round_trips::<SteppedDown>(json!({ "stepped_down": 3 }));
+        round_trips::<SteppedDown>(json!({ "stepped_down": null }));
+        round_trips::<Left>(json!({ "left": 2 }));
+        round_trips::<Deployed>(json!({ "deployed": ["api", "web"] }));
+        round_trips::<Undeployed>(json!({ "undeployed": "api" }));
+        round_trips::<Scaled>(json!({ "scaled": "api", "instances": 4 }));
+        round_trips::<Restarting>(json!({ "restarting": "api", "generation": 7 }));
+    }
+
+    #[test]
+    fn uptime_keeps_its_shape() {
+        round_trips::<Uptime>(json!({
+            "day_ms": 86_400_000u64,
+            "nodes": [{
+                "id": 1, "addr": "127.0.0.1:7001", "status": "online", "labels": { "zone": "a" },
+                "days": { "20000": { "up_samples": 5, "total_samples": 6, "last_sample_ms": 9 } },
+            }],
+        }));
+    }
+
+    #[test]
+    fn apps_keep_their_shape_with_and_without_a_master() {
+        let app = |running: serde_json::Value| {
+            json!({
+                "name": "api",
+                "desired": 2,
+                "placement": serde_json::to_value(Placement::default()).unwrap(),
+                "on_disconnect": "keep",
+                "assignments": { "0": 1, "1": 2 },
+                "restart": { "generation": 3, "pending": { "1": 2 } },
+                "running": running,
+            })
+        };
+        round_trips::<DeployedApp>(app(json!([
+            { "node": 1, "instance": 0, "status": "running", "pid": 42, "generation": 3 },
+            { "node": 2, "instance": 1, "status": "backoff", "pid": null, "generation": 2 },
+        ])));
+        round_trips::<DeployedApp>(app(json!(null)));
+    }
+}

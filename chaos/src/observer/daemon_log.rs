@@ -123,7 +123,7 @@ mod tests {
         std::fs::write(
             &log,
             [
-                r#"{"timestamp":"1970-01-01T00:00:02.000Z","level":"INFO","fields":{"message":"master heartbeat: connected","master_id":7,"term":3},"target":"herd_cluster::agent::contact"}"#,
+                r#"{"timestamp":"1970-01-01T00:00:02.000Z","level":"INFO","fields":{"message":"master heartbeat: connected","master_id":7,"term":3},"target":"herd_cluster::agent::fence"}"#,
                 r#"{"timestamp":"1970-01-01T00:00:03.000Z","level":"WARN","fields":{"message":"refused heartbeat from a stale master","master_id":5,"term":2,"highest":3},"target":"x"}"#,
                 r#"{"timestamp":"1970-01-01T00:00:04.000Z","level":"INFO","fields":{"message":"master duties start","node_id":9,"term":4},"target":"x"}"#,
                 r#"{"timestamp":"1970-01-01T00:00:05.000Z","level":"INFO","fields":{"message":"something else"},"target":"x"}"#,

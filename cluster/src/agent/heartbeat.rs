@@ -45,7 +45,7 @@ pub(crate) enum Refusal {
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Status {
         match refusal {
-            Refusal::StaleTerm { term, seen } => super::contact::stale_term(term, seen),
+            Refusal::StaleTerm { term, seen } => super::fence::stale_term(term, seen),
             other => Status::failed_precondition(other.to_string()),
         }
     }

@@ -4,8 +4,8 @@
 //! to this node. Cut off from every master, it keeps its instances running, except those of
 //! apps that asked to stop when disconnected.
 
-mod contact;
 mod desired;
+mod fence;
 mod heartbeat;
 mod reconcile;
 mod report;
@@ -17,9 +17,9 @@ use std::pin::Pin;
 use serde::Deserialize;
 use serde::Serialize;
 
-pub(crate) use contact::AgentState;
-pub(crate) use contact::lease_length;
-pub(crate) use contact::refused_as_stale;
+pub(crate) use fence::AgentState;
+pub(crate) use fence::lease_length;
+pub(crate) use fence::refused_as_stale;
 pub(crate) use reconcile::AgentLoop;
 pub use report::InstanceReport;
 pub use report::InstanceStatus;

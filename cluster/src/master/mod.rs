@@ -10,10 +10,10 @@
 //! - places, reschedules and moves instances, advances rolling restarts, moves crash loops.
 
 mod clock;
+mod decisions;
 mod health;
 mod heartbeat;
 pub(crate) mod io;
-mod lifecycle;
 mod placement;
 mod runtime;
 mod stats;
@@ -29,6 +29,8 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 pub use self::clock::WallClock;
+pub use self::decisions::DrainStatus;
+pub(crate) use self::decisions::drain_status;
 pub use self::health::HealthTable;
 pub use self::health::NodeHealth;
 pub use self::health::NodeReport;
@@ -41,8 +43,6 @@ pub use self::heartbeat::HeartbeatTransport;
 pub use self::heartbeat::Heartbeater;
 pub use self::heartbeat::NodeLink;
 use self::io::MasterIo;
-pub use self::lifecycle::DrainStatus;
-pub(crate) use self::lifecycle::drain_status;
 pub use self::placement::PlacementInput;
 pub use self::placement::Plan;
 pub use self::placement::plan as plan_placement;

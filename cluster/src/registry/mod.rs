@@ -5,7 +5,7 @@
 pub mod access;
 mod apply;
 mod command;
-mod lifecycle;
+mod moves;
 mod uptime;
 
 use std::collections::BTreeMap;

@@ -137,7 +137,7 @@ pub async fn render(s: &HttpState) -> Result<String, String> {
     }
     reg.register(
         "herd_instance_up",
-        "1 when the instance is running (and healthy, if probed), else 0",
+        "1 when the instance is running (an instance with a probe runs once its first probe passed), else 0",
         up,
     );
     reg.register(

@@ -81,8 +81,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => RegistryResponse::Applied { changed: false }.into(),
-                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry)
-                    .apply_in_term(Some(entry.log_id.leader_id.term), &cmd),
+                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry).apply_at(
+                    Some(entry.log_id.leader_id.term),
+                    entry.log_id.index,
+                    &cmd,
+                ),
                 EntryPayload::Membership(m) => {
                     self.membership = Membership::new(Some(entry.log_id), m);
                     RegistryResponse::Applied { changed: true }.into()

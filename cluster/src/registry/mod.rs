@@ -6,6 +6,7 @@ pub mod access;
 mod apply;
 mod command;
 mod moves;
+mod slice;
 mod uptime;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use command::RegistryCommand;
 pub use command::RegistryResponse;
 pub use command::StaleTerm;
 pub use command::UptimeSample;
+pub use slice::NodeSlice;
 
 /// A Raft node id; ids are random, chosen once per data dir, and never reused.
 pub type NodeId = u64;
@@ -54,6 +56,19 @@ pub struct Registry {
     /// API tokens (hashes) and sealed secrets, the same on every node.
     #[serde(default, skip_serializing_if = "access::AccessBook::is_empty")]
     pub access: access::AccessBook,
+    /// node → log index of the last applied command that may have changed the node's slice
+    /// (what it runs, see [`Registry::slice_for`]): agents hold no replica and refetch their
+    /// slice only when this moves. Absent: unchanged since before versions were kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slice_versions: BTreeMap<NodeId, u64>,
+    /// Log index of the last applied change to `access`, which every slice carries whole.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub access_version: u64,
+}
+
+/// For `skip_serializing_if`: a version never bumped stays out of snapshots.
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Registry {

@@ -24,8 +24,14 @@ pub struct ClusterConfig {
     /// `ClusterNode::rpc_routes()` on its own server instead (e.g. one port for everything).
     pub serve_rpc: bool,
     pub discovery: Discovery,
-    /// Voting members wanted (3 or 5); nodes beyond that join as learners.
+    /// Voting members wanted (3 or 5).
     pub voters: usize,
+    /// Caught-up learners kept ready to replace a lost voter; every node beyond the voters and
+    /// the standbys is an agent (no Raft log, no replica: it fetches its own slice).
+    pub standbys: usize,
+    /// `Auto` lets this node become a voter or standby when the cluster needs one; `Agent`
+    /// never joins Raft (and keeps no Raft log on disk).
+    pub role: NodeRole,
     /// Shared secret every node-to-node call must present (printable ASCII).
     pub secret: String,
     pub labels: BTreeMap<String, String>,
@@ -57,6 +63,27 @@ pub struct ClusterConfig {
     pub tls: Option<PeerTls>,
 }
 
+/// Whether a node may hold a seat in Raft.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A voter or standby when the cluster needs one, an agent otherwise.
+    #[default]
+    Auto,
+    /// Always an agent.
+    Agent,
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NodeRole, String> {
+        match s {
+            "auto" => Ok(NodeRole::Auto),
+            "agent" => Ok(NodeRole::Agent),
+            other => Err(format!("role `{other}`: use \"auto\" or \"agent\"")),
+        }
+    }
+}
+
 /// One node's TLS material (PEM): the CA every node's certificate is signed by, and this
 /// node's certificate and key, used both to serve and to call peers. Peers are verified by
 /// the host of their address, so each certificate names its node's advertise host (an IP SAN
@@ -82,6 +109,7 @@ impl ClusterConfig {
     pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
     pub const DEFAULT_ELECTION_MIN_MS: u64 = 100;
     pub const DEFAULT_ELECTION_MAX_MS: u64 = 200;
+    pub const DEFAULT_STANDBYS: usize = 2;
     pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
     pub const DEFAULT_REPLACE_VOTER_AFTER_MS: u64 = 30_000;
     pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
@@ -109,6 +137,8 @@ impl ClusterConfig {
             serve_rpc: true,
             discovery,
             voters: 3,
+            standbys: Self::DEFAULT_STANDBYS,
+            role: NodeRole::Auto,
             secret: secret.into(),
             labels: BTreeMap::new(),
             data_dir: data_dir.into(),
@@ -161,6 +191,12 @@ impl ClusterConfig {
             return bad(format!(
                 "voters = {} must be between 1 and 7 (use 3 or 5)",
                 self.voters
+            ));
+        }
+        if self.standbys > 7 {
+            return bad(format!(
+                "standbys = {} must be at most 7 (2 is plenty: each one replicates the whole log)",
+                self.standbys
             ));
         }
         if self.secret.is_empty() {
@@ -235,6 +271,8 @@ impl fmt::Debug for ClusterConfig {
             .field("serve_rpc", &self.serve_rpc)
             .field("discovery", &self.discovery)
             .field("voters", &self.voters)
+            .field("standbys", &self.standbys)
+            .field("role", &self.role)
             .field("secret", &"***")
             .field("labels", &self.labels)
             .field("data_dir", &self.data_dir)

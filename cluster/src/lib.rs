@@ -42,6 +42,7 @@ pub use agent::LocalSupervisor;
 pub use agent::Resources;
 pub use config::ClusterConfig;
 pub use config::PeerTls;
+pub use config::NodeRole;
 pub use discovery::Discovery;
 pub use error::ClusterError;
 pub use error::with_causes;

@@ -64,6 +64,9 @@ pub(crate) struct AgentState {
     supervisor: RwLock<Option<Arc<dyn LocalSupervisor>>>,
     /// The restart generation each instance was last (re)started for, by the reconcile loop.
     generations: Mutex<HashMap<(String, u32), u64>>,
+    /// The master of the latest accepted heartbeat and its address: where a node outside Raft
+    /// sends what only the leader serves.
+    master: Mutex<Option<(u64, String)>>,
 }
 
 /// Replies remembered for the master's acknowledgement (one per heartbeat).
@@ -73,7 +76,7 @@ const REPLIES_KEPT: usize = 32;
 struct Contact {
     last: Option<Instant>,
     term: u64,
-    master_index: u64,
+    slice_version: u64,
     /// The recent replies (sequence number, when sent), newest last.
     replies: VecDeque<(u64, Instant)>,
     /// When the latest acknowledged reply was sent: the lease runs from there.
@@ -94,8 +97,8 @@ pub(crate) struct ContactView {
     pub singletons_until: Instant,
     /// When the lease runs from (the latest acknowledged reply was sent), if ever granted.
     pub lease_from: Option<Instant>,
-    /// The master's applied registry index in the latest heartbeat.
-    pub master_index: u64,
+    /// The version of this node's slice named by the latest heartbeat (the highest within a term).
+    pub slice_version: u64,
 }
 
 /// A node's singleton lease for a cluster whose nodes go offline after `offline_timeout`.
@@ -114,11 +117,34 @@ impl AgentState {
             wake: watch::channel(0).0,
             supervisor: RwLock::new(None),
             generations: Mutex::new(HashMap::new()),
+            master: Mutex::new(None),
         }
     }
 
     pub(crate) fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// Remembers the master of a heartbeat just accepted.
+    pub(crate) fn note_master(&self, id: u64, addr: &str) {
+        let mut m = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        if m.as_ref().is_none_or(|(i, a)| *i != id || a != addr) {
+            *m = Some((id, addr.to_string()));
+        }
+    }
+
+    /// The master of the latest accepted heartbeat, and its address.
+    pub(crate) fn master(&self) -> Option<(u64, String)> {
+        self.master
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How long since the last accepted heartbeat (`None`: none yet).
+    pub(crate) fn silent_for(&self) -> Option<Duration> {
+        let c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        c.last.map(|last| last.elapsed())
     }
 
     /// Checks and records a heartbeat; returns the sequence number for the reply. Refuses a
@@ -130,7 +156,7 @@ impl AgentState {
             master_id,
             term,
             node_id,
-            master_index,
+            slice_version,
             lease_ack,
         } = *hb;
         if node_id != 0 && node_id != self.node_id {
@@ -154,18 +180,20 @@ impl AgentState {
             return Err(Refusal::StaleTerm { term, seen: floor });
         }
         let now = Instant::now();
-        let (seq, connected, granted) = {
+        let (seq, connected, granted, newer_slice) = {
             let mut c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
             let was_connected = c
                 .last
                 .is_some_and(|last| now.duration_since(last) <= self.offline_timeout);
             let new_term = c.term != term;
             c.last = Some(now);
-            c.master_index = if new_term {
-                master_index
+            let before = c.slice_version;
+            c.slice_version = if new_term {
+                slice_version
             } else {
-                c.master_index.max(master_index)
+                c.slice_version.max(slice_version)
             };
+            let newer_slice = c.slice_version != before;
             c.term = term;
             let acked = c
                 .replies
@@ -184,12 +212,12 @@ impl AgentState {
             if c.replies.len() > REPLIES_KEPT {
                 c.replies.pop_front();
             }
-            (seq, !was_connected || new_term, granted)
+            (seq, !was_connected || new_term, granted, newer_slice)
         };
         if connected {
             tracing::info!(master_id, term, "master heartbeat: connected");
         }
-        if connected || granted {
+        if connected || granted || newer_slice {
             self.wake.send_modify(|n| *n += 1);
         }
         Ok(seq)
@@ -205,12 +233,12 @@ impl AgentState {
 
     /// Two heartbeats, the second acknowledging the first reply: contact and a lease.
     #[cfg(test)]
-    pub(crate) fn heartbeat_with_lease(&self, term: u64, master_index: u64) {
+    pub(crate) fn heartbeat_with_lease(&self, term: u64, slice_version: u64) {
         let hb = |lease_ack| Heartbeat {
             master_id: 9,
             term,
             node_id: 0,
-            master_index,
+            slice_version,
             lease_ack,
         };
         let seq = self.accept(&hb(0), 0).expect("heartbeat");
@@ -234,7 +262,7 @@ impl AgentState {
                 .lease_from
                 .map_or(self.started, |from| from + self.offline_timeout * 3 / 4),
             lease_from: c.lease_from,
-            master_index: c.master_index,
+            slice_version: c.slice_version,
         }
     }
 
@@ -281,12 +309,12 @@ impl AgentState {
 mod tests {
     use super::*;
 
-    fn hb(master_id: u64, term: u64, node_id: u64, master_index: u64, lease_ack: u64) -> Heartbeat {
+    fn hb(master_id: u64, term: u64, node_id: u64, slice_version: u64, lease_ack: u64) -> Heartbeat {
         Heartbeat {
             master_id,
             term,
             node_id,
-            master_index,
+            slice_version,
             lease_ack,
         }
     }
@@ -389,7 +417,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         let v = s.view(Instant::now());
         assert!(!v.connected && v.heard);
-        assert_eq!(v.master_index, 3);
+        assert_eq!(v.slice_version, 3);
         let wake = s.wake_signal();
         s.accept(&hb(9, 1, 1, 4, 0), 0).expect("master is back");
         assert!(

@@ -12,8 +12,8 @@ pub(crate) struct Heartbeat {
     pub term: u64,
     /// The node the master means to reach; 0 = whoever answers.
     pub node_id: u64,
-    /// The master's applied registry index when it sent this.
-    pub master_index: u64,
+    /// The version of this node's slice in the master's registry when it sent this.
+    pub slice_version: u64,
     /// The latest reply (its sequence number) the master received from this node; 0 = none.
     pub lease_ack: u64,
 }
@@ -24,7 +24,7 @@ impl From<&pb::HeartbeatRequest> for Heartbeat {
             master_id: req.master_id,
             term: req.term,
             node_id: req.node_id,
-            master_index: req.applied_index,
+            slice_version: req.slice_version,
             lease_ack: req.lease_ack,
         }
     }
@@ -77,8 +77,10 @@ mod tests {
             master_id: 1,
             term: 2,
             node_id: 3,
-            applied_index: 4,
+            applied_index: 9,
             lease_ack: 5,
+            slice_version: 4,
+            master_addr: String::new(),
         };
         assert_eq!(
             Heartbeat::from(&req),
@@ -86,7 +88,7 @@ mod tests {
                 master_id: 1,
                 term: 2,
                 node_id: 3,
-                master_index: 4,
+                slice_version: 4,
                 lease_ack: 5,
             }
         );

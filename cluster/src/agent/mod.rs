@@ -10,6 +10,7 @@ mod heartbeat;
 mod reconcile;
 mod report;
 mod service;
+mod slice;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,11 @@ pub use report::Resources;
 pub use report::UnknownStatus;
 pub use report::status_is_live;
 pub(crate) use service::AgentService;
+pub use slice::HeldSlice;
+pub use slice::SLICE_FILE;
+pub(crate) use slice::SliceFetch;
+pub(crate) use slice::SliceStore;
+pub(crate) use slice::fetch_loop;
 
 /// What the cluster needs from the node's local supervisor. The daemon implements it; the
 /// cluster library never spawns processes itself.

@@ -1,8 +1,8 @@
 //! The agent's reconcile loop: tell the local supervisor what to run whenever this node's
 //! desired set changes, and every few seconds anyway.
 //!
-//! - It acts on its replica only once it is in sync: a master was heard and the replica has
-//!   applied what that master had applied when it sent the heartbeat. So a node coming back
+//! - It acts on its slice of the registry only once it is in sync: a master was heard and the
+//!   slice held is at least the version that master's heartbeat named. So a node coming back
 //!   from a partition never restarts work the master already moved elsewhere.
 //! - Cut off from every master for `offline_timeout`, it stops `on_disconnect = "stop"` apps and
 //!   keeps the rest running.
@@ -24,6 +24,7 @@ use super::DesiredInstance;
 use super::LocalSupervisor;
 use super::desired;
 use super::desired::Wanted;
+use super::slice::HeldSlice;
 use crate::registry::Registry;
 
 /// Reconcile with an unchanged set this often (the supervisor may have drifted).
@@ -37,9 +38,8 @@ const IDLE: Duration = Duration::from_secs(3600);
 
 pub(crate) struct AgentLoop {
     pub(crate) state: Arc<AgentState>,
-    pub(crate) registry: watch::Receiver<Arc<Registry>>,
-    /// The local replica's applied log index.
-    pub(crate) applied_index: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+    /// This node's slice of the registry (`slice.rs`), `None` until it holds one.
+    pub(crate) slices: watch::Receiver<Option<Arc<HeldSlice>>>,
     pub(crate) supervisor: Arc<dyn LocalSupervisor>,
 }
 
@@ -60,16 +60,17 @@ impl AgentLoop {
         let mut ever_synced = false;
         let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
         let mut lease_given: Option<Instant> = None;
+        let empty = Registry::default();
         loop {
             let now = Instant::now();
-            // The applied index first, then the registry: the state machine publishes a
-            // registry before Raft reports its index applied, so the registry read next is at
-            // least that new. The other order let a batch land in between, and a stale
-            // registry pass as in sync (the soak saw a singleton started from it for 0.2 s).
-            let applied = (self.applied_index)();
-            let reg = self.registry.borrow_and_update().clone();
+            // The slice and its version travel together: no replica can be read between them.
+            let held = self.slices.borrow_and_update().clone();
+            let applied = held.as_ref().map(|h| h.version());
+            let reg: &Registry = held.as_ref().map_or(&empty, |h| &h.slice.registry);
             let view = self.state.view(now);
-            let synced = view.connected && view.heard && applied.unwrap_or(0) >= view.master_index;
+            let synced = view.connected
+                && view.heard
+                && applied.is_some_and(|v| v >= view.slice_version);
             ever_synced |= synced;
             let mode = if synced {
                 Some(Mode::Full)
@@ -82,7 +83,7 @@ impl AgentLoop {
             };
             let mut poll = false;
             if let Some(mode) = mode {
-                let wanted = desired::from_registry(&reg, me);
+                let wanted = desired::from_registry(reg, me);
                 self.state.retain_generations(|app, i| {
                     wanted
                         .iter()
@@ -135,7 +136,7 @@ impl AgentLoop {
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
-                r = self.registry.changed() => if r.is_err() { return },
+                r = self.slices.changed() => if r.is_err() { return },
                 r = wake.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(wake_at) => {}
             }
@@ -203,8 +204,6 @@ mod tests {
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Mutex;
-    use std::sync::atomic::AtomicU64;
-    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::agent::InstanceReport;
@@ -213,6 +212,7 @@ mod tests {
     use crate::registry::App;
     use crate::registry::Assignment;
     use crate::registry::NodeRecord;
+    use crate::registry::NodeSlice;
     use crate::registry::OnDisconnect;
     use crate::registry::RegistryCommand;
 
@@ -300,30 +300,56 @@ mod tests {
     struct Harness {
         state: Arc<AgentState>,
         sup: Arc<FakeSupervisor>,
-        applied: Arc<AtomicU64>,
-        registry: watch::Sender<Arc<Registry>>,
+        slices: watch::Sender<Option<Arc<HeldSlice>>>,
         _stop: watch::Sender<bool>,
+    }
+
+    impl Harness {
+        /// The node now holds its slice at `version` (same content).
+        fn set_version(&self, version: u64) {
+            self.slices.send_modify(|h| {
+                if let Some(h) = h {
+                    Arc::make_mut(h).slice.version = version;
+                }
+            });
+        }
+        /// A new slice with changed content and the same version number.
+        fn modify(&self, f: impl FnOnce(&mut Registry)) {
+            self.slices.send_modify(|h| {
+                if let Some(h) = h {
+                    f(&mut Arc::make_mut(h).slice.registry);
+                }
+            });
+        }
+        /// The same slice published again.
+        fn touch(&self) {
+            self.slices.send_modify(|_| {});
+        }
     }
 
     fn harness(reg: Registry) -> Harness {
         let state = Arc::new(AgentState::new(1, Duration::from_secs(90)));
         let sup = Arc::new(FakeSupervisor::default());
-        let applied = Arc::new(AtomicU64::new(5));
-        let (registry, rx) = watch::channel(Arc::new(reg));
+        let held = HeldSlice {
+            as_of: 5,
+            slice: NodeSlice {
+                node: 1,
+                version: 5,
+                registry: reg,
+            },
+        };
+        let (slices, rx) = watch::channel(Some(Arc::new(held)));
         let (stop, stop_rx) = watch::channel(false);
-        let a = applied.clone();
         let agent = AgentLoop {
             state: state.clone(),
-            registry: rx,
-            applied_index: Box::new(move || Some(a.load(Ordering::SeqCst))),
+            slices: rx,
             supervisor: sup.clone(),
         };
         tokio::spawn(agent.run(stop_rx));
         Harness {
             state,
             sup,
-            applied,
-            registry,
+            slices,
             _stop: stop,
         }
     }
@@ -344,8 +370,7 @@ mod tests {
             h.sup.renewals.lock().expect("lock").is_empty(),
             "no lease out of sync"
         );
-        h.applied.store(8, Ordering::SeqCst);
-        h.registry.send_modify(|_| {});
+        h.set_version(8);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.calls(), vec![both()]);
         let renewals = h.sup.renewals.lock().expect("lock").clone();
@@ -359,7 +384,7 @@ mod tests {
             "at most 7/8 of the offline timeout, counted from the acknowledged reply"
         );
         // Unchanged: resync every 5 s, not on every registry change.
-        h.registry.send_modify(|_| {});
+        h.touch();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.calls().len(), 1);
         tokio::time::sleep(RESYNC).await;
@@ -399,8 +424,7 @@ mod tests {
         h.state.heartbeat_with_lease(2, 12);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.last(), Some(vec![("api".into(), 0)]));
-        h.applied.store(12, Ordering::SeqCst);
-        h.registry.send_modify(|_| {});
+        h.set_version(12);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.sup.last(), Some(both()));
     }
@@ -411,8 +435,7 @@ mod tests {
         h.state.heartbeat_with_lease(1, 5);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(h.state.generation("api", 0), Some(0));
-        h.registry.send_modify(|r| {
-            let r = Arc::make_mut(r);
+        h.modify(|r| {
             r.apply(&RegistryCommand::RestartApp {
                 name: "api".into(),
                 generation: 1,

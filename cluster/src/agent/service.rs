@@ -67,6 +67,9 @@ impl Agent for AgentService {
         let seq = self
             .state
             .accept(&Heartbeat::from(&req), (self.local_term)())?;
+        if !req.master_addr.is_empty() {
+            self.state.note_master(req.master_id, &req.master_addr);
+        }
         Ok(Response::new(reply(&self.state, seq)))
     }
 }

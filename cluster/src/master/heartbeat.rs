@@ -90,6 +90,8 @@ pub struct HeartbeatConfig {
     pub timeout: Duration,
     /// Heartbeats in flight at once.
     pub concurrency: usize,
+    /// The master's cluster address, sent with every heartbeat.
+    pub master_addr: String,
 }
 
 struct BeatCtx {
@@ -97,8 +99,12 @@ struct BeatCtx {
     transport: Arc<dyn HeartbeatTransport>,
     health: Arc<HealthTable>,
     permits: Semaphore,
-    applied_index: Box<dyn Fn() -> u64 + Send + Sync>,
+    versions: Versions,
 }
+
+/// What a heartbeat to a node carries of the master's registry: its applied index and the
+/// version of that node's slice.
+pub type Versions = Box<dyn Fn(NodeId) -> (u64, u64) + Send + Sync>;
 
 /// Heartbeats every target node until dropped (dropping aborts every heartbeat task).
 pub struct Heartbeater {
@@ -121,12 +127,13 @@ pub(crate) fn phase(id: NodeId, interval: Duration) -> Duration {
 }
 
 impl Heartbeater {
-    /// `applied_index` is the master's applied registry index, sent with every heartbeat.
+    /// `versions` gives the master's applied registry index and a node's slice version, sent
+    /// with every heartbeat.
     pub fn new(
         cfg: HeartbeatConfig,
         transport: Arc<dyn HeartbeatTransport>,
         health: Arc<HealthTable>,
-        applied_index: Box<dyn Fn() -> u64 + Send + Sync>,
+        versions: Versions,
     ) -> Heartbeater {
         let permits = Semaphore::new(cfg.concurrency.max(1));
         Heartbeater {
@@ -135,7 +142,7 @@ impl Heartbeater {
                 transport,
                 health,
                 permits,
-                applied_index,
+                versions,
             }),
             tasks: HashMap::new(),
         }
@@ -156,7 +163,7 @@ impl Heartbeater {
             cfg,
             Arc::new(transport),
             health,
-            Box::new(|| 0),
+            Box::new(|_| (0, 0)),
         ))
     }
 
@@ -243,12 +250,15 @@ impl BeatCtx {
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
+        let (applied_index, slice_version) = (self.versions)(id);
         let req = pb::HeartbeatRequest {
             master_id: self.cfg.master_id,
             term: self.cfg.term,
             node_id: id,
-            applied_index: (self.applied_index)(),
+            applied_index,
             lease_ack: self.health.lease_ack(id),
+            slice_version,
+            master_addr: self.cfg.master_addr.clone(),
         };
         let stats = &self.health.stats;
         stats
@@ -310,10 +320,11 @@ mod tests {
                 interval,
                 timeout: interval,
                 concurrency: 8,
+                master_addr: String::new(),
             },
             Arc::new(fake.clone()),
             Arc::new(HealthTable::new(WallClock::at(0))),
-            Box::new(|| 0),
+            Box::new(|_| (0, 0)),
         )
     }
 

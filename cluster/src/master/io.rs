@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::heartbeat::HeartbeatTransport;
+use super::heartbeat::Versions;
 use crate::raft::Member;
 use crate::registry::ApplyOutcome;
 use crate::registry::NodeId;
@@ -32,8 +33,8 @@ pub(crate) trait MasterIo: Send + Sync + 'static {
     fn members(&self) -> Vec<(NodeId, Member)>;
     /// Changes whenever the membership changes (cheap to poll).
     fn membership_version(&self) -> Option<u64>;
-    /// The local replica's applied log index, sent with heartbeats.
-    fn applied_index(&self) -> Box<dyn Fn() -> u64 + Send + Sync>;
+    /// The local replica's applied log index and a node's slice version, sent with heartbeats.
+    fn versions(&self) -> Versions;
     fn transport(&self) -> Arc<dyn HeartbeatTransport>;
     /// Applies `cmd` through Raft on this node only (never forwarded). A fenced command from a
     /// term that is over comes back as `ApplyOutcome::StaleTerm`.

@@ -12,7 +12,7 @@
 mod clock;
 mod decisions;
 mod health;
-mod heartbeat;
+pub(crate) mod heartbeat;
 pub(crate) mod io;
 mod placement;
 mod runtime;

@@ -52,6 +52,8 @@ pub(crate) struct TermSettings {
     pub heartbeat_concurrency: usize,
     pub bucket_ms: u64,
     pub retention_days: u64,
+    /// This node's cluster address, sent with heartbeats (agents learn the leader from them).
+    pub master_addr: String,
 }
 
 impl TermSettings {
@@ -64,6 +66,7 @@ impl TermSettings {
             heartbeat_concurrency: cfg.heartbeat_concurrency,
             bucket_ms: cfg.uptime_bucket_ms,
             retention_days: cfg.uptime_retention_days,
+            master_addr: cfg.advertise.clone(),
         }
     }
 }
@@ -122,10 +125,11 @@ impl MasterTerm {
                 interval: settings.heartbeat_interval,
                 timeout: settings.heartbeat_interval,
                 concurrency: settings.heartbeat_concurrency,
+                master_addr: settings.master_addr.clone(),
             },
             io.transport(),
             health.clone(),
-            io.applied_index(),
+            io.versions(),
         );
         MasterTerm {
             io,
@@ -325,7 +329,9 @@ impl MasterTerm {
         Ok(())
     }
 
-    /// A record for every Raft member (one write), `Left` for records of former members.
+    /// A record for every Raft member (one write). A node that leaves Raft keeps its record: it
+    /// goes on as an agent (or is judged offline by the sweep if it is gone); only a `leave` or
+    /// a new node registering at its address marks it `Left`.
     async fn sync_records(&self, reg: &Registry) -> Result<(), Deposed> {
         let members = self.io.members();
         if members.is_empty() {
@@ -352,18 +358,6 @@ impl MasterTerm {
                 "recording cluster members"
             );
             self.write(RegistryCommand::UpsertNodes { nodes: upserts })
-                .await?;
-        }
-        let ids: HashSet<NodeId> = members.iter().map(|(id, _)| *id).collect();
-        let left: Vec<(NodeId, NodeStatus)> = reg
-            .nodes
-            .values()
-            .filter(|n| n.status != NodeStatus::Left && !ids.contains(&n.id))
-            .map(|n| (n.id, NodeStatus::Left))
-            .collect();
-        if !left.is_empty() {
-            tracing::info!(term = self.term, nodes = ?left, "nodes left the membership");
-            self.write(RegistryCommand::SetNodeStatus { updates: left })
                 .await?;
         }
         Ok(())

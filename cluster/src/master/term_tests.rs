@@ -32,6 +32,7 @@ fn settings() -> TermSettings {
         heartbeat_concurrency: 64,
         bucket_ms: DAY_MS,
         retention_days: 90,
+        master_addr: "10.0.0.1:9700".into(),
     }
 }
 

@@ -180,8 +180,9 @@ impl MasterIo for FakeWorld {
         Some(self.members.lock().expect("lock").len() as u64)
     }
 
-    fn applied_index(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
-        Box::new(|| 0)
+    fn versions(&self) -> crate::master::heartbeat::Versions {
+        let registry = self.published.subscribe();
+        Box::new(move |id| (0, registry.borrow().slice_version(id)))
     }
 
     fn transport(&self) -> Arc<dyn HeartbeatTransport> {

@@ -13,6 +13,7 @@ use tonic::Status;
 
 use super::forwarder::not_leader;
 use super::membership::JoinOutcome;
+use super::membership::Joiner;
 use super::shared::Served;
 use super::shared::Shared;
 use crate::error::ClusterError;
@@ -89,9 +90,14 @@ impl ClusterApi for ClusterApiService {
                 "join needs a node id and an address",
             ));
         }
-        let member = Member {
-            addr: req.addr.clone(),
-            labels: req.labels.clone().into_iter().collect(),
+        let joiner = Joiner {
+            id: req.node_id,
+            member: Member {
+                addr: req.addr.clone(),
+                labels: req.labels.clone().into_iter().collect(),
+            },
+            agent_only: req.agent_only,
+            version: (!req.version.is_empty()).then(|| req.version.clone()),
         };
         let shared = &self.shared;
         let joined = |outcome: JoinOutcome| pb::JoinReply {
@@ -105,7 +111,7 @@ impl ClusterApi for ClusterApiService {
                 JOIN_TIMEOUT,
                 || async {
                     Ok(shared
-                        .join_local(req.node_id, member.clone())
+                        .join_local(joiner.clone())
                         .await?
                         .map(joined))
                 },
@@ -167,6 +173,28 @@ impl ClusterApi for ClusterApiService {
             })),
             Served::NotLeader(hint) => Err(not_leader(hint)),
         }
+    }
+
+    async fn slice(
+        &self,
+        req: Request<pb::SliceRequest>,
+    ) -> Result<Response<pb::SliceReply>, Status> {
+        let held = served(Ok(self.shared.slice_local(req.into_inner().node_id)))?;
+        Ok(Response::new(pb::SliceReply {
+            slice: encode(&held.slice)?,
+            as_of: held.as_of,
+        }))
+    }
+
+    async fn read(
+        &self,
+        _req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadReply>, Status> {
+        let (registry, as_of) = served(self.shared.read_whole_local().await)?;
+        Ok(Response::new(pb::ReadReply {
+            registry: encode(&*registry)?,
+            as_of,
+        }))
     }
 
     async fn status(

@@ -23,6 +23,7 @@ use crate::discovery::Announcement;
 use crate::discovery::ClusterIdRecord;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
+use crate::config::NodeRole;
 use crate::raft::Member;
 
 /// How long a node may go without hearing from a leader before it asks peers to (re)add it.
@@ -119,9 +120,21 @@ impl Formation {
         if self.shared.raft.is_leader() {
             return SETTLED;
         }
-        // A pristine node asks at once; a member only after its leader went quiet.
+        // A pristine node asks at once; a member only after its leader went quiet, an agent only
+        // after its master did (it hears no Raft traffic, only heartbeats).
         let initialized = self.shared.raft.is_initialized().await.unwrap_or(true);
-        if initialized && self.shared.leader_contact.elapsed() < REJOIN_AFTER {
+        let quiet = if self.shared.registered_agent.load(Ordering::SeqCst) {
+            let rejoin_after = Duration::from_millis(3 * self.shared.cfg.heartbeat_interval_ms)
+                .max(REJOIN_AFTER);
+            self.shared
+                .agent
+                .silent_for()
+                .is_none_or(|s| s >= rejoin_after)
+                && self.shared.leader_contact.elapsed() >= REJOIN_AFTER
+        } else {
+            !initialized || self.shared.leader_contact.elapsed() >= REJOIN_AFTER
+        };
+        if !quiet {
             *backoff = Duration::from_millis(100);
             return Duration::from_millis(200);
         }
@@ -129,7 +142,8 @@ impl Formation {
         if round.joined {
             return SETTLED;
         }
-        if !initialized && !round.initialized_peer && self.bootstrap().await {
+        let may_bootstrap = self.shared.cfg.role != NodeRole::Agent;
+        if may_bootstrap && !initialized && !round.initialized_peer && self.bootstrap().await {
             return SETTLED;
         }
         let pause = jitter(*backoff);
@@ -169,6 +183,8 @@ impl Formation {
             node_id: self.shared.id,
             addr: self.shared.cfg.advertise.clone(),
             labels: self.shared.cfg.labels.clone().into_iter().collect(),
+            agent_only: self.shared.cfg.role == NodeRole::Agent,
+            version: env!("CARGO_PKG_VERSION").to_string(),
         };
         for addr in self.candidates().await {
             let Ok(mut client) = self.shared.forwarder.client(&addr) else {
@@ -196,6 +212,9 @@ impl Formation {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
                     tracing::info!(node_id = self.shared.id, via = %addr, leader = reply.leader_id, role = %reply.role, "joined cluster");
+                    self.shared
+                        .registered_agent
+                        .store(reply.role == "agent", Ordering::SeqCst);
                     round.joined = true;
                     return round;
                 }

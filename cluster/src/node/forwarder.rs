@@ -8,6 +8,7 @@
 //! because a reply lost after a commit cannot be told apart from a lost request.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use herd_proto::cluster::cluster_api_client::ClusterApiClient;
@@ -20,6 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::shared::Served;
+use crate::agent::AgentState;
 use crate::error::ClusterError;
 use crate::raft::HerdRaft;
 use crate::raft::network::MAX_MESSAGE_BYTES;
@@ -60,6 +62,8 @@ pub(crate) struct Forwarder {
     pub(crate) raft: HerdRaft,
     pub(crate) channels: PeerChannels,
     pub(crate) auth: ClientAuth,
+    /// The agent's contact: a node outside Raft knows its leader only from heartbeats.
+    pub(crate) contact: Arc<AgentState>,
 }
 
 impl Forwarder {
@@ -71,18 +75,18 @@ impl Forwarder {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// The leader and its address, if this node knows one (it may be this node).
+    /// The leader and its address, if this node knows one (it may be this node): from Raft,
+    /// or, on a node outside Raft, from the latest master heartbeat.
     pub(crate) fn remote_leader(&self) -> Option<(u64, String)> {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        let leader = m.current_leader?;
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone();
-        Some((leader, addr))
+        let from_raft = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.current_leader.and_then(|leader| {
+                let node = m.membership_config.membership().get_node(&leader)?;
+                Some((leader, node.addr.clone()))
+            })
+        };
+        from_raft.or_else(|| self.contact.master())
     }
 
     /// Runs one leader-only request to its answer within `timeout`. While this node leads,
@@ -163,12 +167,20 @@ impl Forwarder {
     }
 
     fn addr_of(&self, id: u64) -> Option<String> {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
+        let from_raft = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        };
+        from_raft.or_else(|| {
+            self.contact
+                .master()
+                .filter(|(m, _)| *m == id)
+                .map(|(_, addr)| addr)
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use super::shared::Served;
 use super::shared::Shared;
 use crate::master::GrpcTransport;
 use crate::master::HeartbeatTransport;
+use crate::master::heartbeat::Versions;
 use crate::master::io::MasterIo;
 use crate::master::io::WriteError;
 use crate::master::io::WriteFuture;
@@ -53,9 +54,14 @@ impl MasterIo for RaftIo {
         m.membership_config.log_id().as_ref().map(|l| l.index)
     }
 
-    fn applied_index(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+    fn versions(&self) -> Versions {
         let raft = self.shared.raft.clone();
-        Box::new(move || applied_index(&raft).unwrap_or(0))
+        let registry = self.shared.registry.clone();
+        Box::new(move |id| {
+            // The slice version from a registry at least as new as the index sent with it.
+            let applied = applied_index(&raft).unwrap_or(0);
+            (applied, registry.borrow().slice_version(id))
+        })
     }
 
     fn transport(&self) -> Arc<dyn HeartbeatTransport> {

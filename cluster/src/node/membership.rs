@@ -1,6 +1,11 @@
 //! The leader's membership keeper: the only place that changes the Raft membership, one change
-//! at a time. It serves join and leave requests and, every second, keeps the voter count up:
+//! at a time. Raft holds only the voters and up to `standbys` caught-up learners; every other
+//! node is an agent, registered in the registry (one small write) and outside Raft. It serves
+//! join and leave requests and, every second, keeps the seats filled:
 //! - fewer voters than configured and a caught-up learner → promote the learner;
+//! - fewer standbys than configured → add an online agent that may hold a seat as a learner;
+//! - more learners than standbys (and the voters complete) → the least caught-up one leaves
+//!   Raft and goes on as an agent;
 //! - a voter unreachable for `replace_voter_after_ms` (or whose address is now served by
 //!   another member, i.e. it was wiped and came back under a new id) → replace it by a
 //!   caught-up learner and drop it from the cluster;
@@ -23,12 +28,18 @@ use super::status::MemberStatus;
 use super::status::local_status;
 use crate::error::ClusterError;
 use crate::raft::Member;
+use crate::registry::NodeRecord;
+use crate::registry::NodeStatus;
+use crate::registry::RegistryCommand;
+use crate::registry::RegistryResponse;
 
 /// How a join ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum JoinOutcome {
     Voter,
     Learner,
+    /// Registered in the registry, outside Raft.
+    Agent,
 }
 
 impl JoinOutcome {
@@ -36,14 +47,37 @@ impl JoinOutcome {
         match self {
             JoinOutcome::Voter => "voter",
             JoinOutcome::Learner => "learner",
+            JoinOutcome::Agent => "agent",
+        }
+    }
+}
+
+/// A node asking to join.
+#[derive(Clone, Debug)]
+pub(crate) struct Joiner {
+    pub id: u64,
+    pub member: Member,
+    /// Pinned to the agent role by its config.
+    pub agent_only: bool,
+    pub version: Option<String>,
+}
+
+impl Joiner {
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            id: self.id,
+            addr: self.member.addr.clone(),
+            labels: self.member.labels.clone(),
+            version: self.version.clone(),
+            agent_only: self.agent_only,
+            ..NodeRecord::default()
         }
     }
 }
 
 pub(crate) enum MembershipOp {
     Join {
-        id: u64,
-        member: Member,
+        joiner: Joiner,
         reply: oneshot::Sender<Result<Served<JoinOutcome>, ClusterError>>,
     },
     Leave {
@@ -95,8 +129,8 @@ impl MembershipKeeper {
 
     async fn handle(&mut self, op: MembershipOp) {
         match op {
-            MembershipOp::Join { id, member, reply } => {
-                let _ = reply.send(self.join(id, member).await);
+            MembershipOp::Join { joiner, reply } => {
+                let _ = reply.send(self.join(joiner).await);
             }
             MembershipOp::Leave { id, reply } => {
                 let _ = reply.send(self.leave(id).await);
@@ -108,10 +142,11 @@ impl MembershipKeeper {
         self.shared.raft.as_leader().err().map(|f| f.leader_id)
     }
 
-    async fn join(&mut self, id: u64, member: Member) -> Result<Served<JoinOutcome>, ClusterError> {
+    async fn join(&mut self, joiner: Joiner) -> Result<Served<JoinOutcome>, ClusterError> {
         if let Some(hint) = self.not_leader() {
             return Ok(Served::NotLeader(hint));
         }
+        let id = joiner.id;
         let m = self.shared.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&id).is_some() {
@@ -122,10 +157,23 @@ impl MembershipKeeper {
                 JoinOutcome::Learner
             }));
         }
-        tracing::info!(node = id, addr = %member.addr, "adding node as learner");
+        let voters = membership.voter_ids().count();
+        let learners = membership.learner_ids().count();
+        // Registered first, whatever its seat: the node is in the registry (and heartbeated)
+        // even while a seat in Raft is still being arranged.
+        if let Served::NotLeader(hint) = self.register(&joiner).await? {
+            return Ok(Served::NotLeader(hint));
+        }
+        let wanted = self.shared.cfg.voters;
+        let seat = !joiner.agent_only && (voters < wanted || learners < self.shared.cfg.standbys);
+        if !seat {
+            tracing::info!(node = id, addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
+            return Ok(Served::Done(JoinOutcome::Agent));
+        }
+        tracing::info!(node = id, addr = %joiner.member.addr, "adding node as learner");
         match tokio::time::timeout(
             ADD_LEARNER_TIMEOUT,
-            self.shared.raft.add_learner(id, member, true),
+            self.shared.raft.add_learner(id, joiner.member, true),
         )
         .await
         {
@@ -151,7 +199,7 @@ impl MembershipKeeper {
             .membership()
             .voter_ids()
             .count();
-        if voters >= self.shared.cfg.voters {
+        if voters >= wanted {
             return Ok(Served::Done(JoinOutcome::Learner));
         }
         self.change(
@@ -162,13 +210,42 @@ impl MembershipKeeper {
         Ok(Served::Done(JoinOutcome::Voter))
     }
 
+    /// The joiner's registry record (one write), skipped when the registry already says so.
+    async fn register(&self, joiner: &Joiner) -> Result<Served<()>, ClusterError> {
+        let record = joiner.record();
+        let known = self.shared.registry.borrow().nodes.get(&joiner.id).is_some_and(|r| {
+            r.addr == record.addr
+                && r.labels == record.labels
+                && r.version == record.version
+                && r.agent_only == record.agent_only
+                && r.status != NodeStatus::Left
+        });
+        if known {
+            return Ok(Served::Done(()));
+        }
+        match self
+            .shared
+            .write_local(RegistryCommand::RegisterNode { node: record })
+            .await?
+        {
+            Served::Done(o) if o.is_applied() => Ok(Served::Done(())),
+            Served::Done(o) => Err(ClusterError::Membership(format!(
+                "register node {}: {:?}",
+                joiner.id,
+                RegistryResponse::from(o)
+            ))),
+            Served::NotLeader(hint) => Ok(Served::NotLeader(hint)),
+        }
+    }
+
     async fn leave(&mut self, id: u64) -> Result<Served<()>, ClusterError> {
         if let Some(hint) = self.not_leader() {
             return Ok(Served::NotLeader(hint));
         }
         let view = self.view();
         let Some(leaving) = view.members.iter().find(|s| s.id == id) else {
-            return Ok(Served::Done(()));
+            // An agent: only its record says it is part of the cluster.
+            return self.mark_left(id).await;
         };
         if leaving.role == "learner" {
             self.change(
@@ -176,7 +253,7 @@ impl MembershipKeeper {
                 "remove leaving learner",
             )
             .await?;
-            return Ok(Served::Done(()));
+            return self.mark_left(id).await;
         }
         let mut voters: BTreeSet<u64> = view.voters().filter(|&v| v != id).collect();
         if voters.is_empty() {
@@ -195,7 +272,19 @@ impl MembershipKeeper {
             "remove leaving voter",
         )
         .await?;
-        Ok(Served::Done(()))
+        self.mark_left(id).await
+    }
+
+    /// Records that `id` left on purpose: the master stops heartbeating it and moves its work.
+    async fn mark_left(&self, id: u64) -> Result<Served<()>, ClusterError> {
+        let known = self.shared.registry.borrow().nodes.contains_key(&id);
+        if !known {
+            return Ok(Served::Done(()));
+        }
+        let cmd = RegistryCommand::SetNodeStatus {
+            updates: vec![(id, NodeStatus::Left)],
+        };
+        Ok(self.shared.write_local(cmd).await?.map(|_| ()))
     }
 
     /// One corrective membership change at most per call.
@@ -277,7 +366,91 @@ impl MembershipKeeper {
                 )
                 .await;
         }
-        Ok(())
+        self.keep_standbys(&view, voters.len() >= wanted).await
+    }
+
+    /// Keeps `standbys` learners: an unreachable one leaves Raft after `replace_voter_after_ms`
+    /// (it goes on as an agent), extra ones leave once the voters are complete, and a missing
+    /// one is filled by an online agent that may hold a seat.
+    async fn keep_standbys(&mut self, view: &View, voters_complete: bool) -> Result<(), ClusterError> {
+        let now = Instant::now();
+        let replace_after = Duration::from_millis(self.shared.cfg.replace_voter_after_ms);
+        let learners: Vec<&MemberStatus> =
+            view.members.iter().filter(|s| s.role == "learner").collect();
+        let lost = learners.iter().find(|s| {
+            self.unreachable_since
+                .get(&s.id)
+                .is_some_and(|since| now.duration_since(*since) >= replace_after)
+        });
+        if let Some(lost) = lost {
+            tracing::warn!(node = lost.id, "standby unreachable: it leaves raft and goes on as an agent");
+            return self
+                .change(
+                    ChangeMembers::RemoveNodes(BTreeSet::from([lost.id])),
+                    "remove unreachable standby",
+                )
+                .await;
+        }
+        let standbys = self.shared.cfg.standbys;
+        if voters_complete && learners.len() > standbys {
+            let Some(extra) = learners
+                .iter()
+                .min_by_key(|s| (s.reachable == Some(true), s.matched_index, std::cmp::Reverse(s.id)))
+            else {
+                return Ok(());
+            };
+            tracing::info!(node = extra.id, standbys, "more standbys than wanted: one goes on as an agent");
+            return self
+                .change(
+                    ChangeMembers::RemoveNodes(BTreeSet::from([extra.id])),
+                    "remove extra standby",
+                )
+                .await;
+        }
+        let seats_wanted = standbys + usize::from(!voters_complete);
+        if learners.len() >= seats_wanted {
+            return Ok(());
+        }
+        let Some(candidate) = self.seat_candidate(view) else {
+            return Ok(());
+        };
+        tracing::info!(node = candidate.0, addr = %candidate.1.addr, "adding an agent as standby");
+        match tokio::time::timeout(
+            CHANGE_TIMEOUT,
+            self.shared.raft.add_learner(candidate.0, candidate.1, false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ClusterError::Membership(format!(
+                "add node {} as standby: {e}",
+                candidate.0
+            ))),
+            Err(_) => Err(ClusterError::Timeout {
+                what: "add a standby".into(),
+                after_ms: CHANGE_TIMEOUT.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// An online agent the registry says may hold a seat, lowest id first; never one whose
+    /// address a member already serves.
+    fn seat_candidate(&self, view: &View) -> Option<(u64, Member)> {
+        let reg = self.shared.registry.borrow().clone();
+        reg.nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Online && !n.agent_only)
+            .filter(|n| !view.members.iter().any(|m| m.id == n.id || m.addr == n.addr))
+            .map(|n| {
+                (
+                    n.id,
+                    Member {
+                        addr: n.addr.clone(),
+                        labels: n.labels.clone(),
+                    },
+                )
+            })
+            .next()
     }
 
     fn view(&self) -> View {

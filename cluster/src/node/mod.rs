@@ -45,6 +45,10 @@ pub use self::status::ClusterStatus;
 pub use self::status::MemberStatus;
 use crate::agent::AgentService;
 use crate::agent::AgentState;
+use crate::agent::HeldSlice;
+use crate::agent::SliceFetch;
+use crate::agent::SliceStore;
+use crate::agent::fetch_loop;
 use crate::config::ClusterConfig;
 use crate::config::PeerTls;
 use crate::discovery::Discovery;
@@ -129,7 +133,18 @@ impl ClusterNode {
         };
 
         let dir = cfg.data_dir.clone();
-        let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
+        let agent_only = cfg.role == crate::config::NodeRole::Agent;
+        let storage = tokio::task::spawn_blocking(move || {
+            if agent_only {
+                std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Storage {
+                    path: dir.clone(),
+                    message: format!("create: {e}"),
+                })?;
+                RaftStorage::in_memory(&dir)
+            } else {
+                RaftStorage::open(&dir)
+            }
+        })
             .await
             .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
         let db = storage.closed_watch();
@@ -157,6 +172,17 @@ impl ClusterNode {
         let (leadership_tx, leadership) = watch::channel(initial);
         let (ops_tx, ops_rx) = mpsc::channel(64);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let agent = Arc::new(AgentState::new(
+            id,
+            Duration::from_millis(cfg.offline_timeout_ms),
+        ));
+        let slices = {
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || SliceStore::open(&dir, id))
+                .await
+                .map_err(|e| ClusterError::Raft(format!("open slice: {e}")))?
+        };
+        let (view_tx, view) = watch::channel(registry.borrow().clone());
         let shared = Arc::new(Shared {
             id,
             forwarder: Forwarder {
@@ -164,22 +190,30 @@ impl ClusterNode {
                 raft: raft.clone(),
                 channels,
                 auth,
+                contact: agent.clone(),
             },
             raft: raft.clone(),
             membership: ops_tx,
             registry,
             leadership,
             left: Default::default(),
+            registered_agent: Default::default(),
             leader_contact: LeaderContact::new(),
-            agent: Arc::new(AgentState::new(
-                id,
-                Duration::from_millis(cfg.offline_timeout_ms),
-            )),
+            agent,
+            slices: Arc::new(slices),
+            view,
             master_view: Arc::new(MasterView::default()),
             cfg,
         });
 
         let mut tasks = vec![
+            tokio::spawn(local_view(shared.clone(), view_tx, shutdown_rx.clone())),
+            tokio::spawn(fetch_loop(
+                shared.agent.clone(),
+                shared.slices.clone(),
+                slice_fetch(&shared),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(leadership::publish(
                 raft,
                 lease,
@@ -277,10 +311,25 @@ impl ClusterNode {
     /// (a follower asks the leader for the read index and waits until its replica applied it).
     /// `stale = true` returns the local replica as is.
     pub async fn read(&self, stale: bool) -> Result<Arc<Registry>, ClusterError> {
+        let shared = &self.shared;
+        if !shared.holds_replica() {
+            // No replica here: the leader answers, linearizable either way.
+            return shared
+                .forwarder
+                .at_leader(
+                    "read",
+                    FORWARD_TIMEOUT,
+                    || async { Ok(shared.read_whole_local().await?.map(|(r, _)| r)) },
+                    |mut c| async move {
+                        let reply = c.read(pb::ReadRequest {}).await?.into_inner();
+                        Ok(Arc::new(decode::<Registry>(&reply.registry)?))
+                    },
+                )
+                .await;
+        }
         if stale {
             return Ok(self.shared.registry.borrow().clone());
         }
-        let shared = &self.shared;
         let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
         let index = shared
             .forwarder
@@ -301,12 +350,26 @@ impl ClusterNode {
         Ok(shared.registry.borrow().clone())
     }
 
-    /// The local replica, updated after every applied batch (for the agent). The current value
-    /// counts as seen: read it with `borrow()`, then wait with `changed()`.
+    /// The local replica, updated after every applied batch (empty on a node outside Raft).
+    /// The current value counts as seen: read it with `borrow()`, then wait with `changed()`.
     pub fn registry(&self) -> watch::Receiver<Arc<Registry>> {
         let mut rx = self.shared.registry.clone();
         rx.mark_unchanged();
         rx
+    }
+
+    /// The freshest registry this node holds: its replica, or, outside Raft (or while its
+    /// replica lags), its slice — this node's apps and assignments only, but the whole access
+    /// book. For what every node must know locally (tokens, secrets); `read` for the rest.
+    pub fn local_view(&self) -> watch::Receiver<Arc<Registry>> {
+        let mut rx = self.shared.view.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// This node's slice as it holds it (`None` before the first one).
+    pub fn slice(&self) -> Option<Arc<HeldSlice>> {
+        self.shared.slices.subscribe().borrow().clone()
     }
 
     /// Leadership of this node: `Leader { term }` while it leads (confirmed by a quorum),
@@ -557,4 +620,63 @@ async fn serve(
     if let Err(e) = result {
         tracing::error!(%listen, error = %e, "cluster gRPC server failed");
     }
+}
+
+/// Publishes the freshest registry this node holds (see `ClusterNode::local_view`): the
+/// replica, unless the slice was served at a later index.
+async fn local_view(
+    shared: Arc<Shared>,
+    view: watch::Sender<Arc<Registry>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut replica = shared.registry.clone();
+    let mut slices = shared.slices.subscribe();
+    loop {
+        let applied = shared.applied_index();
+        let fresher_slice = slices
+            .borrow_and_update()
+            .clone()
+            .filter(|h| h.as_of > applied);
+        let now = match fresher_slice {
+            Some(h) => Arc::new(h.slice.registry.clone()),
+            None => replica.borrow_and_update().clone(),
+        };
+        view.send_if_modified(|v| {
+            let changed = !Arc::ptr_eq(v, &now) && **v != *now;
+            *v = now;
+            changed
+        });
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            r = replica.changed() => if r.is_err() { return },
+            r = slices.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Fetches this node's slice from the leader (served here when this node leads).
+fn slice_fetch(shared: &Arc<Shared>) -> SliceFetch {
+    let shared = Arc::downgrade(shared);
+    Box::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let shared = shared.upgrade().ok_or(ClusterError::Shutdown)?;
+            let me = shared.id;
+            shared
+                .forwarder
+                .at_leader(
+                    "slice",
+                    Duration::from_secs(5),
+                    || std::future::ready(Ok(shared.slice_local(me))),
+                    |mut c| async move {
+                        let reply = c.slice(pb::SliceRequest { node_id: me }).await?.into_inner();
+                        Ok(HeldSlice {
+                            as_of: reply.as_of,
+                            slice: decode(&reply.slice)?,
+                        })
+                    },
+                )
+                .await
+        })
+    })
 }

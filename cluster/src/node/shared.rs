@@ -17,17 +17,20 @@ use tokio::sync::watch;
 
 use super::forwarder::Forwarder;
 use super::membership::JoinOutcome;
+use super::membership::Joiner;
 use super::membership::MembershipOp;
 use super::status::ClusterStatus;
 use super::status::local_status;
 use crate::agent::AgentState;
+use crate::agent::HeldSlice;
+use crate::agent::SliceStore;
+use crate::config::NodeRole;
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::master::ClusterRuntime;
 use crate::master::MasterView;
 use crate::raft::HerdRaft;
 use crate::raft::Leadership;
-use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::service::LeaderContact;
 use crate::registry::ApplyOutcome;
@@ -60,9 +63,16 @@ pub(crate) struct Shared {
     pub(crate) leadership: watch::Receiver<Leadership>,
     /// Set by `leave()`: stop asking to (re)join.
     pub(crate) left: AtomicBool,
+    /// The last join answered "agent": this node is in the registry, outside Raft, and checks
+    /// its membership by the master's heartbeats rather than by Raft traffic.
+    pub(crate) registered_agent: AtomicBool,
     pub(crate) leader_contact: LeaderContact,
     /// This node's agent: heartbeat fencing and contact, the local supervisor.
     pub(crate) agent: Arc<AgentState>,
+    /// This node's slice of the registry, fetched when a heartbeat names a newer one.
+    pub(crate) slices: Arc<SliceStore>,
+    /// The freshest registry this node holds (`ClusterNode::local_view`).
+    pub(crate) view: watch::Receiver<Arc<Registry>>,
     /// The master term running here, if any (for `runtime()`).
     pub(crate) master_view: Arc<MasterView>,
 }
@@ -168,10 +178,9 @@ impl Shared {
 
     pub(crate) async fn join_local(
         &self,
-        id: u64,
-        member: Member,
+        joiner: Joiner,
     ) -> Result<Served<JoinOutcome>, ClusterError> {
-        self.membership_op(|reply| MembershipOp::Join { id, member, reply })
+        self.membership_op(|reply| MembershipOp::Join { joiner, reply })
             .await
     }
 
@@ -206,6 +215,47 @@ impl Shared {
             Err(f) => Served::NotLeader(f.leader_id),
             Ok(_) => Served::NotLeader(None),
         }
+    }
+
+    /// `node`'s slice of the leader's registry (leader only: a follower's replica may lag the
+    /// master whose heartbeat named the version wanted).
+    pub(crate) fn slice_local(&self, node: u64) -> Served<HeldSlice> {
+        if let Err(f) = self.raft.as_leader() {
+            return Served::NotLeader(f.leader_id);
+        }
+        // The index first: the registry is published before Raft reports it applied, so the
+        // registry read next is at least that new.
+        let as_of = self.applied_index();
+        let slice = self.registry.borrow().slice_for(node);
+        Served::Done(HeldSlice { as_of, slice })
+    }
+
+    /// The whole registry after a read index, for a node that holds no replica.
+    pub(crate) async fn read_whole_local(
+        &self,
+    ) -> Result<Served<(Arc<Registry>, u64)>, ClusterError> {
+        let index = match self.read_index_local().await? {
+            Served::Done(i) => i,
+            Served::NotLeader(hint) => return Ok(Served::NotLeader(hint)),
+        };
+        self.wait_applied(index, Duration::from_secs(5)).await?;
+        let as_of = self.applied_index();
+        Ok(Served::Done((self.registry.borrow().clone(), as_of)))
+    }
+
+    pub(crate) fn applied_index(&self) -> u64 {
+        super::master_io::applied_index(&self.raft).unwrap_or(0)
+    }
+
+    /// This node holds a Raft seat (voter or learner) in the membership it knows and hears
+    /// its leader: its replica is kept current. An agent, or a standby that left Raft, does not.
+    pub(crate) fn holds_replica(&self) -> bool {
+        if self.cfg.role == NodeRole::Agent {
+            return false;
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        let seated = m.membership_config.membership().get_node(&self.id).is_some();
+        seated && (self.raft.is_leader() || self.leader_contact.elapsed() < Duration::from_secs(3))
     }
 
     /// This node's view; complete (with reachability) only on the leader.

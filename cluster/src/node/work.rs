@@ -7,7 +7,6 @@ use herd_proto::cluster as pb;
 
 use super::ClusterNode;
 use super::FORWARD_TIMEOUT;
-use super::master_io::applied_index;
 use crate::agent::AgentLoop;
 use crate::agent::LocalSupervisor;
 use crate::error::ClusterError;
@@ -25,11 +24,9 @@ impl ClusterNode {
     /// right after `start`; a second call replaces the supervisor and restarts the loop.
     pub fn run_agent(&self, sup: Arc<dyn LocalSupervisor>) {
         self.shared.agent.set_supervisor(sup.clone());
-        let raft = self.shared.raft.clone();
         let agent = AgentLoop {
             state: self.shared.agent.clone(),
-            registry: self.shared.registry.clone(),
-            applied_index: Box::new(move || applied_index(&raft)),
+            slices: self.shared.slices.subscribe(),
             supervisor: sup,
         };
         let task = tokio::spawn(agent.run(self.shutdown.subscribe()));

@@ -74,6 +74,24 @@ impl RaftStorage {
         Ok(storage)
     }
 
+    /// A storage in memory, for a node pinned to the agent role: it never holds a Raft seat, so
+    /// it keeps no Raft log on disk (its openraft engine stays idle and empty).
+    pub(crate) fn in_memory(dir: &Path) -> Result<RaftStorage, ClusterError> {
+        let path = dir.join("raft.redb (in memory)");
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| ClusterError::Storage {
+                path: path.clone(),
+                message: format!("open: {e}"),
+            })?;
+        let storage = RaftStorage {
+            db: Arc::new(db),
+            path,
+        };
+        storage.create_tables()?;
+        Ok(storage)
+    }
+
     /// A storage over an already open database (tests: a backend that fails like a full disk).
     #[cfg(test)]
     pub(crate) fn with_database(db: Database, path: PathBuf) -> Result<Self, ClusterError> {

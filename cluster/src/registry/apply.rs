@@ -82,6 +82,7 @@ impl Registry {
             }
             RegistryCommand::Noop => applied(false),
             RegistryCommand::UpsertNodes { nodes } => applied(self.upsert_nodes(nodes)),
+            RegistryCommand::RegisterNode { node } => applied(self.register_node(node)),
             RegistryCommand::DrainNode { node, drain } => self.drain_node(*node, *drain),
             RegistryCommand::Move { moves } => self.move_instances(moves),
             RegistryCommand::FinishMoves { instances } => applied(self.finish_moves(instances)),

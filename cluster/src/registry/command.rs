@@ -78,6 +78,11 @@ pub enum RegistryCommand {
     },
     /// A change to the tokens and secrets (`access::AccessChange`).
     Access { change: AccessChange },
+    /// A node (an agent, usually) registers itself: created as given, or an existing record
+    /// takes the new address, labels, version and role pin and keeps its status and drain flag
+    /// (a `Left` node is back). Any other record at the same address is `Left`: its node was
+    /// wiped or replaced and came back under a new id.
+    RegisterNode { node: NodeRecord },
 }
 
 /// An instance going from one node to another, the old copy running until the new one does.
@@ -216,6 +221,7 @@ impl fmt::Display for RegistryCommand {
                 "roll_instances({app}, {} instances, generation={generation})",
                 instances.len()
             ),
+            RegistryCommand::RegisterNode { node } => write!(f, "register_node({})", node.id),
             RegistryCommand::Fenced { term, command } => write!(f, "{command} @term {term}"),
             // Names and accessors only: never a hash or a sealed value in a log line.
             RegistryCommand::Access { change } => match change {

@@ -6,6 +6,7 @@ pub mod access;
 mod apply;
 mod command;
 mod moves;
+mod nodes;
 mod slice;
 mod uptime;
 
@@ -196,6 +197,13 @@ pub struct NodeRecord {
     /// reachable, also after being offline, until undrained.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drain: bool,
+    /// The herd version the node registered with (agents register; members are recorded by
+    /// the master from the Raft membership).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The node's config pins it to the agent role: never made a standby or voter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -140,6 +140,7 @@ impl Registry {
             // book has its own version; a fence inside a fence is rejected.
             RegistryCommand::UpsertNode { .. }
             | RegistryCommand::UpsertNodes { .. }
+            | RegistryCommand::RegisterNode { .. }
             | RegistryCommand::SetNodeStatus { .. }
             | RegistryCommand::DrainNode { .. }
             | RegistryCommand::RecordUptime { .. }

@@ -68,7 +68,7 @@ impl AccessStore {
 
     /// Hands the started cluster node to a clustered store, and follows its registry's book.
     pub fn attach(self: &Arc<Self>, node: Arc<ClusterNode>) {
-        let mut registry = node.registry();
+        let mut registry = node.local_view();
         if self.cluster.set(node).is_err() {
             return;
         }
@@ -96,7 +96,7 @@ impl AccessStore {
             return f(&local.book.borrow());
         }
         match self.cluster.get() {
-            Some(node) => f(&node.registry().borrow().access),
+            Some(node) => f(&node.local_view().borrow().access),
             None => f(&AccessBook::default()),
         }
     }

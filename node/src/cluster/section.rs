@@ -28,6 +28,14 @@ pub struct ClusterSection {
     pub discovery: Option<String>,
     #[serde(default = "default_voters")]
     pub voters: usize,
+    /// Caught-up learners kept ready to replace a lost voter (default 2); nodes beyond the
+    /// voters and standbys are agents.
+    #[serde(default)]
+    pub standbys: Option<usize>,
+    /// `"auto"` (default): a voter or standby when the cluster needs one, an agent otherwise;
+    /// `"agent"`: never joins Raft.
+    #[serde(default)]
+    pub role: Option<String>,
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     #[serde(default)]
@@ -109,6 +117,8 @@ impl std::fmt::Debug for ClusterSection {
             .field("listen", &self.listen)
             .field("discovery", &discovery)
             .field("voters", &self.voters)
+            .field("standbys", &self.standbys)
+            .field("role", &self.role)
             .field("secret_file", &self.secret_file)
             .field("labels", &self.labels)
             .field("tls_ca", &self.tls_ca)
@@ -163,6 +173,12 @@ impl ClusterSection {
             NodeIdSetting::Fixed(id) => Some(id),
         };
         cfg.voters = self.voters;
+        if let Some(v) = self.standbys {
+            cfg.standbys = v;
+        }
+        if let Some(role) = &self.role {
+            cfg.role = role.parse().map_err(|e| format!("[cluster] {e}"))?;
+        }
         cfg.labels = self.labels.clone();
         if let Some(v) = self.heartbeat_ms {
             cfg.heartbeat_ms = v;

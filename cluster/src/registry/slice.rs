@@ -656,9 +656,12 @@ mod tests {
     }
 
     fn instance_ref() -> impl Strategy<Value = InstanceRef> {
-        (app_name(), 0u32..4).prop_map(|(app, instance)| InstanceRef { app, instance })
+        (app_name(), 0u32..3).prop_map(|(app, instance)| InstanceRef { app, instance })
     }
 
+    /// Any command over [`APPS`] and [`NODES`], weighted towards placements and restarts: a
+    /// roll only changes something after a placement and a restart of the same app, and a
+    /// missed bump there went unnoticed with even weights.
     fn command() -> impl Strategy<Value = RegistryCommand> {
         let status = prop::sample::select(
             &[
@@ -669,7 +672,7 @@ mod tests {
             ][..],
         );
         prop_oneof![
-            (app_name(), 0u32..4, any::<bool>(), 0u8..3).prop_map(|(name, n, stop, v)| {
+            2 => (app_name(), 0u32..4, any::<bool>(), 0u8..3).prop_map(|(name, n, stop, v)| {
                 RegistryCommand::PutApp {
                     name,
                     app: App {
@@ -684,10 +687,10 @@ mod tests {
                     },
                 }
             }),
-            (app_name(), 0u32..4)
+            1 => (app_name(), 0u32..4)
                 .prop_map(|(name, instances)| RegistryCommand::ScaleApp { name, instances }),
-            app_name().prop_map(|name| RegistryCommand::RemoveApp { name }),
-            prop::collection::vec((instance_ref(), NODES), 1..3).prop_map(|v| {
+            1 => app_name().prop_map(|name| RegistryCommand::RemoveApp { name }),
+            4 => prop::collection::vec((instance_ref(), NODES), 1..3).prop_map(|v| {
                 RegistryCommand::Assign {
                     assignments: v
                         .into_iter()
@@ -699,9 +702,9 @@ mod tests {
                         .collect(),
                 }
             }),
-            prop::collection::vec(instance_ref(), 1..3)
+            1 => prop::collection::vec(instance_ref(), 1..3)
                 .prop_map(|instances| RegistryCommand::Unassign { instances }),
-            prop::collection::vec((instance_ref(), NODES, NODES), 1..3).prop_map(|v| {
+            3 => prop::collection::vec((instance_ref(), NODES, NODES), 1..3).prop_map(|v| {
                 RegistryCommand::Move {
                     moves: v
                         .into_iter()
@@ -709,29 +712,29 @@ mod tests {
                         .collect(),
                 }
             }),
-            prop::collection::vec(instance_ref(), 1..3)
+            2 => prop::collection::vec(instance_ref(), 1..3)
                 .prop_map(|instances| RegistryCommand::FinishMoves { instances }),
-            (app_name(), 0u64..4)
+            2 => (app_name(), 0u64..3)
                 .prop_map(|(name, generation)| RegistryCommand::RestartApp { name, generation }),
-            (app_name(), prop::collection::vec(0u32..4, 0..3), 0u64..4).prop_map(
+            3 => (app_name(), prop::collection::vec(0u32..3, 0..3), 0u64..3).prop_map(
                 |(app, instances, generation)| RegistryCommand::RollInstances {
                     app,
                     instances,
                     generation,
                 }
             ),
-            prop::collection::vec(NODES, 1..3).prop_map(|ids| RegistryCommand::UpsertNodes {
+            1 => prop::collection::vec(NODES, 1..3).prop_map(|ids| RegistryCommand::UpsertNodes {
                 nodes: ids.into_iter().map(node).collect(),
             }),
-            prop::collection::vec((NODES, status), 1..3)
+            1 => prop::collection::vec((NODES, status), 1..3)
                 .prop_map(|updates| RegistryCommand::SetNodeStatus { updates }),
-            (0u8..3).prop_map(|v| put_secret("db/pass", &format!("sealed-{v}"))),
-            Just(RegistryCommand::Access {
+            1 => (0u8..3).prop_map(|v| put_secret("db/pass", &format!("sealed-{v}"))),
+            1 => Just(RegistryCommand::Access {
                 change: AccessChange::DeleteSecret {
                     name: "db/pass".into(),
                 },
             }),
-            Just(RegistryCommand::Noop),
+            1 => Just(RegistryCommand::Noop),
         ]
     }
 
@@ -750,7 +753,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_slice_change_comes_with_a_new_version(
-            steps in prop::collection::vec(step(), 1..40),
+            steps in prop::collection::vec(step(), 1..60),
         ) {
             let mut full = Registry::default();
             full.apply_at(Some(TERM), 1, &RegistryCommand::UpsertNodes {

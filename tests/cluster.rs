@@ -185,7 +185,7 @@ impl Node {
 }
 
 /// Every node in `nodes` agrees on one leader, which counts `voters` voters and `learners`
-/// learners among its members. Returns the leader's id.
+/// learners (standbys in `nodes`) among its members. Returns the leader's id.
 fn wait_formed(nodes: &[&Node], voters: usize, learners: usize) -> u64 {
     let mut leader = 0;
     wait_until(
@@ -213,14 +213,18 @@ fn wait_formed(nodes: &[&Node], voters: usize, learners: usize) -> u64 {
             else {
                 return false;
             };
-            let count = |role: &str| {
-                on_leader["members"]
+            let count = |list: &str, role: &str| {
+                on_leader[list]
                     .as_array()
                     .map(|m| m.iter().filter(|x| x["role"] == role).count())
                     .unwrap_or(0)
             };
             leader = first;
-            count("voter") == voters && count("learner") == learners
+            // `members` keeps Raft's names; `nodes` calls a learner a standby.
+            count("members", "voter") == voters
+                && count("members", "learner") == learners
+                && count("nodes", "voter") == voters
+                && count("nodes", "standby") == learners
         },
     );
     leader
@@ -262,7 +266,7 @@ fn three_nodes_form_one_cluster_through_redis_and_later_nodes_join_as_learners()
     wait_formed(&[&a, &b, &c, &d, &e], 3, 2);
     let nodes = a.herd.ok(&["cluster", "nodes"]);
     assert!(
-        nodes.contains("learner") && nodes.contains(&d.addr),
+        nodes.contains("standby") && nodes.contains(&d.addr) && nodes.contains("HEALTH"),
         "{nodes}"
     );
 }
@@ -551,6 +555,46 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
     });
     let apps = all[1].herd.json(&["cluster", "apps", "--json"]);
     assert_eq!(apps[0]["desired"], 3, "{apps}");
+    // `cluster nodes` (asked of a follower too) lists every node with the master's view.
+    let follower = *all.iter().find(|n| n.id() != leader).unwrap();
+    wait_until("every node listed online by cluster nodes", FORM, || {
+        let v = follower.herd.json(&["cluster", "nodes", "--json"]);
+        let rows = v.as_array().unwrap();
+        rows.len() == 3
+            && all
+                .iter()
+                .all(|n| health_of(&v, n.id()).as_deref() == Some("online"))
+            && rows.iter().all(|r| {
+                r["role"] == "voter"
+                    && r["reachable"] == true
+                    && r["version"].is_string()
+                    && r["instances"].is_u64()
+                    && r["last_heartbeat_ms"].is_u64()
+                    && r.get("matched_index").is_some()
+            })
+    });
+    let instances: u64 = follower
+        .herd
+        .json(&["cluster", "nodes", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["instances"].as_u64())
+        .sum();
+    assert_eq!(instances, 3);
+    let status = follower.status().unwrap();
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    let text = follower.herd.ok(&["cluster", "status"]);
+    assert!(text.contains("HEALTH") && text.contains("online"), "{text}");
 
     // A follower that runs something dies with its apps, as a host would.
     let victim = *all
@@ -584,6 +628,19 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
         .map(|n| n["status"].clone());
     assert_eq!(victim_status, Some(Value::from("offline")), "{nodes_view}");
     assert!(!lost.is_empty());
+    wait_until(
+        "cluster nodes to show the dead node offline",
+        SECS_10,
+        || {
+            let v = by_id(&all, leader)
+                .herd
+                .json(&["cluster", "nodes", "--json"]);
+            health_of(&v, victim.id()).as_deref() == Some("offline")
+                && survivors
+                    .iter()
+                    .all(|n| health_of(&v, n.id()).as_deref() == Some("online"))
+        },
+    );
 
     // It comes back: online again, and once settled no instance runs twice.
     victim.herd.ok(&["up"]);
@@ -619,6 +676,15 @@ fn kill_with_apps(n: &Node) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// The `health` of node `id` in `cluster nodes --json`.
+fn health_of(nodes: &Value, id: u64) -> Option<String> {
+    nodes
+        .as_array()?
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))
+        .and_then(|n| n["health"].as_str().map(String::from))
 }
 
 fn node_status(view: &Value, id: u64) -> Option<String> {

@@ -2,10 +2,10 @@
 
 use super::ClusterCommand;
 use super::client::{Target, status_error};
-use super::output::{print_json, table};
+use super::output::{bytes_text, print_json, table};
 use crate::cluster::replies::{
-    ClusterStatus, Deployed, DeployedApp, DrainStatus, Left, Restarting, Scaled, SteppedDown,
-    Undeployed, Uptime,
+    ClusterStatus, Deployed, DeployedApp, DrainStatus, Left, NodeView, Restarting, Scaled,
+    StatusReply, SteppedDown, Undeployed, Uptime,
 };
 use anyhow::Context;
 use herd_proto::supervisor as pb;
@@ -20,13 +20,14 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
     let mut c = ClusterAdminClient::new(channel);
     match command {
         ClusterCommand::Status { json } => {
-            let s: ClusterStatus = parse(
+            let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
+            let s = &reply.status;
             if json {
-                print_reply(&s);
+                print_reply(&reply);
             } else {
                 outln!(
                     "cluster {}: node {} ({}) is {}; leader {} at {}; term {}; committed {}",
@@ -39,19 +40,19 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                     s.term,
                     as_json(&s.committed_index)
                 );
-                print_members(&s);
+                print_nodes(s, &reply.nodes);
             }
         }
         ClusterCommand::Nodes { json } => {
-            let s: ClusterStatus = parse(
+            let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
                     .map_err(status_error)?,
             )?;
             if json {
-                print_reply(&s.members);
+                print_reply(&reply.nodes);
             } else {
-                print_members(&s);
+                print_nodes(&reply.status, &reply.nodes);
             }
         }
         ClusterCommand::Leader { json } => {
@@ -328,28 +329,37 @@ fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
     entries
 }
 
-fn print_members(s: &ClusterStatus) {
-    let rows: Vec<Vec<String>> = s
-        .members
+/// Every node: its Raft role and reachability, the master's view of its health and
+/// heartbeats, and what it reports (instances, resources, version).
+fn print_nodes(s: &ClusterStatus, nodes: &[NodeView]) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = nodes
         .iter()
-        .map(|m| {
-            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        .map(|n| {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vec![
-                m.id.to_string(),
-                m.addr.clone(),
-                if s.leader_id == Some(m.id) {
-                    format!("{} (leader)", m.role)
+                n.id.to_string(),
+                n.addr.clone(),
+                if s.leader_id == Some(n.id) {
+                    format!("{} (leader)", n.role)
                 } else {
-                    m.role.clone()
+                    n.role.clone()
                 },
-                match m.reachable {
+                or_dash(
+                    n.health
+                        .and_then(|h| as_json(&h).as_str().map(String::from)),
+                ),
+                or_dash(n.last_heartbeat_ms.map(|ms| format!("{ms} ms"))),
+                or_dash(n.instances.map(|i| i.to_string())),
+                match n.reachable {
                     Some(true) => "reachable".into(),
                     Some(false) => "unreachable".into(),
+                    None if n.role == "agent" => "-".into(),
                     None => "unknown".into(),
                 },
-                m.last_contact_ms
-                    .map(|ms| format!("{ms} ms"))
-                    .unwrap_or_else(|| "-".into()),
+                or_dash(n.last_contact_ms.map(|ms| format!("{ms} ms"))),
+                resources_text(&n.resources),
+                or_dash(n.version.clone()),
                 if labels.is_empty() {
                     "-".into()
                 } else {
@@ -359,9 +369,41 @@ fn print_members(s: &ClusterStatus) {
         })
         .collect();
     table(
-        &["ID", "ADDRESS", "ROLE", "STATUS", "LAST CONTACT", "LABELS"],
+        &[
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "HEALTH",
+            "HEARTBEAT",
+            "INSTANCES",
+            "STATUS",
+            "LAST CONTACT",
+            "RESOURCES",
+            "VERSION",
+            "LABELS",
+        ],
         &rows,
     );
+}
+
+/// A node's reported resources in a few words: "4 cpus 12% 1.20G/7.80G"; "-" if unknown.
+fn resources_text(r: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(cpus) = r["cpus"].as_u64() {
+        parts.push(format!("{cpus} cpus"));
+    }
+    if let Some(pct) = r["cpu_percent"].as_f64() {
+        parts.push(format!("{pct:.0}%"));
+    }
+    if let (Some(used), Some(total)) = (r["mem_used_bytes"].as_u64(), r["mem_total_bytes"].as_u64())
+    {
+        parts.push(format!("{}/{}", bytes_text(used), bytes_text(total)));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// Prints `v` as JSON, or the line `text` makes of it.

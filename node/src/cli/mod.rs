@@ -204,12 +204,13 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Cluster name, this node, leader, term, commit index and members.
+    /// Cluster name, this node, leader, term, commit index, and every node with its health.
     Status {
         #[arg(long)]
         json: bool,
     },
-    /// The members: id, address, role (voter/learner), reachability, labels.
+    /// Every node: id, address, role (voter/standby/agent), health, heartbeat, instances,
+    /// reachability, resources, version, labels.
     Nodes {
         #[arg(long)]
         json: bool,

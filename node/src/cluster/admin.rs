@@ -2,21 +2,24 @@
 //! which answers from (or through) the cluster node it runs. A standalone daemon says so.
 
 use super::replies::{
-    Deployed, DeployedApp, Left, NodeUptime, Restarting, RunningInstance, Scaled, SteppedDown,
-    Undeployed, Uptime,
+    Deployed, DeployedApp, Left, NodeUptime, NodeView, Restarting, RunningInstance, Scaled,
+    StatusReply, SteppedDown, Undeployed, Uptime,
 };
 use crate::access::Caller;
 use crate::access::secrets::Secrets;
 use crate::supervisor::events::EventLog;
 use crate::supervisor::spec::{self, AppSpec, OnDisconnect};
 use herd_cluster::registry::{App, OnDisconnect as Disconnect, Placement};
-use herd_cluster::{ClusterError, ClusterNode, RegistryCommand, RegistryResponse};
+use herd_cluster::{
+    ClusterError, ClusterNode, ClusterRuntime, MemberStatus, RegistryCommand, RegistryResponse,
+};
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::cluster_admin_server::ClusterAdmin;
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub use herd_proto::supervisor::cluster_admin_server::ClusterAdminServer;
@@ -81,6 +84,67 @@ pub fn registry_app(spec: &AppSpec) -> Result<App, Status> {
     })
 }
 
+/// How long `cluster status`/`nodes` wait for the master's view before showing the Raft view
+/// alone (health `null`): a status must answer while no master can.
+const RUNTIME_WAIT: Duration = Duration::from_secs(1);
+
+/// Every node of the cluster, by id: Raft members (a learner shows as "standby") and the
+/// nodes only the master's registry knows ("agent"), each with the master's view of it when
+/// `runtime` is there.
+pub fn node_views(members: &[MemberStatus], runtime: Option<&ClusterRuntime>) -> Vec<NodeView> {
+    let mut views: Vec<NodeView> = members
+        .iter()
+        .map(|m| NodeView {
+            id: m.id,
+            addr: m.addr.clone(),
+            labels: m.labels.clone(),
+            role: match m.role.as_str() {
+                "learner" => "standby".to_string(),
+                other => other.to_string(),
+            },
+            reachable: m.reachable,
+            last_contact_ms: m.last_contact_ms,
+            matched_index: m.matched_index,
+            health: None,
+            last_heartbeat_ms: None,
+            instances: None,
+            resources: serde_json::Value::Null,
+            version: None,
+        })
+        .collect();
+    let (nodes, at_ms) = runtime.map_or((&[][..], 0), |rt| (&rt.nodes[..], rt.at_ms));
+    for n in nodes {
+        let at = match views.iter().position(|v| v.id == n.id) {
+            Some(at) => at,
+            None => {
+                views.push(NodeView {
+                    id: n.id,
+                    addr: n.addr.clone(),
+                    labels: n.labels.clone(),
+                    role: "agent".to_string(),
+                    reachable: None,
+                    last_contact_ms: None,
+                    matched_index: None,
+                    health: None,
+                    last_heartbeat_ms: None,
+                    instances: None,
+                    resources: serde_json::Value::Null,
+                    version: None,
+                });
+                views.len() - 1
+            }
+        };
+        let v = &mut views[at];
+        v.health = Some(n.status);
+        v.last_heartbeat_ms = n.last_seen_ms.map(|seen| at_ms.saturating_sub(seen));
+        v.instances = Some(n.instances.len() as u64);
+        v.resources = n.resources.clone();
+        v.version = n.version.clone();
+    }
+    views.sort_by_key(|v| v.id);
+    views
+}
+
 async fn write(node: &ClusterNode, cmd: RegistryCommand) -> Result<(), Status> {
     match node.write(cmd).await.map_err(cluster_error)? {
         RegistryResponse::Applied { .. } => Ok(()),
@@ -94,7 +158,18 @@ impl ClusterAdmin for Admin {
         &self,
         _: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::JsonReply>, Status> {
-        reply(self.node()?.status().await)
+        let node = self.node()?;
+        let status = node.status().await;
+        // Without a known leader there is no master to ask; don't wait for one.
+        let runtime = match status.leader_id {
+            Some(_) => tokio::time::timeout(RUNTIME_WAIT, node.runtime())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        let nodes = node_views(&status.members, runtime.as_ref());
+        reply(StatusReply { status, nodes })
     }
 
     async fn step_down(
@@ -334,5 +409,81 @@ impl ClusterAdmin for Admin {
             })
             .collect();
         reply(apps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_cluster::registry::NodeStatus;
+
+    fn member(id: u64, role: &str) -> MemberStatus {
+        serde_json::from_value(json!({
+            "id": id, "addr": format!("127.0.0.1:700{id}"), "labels": { "host": "h" },
+            "role": role, "reachable": true, "last_contact_ms": 5, "matched_index": 9,
+        }))
+        .unwrap()
+    }
+
+    fn runtime(nodes: serde_json::Value) -> ClusterRuntime {
+        serde_json::from_value(json!({
+            "master": 1, "term": 2, "at_ms": 10_000, "nodes": nodes,
+            "heartbeats": serde_json::to_value(herd_cluster::master::HeartbeatTotals::default()).unwrap(),
+        }))
+        .unwrap()
+    }
+
+    fn seen(
+        id: u64,
+        status: &str,
+        last_seen_ms: Option<u64>,
+        instances: usize,
+    ) -> serde_json::Value {
+        let instances: Vec<serde_json::Value> = (0..instances)
+            .map(|i| json!({ "app": "a", "instance": i, "status": "running", "pid": 1, "restarts": 0, "generation": 0 }))
+            .collect();
+        json!({
+            "id": id, "addr": format!("127.0.0.1:700{id}"), "labels": {}, "status": status,
+            "draining": false, "last_seen_ms": last_seen_ms, "silent_ms": 0, "rtt_us": null,
+            "version": "0.1.0", "resources": { "cpus": 2 }, "instances": instances,
+            "last_error": null,
+        })
+    }
+
+    #[test]
+    fn every_node_is_listed_with_its_role_and_the_masters_view() {
+        let members = [member(3, "learner"), member(1, "voter")];
+        let rt = runtime(json!([
+            seen(1, "online", Some(9_900), 2),
+            seen(3, "draining", None, 0),
+            seen(2, "offline", Some(1_000), 0),
+        ]));
+        let views = node_views(&members, Some(&rt));
+        let ids: Vec<(u64, &str)> = views.iter().map(|v| (v.id, v.role.as_str())).collect();
+        assert_eq!(ids, [(1, "voter"), (2, "agent"), (3, "standby")]);
+        let [one, two, three] = &views[..] else {
+            unreachable!()
+        };
+        assert_eq!(one.health, Some(NodeStatus::Online));
+        assert_eq!(one.last_heartbeat_ms, Some(100));
+        assert_eq!(one.instances, Some(2));
+        assert_eq!(one.version.as_deref(), Some("0.1.0"));
+        assert_eq!((one.reachable, one.matched_index), (Some(true), Some(9)));
+        assert_eq!(two.health, Some(NodeStatus::Offline));
+        assert_eq!(two.last_heartbeat_ms, Some(9_000));
+        assert_eq!((two.reachable, two.last_contact_ms), (None, None));
+        assert_eq!(three.health, Some(NodeStatus::Draining));
+        assert_eq!(three.last_heartbeat_ms, None);
+    }
+
+    #[test]
+    fn without_a_master_the_members_are_listed_with_no_health() {
+        let views = node_views(&[member(2, "voter"), member(1, "learner")], None);
+        assert_eq!(views.len(), 2);
+        assert_eq!((views[0].id, views[0].role.as_str()), (1, "standby"));
+        assert!(views.iter().all(|v| v.health.is_none()
+            && v.instances.is_none()
+            && v.resources.is_null()
+            && v.reachable == Some(true)));
     }
 }

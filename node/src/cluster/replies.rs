@@ -10,6 +10,49 @@ use std::collections::BTreeMap;
 pub use herd_cluster::ClusterStatus;
 pub use herd_cluster::DrainStatus;
 
+/// `cluster status`: the Raft view of `ClusterStatus` (every field of it, `members` included,
+/// at the top level as before) plus `nodes`, every node of the cluster with its health.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    #[serde(flatten)]
+    pub status: ClusterStatus,
+    /// Raft members and agents, by id; what `cluster nodes --json` prints.
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
+}
+
+/// One node of the cluster as `cluster nodes` shows it: the Raft membership's view (role,
+/// reachability) merged with the master's (health, heartbeats, what the node reports).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub addr: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// "voter" and "standby" (a Raft learner) are Raft members; "agent" is a node the master
+    /// knows that is not in the Raft membership.
+    pub role: String,
+    /// Raft members only, as in `members`: as seen by the leader (`None`: not asked).
+    pub reachable: Option<bool>,
+    /// Raft members only: milliseconds since the leader last heard from it.
+    pub last_contact_ms: Option<u64>,
+    /// Raft members only: highest log index known to be replicated to it.
+    pub matched_index: Option<u64>,
+    /// The master's view: online | offline | draining | left; `None` when no master
+    /// answered or the master does not know the node (yet).
+    pub health: Option<NodeStatus>,
+    /// Milliseconds since the node last answered the master's heartbeat (`None`: not yet in
+    /// this master's term, or no master answered).
+    pub last_heartbeat_ms: Option<u64>,
+    /// Instances the node reports in its heartbeat answers (`None`: no master answered).
+    pub instances: Option<u64>,
+    /// Host resources the node reports (cpus, cpu_percent, load1, mem_*); `null` if unknown.
+    #[serde(default)]
+    pub resources: serde_json::Value,
+    /// The herd version the node reports.
+    pub version: Option<String>,
+}
+
 /// `cluster step-down`: the leader that stepped down (none known: `null`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SteppedDown {
@@ -104,6 +147,35 @@ mod tests {
     fn round_trips<T: Serialize + DeserializeOwned>(today: serde_json::Value) {
         let typed: T = serde_json::from_value(today.clone()).expect("parses");
         assert_eq!(serde_json::to_value(&typed).unwrap(), today);
+    }
+
+    #[test]
+    fn status_keeps_every_cluster_status_field_at_the_top_and_adds_nodes() {
+        let status = json!({
+            "cluster": "e2e", "node_id": 1, "advertise": "127.0.0.1:7001", "role": "leader",
+            "leader_id": 1, "leader_addr": "127.0.0.1:7001", "term": 2,
+            "last_log_index": 9, "committed_index": 9, "applied_index": 9,
+            "members": [{
+                "id": 1, "addr": "127.0.0.1:7001", "labels": {}, "role": "learner",
+                "reachable": true, "last_contact_ms": 0, "matched_index": 9,
+            }],
+        });
+        // What older daemons sent still parses, with no nodes.
+        let old: StatusReply = serde_json::from_value(status.clone()).unwrap();
+        assert!(old.nodes.is_empty());
+        let mut today = status;
+        today["nodes"] = json!([{
+            "id": 1, "addr": "127.0.0.1:7001", "labels": { "zone": "a" }, "role": "standby",
+            "reachable": true, "last_contact_ms": 0, "matched_index": 9,
+            "health": "online", "last_heartbeat_ms": 120, "instances": 2,
+            "resources": { "cpus": 4 }, "version": "0.1.0",
+        }, {
+            "id": 7, "addr": "127.0.0.1:7007", "labels": {}, "role": "agent",
+            "reachable": null, "last_contact_ms": null, "matched_index": null,
+            "health": null, "last_heartbeat_ms": null, "instances": null,
+            "resources": null, "version": null,
+        }]);
+        round_trips::<StatusReply>(today);
     }
 
     #[test]

@@ -264,6 +264,8 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+pub mod cluster;
+
 pub const SECS_10: Duration = Duration::from_secs(10);
 
 /// A loopback TCP port nobody listens on right now.

@@ -273,6 +273,11 @@ impl ClusterNode {
         if status.leader_id == Some(self.id()) {
             return status;
         }
+        // A node outside Raft knows its leader from heartbeats, and takes the term from it.
+        let outside = !self.shared.holds_replica();
+        if outside {
+            status.role = "agent".into();
+        }
         let fwd = &self.shared.forwarder;
         let Some((_, addr)) = fwd.remote_leader() else {
             return status;
@@ -285,6 +290,11 @@ impl ClusterNode {
         if let Ok(Ok(reply)) = reply
             && let Ok(leader_view) = decode::<ClusterStatus>(&reply.into_inner().status)
         {
+            if outside {
+                status.leader_id = leader_view.leader_id;
+                status.leader_addr = leader_view.leader_addr;
+                status.term = leader_view.term;
+            }
             status.members = leader_view.members;
         }
         status

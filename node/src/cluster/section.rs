@@ -57,6 +57,9 @@ pub struct ClusterSection {
     pub uptime_bucket_ms: Option<u64>,
     #[serde(default)]
     pub uptime_retention_days: Option<u64>,
+    /// A voter unreachable from the leader this long is replaced by a standby (default 30 s).
+    #[serde(default)]
+    pub replace_voter_after_ms: Option<u64>,
     /// Mutual TLS between nodes (all three or none): the cluster CA, and this node's
     /// certificate (naming its advertise host) and key, in PEM.
     #[serde(default)]
@@ -200,6 +203,9 @@ impl ClusterSection {
         }
         if let Some(v) = self.uptime_bucket_ms {
             cfg.uptime_bucket_ms = v;
+        }
+        if let Some(v) = self.replace_voter_after_ms {
+            cfg.replace_voter_after_ms = v;
         }
         if let Some(v) = self.uptime_retention_days {
             cfg.uptime_retention_days = v;

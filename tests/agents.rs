@@ -1,0 +1,172 @@
+//! Agents end to end: a cluster where Raft holds only the voters and the standbys and every
+//! other node is an agent — the same `herd` daemon, registered in the registry, holding no
+//! Raft log and fetching only its own slice. Real daemons on 127.0.0.x, a real redis-server.
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use serde_json::Value;
+
+/// Short master intervals, a voter replaced after 3 s of silence.
+const FAST: &str = "heartbeat_interval_ms = 200\nhealth_sweep_interval_ms = 500\noffline_timeout_ms = 2000\nreplace_voter_after_ms = 3000\nstandbys = 2\n";
+
+fn rows(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn role_of(view: &Value, id: u64) -> Option<String> {
+    rows(view)
+        .into_iter()
+        .find(|n| n["id"].as_u64() == Some(id))
+        .and_then(|n| n["role"].as_str().map(String::from))
+}
+
+/// `herd cluster nodes --json` asked of `n`, or Null when it cannot answer.
+fn nodes_view(n: &Node) -> Value {
+    let out = n.herd.run(&["cluster", "nodes", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn count_role(view: &Value, role: &str) -> usize {
+    rows(view).iter().filter(|n| n["role"] == role).count()
+}
+
+/// Distinct running instances of `app` across `nodes`, sorted.
+fn running_across(nodes: &[&Node], app: &str) -> Vec<u64> {
+    let mut idx: Vec<u64> = nodes.iter().flat_map(|n| running_here(n, app)).collect();
+    idx.sort();
+    idx
+}
+
+#[test]
+fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // Seven nodes may hold a seat (3 voters + 2 standbys are wanted: two of them end up as
+    // agents), three are pinned to the agent role by their config.
+    let mut nodes: Vec<Node> = (1..=7)
+        .map(|i| Node::labeled(i, &url, 3, "s3cret", "kind = \"auto\"", FAST))
+        .collect();
+    nodes.extend((8..=10).map(|i| {
+        Node::labeled(
+            i,
+            &url,
+            3,
+            "s3cret",
+            "kind = \"pinned\"",
+            &format!("{FAST}role = \"agent\"\n"),
+        )
+    }));
+    let all: Vec<&Node> = nodes.iter().collect();
+    let pinned: Vec<&Node> = all[7..].to_vec();
+
+    // All ten are listed, with their role and the master's view of their health.
+    wait_until("3 voters, 2 standbys and 5 agents, all online", FORM, || {
+        let v = nodes_view(all[0]);
+        rows(&v).len() == 10
+            && count_role(&v, "voter") == 3
+            && count_role(&v, "standby") == 2
+            && count_role(&v, "agent") == 5
+            && rows(&v).iter().all(|n| n["health"] == "online")
+    });
+    let view = nodes_view(all[9]);
+    for n in &pinned {
+        assert_eq!(role_of(&view, n.id()).as_deref(), Some("agent"), "{view}");
+        // A pinned agent keeps no Raft log.
+        assert!(
+            !n.herd.path("raft/raft.redb").exists(),
+            "a pinned agent holds no raft files"
+        );
+    }
+    // An agent's own status names the leader it hears from its heartbeats.
+    let agent_status = pinned[0].status().expect("status from an agent");
+    assert_eq!(agent_status["role"], "agent", "{agent_status}");
+    assert!(agent_status["leader_id"].is_u64(), "{agent_status}");
+
+    // Work lands on agents, deployed from an agent (forwarded to the leader).
+    let file = pinned[0].herd.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 10\n[app.placement]\nmax_per_node = 2\n",
+    );
+    pinned[0].herd.ok(&["cluster", "deploy", &file]);
+    wait_until("10 instances of web running across the nodes", FORM, || {
+        running_across(&all, "web") == (0..10).collect::<Vec<u64>>()
+    });
+    assert!(
+        pinned.iter().any(|n| !running_here(n, "web").is_empty()),
+        "agents run instances"
+    );
+    let apps = pinned[1].herd.json(&["cluster", "apps", "--json"]);
+    assert_eq!(apps[0]["desired"], 10, "an agent reads the registry: {apps}");
+
+    // A voter dies: a standby takes its seat within seconds.
+    let view = nodes_view(all[0]);
+    let leader = all[0].leader().expect("a leader");
+    let voter = *all
+        .iter()
+        .find(|n| n.id() != leader && role_of(&view, n.id()).as_deref() == Some("voter"))
+        .expect("a voter that does not lead");
+    let standbys: Vec<u64> = all
+        .iter()
+        .filter(|n| role_of(&view, n.id()).as_deref() == Some("standby"))
+        .map(|n| n.id())
+        .collect();
+    kill_with_apps(voter);
+    let alive: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != voter.id())
+        .collect();
+    wait_until("a standby promoted to voter", FORM, || {
+        let v = nodes_view(alive[0]);
+        count_role(&v, "voter") == 3
+            && role_of(&v, voter.id()).as_deref() != Some("voter")
+            && standbys
+                .iter()
+                .any(|s| role_of(&v, *s).as_deref() == Some("voter"))
+    });
+
+    // An agent dies with its apps: offline, and its instances run elsewhere.
+    let victim = *pinned
+        .iter()
+        .find(|n| !running_here(n, "web").is_empty())
+        .expect("a pinned agent runs web");
+    kill_with_apps(victim);
+    let alive: Vec<&Node> = alive
+        .iter()
+        .copied()
+        .filter(|n| n.id() != victim.id())
+        .collect();
+    wait_until("the dead agent offline and web whole again", FORM, || {
+        let v = nodes_view(alive[0]);
+        health_of(&v, victim.id()).as_deref() == Some("offline")
+            && running_across(&alive, "web") == (0..10).collect::<Vec<u64>>()
+    });
+
+    // Every seat holder down: an agent restarted now (its host rebooted) runs its slice again.
+    let holder = *pinned
+        .iter()
+        .filter(|n| n.id() != victim.id())
+        .find(|n| !running_here(n, "web").is_empty())
+        .expect("another pinned agent runs web");
+    let mine = running_here(holder, "web");
+    let v = nodes_view(holder);
+    for n in &alive {
+        if matches!(role_of(&v, n.id()).as_deref(), Some("voter" | "standby")) {
+            n.herd.ok(&["kill"]);
+        }
+    }
+    assert!(
+        holder.herd.path("raft/slice.json").exists(),
+        "the agent keeps its slice on disk"
+    );
+    kill_with_apps(holder);
+    holder.herd.ok(&["up"]);
+    wait_until(
+        "the restarted agent to run its instances with no master",
+        FORM,
+        || running_here(holder, "web") == mine,
+    );
+    assert!(holder.leader().is_none(), "no master while the agent came back");
+}

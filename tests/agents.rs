@@ -80,9 +80,11 @@ fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() 
         );
     }
     // An agent's own status names the leader it hears from its heartbeats.
-    let agent_status = pinned[0].status().expect("status from an agent");
-    assert_eq!(agent_status["role"], "agent", "{agent_status}");
-    assert!(agent_status["leader_id"].is_u64(), "{agent_status}");
+    wait_until("an agent to name its leader", SECS_10, || {
+        pinned[0]
+            .status()
+            .is_some_and(|s| s["role"] == "agent" && s["leader_id"].is_u64())
+    });
 
     // Work lands on agents, deployed from an agent (forwarded to the leader).
     let file = pinned[0].herd.app_file(

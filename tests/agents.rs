@@ -62,14 +62,18 @@ fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() 
     let pinned: Vec<&Node> = all[7..].to_vec();
 
     // All ten are listed, with their role and the master's view of their health.
-    wait_until("3 voters, 2 standbys and 5 agents, all online", FORM, || {
-        let v = nodes_view(all[0]);
-        rows(&v).len() == 10
-            && count_role(&v, "voter") == 3
-            && count_role(&v, "standby") == 2
-            && count_role(&v, "agent") == 5
-            && rows(&v).iter().all(|n| n["health"] == "online")
-    });
+    wait_until(
+        "3 voters, 2 standbys and 5 agents, all online",
+        FORM,
+        || {
+            let v = nodes_view(all[0]);
+            rows(&v).len() == 10
+                && count_role(&v, "voter") == 3
+                && count_role(&v, "standby") == 2
+                && count_role(&v, "agent") == 5
+                && rows(&v).iter().all(|n| n["health"] == "online")
+        },
+    );
     let view = nodes_view(all[9]);
     for n in &pinned {
         assert_eq!(role_of(&view, n.id()).as_deref(), Some("agent"), "{view}");
@@ -100,7 +104,10 @@ fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() 
         "agents run instances"
     );
     let apps = pinned[1].herd.json(&["cluster", "apps", "--json"]);
-    assert_eq!(apps[0]["desired"], 10, "an agent reads the registry: {apps}");
+    assert_eq!(
+        apps[0]["desired"], 10,
+        "an agent reads the registry: {apps}"
+    );
 
     // A voter dies: a standby takes its seat within seconds.
     let view = nodes_view(all[0]);
@@ -170,5 +177,8 @@ fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() 
         FORM,
         || running_here(holder, "web") == mine,
     );
-    assert!(holder.leader().is_none(), "no master while the agent came back");
+    assert!(
+        holder.leader().is_none(),
+        "no master while the agent came back"
+    );
 }

@@ -214,7 +214,6 @@ fn standalone_daemons_have_no_cluster() {
     assert!(err.contains("runs standalone"), "{err}");
 }
 
-
 /// Watches, from a thread, how many distinct instances of a cluster app run across the nodes
 /// (from each node's `herd ps`), for as long as an operation lasts; keeps the fewest seen.
 struct Watch {

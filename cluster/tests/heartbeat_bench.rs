@@ -172,6 +172,7 @@ fn run(nodes: usize, secs: u64, interval: Duration) -> Outcome {
                 interval,
                 timeout: interval,
                 concurrency: herd_cluster::ClusterConfig::DEFAULT_HEARTBEAT_CONCURRENCY,
+                master_addr: "127.0.0.1:1".into(),
             },
             health.clone(),
         )

@@ -456,6 +456,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
             node_id: 0,
             applied_index: 0,
             lease_ack: 0,
+            ..Default::default()
         });
         r.metadata_mut()
             .insert("x-herd-secret", support::SECRET.parse().expect("ascii"));
@@ -481,6 +482,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
             node_id: 0,
             applied_index: 0,
             lease_ack: 0,
+            ..Default::default()
         })
         .await
         .expect_err("no secret");

@@ -239,7 +239,6 @@ pub fn by_id<'a>(nodes: &'a [&'a Node], id: u64) -> &'a Node {
         .expect("a node with that id")
 }
 
-
 /// Master intervals shortened from 2 s / 60 s / 90 s so a node's death shows in seconds.
 pub const FAST_MASTER: &str =
     "heartbeat_interval_ms = 200\nhealth_sweep_interval_ms = 500\noffline_timeout_ms = 2000\n";
@@ -301,7 +300,6 @@ pub fn node_status(view: &Value, id: u64) -> Option<String> {
         .find(|n| n["id"].as_u64() == Some(id))
         .and_then(|n| n["status"].as_str().map(String::from))
 }
-
 
 /// Instances of `app` running per node, in the order of `nodes`.
 pub fn counts_of(nodes: &[&Node], app: &str) -> Vec<usize> {

@@ -309,7 +309,13 @@ impl AgentState {
 mod tests {
     use super::*;
 
-    fn hb(master_id: u64, term: u64, node_id: u64, slice_version: u64, lease_ack: u64) -> Heartbeat {
+    fn hb(
+        master_id: u64,
+        term: u64,
+        node_id: u64,
+        slice_version: u64,
+        lease_ack: u64,
+    ) -> Heartbeat {
         Heartbeat {
             master_id,
             term,

@@ -68,9 +68,8 @@ impl AgentLoop {
             let applied = held.as_ref().map(|h| h.version());
             let reg: &Registry = held.as_ref().map_or(&empty, |h| &h.slice.registry);
             let view = self.state.view(now);
-            let synced = view.connected
-                && view.heard
-                && applied.is_some_and(|v| v >= view.slice_version);
+            let synced =
+                view.connected && view.heard && applied.is_some_and(|v| v >= view.slice_version);
             ever_synced |= synced;
             let mode = if synced {
                 Some(Mode::Full)

@@ -163,7 +163,11 @@ pub(crate) async fn fetch_loop(
                     continue;
                 }
                 Ok(new) => {
-                    tracing::debug!(got = new.version(), wanted, "slice server behind the master; retrying");
+                    tracing::debug!(
+                        got = new.version(),
+                        wanted,
+                        "slice server behind the master; retrying"
+                    );
                     store.offer(new).await;
                 }
                 Err(e) => tracing::debug!(error = %e, wanted, "cannot fetch slice; retrying"),

@@ -109,12 +109,7 @@ impl ClusterApi for ClusterApiService {
             .at_leader(
                 "join",
                 JOIN_TIMEOUT,
-                || async {
-                    Ok(shared
-                        .join_local(joiner.clone())
-                        .await?
-                        .map(joined))
-                },
+                || async { Ok(shared.join_local(joiner.clone()).await?.map(joined)) },
                 |mut c| {
                     let req = req.clone();
                     async move { Ok(c.join(req).await?.into_inner()) }

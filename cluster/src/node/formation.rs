@@ -19,11 +19,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::shared::Shared;
+use crate::config::NodeRole;
 use crate::discovery::Announcement;
 use crate::discovery::ClusterIdRecord;
 use crate::discovery::Discovery;
 use crate::discovery::RedisBoard;
-use crate::config::NodeRole;
 use crate::raft::Member;
 
 /// How long a node may go without hearing from a leader before it asks peers to (re)add it.
@@ -124,8 +124,8 @@ impl Formation {
         // after its master did (it hears no Raft traffic, only heartbeats).
         let initialized = self.shared.raft.is_initialized().await.unwrap_or(true);
         let quiet = if self.shared.registered_agent.load(Ordering::SeqCst) {
-            let rejoin_after = Duration::from_millis(3 * self.shared.cfg.heartbeat_interval_ms)
-                .max(REJOIN_AFTER);
+            let rejoin_after =
+                Duration::from_millis(3 * self.shared.cfg.heartbeat_interval_ms).max(REJOIN_AFTER);
             self.shared
                 .agent
                 .silent_for()

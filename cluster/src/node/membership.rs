@@ -213,13 +213,19 @@ impl MembershipKeeper {
     /// The joiner's registry record (one write), skipped when the registry already says so.
     async fn register(&self, joiner: &Joiner) -> Result<Served<()>, ClusterError> {
         let record = joiner.record();
-        let known = self.shared.registry.borrow().nodes.get(&joiner.id).is_some_and(|r| {
-            r.addr == record.addr
-                && r.labels == record.labels
-                && r.version == record.version
-                && r.agent_only == record.agent_only
-                && r.status != NodeStatus::Left
-        });
+        let known = self
+            .shared
+            .registry
+            .borrow()
+            .nodes
+            .get(&joiner.id)
+            .is_some_and(|r| {
+                r.addr == record.addr
+                    && r.labels == record.labels
+                    && r.version == record.version
+                    && r.agent_only == record.agent_only
+                    && r.status != NodeStatus::Left
+            });
         if known {
             return Ok(Served::Done(()));
         }
@@ -372,18 +378,28 @@ impl MembershipKeeper {
     /// Keeps `standbys` learners: an unreachable one leaves Raft after `replace_voter_after_ms`
     /// (it goes on as an agent), extra ones leave once the voters are complete, and a missing
     /// one is filled by an online agent that may hold a seat.
-    async fn keep_standbys(&mut self, view: &View, voters_complete: bool) -> Result<(), ClusterError> {
+    async fn keep_standbys(
+        &mut self,
+        view: &View,
+        voters_complete: bool,
+    ) -> Result<(), ClusterError> {
         let now = Instant::now();
         let replace_after = Duration::from_millis(self.shared.cfg.replace_voter_after_ms);
-        let learners: Vec<&MemberStatus> =
-            view.members.iter().filter(|s| s.role == "learner").collect();
+        let learners: Vec<&MemberStatus> = view
+            .members
+            .iter()
+            .filter(|s| s.role == "learner")
+            .collect();
         let lost = learners.iter().find(|s| {
             self.unreachable_since
                 .get(&s.id)
                 .is_some_and(|since| now.duration_since(*since) >= replace_after)
         });
         if let Some(lost) = lost {
-            tracing::warn!(node = lost.id, "standby unreachable: it leaves raft and goes on as an agent");
+            tracing::warn!(
+                node = lost.id,
+                "standby unreachable: it leaves raft and goes on as an agent"
+            );
             return self
                 .change(
                     ChangeMembers::RemoveNodes(BTreeSet::from([lost.id])),
@@ -393,13 +409,20 @@ impl MembershipKeeper {
         }
         let standbys = self.shared.cfg.standbys;
         if voters_complete && learners.len() > standbys {
-            let Some(extra) = learners
-                .iter()
-                .min_by_key(|s| (s.reachable == Some(true), s.matched_index, std::cmp::Reverse(s.id)))
-            else {
+            let Some(extra) = learners.iter().min_by_key(|s| {
+                (
+                    s.reachable == Some(true),
+                    s.matched_index,
+                    std::cmp::Reverse(s.id),
+                )
+            }) else {
                 return Ok(());
             };
-            tracing::info!(node = extra.id, standbys, "more standbys than wanted: one goes on as an agent");
+            tracing::info!(
+                node = extra.id,
+                standbys,
+                "more standbys than wanted: one goes on as an agent"
+            );
             return self
                 .change(
                     ChangeMembers::RemoveNodes(BTreeSet::from([extra.id])),
@@ -417,7 +440,9 @@ impl MembershipKeeper {
         tracing::info!(node = candidate.0, addr = %candidate.1.addr, "adding an agent as standby");
         match tokio::time::timeout(
             CHANGE_TIMEOUT,
-            self.shared.raft.add_learner(candidate.0, candidate.1, false),
+            self.shared
+                .raft
+                .add_learner(candidate.0, candidate.1, false),
         )
         .await
         {
@@ -440,7 +465,12 @@ impl MembershipKeeper {
         reg.nodes
             .values()
             .filter(|n| n.status == NodeStatus::Online && !n.agent_only)
-            .filter(|n| !view.members.iter().any(|m| m.id == n.id || m.addr == n.addr))
+            .filter(|n| {
+                !view
+                    .members
+                    .iter()
+                    .any(|m| m.id == n.id || m.addr == n.addr)
+            })
             .map(|n| {
                 (
                     n.id,

@@ -145,8 +145,8 @@ impl ClusterNode {
                 RaftStorage::open(&dir)
             }
         })
-            .await
-            .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
+        .await
+        .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
         let db = storage.closed_watch();
         let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
             path: storage.path.clone(),
@@ -679,7 +679,10 @@ fn slice_fetch(shared: &Arc<Shared>) -> SliceFetch {
                     Duration::from_secs(5),
                     || std::future::ready(Ok(shared.slice_local(me))),
                     |mut c| async move {
-                        let reply = c.slice(pb::SliceRequest { node_id: me }).await?.into_inner();
+                        let reply = c
+                            .slice(pb::SliceRequest { node_id: me })
+                            .await?
+                            .into_inner();
                         Ok(HeldSlice {
                             as_of: reply.as_of,
                             slice: decode(&reply.slice)?,

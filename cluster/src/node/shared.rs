@@ -24,8 +24,8 @@ use super::status::local_status;
 use crate::agent::AgentState;
 use crate::agent::HeldSlice;
 use crate::agent::SliceStore;
-use crate::config::NodeRole;
 use crate::config::ClusterConfig;
+use crate::config::NodeRole;
 use crate::error::ClusterError;
 use crate::master::ClusterRuntime;
 use crate::master::MasterView;
@@ -254,7 +254,11 @@ impl Shared {
             return false;
         }
         let m = self.raft.metrics().borrow_watched().clone();
-        let seated = m.membership_config.membership().get_node(&self.id).is_some();
+        let seated = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
         seated && (self.raft.is_leader() || self.leader_contact.elapsed() < Duration::from_secs(3))
     }
 

@@ -9,8 +9,7 @@ impl Registry {
     pub(super) fn register_node(&mut self, node: &NodeRecord) -> bool {
         let mut changed = false;
         for other in self.nodes.values_mut() {
-            if other.id != node.id && other.addr == node.addr && other.status != NodeStatus::Left
-            {
+            if other.id != node.id && other.addr == node.addr && other.status != NodeStatus::Left {
                 other.status = NodeStatus::Left;
                 changed = true;
             }
@@ -86,14 +85,22 @@ mod tests {
         let mut upgraded = record(7, "10.0.0.7:9700");
         upgraded.version = Some("1.1.0".into());
         assert_eq!(register(&mut r, upgraded), applied(true));
-        assert_eq!(r.nodes[&7].status, NodeStatus::Offline, "the master judges health");
+        assert_eq!(
+            r.nodes[&7].status,
+            NodeStatus::Offline,
+            "the master judges health"
+        );
         assert!(r.nodes[&7].drain);
         assert_eq!(r.nodes[&7].version.as_deref(), Some("1.1.0"));
         r.apply(&RegistryCommand::SetNodeStatus {
             updates: vec![(7, NodeStatus::Left)],
         });
         assert_eq!(register(&mut r, record(7, "10.0.0.7:9700")), applied(true));
-        assert_eq!(r.nodes[&7].status, NodeStatus::Draining, "back, still draining");
+        assert_eq!(
+            r.nodes[&7].status,
+            NodeStatus::Draining,
+            "back, still draining"
+        );
     }
 
     #[test]

@@ -124,10 +124,12 @@ impl Registry {
             .get(name)
             .map(|a| a.keys().copied().collect())
             .unwrap_or_default();
-        let state = self.restarts.entry(name.to_string()).or_default();
-        if generation <= state.generation {
+        // A generation not above the current one changes nothing, not even an empty entry.
+        let current = self.restarts.get(name).map_or(0, |r| r.generation);
+        if generation <= current {
             return applied(false);
         }
+        let state = self.restarts.entry(name.to_string()).or_default();
         for i in placed {
             let current = state.generation_of(i);
             state.pending.entry(i).or_insert(current);
@@ -319,6 +321,13 @@ mod tests {
                 })
                 .collect(),
         });
+        let before = r.clone();
+        let nothing = RegistryCommand::RestartApp {
+            name: "api".into(),
+            generation: 0,
+        };
+        assert_eq!(r.apply(&nothing), applied(false));
+        assert_eq!(r, before, "an unchanged answer changed nothing");
         let restart = RegistryCommand::RestartApp {
             name: "api".into(),
             generation: 1,

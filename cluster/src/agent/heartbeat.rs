@@ -81,6 +81,7 @@ mod tests {
             lease_ack: 5,
             slice_version: 4,
             master_addr: String::new(),
+            report_ack: 0,
         };
         assert_eq!(
             Heartbeat::from(&req),

@@ -4,6 +4,7 @@
 //! to this node. Cut off from every master, it keeps its instances running, except those of
 //! apps that asked to stop when disconnected.
 
+mod delta;
 mod desired;
 mod fence;
 mod heartbeat;

@@ -9,7 +9,10 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use tokio::time::Instant;
+
 use super::AgentState;
+use super::delta::ReplyDelta;
 use super::heartbeat::Heartbeat;
 use super::report::resources_json;
 
@@ -20,6 +23,8 @@ pub(crate) struct AgentService {
     state: Arc<AgentState>,
     /// This node's current Raft term: a master behind it is stale.
     local_term: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// What was reported last: replies carry changes only.
+    delta: ReplyDelta,
 }
 
 impl AgentService {
@@ -27,33 +32,52 @@ impl AgentService {
         state: Arc<AgentState>,
         local_term: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> AgentService {
-        AgentService { state, local_term }
+        AgentService {
+            state,
+            local_term,
+            delta: ReplyDelta::default(),
+        }
     }
 }
 
-/// What this node tells the master, as reply number `seq`.
-fn reply(state: &AgentState, seq: u64) -> pb::HeartbeatReply {
-    let (instances, resources_json) = match state.supervisor() {
-        Some(sup) => (sup.report(), resources_json(true, sup.resources().as_ref())),
-        None => (Vec::new(), resources_json(false, None)),
+/// What this node tells the master, as reply number `seq`: the instance list only when the
+/// master does not hold it already (`report_ack`), the resources only when they moved.
+fn reply(state: &AgentState, delta: &ReplyDelta, seq: u64, report_ack: u64) -> pb::HeartbeatReply {
+    let (instances, resources) = match state.supervisor() {
+        Some(sup) => (sup.report(), Some(sup.resources())),
+        None => (Vec::new(), None),
     };
+    let json = resources_json(
+        resources.is_some(),
+        resources.as_ref().and_then(Option::as_ref),
+    );
+    let instances = instances
+        .into_iter()
+        .map(|r| pb::InstanceStatus {
+            generation: state.generation(&r.app, r.instance).unwrap_or(0),
+            app: r.app,
+            instance: r.instance,
+            status: r.status.as_str().to_string(),
+            pid: r.pid,
+            restarts: r.restarts,
+        })
+        .collect();
+    let shaped = delta.shape(
+        instances,
+        resources.flatten(),
+        json,
+        report_ack,
+        Instant::now(),
+    );
     pb::HeartbeatReply {
         node_id: state.node_id(),
         version: VERSION.to_string(),
-        resources_json,
-        instances: instances
-            .into_iter()
-            .map(|r| pb::InstanceStatus {
-                generation: state.generation(&r.app, r.instance).unwrap_or(0),
-                app: r.app,
-                instance: r.instance,
-                status: r.status.as_str().to_string(),
-                pid: r.pid,
-                restarts: r.restarts,
-            })
-            .collect(),
+        resources_json: shaped.resources_json,
+        instances: shaped.instances,
         term: state.highest_term(),
         lease_seq: seq,
+        report_version: shaped.report_version,
+        report_unchanged: shaped.report_unchanged,
     }
 }
 
@@ -70,6 +94,11 @@ impl Agent for AgentService {
         if !req.master_addr.is_empty() {
             self.state.note_master(req.master_id, &req.master_addr);
         }
-        Ok(Response::new(reply(&self.state, seq)))
+        Ok(Response::new(reply(
+            &self.state,
+            &self.delta,
+            seq,
+            req.report_ack,
+        )))
     }
 }

@@ -275,6 +275,7 @@ mod tests {
                     generation,
                 })
                 .collect(),
+            report_version: 0,
         }
     }
 

@@ -62,15 +62,28 @@ pub struct NodeReport {
     pub resources_json: String,
     pub usage: Usage,
     pub instances: Vec<ReportedInstance>,
+    /// The node's version of `instances` (0: a node that does not number its reports).
+    #[serde(default)]
+    pub report_version: u64,
 }
 
 impl NodeReport {
-    pub(crate) fn from_reply(reply: pb::HeartbeatReply) -> NodeReport {
-        NodeReport {
-            version: reply.version,
-            usage: serde_json::from_str(&reply.resources_json).unwrap_or_default(),
-            resources_json: reply.resources_json,
-            instances: reply
+    /// The report a reply makes, given the one held before (`prev`): a reply that leaves its
+    /// instance list out (unchanged since the version acknowledged) keeps `prev`'s, and one
+    /// without resources keeps `prev`'s resources. A reply that says "unchanged" about a
+    /// version this master does not hold keeps what it has but is numbered 0, so the next
+    /// heartbeat asks for everything.
+    pub(crate) fn from_reply(reply: pb::HeartbeatReply, prev: Option<&NodeReport>) -> NodeReport {
+        let (instances, report_version) = if reply.report_unchanged {
+            match prev {
+                Some(p) if p.report_version == reply.report_version => {
+                    (p.instances.clone(), reply.report_version)
+                }
+                Some(p) => (p.instances.clone(), 0),
+                None => (Vec::new(), 0),
+            }
+        } else {
+            let list = reply
                 .instances
                 .into_iter()
                 .map(|i| ReportedInstance {
@@ -81,7 +94,22 @@ impl NodeReport {
                     restarts: i.restarts,
                     generation: i.generation,
                 })
-                .collect(),
+                .collect();
+            (list, reply.report_version)
+        };
+        let (resources_json, usage) = match prev {
+            Some(p) if reply.resources_json.is_empty() => (p.resources_json.clone(), p.usage),
+            _ => (
+                reply.resources_json.clone(),
+                serde_json::from_str(&reply.resources_json).unwrap_or_default(),
+            ),
+        };
+        NodeReport {
+            version: reply.version,
+            usage,
+            resources_json,
+            instances,
+            report_version,
         }
     }
 
@@ -216,6 +244,19 @@ impl HealthTable {
         }
     }
 
+    /// The latest report of `id`, if any.
+    pub fn report_of(&self, id: NodeId) -> Option<Arc<NodeReport>> {
+        self.lock().get(&id).and_then(|h| h.report.clone())
+    }
+
+    /// The report version of `id` this master holds (0: none, ask for everything).
+    pub fn report_ack(&self, id: NodeId) -> u64 {
+        self.lock()
+            .get(&id)
+            .and_then(|h| h.report.as_ref())
+            .map_or(0, |r| r.report_version)
+    }
+
     /// The reply to acknowledge in the next heartbeat to `id`: 0 (none) while it is lapsed.
     pub fn lease_ack(&self, id: NodeId) -> u64 {
         self.lock()
@@ -317,6 +358,7 @@ mod tests {
             resources_json: String::new(),
             usage: Usage::default(),
             instances: vec![],
+            report_version: 0,
         }
     }
 

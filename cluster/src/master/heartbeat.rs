@@ -259,6 +259,7 @@ impl BeatCtx {
             lease_ack: self.health.lease_ack(id),
             slice_version,
             master_addr: self.cfg.master_addr.clone(),
+            report_ack: self.health.report_ack(id),
         };
         let stats = &self.health.stats;
         stats
@@ -275,8 +276,9 @@ impl BeatCtx {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 stats.rtt.record(rtt);
                 let seq = reply.lease_seq;
-                self.health
-                    .record_answer(id, now, rtt, seq, NodeReport::from_reply(reply));
+                let prev = self.health.report_of(id);
+                let report = NodeReport::from_reply(reply, prev.as_deref());
+                self.health.record_answer(id, now, rtt, seq, report);
                 return true;
             }
             Ok(Ok(reply)) => format!("answered as node {}", reply.node_id),

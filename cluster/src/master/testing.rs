@@ -100,6 +100,7 @@ impl NodeLink for FakeLink {
                 instances,
                 term: req.term,
                 lease_seq: req.lease_ack + 1,
+                ..Default::default()
             })
         })
     }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::clock::WallClock;
 use super::stats::HeartbeatStats;
+use super::storm::RescheduleMode;
 use crate::registry::NodeId;
 use crate::registry::NodeRecord;
 use crate::registry::NodeStatus;
@@ -158,6 +159,8 @@ pub struct HealthTable {
     pub stats: HeartbeatStats,
     /// How long a node's singleton lease lasts (an answer after a longer silence has lapsed).
     lease: Duration,
+    /// How the term reschedules instances of offline nodes now (`storm.rs`), for the runtime view.
+    reschedule_mode: Mutex<RescheduleMode>,
 }
 
 impl HealthTable {
@@ -167,6 +170,7 @@ impl HealthTable {
             clock,
             stats: HeartbeatStats::default(),
             lease: Duration::MAX,
+            reschedule_mode: Mutex::new(RescheduleMode::Normal),
         }
     }
 
@@ -274,6 +278,24 @@ impl HealthTable {
                 h.lapsed = false;
             }
         }
+    }
+
+    pub fn reschedule_mode(&self) -> RescheduleMode {
+        *self
+            .reschedule_mode
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `mode`, returning the previous one.
+    pub fn set_reschedule_mode(&self, mode: RescheduleMode) -> RescheduleMode {
+        std::mem::replace(
+            &mut *self
+                .reschedule_mode
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            mode,
+        )
     }
 
     pub fn get(&self, id: NodeId) -> Option<NodeHealth> {

@@ -7,7 +7,9 @@
 //! - sweeps every `health_sweep_interval_ms`: offline after `offline_timeout_ms` of silence (a
 //!   new master first gives every node a full timeout), online when it answers again, one
 //!   batched write, plus uptime samples and pruning;
-//! - places, reschedules and moves instances, advances rolling restarts, moves crash loops.
+//! - places, reschedules and moves instances, advances rolling restarts, moves crash loops;
+//!   rescheduling away from offline nodes is throttled when many fail at once and frozen when
+//!   more than half are silent (`storm.rs`).
 
 mod clock;
 mod decisions;
@@ -17,6 +19,7 @@ pub(crate) mod io;
 mod placement;
 mod runtime;
 mod stats;
+mod storm;
 mod term;
 #[cfg(test)]
 mod term_tests;
@@ -51,6 +54,7 @@ pub use self::runtime::HeartbeatTotals;
 pub use self::runtime::NodeRuntime;
 pub use self::stats::HeartbeatStats;
 pub use self::stats::RttHistogram;
+pub use self::storm::RescheduleMode;
 use self::term::MasterTerm;
 pub(crate) use self::term::TermSettings;
 use crate::raft::Leadership;

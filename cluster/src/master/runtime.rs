@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::health::HealthTable;
 use super::health::ReportedInstance;
+use super::storm::RescheduleMode;
 use crate::registry::NodeId;
 use crate::registry::NodeStatus;
 use crate::registry::Registry;
@@ -23,6 +24,10 @@ pub struct ClusterRuntime {
     pub at_ms: u64,
     pub nodes: Vec<NodeRuntime>,
     pub heartbeats: HeartbeatTotals,
+    /// How instances of offline nodes are rescheduled (`Frozen`: the master believes it is cut
+    /// off). Absent in views from older masters.
+    #[serde(default)]
+    pub reschedule_mode: RescheduleMode,
 }
 
 impl ClusterRuntime {
@@ -123,5 +128,6 @@ pub(crate) fn build(
             rtt_p50_us: s.rtt.quantile(0.5).map(|d| d.as_micros() as u64),
             rtt_p99_us: s.rtt.quantile(0.99).map(|d| d.as_micros() as u64),
         },
+        reschedule_mode: health.reschedule_mode(),
     }
 }

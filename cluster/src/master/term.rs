@@ -3,8 +3,9 @@
 //! write decided by a deposed master cannot land in a later term.
 //!
 //! Each pass (on every registry change and every heartbeat interval): node records for the Raft
-//! members, heartbeat targets, finished moves, placement, rolling-restart steps. Each sweep:
-//! status changes (one write), an uptime sample per node (one write), pruning (when due).
+//! members, heartbeat targets, finished moves, placement (instances leave offline nodes only as
+//! fast as `storm.rs` allows), rolling-restart steps. Each sweep: status changes (one write), an
+//! uptime sample per node (one write), pruning (when due).
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -28,6 +29,10 @@ use super::io::MasterIo;
 use super::io::WriteError;
 use super::placement;
 use super::placement::PlacementInput;
+use super::storm::RescheduleBudget;
+use super::storm::RescheduleMode;
+use super::storm::StormView;
+use super::storm::decide;
 use crate::agent::lease_length;
 use crate::agent::status_is_live;
 use crate::config::ClusterConfig;
@@ -85,6 +90,8 @@ pub(crate) struct MasterTerm {
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
     crashes: CrashBudget,
+    /// How many instances may still leave offline nodes while rescheduling is throttled.
+    reschedule: RescheduleBudget,
     /// When this term began (it runs right after it is made): placement waits a little for
     /// every node's first answer.
     started: Instant,
@@ -131,6 +138,7 @@ impl MasterTerm {
             health.clone(),
             io.versions(),
         );
+        let reschedule = RescheduleBudget::new(settings.heartbeat_interval);
         MasterTerm {
             io,
             term,
@@ -138,6 +146,7 @@ impl MasterTerm {
             health,
             heartbeater,
             crashes: CrashBudget::default(),
+            reschedule,
             started: Instant::now(),
         }
     }
@@ -230,6 +239,8 @@ impl MasterTerm {
             .map(|(id, _)| *id)
             .collect();
 
+        let mode = self.reschedule_mode(reg);
+
         let done = finished_moves(reg, &reports);
         if !done.is_empty() {
             tracing::info!(
@@ -280,8 +291,19 @@ impl MasterTerm {
                         })
                 })
                 .collect(),
+            reschedule_budget: self.reschedule.allowance(mode, now),
         };
         let plan = placement::plan(reg, &input);
+        self.reschedule.spend(plan.rescheduled);
+        if plan.held > 0 {
+            tracing::debug!(
+                term = self.term,
+                ?mode,
+                rescheduled = plan.rescheduled,
+                held = plan.held,
+                "rescheduling from offline nodes is limited: the rest waits for later passes"
+            );
+        }
         if !plan.unassign.is_empty() {
             self.write(RegistryCommand::Unassign {
                 instances: plan.unassign,
@@ -327,6 +349,55 @@ impl MasterTerm {
             self.write(roll).await?;
         }
         Ok(())
+    }
+
+    /// How instances of offline nodes may be rescheduled now (`storm.rs`), from the registry's
+    /// node statuses (so a new master inherits a freeze at once); logged when it changes.
+    fn reschedule_mode(&self, reg: &Registry) -> RescheduleMode {
+        let view = StormView::of(reg);
+        let mode = decide(&view);
+        let before = self.health.set_reschedule_mode(mode);
+        if before != mode {
+            let waiting: usize = reg
+                .assignments
+                .values()
+                .flat_map(|a| a.values())
+                .filter(|n| {
+                    reg.nodes
+                        .get(n)
+                        .is_some_and(|r| r.status == NodeStatus::Offline)
+                })
+                .count();
+            let zone = view.throttling_zone();
+            match mode {
+                RescheduleMode::Frozen => tracing::warn!(
+                    term = self.term,
+                    nodes = view.total,
+                    offline = view.offline,
+                    waiting,
+                    "more than half of the nodes are offline: this master assumes it is cut off \
+                     and reschedules nothing until they answer again"
+                ),
+                RescheduleMode::Throttled { per_second } => tracing::warn!(
+                    term = self.term,
+                    nodes = view.total,
+                    offline = view.offline,
+                    ?zone,
+                    waiting,
+                    per_second,
+                    "many nodes offline at once: rescheduling their instances at a bounded rate"
+                ),
+                RescheduleMode::Normal => tracing::info!(
+                    term = self.term,
+                    nodes = view.total,
+                    offline = view.offline,
+                    waiting,
+                    ?before,
+                    "rescheduling from offline nodes is back to normal"
+                ),
+            }
+        }
+        mode
     }
 
     /// A record for every Raft member (one write). A node that leaves Raft keeps its record: it

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::MasterView;
 use super::clock::WallClock;
+use super::storm::RescheduleMode;
 use super::term::MasterTerm;
 use super::term::TermSettings;
 use super::testing::FakeWorld;
@@ -464,5 +465,192 @@ async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
         "node 3 was never found offline: {:?}",
         status_writes(&world)
     );
+    task.abort();
+}
+
+fn ten_nodes_running(instances: u32) -> Arc<FakeWorld> {
+    let world = FakeWorld::new(TERM, &(1..=10).collect::<Vec<_>>(), Registry::default());
+    world.user_write(RegistryCommand::PutApp {
+        name: "api".into(),
+        app: App {
+            instances,
+            ..App::default()
+        },
+    });
+    world
+}
+
+/// Every assignment the master wrote, in order: (instance, node).
+fn assigned(world: &FakeWorld) -> Vec<Vec<(u32, NodeId)>> {
+    world
+        .written(|c| matches!(c, RegistryCommand::Assign { .. }))
+        .into_iter()
+        .filter_map(|c| match c {
+            RegistryCommand::Assign { assignments } => Some(
+                assignments
+                    .into_iter()
+                    .map(|a| (a.instance, a.node))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn on_nodes(world: &FakeWorld, nodes: &[NodeId]) -> usize {
+    world.registry_now().assignments["api"]
+        .values()
+        .filter(|n| nodes.contains(n))
+        .count()
+}
+
+/// No instance was given a node twice after `initial` assignment writes.
+fn each_moved_at_most_once(writes: &[Vec<(u32, NodeId)>], initial: usize) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, _) in writes[initial..].iter().flatten() {
+        assert!(
+            seen.insert(*i),
+            "instance {i} rescheduled twice: {writes:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn four_of_ten_nodes_failing_at_once_are_rescheduled_at_a_bounded_rate() {
+    let world = ten_nodes_running(30);
+    let t0 = tokio::time::Instant::now();
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let health = term.health();
+    let task = tokio::spawn(async move {
+        term.run().await;
+    });
+    at(5, t0).await;
+    let dead: Vec<NodeId> = (7..=10).collect();
+    assert_eq!(on_nodes(&world, &dead), 12, "three instances per node");
+    let initial = assigned(&world).len();
+    for &id in &dead {
+        world.nodes.set_down(id, true);
+    }
+
+    at(120, t0).await;
+    let mut offline = status_writes(&world).concat();
+    offline.sort();
+    assert_eq!(
+        offline,
+        dead.iter()
+            .map(|&id| (id, NodeStatus::Offline))
+            .collect::<Vec<_>>(),
+        "all four marked offline at once"
+    );
+    // 6 online nodes: one instance per second, a pass (2 s) holds at most two.
+    assert_eq!(
+        health.reschedule_mode(),
+        RescheduleMode::Throttled { per_second: 1 }
+    );
+    assert_eq!(on_nodes(&world, &dead), 10, "two moved at the sweep");
+    at(125, t0).await;
+    assert!(
+        on_nodes(&world, &dead) >= 4,
+        "not all at once: {}",
+        on_nodes(&world, &dead)
+    );
+    at(150, t0).await;
+    assert_eq!(on_nodes(&world, &dead), 0, "all rescheduled in the end");
+    let writes = assigned(&world);
+    assert!(
+        writes[initial..].iter().all(|w| w.len() <= 2),
+        "at most two per pass: {writes:?}"
+    );
+    assert_eq!(writes[initial..].concat().len(), 12);
+    each_moved_at_most_once(&writes, initial);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn six_of_ten_nodes_silent_freeze_rescheduling_until_enough_answer_again() {
+    let world = ten_nodes_running(30);
+    let t0 = tokio::time::Instant::now();
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let health = term.health();
+    let task = tokio::spawn(async move {
+        term.run().await;
+    });
+    at(5, t0).await;
+    let before = world.registry_now().assignments["api"].clone();
+    let initial = assigned(&world).len();
+    let silent: Vec<NodeId> = (5..=10).collect();
+    for &id in &silent {
+        world.nodes.set_down(id, true);
+    }
+
+    at(120, t0).await;
+    let r = world.registry_now();
+    assert!(
+        silent
+            .iter()
+            .all(|id| r.nodes[id].status == NodeStatus::Offline),
+        "health is the truth: marked offline"
+    );
+    assert_eq!(health.reschedule_mode(), RescheduleMode::Frozen);
+    at(170, t0).await;
+    assert_eq!(assigned(&world).len(), initial, "nothing rescheduled");
+    assert_eq!(world.registry_now().assignments["api"], before);
+
+    // Half of them answer again: 3 of 10 silent, a third, back to normal at the next sweep.
+    for id in 5..=7 {
+        world.nodes.set_down(id, false);
+    }
+    at(180, t0).await;
+    let r = world.registry_now();
+    assert_eq!(health.reschedule_mode(), RescheduleMode::Normal);
+    assert!((5..=7).all(|id| r.nodes[&id].status == NodeStatus::Online));
+    assert_eq!(on_nodes(&world, &[8, 9, 10]), 0, "the rest moved at once");
+    for (i, n) in &before {
+        if (1..=7).contains(n) {
+            assert_eq!(r.assignments["api"][i], *n, "instance {i} stayed on {n}");
+        }
+    }
+    at(300, t0).await;
+    each_moved_at_most_once(&assigned(&world), initial);
+    assert_eq!(assigned(&world)[initial..].concat().len(), 9);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_master_inherits_the_freeze_from_the_registry() {
+    let world = ten_nodes_running(10);
+    world.user_write(RegistryCommand::UpsertNodes {
+        nodes: (1..=10)
+            .map(|id| crate::registry::NodeRecord {
+                id,
+                addr: format!("n{id}"),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    world.user_write(RegistryCommand::Assign {
+        assignments: (0..10)
+            .map(|i| crate::registry::Assignment {
+                app: "api".into(),
+                instance: i,
+                node: NodeId::from(i) + 1,
+            })
+            .collect(),
+    });
+    world.user_write(RegistryCommand::SetNodeStatus {
+        updates: (5..=10).map(|id| (id, NodeStatus::Offline)).collect(),
+    });
+    for id in 5..=10 {
+        world.nodes.set_down(id, true);
+    }
+    let t0 = tokio::time::Instant::now();
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let health = term.health();
+    let task = tokio::spawn(async move {
+        term.run().await;
+    });
+    at(30, t0).await;
+    assert_eq!(health.reschedule_mode(), RescheduleMode::Frozen);
+    assert!(assigned(&world).is_empty(), "{:?}", assigned(&world));
     task.abort();
 }

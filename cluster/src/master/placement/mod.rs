@@ -40,6 +40,10 @@ pub struct Plan {
     pub assign: Vec<Assignment>,
     pub moves: Vec<InstanceMove>,
     pub unassign: Vec<InstanceRef>,
+    /// How many of `assign` take an instance off an offline node.
+    pub rescheduled: usize,
+    /// Instances of offline nodes held back by `PlacementInput::reschedule_budget`.
+    pub held: usize,
 }
 
 impl Plan {
@@ -60,6 +64,9 @@ pub struct PlacementInput {
     /// Instances a reachable (not offline or left) node reports live: a singleton
     /// (`on_disconnect = "stop"`) is not placed while its old copy still runs somewhere.
     pub running: HashSet<InstanceRef>,
+    /// How many instances may leave offline nodes in this pass (`None`: all of them); the rest
+    /// stay assigned where they are until a later pass (see `master/storm.rs`).
+    pub reschedule_budget: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +138,7 @@ pub(super) fn least_loaded(
 
 pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
     let mut plan = Plan::default();
+    let mut budget = input.reschedule_budget;
     let usable = |id: NodeId| {
         reg.nodes
             .get(&id)
@@ -218,6 +226,18 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 tracing::debug!(app = %name, instance = i, "singleton still running elsewhere; placing it once it stopped");
                 continue;
             }
+            let off_offline = current.is_some_and(|n| {
+                reg.nodes
+                    .get(&n)
+                    .is_some_and(|r| r.status == NodeStatus::Offline)
+            });
+            if off_offline && budget == Some(0) {
+                plan.held += 1;
+                if let Some(n) = current {
+                    *per_node.entry(n).or_default() += 1;
+                }
+                continue;
+            }
             let mut candidates = eligible(reg, app, &usable, |id| {
                 per_node.get(&id).copied().unwrap_or(0)
             });
@@ -262,11 +282,19 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                         to,
                     });
                 }
-                _ => plan.assign.push(Assignment {
-                    app: name.clone(),
-                    instance: i,
-                    node: to,
-                }),
+                _ => {
+                    if off_offline {
+                        plan.rescheduled += 1;
+                        if let Some(b) = budget.as_mut() {
+                            *b -= 1;
+                        }
+                    }
+                    plan.assign.push(Assignment {
+                        app: name.clone(),
+                        instance: i,
+                        node: to,
+                    })
+                }
             }
         }
     }

@@ -219,6 +219,32 @@ fn instances_on_an_offline_node_are_rescheduled_and_silent_nodes_get_nothing() {
 }
 
 #[test]
+fn a_reschedule_budget_holds_back_instances_of_offline_nodes_only() {
+    let mut r = registry((1..=4).map(|id| node(id, &[])).collect());
+    put(&mut r, "api", 8, Placement::default());
+    let p = plan(&r, &live(&r));
+    apply(&mut r, &p);
+    r.apply(&RegistryCommand::SetNodeStatus {
+        updates: vec![(1, NodeStatus::Offline), (2, NodeStatus::Offline)],
+    });
+    // Two more instances with no node yet: new work is not gated.
+    put(&mut r, "api", 10, Placement::default());
+    let mut input = live(&r);
+    input.reschedule_budget = Some(3);
+    let p = plan(&r, &input);
+    assert_eq!((p.rescheduled, p.held), (3, 1), "{p:?}");
+    assert_eq!(p.assign.len(), 5, "3 off offline nodes + 2 new: {p:?}");
+    assert!(p.assign.iter().all(|a| a.node == 3 || a.node == 4));
+    apply(&mut r, &p);
+    input.reschedule_budget = Some(0);
+    let p = plan(&r, &input);
+    assert!(p.assign.is_empty() && p.held == 1, "frozen: {p:?}");
+    input.reschedule_budget = None;
+    let p = plan(&r, &input);
+    assert_eq!((p.assign.len(), p.rescheduled, p.held), (1, 1, 0), "{p:?}");
+}
+
+#[test]
 fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
     let mut r = registry(vec![node(1, &[]), node(2, &[])]);
     put(&mut r, "api", 1, Placement::default());

@@ -4,7 +4,9 @@
 //!
 //! Each pass (on every registry change and every heartbeat interval): node records for the Raft
 //! members, heartbeat targets, finished moves, placement, rolling-restart steps. Each sweep:
-//! status changes (one write), an uptime sample per node (one write), pruning (when due).
+//! status changes (one write), an uptime sample per node counted in memory, pruning (when due).
+//! Every rollup interval (at a sweep): the counters of the uptime buckets that changed, as
+//! absolute values (one `SetUptime` write), instead of a write of every sample every sweep.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use super::io::MasterIo;
 use super::io::WriteError;
 use super::placement;
 use super::placement::PlacementInput;
+use super::stats::UptimeCounters;
 use crate::agent::lease_length;
 use crate::agent::status_is_live;
 use crate::config::ClusterConfig;
@@ -52,6 +55,9 @@ pub(crate) struct TermSettings {
     pub heartbeat_concurrency: usize,
     pub bucket_ms: u64,
     pub retention_days: u64,
+    /// How often the uptime counters are written to the registry (a multiple of the sweep
+    /// interval in effect: the rollup goes out at the first sweep it is due).
+    pub rollup_interval: Duration,
     /// This node's cluster address, sent with heartbeats (agents learn the leader from them).
     pub master_addr: String,
 }
@@ -66,6 +72,7 @@ impl TermSettings {
             heartbeat_concurrency: cfg.heartbeat_concurrency,
             bucket_ms: cfg.uptime_bucket_ms,
             retention_days: cfg.uptime_retention_days,
+            rollup_interval: Duration::from_millis(cfg.uptime_rollup_interval_ms()),
             master_addr: cfg.advertise.clone(),
         }
     }
@@ -85,6 +92,10 @@ pub(crate) struct MasterTerm {
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
     crashes: CrashBudget,
+    /// Uptime samples counted since the term began, written every rollup interval.
+    uptime: UptimeCounters,
+    /// When the next uptime rollup is due (a sweep at or after it writes one).
+    next_rollup: Instant,
     /// When this term began (it runs right after it is made): placement waits a little for
     /// every node's first answer.
     started: Instant,
@@ -131,14 +142,17 @@ impl MasterTerm {
             health.clone(),
             io.versions(),
         );
+        let started = Instant::now();
         MasterTerm {
             io,
             term,
+            uptime: UptimeCounters::new(settings.bucket_ms),
+            next_rollup: started + settings.rollup_interval,
             settings,
             health,
             heartbeater,
             crashes: CrashBudget::default(),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -421,10 +435,9 @@ impl MasterTerm {
                 up: changed.get(&n.id).copied().unwrap_or(n.status) != NodeStatus::Offline,
             })
             .collect();
-        if !samples.is_empty() {
-            let bucket_ms = (self.settings.bucket_ms != DAY_MS).then_some(self.settings.bucket_ms);
-            self.write(RegistryCommand::RecordUptime { samples, bucket_ms })
-                .await?;
+        self.uptime.record(&reg, &samples);
+        if now >= self.next_rollup {
+            self.roll_up_uptime(at_ms, now).await?;
         }
         let cutoff = at_ms.saturating_sub(self.settings.retention_days.saturating_mul(DAY_MS));
         if reg.has_uptime_before(cutoff) {
@@ -435,6 +448,29 @@ impl MasterTerm {
             );
             self.write(RegistryCommand::PruneUptime { before_ms: cutoff })
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed uptime buckets (one write, absolute counters). A write that fails
+    /// leaves them pending and is tried again at the next sweep.
+    async fn roll_up_uptime(&mut self, at_ms: u64, now: Instant) -> Result<(), Deposed> {
+        let buckets = self.uptime.pending();
+        if !buckets.is_empty() {
+            let bucket_ms = (self.settings.bucket_ms != DAY_MS).then_some(self.settings.bucket_ms);
+            let written = self
+                .write(RegistryCommand::SetUptime {
+                    buckets: buckets.clone(),
+                    bucket_ms,
+                })
+                .await?;
+            if !written {
+                return Ok(());
+            }
+        }
+        self.uptime.rolled_up(&buckets, at_ms);
+        while self.next_rollup <= now {
+            self.next_rollup += self.settings.rollup_interval.max(Duration::from_millis(1));
         }
         Ok(())
     }

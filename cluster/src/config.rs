@@ -55,6 +55,10 @@ pub struct ClusterConfig {
     pub uptime_bucket_ms: u64,
     /// Uptime buckets older than this are pruned.
     pub uptime_retention_days: u64,
+    /// How often the master writes its uptime counters (the changed buckets, one write) to the
+    /// registry; a master failover loses at most this much uptime history. `None`: five sweeps,
+    /// at most `DEFAULT_UPTIME_ROLLUP_MS` and at least one sweep (see `uptime_rollup_interval_ms`).
+    pub uptime_rollup_ms: Option<u64>,
     /// Nodes the sweep probes at once before declaring them offline.
     pub sweep_concurrency: usize,
     /// Heartbeats in flight at once.
@@ -117,6 +121,8 @@ impl ClusterConfig {
     pub const DEFAULT_OFFLINE_TIMEOUT_MS: u64 = 90_000;
     pub const DEFAULT_UPTIME_BUCKET_MS: u64 = crate::registry::DAY_MS;
     pub const DEFAULT_UPTIME_RETENTION_DAYS: u64 = 90;
+    /// The uptime rollup interval with the default sweep interval (five sweeps of 60 s).
+    pub const DEFAULT_UPTIME_ROLLUP_MS: u64 = 300_000;
     pub const DEFAULT_SWEEP_CONCURRENCY: usize = 20;
     pub const DEFAULT_HEARTBEAT_CONCURRENCY: usize = 256;
 
@@ -152,6 +158,7 @@ impl ClusterConfig {
             offline_timeout_ms: Self::DEFAULT_OFFLINE_TIMEOUT_MS,
             uptime_bucket_ms: Self::DEFAULT_UPTIME_BUCKET_MS,
             uptime_retention_days: Self::DEFAULT_UPTIME_RETENTION_DAYS,
+            uptime_rollup_ms: None,
             sweep_concurrency: Self::DEFAULT_SWEEP_CONCURRENCY,
             heartbeat_concurrency: Self::DEFAULT_HEARTBEAT_CONCURRENCY,
             tls: None,
@@ -223,6 +230,19 @@ impl ClusterConfig {
         self.validate_master_timing()
     }
 
+    /// How often the master writes its uptime rollup: `uptime_rollup_ms` if set, else five
+    /// sweeps capped at `DEFAULT_UPTIME_ROLLUP_MS` (5 min with the default 60 s sweep, 2.5 s
+    /// with a 500 ms test sweep), and never less than one sweep.
+    pub fn uptime_rollup_interval_ms(&self) -> u64 {
+        let sweep = self.health_sweep_interval_ms;
+        self.uptime_rollup_ms.unwrap_or_else(|| {
+            sweep
+                .saturating_mul(5)
+                .min(Self::DEFAULT_UPTIME_ROLLUP_MS)
+                .max(sweep)
+        })
+    }
+
     /// The master's and agent's timing: heartbeats must fit several times into the offline
     /// timeout, or a single lost heartbeat would mark a node offline.
     fn validate_master_timing(&self) -> Result<(), ClusterError> {
@@ -253,6 +273,14 @@ impl ClusterConfig {
         }
         if self.uptime_retention_days == 0 {
             return bad("uptime_retention_days must be at least 1".into());
+        }
+        if let Some(rollup) = self.uptime_rollup_ms
+            && rollup < self.health_sweep_interval_ms
+        {
+            return bad(format!(
+                "uptime_rollup_ms = {rollup} must be at least health_sweep_interval_ms ({})",
+                self.health_sweep_interval_ms
+            ));
         }
         if self.sweep_concurrency == 0 || self.heartbeat_concurrency == 0 {
             return bad("sweep_concurrency and heartbeat_concurrency must be at least 1".into());
@@ -286,6 +314,7 @@ impl fmt::Debug for ClusterConfig {
             .field("offline_timeout_ms", &self.offline_timeout_ms)
             .field("uptime_bucket_ms", &self.uptime_bucket_ms)
             .field("uptime_retention_days", &self.uptime_retention_days)
+            .field("uptime_rollup_ms", &self.uptime_rollup_ms)
             .field("sweep_concurrency", &self.sweep_concurrency)
             .field("heartbeat_concurrency", &self.heartbeat_concurrency)
             .field("tls", &self.tls.is_some())
@@ -351,6 +380,22 @@ mod tests {
             (86_400_000, 90)
         );
         assert_eq!(c.sweep_concurrency, 20);
+        assert_eq!(
+            c.uptime_rollup_interval_ms(),
+            300_000,
+            "five sweeps of 60 s"
+        );
+        let mut c = config();
+        c.health_sweep_interval_ms = 500;
+        assert_eq!(c.uptime_rollup_interval_ms(), 2_500, "five short sweeps");
+        c.health_sweep_interval_ms = 600_000;
+        assert_eq!(
+            c.uptime_rollup_interval_ms(),
+            600_000,
+            "never below one sweep"
+        );
+        c.uptime_rollup_ms = Some(900_000);
+        assert_eq!(c.uptime_rollup_interval_ms(), 900_000);
         let mut c = config();
         c.offline_timeout_ms = 2 * c.heartbeat_interval_ms;
         assert!(c.validate().is_err());
@@ -360,6 +405,11 @@ mod tests {
         let mut c = config();
         c.uptime_retention_days = 0;
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.uptime_rollup_ms = Some(c.health_sweep_interval_ms - 1);
+        assert!(c.validate().is_err());
+        c.uptime_rollup_ms = Some(c.health_sweep_interval_ms);
+        assert!(c.validate().is_ok());
         let mut c = config();
         c.sweep_concurrency = 0;
         assert!(c.validate().is_err());

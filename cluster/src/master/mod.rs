@@ -6,7 +6,8 @@
 //!   latest report in memory;
 //! - sweeps every `health_sweep_interval_ms`: offline after `offline_timeout_ms` of silence (a
 //!   new master first gives every node a full timeout), online when it answers again, one
-//!   batched write, plus uptime samples and pruning;
+//!   batched write, plus uptime samples (counted in memory, the changed buckets written every
+//!   `uptime_rollup_ms`) and pruning;
 //! - places, reschedules and moves instances, advances rolling restarts, moves crash loops;
 //!   rescheduling away from offline nodes is throttled when many fail at once and frozen when
 //!   more than half are silent (`storm.rs`).

@@ -1,9 +1,18 @@
 //! Heartbeat counters and a round-trip-time histogram: lock-free, cheap enough to record every
 //! heartbeat, precise to about 3 % (log-linear buckets: 32 per power of two of microseconds).
+//! And the master's uptime counters: every sweep's samples are counted in memory and only the
+//! changed buckets go to the registry, as absolute counters, once per rollup interval.
 
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use crate::registry::NodeId;
+use crate::registry::Registry;
+use crate::registry::UptimeBucket;
+use crate::registry::UptimeSample;
 
 const SUB_BUCKETS: u64 = 32;
 /// Powers of two of microseconds covered (2^26 µs ≈ 67 s; longer lands in the last bucket).
@@ -105,6 +114,81 @@ impl RttHistogram {
     }
 }
 
+/// One master term's uptime counts per (node, bucket index), between rollups. A bucket it has
+/// not counted yet starts from the registry's counters (what earlier rollups, or an earlier
+/// master, wrote), so a new master continues the history and a failover loses at most the
+/// samples since the last rollup.
+#[derive(Debug)]
+pub(crate) struct UptimeCounters {
+    bucket_ms: u64,
+    counts: BTreeMap<(NodeId, u64), UptimeBucket>,
+    /// Buckets counted into since the last successful rollup.
+    changed: BTreeSet<(NodeId, u64)>,
+}
+
+impl UptimeCounters {
+    pub(crate) fn new(bucket_ms: u64) -> UptimeCounters {
+        UptimeCounters {
+            bucket_ms: bucket_ms.max(1),
+            counts: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// Counts one sweep's samples, as `RecordUptime` would have: a sample not newer than its
+    /// bucket's last one is ignored.
+    pub(crate) fn record(&mut self, reg: &Registry, samples: &[UptimeSample]) {
+        let same_width = reg.uptime_bucket_ms() == self.bucket_ms;
+        for s in samples {
+            let key = (s.node, s.at_ms / self.bucket_ms);
+            let bucket = self.counts.entry(key).or_insert_with(|| {
+                same_width
+                    .then(|| reg.uptime.get(&key.0).and_then(|b| b.get(&key.1)).copied())
+                    .flatten()
+                    .unwrap_or_default()
+            });
+            if bucket.total_samples > 0 && s.at_ms <= bucket.last_sample_ms {
+                continue;
+            }
+            bucket.total_samples += 1;
+            if s.up {
+                bucket.up_samples += 1;
+            }
+            bucket.last_sample_ms = s.at_ms;
+            self.changed.insert(key);
+        }
+    }
+
+    /// The absolute counters of the buckets changed since the last rollup, for one
+    /// `SetUptime`; empty when nothing changed.
+    pub(crate) fn pending(&self) -> Vec<(NodeId, u64, UptimeBucket)> {
+        self.changed
+            .iter()
+            .map(|&(node, index)| (node, index, self.counts[&(node, index)]))
+            .collect()
+    }
+
+    /// `rolled` is in the registry: those buckets are clean again (unless counted into since),
+    /// and buckets that ended before `now_ms` are forgotten (no sample can land in them).
+    pub(crate) fn rolled_up(&mut self, rolled: &[(NodeId, u64, UptimeBucket)], now_ms: u64) {
+        for (node, index, bucket) in rolled {
+            if self.counts.get(&(*node, *index)) == Some(bucket) {
+                self.changed.remove(&(*node, *index));
+            }
+        }
+        let current = now_ms / self.bucket_ms;
+        let changed = &self.changed;
+        self.counts
+            .retain(|key, _| key.1 >= current || changed.contains(key));
+    }
+
+    /// Buckets held in memory (for tests and the size of the next rollup).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.counts.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +222,80 @@ mod tests {
         assert!((5_000.0..=5_200.0).contains(&p50), "{p50}");
         assert!((9_900.0..=10_300.0).contains(&p99), "{p99}");
         assert_eq!(h.count(), 1_000);
+    }
+
+    fn sample(node: NodeId, at_ms: u64, up: bool) -> UptimeSample {
+        UptimeSample { node, at_ms, up }
+    }
+
+    fn counts(up: u64, total: u64, last: u64) -> UptimeBucket {
+        UptimeBucket {
+            up_samples: up,
+            total_samples: total,
+            last_sample_ms: last,
+        }
+    }
+
+    #[test]
+    fn uptime_counters_roll_up_only_the_changed_buckets_as_absolute_counts() {
+        let reg = Registry::default();
+        let mut c = UptimeCounters::new(1_000);
+        assert!(c.pending().is_empty());
+        for t in [100, 200, 300] {
+            c.record(&reg, &[sample(1, t, true), sample(2, t, t != 200)]);
+        }
+        let first = c.pending();
+        assert_eq!(
+            first,
+            vec![(1, 0, counts(3, 3, 300)), (2, 0, counts(2, 3, 300))]
+        );
+        c.rolled_up(&first, 300);
+        assert!(c.pending().is_empty(), "nothing changed since");
+        // Only node 2 sampled again: only its bucket goes out, with its whole count.
+        c.record(&reg, &[sample(2, 400, true)]);
+        assert_eq!(c.pending(), vec![(2, 0, counts(3, 4, 400))]);
+        // A repeated sample (same time) is not counted twice.
+        c.record(&reg, &[sample(2, 400, true)]);
+        assert_eq!(c.pending(), vec![(2, 0, counts(3, 4, 400))]);
+    }
+
+    #[test]
+    fn uptime_counters_keep_unwritten_buckets_and_forget_finished_ones() {
+        let reg = Registry::default();
+        let mut c = UptimeCounters::new(1_000);
+        c.record(&reg, &[sample(1, 900, true)]);
+        let failed = c.pending();
+        // The write failed (nothing rolled up): the bucket is still pending, a sample later.
+        c.record(&reg, &[sample(1, 1_100, false)]);
+        assert_eq!(
+            c.pending(),
+            vec![(1, 0, counts(1, 1, 900)), (1, 1, counts(0, 1, 1_100))]
+        );
+        // A rollup of an older state does not clean a bucket counted into since.
+        c.record(&reg, &[sample(1, 1_200, true)]);
+        c.rolled_up(&failed, 1_200);
+        c.rolled_up(&[(1, 1, counts(0, 1, 1_100))], 1_200);
+        assert_eq!(c.pending(), vec![(1, 1, counts(1, 2, 1_200))]);
+        c.rolled_up(&c.pending(), 1_200);
+        assert_eq!(c.held(), 1, "yesterday's bucket is forgotten, today's kept");
+    }
+
+    #[test]
+    fn uptime_counters_continue_from_the_registry() {
+        let mut reg = Registry::default();
+        reg.apply(&crate::registry::RegistryCommand::SetUptime {
+            buckets: vec![(1, 0, counts(5, 6, 600))],
+            bucket_ms: Some(1_000),
+        });
+        let mut c = UptimeCounters::new(1_000);
+        c.record(&reg, &[sample(1, 700, true), sample(2, 700, true)]);
+        assert_eq!(
+            c.pending(),
+            vec![(1, 0, counts(6, 7, 700)), (2, 0, counts(1, 1, 700))]
+        );
+        // Buckets of another width in the registry cannot be continued: counting starts at 0.
+        let mut c = UptimeCounters::new(500);
+        c.record(&reg, &[sample(1, 700, true)]);
+        assert_eq!(c.pending(), vec![(1, 1, counts(1, 1, 700))]);
     }
 }

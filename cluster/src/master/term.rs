@@ -5,7 +5,9 @@
 //! Each pass (on every registry change and every heartbeat interval): node records for the Raft
 //! members, heartbeat targets, finished moves, placement (instances leave offline nodes only as
 //! fast as `storm.rs` allows), rolling-restart steps. Each sweep: status changes (one write), an
-//! uptime sample per node (one write), pruning (when due).
+//! uptime sample per node counted in memory, pruning (when due). Every rollup interval (at a
+//! sweep): the counters of the uptime buckets that changed, as absolute values (one `SetUptime`
+//! write), instead of a write of every sample every sweep.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ use super::io::MasterIo;
 use super::io::WriteError;
 use super::placement;
 use super::placement::PlacementInput;
+use super::stats::UptimeCounters;
 use super::storm::RescheduleBudget;
 use super::storm::RescheduleMode;
 use super::storm::StormView;
@@ -57,6 +60,9 @@ pub(crate) struct TermSettings {
     pub heartbeat_concurrency: usize,
     pub bucket_ms: u64,
     pub retention_days: u64,
+    /// How often the uptime counters are written to the registry (a multiple of the sweep
+    /// interval in effect: the rollup goes out at the first sweep it is due).
+    pub rollup_interval: Duration,
     /// This node's cluster address, sent with heartbeats (agents learn the leader from them).
     pub master_addr: String,
 }
@@ -71,6 +77,7 @@ impl TermSettings {
             heartbeat_concurrency: cfg.heartbeat_concurrency,
             bucket_ms: cfg.uptime_bucket_ms,
             retention_days: cfg.uptime_retention_days,
+            rollup_interval: Duration::from_millis(cfg.uptime_rollup_interval_ms()),
             master_addr: cfg.advertise.clone(),
         }
     }
@@ -92,6 +99,10 @@ pub(crate) struct MasterTerm {
     crashes: CrashBudget,
     /// How many instances may still leave offline nodes while rescheduling is throttled.
     reschedule: RescheduleBudget,
+    /// Uptime samples counted since the term began, written every rollup interval.
+    uptime: UptimeCounters,
+    /// When the next uptime rollup is due (a sweep at or after it writes one).
+    next_rollup: Instant,
     /// When this term began (it runs right after it is made): placement waits a little for
     /// every node's first answer.
     started: Instant,
@@ -139,15 +150,18 @@ impl MasterTerm {
             io.versions(),
         );
         let reschedule = RescheduleBudget::new(settings.heartbeat_interval);
+        let started = Instant::now();
         MasterTerm {
             io,
             term,
+            uptime: UptimeCounters::new(settings.bucket_ms),
+            next_rollup: started + settings.rollup_interval,
             settings,
             health,
             heartbeater,
             crashes: CrashBudget::default(),
             reschedule,
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -492,10 +506,9 @@ impl MasterTerm {
                 up: changed.get(&n.id).copied().unwrap_or(n.status) != NodeStatus::Offline,
             })
             .collect();
-        if !samples.is_empty() {
-            let bucket_ms = (self.settings.bucket_ms != DAY_MS).then_some(self.settings.bucket_ms);
-            self.write(RegistryCommand::RecordUptime { samples, bucket_ms })
-                .await?;
+        self.uptime.record(&reg, &samples);
+        if now >= self.next_rollup {
+            self.roll_up_uptime(at_ms, now).await?;
         }
         let cutoff = at_ms.saturating_sub(self.settings.retention_days.saturating_mul(DAY_MS));
         if reg.has_uptime_before(cutoff) {
@@ -506,6 +519,29 @@ impl MasterTerm {
             );
             self.write(RegistryCommand::PruneUptime { before_ms: cutoff })
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed uptime buckets (one write, absolute counters). A write that fails
+    /// leaves them pending and is tried again at the next sweep.
+    async fn roll_up_uptime(&mut self, at_ms: u64, now: Instant) -> Result<(), Deposed> {
+        let buckets = self.uptime.pending();
+        if !buckets.is_empty() {
+            let bucket_ms = (self.settings.bucket_ms != DAY_MS).then_some(self.settings.bucket_ms);
+            let written = self
+                .write(RegistryCommand::SetUptime {
+                    buckets: buckets.clone(),
+                    bucket_ms,
+                })
+                .await?;
+            if !written {
+                return Ok(());
+            }
+        }
+        self.uptime.rolled_up(&buckets, at_ms);
+        while self.next_rollup <= now {
+            self.next_rollup += self.settings.rollup_interval.max(Duration::from_millis(1));
         }
         Ok(())
     }

@@ -33,15 +33,41 @@ fn settings() -> TermSettings {
         heartbeat_concurrency: 64,
         bucket_ms: DAY_MS,
         retention_days: 90,
+        rollup_interval: Duration::from_secs(60),
         master_addr: "10.0.0.1:9700".into(),
     }
 }
 
 fn start(world: &Arc<FakeWorld>, clock: WallClock) -> tokio::task::JoinHandle<()> {
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), clock);
+    start_with(world, clock, settings())
+}
+
+fn start_with(
+    world: &Arc<FakeWorld>,
+    clock: WallClock,
+    settings: TermSettings,
+) -> tokio::task::JoinHandle<()> {
+    let term = MasterTerm::new(world.clone(), 1, TERM, settings, clock);
     tokio::spawn(async move {
         term.run().await;
     })
+}
+
+/// The uptime rollups the master wrote, each as its `(node, bucket, up, total)` entries.
+fn rollups(world: &FakeWorld) -> Vec<Vec<(NodeId, u64, u64, u64)>> {
+    world
+        .written(|c| matches!(c, RegistryCommand::SetUptime { .. }))
+        .into_iter()
+        .filter_map(|c| match c {
+            RegistryCommand::SetUptime { buckets, .. } => Some(
+                buckets
+                    .iter()
+                    .map(|(n, i, b)| (*n, *i, b.up_samples, b.total_samples))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 fn status_writes(world: &FakeWorld) -> Vec<Vec<(NodeId, NodeStatus)>> {
@@ -258,12 +284,77 @@ async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
     );
     assert_eq!(
         world
-            .written(|c| matches!(c, RegistryCommand::RecordUptime { .. }))
+            .written(|c| matches!(c, RegistryCommand::SetUptime { .. }))
             .len(),
         3,
-        "one uptime batch per sweep"
+        "a rollup interval of one sweep: one rollup per sweep"
     );
     task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn uptime_goes_to_the_registry_once_per_rollup_interval_not_every_sweep() {
+    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
+    let day = 20_000;
+    let t0 = tokio::time::Instant::now();
+    let five_sweeps = TermSettings {
+        rollup_interval: Duration::from_secs(300),
+        ..settings()
+    };
+    let task = start_with(&world, WallClock::at(day * DAY_MS + 3_600_000), five_sweeps);
+    at(240, t0).await;
+    assert!(rollups(&world).is_empty(), "four sweeps, no rollup yet");
+    assert!(world.registry_now().uptime.is_empty());
+    at(300, t0).await;
+    assert_eq!(
+        rollups(&world),
+        vec![vec![(1, day, 5, 5), (2, day, 5, 5)]],
+        "five sweeps, one write with each changed bucket"
+    );
+    // Node 2 goes silent: up at 360 s, offline from 420 s (the first sweep after 90 s).
+    world.nodes.set_down(2, true);
+    at(600, t0).await;
+    let r = rollups(&world);
+    assert_eq!(r.len(), 2, "ten sweeps, two rollups: {r:?}");
+    assert_eq!(r[1], vec![(1, day, 10, 10), (2, day, 6, 10)]);
+    assert!(
+        world
+            .written(|c| matches!(c, RegistryCommand::RecordUptime { .. }))
+            .is_empty(),
+        "no per-sweep sample batches any more"
+    );
+    let bucket = world.registry_now().uptime[&2][&day];
+    assert_eq!((bucket.up_samples, bucket.total_samples), (6, 10));
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_term_continues_the_uptime_counts_from_the_registry() {
+    let world = FakeWorld::new(TERM, &[1], Registry::default());
+    let day = 20_000;
+    let base = day * DAY_MS + 3_600_000;
+    let five_sweeps = TermSettings {
+        rollup_interval: Duration::from_secs(300),
+        ..settings()
+    };
+    let t0 = tokio::time::Instant::now();
+    let first = start_with(&world, WallClock::at(base), five_sweeps.clone());
+    // Rolled up at 300 s (5 samples); 360 s and 420 s are counted but not written yet.
+    at(420, t0).await;
+    first.abort();
+    assert_eq!(rollups(&world), vec![vec![(1, day, 5, 5)]]);
+    // The failover: a new master starts from the registry, losing only the unwritten samples.
+    let second = start_with(&world, WallClock::at(base + 420_500), five_sweeps);
+    // Its first rollup is due 300 s after it started (420.5 s).
+    at(421 + 300, t0).await;
+    assert_eq!(
+        rollups(&world)[1..],
+        [vec![(1, day, 10, 10)]],
+        "5 samples from the registry, 5 of its own"
+    );
+    let bucket = world.registry_now().uptime[&1][&day];
+    assert_eq!((bucket.up_samples, bucket.total_samples), (10, 10));
+    second.abort();
 }
 
 #[tokio::test(start_paused = true)]

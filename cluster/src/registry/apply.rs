@@ -76,6 +76,9 @@ impl Registry {
                 applied(self.record_uptime(samples, *bucket_ms))
             }
             RegistryCommand::PruneUptime { before_ms } => applied(self.prune_uptime(*before_ms)),
+            RegistryCommand::SetUptime { buckets, bucket_ms } => {
+                applied(self.set_uptime(buckets, *bucket_ms))
+            }
             RegistryCommand::Put { key, value } => {
                 let old = self.kv.insert(key.clone(), value.clone());
                 applied(old.as_ref() != Some(value))

@@ -12,6 +12,7 @@ use super::App;
 use super::NodeId;
 use super::NodeRecord;
 use super::NodeStatus;
+use super::UptimeBucket;
 use super::access::AccessChange;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,7 +34,8 @@ pub enum RegistryCommand {
     /// Change node statuses in one write (the health sweep); unknown ids are ignored.
     SetNodeStatus { updates: Vec<(NodeId, NodeStatus)> },
     /// Add uptime samples to the day buckets; a sample not newer than its bucket's last sample is
-    /// ignored. `bucket_ms` (default one day) is the bucket width; a different width than the
+    /// ignored. Masters wrote one per sweep before `SetUptime` rollups; still applied for the
+    /// logs and snapshots that hold them. `bucket_ms` (default one day) is the bucket width; a different width than the
     /// registry's current one starts the history afresh.
     RecordUptime {
         samples: Vec<UptimeSample>,
@@ -42,6 +44,19 @@ pub enum RegistryCommand {
     },
     /// Drop uptime buckets that end at or before `before_ms`.
     PruneUptime { before_ms: u64 },
+    /// The master's uptime rollup: the absolute counters of the buckets that changed since its
+    /// last rollup, `(node, bucket index, counters)`. A bucket replaces the registry's only if it
+    /// is newer (by `last_sample_ms`, then `total_samples`, then `up_samples`), so a retried or
+    /// duplicated rollup changes nothing and a late, older one never lowers the counts.
+    /// `bucket_ms` (default one day) is the bucket width, as for `RecordUptime`. In the log each
+    /// bucket is a bare array `[node, index, up_samples, total_samples, last_sample_ms]`: a
+    /// rollup carries one per node, so field names would double its size.
+    SetUptime {
+        #[serde(with = "compact_buckets")]
+        buckets: Vec<(NodeId, u64, UptimeBucket)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bucket_ms: Option<u64>,
+    },
     /// Set a scratch key (tests, benchmarks).
     Put { key: String, value: String },
     /// Does nothing; a cheap write for probing the write path.
@@ -100,6 +115,49 @@ pub struct Assignment {
     pub app: String,
     pub instance: u32,
     pub node: NodeId,
+}
+
+/// `SetUptime` buckets as `[node, index, up_samples, total_samples, last_sample_ms]` arrays.
+mod compact_buckets {
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    use super::NodeId;
+    use super::UptimeBucket;
+
+    type Row = (NodeId, u64, u64, u64, u64);
+
+    pub(super) fn serialize<S: Serializer>(
+        buckets: &[(NodeId, u64, UptimeBucket)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            buckets
+                .iter()
+                .map(|(n, i, b)| (*n, *i, b.up_samples, b.total_samples, b.last_sample_ms)),
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(NodeId, u64, UptimeBucket)>, D::Error> {
+        let rows = Vec::<Row>::deserialize(d)?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, i, up, total, last)| {
+                (
+                    n,
+                    i,
+                    UptimeBucket {
+                        up_samples: up,
+                        total_samples: total,
+                        last_sample_ms: last,
+                    },
+                )
+            })
+            .collect())
+    }
 }
 
 /// Names one instance of an app.
@@ -201,6 +259,9 @@ impl fmt::Display for RegistryCommand {
                 write!(f, "record_uptime({} samples)", samples.len())
             }
             RegistryCommand::PruneUptime { before_ms } => write!(f, "prune_uptime({before_ms})"),
+            RegistryCommand::SetUptime { buckets, .. } => {
+                write!(f, "set_uptime({} buckets)", buckets.len())
+            }
             RegistryCommand::Put { key, .. } => write!(f, "put({key})"),
             RegistryCommand::Noop => write!(f, "noop"),
             RegistryCommand::UpsertNodes { nodes } => write!(f, "upsert_nodes({})", nodes.len()),

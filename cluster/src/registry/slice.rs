@@ -145,6 +145,7 @@ impl Registry {
             | RegistryCommand::DrainNode { .. }
             | RegistryCommand::RecordUptime { .. }
             | RegistryCommand::PruneUptime { .. }
+            | RegistryCommand::SetUptime { .. }
             | RegistryCommand::Put { .. }
             | RegistryCommand::Noop
             | RegistryCommand::Access { .. }
@@ -437,6 +438,18 @@ mod tests {
                 bucket_ms: None,
             },
             RegistryCommand::PruneUptime { before_ms: 10 },
+            RegistryCommand::SetUptime {
+                buckets: vec![(
+                    1,
+                    0,
+                    crate::registry::UptimeBucket {
+                        up_samples: 1,
+                        total_samples: 1,
+                        last_sample_ms: 5,
+                    },
+                )],
+                bucket_ms: None,
+            },
             RegistryCommand::Put {
                 key: "k".into(),
                 value: "v".into(),

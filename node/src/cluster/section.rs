@@ -57,6 +57,10 @@ pub struct ClusterSection {
     pub uptime_bucket_ms: Option<u64>,
     #[serde(default)]
     pub uptime_retention_days: Option<u64>,
+    /// How often the master writes its uptime counters to the registry (default: five sweeps,
+    /// at most 5 min; at least one sweep).
+    #[serde(default)]
+    pub uptime_rollup_ms: Option<u64>,
     /// A voter unreachable from the leader this long is replaced by a standby (default 30 s).
     #[serde(default)]
     pub replace_voter_after_ms: Option<u64>,
@@ -209,6 +213,9 @@ impl ClusterSection {
         }
         if let Some(v) = self.uptime_retention_days {
             cfg.uptime_retention_days = v;
+        }
+        if self.uptime_rollup_ms.is_some() {
+            cfg.uptime_rollup_ms = self.uptime_rollup_ms;
         }
         cfg.tls = self.peer_tls()?;
         cfg.validate().map_err(|e| format!("[cluster] {e}"))?;

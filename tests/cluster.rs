@@ -314,15 +314,25 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
                     && r.get("matched_index").is_some()
             })
     });
-    let instances: u64 = follower
-        .herd
-        .json(&["cluster", "nodes", "--json"])
+    wait_until("reports to sum to 3", SECS_10, || {
+        follower
+            .herd
+            .json(&["cluster", "nodes", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["instances"].as_u64())
+            .sum::<u64>()
+            == 3
+    });
+    let view = follower.herd.json(&["cluster", "nodes", "--json"]);
+    let instances: u64 = view
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|r| r["instances"].as_u64())
         .sum();
-    assert_eq!(instances, 3);
+    assert_eq!(instances, 3, "{view}");
     let status = follower.status().unwrap();
     assert_eq!(
         status["nodes"].as_array().map(Vec::len),

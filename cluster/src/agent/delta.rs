@@ -16,9 +16,21 @@ use super::report::Resources;
 pub(crate) const RESOURCES_REFRESH: Duration = Duration::from_secs(60);
 
 /// What this node last reported.
-#[derive(Default)]
 pub(crate) struct ReplyDelta {
     state: Mutex<Sent>,
+}
+
+impl Default for ReplyDelta {
+    /// Versions start at a random point: a restarted node must not reuse a number the master
+    /// still holds for the list it had before (the master would keep that stale list).
+    fn default() -> ReplyDelta {
+        ReplyDelta {
+            state: Mutex::new(Sent {
+                version: rand::random_range(1..1u64 << 40) << 12,
+                ..Sent::default()
+            }),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -50,7 +62,7 @@ impl ReplyDelta {
         now: Instant,
     ) -> Shaped {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.version == 0 || s.instances != instances {
+        if s.resources_at.is_none() || s.instances != instances {
             s.version += 1;
             s.instances = instances.clone();
         }
@@ -129,34 +141,66 @@ mod tests {
         let t0 = Instant::now();
         let r = res(10.0, 100);
         let first = d.shape(vec![inst("a", "running")], Some(r.clone()), json(&r), 0, t0);
-        assert_eq!(first.report_version, 1);
+        let v1 = first.report_version;
+        assert_ne!(v1, 0);
         assert!(!first.report_unchanged);
         assert_eq!(first.instances.len(), 1);
         assert_eq!(first.resources_json, json(&r));
 
-        // The master holds version 1 and nothing changed: left out, resources too.
-        let same = d.shape(vec![inst("a", "running")], Some(r.clone()), json(&r), 1, t0);
+        // The master holds the first version and nothing changed: left out, resources too.
+        let same = d.shape(
+            vec![inst("a", "running")],
+            Some(r.clone()),
+            json(&r),
+            v1,
+            t0,
+        );
         assert!(same.report_unchanged);
         assert!(same.instances.is_empty());
         assert_eq!(same.resources_json, "");
 
         // A new master (acknowledges 0) gets everything, without a new version.
         let fresh = d.shape(vec![inst("a", "running")], Some(r.clone()), json(&r), 0, t0);
-        assert_eq!(fresh.report_version, 1);
+        assert_eq!(fresh.report_version, v1);
         assert!(!fresh.report_unchanged);
         assert_eq!(fresh.instances.len(), 1);
         assert_eq!(fresh.resources_json, json(&r));
 
         // A change: a new version, sent whole although the master acknowledged the old one.
-        let changed = d.shape(vec![inst("a", "backoff")], Some(r.clone()), json(&r), 1, t0);
-        assert_eq!(changed.report_version, 2);
+        let changed = d.shape(
+            vec![inst("a", "backoff")],
+            Some(r.clone()),
+            json(&r),
+            v1,
+            t0,
+        );
+        assert_eq!(changed.report_version, v1 + 1);
         assert!(!changed.report_unchanged);
         assert_eq!(changed.instances[0].status, "backoff");
 
         // An acknowledgement of something else than the current version: everything.
-        let mismatch = d.shape(vec![inst("a", "backoff")], Some(r.clone()), json(&r), 7, t0);
+        let mismatch = d.shape(
+            vec![inst("a", "backoff")],
+            Some(r.clone()),
+            json(&r),
+            v1 + 7,
+            t0,
+        );
         assert!(!mismatch.report_unchanged);
         assert_eq!(mismatch.instances.len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_node_does_not_reuse_the_versions_of_the_one_before() {
+        let t0 = Instant::now();
+        let a = d_first(&ReplyDelta::default(), t0);
+        let b = d_first(&ReplyDelta::default(), t0);
+        assert_ne!(a, b, "two runs of a node number their reports apart");
+    }
+
+    fn d_first(d: &ReplyDelta, t0: Instant) -> u64 {
+        d.shape(vec![inst("a", "running")], None, "{}".into(), 0, t0)
+            .report_version
     }
 
     #[test]
@@ -165,24 +209,26 @@ mod tests {
         let t0 = Instant::now();
         let list = || vec![inst("a", "running")];
         let r = res(10.0, 100);
-        d.shape(list(), Some(r.clone()), json(&r), 0, t0);
+        let v = d
+            .shape(list(), Some(r.clone()), json(&r), 0, t0)
+            .report_version;
         let small = res(14.0, 120);
-        let out = d.shape(list(), Some(small.clone()), json(&small), 1, t0);
+        let out = d.shape(list(), Some(small.clone()), json(&small), v, t0);
         assert_eq!(
             out.resources_json, "",
             "4 CPU points and 2 % of memory: not worth it"
         );
         let big = res(25.0, 120);
-        let out = d.shape(list(), Some(big.clone()), json(&big), 1, t0);
+        let out = d.shape(list(), Some(big.clone()), json(&big), v, t0);
         assert_eq!(out.resources_json, json(&big), "15 CPU points");
         let mem = res(25.0, 200);
-        let out = d.shape(list(), Some(mem.clone()), json(&mem), 1, t0);
+        let out = d.shape(list(), Some(mem.clone()), json(&mem), v, t0);
         assert_eq!(out.resources_json, json(&mem), "10 % of memory");
         let later = d.shape(
             list(),
             Some(mem.clone()),
             json(&mem),
-            1,
+            v,
             t0 + RESOURCES_REFRESH,
         );
         assert_eq!(
@@ -190,7 +236,7 @@ mod tests {
             json(&mem),
             "a minute later, unchanged or not"
         );
-        let none = d.shape(list(), None, "{}".into(), 1, t0 + RESOURCES_REFRESH);
+        let none = d.shape(list(), None, "{}".into(), v, t0 + RESOURCES_REFRESH);
         assert_eq!(none.resources_json, "{}", "gone is a change");
     }
 }

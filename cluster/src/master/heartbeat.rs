@@ -204,18 +204,38 @@ impl Heartbeater {
         self.tasks.len()
     }
 
-    /// One heartbeat to each of `nodes` now, `concurrency` at a time; the ids that answered.
-    pub async fn probe(&self, nodes: Vec<(NodeId, String)>, concurrency: usize) -> Vec<NodeId> {
+    /// One heartbeat to each of `nodes` now, `concurrency` at a time, for at most `budget`; the
+    /// ids that answered by then. The budget keeps a mass of blackholed nodes (each costing a
+    /// full heartbeat timeout) from holding the master's sweep for minutes: whoever was not
+    /// reached in time has been silent for the whole offline timeout already.
+    pub async fn probe(
+        &self,
+        nodes: Vec<(NodeId, String)>,
+        concurrency: usize,
+        budget: Duration,
+    ) -> Vec<NodeId> {
         let ctx = &self.ctx;
-        futures_util::stream::iter(nodes)
+        let answers = futures_util::stream::iter(nodes)
             .map(|(id, addr)| async move {
                 let link = ctx.transport.link(&addr);
                 ctx.beat_once(id, &addr, link.as_ref()).await.then_some(id)
             })
-            .buffer_unordered(concurrency.max(1))
-            .filter_map(|answered| async move { answered })
-            .collect()
-            .await
+            .buffer_unordered(concurrency.max(1));
+        tokio::pin!(answers);
+        let deadline = tokio::time::sleep(budget);
+        tokio::pin!(deadline);
+        let mut answered = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                next = answers.next() => match next {
+                    Some(Some(id)) => answered.push(id),
+                    Some(None) => {}
+                    None => break,
+                },
+            }
+        }
+        answered
     }
 }
 
@@ -398,7 +418,28 @@ mod tests {
         assert_eq!(before, after, "no heartbeats to a removed node");
 
         fake.set_down(3, true);
-        let answered = hb.probe(vec![(1, "n1".into()), (3, "n3".into())], 2).await;
+        let answered = hb
+            .probe(vec![(1, "n1".into()), (3, "n3".into())], 2, interval * 2)
+            .await;
         assert_eq!(answered, vec![1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mass_of_blackholed_nodes_holds_the_probe_no_longer_than_its_budget() {
+        let fake = Arc::new(FakeNodes::default());
+        let interval = Duration::from_secs(2);
+        let hb = heartbeater(&fake, interval);
+        fake.blackholed.lock().expect("lock").extend(10..1010);
+        let mut nodes: Vec<(NodeId, String)> =
+            (10..1010).map(|id| (id, format!("n{id}"))).collect();
+        nodes.push((1, "n1".into()));
+        let started = Instant::now();
+        let answered = hb.probe(nodes, 20, interval * 2).await;
+        let took = started.elapsed();
+        assert!(
+            took <= interval * 2 + Duration::from_millis(1),
+            "1,000 blackholed nodes at 20 at a time would take 100 s; the budget ends it: {took:?}"
+        );
+        assert!(answered.is_empty() || answered == vec![1], "{answered:?}");
     }
 }

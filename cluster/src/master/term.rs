@@ -460,9 +460,10 @@ impl MasterTerm {
                 .iter()
                 .filter_map(|id| health.get(id).map(|h| (*id, h.addr.clone())))
                 .collect();
+            let budget = (self.settings.heartbeat_interval * 2).min(self.settings.sweep_interval);
             let answered = self
                 .heartbeater
-                .probe(probe, self.settings.sweep_concurrency)
+                .probe(probe, self.settings.sweep_concurrency, budget)
                 .await;
             offline.retain(|id| !answered.contains(id));
         }

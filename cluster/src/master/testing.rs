@@ -29,6 +29,8 @@ pub(crate) struct FakeNodes {
     /// The lease acknowledgement each answered heartbeat carried.
     pub acks: Mutex<Vec<(NodeId, Instant, u64)>>,
     pub down: Mutex<HashSet<NodeId>>,
+    /// Nodes whose heartbeats are never answered (a blackholed host): the caller times out.
+    pub blackholed: Mutex<HashSet<NodeId>>,
     pub instances: Mutex<HashMap<NodeId, Vec<pb::InstanceStatus>>>,
 }
 
@@ -79,6 +81,9 @@ impl NodeLink for FakeLink {
                 .lock()
                 .expect("lock")
                 .push((req.node_id, Instant::now(), req.term));
+            if me.blackholed.lock().expect("lock").contains(&req.node_id) {
+                std::future::pending::<()>().await;
+            }
             if me.down.lock().expect("lock").contains(&req.node_id) {
                 return Err(Status::unavailable("down"));
             }

@@ -157,7 +157,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         command.push_str(&format!(" --herd {}", h.display()));
     }
     eprintln!(
-        "herd-chaos: profile {}, seed {seed}, {} control nodes + {} agents, herd {}",
+        "herd-chaos: profile {}, seed {seed}, {} control nodes + {} agent(s), herd {}",
         profile.name,
         profile.nodes,
         profile.agents,

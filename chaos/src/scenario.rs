@@ -121,7 +121,7 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
     let lab: &Lab = lab;
     let leader = lab.wait_formed(Duration::from_secs(60))?;
     eprintln!(
-        "herd-chaos: {} control nodes and {} agents formed one cluster (leader {leader}) after {:.1} s",
+        "herd-chaos: {} control nodes and {} agent(s) formed one cluster (leader {leader}) after {:.1} s",
         lab.control().len(),
         lab.agents().len(),
         rec.now_ms() as f64 / 1000.0

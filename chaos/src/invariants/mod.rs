@@ -153,11 +153,6 @@ pub fn check_all(h: &History) -> Vec<InvariantResult> {
             vec![orphans::no_orphans_after_down(h)],
         ),
         InvariantResult::new(
-            6,
-            "every agent's slice equals the registry's slice for it",
-            vec![slices::agent_slices_match(h)],
-        ),
-        InvariantResult::new(
             5,
             "failover, offline detection and recovery finish within their limits",
             vec![
@@ -165,6 +160,11 @@ pub fn check_all(h: &History) -> Vec<InvariantResult> {
                 timing::all_within_limit(h, crate::history::MeasureKind::OfflineDetection),
                 timing::all_within_limit(h, crate::history::MeasureKind::Recovery),
             ],
+        ),
+        InvariantResult::new(
+            6,
+            "every agent's slice equals the registry's slice for it",
+            vec![slices::agent_slices_match(h)],
         ),
     ]
 }

@@ -190,7 +190,7 @@ pub fn agent_slices_match(h: &History) -> Check {
         );
     }
     let mut line = format!(
-        "{} agents hold exactly their registry slice ({})",
+        "{} agent(s) hold exactly their registry slice ({})",
         judged.len(),
         judged.join("; ")
     );

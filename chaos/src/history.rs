@@ -37,6 +37,9 @@ pub struct History {
     pub faults: Vec<FaultRecord>,
     pub heal: Option<Heal>,
     pub final_registries: Vec<RegistrySnapshot>,
+    /// Each agent's held slice beside the registry, read once the cluster settled.
+    #[serde(default)]
+    pub agent_slices: Vec<AgentSlice>,
     /// Things a reader of the report should know (fallbacks taken, capabilities missing).
     pub notes: Vec<String>,
 }
@@ -47,6 +50,9 @@ pub struct NodeInfo {
     pub namespace: String,
     pub ip: String,
     pub home: String,
+    /// An agent (outside Raft); older histories have only control nodes.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// A daemon (re)started on a node; `incarnation` starts at 1.
@@ -260,6 +266,25 @@ pub struct RegistrySnapshot {
     pub node: NodeIndex,
     /// `None` when the node could not answer (then `error` says why).
     pub apps: Option<Vec<RegistryApp>>,
+    pub error: Option<String>,
+}
+
+/// What an agent held as its slice at the end (`$HERD_HOME/raft/slice.json`), beside the
+/// registry as the leader listed it (`herd cluster apps --json`) just before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentSlice {
+    pub t_ms: u64,
+    pub node: NodeIndex,
+    /// Its node id, from its `cluster status`.
+    pub node_id: Option<u64>,
+    /// Its daemon was running.
+    pub live: bool,
+    /// The held slice's version.
+    pub version: Option<u64>,
+    /// The held slice as read (`None`: no slice file).
+    pub held: Option<serde_json::Value>,
+    /// `herd cluster apps --json` (`None`: no node could answer; `error` says why).
+    pub registry: Option<serde_json::Value>,
     pub error: Option<String>,
 }
 

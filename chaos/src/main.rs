@@ -33,15 +33,19 @@ use crate::profile::Profile;
     about = "Break a real herd cluster on purpose and check what it promised"
 )]
 struct Args {
-    /// `quick` (3 nodes, a few minutes) or `soak` (5 nodes, 30 minutes).
+    /// `quick` (3 control nodes + 1 agent, a few minutes) or `soak` (5 control nodes + 3
+    /// agents, 30 minutes).
     #[arg(long, default_value = "quick", value_parser = ["quick", "soak"])]
     profile: String,
     /// Seed of the fault schedule and the client (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Number of hosts (overrides the profile).
+    /// Number of control hosts, the Raft voters (overrides the profile).
     #[arg(long, value_parser = ["3", "5"])]
     nodes: Option<String>,
+    /// Number of agent hosts, pinned with `role = "agent"` (overrides the profile).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=8))]
+    agents: Option<u64>,
     /// Where the JSON report goes; the full history (`*.history.json`) and the daemons' logs
     /// (`*.logs/`) go next to it.
     #[arg(long, default_value = "chaos-report.json")]
@@ -57,7 +61,7 @@ struct Args {
     #[arg(long)]
     keep_dir: bool,
     /// Judge a recorded history again instead of running (no root needed).
-    #[arg(long, value_name = "HISTORY_JSON", conflicts_with_all = ["seed", "nodes", "herd", "fault_phase"])]
+    #[arg(long, value_name = "HISTORY_JSON", conflicts_with_all = ["seed", "nodes", "agents", "herd", "fault_phase"])]
     check: Option<PathBuf>,
 }
 
@@ -125,6 +129,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = &args.nodes {
         profile.nodes = n.parse().context("--nodes is 3 or 5")?;
     }
+    if let Some(a) = args.agents {
+        profile.agents = a as usize;
+    }
     if let Some(s) = args.fault_phase {
         profile.fault_phase = std::time::Duration::from_secs(s);
     }
@@ -140,8 +147,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let herd = herd.canonicalize().unwrap_or(herd);
     let mut command = format!(
-        "cargo run -p herd-chaos -- --profile {} --seed {seed} --nodes {}",
-        profile.name, profile.nodes
+        "cargo run -p herd-chaos -- --profile {} --seed {seed} --nodes {} --agents {}",
+        profile.name, profile.nodes, profile.agents
     );
     if let Some(s) = args.fault_phase {
         command.push_str(&format!(" --fault-phase {s}"));
@@ -150,9 +157,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         command.push_str(&format!(" --herd {}", h.display()));
     }
     eprintln!(
-        "herd-chaos: profile {}, seed {seed}, {} nodes, herd {}",
+        "herd-chaos: profile {}, seed {seed}, {} control nodes + {} agent(s), herd {}",
         profile.name,
         profile.nodes,
+        profile.agents,
         herd.display()
     );
     let opts = scenario::RunOptions {

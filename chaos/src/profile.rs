@@ -1,5 +1,7 @@
-//! How hard and how long a run pushes: `quick` (3 nodes, a few minutes, every fault kind at
-//! least once) for CI, `soak` (5 nodes, 30 minutes, hundreds of faults) for a release.
+//! How hard and how long a run pushes: `quick` (3 control nodes and 1 agent, a few minutes,
+//! every fault kind at least once) for CI, `soak` (5 control nodes and 3 agents, 30 minutes,
+//! hundreds of faults) for a release. Control nodes may hold a Raft seat (all of them are
+//! voters: `voters` equals their count); agents are pinned with `role = "agent"`.
 
 use std::time::Duration;
 
@@ -10,7 +12,10 @@ use crate::lab::MasterTiming;
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
     pub name: String,
+    /// Control nodes: the Raft voters.
     pub nodes: usize,
+    /// Agents (`role = "agent"`): outside Raft, each holds only its slice of the registry.
+    pub agents: usize,
     /// How long faults are injected (the first round of every kind may run past it).
     pub fault_phase: Duration,
     /// Pause before each fault, and the length of a short fault, in ms.
@@ -45,6 +50,7 @@ impl Profile {
         let quick = Profile {
             name: "quick".into(),
             nodes: 3,
+            agents: 1,
             fault_phase: Duration::from_secs(150),
             gap_ms: (1_500, 4_000),
             short_fault_ms: (2_000, 6_000),
@@ -64,6 +70,7 @@ impl Profile {
             "soak" => Some(Profile {
                 name: "soak".into(),
                 nodes: 5,
+                agents: 3,
                 fault_phase: Duration::from_secs(30 * 60),
                 gap_ms: (1_000, 3_000),
                 long_outage_share_default_timing: 0.04,
@@ -99,6 +106,7 @@ mod tests {
         let q = Profile::named("quick").expect("quick");
         let s = Profile::named("soak").expect("soak");
         assert_eq!((q.nodes, s.nodes), (3, 5));
+        assert!(q.agents >= 1 && s.agents >= 3);
         assert!(q.fault_phase <= Duration::from_secs(180));
         assert_eq!(s.fault_phase, Duration::from_secs(1_800));
         assert!(Profile::named("nope").is_none());

@@ -122,8 +122,8 @@ pub fn summary(r: &Report) -> String {
         out.push('\n');
     };
     line(format!(
-        "\nherd chaos report: profile {}, seed {}, {} nodes, {:.0} s",
-        r.profile, r.seed, r.settings.nodes, r.settings.duration_s
+        "\nherd chaos report: profile {}, seed {}, {} control nodes + {} agent(s), {:.0} s",
+        r.profile, r.seed, r.settings.nodes, r.settings.agents, r.settings.duration_s
     ));
     line(format!("reproduce: {}", r.command));
     line(String::new());

@@ -1,6 +1,6 @@
 //! One chaos run from start to end: stand up the lab, deploy the workload, inject the seeded
 //! faults while a client writes and observers watch, heal everything, let the cluster settle,
-//! read every node's registry, `herd down` every node and look for orphans, then tear the lab
+//! read every control node's registry and every agent's held slice, `herd down` every node and look for orphans, then tear the lab
 //! down. Returns the recorded history; judging it is the invariants' job.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,7 @@ use crate::client::Writer;
 use crate::faults;
 use crate::faults::FaultCtx;
 use crate::faults::Schedule;
+use crate::history::AgentSlice;
 use crate::history::DownCheck;
 use crate::history::Heal;
 use crate::history::History;
@@ -52,7 +53,10 @@ pub struct RunOptions {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Settings {
     pub herd: String,
+    /// Control nodes (Raft voters).
     pub nodes: usize,
+    /// Agents (`role = "agent"`).
+    pub agents: usize,
     pub raft_timing_ms: (u64, u64, u64),
     /// `None`: the herd under test refused them, the master ran with its defaults.
     pub master_timing: Option<MasterTiming>,
@@ -84,6 +88,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<(History, Settings)> {
     let p = &opts.profile;
     let mut lab = Lab::create(&LabConfig {
         nodes: p.nodes,
+        agents: p.agents,
         herd: opts.herd.clone(),
         master_timing: Some(p.master_timing),
         keep_dir: opts.keep_dir,
@@ -116,8 +121,9 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
     let lab: &Lab = lab;
     let leader = lab.wait_formed(Duration::from_secs(60))?;
     eprintln!(
-        "herd-chaos: {} nodes formed one cluster (leader {leader}) after {:.1} s",
-        lab.nodes.len(),
+        "herd-chaos: {} control nodes and {} agent(s) formed one cluster (leader {leader}) after {:.1} s",
+        lab.control().len(),
+        lab.agents().len(),
         rec.now_ms() as f64 / 1000.0
     );
     let scale = lab.nodes[0]
@@ -160,7 +166,8 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
     let long_ms = detect.then(|| p.detection_window(lab.master_timing).as_millis() as u64);
     let mut settings = Settings {
         herd: opts.herd.display().to_string(),
-        nodes: lab.nodes.len(),
+        nodes: lab.control().len(),
+        agents: lab.agents().len(),
         raft_timing_ms: crate::lab::RAFT_TIMING,
         master_timing: lab.master_timing,
         netem: match &lab.netem {
@@ -294,7 +301,78 @@ fn heal_and_settle(
         rec.now_ms() as f64 / 1000.0,
         (rec.now_ms() - healed_ms) as f64 / 1000.0
     );
+    read_agent_slices(lab, rec)
+}
+
+/// Each agent's held slice beside the registry, read again while they differ (an agent
+/// refetches only once a heartbeat tells it that its slice moved) for up to 15 s; the last
+/// reading is what the history keeps, and invariant 6 judges it.
+fn read_agent_slices(lab: &Lab, rec: &Recorder) -> anyhow::Result<()> {
+    for i in lab.agents() {
+        let started = Instant::now();
+        loop {
+            let s = read_agent_slice(lab, i, rec);
+            if invariants::slices::compare(&s).is_ok()
+                || started.elapsed() > Duration::from_secs(15)
+            {
+                rec.with(|h| h.agent_slices.push(s));
+                break;
+            }
+            interrupt::sleep(Duration::from_millis(500))?;
+        }
+    }
     Ok(())
+}
+
+fn read_agent_slice(lab: &Lab, index: usize, rec: &Recorder) -> AgentSlice {
+    let node = lab.node(index);
+    let node_id = node
+        .status(crate::lab::node::CLI_TIMEOUT)
+        .and_then(|s| s["node_id"].as_u64())
+        .or_else(|| node.node_id());
+    // The registry through the leader, asked first of the control nodes.
+    let order = lab.control().into_iter().chain(lab.agents());
+    let mut errors = Vec::new();
+    let mut registry = None;
+    for j in order {
+        match lab
+            .node(j)
+            .cli(&["cluster", "apps", "--json"], Duration::from_secs(5))
+        {
+            Ok(o) if o.ok() => match serde_json::from_str::<Value>(&o.stdout) {
+                Ok(v) => {
+                    registry = Some(v);
+                    break;
+                }
+                Err(e) => errors.push(format!("node {j}: unreadable JSON ({e})")),
+            },
+            Ok(o) => errors.push(format!("node {j}: {}", o.failure())),
+            Err(e) => errors.push(format!("node {j}: {e:#}")),
+        }
+    }
+    let t_ms = rec.now_ms();
+    let held = match std::fs::read_to_string(node.path("raft/slice.json")) {
+        Ok(text) => Some(serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            errors.push(format!("slice.json: {e}"));
+            None
+        }
+    };
+    let live = node.daemon_pid().is_some();
+    if !live {
+        errors.push("its daemon is not running".into());
+    }
+    AgentSlice {
+        t_ms,
+        node: index,
+        node_id,
+        live,
+        version: held.as_ref().and_then(|h| h["slice"]["version"].as_u64()),
+        held,
+        registry,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
 }
 
 fn parse_apps(text: &str) -> Option<Vec<RegistryApp>> {
@@ -319,14 +397,16 @@ fn parse_apps(text: &str) -> Option<Vec<RegistryApp>> {
         .collect()
 }
 
-/// Every node's local replica (`--stale`), read until they agree on names and counts (or
-/// 30 s pass); the last reading is what the history keeps.
+/// Every control node's local replica (`--stale`), read until they agree on names and counts
+/// (or 30 s pass); the last reading is what the history keeps. Agents hold no replica (asked,
+/// they would forward to the leader); invariant 6 checks their slices instead.
 fn read_final_registries(lab: &Lab, rec: &Recorder) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let snaps: Vec<RegistrySnapshot> = lab
             .nodes
             .iter()
+            .filter(|n| !n.agent)
             .map(|n| {
                 let out = n.cli(
                     &["cluster", "apps", "--json", "--stale"],

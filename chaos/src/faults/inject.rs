@@ -30,8 +30,12 @@ pub fn run_fault(ctx: &FaultCtx, plan: &PlannedFault) -> anyhow::Result<()> {
     let n = lab.nodes.len();
     let mut rng = StdRng::seed_from_u64(plan.pick);
     let random_node = rng.random_range(1..=n);
-    let mut shuffled: Vec<usize> = (1..=n).collect();
-    shuffled.shuffle(&mut rng);
+    // Raft faults (a wiped raft dir, a minority of voters cut off) pick among the control
+    // nodes; an agent has no raft dir and no vote.
+    let control = lab.control();
+    let random_control = control[rng.random_range(0..control.len())];
+    let mut agents = lab.agents();
+    agents.shuffle(&mut rng);
     if plan.kind.is_outage() && !voters_live(ctx, ctx.profile.recovery_limit)? {
         ctx.not_injected(
             plan,
@@ -65,15 +69,28 @@ pub fn run_fault(ctx: &FaultCtx, plan: &PlannedFault) -> anyhow::Result<()> {
         }
         FaultKind::FreezeHost => outage(ctx, plan, Outage::FreezeHost, vec![random_node], leader)?,
         FaultKind::IsolateMinority => {
-            let k = rng.random_range(1..=(n - 1) / 2);
-            outage(ctx, plan, Outage::Isolate, shuffled[..k].to_vec(), leader)?;
+            // A minority of the voters, and with them some of the agents (maybe none).
+            let mut voters = control.clone();
+            voters.shuffle(&mut rng);
+            let k = rng.random_range(1..=(control.len() - 1) / 2);
+            let a = rng.random_range(0..=agents.len());
+            let mut targets = voters[..k].to_vec();
+            targets.extend(&agents[..a]);
+            outage(ctx, plan, Outage::Isolate, targets, leader)?;
         }
         FaultKind::SplitInTwo => {
-            outage(ctx, plan, Outage::Split, shuffled[..n / 2].to_vec(), leader)?
+            // The side taken away holds a minority of the voters (so the other side can
+            // elect), and any share of the agents.
+            let mut voters = control.clone();
+            voters.shuffle(&mut rng);
+            let a = rng.random_range(0..=agents.len());
+            let mut side = voters[..control.len() / 2].to_vec();
+            side.extend(&agents[..a]);
+            outage(ctx, plan, Outage::Split, side, leader)?
         }
         FaultKind::RedisRestart => redis_restart(ctx, plan, leader.map(|l| l.1))?,
         FaultKind::WipeRaft => {
-            if process::wipe_raft(ctx, plan, random_node)? {
+            if process::wipe_raft(ctx, plan, random_control)? {
                 recovery_limit *= 2;
             }
         }

@@ -103,8 +103,13 @@ pub(super) fn outage(
         return Ok(());
     }
     ctx.begin_at(plan, &targets, detail.join("; "), started_ms);
+    // Failover is the Raft voters' business: the control nodes left must agree on a new
+    // leader (agents learn it later, from the new master's heartbeats). Control nodes ask for
+    // the master's view first; an agent would forward the question to the leader anyway.
+    let (control_left, agents_left): (Vec<usize>, Vec<usize>) =
+        survivors.iter().partition(|&&i| !lab.node(i).agent);
     let mut w = Watch {
-        askers: survivors.clone(),
+        askers: control_left.iter().chain(&agents_left).copied().collect(),
         ..Watch::default()
     };
     if let Some((l, id)) = leader
@@ -112,7 +117,7 @@ pub(super) fn outage(
     {
         w.failover = Some(Failover {
             old: id,
-            survivors: survivors.clone(),
+            survivors: control_left,
             done_ms: None,
         });
     }

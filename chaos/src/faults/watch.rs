@@ -35,15 +35,16 @@ pub fn agreed_leader(lab: &Lab, nodes: &[usize]) -> Option<(u64, Instant)> {
     agreed.map(|l| (l, last_asked))
 }
 
-/// The leader a majority of nodes names, with the lab node that has its id.
+/// The leader a majority of the control nodes (the Raft voters) names, with the lab node that
+/// has its id. Agents are no Raft members: they only repeat what the master told them.
 pub fn current_leader(lab: &Lab) -> Option<(usize, u64)> {
-    let mut votes: Vec<u64> = lab
-        .nodes
+    let control = lab.control();
+    let mut votes: Vec<u64> = control
         .iter()
-        .filter_map(|n| n.status(ASK)?["leader_id"].as_u64())
+        .filter_map(|&i| lab.node(i).status(ASK)?["leader_id"].as_u64())
         .collect();
     votes.sort_unstable();
-    let majority = lab.nodes.len() / 2 + 1;
+    let majority = control.len() / 2 + 1;
     let leader = votes
         .chunk_by(|a, b| a == b)
         .find(|c| c.len() >= majority)
@@ -242,7 +243,7 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// Waits until every node answers and names the same leader. Returns how long that took, or
+/// Waits until every node (agents too) answers and names the same leader. Returns how long that took, or
 /// `None` after `limit`.
 pub fn wait_recovered(lab: &Lab, limit: Duration) -> anyhow::Result<Option<u64>> {
     let started = Instant::now();

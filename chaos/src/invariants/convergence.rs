@@ -293,6 +293,7 @@ mod tests {
             namespace: format!("h{i}"),
             ip: String::new(),
             home: String::new(),
+            agent: false,
         };
         History {
             nodes: vec![node(1), node(2)],

@@ -6,6 +6,7 @@ pub mod convergence;
 mod leaders;
 mod orphans;
 mod singleton;
+pub mod slices;
 mod timing;
 mod writes;
 
@@ -160,6 +161,11 @@ pub fn check_all(h: &History) -> Vec<InvariantResult> {
                 timing::all_within_limit(h, crate::history::MeasureKind::Recovery),
             ],
         ),
+        InvariantResult::new(
+            6,
+            "every agent's slice equals the registry's slice for it",
+            vec![slices::agent_slices_match(h)],
+        ),
     ]
 }
 
@@ -193,7 +199,7 @@ mod tests {
     #[test]
     fn an_empty_history_passes_nothing() {
         let results = check_all(&History::default());
-        assert_eq!(results.len(), 5);
+        assert_eq!(results.len(), 6);
         for r in results {
             assert_eq!(
                 r.verdict,

@@ -1,4 +1,5 @@
-//! The lab: N real herd daemons, each its own host in its own network namespace with its own
+//! The lab: N real herd daemons (the first ones control nodes, all Raft voters; the last ones
+//! agents pinned with `role = "agent"`), each its own host in its own network namespace with its own
 //! HERD_HOME under one temporary work dir, a real redis-server on the bridge, and a cleanup
 //! that always runs (on `Drop`, also while unwinding from a signal or a panic) and then checks
 //! that no namespace, interface or process of ours is left.
@@ -42,7 +43,10 @@ pub struct MasterTiming {
 
 #[derive(Clone, Debug)]
 pub struct LabConfig {
+    /// Control nodes (nodes 1..=nodes): every one a Raft voter.
     pub nodes: usize,
+    /// Agents after them (`role = "agent"`).
+    pub agents: usize,
     pub herd: PathBuf,
     pub master_timing: Option<MasterTiming>,
     /// Keep the work dir (homes, daemon logs) after cleanup.
@@ -82,20 +86,25 @@ impl Lab {
             .tempdir()
             .context("cannot create the work dir")?;
         let work_path = work.path().to_path_buf();
-        let nodes = (1..=cfg.nodes)
+        let total = cfg.nodes + cfg.agents;
+        let nodes = (1..=total)
             .map(|i| {
                 Node::new(
                     i,
                     net.namespace(i),
                     net.ip(i),
                     work_path.join(format!("h{i}")),
+                    i > cfg.nodes,
                     cfg.herd.clone(),
                 )
             })
             .collect();
-        eprintln!("herd-chaos: network: {} hosts on {}", cfg.nodes, net.bridge);
+        eprintln!(
+            "herd-chaos: network: {total} hosts ({} control, {} agents) on {}",
+            cfg.nodes, cfg.agents, net.bridge
+        );
         // Until `Lab` exists its `Drop` cannot clean up, so a half-made network goes here.
-        let made = net.up(cfg.nodes).and_then(|()| {
+        let made = net.up(total).and_then(|()| {
             std::fs::create_dir_all(work_path.join("redis"))?;
             Redis::new(&net.bridge_ip(), work_path.join("redis"), REDIS_PASSWORD)
         });
@@ -136,6 +145,24 @@ impl Lab {
         &self.nodes[index - 1]
     }
 
+    /// The control nodes (Raft voters), by index.
+    pub fn control(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.agent)
+            .map(|n| n.index)
+            .collect()
+    }
+
+    /// The agents, by index.
+    pub fn agents(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .filter(|n| n.agent)
+            .map(|n| n.index)
+            .collect()
+    }
+
     pub fn node_infos(&self) -> Vec<NodeInfo> {
         self.nodes
             .iter()
@@ -144,6 +171,7 @@ impl Lab {
                 namespace: n.namespace.clone(),
                 ip: n.ip.clone(),
                 home: n.home.display().to_string(),
+                agent: n.agent,
             })
             .collect()
     }
@@ -158,10 +186,13 @@ impl Lab {
              heartbeat_ms = {hb}\nelection_min_ms = {emin}\nelection_max_ms = {emax}\n",
             ip = n.ip,
             url = self.redis.url(),
-            voters = self.nodes.len(),
+            voters = self.control().len(),
             key = self.work_path.join("cluster.key").display(),
             i = n.index,
         );
+        if n.agent {
+            text.push_str("role = \"agent\"\n");
+        }
         if let Some(t) = timing {
             text.push_str(&format!(
                 "heartbeat_interval_ms = {}\nhealth_sweep_interval_ms = {}\noffline_timeout_ms = {}\n",
@@ -210,8 +241,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Waits until every node names the same leader and that leader counts every node as a
-    /// voter. Returns the leader's Raft id.
+    /// Waits until every node (agents too: they hear the leader through the master's
+    /// heartbeats) names the same leader, and that leader counts every control node as a voter
+    /// and no agent as a member. Returns the leader's Raft id.
     pub fn wait_formed(&self, limit: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + limit;
         loop {
@@ -228,14 +260,23 @@ impl Lab {
             if let Some(Some(leader)) = leaders.first()
                 && leaders.iter().all(|l| *l == Some(*leader))
             {
-                let voters = statuses
+                let members = statuses
                     .iter()
                     .flatten()
                     .find(|s| s["node_id"].as_u64() == Some(*leader))
                     .and_then(|s| s["members"].as_array().cloned())
-                    .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
-                    .unwrap_or(0);
-                if voters == self.nodes.len() {
+                    .unwrap_or_default();
+                let voters = members.iter().filter(|m| m["role"] == "voter").count();
+                let agent_ids: Vec<u64> = statuses
+                    .iter()
+                    .zip(&self.nodes)
+                    .filter(|(_, n)| n.agent)
+                    .filter_map(|(s, _)| s.as_ref()?["node_id"].as_u64())
+                    .collect();
+                let agent_in_raft = members
+                    .iter()
+                    .any(|m| m["id"].as_u64().is_some_and(|id| agent_ids.contains(&id)));
+                if voters == self.control().len() && !agent_in_raft {
                     return Ok(*leader);
                 }
             }

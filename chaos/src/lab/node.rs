@@ -26,6 +26,8 @@ pub struct Node {
     pub namespace: String,
     pub ip: String,
     pub home: PathBuf,
+    /// Pinned with `role = "agent"`: outside Raft, no raft log, holds only its slice.
+    pub agent: bool,
     herd: PathBuf,
     incarnation: AtomicU32,
     /// The Raft node id it last reported (a wiped data dir gets a new one).
@@ -33,12 +35,20 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(index: usize, namespace: String, ip: String, home: PathBuf, herd: PathBuf) -> Node {
+    pub fn new(
+        index: usize,
+        namespace: String,
+        ip: String,
+        home: PathBuf,
+        agent: bool,
+        herd: PathBuf,
+    ) -> Node {
         Node {
             index,
             namespace,
             ip,
             home,
+            agent,
             herd,
             incarnation: AtomicU32::new(0),
             node_id: Mutex::new(None),

@@ -182,3 +182,80 @@ fn voters_standbys_and_agents_form_one_cluster_and_agents_keep_their_promises() 
         "no master while the agent came back"
     );
 }
+
+#[test]
+fn a_singleton_on_an_agent_dies_with_its_daemon_and_runs_once_on_another_agent() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let voters: Vec<Node> = (1..=3)
+        .map(|i| Node::labeled(i, &url, 3, "s3cret", "kind = \"voter\"", FAST))
+        .collect();
+    let agents: Vec<Node> = (4..=5)
+        .map(|i| {
+            Node::labeled(
+                i,
+                &url,
+                3,
+                "s3cret",
+                "kind = \"agent\"",
+                &format!("{FAST}role = \"agent\"\n"),
+            )
+        })
+        .collect();
+    let all: Vec<&Node> = voters.iter().chain(agents.iter()).collect();
+    wait_until("3 voters and 2 agents online", FORM, || {
+        let v = nodes_view(all[0]);
+        count_role(&v, "voter") == 3
+            && count_role(&v, "agent") == 2
+            && rows(&v).iter().all(|n| n["health"] == "online")
+    });
+    let file = all[0].herd.app_file(
+        "solo.toml",
+        "[[app]]\nname = \"solo\"\ncommand = \"sleep\"\nargs = [\"1000\"]\non_disconnect = \"stop\"\n[app.placement]\nconstraints = { kind = \"agent\" }\n",
+    );
+    all[0].herd.ok(&["cluster", "deploy", &file]);
+    let on_agents: Vec<&Node> = agents.iter().collect();
+    wait_until("solo running once, on an agent", FORM, || {
+        counts_of(&all, "solo").iter().sum::<usize>() == 1
+            && counts_of(&on_agents, "solo").iter().sum::<usize>() == 1
+    });
+    let holder = *on_agents
+        .iter()
+        .find(|n| !running_here(n, "solo").is_empty())
+        .expect("an agent runs solo");
+    let other = *on_agents
+        .iter()
+        .find(|n| n.id() != holder.id())
+        .expect("the other agent");
+    let pid = holder
+        .herd
+        .ps()
+        .iter()
+        .find(|r| r["name"] == "solo@0")
+        .and_then(|r| r["pid"].as_u64())
+        .expect("solo's pid");
+    // The agent's daemon dies; its lease keeper kills the singleton, the master moves it.
+    holder.herd.ok(&["kill"]);
+    let old_alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    let mut never_twice = true;
+    wait_until("solo running on the other agent", FORM, || {
+        let moved = running_here(other, "solo") == [0];
+        // Seen from outside the dead daemon: the old process must be gone before the new one.
+        never_twice &= !(moved && old_alive());
+        moved
+    });
+    assert!(
+        never_twice,
+        "the singleton ran on the new agent while the old process still lived"
+    );
+    // The old agent comes back and does not start it again.
+    holder.herd.ok(&["up"]);
+    wait_until("the returning agent online again", FORM, || {
+        health_of(&nodes_view(all[0]), holder.id()).as_deref() == Some("online")
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(counts_of(&all, "solo").iter().sum::<usize>(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

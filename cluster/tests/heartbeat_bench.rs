@@ -83,6 +83,8 @@ impl Agent for FakeAgents {
             instances,
             term: req.term,
             lease_seq: req.lease_ack + 1,
+            // Every reply whole, as a node before report versions: the worst case.
+            ..Default::default()
         }))
     }
 }

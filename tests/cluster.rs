@@ -1008,7 +1008,10 @@ fn a_secret_set_on_one_node_reaches_its_app_on_every_node_and_only_as_ciphertext
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).unwrap().flatten() {
                 let p = e.path();
-                let meta = std::fs::symlink_metadata(&p).unwrap();
+                // A live home: a temp file may be renamed away between listing and looking.
+                let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                    continue;
+                };
                 if meta.is_dir() {
                     stack.push(p);
                 } else if meta.is_file() {

@@ -126,10 +126,21 @@ impl SliceStore {
     }
 }
 
-/// Temp file, fsync, rename, fsync the directory: never half a file.
+/// Temp file (0600: the slice holds app specs and their env values), fsync, rename, fsync the
+/// directory: never half a file, never readable by another user.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?; // create_new: O_EXCL, which never follows a link
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -183,5 +194,44 @@ pub(crate) async fn fetch_loop(
             _ = shutdown.changed() => return,
             r = wake.changed() => if r.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::registry::Registry;
+
+    fn held(node: u64, version: u64) -> HeldSlice {
+        HeldSlice {
+            as_of: version,
+            slice: NodeSlice {
+                node,
+                version,
+                registry: Registry::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_slice_is_kept_on_disk_privately_and_read_back_an_older_one_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SliceStore::open(dir.path(), 7);
+        assert_eq!(store.version(), None);
+        store.offer(held(7, 5)).await;
+        let file = dir.path().join(SLICE_FILE);
+        let mode = std::fs::metadata(&file)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "app env values are in there");
+        store.offer(held(7, 3)).await;
+        assert_eq!(store.version(), Some(5), "never back to an older slice");
+        let again = SliceStore::open(dir.path(), 7);
+        assert_eq!(again.version(), Some(5), "a restart keeps the slice");
+        let other = SliceStore::open(dir.path(), 8);
+        assert_eq!(other.version(), None, "another node id ignores it");
     }
 }

@@ -136,10 +136,6 @@ impl ClusterNode {
         let agent_only = cfg.role == crate::config::NodeRole::Agent;
         let storage = tokio::task::spawn_blocking(move || {
             if agent_only {
-                std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Storage {
-                    path: dir.clone(),
-                    message: format!("create: {e}"),
-                })?;
                 RaftStorage::in_memory(&dir)
             } else {
                 RaftStorage::open(&dir)

@@ -78,6 +78,8 @@ impl RaftStorage {
     /// it keeps no Raft log on disk (its openraft engine stays idle and empty).
     pub(crate) fn in_memory(dir: &Path) -> Result<RaftStorage, ClusterError> {
         let path = dir.join("raft.redb (in memory)");
+        // The dir still holds the node id and the slice (app specs, env values): private.
+        private_files(dir, &path)?;
         let db = redb::Builder::new()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| ClusterError::Storage {

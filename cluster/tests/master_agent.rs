@@ -278,10 +278,14 @@ async fn a_lost_node_goes_offline_after_the_timeout_and_its_instances_run_elsewh
             assert_eq!(n.status, NodeStatus::Online, "node {id} is fine");
         }
     }
-    // Uptime shows the outage.
-    let days = &reg.uptime[&victim_id];
-    let b = days.values().next_back().expect("a bucket");
-    assert!(b.up_samples < b.total_samples, "{b:?}");
+    // Uptime shows the outage, once the master's next rollup is written.
+    h.c.all_replicas("uptime to show the outage", SETTLE, |r| {
+        r.uptime
+            .get(&victim_id)
+            .and_then(|days| days.values().next_back())
+            .is_some_and(|b| b.up_samples < b.total_samples)
+    })
+    .await;
 
     // The node comes back: online again, and it runs nothing the master moved away.
     h.c.start(victim).await;

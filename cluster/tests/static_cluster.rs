@@ -226,12 +226,17 @@ async fn a_node_with_an_emptied_data_dir_catches_up_by_snapshot() {
         r.kv.len() == 51 && r.kv.contains_key("after-wipe")
     })
     .await;
-    let m = c.node(victim).raft().metrics().borrow_watched().clone();
-    assert!(
-        m.snapshot.is_some_and(|s| s.index >= last),
-        "the wiped node must have installed the leader's snapshot: {:?}",
-        m.snapshot
-    );
+    // Raft publishes its metrics after the state machine publishes the installed registry.
+    let raft = c.node(victim).raft();
+    eventually(
+        "the wiped node to report the leader's snapshot installed",
+        CONVERGE,
+        || async {
+            let m = raft.metrics().borrow_watched().clone();
+            m.snapshot.is_some_and(|s| s.index >= last).then_some(())
+        },
+    )
+    .await;
     c.shutdown().await;
 }
 

@@ -83,6 +83,8 @@ impl Agent for FakeAgents {
             instances,
             term: req.term,
             lease_seq: req.lease_ack + 1,
+            report_version: 0,
+            report_unchanged: false,
         }))
     }
 }

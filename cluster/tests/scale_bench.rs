@@ -18,7 +18,8 @@
 //!
 //! Env: `HERD_SCALE_AGENTS` (10000), `HERD_SCALE_INSTANCES` (100000), `HERD_SCALE_APPS` (100),
 //! `HERD_SCALE_SECS` (30), `HERD_SCALE_STANDBYS` (0), `HERD_SCALE_JOIN_CONCURRENCY` (64),
-//! `HERD_SCALE_FETCH_CONCURRENCY` (32), `HERD_SCALE_KILL` (1: run the leader kill phase).
+//! `HERD_SCALE_FETCH_CONCURRENCY` (32), `HERD_SCALE_KILL` (1: run the leader kill phase),
+//! `HERD_SCALE_TIMEOUT_SECS` (600: how long registration, assignment and running may take).
 //! Every agent needs two sockets in this one process (the master's and the server's end), so
 //! N is bounded by about half of `ulimit -n`.
 
@@ -429,16 +430,28 @@ fn scale() {
             })
         };
         let lead = c.node(leader);
+        let progress = AtomicU64::new(0);
         let registered = poll(
-            Duration::from_secs(600),
+            Duration::from_secs(env_or("HERD_SCALE_TIMEOUT_SECS", 600)),
             Duration::from_millis(250),
             || async {
                 let r = lead.read(false).await.ok()?;
+                let tick = t0.elapsed().as_secs() / 15;
+                if progress.fetch_max(tick, Ordering::Relaxed) < tick {
+                    println!(
+                        "    {:>5.0} s: {} agents registered",
+                        t0.elapsed().as_secs_f64(),
+                        r.nodes.len().saturating_sub(3)
+                    );
+                }
                 (r.nodes.len() >= n + 3).then_some(())
             },
         )
         .await;
-        joins.await.expect("joins");
+        if registered.is_none() {
+            joins.abort();
+        }
+        let _ = joins.await;
         let reg_time = t0.elapsed();
         t.row(
             "registration: all agents in the registry",
@@ -495,11 +508,18 @@ fn scale() {
         let writes_done = t1.elapsed();
         t.row(format!("deploy: {apps} PutApp writes"), secs(writes_done));
         let assigned = poll(
-            Duration::from_secs(600),
+            Duration::from_secs(env_or("HERD_SCALE_TIMEOUT_SECS", 600)),
             Duration::from_millis(500),
             || async {
                 let r = lead.read(true).await.ok()?;
                 let count: usize = r.assignments.values().map(|a| a.len()).sum();
+                let tick = 1000 + t1.elapsed().as_secs() / 15;
+                if progress.fetch_max(tick, Ordering::Relaxed) < tick {
+                    println!(
+                        "    {:>5.0} s: {count} instances assigned",
+                        t1.elapsed().as_secs_f64()
+                    );
+                }
                 (count as u64 >= m).then_some(())
             },
         )
@@ -517,7 +537,8 @@ fn scale() {
             ),
         );
         let last_running = AtomicU64::new(0);
-        let running = poll(Duration::from_secs(600), Duration::from_secs(1), || async {
+        let limit = Duration::from_secs(env_or("HERD_SCALE_TIMEOUT_SECS", 600));
+        let running = poll(limit, Duration::from_secs(1), || async {
             let rt = lead.runtime().await.ok()?;
             let count: usize = rt
                 .nodes
@@ -525,6 +546,13 @@ fn scale() {
                 .map(|x| x.instances.iter().filter(|i| i.status == "running").count())
                 .sum();
             last_running.store(count as u64, Ordering::Relaxed);
+            let tick = 2000 + t1.elapsed().as_secs() / 15;
+            if progress.fetch_max(tick, Ordering::Relaxed) < tick {
+                println!(
+                    "    {:>5.0} s: {count} instances running",
+                    t1.elapsed().as_secs_f64()
+                );
+            }
             (count as u64 >= m).then_some(())
         })
         .await;
@@ -571,6 +599,16 @@ fn scale() {
             ),
         );
         let ms = |us: Option<u64>| us.map_or("-".into(), |u| format!("{:.2} ms", u as f64 / 1e3));
+        // Each node's last RTT, at the end of the steady window: the steady-state spread.
+        let mut last: Vec<u64> = rt.nodes.iter().filter_map(|x| x.rtt_us).collect();
+        last.sort_unstable();
+        let q = |p: f64| {
+            (!last.is_empty()).then(|| last[((last.len() - 1) as f64 * p).round() as usize])
+        };
+        t.row(
+            "steady: RTT p50 / p99 (each node's last heartbeat)",
+            format!("{} / {}", ms(q(0.5)), ms(q(0.99))),
+        );
         t.row(
             "steady: heartbeat RTT p50 / p99 (whole term)",
             format!("{} / {}", ms(hb1.rtt_p50_us), ms(hb1.rtt_p99_us)),

@@ -109,6 +109,8 @@ struct Sim {
     answered: AtomicU64,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
+    /// Failed fetches by cause (gRPC code, or "decode").
+    fetch_errors: Mutex<BTreeMap<String, u64>>,
     max_term: AtomicU64,
     /// When each master term was first seen in a heartbeat.
     term_seen: Mutex<BTreeMap<u64, Instant>>,
@@ -127,16 +129,23 @@ impl Sim {
     async fn fetch(self: Arc<Self>, node: u64, master_addr: String) {
         let idx = (node - BASE_ID) as usize;
         let got = async {
-            let _permit = self.fetch_permits.acquire().await.ok()?;
+            let _permit = self
+                .fetch_permits
+                .acquire()
+                .await
+                .map_err(|e| e.to_string())?;
             let mut c = self.client(&master_addr);
             let reply = c
                 .slice(authed(pb::SliceRequest { node_id: node }))
                 .await
-                .ok()?
+                .map_err(|e| format!("{:?}", e.code()))?
                 .into_inner();
-            serde_json::from_slice::<NodeSlice>(&reply.slice).ok()
+            serde_json::from_slice::<NodeSlice>(&reply.slice).map_err(|_| "decode".to_string())
         }
         .await;
+        let got = got
+            .map_err(|e| *self.fetch_errors.lock().unwrap().entry(e).or_default() += 1)
+            .ok();
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let mut st = self.agents[idx].lock().unwrap();
         st.fetching = false;
@@ -355,6 +364,7 @@ fn scale() {
         answered: AtomicU64::new(0),
         fetches: AtomicU64::new(0),
         fetch_failures: AtomicU64::new(0),
+        fetch_errors: Mutex::new(BTreeMap::new()),
         max_term: AtomicU64::new(0),
         term_seen: Mutex::new(BTreeMap::new()),
     });
@@ -559,7 +569,7 @@ fn scale() {
         t.row(
             "deploy: all reported running (runtime view)",
             format!(
-                "{}{} ({} slice fetches, {} failed)",
+                "{}{} ({} slice fetches, {} failed: {:?})",
                 secs(t1.elapsed()),
                 if running.is_none() {
                     format!(
@@ -570,7 +580,8 @@ fn scale() {
                     String::new()
                 },
                 sim.fetches.load(Ordering::Relaxed),
-                sim.fetch_failures.load(Ordering::Relaxed)
+                sim.fetch_failures.load(Ordering::Relaxed),
+                sim.fetch_errors.lock().unwrap()
             ),
         );
 

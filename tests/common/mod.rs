@@ -56,13 +56,18 @@ impl Herd {
     /// Runs herd and insists on success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "herd {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            // The daemon's own last words, when it died starting (the home goes with the test).
+            let log = std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "herd {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon.log (last lines, newest first):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                tail.join("\n")
+            );
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -117,11 +117,7 @@ impl ClusterNode {
         // Checked before anything binds: a bad certificate or key fails the start at once.
         let tls = server_tls(cfg.tls.as_ref())?;
         let incoming = if cfg.serve_rpc {
-            let incoming =
-                TcpIncoming::bind(cfg.listen).map_err(|source| ClusterError::Listen {
-                    addr: cfg.listen,
-                    source,
-                })?;
+            let incoming = bind_listener(cfg.listen).await?;
             Some(incoming.with_nodelay(Some(true)))
         } else {
             None
@@ -688,4 +684,23 @@ fn slice_fetch(shared: &Arc<Shared>) -> SliceFetch {
                 .await
         })
     })
+}
+
+/// Binds the cluster port. A daemon started right after its predecessor was killed may find
+/// the port still held while the kernel tears the old sockets down: it retries for up to 5 s
+/// before giving up, as the Raft database does for a file still held open.
+async fn bind_listener(addr: std::net::SocketAddr) -> Result<TcpIncoming, ClusterError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpIncoming::bind(addr) {
+            Ok(incoming) => return Ok(incoming),
+            Err(e) => {
+                let in_use = e.kind() == std::io::ErrorKind::AddrInUse;
+                if !in_use || tokio::time::Instant::now() >= deadline {
+                    return Err(ClusterError::Listen { addr, source: e });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

@@ -217,11 +217,14 @@ impl Shared {
         }
     }
 
-    /// `node`'s slice of the leader's registry (leader only: a follower's replica may lag the
-    /// master whose heartbeat named the version wanted).
+    /// `node`'s slice of this node's replica, served by any node that holds one (a voter or
+    /// standby serves itself; an agent is forwarded to the leader). A lagging replica may serve
+    /// an older version than a heartbeat named: the fetcher checks the version and asks again.
+    /// Not gated on `as_leader`, which fails while a loaded leader's lease is unconfirmed (the
+    /// scale benchmark saw half the fetches refused that way).
     pub(crate) fn slice_local(&self, node: u64) -> Served<HeldSlice> {
-        if let Err(f) = self.raft.as_leader() {
-            return Served::NotLeader(f.leader_id);
+        if !self.holds_replica() {
+            return Served::NotLeader(self.leader_hint());
         }
         // The index first: the registry is published before Raft reports it applied, so the
         // registry read next is at least that new.

@@ -44,14 +44,7 @@ impl Registry {
                 old.labels = n.labels.clone();
                 changed = true;
             }
-            if old.status == NodeStatus::Left {
-                old.status = if old.drain {
-                    NodeStatus::Draining
-                } else {
-                    NodeStatus::Online
-                };
-                changed = true;
-            }
+            changed |= super::nodes::revive(old);
         }
         changed
     }

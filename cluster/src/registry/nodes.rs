@@ -16,11 +16,7 @@ impl Registry {
         }
         let Some(old) = self.nodes.get_mut(&node.id) else {
             let mut new = node.clone();
-            new.status = if new.drain {
-                NodeStatus::Draining
-            } else {
-                NodeStatus::Online
-            };
+            new.status = back_status(&new);
             self.nodes.insert(node.id, new);
             return true;
         };
@@ -35,16 +31,26 @@ impl Registry {
             old.agent_only = node.agent_only;
             changed = true;
         }
-        if old.status == NodeStatus::Left {
-            old.status = if old.drain {
-                NodeStatus::Draining
-            } else {
-                NodeStatus::Online
-            };
-            changed = true;
-        }
-        changed
+        changed | revive(old)
     }
+}
+
+/// The status of a node that is (back) in the cluster: draining if it was asked to drain.
+fn back_status(node: &NodeRecord) -> NodeStatus {
+    if node.drain {
+        NodeStatus::Draining
+    } else {
+        NodeStatus::Online
+    }
+}
+
+/// A `Left` node that registers or is a member again is back; true if it was `Left`.
+pub(super) fn revive(node: &mut NodeRecord) -> bool {
+    if node.status != NodeStatus::Left {
+        return false;
+    }
+    node.status = back_status(node);
+    true
 }
 
 #[cfg(test)]

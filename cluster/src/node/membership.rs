@@ -115,7 +115,7 @@ impl MembershipKeeper {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 op = self.ops.recv() => match op {
-                    Some(op) => self.handle(op).await,
+                    Some(op) => self.handle_batch(op).await,
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -125,6 +125,61 @@ impl MembershipKeeper {
                 }
             }
         }
+    }
+
+    /// Serves `first` and whatever else is already queued. Agents joining together (hundreds at
+    /// once when a fleet starts) are registered in one write: one log entry and one registry
+    /// copy for the lot instead of one each.
+    async fn handle_batch(&mut self, first: MembershipOp) {
+        const MAX_BATCH: usize = 512;
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match self.ops.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut agents = Vec::new();
+        for op in ops {
+            match op {
+                MembershipOp::Join { joiner, reply } if self.joins_as_agent(&joiner) => {
+                    agents.push((joiner, reply));
+                }
+                other => self.handle(other).await,
+            }
+        }
+        if agents.is_empty() {
+            return;
+        }
+        let joiners: Vec<&Joiner> = agents.iter().map(|(j, _)| j).collect();
+        let outcome = self.register(&joiners).await;
+        for (joiner, reply) in agents {
+            let answer = match &outcome {
+                Ok(Served::Done(())) => {
+                    tracing::info!(node = joiner.id, addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
+                    Ok(Served::Done(JoinOutcome::Agent))
+                }
+                Ok(Served::NotLeader(hint)) => Ok(Served::NotLeader(*hint)),
+                Err(e) => Err(ClusterError::Membership(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// A joiner this leader will register as an agent: not a member, and no seat for it.
+    fn joins_as_agent(&self, joiner: &Joiner) -> bool {
+        if self.not_leader().is_some() {
+            return false;
+        }
+        let m = self.shared.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&joiner.id).is_some() {
+            return false;
+        }
+        let voters = membership.voter_ids().count();
+        let learners = membership.learner_ids().count();
+        joiner.agent_only
+            || (voters >= self.shared.cfg.voters && learners >= self.shared.cfg.standbys)
     }
 
     async fn handle(&mut self, op: MembershipOp) {
@@ -161,7 +216,7 @@ impl MembershipKeeper {
         let learners = membership.learner_ids().count();
         // Registered first, whatever its seat: the node is in the registry (and heartbeated)
         // even while a seat in Raft is still being arranged.
-        if let Served::NotLeader(hint) = self.register(&joiner).await? {
+        if let Served::NotLeader(hint) = self.register(&[&joiner]).await? {
             return Ok(Served::NotLeader(hint));
         }
         let wanted = self.shared.cfg.voters;
@@ -210,34 +265,37 @@ impl MembershipKeeper {
         Ok(Served::Done(JoinOutcome::Voter))
     }
 
-    /// The joiner's registry record (one write), skipped when the registry already says so.
-    async fn register(&self, joiner: &Joiner) -> Result<Served<()>, ClusterError> {
-        let record = joiner.record();
-        let known = self
-            .shared
-            .registry
-            .borrow()
-            .nodes
-            .get(&joiner.id)
-            .is_some_and(|r| {
-                r.addr == record.addr
-                    && r.labels == record.labels
-                    && r.version == record.version
-                    && r.agent_only == record.agent_only
-                    && r.status != NodeStatus::Left
-            });
-        if known {
+    /// The joiners' registry records in one write, leaving out those the registry already
+    /// holds as given (nothing is written when none is new).
+    async fn register(&self, joiners: &[&Joiner]) -> Result<Served<()>, ClusterError> {
+        let nodes: Vec<NodeRecord> = {
+            let reg = self.shared.registry.borrow();
+            joiners
+                .iter()
+                .map(|j| j.record())
+                .filter(|record| {
+                    !reg.nodes.get(&record.id).is_some_and(|r| {
+                        r.addr == record.addr
+                            && r.labels == record.labels
+                            && r.version == record.version
+                            && r.agent_only == record.agent_only
+                            && r.status != NodeStatus::Left
+                    })
+                })
+                .collect()
+        };
+        if nodes.is_empty() {
             return Ok(Served::Done(()));
         }
-        match self
-            .shared
-            .write_local(RegistryCommand::RegisterNode { node: record })
-            .await?
-        {
+        let count = nodes.len();
+        let cmd = match <[NodeRecord; 1]>::try_from(nodes) {
+            Ok([node]) => RegistryCommand::RegisterNode { node },
+            Err(nodes) => RegistryCommand::RegisterNodes { nodes },
+        };
+        match self.shared.write_local(cmd).await? {
             Served::Done(o) if o.is_applied() => Ok(Served::Done(())),
             Served::Done(o) => Err(ClusterError::Membership(format!(
-                "register node {}: {:?}",
-                joiner.id,
+                "register {count} node(s): {:?}",
                 RegistryResponse::from(o)
             ))),
             Served::NotLeader(hint) => Ok(Served::NotLeader(hint)),

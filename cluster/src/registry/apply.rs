@@ -86,6 +86,13 @@ impl Registry {
             RegistryCommand::Noop => applied(false),
             RegistryCommand::UpsertNodes { nodes } => applied(self.upsert_nodes(nodes)),
             RegistryCommand::RegisterNode { node } => applied(self.register_node(node)),
+            RegistryCommand::RegisterNodes { nodes } => {
+                let mut changed = false;
+                for node in nodes {
+                    changed |= self.register_node(node);
+                }
+                applied(changed)
+            }
             RegistryCommand::DrainNode { node, drain } => self.drain_node(*node, *drain),
             RegistryCommand::Move { moves } => self.move_instances(moves),
             RegistryCommand::FinishMoves { instances } => applied(self.finish_moves(instances)),

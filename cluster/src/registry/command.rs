@@ -98,6 +98,9 @@ pub enum RegistryCommand {
     /// (a `Left` node is back). Any other record at the same address is `Left`: its node was
     /// wiped or replaced and came back under a new id.
     RegisterNode { node: NodeRecord },
+    /// Several `RegisterNode`s in one write, in order (agents joining together: one log entry
+    /// instead of one each).
+    RegisterNodes { nodes: Vec<NodeRecord> },
 }
 
 /// An instance going from one node to another, the old copy running until the new one does.
@@ -283,6 +286,9 @@ impl fmt::Display for RegistryCommand {
                 instances.len()
             ),
             RegistryCommand::RegisterNode { node } => write!(f, "register_node({})", node.id),
+            RegistryCommand::RegisterNodes { nodes } => {
+                write!(f, "register_nodes({} nodes)", nodes.len())
+            }
             RegistryCommand::Fenced { term, command } => write!(f, "{command} @term {term}"),
             // Names and accessors only: never a hash or a sealed value in a log line.
             RegistryCommand::Access { change } => match change {

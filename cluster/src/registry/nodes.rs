@@ -110,6 +110,31 @@ mod tests {
     }
 
     #[test]
+    fn registering_several_at_once_is_registering_each_in_order() {
+        let mut one_by_one = Registry::default();
+        let nodes = vec![
+            record(7, "10.0.0.7:9700"),
+            record(8, "10.0.0.8:9700"),
+            record(9, "10.0.0.7:9700"),
+        ];
+        for n in &nodes {
+            register(&mut one_by_one, n.clone());
+        }
+        let mut batched = Registry::default();
+        let out = batched.apply(&RegistryCommand::RegisterNodes {
+            nodes: nodes.clone(),
+        });
+        assert_eq!(out, RegistryResponse::Applied { changed: true });
+        assert_eq!(batched, one_by_one);
+        assert_eq!(
+            batched.apply(&RegistryCommand::RegisterNodes {
+                nodes: nodes[1..].to_vec()
+            }),
+            RegistryResponse::Applied { changed: false }
+        );
+    }
+
+    #[test]
     fn a_new_id_at_a_known_address_supersedes_the_old_record() {
         let mut r = Registry::default();
         register(&mut r, record(7, "10.0.0.7:9700"));

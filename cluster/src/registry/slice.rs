@@ -141,6 +141,7 @@ impl Registry {
             RegistryCommand::UpsertNode { .. }
             | RegistryCommand::UpsertNodes { .. }
             | RegistryCommand::RegisterNode { .. }
+            | RegistryCommand::RegisterNodes { .. }
             | RegistryCommand::SetNodeStatus { .. }
             | RegistryCommand::DrainNode { .. }
             | RegistryCommand::RecordUptime { .. }

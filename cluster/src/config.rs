@@ -247,6 +247,22 @@ impl ClusterConfig {
     /// timeout, or a single lost heartbeat would mark a node offline.
     fn validate_master_timing(&self) -> Result<(), ClusterError> {
         let bad = |m: String| Err(ClusterError::Config(m));
+        // Durations a user writes are added to clock instants and multiplied: keep them in a
+        // range where that cannot overflow (a week is already far past any sane setting).
+        const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+        for (key, v) in [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("health_sweep_interval_ms", self.health_sweep_interval_ms),
+            ("offline_timeout_ms", self.offline_timeout_ms),
+            ("replace_voter_after_ms", self.replace_voter_after_ms),
+            ("uptime_rollup_ms", self.uptime_rollup_ms.unwrap_or(0)),
+        ] {
+            if v > WEEK_MS {
+                return bad(format!(
+                    "{key} = {v} is too large (at most {WEEK_MS}, a week)"
+                ));
+            }
+        }
         if self.heartbeat_interval_ms < 10 {
             return bad(format!(
                 "heartbeat_interval_ms = {} is too small (at least 10)",
@@ -413,5 +429,11 @@ mod tests {
         let mut c = config();
         c.sweep_concurrency = 0;
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.offline_timeout_ms = u64::MAX;
+        assert!(
+            c.validate().is_err(),
+            "a duration that would overflow is refused"
+        );
     }
 }

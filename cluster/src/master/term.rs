@@ -275,7 +275,9 @@ impl MasterTerm {
             .filter(|n| n.status == NodeStatus::Online && !live.contains(&n.id))
             .map(|n| n.id)
             .collect();
-        if !unheard.is_empty() && now < self.started + self.settings.heartbeat_interval * 2 {
+        if !unheard.is_empty()
+            && now < self.started + self.settings.heartbeat_interval.saturating_mul(2)
+        {
             tracing::debug!(
                 term = self.term,
                 ?unheard,
@@ -460,7 +462,11 @@ impl MasterTerm {
                 .iter()
                 .filter_map(|id| health.get(id).map(|h| (*id, h.addr.clone())))
                 .collect();
-            let budget = (self.settings.heartbeat_interval * 2).min(self.settings.sweep_interval);
+            let budget = self
+                .settings
+                .heartbeat_interval
+                .saturating_mul(2)
+                .min(self.settings.sweep_interval);
             let answered = self
                 .heartbeater
                 .probe(probe, self.settings.sweep_concurrency, budget)

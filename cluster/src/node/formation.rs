@@ -125,7 +125,8 @@ impl Formation {
         let initialized = self.shared.raft.is_initialized().await.unwrap_or(true);
         let quiet = if self.shared.registered_agent.load(Ordering::SeqCst) {
             let rejoin_after =
-                Duration::from_millis(3 * self.shared.cfg.heartbeat_interval_ms).max(REJOIN_AFTER);
+                Duration::from_millis(self.shared.cfg.heartbeat_interval_ms.saturating_mul(3))
+                    .max(REJOIN_AFTER);
             self.shared
                 .agent
                 .silent_for()

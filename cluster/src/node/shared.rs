@@ -256,12 +256,15 @@ impl Shared {
         if self.cfg.role == NodeRole::Agent {
             return false;
         }
-        let m = self.raft.metrics().borrow_watched().clone();
-        let seated = m
-            .membership_config
-            .membership()
-            .get_node(&self.id)
-            .is_some();
+        // Borrowed, not cloned: this runs on every slice fetch and read.
+        let seated = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some()
+        };
         seated && (self.raft.is_leader() || self.leader_contact.elapsed() < Duration::from_secs(3))
     }
 

@@ -193,8 +193,17 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let marker = Marker::random();
         let mut child = claimant(home.path(), Some(marker.as_str()), true);
+        // Until the child has exec'd, /proc shows the parent's environment: look again until
+        // the new program's is there (500 looks 10 ms apart, then the assertions speak).
+        let mut found = scan_instances(home.path(), &marker, uid());
+        for _ in 0..500 {
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = scan_instances(home.path(), &marker, uid());
+        }
         let signature = start_signature(child.id());
-        let found = scan_instances(home.path(), &marker, uid());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found.len(), 1, "{found:?}");

@@ -26,6 +26,7 @@
 //! daemon's local supervisor through [`LocalSupervisor`] (see [`ClusterNode::run_agent`]).
 
 pub mod agent;
+pub mod clock;
 mod config;
 pub mod discovery;
 mod error;

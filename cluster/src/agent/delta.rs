@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn the_list_is_left_out_only_while_the_master_holds_this_version() {
         let d = ReplyDelta::default();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let r = res(10.0, 100);
         let first = d.shape(vec![inst("a", "running")], Some(r.clone()), json(&r), 0, t0);
         let v1 = first.report_version;
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_restarted_node_does_not_reuse_the_versions_of_the_one_before() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let a = d_first(&ReplyDelta::default(), t0);
         let b = d_first(&ReplyDelta::default(), t0);
         assert_ne!(a, b, "two runs of a node number their reports apart");
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn resources_go_out_on_a_meaningful_change_or_every_minute() {
         let d = ReplyDelta::default();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let list = || vec![inst("a", "running")];
         let r = res(10.0, 100);
         let v = d

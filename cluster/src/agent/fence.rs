@@ -111,7 +111,7 @@ impl AgentState {
         AgentState {
             node_id,
             offline_timeout,
-            started: Instant::now(),
+            started: crate::clock::now(),
             highest_term: AtomicU64::new(0),
             contact: Mutex::new(Contact::default()),
             wake: watch::channel(0).0,
@@ -179,7 +179,7 @@ impl AgentState {
             );
             return Err(Refusal::StaleTerm { term, seen: floor });
         }
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (seq, connected, granted, newer_slice) = {
             let mut c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
             let was_connected = c
@@ -354,7 +354,7 @@ mod tests {
     async fn the_lease_runs_from_the_acknowledged_reply_so_a_late_heartbeat_grants_nothing() {
         let timeout = Duration::from_secs(80); // lease 70 s, graceful stop from 60 s
         let s = AgentState::new(1, timeout);
-        let start = Instant::now();
+        let start = crate::clock::now();
         let first = s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
         assert_eq!(s.view(start).lease_from, None, "no reply acknowledged yet");
         assert!(
@@ -363,7 +363,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         let second = s.accept(&hb(9, 1, 1, 3, first), 0).expect("heartbeat");
-        let v = s.view(Instant::now());
+        let v = s.view(crate::clock::now());
         assert_eq!(
             v.lease_from,
             Some(start),
@@ -376,7 +376,7 @@ mod tests {
         let late = s
             .accept(&hb(9, 1, 1, 3, second), 0)
             .expect("late heartbeat");
-        let now = Instant::now();
+        let now = crate::clock::now();
         let v = s.view(now);
         assert_eq!(v.lease_from, Some(start + Duration::from_secs(2)));
         assert!(v.singletons_until < now && v.lease_from.unwrap() + s.lease() < now);
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(s.view(now).lease_from, Some(start + Duration::from_secs(2)));
         tokio::time::advance(Duration::from_secs(2)).await;
         s.accept(&hb(9, 1, 1, 3, late), 0).expect("heartbeat");
-        assert_eq!(s.view(Instant::now()).lease_from, Some(now));
+        assert_eq!(s.view(crate::clock::now()).lease_from, Some(now));
     }
 
     #[tokio::test(start_paused = true)]
@@ -411,7 +411,7 @@ mod tests {
     async fn contact_lapses_after_the_offline_timeout_and_counts_from_start_first() {
         let timeout = Duration::from_secs(90);
         let s = AgentState::new(1, timeout);
-        let v = s.view(Instant::now());
+        let v = s.view(crate::clock::now());
         assert!(
             v.connected && !v.heard,
             "a fresh agent gives its master time"
@@ -419,9 +419,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
         tokio::time::advance(Duration::from_secs(89)).await;
-        assert!(s.view(Instant::now()).connected);
+        assert!(s.view(crate::clock::now()).connected);
         tokio::time::advance(Duration::from_secs(2)).await;
-        let v = s.view(Instant::now());
+        let v = s.view(crate::clock::now());
         assert!(!v.connected && v.heard);
         assert_eq!(v.slice_version, 3);
         let wake = s.wake_signal();

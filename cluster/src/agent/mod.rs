@@ -4,6 +4,8 @@
 //! to this node. Cut off from every master, it keeps its instances running, except those of
 //! apps that asked to stop when disconnected.
 
+#![deny(clippy::disallowed_methods)]
+
 mod delta;
 mod desired;
 mod fence;

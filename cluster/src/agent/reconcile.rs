@@ -56,13 +56,13 @@ impl AgentLoop {
         let me = self.state.node_id();
         let mut wake = self.state.wake_signal();
         let mut last_sent: Option<Vec<DesiredInstance>> = None;
-        let mut next_resync = Instant::now();
+        let mut next_resync = crate::clock::now();
         let mut ever_synced = false;
         let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
         let mut lease_given: Option<Instant> = None;
         let empty = Registry::default();
         loop {
-            let now = Instant::now();
+            let now = crate::clock::now();
             // The slice and its version travel together: no replica can be read between them.
             let held = self.slices.borrow_and_update().clone();
             let applied = held.as_ref().map(|h| h.version());
@@ -108,12 +108,12 @@ impl AgentLoop {
                     );
                     self.supervisor.reconcile(desired.clone()).await;
                     last_sent = Some(desired);
-                    next_resync = Instant::now() + RESYNC;
+                    next_resync = crate::clock::now() + RESYNC;
                 }
                 if synced && let Some(from) = view.lease_from.filter(|f| Some(*f) > lease_given) {
                     lease_given = Some(from);
                     let left =
-                        (from + self.state.lease()).saturating_duration_since(Instant::now());
+                        (from + self.state.lease()).saturating_duration_since(crate::clock::now());
                     if !left.is_zero() {
                         self.supervisor.renew_lease(left);
                     }

@@ -9,8 +9,6 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
-use tokio::time::Instant;
-
 use super::AgentState;
 use super::delta::ReplyDelta;
 use super::heartbeat::Heartbeat;
@@ -67,7 +65,7 @@ fn reply(state: &AgentState, delta: &ReplyDelta, seq: u64, report_ack: u64) -> p
         resources.flatten(),
         json,
         report_ack,
-        Instant::now(),
+        crate::clock::now(),
     );
     pb::HeartbeatReply {
         node_id: state.node_id(),

@@ -20,7 +20,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::AgentState;
 use crate::error::ClusterError;
@@ -163,7 +162,7 @@ pub(crate) async fn fetch_loop(
     let mut wake = state.wake_signal();
     let mut retry = FIRST_RETRY;
     loop {
-        let view = state.view(Instant::now());
+        let view = state.view(crate::clock::now());
         let wanted = view.slice_version;
         let behind = view.heard && store.version().is_none_or(|held| held < wanted);
         if behind {

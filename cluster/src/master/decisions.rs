@@ -422,23 +422,29 @@ mod tests {
         let reports: Reports<'_> = HashMap::from([(1, &crashed)]);
         let mut budget = CrashBudget::default();
         for _ in 0..3 {
-            let c = budget.candidates(&r, &reports, Instant::now());
+            let c = budget.candidates(&r, &reports, crate::clock::now());
             assert_eq!(c.len(), 1);
-            budget.record(c[0].0.clone(), Instant::now());
+            budget.record(c[0].0.clone(), crate::clock::now());
             tokio::time::advance(Duration::from_secs(60)).await;
         }
         assert!(
-            budget.candidates(&r, &reports, Instant::now()).is_empty(),
+            budget
+                .candidates(&r, &reports, crate::clock::now())
+                .is_empty(),
             "budget spent"
         );
         tokio::time::advance(Duration::from_secs(3600 - 180)).await;
         assert_eq!(
-            budget.candidates(&r, &reports, Instant::now()).len(),
+            budget.candidates(&r, &reports, crate::clock::now()).len(),
             1,
             "the window moved on"
         );
         // A crash reported by a node the instance is no longer assigned to is ignored.
         at(&mut r, &[(0, 2)]);
-        assert!(budget.candidates(&r, &reports, Instant::now()).is_empty());
+        assert!(
+            budget
+                .candidates(&r, &reports, crate::clock::now())
+                .is_empty()
+        );
     }
 }

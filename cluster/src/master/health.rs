@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::clock::WallClock;
 use super::stats::HeartbeatStats;
 use super::storm::RescheduleMode;
+use crate::clock::WallClock;
 use crate::registry::NodeId;
 use crate::registry::NodeRecord;
 use crate::registry::NodeStatus;
@@ -388,18 +388,42 @@ mod tests {
     async fn an_answer_after_a_silence_longer_than_the_lease_is_acknowledged_only_once_settled() {
         let lease = Duration::from_secs(7);
         let t = HealthTable::new(WallClock::at(0)).with_lease(lease);
-        t.watch(1, "a", Instant::now());
+        t.watch(1, "a", crate::clock::now());
         assert_eq!(t.lease_ack(1), 0, "nothing received yet");
         tokio::time::advance(Duration::from_secs(1)).await;
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), 5, report());
+        t.record_answer(
+            1,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            5,
+            report(),
+        );
         assert_eq!(t.lease_ack(1), 5);
         tokio::time::advance(lease - Duration::from_millis(1)).await;
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), 6, report());
+        t.record_answer(
+            1,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            6,
+            report(),
+        );
         assert_eq!(t.lease_ack(1), 6, "just within the lease");
         tokio::time::advance(lease).await;
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), 7, report());
+        t.record_answer(
+            1,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            7,
+            report(),
+        );
         assert_eq!(t.lease_ack(1), 0, "silent for a whole lease: lapsed");
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), 8, report());
+        t.record_answer(
+            1,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            8,
+            report(),
+        );
         assert_eq!(t.lease_ack(1), 0, "answering again does not end the lapse");
         t.restore_leases(|_, _| false);
         assert_eq!(t.lease_ack(1), 0);
@@ -411,31 +435,43 @@ mod tests {
     async fn a_node_silent_past_the_timeout_is_offline_and_answering_brings_it_back() {
         let timeout = Duration::from_secs(90);
         let t = HealthTable::new(WallClock::at(0));
-        let start = Instant::now();
+        let start = crate::clock::now();
         t.watch(1, "a", start);
         t.watch(2, "b", start);
         t.record_answer(1, start, Duration::from_millis(1), 1, report());
         t.record_answer(2, start, Duration::from_millis(1), 1, report());
         let recs = records(&[(1, NodeStatus::Online), (2, NodeStatus::Draining)]);
         tokio::time::advance(Duration::from_secs(90)).await;
-        t.record_answer(2, Instant::now(), Duration::from_millis(1), 1, report());
+        t.record_answer(
+            2,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            1,
+            report(),
+        );
         assert_eq!(
-            judge(&recs, &t.snapshot(), Instant::now(), timeout),
+            judge(&recs, &t.snapshot(), crate::clock::now(), timeout),
             Judgement::default()
         );
         tokio::time::advance(Duration::from_millis(1)).await;
-        let j = judge(&recs, &t.snapshot(), Instant::now(), timeout);
+        let j = judge(&recs, &t.snapshot(), crate::clock::now(), timeout);
         assert_eq!(j.offline, vec![1], "90 s and 1 ms of silence");
 
         let recs = records(&[(1, NodeStatus::Offline), (2, NodeStatus::Online)]);
         assert!(
-            judge(&recs, &t.snapshot(), Instant::now(), timeout)
+            judge(&recs, &t.snapshot(), crate::clock::now(), timeout)
                 .online
                 .is_empty()
         );
-        t.record_answer(1, Instant::now(), Duration::from_millis(1), 1, report());
+        t.record_answer(
+            1,
+            crate::clock::now(),
+            Duration::from_millis(1),
+            1,
+            report(),
+        );
         assert_eq!(
-            judge(&recs, &t.snapshot(), Instant::now(), timeout).online,
+            judge(&recs, &t.snapshot(), crate::clock::now(), timeout).online,
             vec![1]
         );
     }
@@ -446,7 +482,7 @@ mod tests {
         // The previous master heard nobody for a while; this one was just elected.
         tokio::time::advance(Duration::from_secs(500)).await;
         let t = HealthTable::new(WallClock::at(0));
-        let elected = Instant::now();
+        let elected = crate::clock::now();
         for id in 1..=3 {
             t.watch(id, "x", elected);
         }
@@ -456,7 +492,7 @@ mod tests {
             (3, NodeStatus::Offline),
         ]);
         tokio::time::advance(timeout).await;
-        let j = judge(&recs, &t.snapshot(), Instant::now(), timeout);
+        let j = judge(&recs, &t.snapshot(), crate::clock::now(), timeout);
         assert_eq!(j, Judgement::default(), "no verdict within the grace");
         assert!(
             j.online.is_empty(),
@@ -464,7 +500,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
-            judge(&recs, &t.snapshot(), Instant::now(), timeout).offline,
+            judge(&recs, &t.snapshot(), crate::clock::now(), timeout).offline,
             vec![1, 2]
         );
     }

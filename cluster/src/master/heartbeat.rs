@@ -174,7 +174,7 @@ impl Heartbeater {
     /// Heartbeats exactly these nodes from now on: new ones start (their grace starts now), ones
     /// whose address changed restart, missing ones stop and are forgotten.
     pub fn sync<'a>(&mut self, targets: impl IntoIterator<Item = (NodeId, &'a str)>) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut seen = HashSet::new();
         for (id, addr) in targets {
             seen.insert(id);
@@ -255,7 +255,7 @@ async fn beat(id: NodeId, addr: String, first: Instant, ctx: Arc<BeatCtx>) {
         tokio::time::sleep_until(next).await;
         ctx.beat_once(id, &addr, link.as_ref()).await;
         next += interval;
-        let now = Instant::now();
+        let now = crate::clock::now();
         if next <= now {
             // Fell behind (a slow node): skip the missed slots, keep the phase.
             let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1);
@@ -285,11 +285,11 @@ impl BeatCtx {
         stats
             .sent_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = Instant::now();
+        let sent = crate::clock::now();
         let result = tokio::time::timeout(self.cfg.timeout, link.heartbeat(req)).await;
         let error = match result {
             Ok(Ok(reply)) if reply.node_id == id => {
-                let now = Instant::now();
+                let now = crate::clock::now();
                 let rtt = now.duration_since(sent);
                 stats
                     .ok_total
@@ -331,7 +331,7 @@ impl BeatCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::clock::WallClock;
+    use crate::clock::WallClock;
     use crate::master::testing::FakeNodes;
 
     fn heartbeater(fake: &Arc<FakeNodes>, interval: Duration) -> Heartbeater {
@@ -355,7 +355,7 @@ mod tests {
         let fake = Arc::new(FakeNodes::default());
         let interval = Duration::from_secs(2);
         let mut hb = heartbeater(&fake, interval);
-        let start = Instant::now();
+        let start = crate::clock::now();
         let addrs: Vec<String> = (1..=50).map(|i| format!("n{i}")).collect();
         hb.sync((1..=50).zip(addrs.iter().map(String::as_str)));
         tokio::time::sleep(interval * 10).await;
@@ -433,7 +433,7 @@ mod tests {
         let mut nodes: Vec<(NodeId, String)> =
             (10..1010).map(|id| (id, format!("n{id}"))).collect();
         nodes.push((1, "n1".into()));
-        let started = Instant::now();
+        let started = crate::clock::now();
         let answered = hb.probe(nodes, 20, interval * 2).await;
         let took = started.elapsed();
         assert!(

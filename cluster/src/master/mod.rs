@@ -12,7 +12,8 @@
 //!   rescheduling away from offline nodes is throttled when many fail at once and frozen when
 //!   more than half are silent (`storm.rs`).
 
-mod clock;
+#![deny(clippy::disallowed_methods)]
+
 mod decisions;
 mod health;
 pub(crate) mod heartbeat;
@@ -32,7 +33,6 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-pub use self::clock::WallClock;
 pub use self::decisions::DrainStatus;
 pub(crate) use self::decisions::drain_status;
 pub use self::health::HealthTable;
@@ -58,6 +58,7 @@ pub use self::stats::RttHistogram;
 pub use self::storm::RescheduleMode;
 use self::term::MasterTerm;
 pub(crate) use self::term::TermSettings;
+pub use crate::clock::WallClock;
 use crate::raft::Leadership;
 use crate::registry::NodeId;
 use crate::registry::Registry;

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use super::health::HealthTable;
 use super::health::ReportedInstance;
@@ -88,7 +87,7 @@ pub(crate) fn build(
     health: &HealthTable,
 ) -> ClusterRuntime {
     use std::sync::atomic::Ordering::Relaxed;
-    let now = Instant::now();
+    let now = crate::clock::now();
     let seen = health.snapshot();
     let nodes = reg
         .nodes

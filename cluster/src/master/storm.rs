@@ -302,7 +302,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_budget_holds_one_pass_and_refills_at_the_rate() {
         let mut b = RescheduleBudget::new(Duration::from_secs(2));
-        let now = Instant::now();
+        let now = crate::clock::now();
         assert_eq!(b.allowance(RescheduleMode::Normal, now), None);
         assert_eq!(b.allowance(RescheduleMode::Frozen, now), Some(0));
         let t = RescheduleMode::Throttled { per_second: 3 };

@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio::time::MissedTickBehavior;
 
-use super::clock::WallClock;
 use super::decisions::CrashBudget;
 use super::decisions::Reports;
 use super::decisions::finished_moves;
@@ -38,6 +37,7 @@ use super::storm::StormView;
 use super::storm::decide;
 use crate::agent::lease_length;
 use crate::agent::status_is_live;
+use crate::clock::WallClock;
 use crate::config::ClusterConfig;
 use crate::registry::ApplyOutcome;
 use crate::registry::DAY_MS;
@@ -150,7 +150,7 @@ impl MasterTerm {
             io.versions(),
         );
         let reschedule = RescheduleBudget::new(settings.heartbeat_interval);
-        let started = Instant::now();
+        let started = crate::clock::now();
         MasterTerm {
             io,
             term,
@@ -266,7 +266,7 @@ impl MasterTerm {
                 .await?;
         }
 
-        let now = Instant::now();
+        let now = crate::clock::now();
         // A fresh master has heard nobody yet: placing now would crowd the nodes that answered
         // first. It waits until every online node answered, or two heartbeat intervals.
         let unheard: Vec<NodeId> = reg
@@ -452,7 +452,7 @@ impl MasterTerm {
 
     async fn sweep(&mut self) -> Result<(), Deposed> {
         let reg = self.io.registry().borrow().clone();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let health = self.health.snapshot();
         let verdict = judge(&reg.nodes, &health, now, self.settings.offline_timeout);
         let mut offline = verdict.offline;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::MasterView;
-use super::clock::WallClock;
 use super::storm::RescheduleMode;
 use super::term::MasterTerm;
 use super::term::TermSettings;
 use super::testing::FakeWorld;
+use crate::clock::WallClock;
 use crate::raft::Leadership;
 use crate::registry::App;
 use crate::registry::DAY_MS;
@@ -90,7 +90,7 @@ async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_onlin
 {
     let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
     world.nodes.set_down(3, true);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
 
     at(1, t0).await;
@@ -131,7 +131,7 @@ async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_onlin
 async fn a_node_back_from_a_long_silence_gets_no_lease_until_a_sweep_settled_it() {
     let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
     world.nodes.set_down(3, true);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     let secs = |s: u64| t0 + Duration::from_secs(s);
 
@@ -168,7 +168,7 @@ async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_electio
     for id in [2, 3] {
         world.nodes.set_down(id, true);
     }
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     // Node 2 was only slow to answer the new master: 80 s after the election.
     at(80, t0).await;
@@ -192,7 +192,7 @@ async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
             ..App::default()
         },
     });
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     at(5, t0).await;
     let placed = world.registry_now().assignments["api"].clone();
@@ -229,7 +229,7 @@ async fn a_fresh_master_places_once_every_node_answered_or_after_two_intervals()
         },
     });
     world.nodes.set_down(3, true);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     // Nodes 1 and 2 answered within the first interval; node 3, online in the registry, not.
     at(3, t0).await;
@@ -254,7 +254,7 @@ async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
     world.nodes.set_down(2, true);
     let day = 20_000;
     // The term starts 150 s before midnight: sweeps at 60 s, 120 s (day `day - 1`), 180 s (day).
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(day * DAY_MS - 150_000));
     at(180, t0).await;
     let r = world.registry_now();
@@ -296,7 +296,7 @@ async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
 async fn uptime_goes_to_the_registry_once_per_rollup_interval_not_every_sweep() {
     let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
     let day = 20_000;
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let five_sweeps = TermSettings {
         rollup_interval: Duration::from_secs(300),
         ..settings()
@@ -337,7 +337,7 @@ async fn a_new_term_continues_the_uptime_counts_from_the_registry() {
         rollup_interval: Duration::from_secs(300),
         ..settings()
     };
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let first = start_with(&world, WallClock::at(base), five_sweeps.clone());
     // Rolled up at 300 s (5 samples); 360 s and 420 s are counted but not written yet.
     at(420, t0).await;
@@ -370,7 +370,7 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
         reg.uptime.entry(1).or_default().insert(d, old);
     }
     let world = FakeWorld::new(TERM, &[1], reg);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(today * DAY_MS + 3_600_000));
     at(60, t0).await;
     let days: Vec<u64> = world.registry_now().uptime[&1].keys().copied().collect();
@@ -493,7 +493,7 @@ async fn a_crash_looping_instance_moves_at_most_three_times_an_hour() {
             }],
         );
     }
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     at(600, t0).await;
     let assigns = world.written(|c| matches!(c, RegistryCommand::Assign { .. }));
@@ -609,7 +609,7 @@ fn each_moved_at_most_once(writes: &[Vec<(u32, NodeId)>], initial: usize) {
 #[tokio::test(start_paused = true)]
 async fn four_of_ten_nodes_failing_at_once_are_rescheduled_at_a_bounded_rate() {
     let world = ten_nodes_running(30);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
     let health = term.health();
     let task = tokio::spawn(async move {
@@ -660,7 +660,7 @@ async fn four_of_ten_nodes_failing_at_once_are_rescheduled_at_a_bounded_rate() {
 #[tokio::test(start_paused = true)]
 async fn six_of_ten_nodes_silent_freeze_rescheduling_until_enough_answer_again() {
     let world = ten_nodes_running(30);
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
     let health = term.health();
     let task = tokio::spawn(async move {
@@ -734,7 +734,7 @@ async fn a_new_master_inherits_the_freeze_from_the_registry() {
     for id in 5..=10 {
         world.nodes.set_down(id, true);
     }
-    let t0 = tokio::time::Instant::now();
+    let t0 = crate::clock::now();
     let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
     let health = term.health();
     let task = tokio::spawn(async move {

@@ -80,7 +80,7 @@ impl NodeLink for FakeLink {
             me.calls
                 .lock()
                 .expect("lock")
-                .push((req.node_id, Instant::now(), req.term));
+                .push((req.node_id, crate::clock::now(), req.term));
             if me.blackholed.lock().expect("lock").contains(&req.node_id) {
                 std::future::pending::<()>().await;
             }
@@ -90,7 +90,7 @@ impl NodeLink for FakeLink {
             me.acks
                 .lock()
                 .expect("lock")
-                .push((req.node_id, Instant::now(), req.lease_ack));
+                .push((req.node_id, crate::clock::now(), req.lease_ack));
             let instances = me
                 .instances
                 .lock()

@@ -66,7 +66,7 @@ impl Formation {
         Formation {
             shared,
             board,
-            started: Instant::now(),
+            started: crate::clock::now(),
             last_hint: std::sync::Mutex::new(None),
             probe_warned: std::sync::Mutex::default(),
             empty_since: std::sync::Mutex::new(None),
@@ -80,7 +80,7 @@ impl Formation {
         }
         let mut last = self.last_hint.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            *last = Some(Instant::now());
+            *last = Some(crate::clock::now());
             tracing::warn!(node_id = self.shared.id, cluster = %self.shared.cfg.name, "{msg}");
         }
     }
@@ -95,7 +95,7 @@ impl Formation {
         {
             return;
         }
-        warned.insert(addr.to_string(), Instant::now());
+        warned.insert(addr.to_string(), crate::clock::now());
         let cause = crate::error::with_causes(status.message(), status);
         tracing::warn!(node_id = self.shared.id, peer = %addr, code = ?status.code(), %cause, "cannot probe peer (a wrong secret or TLS certificate keeps this node out)");
     }
@@ -311,7 +311,7 @@ impl Formation {
     async fn board_quiet_long_enough(&self, board: &RedisBoard) -> bool {
         let seen_empty = {
             let mut since = self.empty_since.lock().unwrap_or_else(|p| p.into_inner());
-            since.get_or_insert_with(Instant::now).elapsed()
+            since.get_or_insert_with(crate::clock::now).elapsed()
         };
         let waited = match board.uptime().await {
             Ok(Some(up)) => up,

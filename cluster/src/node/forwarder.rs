@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use herd_proto::cluster::cluster_api_client::ClusterApiClient;
 use openraft::async_runtime::WatchReceiver;
-use tokio::time::Instant;
 use tonic::Code;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -107,7 +106,7 @@ impl Forwarder {
         R: Fn(ApiClient) -> RF,
         RF: Future<Output = Result<T, Status>>,
     {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::now() + timeout;
         let mut hint: Option<u64> = None;
         let mut last_error = ClusterError::NoLeader;
         loop {
@@ -126,7 +125,7 @@ impl Forwarder {
             };
             if let Some((id, addr)) = target.filter(|_| !settling) {
                 let client = self.client(&addr)?;
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(crate::clock::now());
                 match tokio::time::timeout(left, remote(client)).await {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(status)) => {
@@ -149,7 +148,7 @@ impl Forwarder {
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::now());
             if left.is_zero() {
                 return Err(last_error);
             }

@@ -362,7 +362,7 @@ impl MembershipKeeper {
             return Ok(()); // a change is still in flight
         }
         let view = self.view();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for s in &view.members {
             if s.reachable == Some(true) || s.id == self.shared.id {
                 self.unreachable_since.remove(&s.id);
@@ -441,7 +441,7 @@ impl MembershipKeeper {
         view: &View,
         voters_complete: bool,
     ) -> Result<(), ClusterError> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let replace_after = Duration::from_millis(self.shared.cfg.replace_voter_after_ms);
         let learners: Vec<&MemberStatus> = view
             .members

@@ -3,6 +3,8 @@
 //! tasks: forming/joining, Redis announcements, the leader's membership keeper, and the
 //! leadership signal.
 
+#![deny(clippy::disallowed_methods)]
+
 mod api;
 mod formation;
 mod forwarder;
@@ -332,7 +334,7 @@ impl ClusterNode {
         if stale {
             return Ok(self.shared.registry.borrow().clone());
         }
-        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        let deadline = crate::clock::now() + FORWARD_TIMEOUT;
         let index = shared
             .forwarder
             .at_leader(
@@ -347,7 +349,7 @@ impl ClusterNode {
                 },
             )
             .await?;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         shared.wait_applied(index, left).await?;
         Ok(shared.registry.borrow().clone())
     }
@@ -495,9 +497,9 @@ impl ClusterNode {
             }
         }
         let id = self.shared.id;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = crate::clock::now() + Duration::from_secs(5);
         while self.db.strong_count() > 0 {
-            if tokio::time::Instant::now() >= deadline {
+            if crate::clock::now() >= deadline {
                 tracing::warn!(node_id = id, "raft database still open 5 s after shutdown");
                 break;
             }
@@ -690,13 +692,13 @@ fn slice_fetch(shared: &Arc<Shared>) -> SliceFetch {
 /// the port still held while the kernel tears the old sockets down: it retries for up to 5 s
 /// before giving up, as the Raft database does for a file still held open.
 async fn bind_listener(addr: std::net::SocketAddr) -> Result<TcpIncoming, ClusterError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = crate::clock::now() + Duration::from_secs(5);
     loop {
         match TcpIncoming::bind(addr) {
             Ok(incoming) => return Ok(incoming),
             Err(e) => {
                 let in_use = e.kind() == std::io::ErrorKind::AddrInUse;
-                if !in_use || tokio::time::Instant::now() >= deadline {
+                if !in_use || crate::clock::now() >= deadline {
                     return Err(ClusterError::Listen { addr, source: e });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

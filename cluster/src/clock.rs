@@ -1,11 +1,20 @@
-//! Wall-clock milliseconds for uptime samples and "last seen", derived from tokio's clock: one
+//! The cluster's clock: the only place in `master` and `agent` that reads a clock (the
+//! `disallowed_methods` lint, configured in `clippy.toml`, is denied in both). `now()` is tokio's
+//! monotonic clock, so a paused test runtime controls every deadline the master and the agent
+//! compute. Wall-clock milliseconds for uptime samples and "last seen" are derived from it: one
 //! anchor taken when a master term starts, plus tokio time elapsed since. Under a paused tokio
 //! clock (tests) wall time therefore advances with virtual time, from any chosen anchor.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
 use tokio::time::Instant;
+
+/// Now, on tokio's clock (paused and advanced by tests).
+pub fn now() -> Instant {
+    Instant::now()
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct WallClock {

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use herd_cluster::Term;
 use herd_cluster::master::HealthTable;
 use herd_cluster::master::HeartbeatConfig;
 use herd_cluster::master::Heartbeater;
@@ -170,7 +171,7 @@ fn run(nodes: usize, secs: u64, interval: Duration) -> Outcome {
             SECRET,
             HeartbeatConfig {
                 master_id: 1,
-                term: 1,
+                term: Term(1),
                 interval,
                 timeout: interval,
                 concurrency: herd_cluster::ClusterConfig::DEFAULT_HEARTBEAT_CONCURRENCY,

@@ -450,7 +450,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
     use herd_proto::cluster::agent_client::AgentClient;
 
     let h = Harness::start().await;
-    let term = h.any().status().await.term;
+    let term = h.any().status().await.term.get();
     let addr = format!("http://{}", h.c.slots[0].cfg.advertise);
     let mut client = AgentClient::connect(addr).await.expect("connect");
     let req = |term: u64| {

@@ -646,7 +646,7 @@ fn scale() {
 
         // 5. Leader kill.
         if kill {
-            let old_term = lead.status().await.term;
+            let old_term = lead.status().await.term.get();
             let old_id = lead.id();
             let t3 = Instant::now();
             c.stop(leader).await;

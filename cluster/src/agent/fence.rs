@@ -26,13 +26,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::Term;
+
 /// Metadata on a heartbeat refused because the master's term is stale: the highest term this
 /// node has seen. The master counts fenced heartbeats by this key, not by the message.
 pub(crate) const STALE_TERM: &str = "x-herd-stale-term";
 
 /// The refusal of a heartbeat from a master in `term`, behind the `seen` term, as it crosses
 /// gRPC: the message masters read, and the term seen in the `STALE_TERM` metadata key.
-pub(crate) fn stale_term(term: u64, seen: u64) -> Status {
+pub(crate) fn stale_term(term: Term, seen: Term) -> Status {
     let mut status = Status::failed_precondition(format!(
         "stale master term {term}: this node has seen term {seen}"
     ));
@@ -43,7 +45,7 @@ pub(crate) fn stale_term(term: u64, seen: u64) -> Status {
 }
 
 /// The term a heartbeat refusal says this master is behind, if it is a stale-term refusal.
-pub(crate) fn refused_as_stale(status: &Status) -> Option<u64> {
+pub(crate) fn refused_as_stale(status: &Status) -> Option<Term> {
     status
         .metadata()
         .get(STALE_TERM)?
@@ -51,6 +53,7 @@ pub(crate) fn refused_as_stale(status: &Status) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+        .map(Term)
 }
 
 pub(crate) struct AgentState {
@@ -75,7 +78,7 @@ const REPLIES_KEPT: usize = 32;
 #[derive(Clone, Debug, Default)]
 struct Contact {
     last: Option<Instant>,
-    term: u64,
+    term: Term,
     slice_version: u64,
     /// The recent replies (sequence number, when sent), newest last.
     replies: VecDeque<(u64, Instant)>,
@@ -151,7 +154,7 @@ impl AgentState {
     /// term below the highest accepted one or below `local_term` (this node's Raft term), and a
     /// heartbeat meant for another node id (this address was taken over). `lease_ack` is the
     /// reply the master last received (0: none).
-    pub(crate) fn accept(&self, hb: &Heartbeat, local_term: u64) -> Result<u64, Refusal> {
+    pub(crate) fn accept(&self, hb: &Heartbeat, local_term: Term) -> Result<u64, Refusal> {
         let Heartbeat {
             master_id,
             term,
@@ -165,16 +168,17 @@ impl AgentState {
                 asked: node_id,
             });
         }
-        let highest = self
-            .highest_term
-            .fetch_max(term, Ordering::SeqCst)
-            .max(term);
+        let highest = Term(
+            self.highest_term
+                .fetch_max(term.get(), Ordering::SeqCst)
+                .max(term.get()),
+        );
         let floor = highest.max(local_term);
         if term < floor {
             tracing::warn!(
                 master_id,
-                term,
-                highest = floor,
+                term = term.get(),
+                highest = floor.get(),
                 "refused heartbeat from a stale master"
             );
             return Err(Refusal::StaleTerm { term, seen: floor });
@@ -215,7 +219,7 @@ impl AgentState {
             (seq, !was_connected || new_term, granted, newer_slice)
         };
         if connected {
-            tracing::info!(master_id, term, "master heartbeat: connected");
+            tracing::info!(master_id, term = term.get(), "master heartbeat: connected");
         }
         if connected || granted || newer_slice {
             self.wake.send_modify(|n| *n += 1);
@@ -234,6 +238,7 @@ impl AgentState {
     /// Two heartbeats, the second acknowledging the first reply: contact and a lease.
     #[cfg(test)]
     pub(crate) fn heartbeat_with_lease(&self, term: u64, slice_version: u64) {
+        let term = Term(term);
         let hb = |lease_ack| Heartbeat {
             master_id: 9,
             term,
@@ -241,12 +246,13 @@ impl AgentState {
             slice_version,
             lease_ack,
         };
-        let seq = self.accept(&hb(0), 0).expect("heartbeat");
-        self.accept(&hb(seq), 0).expect("acknowledging heartbeat");
+        let seq = self.accept(&hb(0), Term(0)).expect("heartbeat");
+        self.accept(&hb(seq), Term(0))
+            .expect("acknowledging heartbeat");
     }
 
-    pub(crate) fn highest_term(&self) -> u64 {
-        self.highest_term.load(Ordering::SeqCst)
+    pub(crate) fn highest_term(&self) -> Term {
+        Term(self.highest_term.load(Ordering::SeqCst))
     }
 
     pub(crate) fn view(&self, now: Instant) -> ContactView {
@@ -318,7 +324,7 @@ mod tests {
     ) -> Heartbeat {
         Heartbeat {
             master_id,
-            term,
+            term: Term(term),
             node_id,
             slice_version,
             lease_ack,
@@ -328,26 +334,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lower_term_is_refused_after_a_higher_one() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        s.accept(&hb(1, 5, 7, 10, 0), 0).expect("first master");
-        s.accept(&hb(2, 6, 7, 12, 0), 0).expect("newer master");
+        s.accept(&hb(1, 5, 7, 10, 0), Term(0))
+            .expect("first master");
+        s.accept(&hb(2, 6, 7, 12, 0), Term(0))
+            .expect("newer master");
         let err = s
-            .accept(&hb(1, 5, 7, 13, 0), 0)
+            .accept(&hb(1, 5, 7, 13, 0), Term(0))
             .expect_err("stale master is fenced");
-        assert_eq!(err, Refusal::StaleTerm { term: 5, seen: 6 });
+        assert_eq!(
+            err,
+            Refusal::StaleTerm {
+                term: Term(5),
+                seen: Term(6)
+            }
+        );
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(refused_as_stale(&status), Some(6), "typed: the term seen");
-        assert_eq!(s.highest_term(), 6);
+        assert_eq!(
+            refused_as_stale(&status),
+            Some(Term(6)),
+            "typed: the term seen"
+        );
+        assert_eq!(s.highest_term(), Term(6));
         // The local Raft term fences too: a master behind this node's own term is stale.
         let err = s
-            .accept(&hb(2, 6, 7, 13, 0), 7)
+            .accept(&hb(2, 6, 7, 13, 0), Term(7))
             .expect_err("behind the local raft term");
-        assert_eq!(err, Refusal::StaleTerm { term: 6, seen: 7 });
+        assert_eq!(
+            err,
+            Refusal::StaleTerm {
+                term: Term(6),
+                seen: Term(7)
+            }
+        );
         assert_eq!(
             tonic::Status::from(err).code(),
             tonic::Code::FailedPrecondition
         );
-        s.accept(&hb(2, 6, 7, 14, 0), 6).expect("same term again");
+        s.accept(&hb(2, 6, 7, 14, 0), Term(6))
+            .expect("same term again");
     }
 
     #[tokio::test(start_paused = true)]
@@ -355,14 +380,16 @@ mod tests {
         let timeout = Duration::from_secs(80); // lease 70 s, graceful stop from 60 s
         let s = AgentState::new(1, timeout);
         let start = crate::clock::now();
-        let first = s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
+        let first = s.accept(&hb(9, 1, 1, 3, 0), Term(0)).expect("heartbeat");
         assert_eq!(s.view(start).lease_from, None, "no reply acknowledged yet");
         assert!(
             start >= s.view(start).singletons_until,
             "no lease, no singletons"
         );
         tokio::time::advance(Duration::from_secs(2)).await;
-        let second = s.accept(&hb(9, 1, 1, 3, first), 0).expect("heartbeat");
+        let second = s
+            .accept(&hb(9, 1, 1, 3, first), Term(0))
+            .expect("heartbeat");
         let v = s.view(crate::clock::now());
         assert_eq!(
             v.lease_from,
@@ -374,25 +401,28 @@ mod tests {
         // reply sent before the freeze: the lease it grants is long over.
         tokio::time::advance(Duration::from_secs(100)).await;
         let late = s
-            .accept(&hb(9, 1, 1, 3, second), 0)
+            .accept(&hb(9, 1, 1, 3, second), Term(0))
             .expect("late heartbeat");
         let now = crate::clock::now();
         let v = s.view(now);
         assert_eq!(v.lease_from, Some(start + Duration::from_secs(2)));
         assert!(v.singletons_until < now && v.lease_from.unwrap() + s.lease() < now);
         // An unknown or repeated acknowledgement changes nothing; a fresh one renews.
-        s.accept(&hb(9, 1, 1, 3, 999), 0).expect("heartbeat");
-        s.accept(&hb(9, 1, 1, 3, first), 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, 999), Term(0)).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, first), Term(0))
+            .expect("heartbeat");
         assert_eq!(s.view(now).lease_from, Some(start + Duration::from_secs(2)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        s.accept(&hb(9, 1, 1, 3, late), 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, late), Term(0)).expect("heartbeat");
         assert_eq!(s.view(crate::clock::now()).lease_from, Some(now));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_for_another_node_id_is_refused() {
         let s = AgentState::new(7, Duration::from_secs(90));
-        let err = s.accept(&hb(1, 1, 8, 0, 0), 0).expect_err("wrong node id");
+        let err = s
+            .accept(&hb(1, 1, 8, 0, 0), Term(0))
+            .expect_err("wrong node id");
         assert_eq!(
             err,
             Refusal::WrongNode {
@@ -404,7 +434,8 @@ mod tests {
             tonic::Status::from(err).code(),
             tonic::Code::FailedPrecondition
         );
-        s.accept(&hb(1, 1, 0, 0, 0), 0).expect("id 0 means any");
+        s.accept(&hb(1, 1, 0, 0, 0), Term(0))
+            .expect("id 0 means any");
     }
 
     #[tokio::test(start_paused = true)]
@@ -417,7 +448,7 @@ mod tests {
             "a fresh agent gives its master time"
         );
         tokio::time::advance(Duration::from_secs(60)).await;
-        s.accept(&hb(9, 1, 1, 3, 0), 0).expect("heartbeat");
+        s.accept(&hb(9, 1, 1, 3, 0), Term(0)).expect("heartbeat");
         tokio::time::advance(Duration::from_secs(89)).await;
         assert!(s.view(crate::clock::now()).connected);
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -425,7 +456,8 @@ mod tests {
         assert!(!v.connected && v.heard);
         assert_eq!(v.slice_version, 3);
         let wake = s.wake_signal();
-        s.accept(&hb(9, 1, 1, 4, 0), 0).expect("master is back");
+        s.accept(&hb(9, 1, 1, 4, 0), Term(0))
+            .expect("master is back");
         assert!(
             wake.has_changed().expect("sender alive"),
             "a reconnect wakes the loop"

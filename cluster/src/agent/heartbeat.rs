@@ -4,12 +4,14 @@
 use herd_proto::cluster as pb;
 use tonic::Status;
 
+use crate::Term;
+
 /// One heartbeat from a master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Heartbeat {
     pub master_id: u64,
     /// The master's Raft term.
-    pub term: u64,
+    pub term: Term,
     /// The node the master means to reach; 0 = whoever answers.
     pub node_id: u64,
     /// The version of this node's slice in the master's registry when it sent this.
@@ -22,7 +24,7 @@ impl From<&pb::HeartbeatRequest> for Heartbeat {
     fn from(req: &pb::HeartbeatRequest) -> Heartbeat {
         Heartbeat {
             master_id: req.master_id,
-            term: req.term,
+            term: Term(req.term),
             node_id: req.node_id,
             slice_version: req.slice_version,
             lease_ack: req.lease_ack,
@@ -39,7 +41,7 @@ pub(crate) enum Refusal {
     WrongNode { serves: u64, asked: u64 },
     /// The master's term is below the highest this node has seen or its own Raft term.
     #[error("stale master term {term}: this node has seen term {seen}")]
-    StaleTerm { term: u64, seen: u64 },
+    StaleTerm { term: Term, seen: Term },
 }
 
 impl From<Refusal> for Status {
@@ -57,7 +59,10 @@ mod tests {
 
     #[test]
     fn refusals_reach_the_master_as_failed_preconditions_with_todays_messages() {
-        let s = Status::from(Refusal::StaleTerm { term: 5, seen: 6 });
+        let s = Status::from(Refusal::StaleTerm {
+            term: Term(5),
+            seen: Term(6),
+        });
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert_eq!(
             s.message(),
@@ -87,7 +92,7 @@ mod tests {
             Heartbeat::from(&req),
             Heartbeat {
                 master_id: 1,
-                term: 2,
+                term: Term(2),
                 node_id: 3,
                 slice_version: 4,
                 lease_ack: 5,

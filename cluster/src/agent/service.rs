@@ -13,6 +13,7 @@ use super::AgentState;
 use super::delta::ReplyDelta;
 use super::heartbeat::Heartbeat;
 use super::report::resources_json;
+use crate::Term;
 
 /// The herd version a node reports (the workspace shares one version).
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -20,7 +21,7 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) struct AgentService {
     state: Arc<AgentState>,
     /// This node's current Raft term: a master behind it is stale.
-    local_term: Box<dyn Fn() -> u64 + Send + Sync>,
+    local_term: Box<dyn Fn() -> Term + Send + Sync>,
     /// What was reported last: replies carry changes only.
     delta: ReplyDelta,
 }
@@ -28,7 +29,7 @@ pub(crate) struct AgentService {
 impl AgentService {
     pub(crate) fn new(
         state: Arc<AgentState>,
-        local_term: Box<dyn Fn() -> u64 + Send + Sync>,
+        local_term: Box<dyn Fn() -> Term + Send + Sync>,
     ) -> AgentService {
         AgentService {
             state,
@@ -72,7 +73,7 @@ fn reply(state: &AgentState, delta: &ReplyDelta, seq: u64, report_ack: u64) -> p
         version: VERSION.to_string(),
         resources_json: shaped.resources_json,
         instances: shaped.instances,
-        term: state.highest_term(),
+        term: state.highest_term().get(),
         lease_seq: seq,
         report_version: shaped.report_version,
         report_unchanged: shaped.report_unchanged,

@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 
 use super::health::HealthTable;
 use super::health::NodeReport;
+use crate::Term;
 use crate::agent::refused_as_stale;
 use crate::error::ClusterError;
 use crate::raft::network::MAX_MESSAGE_BYTES;
@@ -84,7 +85,7 @@ impl NodeLink for GrpcLink {
 #[derive(Clone, Debug)]
 pub struct HeartbeatConfig {
     pub master_id: NodeId,
-    pub term: u64,
+    pub term: Term,
     pub interval: Duration,
     /// A heartbeat not answered within this counts as failed.
     pub timeout: Duration,
@@ -273,7 +274,7 @@ impl BeatCtx {
         let (applied_index, slice_version) = (self.versions)(id);
         let req = pb::HeartbeatRequest {
             master_id: self.cfg.master_id,
-            term: self.cfg.term,
+            term: self.cfg.term.get(),
             node_id: id,
             applied_index,
             lease_ack: self.health.lease_ack(id),
@@ -309,8 +310,8 @@ impl BeatCtx {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         node = id,
-                        term = self.cfg.term,
-                        seen,
+                        term = self.cfg.term.get(),
+                        seen = seen.get(),
                         reason = status.message(),
                         "heartbeat refused: this master's term is stale"
                     );
@@ -338,7 +339,7 @@ mod tests {
         Heartbeater::new(
             HeartbeatConfig {
                 master_id: 1,
-                term: 4,
+                term: Term(4),
                 interval,
                 timeout: interval,
                 concurrency: 8,

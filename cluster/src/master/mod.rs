@@ -58,6 +58,7 @@ pub use self::stats::RttHistogram;
 pub use self::storm::RescheduleMode;
 use self::term::MasterTerm;
 pub(crate) use self::term::TermSettings;
+use crate::Term;
 pub use crate::clock::WallClock;
 use crate::raft::Leadership;
 use crate::registry::NodeId;
@@ -66,11 +67,11 @@ use crate::registry::Registry;
 /// The running term's health table, for `ClusterNode::runtime` on the leader.
 #[derive(Default)]
 pub(crate) struct MasterView {
-    current: Mutex<Option<(u64, Arc<HealthTable>)>>,
+    current: Mutex<Option<(Term, Arc<HealthTable>)>>,
 }
 
 impl MasterView {
-    fn set(&self, term: u64, health: Arc<HealthTable>) {
+    fn set(&self, term: Term, health: Arc<HealthTable>) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, health));
     }
 
@@ -99,7 +100,7 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // The health table of the last term led, kept for a return to the same term.
-    let mut last: Option<(u64, Arc<health::HealthTable>)> = None;
+    let mut last: Option<(Term, Arc<health::HealthTable>)> = None;
     loop {
         let now = *leadership.borrow_and_update();
         if let Leadership::Leader { term } = now {
@@ -107,7 +108,7 @@ pub(crate) async fn run(
             if resumed.is_some() {
                 tracing::info!(
                     node_id = master_id,
-                    term,
+                    term = term.get(),
                     "master duties resume in the same term (what was heard is kept)"
                 );
             }
@@ -121,10 +122,14 @@ pub(crate) async fn run(
             );
             last = Some((term, master.health()));
             view.set(term, master.health());
-            tracing::info!(node_id = master_id, term, "master duties start");
+            tracing::info!(
+                node_id = master_id,
+                term = term.get(),
+                "master duties start"
+            );
             let deposed = tokio::select! {
                 d = master.run() => {
-                    tracing::info!(node_id = master_id, term, reason = %d.0, "master term ended early");
+                    tracing::info!(node_id = master_id, term = term.get(), reason = %d.0, "master term ended early");
                     true
                 }
                 r = leadership.changed() => {
@@ -140,7 +145,7 @@ pub(crate) async fn run(
                 }
             };
             view.clear();
-            tracing::info!(node_id = master_id, term, "master duties stop");
+            tracing::info!(node_id = master_id, term = term.get(), "master duties stop");
             if deposed {
                 // Leadership usually changes right after; if it does not (a write refused during
                 // a membership change), start over after a pause.

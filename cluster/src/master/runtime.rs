@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::health::HealthTable;
 use super::health::ReportedInstance;
 use super::storm::RescheduleMode;
+use crate::Term;
 use crate::registry::NodeId;
 use crate::registry::NodeStatus;
 use crate::registry::Registry;
@@ -18,7 +19,7 @@ use crate::registry::Registry;
 pub struct ClusterRuntime {
     /// The master (leader) that answered, and its term.
     pub master: NodeId,
-    pub term: u64,
+    pub term: Term,
     /// Wall-clock milliseconds when this view was taken.
     pub at_ms: u64,
     pub nodes: Vec<NodeRuntime>,
@@ -82,7 +83,7 @@ pub struct HeartbeatTotals {
 
 pub(crate) fn build(
     master: NodeId,
-    term: u64,
+    term: Term,
     reg: &Registry,
     health: &HealthTable,
 ) -> ClusterRuntime {

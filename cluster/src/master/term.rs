@@ -35,6 +35,7 @@ use super::storm::RescheduleBudget;
 use super::storm::RescheduleMode;
 use super::storm::StormView;
 use super::storm::decide;
+use crate::Term;
 use crate::agent::lease_length;
 use crate::agent::status_is_live;
 use crate::clock::WallClock;
@@ -92,7 +93,7 @@ pub(crate) struct Deposed(pub(crate) String);
 
 pub(crate) struct MasterTerm {
     io: Arc<dyn MasterIo>,
-    term: u64,
+    term: Term,
     settings: TermSettings,
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
@@ -113,7 +114,7 @@ impl MasterTerm {
     pub(crate) fn new(
         io: Arc<dyn MasterIo>,
         master_id: NodeId,
-        term: u64,
+        term: Term,
         settings: TermSettings,
         clock: WallClock,
     ) -> MasterTerm {
@@ -128,7 +129,7 @@ impl MasterTerm {
     pub(crate) fn resuming(
         io: Arc<dyn MasterIo>,
         master_id: NodeId,
-        term: u64,
+        term: Term,
         settings: TermSettings,
         clock: WallClock,
         health: Option<Arc<HealthTable>>,
@@ -218,17 +219,17 @@ impl MasterTerm {
         };
         match self.io.write(fenced).await {
             Ok(ApplyOutcome::Response(RegistryResponse::Applied { .. })) => {
-                tracing::debug!(term = self.term, %what, "master write");
+                tracing::debug!(term = self.term.get(), %what, "master write");
                 Ok(true)
             }
             Ok(ApplyOutcome::StaleTerm(stale)) => Err(Deposed(format!("{what}: {stale}"))),
             Ok(ApplyOutcome::Response(RegistryResponse::Rejected { reason })) => {
-                tracing::warn!(term = self.term, %what, %reason, "master write refused");
+                tracing::warn!(term = self.term.get(), %what, %reason, "master write refused");
                 Ok(false)
             }
             Err(WriteError::NotLeader) => Err(Deposed(format!("{what}: not the leader"))),
             Err(WriteError::Failed(e)) => {
-                tracing::warn!(term = self.term, %what, error = %e, "master write failed; retrying next pass");
+                tracing::warn!(term = self.term.get(), %what, error = %e, "master write failed; retrying next pass");
                 Ok(false)
             }
         }
@@ -258,7 +259,7 @@ impl MasterTerm {
         let done = finished_moves(reg, &reports);
         if !done.is_empty() {
             tracing::info!(
-                term = self.term,
+                term = self.term.get(),
                 instances = done.len(),
                 "moves finished: old copies may stop"
             );
@@ -279,7 +280,7 @@ impl MasterTerm {
             && now < self.started + self.settings.heartbeat_interval.saturating_mul(2)
         {
             tracing::debug!(
-                term = self.term,
+                term = self.term.get(),
                 ?unheard,
                 "placement waits for every node's first answer"
             );
@@ -313,7 +314,7 @@ impl MasterTerm {
         self.reschedule.spend(plan.rescheduled);
         if plan.held > 0 {
             tracing::debug!(
-                term = self.term,
+                term = self.term.get(),
                 ?mode,
                 rescheduled = plan.rescheduled,
                 held = plan.held,
@@ -328,7 +329,7 @@ impl MasterTerm {
         }
         if !plan.assign.is_empty() {
             tracing::info!(
-                term = self.term,
+                term = self.term.get(),
                 instances = plan.assign.len(),
                 "placing instances"
             );
@@ -353,7 +354,7 @@ impl MasterTerm {
         }
         if !plan.moves.is_empty() {
             tracing::info!(
-                term = self.term,
+                term = self.term.get(),
                 instances = plan.moves.len(),
                 "moving instances (start new, then stop old)"
             );
@@ -361,7 +362,7 @@ impl MasterTerm {
                 .await?;
         }
         for roll in next_rolls(reg, &reports, &live) {
-            tracing::info!(term = self.term, %roll, "rolling restart step");
+            tracing::info!(term = self.term.get(), %roll, "rolling restart step");
             self.write(roll).await?;
         }
         Ok(())
@@ -387,7 +388,7 @@ impl MasterTerm {
             let zone = view.throttling_zone();
             match mode {
                 RescheduleMode::Frozen => tracing::warn!(
-                    term = self.term,
+                    term = self.term.get(),
                     nodes = view.total,
                     offline = view.offline,
                     waiting,
@@ -395,7 +396,7 @@ impl MasterTerm {
                      and reschedules nothing until they answer again"
                 ),
                 RescheduleMode::Throttled { per_second } => tracing::warn!(
-                    term = self.term,
+                    term = self.term.get(),
                     nodes = view.total,
                     offline = view.offline,
                     ?zone,
@@ -404,7 +405,7 @@ impl MasterTerm {
                     "many nodes offline at once: rescheduling their instances at a bounded rate"
                 ),
                 RescheduleMode::Normal => tracing::info!(
-                    term = self.term,
+                    term = self.term.get(),
                     nodes = view.total,
                     offline = view.offline,
                     waiting,
@@ -440,7 +441,7 @@ impl MasterTerm {
             .collect();
         if !upserts.is_empty() {
             tracing::info!(
-                term = self.term,
+                term = self.term.get(),
                 nodes = upserts.len(),
                 "recording cluster members"
             );
@@ -480,7 +481,7 @@ impl MasterTerm {
             .collect();
         let mut written = true;
         if !updates.is_empty() {
-            tracing::info!(term = self.term, offline = ?offline, online = ?verdict.online, "health sweep: node status changes");
+            tracing::info!(term = self.term.get(), offline = ?offline, online = ?verdict.online, "health sweep: node status changes");
             written = self
                 .write(RegistryCommand::SetNodeStatus {
                     updates: updates.clone(),
@@ -520,7 +521,7 @@ impl MasterTerm {
         let cutoff = at_ms.saturating_sub(self.settings.retention_days.saturating_mul(DAY_MS));
         if reg.has_uptime_before(cutoff) {
             tracing::info!(
-                term = self.term,
+                term = self.term.get(),
                 before_ms = cutoff,
                 "pruning uptime history"
             );

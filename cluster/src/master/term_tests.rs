@@ -12,6 +12,7 @@ use super::storm::RescheduleMode;
 use super::term::MasterTerm;
 use super::term::TermSettings;
 use super::testing::FakeWorld;
+use crate::Term;
 use crate::clock::WallClock;
 use crate::raft::Leadership;
 use crate::registry::App;
@@ -22,7 +23,7 @@ use crate::registry::Registry;
 use crate::registry::RegistryCommand;
 use crate::registry::UptimeBucket;
 
-const TERM: u64 = 7;
+const TERM: Term = Term(7);
 
 fn settings() -> TermSettings {
     TermSettings {
@@ -399,7 +400,7 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
 #[tokio::test(start_paused = true)]
 async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
     // The log's leader is already in the next term: the first fenced write is refused.
-    let world = FakeWorld::new(TERM + 1, &[1, 2], Registry::default());
+    let world = FakeWorld::new(Term(TERM.0 + 1), &[1, 2], Registry::default());
     let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
     let deposed = tokio::time::timeout(Duration::from_secs(60), term.run())
         .await
@@ -421,7 +422,7 @@ async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
 async fn master_duties_stop_the_moment_leadership_is_lost() {
     let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
     let (lead_tx, lead_rx) = watch::channel(Leadership::Follower {
-        term: TERM - 1,
+        term: Term(TERM.0 - 1),
         leader: Some(2),
     });
     let (_stop_tx, stop_rx) = watch::channel(false);
@@ -454,7 +455,7 @@ async fn master_duties_stop_the_moment_leadership_is_lost() {
     );
 
     lead_tx.send_replace(Leadership::Follower {
-        term: TERM + 1,
+        term: Term(TERM.0 + 1),
         leader: Some(2),
     });
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -17,6 +17,7 @@ use super::heartbeat::NodeLink;
 use super::io::MasterIo;
 use super::io::WriteError;
 use super::io::WriteFuture;
+use crate::Term;
 use crate::raft::Member;
 use crate::registry::NodeId;
 use crate::registry::Registry;
@@ -113,7 +114,7 @@ impl NodeLink for FakeLink {
 
 /// An in-memory registry the master writes to, in a fixed term.
 pub(crate) struct FakeWorld {
-    pub term: u64,
+    pub term: Term,
     pub registry: Mutex<Registry>,
     pub published: watch::Sender<Arc<Registry>>,
     pub members: Mutex<Vec<(NodeId, Member)>>,
@@ -123,7 +124,7 @@ pub(crate) struct FakeWorld {
 }
 
 impl FakeWorld {
-    pub fn new(term: u64, members: &[NodeId], registry: Registry) -> Arc<FakeWorld> {
+    pub fn new(term: Term, members: &[NodeId], registry: Registry) -> Arc<FakeWorld> {
         Arc::new(FakeWorld {
             term,
             published: watch::channel(Arc::new(registry.clone())).0,

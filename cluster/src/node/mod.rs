@@ -34,6 +34,7 @@ use tonic::service::{InterceptorLayer, Routes};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::Term;
 use crate::transport::limits::{Bounded, Gate, Limits, RequestSeen};
 use crate::transport::throttle::AuthThrottle;
 use crate::transport::tls::{self, CertPair, CertStore};
@@ -551,7 +552,7 @@ fn rpc_routes(shared: &Arc<Shared>) -> Routes {
     let raft = shared.raft.clone();
     let agent_svc = AgentServer::new(AgentService::new(
         shared.agent.clone(),
-        Box::new(move || raft.metrics().borrow_watched().current_term),
+        Box::new(move || Term(raft.metrics().borrow_watched().current_term)),
     ))
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Routes::new(InterceptedService::new(raft_svc, auth.clone()))

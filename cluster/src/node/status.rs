@@ -10,6 +10,7 @@ use openraft::ServerState;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::Term;
 use crate::raft::TypeConfig;
 
 /// A point-in-time view of the cluster from one node.
@@ -22,7 +23,7 @@ pub struct ClusterStatus {
     pub role: String,
     pub leader_id: Option<u64>,
     pub leader_addr: Option<String>,
-    pub term: u64,
+    pub term: Term,
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
@@ -111,7 +112,7 @@ pub(crate) fn local_status(
         role: role_name(m.state, voters.contains(&m.id)).to_string(),
         leader_id: m.current_leader,
         leader_addr,
-        term: m.current_term,
+        term: Term(m.current_term),
         last_log_index: m.last_log_index,
         committed_index: m.local_committed.map(|l| l.index),
         applied_index: m.last_applied.map(|l| l.index),

@@ -13,15 +13,17 @@ use tokio::sync::watch;
 
 use super::HerdRaft;
 use super::TypeConfig;
+use crate::Term;
+use crate::registry::NodeId;
 
 /// Whether this node leads, as the master duties need it: a term to fence with, and a clear
 /// edge when leadership is gained or lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leadership {
     /// This node is the leader, confirmed by a quorum, in `term`.
-    Leader { term: u64 },
+    Leader { term: Term },
     /// Another node leads (or none is known) in `term`.
-    Follower { term: u64, leader: Option<u64> },
+    Follower { term: Term, leader: Option<NodeId> },
 }
 
 impl Leadership {
@@ -29,7 +31,7 @@ impl Leadership {
         matches!(self, Leadership::Leader { .. })
     }
 
-    pub fn term(&self) -> u64 {
+    pub fn term(&self) -> Term {
         match self {
             Leadership::Leader { term } | Leadership::Follower { term, .. } => *term,
         }
@@ -40,7 +42,7 @@ impl Leadership {
     /// leader cut off from the majority therefore stops calling itself leader about when the
     /// others may elect a new one, even before it hears of the higher term.
     pub(crate) fn from_metrics(m: &RaftMetrics<TypeConfig>, lease: Duration) -> Leadership {
-        let term = m.current_term;
+        let term = Term(m.current_term);
         let leader_id = m.vote.leader_id();
         let is_self = *leader_id.node_id() == m.id;
         let single_voter = m.membership_config.membership().voter_ids().count() <= 1;
@@ -52,7 +54,7 @@ impl Leadership {
                 .is_none_or(|t| t.elapsed() < lease);
         if m.state == ServerState::Leader && m.vote.is_committed() && is_self && lease_ok {
             Leadership::Leader {
-                term: leader_id.term(),
+                term: Term(leader_id.term()),
             }
         } else {
             let leader = m.current_leader.filter(|&l| l != m.id || lease_ok);

@@ -26,6 +26,7 @@ use super::TypeConfig;
 use super::storage::RaftStorage;
 use super::storage::SNAPSHOT;
 use super::storage::io_err;
+use crate::Term;
 use crate::registry::Registry;
 use crate::registry::RegistryResponse;
 
@@ -82,7 +83,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => RegistryResponse::Applied { changed: false }.into(),
                 EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.registry).apply_at(
-                    Some(entry.log_id.leader_id.term),
+                    Some(Term(entry.log_id.leader_id.term)),
                     entry.log_id.index,
                     &cmd,
                 ),

@@ -8,6 +8,7 @@ use super::Registry;
 use super::RegistryCommand;
 use super::RegistryResponse;
 use super::StaleTerm;
+use crate::Term;
 
 impl Registry {
     /// Applies one committed command and says what happened. A `Fenced` command is applied as
@@ -21,7 +22,7 @@ impl Registry {
     /// a [`StaleTerm`] and changes nothing.
     pub fn apply_in_term(
         &mut self,
-        entry_term: Option<u64>,
+        entry_term: Option<Term>,
         cmd: &RegistryCommand,
     ) -> ApplyOutcome {
         match (cmd, entry_term) {

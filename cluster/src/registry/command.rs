@@ -14,6 +14,7 @@ use super::NodeRecord;
 use super::NodeStatus;
 use super::UptimeBucket;
 use super::access::AccessChange;
+use crate::Term;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -88,7 +89,7 @@ pub enum RegistryCommand {
     /// if the log entry carrying it was appended in `term`, rejected otherwise (a deposed master
     /// whose write lands after a new election is fenced off).
     Fenced {
-        term: u64,
+        term: Term,
         command: Box<RegistryCommand>,
     },
     /// A change to the tokens and secrets (`access::AccessChange`).
@@ -199,8 +200,8 @@ impl RegistryResponse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("stale master: decided in term {decided}, committed in term {committed}")]
 pub struct StaleTerm {
-    pub decided: u64,
-    pub committed: u64,
+    pub decided: Term,
+    pub committed: Term,
 }
 
 /// What applying one log entry did, as Raft hands it back to the writer: the registry's

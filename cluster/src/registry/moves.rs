@@ -148,6 +148,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use crate::Term;
     use crate::registry::App;
     use crate::registry::ApplyOutcome;
     use crate::registry::Assignment;
@@ -356,19 +357,19 @@ mod tests {
     fn fenced_commands_apply_only_in_their_term() {
         let mut r = registry(1, &[1]);
         let fenced = RegistryCommand::Fenced {
-            term: 3,
+            term: Term(3),
             command: Box::new(RegistryCommand::DrainNode {
                 node: 1,
                 drain: true,
             }),
         };
-        let stale = r.apply_in_term(Some(4), &fenced);
+        let stale = r.apply_in_term(Some(Term(4)), &fenced);
         assert!(!stale.is_applied());
         assert_eq!(
             stale,
             ApplyOutcome::StaleTerm(StaleTerm {
-                decided: 3,
-                committed: 4
+                decided: Term(3),
+                committed: Term(4)
             })
         );
         assert_eq!(
@@ -379,7 +380,10 @@ mod tests {
             "writers outside the master see the refusal's text as before"
         );
         assert!(!r.nodes[&1].drain);
-        assert_eq!(r.apply_in_term(Some(3), &fenced), applied(true).into());
+        assert_eq!(
+            r.apply_in_term(Some(Term(3)), &fenced),
+            applied(true).into()
+        );
         let json = serde_json::to_string(&fenced).expect("serialize");
         let back: RegistryCommand = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, fenced);

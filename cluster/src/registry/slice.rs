@@ -16,6 +16,7 @@ use super::ApplyOutcome;
 use super::NodeId;
 use super::Registry;
 use super::RegistryCommand;
+use crate::Term;
 
 /// What one node needs from the registry to decide what to run, as of `version`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,7 +37,7 @@ impl Registry {
     /// carries). A rejected or fenced-off command changed nothing and bumps nothing.
     pub fn apply_at(
         &mut self,
-        term: Option<u64>,
+        term: Option<Term>,
         index: u64,
         cmd: &RegistryCommand,
     ) -> ApplyOutcome {
@@ -210,6 +211,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::Term;
     use crate::registry::App;
     use crate::registry::Assignment;
     use crate::registry::InstanceMove;
@@ -320,7 +322,7 @@ mod tests {
     /// the access version was.
     fn bumps(cmd: RegistryCommand) -> (Vec<NodeId>, bool) {
         let mut r = cluster();
-        let outcome = r.apply_at(Some(1), AT, &cmd);
+        let outcome = r.apply_at(Some(Term(1)), AT, &cmd);
         assert!(outcome.is_applied(), "{cmd}: {outcome:?}");
         bumped(&r)
     }
@@ -465,22 +467,22 @@ mod tests {
     fn an_access_change_bumps_the_access_version_and_so_every_slice() {
         assert_eq!(bumps(put_secret("db/pass", "sealed")), (vec![], true));
         let fenced = RegistryCommand::Fenced {
-            term: 1,
+            term: Term(1),
             command: Box::new(put_secret("db/pass", "sealed")),
         };
         assert_eq!(bumps(fenced), (vec![], true));
         let mut r = cluster();
         r.apply_at(
-            Some(1),
+            Some(Term(1)),
             7,
             &RegistryCommand::Unassign {
                 instances: vec![iref("a", 0)],
             },
         );
-        r.apply_at(Some(1), 9, &put_secret("db/pass", "sealed"));
+        r.apply_at(Some(Term(1)), 9, &put_secret("db/pass", "sealed"));
         assert_eq!(r.slice_version(1), 9);
         r.apply_at(
-            Some(1),
+            Some(Term(1)),
             11,
             &RegistryCommand::Unassign {
                 instances: vec![iref("a", 1)],
@@ -512,7 +514,7 @@ mod tests {
             },
         ];
         for cmd in &rejected {
-            let outcome = r.apply_at(Some(1), AT, cmd);
+            let outcome = r.apply_at(Some(Term(1)), AT, cmd);
             assert!(
                 matches!(
                     outcome,
@@ -522,18 +524,18 @@ mod tests {
             );
         }
         let stale = RegistryCommand::Fenced {
-            term: 1,
+            term: Term(1),
             command: Box::new(RegistryCommand::RemoveApp { name: "a".into() }),
         };
         assert_eq!(
-            r.apply_at(Some(2), AT, &stale),
+            r.apply_at(Some(Term(2)), AT, &stale),
             ApplyOutcome::StaleTerm(StaleTerm {
-                decided: 1,
-                committed: 2,
+                decided: Term(1),
+                committed: Term(2),
             })
         );
         assert_eq!(r, cluster());
-        assert!(r.apply_at(Some(1), AT, &stale).is_applied());
+        assert!(r.apply_at(Some(Term(1)), AT, &stale).is_applied());
         assert_eq!(bumped(&r), (vec![1, 2, 3, 4], false));
     }
 
@@ -541,14 +543,14 @@ mod tests {
     fn a_slice_holds_only_the_nodes_own_part() {
         let mut r = cluster();
         r.apply_at(
-            Some(1),
+            Some(Term(1)),
             5,
             &RegistryCommand::RestartApp {
                 name: "a".into(),
                 generation: 1,
             },
         );
-        r.apply_at(Some(1), 6, &put_secret("db/pass", "sealed"));
+        r.apply_at(Some(Term(1)), 6, &put_secret("db/pass", "sealed"));
         r.apply(&RegistryCommand::Put {
             key: "k".into(),
             value: "v".into(),
@@ -589,9 +591,9 @@ mod tests {
     #[test]
     fn a_slice_reads_back_from_json() {
         let mut r = cluster();
-        r.apply_at(Some(1), 3, &put_secret("db/pass", "sealed"));
+        r.apply_at(Some(Term(1)), 3, &put_secret("db/pass", "sealed"));
         r.apply_at(
-            Some(1),
+            Some(Term(1)),
             4,
             &RegistryCommand::RestartApp {
                 name: "a".into(),
@@ -628,7 +630,7 @@ mod tests {
     /// Node 5 never gets a record until an `UpsertNodes` names it: placements on it are refused.
     const NODES: std::ops::RangeInclusive<NodeId> = 1..=5;
     /// The term `apply_at` is called in; fenced commands carry 1, 2 or 3.
-    const TERM: u64 = 2;
+    const TERM: Term = Term(2);
 
     /// What `agent::desired::from_registry` reads for `me` (that module is private to `agent`):
     /// (app, instance, spec, on_disconnect, generation), sorted, without duplicates.
@@ -757,7 +759,7 @@ mod tests {
     fn step() -> impl Strategy<Value = RegistryCommand> {
         (command(), prop::option::weighted(0.2, 1u64..=3)).prop_map(|(cmd, fence)| match fence {
             Some(term) => RegistryCommand::Fenced {
-                term,
+                term: Term(term),
                 command: Box::new(cmd),
             },
             None => cmd,

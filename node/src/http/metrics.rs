@@ -188,7 +188,7 @@ pub async fn render(s: &HttpState) -> Result<String, String> {
         reg.register(
             "herd_raft_term",
             "The Raft term this node is in",
-            g(st.term),
+            g(st.term.get()),
         );
         reg.register(
             "herd_raft_is_leader",

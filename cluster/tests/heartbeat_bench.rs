@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use herd_cluster::NodeId;
 use herd_cluster::Term;
 use herd_cluster::master::HealthTable;
 use herd_cluster::master::HeartbeatConfig;
@@ -170,7 +171,7 @@ fn run(nodes: usize, secs: u64, interval: Duration) -> Outcome {
             CLUSTER,
             SECRET,
             HeartbeatConfig {
-                master_id: 1,
+                master_id: NodeId(1),
                 term: Term(1),
                 interval,
                 timeout: interval,
@@ -184,7 +185,7 @@ fn run(nodes: usize, secs: u64, interval: Duration) -> Outcome {
             addrs
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (i as u64 + 1, a.as_str())),
+                .map(|(i, a)| (NodeId(i as u64 + 1), a.as_str())),
         );
         // Warm up: every node connected and answered at least twice.
         tokio::time::sleep(interval * 3).await;

@@ -149,7 +149,7 @@ impl Harness {
 
     fn slot_of(&self, id: NodeId) -> usize {
         (0..self.c.slots.len())
-            .find(|&i| self.c.slots[i].cfg.node_id == Some(id))
+            .find(|&i| self.c.slots[i].cfg.node_id == Some(id.get()))
             .expect("slot")
     }
 
@@ -213,7 +213,11 @@ async fn a_deployed_app_is_placed_on_every_node_and_reported_back() {
     let placed = h.settled("api", 3).await;
     let mut nodes: Vec<NodeId> = placed.values().copied().collect();
     nodes.sort();
-    assert_eq!(nodes, vec![1, 2, 3], "least-loaded: one instance per node");
+    assert_eq!(
+        nodes,
+        [1, 2, 3].map(herd_cluster::NodeId),
+        "least-loaded: one instance per node"
+    );
     // The master's runtime view (asked on any node) shows each instance running where placed.
     let rt = eventually("runtime shows the instances", SETTLE, || async {
         let rt = h.any().runtime().await.ok()?;
@@ -478,7 +482,7 @@ async fn a_heartbeat_from_a_stale_term_or_without_the_secret_is_refused() {
         .await
         .expect("current term")
         .into_inner();
-    assert_eq!(reply.node_id, h.c.node(0).id());
+    assert_eq!(reply.node_id, h.c.node(0).id().get());
     let err = client
         .heartbeat(HeartbeatRequest {
             master_id: 99,

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use herd_cluster::NodeId;
 use herd_cluster::RegistryCommand;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -45,7 +46,7 @@ async fn formed() -> TestCluster {
 }
 
 /// Survivors (every running node) agree on one leader that is not `old`, and it is leader.
-fn new_leader_agreed(c: &TestCluster, old: u64) -> Option<u64> {
+fn new_leader_agreed(c: &TestCluster, old: NodeId) -> Option<NodeId> {
     let mut agreed = None;
     for (_, n) in c.running() {
         let m = n.raft().metrics().borrow_watched().clone();

@@ -20,10 +20,10 @@ fn put(key: &str) -> RegistryCommand {
 }
 
 /// Ids of the voters, as the current leader reports them.
-async fn voter_ids(c: &TestCluster) -> Vec<u64> {
+async fn voter_ids(c: &TestCluster) -> Vec<herd_cluster::NodeId> {
     let leader = c.agreed_leader(FORM).await;
     let s = c.node(leader).status().await;
-    let mut ids: Vec<u64> = s
+    let mut ids: Vec<herd_cluster::NodeId> = s
         .members
         .iter()
         .filter(|m| m.role == "voter")

@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use herd_cluster::ClusterNode;
+use herd_cluster::NodeId;
 use herd_cluster::RegistryCommand;
 use herd_cluster::registry::App;
 use herd_cluster::registry::NodeSlice;
@@ -159,7 +160,7 @@ impl Sim {
             .iter()
             .flat_map(|(app, m)| {
                 m.iter()
-                    .filter(|(_, n)| **n == node)
+                    .filter(|(_, n)| **n == NodeId(node))
                     .map(move |(i, _)| pb::InstanceStatus {
                         app: app.clone(),
                         instance: *i,
@@ -482,7 +483,7 @@ fn scale() {
             let heard = rt
                 .nodes
                 .iter()
-                .filter(|x| x.id >= BASE_ID && x.last_seen_ms.is_some())
+                .filter(|x| x.id >= NodeId(BASE_ID) && x.last_seen_ms.is_some())
                 .count();
             (heard >= n).then_some(())
         })
@@ -695,7 +696,7 @@ fn scale() {
             let offline = r
                 .nodes
                 .values()
-                .filter(|x| x.id >= BASE_ID && x.status == NodeStatus::Offline)
+                .filter(|x| x.id >= NodeId(BASE_ID) && x.status == NodeStatus::Offline)
                 .count();
             let rt = survivor.runtime().await.expect("runtime");
             let running: usize = rt

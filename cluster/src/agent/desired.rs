@@ -71,7 +71,7 @@ mod tests {
         r.apply(&RegistryCommand::UpsertNodes {
             nodes: (1..=2)
                 .map(|id| NodeRecord {
-                    id,
+                    id: NodeId(id),
                     ..NodeRecord::default()
                 })
                 .collect(),
@@ -81,17 +81,17 @@ mod tests {
                 Assignment {
                     app: "api".into(),
                     instance: 0,
-                    node: 1,
+                    node: NodeId(1),
                 },
                 Assignment {
                     app: "cron".into(),
                     instance: 0,
-                    node: 1,
+                    node: NodeId(1),
                 },
                 Assignment {
                     app: "api".into(),
                     instance: 1,
-                    node: 1,
+                    node: NodeId(1),
                 },
             ],
         });
@@ -99,11 +99,11 @@ mod tests {
             moves: vec![InstanceMove {
                 app: "api".into(),
                 instance: 1,
-                from: 1,
-                to: 2,
+                from: NodeId(1),
+                to: NodeId(2),
             }],
         });
-        let mine: Vec<(String, u32)> = from_registry(&r, 1)
+        let mine: Vec<(String, u32)> = from_registry(&r, NodeId(1))
             .into_iter()
             .map(|w| (w.instance.app, w.instance.instance))
             .collect();
@@ -111,13 +111,13 @@ mod tests {
             mine,
             vec![("api".into(), 0), ("api".into(), 1), ("cron".into(), 0)]
         );
-        let theirs = from_registry(&r, 2);
+        let theirs = from_registry(&r, NodeId(2));
         assert_eq!(theirs.len(), 1);
         assert_eq!(
             theirs[0].instance.spec,
             serde_json::json!({ "name": "api" })
         );
-        let kept: Vec<String> = while_disconnected(from_registry(&r, 1))
+        let kept: Vec<String> = while_disconnected(from_registry(&r, NodeId(1)))
             .into_iter()
             .map(|w| w.instance.app)
             .collect();

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::NodeId;
 use crate::Term;
 
 /// Metadata on a heartbeat refused because the master's term is stale: the highest term this
@@ -57,7 +58,7 @@ pub(crate) fn refused_as_stale(status: &Status) -> Option<Term> {
 }
 
 pub(crate) struct AgentState {
-    node_id: u64,
+    node_id: NodeId,
     offline_timeout: Duration,
     started: Instant,
     highest_term: AtomicU64,
@@ -69,7 +70,7 @@ pub(crate) struct AgentState {
     generations: Mutex<HashMap<(String, u32), u64>>,
     /// The master of the latest accepted heartbeat and its address: where a node outside Raft
     /// sends what only the leader serves.
-    master: Mutex<Option<(u64, String)>>,
+    master: Mutex<Option<(NodeId, String)>>,
 }
 
 /// Replies remembered for the master's acknowledgement (one per heartbeat).
@@ -110,7 +111,7 @@ pub(crate) fn lease_length(offline_timeout: Duration) -> Duration {
 }
 
 impl AgentState {
-    pub(crate) fn new(node_id: u64, offline_timeout: Duration) -> AgentState {
+    pub(crate) fn new(node_id: NodeId, offline_timeout: Duration) -> AgentState {
         AgentState {
             node_id,
             offline_timeout,
@@ -124,12 +125,12 @@ impl AgentState {
         }
     }
 
-    pub(crate) fn node_id(&self) -> u64 {
+    pub(crate) fn node_id(&self) -> NodeId {
         self.node_id
     }
 
     /// Remembers the master of a heartbeat just accepted.
-    pub(crate) fn note_master(&self, id: u64, addr: &str) {
+    pub(crate) fn note_master(&self, id: NodeId, addr: &str) {
         let mut m = self.master.lock().unwrap_or_else(|p| p.into_inner());
         if m.as_ref().is_none_or(|(i, a)| *i != id || a != addr) {
             *m = Some((id, addr.to_string()));
@@ -137,7 +138,7 @@ impl AgentState {
     }
 
     /// The master of the latest accepted heartbeat, and its address.
-    pub(crate) fn master(&self) -> Option<(u64, String)> {
+    pub(crate) fn master(&self) -> Option<(NodeId, String)> {
         self.master
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -162,10 +163,12 @@ impl AgentState {
             slice_version,
             lease_ack,
         } = *hb;
-        if node_id != 0 && node_id != self.node_id {
+        if let Some(asked) = node_id
+            && asked != self.node_id
+        {
             return Err(Refusal::WrongNode {
                 serves: self.node_id,
-                asked: node_id,
+                asked,
             });
         }
         let highest = Term(
@@ -176,7 +179,7 @@ impl AgentState {
         let floor = highest.max(local_term);
         if term < floor {
             tracing::warn!(
-                master_id,
+                master_id = master_id.get(),
                 term = term.get(),
                 highest = floor.get(),
                 "refused heartbeat from a stale master"
@@ -219,7 +222,11 @@ impl AgentState {
             (seq, !was_connected || new_term, granted, newer_slice)
         };
         if connected {
-            tracing::info!(master_id, term = term.get(), "master heartbeat: connected");
+            tracing::info!(
+                master_id = master_id.get(),
+                term = term.get(),
+                "master heartbeat: connected"
+            );
         }
         if connected || granted || newer_slice {
             self.wake.send_modify(|n| *n += 1);
@@ -240,9 +247,9 @@ impl AgentState {
     pub(crate) fn heartbeat_with_lease(&self, term: u64, slice_version: u64) {
         let term = Term(term);
         let hb = |lease_ack| Heartbeat {
-            master_id: 9,
+            master_id: NodeId(9),
             term,
-            node_id: 0,
+            node_id: None,
             slice_version,
             lease_ack,
         };
@@ -323,9 +330,9 @@ mod tests {
         lease_ack: u64,
     ) -> Heartbeat {
         Heartbeat {
-            master_id,
+            master_id: NodeId(master_id),
             term: Term(term),
-            node_id,
+            node_id: (node_id != 0).then_some(NodeId(node_id)),
             slice_version,
             lease_ack,
         }
@@ -333,7 +340,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lower_term_is_refused_after_a_higher_one() {
-        let s = AgentState::new(7, Duration::from_secs(90));
+        let s = AgentState::new(NodeId(7), Duration::from_secs(90));
         s.accept(&hb(1, 5, 7, 10, 0), Term(0))
             .expect("first master");
         s.accept(&hb(2, 6, 7, 12, 0), Term(0))
@@ -378,7 +385,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_lease_runs_from_the_acknowledged_reply_so_a_late_heartbeat_grants_nothing() {
         let timeout = Duration::from_secs(80); // lease 70 s, graceful stop from 60 s
-        let s = AgentState::new(1, timeout);
+        let s = AgentState::new(NodeId(1), timeout);
         let start = crate::clock::now();
         let first = s.accept(&hb(9, 1, 1, 3, 0), Term(0)).expect("heartbeat");
         assert_eq!(s.view(start).lease_from, None, "no reply acknowledged yet");
@@ -419,15 +426,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_for_another_node_id_is_refused() {
-        let s = AgentState::new(7, Duration::from_secs(90));
+        let s = AgentState::new(NodeId(7), Duration::from_secs(90));
         let err = s
             .accept(&hb(1, 1, 8, 0, 0), Term(0))
             .expect_err("wrong node id");
         assert_eq!(
             err,
             Refusal::WrongNode {
-                serves: 7,
-                asked: 8
+                serves: NodeId(7),
+                asked: NodeId(8)
             }
         );
         assert_eq!(
@@ -441,7 +448,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn contact_lapses_after_the_offline_timeout_and_counts_from_start_first() {
         let timeout = Duration::from_secs(90);
-        let s = AgentState::new(1, timeout);
+        let s = AgentState::new(NodeId(1), timeout);
         let v = s.view(crate::clock::now());
         assert!(
             v.connected && !v.heard,

@@ -4,16 +4,17 @@
 use herd_proto::cluster as pb;
 use tonic::Status;
 
+use crate::NodeId;
 use crate::Term;
 
 /// One heartbeat from a master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Heartbeat {
-    pub master_id: u64,
+    pub master_id: NodeId,
     /// The master's Raft term.
     pub term: Term,
-    /// The node the master means to reach; 0 = whoever answers.
-    pub node_id: u64,
+    /// The node the master means to reach (`None`, 0 on the wire: whoever answers).
+    pub node_id: Option<NodeId>,
     /// The version of this node's slice in the master's registry when it sent this.
     pub slice_version: u64,
     /// The latest reply (its sequence number) the master received from this node; 0 = none.
@@ -23,9 +24,9 @@ pub(crate) struct Heartbeat {
 impl From<&pb::HeartbeatRequest> for Heartbeat {
     fn from(req: &pb::HeartbeatRequest) -> Heartbeat {
         Heartbeat {
-            master_id: req.master_id,
+            master_id: NodeId(req.master_id),
             term: Term(req.term),
-            node_id: req.node_id,
+            node_id: (req.node_id != 0).then_some(NodeId(req.node_id)),
             slice_version: req.slice_version,
             lease_ack: req.lease_ack,
         }
@@ -38,7 +39,7 @@ impl From<&pb::HeartbeatRequest> for Heartbeat {
 pub(crate) enum Refusal {
     /// This address is now served by another node (it was taken over).
     #[error("this address serves node {serves}, not node {asked}")]
-    WrongNode { serves: u64, asked: u64 },
+    WrongNode { serves: NodeId, asked: NodeId },
     /// The master's term is below the highest this node has seen or its own Raft term.
     #[error("stale master term {term}: this node has seen term {seen}")]
     StaleTerm { term: Term, seen: Term },
@@ -69,8 +70,8 @@ mod tests {
             "stale master term 5: this node has seen term 6"
         );
         let s = Status::from(Refusal::WrongNode {
-            serves: 7,
-            asked: 8,
+            serves: NodeId(7),
+            asked: NodeId(8),
         });
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert_eq!(s.message(), "this address serves node 7, not node 8");
@@ -91,9 +92,9 @@ mod tests {
         assert_eq!(
             Heartbeat::from(&req),
             Heartbeat {
-                master_id: 1,
+                master_id: NodeId(1),
                 term: Term(2),
-                node_id: 3,
+                node_id: Some(NodeId(3)),
                 slice_version: 4,
                 lease_ack: 5,
             }

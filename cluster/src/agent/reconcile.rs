@@ -101,7 +101,7 @@ impl AgentLoop {
                 );
                 if last_sent.as_ref() != Some(&desired) || now >= next_resync {
                     tracing::debug!(
-                        node_id = me,
+                        node_id = me.get(),
                         ?mode,
                         instances = desired.len(),
                         "reconciling local supervisor"
@@ -200,6 +200,7 @@ impl AgentLoop {
 
 #[cfg(test)]
 mod tests {
+    use crate::NodeId;
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Mutex;
@@ -279,7 +280,7 @@ mod tests {
         }
         r.apply(&RegistryCommand::UpsertNode {
             node: NodeRecord {
-                id: 1,
+                id: NodeId(1),
                 ..NodeRecord::default()
             },
         });
@@ -289,7 +290,7 @@ mod tests {
                 .map(|app| Assignment {
                     app: app.to_string(),
                     instance: 0,
-                    node: 1,
+                    node: NodeId(1),
                 })
                 .collect(),
         });
@@ -327,12 +328,12 @@ mod tests {
     }
 
     fn harness(reg: Registry) -> Harness {
-        let state = Arc::new(AgentState::new(1, Duration::from_secs(90)));
+        let state = Arc::new(AgentState::new(NodeId(1), Duration::from_secs(90)));
         let sup = Arc::new(FakeSupervisor::default());
         let held = HeldSlice {
             as_of: 5,
             slice: NodeSlice {
-                node: 1,
+                node: NodeId(1),
                 version: 5,
                 registry: reg,
             },

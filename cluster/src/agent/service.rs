@@ -13,6 +13,7 @@ use super::AgentState;
 use super::delta::ReplyDelta;
 use super::heartbeat::Heartbeat;
 use super::report::resources_json;
+use crate::NodeId;
 use crate::Term;
 
 /// The herd version a node reports (the workspace shares one version).
@@ -69,7 +70,7 @@ fn reply(state: &AgentState, delta: &ReplyDelta, seq: u64, report_ack: u64) -> p
         crate::clock::now(),
     );
     pb::HeartbeatReply {
-        node_id: state.node_id(),
+        node_id: state.node_id().get(),
         version: VERSION.to_string(),
         resources_json: shaped.resources_json,
         instances: shaped.instances,
@@ -91,7 +92,8 @@ impl Agent for AgentService {
             .state
             .accept(&Heartbeat::from(&req), (self.local_term)())?;
         if !req.master_addr.is_empty() {
-            self.state.note_master(req.master_id, &req.master_addr);
+            self.state
+                .note_master(NodeId(req.master_id), &req.master_addr);
         }
         Ok(Response::new(reply(
             &self.state,

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::AgentState;
+use crate::NodeId;
 use crate::error::ClusterError;
 use crate::registry::NodeSlice;
 
@@ -55,13 +56,13 @@ pub(crate) struct SliceStore {
 impl SliceStore {
     /// Loads `dir/slice.json` if it holds this node's slice; a missing or unreadable file means
     /// no slice (the node waits for a master before it runs any cluster instance).
-    pub(crate) fn open(dir: &Path, node: u64) -> SliceStore {
+    pub(crate) fn open(dir: &Path, node: NodeId) -> SliceStore {
         let path = dir.join(SLICE_FILE);
         let held = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<HeldSlice>(&bytes) {
                 Ok(h) if h.slice.node == node => Some(Arc::new(h)),
                 Ok(h) => {
-                    tracing::warn!(file = %path.display(), held_for = h.slice.node, node, "slice file belongs to another node id; ignored");
+                    tracing::warn!(file = %path.display(), held_for = h.slice.node.get(), node = node.get(), "slice file belongs to another node id; ignored");
                     None
                 }
                 Err(e) => {
@@ -207,7 +208,7 @@ mod tests {
         HeldSlice {
             as_of: version,
             slice: NodeSlice {
-                node,
+                node: NodeId(node),
                 version,
                 registry: Registry::default(),
             },
@@ -217,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn a_newer_slice_is_kept_on_disk_privately_and_read_back_an_older_one_is_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SliceStore::open(dir.path(), 7);
+        let store = SliceStore::open(dir.path(), NodeId(7));
         assert_eq!(store.version(), None);
         store.offer(held(7, 5)).await;
         let file = dir.path().join(SLICE_FILE);
@@ -228,9 +229,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "app env values are in there");
         store.offer(held(7, 3)).await;
         assert_eq!(store.version(), Some(5), "never back to an older slice");
-        let again = SliceStore::open(dir.path(), 7);
+        let again = SliceStore::open(dir.path(), NodeId(7));
         assert_eq!(again.version(), Some(5), "a restart keeps the slice");
-        let other = SliceStore::open(dir.path(), 8);
+        let other = SliceStore::open(dir.path(), NodeId(8));
         assert_eq!(other.version(), None, "another node id ignores it");
     }
 }

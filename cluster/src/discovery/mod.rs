@@ -10,6 +10,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::NodeId;
+
 pub use redis_board::ClusterIdRecord;
 pub use redis_board::RedisBoard;
 
@@ -37,7 +39,7 @@ pub struct RedisTarget {
 /// What a node announces about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
-    pub id: u64,
+    pub id: NodeId,
     pub advertise: String,
     pub version: String,
 }

@@ -18,6 +18,8 @@ use super::Announcement;
 use super::DiscoveryError;
 use super::RedisTarget;
 
+use crate::NodeId;
+
 /// How long the bootstrap lock lives if its holder dies.
 pub const BOOTSTRAP_LOCK_MS: u64 = 15_000;
 
@@ -34,7 +36,7 @@ end
 pub struct ClusterIdRecord {
     pub cluster_id: String,
     /// The node that was chosen to initialize the Raft group.
-    pub bootstrapper: u64,
+    pub bootstrapper: NodeId,
 }
 
 /// Connection to the Redis board of one cluster. Connects lazily and reconnects by itself, so a
@@ -86,7 +88,7 @@ impl RedisBoard {
         }
     }
 
-    fn node_key(&self, id: u64) -> String {
+    fn node_key(&self, id: NodeId) -> String {
         format!("{}node:{id}", self.prefix)
     }
 
@@ -108,7 +110,7 @@ impl RedisBoard {
     }
 
     /// Removes this node's announcement (on leave).
-    pub async fn withdraw(&self, id: u64) -> Result<(), DiscoveryError> {
+    pub async fn withdraw(&self, id: NodeId) -> Result<(), DiscoveryError> {
         let mut conn = self.conn.clone();
         redis::cmd("DEL")
             .arg(self.node_key(id))

@@ -233,6 +233,7 @@ pub fn drain_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ids;
     use crate::registry::App;
     use crate::registry::Assignment;
     use crate::registry::InstanceMove;
@@ -294,82 +295,83 @@ mod tests {
 
     #[test]
     fn a_drain_is_done_only_when_the_new_copy_runs_and_the_old_one_stopped() {
-        let mut r = registry(1, &[1, 2]);
-        at(&mut r, &[(0, 1)]);
+        let mut r = registry(1, &[NodeId(1), NodeId(2)]);
+        at(&mut r, &[(0, NodeId(1))]);
         r.apply(&RegistryCommand::DrainNode {
-            node: 1,
+            node: NodeId(1),
             drain: true,
         });
         r.apply(&RegistryCommand::Move {
             moves: vec![InstanceMove {
                 app: "api".into(),
                 instance: 0,
-                from: 1,
-                to: 2,
+                from: NodeId(1),
+                to: NodeId(2),
             }],
         });
         let old = report(&[(0, "running", 0)]);
         let starting = report(&[(0, "starting", 0)]);
-        let mut reports: Reports<'_> = HashMap::from([(1, &old), (2, &starting)]);
+        let mut reports: Reports<'_> = HashMap::from([(NodeId(1), &old), (NodeId(2), &starting)]);
         assert!(
             finished_moves(&r, &reports).is_empty(),
             "the new copy is not running yet"
         );
-        let s = drain_status(&r, 1, Some(&old.instances));
+        let s = drain_status(&r, NodeId(1), Some(&old.instances));
         assert!(!s.done && s.draining);
         assert_eq!(s.remaining.len(), 1);
 
         let running = report(&[(0, "running", 0)]);
-        reports.insert(2, &running);
+        reports.insert(NodeId(2), &running);
         let done = finished_moves(&r, &reports);
         assert_eq!(done.len(), 1);
         r.apply(&RegistryCommand::FinishMoves { instances: done });
         assert!(
-            !drain_status(&r, 1, Some(&old.instances)).done,
+            !drain_status(&r, NodeId(1), Some(&old.instances)).done,
             "the old copy still runs"
         );
         let stopping = report(&[(0, "stopping", 0)]);
-        assert!(!drain_status(&r, 1, Some(&stopping.instances)).done);
+        assert!(!drain_status(&r, NodeId(1), Some(&stopping.instances)).done);
         let empty = report(&[]);
         assert!(
-            !drain_status(&r, 1, None).done,
+            !drain_status(&r, NodeId(1), None).done,
             "no report, no confirmation"
         );
-        assert!(drain_status(&r, 1, Some(&empty.instances)).done);
+        assert!(drain_status(&r, NodeId(1), Some(&empty.instances)).done);
     }
 
     #[test]
     fn a_move_whose_old_node_went_offline_is_finished_at_once() {
-        let mut r = registry(1, &[1, 2]);
+        let mut r = registry(1, &[NodeId(1), NodeId(2)]);
         r.apply(&RegistryCommand::Move {
             moves: vec![InstanceMove {
                 app: "api".into(),
                 instance: 0,
-                from: 1,
-                to: 2,
+                from: NodeId(1),
+                to: NodeId(2),
             }],
         });
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Offline)],
+            updates: vec![(NodeId(1), NodeStatus::Offline)],
         });
         assert_eq!(finished_moves(&r, &HashMap::new()).len(), 1);
     }
 
     #[test]
     fn a_rolling_restart_goes_one_node_at_a_time() {
-        let mut r = registry(3, &[1, 2, 3]);
-        at(&mut r, &[(0, 1), (1, 2), (2, 3)]);
+        let mut r = registry(3, &[NodeId(1), NodeId(2), NodeId(3)]);
+        at(&mut r, &[(0, NodeId(1)), (1, NodeId(2)), (2, NodeId(3))]);
         r.apply(&RegistryCommand::RestartApp {
             name: "api".into(),
             generation: 1,
         });
-        let live: BTreeSet<NodeId> = [1, 2, 3].into();
+        let live: BTreeSet<NodeId> = ids([1, 2, 3]).into_iter().collect();
         let (a, b, c) = (
             report(&[(0, "running", 0)]),
             report(&[(1, "running", 0)]),
             report(&[(2, "running", 0)]),
         );
-        let reports: Reports<'_> = HashMap::from([(1, &a), (2, &b), (3, &c)]);
+        let reports: Reports<'_> =
+            HashMap::from([(NodeId(1), &a), (NodeId(2), &b), (NodeId(3), &c)]);
         let rolls = next_rolls(&r, &reports, &live);
         assert_eq!(
             rolls,
@@ -385,10 +387,12 @@ mod tests {
             "node 1 has not reported the restart yet"
         );
         let a2 = report(&[(0, "starting", 1)]);
-        let reports: Reports<'_> = HashMap::from([(1, &a2), (2, &b), (3, &c)]);
+        let reports: Reports<'_> =
+            HashMap::from([(NodeId(1), &a2), (NodeId(2), &b), (NodeId(3), &c)]);
         assert!(next_rolls(&r, &reports, &live).is_empty());
         let a3 = report(&[(0, "running", 1)]);
-        let reports: Reports<'_> = HashMap::from([(1, &a3), (2, &b), (3, &c)]);
+        let reports: Reports<'_> =
+            HashMap::from([(NodeId(1), &a3), (NodeId(2), &b), (NodeId(3), &c)]);
         let rolls = next_rolls(&r, &reports, &live);
         assert_eq!(
             rolls,
@@ -401,8 +405,8 @@ mod tests {
         // Node 3 is unreachable: its instance is rolled with the next step, nothing to wait for.
         r.apply(&rolls[0]);
         let b2 = report(&[(1, "running", 1)]);
-        let reports: Reports<'_> = HashMap::from([(1, &a3), (2, &b2)]);
-        let live: BTreeSet<NodeId> = [1, 2].into();
+        let reports: Reports<'_> = HashMap::from([(NodeId(1), &a3), (NodeId(2), &b2)]);
+        let live: BTreeSet<NodeId> = ids([1, 2]).into_iter().collect();
         let rolls = next_rolls(&r, &reports, &live);
         assert_eq!(
             rolls,
@@ -416,10 +420,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn crash_moves_are_limited_per_instance_and_window() {
-        let mut r = registry(1, &[1, 2]);
-        at(&mut r, &[(0, 1)]);
+        let mut r = registry(1, &[NodeId(1), NodeId(2)]);
+        at(&mut r, &[(0, NodeId(1))]);
         let crashed = report(&[(0, "crashed", 0)]);
-        let reports: Reports<'_> = HashMap::from([(1, &crashed)]);
+        let reports: Reports<'_> = HashMap::from([(NodeId(1), &crashed)]);
         let mut budget = CrashBudget::default();
         for _ in 0..3 {
             let c = budget.candidates(&r, &reports, crate::clock::now());
@@ -440,7 +444,7 @@ mod tests {
             "the window moved on"
         );
         // A crash reported by a node the instance is no longer assigned to is ignored.
-        at(&mut r, &[(0, 2)]);
+        at(&mut r, &[(0, NodeId(2))]);
         assert!(
             budget
                 .candidates(&r, &reports, crate::clock::now())

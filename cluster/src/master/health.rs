@@ -228,7 +228,7 @@ impl HealthTable {
             let silence = at.saturating_duration_since(h.silent_since());
             if silence >= self.lease && !h.lapsed {
                 tracing::info!(
-                    node = id,
+                    node = id.get(),
                     silent_ms = silence.as_millis() as u64,
                     "node answered after its lease lapsed: no lease until a sweep settles it"
                 );
@@ -274,7 +274,10 @@ impl HealthTable {
     pub fn restore_leases(&self, settled: impl Fn(NodeId, &NodeHealth) -> bool) {
         for (id, h) in self.lock().iter_mut() {
             if h.lapsed && settled(*id, h) {
-                tracing::info!(node = *id, "node settled: its lease is acknowledged again");
+                tracing::info!(
+                    node = id.get(),
+                    "node settled: its lease is acknowledged again"
+                );
                 h.lapsed = false;
             }
         }
@@ -357,6 +360,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ids;
 
     fn records(statuses: &[(NodeId, NodeStatus)]) -> BTreeMap<NodeId, NodeRecord> {
         statuses
@@ -388,47 +392,55 @@ mod tests {
     async fn an_answer_after_a_silence_longer_than_the_lease_is_acknowledged_only_once_settled() {
         let lease = Duration::from_secs(7);
         let t = HealthTable::new(WallClock::at(0)).with_lease(lease);
-        t.watch(1, "a", crate::clock::now());
-        assert_eq!(t.lease_ack(1), 0, "nothing received yet");
+        t.watch(NodeId(1), "a", crate::clock::now());
+        assert_eq!(t.lease_ack(NodeId(1)), 0, "nothing received yet");
         tokio::time::advance(Duration::from_secs(1)).await;
         t.record_answer(
-            1,
+            NodeId(1),
             crate::clock::now(),
             Duration::from_millis(1),
             5,
             report(),
         );
-        assert_eq!(t.lease_ack(1), 5);
+        assert_eq!(t.lease_ack(NodeId(1)), 5);
         tokio::time::advance(lease - Duration::from_millis(1)).await;
         t.record_answer(
-            1,
+            NodeId(1),
             crate::clock::now(),
             Duration::from_millis(1),
             6,
             report(),
         );
-        assert_eq!(t.lease_ack(1), 6, "just within the lease");
+        assert_eq!(t.lease_ack(NodeId(1)), 6, "just within the lease");
         tokio::time::advance(lease).await;
         t.record_answer(
-            1,
+            NodeId(1),
             crate::clock::now(),
             Duration::from_millis(1),
             7,
             report(),
         );
-        assert_eq!(t.lease_ack(1), 0, "silent for a whole lease: lapsed");
+        assert_eq!(
+            t.lease_ack(NodeId(1)),
+            0,
+            "silent for a whole lease: lapsed"
+        );
         t.record_answer(
-            1,
+            NodeId(1),
             crate::clock::now(),
             Duration::from_millis(1),
             8,
             report(),
         );
-        assert_eq!(t.lease_ack(1), 0, "answering again does not end the lapse");
+        assert_eq!(
+            t.lease_ack(NodeId(1)),
+            0,
+            "answering again does not end the lapse"
+        );
         t.restore_leases(|_, _| false);
-        assert_eq!(t.lease_ack(1), 0);
-        t.restore_leases(|id, h| id == 1 && h.last_answer.is_some());
-        assert_eq!(t.lease_ack(1), 8, "settled by a sweep");
+        assert_eq!(t.lease_ack(NodeId(1)), 0);
+        t.restore_leases(|id, h| id == NodeId(1) && h.last_answer.is_some());
+        assert_eq!(t.lease_ack(NodeId(1)), 8, "settled by a sweep");
     }
 
     #[tokio::test(start_paused = true)]
@@ -436,14 +448,17 @@ mod tests {
         let timeout = Duration::from_secs(90);
         let t = HealthTable::new(WallClock::at(0));
         let start = crate::clock::now();
-        t.watch(1, "a", start);
-        t.watch(2, "b", start);
-        t.record_answer(1, start, Duration::from_millis(1), 1, report());
-        t.record_answer(2, start, Duration::from_millis(1), 1, report());
-        let recs = records(&[(1, NodeStatus::Online), (2, NodeStatus::Draining)]);
+        t.watch(NodeId(1), "a", start);
+        t.watch(NodeId(2), "b", start);
+        t.record_answer(NodeId(1), start, Duration::from_millis(1), 1, report());
+        t.record_answer(NodeId(2), start, Duration::from_millis(1), 1, report());
+        let recs = records(&[
+            (NodeId(1), NodeStatus::Online),
+            (NodeId(2), NodeStatus::Draining),
+        ]);
         tokio::time::advance(Duration::from_secs(90)).await;
         t.record_answer(
-            2,
+            NodeId(2),
             crate::clock::now(),
             Duration::from_millis(1),
             1,
@@ -455,16 +470,19 @@ mod tests {
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         let j = judge(&recs, &t.snapshot(), crate::clock::now(), timeout);
-        assert_eq!(j.offline, vec![1], "90 s and 1 ms of silence");
+        assert_eq!(j.offline, ids([1]), "90 s and 1 ms of silence");
 
-        let recs = records(&[(1, NodeStatus::Offline), (2, NodeStatus::Online)]);
+        let recs = records(&[
+            (NodeId(1), NodeStatus::Offline),
+            (NodeId(2), NodeStatus::Online),
+        ]);
         assert!(
             judge(&recs, &t.snapshot(), crate::clock::now(), timeout)
                 .online
                 .is_empty()
         );
         t.record_answer(
-            1,
+            NodeId(1),
             crate::clock::now(),
             Duration::from_millis(1),
             1,
@@ -472,7 +490,7 @@ mod tests {
         );
         assert_eq!(
             judge(&recs, &t.snapshot(), crate::clock::now(), timeout).online,
-            vec![1]
+            ids([1])
         );
     }
 
@@ -483,13 +501,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(500)).await;
         let t = HealthTable::new(WallClock::at(0));
         let elected = crate::clock::now();
-        for id in 1..=3 {
+        for id in (1..=3).map(NodeId) {
             t.watch(id, "x", elected);
         }
         let recs = records(&[
-            (1, NodeStatus::Online),
-            (2, NodeStatus::Online),
-            (3, NodeStatus::Offline),
+            (NodeId(1), NodeStatus::Online),
+            (NodeId(2), NodeStatus::Online),
+            (NodeId(3), NodeStatus::Offline),
         ]);
         tokio::time::advance(timeout).await;
         let j = judge(&recs, &t.snapshot(), crate::clock::now(), timeout);
@@ -501,7 +519,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
             judge(&recs, &t.snapshot(), crate::clock::now(), timeout).offline,
-            vec![1, 2]
+            ids([1, 2])
         );
     }
 }

@@ -119,7 +119,7 @@ const SLOT: Duration = Duration::from_millis(10);
 
 /// The phase of `id` within the interval: spread evenly over the slots by a hash of the id.
 pub(crate) fn phase(id: NodeId, interval: Duration) -> Duration {
-    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = id.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -273,9 +273,9 @@ impl BeatCtx {
         };
         let (applied_index, slice_version) = (self.versions)(id);
         let req = pb::HeartbeatRequest {
-            master_id: self.cfg.master_id,
+            master_id: self.cfg.master_id.get(),
             term: self.cfg.term.get(),
-            node_id: id,
+            node_id: id.get(),
             applied_index,
             lease_ack: self.health.lease_ack(id),
             slice_version,
@@ -289,7 +289,7 @@ impl BeatCtx {
         let sent = crate::clock::now();
         let result = tokio::time::timeout(self.cfg.timeout, link.heartbeat(req)).await;
         let error = match result {
-            Ok(Ok(reply)) if reply.node_id == id => {
+            Ok(Ok(reply)) if reply.node_id == id.get() => {
                 let now = crate::clock::now();
                 let rtt = now.duration_since(sent);
                 stats
@@ -309,7 +309,7 @@ impl BeatCtx {
                         .fenced_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
-                        node = id,
+                        node = id.get(),
                         term = self.cfg.term.get(),
                         seen = seen.get(),
                         reason = status.message(),
@@ -323,7 +323,7 @@ impl BeatCtx {
         stats
             .failed_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(node = id, %addr, %error, "heartbeat failed");
+        tracing::debug!(node = id.get(), %addr, %error, "heartbeat failed");
         self.health.record_failure(id, error);
         false
     }
@@ -333,12 +333,13 @@ impl BeatCtx {
 mod tests {
     use super::*;
     use crate::clock::WallClock;
+    use crate::ids::ids;
     use crate::master::testing::FakeNodes;
 
     fn heartbeater(fake: &Arc<FakeNodes>, interval: Duration) -> Heartbeater {
         Heartbeater::new(
             HeartbeatConfig {
-                master_id: 1,
+                master_id: NodeId(1),
                 term: Term(4),
                 interval,
                 timeout: interval,
@@ -358,12 +359,16 @@ mod tests {
         let mut hb = heartbeater(&fake, interval);
         let start = crate::clock::now();
         let addrs: Vec<String> = (1..=50).map(|i| format!("n{i}")).collect();
-        hb.sync((1..=50).zip(addrs.iter().map(String::as_str)));
+        hb.sync((1..=50).map(NodeId).zip(addrs.iter().map(String::as_str)));
         tokio::time::sleep(interval * 10).await;
         let calls = fake.calls.lock().expect("lock").clone();
         let mut first_offsets = Vec::new();
         for id in 1..=50u64 {
-            let times: Vec<Instant> = calls.iter().filter(|c| c.0 == id).map(|c| c.1).collect();
+            let times: Vec<Instant> = calls
+                .iter()
+                .filter(|c| c.0 == NodeId(id))
+                .map(|c| c.1)
+                .collect();
             assert!(
                 (9..=10).contains(&times.len()),
                 "node {id}: {} heartbeats",
@@ -397,16 +402,16 @@ mod tests {
         let fake = Arc::new(FakeNodes::default());
         let interval = Duration::from_secs(2);
         let mut hb = heartbeater(&fake, interval);
-        hb.sync([(1, "n1"), (2, "n2")]);
+        hb.sync([(NodeId(1), "n1"), (NodeId(2), "n2")]);
         tokio::time::sleep(interval * 2).await;
-        hb.sync([(1, "n1")]);
-        assert!(hb.health().get(2).is_none());
+        hb.sync([(NodeId(1), "n1")]);
+        assert!(hb.health().get(NodeId(2)).is_none());
         let before = fake
             .calls
             .lock()
             .expect("lock")
             .iter()
-            .filter(|c| c.0 == 2)
+            .filter(|c| c.0 == NodeId(2))
             .count();
         tokio::time::sleep(interval * 3).await;
         let after = fake
@@ -414,15 +419,19 @@ mod tests {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|c| c.0 == 2)
+            .filter(|c| c.0 == NodeId(2))
             .count();
         assert_eq!(before, after, "no heartbeats to a removed node");
 
-        fake.set_down(3, true);
+        fake.set_down(NodeId(3), true);
         let answered = hb
-            .probe(vec![(1, "n1".into()), (3, "n3".into())], 2, interval * 2)
+            .probe(
+                vec![(NodeId(1), "n1".into()), (NodeId(3), "n3".into())],
+                2,
+                interval * 2,
+            )
             .await;
-        assert_eq!(answered, vec![1]);
+        assert_eq!(answered, ids([1]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -430,10 +439,14 @@ mod tests {
         let fake = Arc::new(FakeNodes::default());
         let interval = Duration::from_secs(2);
         let hb = heartbeater(&fake, interval);
-        fake.blackholed.lock().expect("lock").extend(10..1010);
-        let mut nodes: Vec<(NodeId, String)> =
-            (10..1010).map(|id| (id, format!("n{id}"))).collect();
-        nodes.push((1, "n1".into()));
+        fake.blackholed
+            .lock()
+            .expect("lock")
+            .extend((10..1010).map(NodeId));
+        let mut nodes: Vec<(NodeId, String)> = (10..1010)
+            .map(|id| (NodeId(id), format!("n{id}")))
+            .collect();
+        nodes.push((NodeId(1), "n1".into()));
         let started = crate::clock::now();
         let answered = hb.probe(nodes, 20, interval * 2).await;
         let took = started.elapsed();
@@ -441,6 +454,6 @@ mod tests {
             took <= interval * 2 + Duration::from_millis(1),
             "1,000 blackholed nodes at 20 at a time would take 100 s; the budget ends it: {took:?}"
         );
-        assert!(answered.is_empty() || answered == vec![1], "{answered:?}");
+        assert!(answered.is_empty() || answered == ids([1]), "{answered:?}");
     }
 }

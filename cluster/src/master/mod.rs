@@ -107,7 +107,7 @@ pub(crate) async fn run(
             let resumed = last.take().filter(|(t, _)| *t == term).map(|(_, h)| h);
             if resumed.is_some() {
                 tracing::info!(
-                    node_id = master_id,
+                    node_id = master_id.get(),
                     term = term.get(),
                     "master duties resume in the same term (what was heard is kept)"
                 );
@@ -123,13 +123,13 @@ pub(crate) async fn run(
             last = Some((term, master.health()));
             view.set(term, master.health());
             tracing::info!(
-                node_id = master_id,
+                node_id = master_id.get(),
                 term = term.get(),
                 "master duties start"
             );
             let deposed = tokio::select! {
                 d = master.run() => {
-                    tracing::info!(node_id = master_id, term = term.get(), reason = %d.0, "master term ended early");
+                    tracing::info!(node_id = master_id.get(), term = term.get(), reason = %d.0, "master term ended early");
                     true
                 }
                 r = leadership.changed() => {
@@ -145,7 +145,11 @@ pub(crate) async fn run(
                 }
             };
             view.clear();
-            tracing::info!(node_id = master_id, term = term.get(), "master duties stop");
+            tracing::info!(
+                node_id = master_id.get(),
+                term = term.get(),
+                "master duties stop"
+            );
             if deposed {
                 // Leadership usually changes right after; if it does not (a write refused during
                 // a membership change), start over after a pause.

@@ -242,40 +242,49 @@ mod tests {
         let mut c = UptimeCounters::new(1_000);
         assert!(c.pending().is_empty());
         for t in [100, 200, 300] {
-            c.record(&reg, &[sample(1, t, true), sample(2, t, t != 200)]);
+            c.record(
+                &reg,
+                &[sample(NodeId(1), t, true), sample(NodeId(2), t, t != 200)],
+            );
         }
         let first = c.pending();
         assert_eq!(
             first,
-            vec![(1, 0, counts(3, 3, 300)), (2, 0, counts(2, 3, 300))]
+            vec![
+                (NodeId(1), 0, counts(3, 3, 300)),
+                (NodeId(2), 0, counts(2, 3, 300))
+            ]
         );
         c.rolled_up(&first, 300);
         assert!(c.pending().is_empty(), "nothing changed since");
         // Only node 2 sampled again: only its bucket goes out, with its whole count.
-        c.record(&reg, &[sample(2, 400, true)]);
-        assert_eq!(c.pending(), vec![(2, 0, counts(3, 4, 400))]);
+        c.record(&reg, &[sample(NodeId(2), 400, true)]);
+        assert_eq!(c.pending(), vec![(NodeId(2), 0, counts(3, 4, 400))]);
         // A repeated sample (same time) is not counted twice.
-        c.record(&reg, &[sample(2, 400, true)]);
-        assert_eq!(c.pending(), vec![(2, 0, counts(3, 4, 400))]);
+        c.record(&reg, &[sample(NodeId(2), 400, true)]);
+        assert_eq!(c.pending(), vec![(NodeId(2), 0, counts(3, 4, 400))]);
     }
 
     #[test]
     fn uptime_counters_keep_unwritten_buckets_and_forget_finished_ones() {
         let reg = Registry::default();
         let mut c = UptimeCounters::new(1_000);
-        c.record(&reg, &[sample(1, 900, true)]);
+        c.record(&reg, &[sample(NodeId(1), 900, true)]);
         let failed = c.pending();
         // The write failed (nothing rolled up): the bucket is still pending, a sample later.
-        c.record(&reg, &[sample(1, 1_100, false)]);
+        c.record(&reg, &[sample(NodeId(1), 1_100, false)]);
         assert_eq!(
             c.pending(),
-            vec![(1, 0, counts(1, 1, 900)), (1, 1, counts(0, 1, 1_100))]
+            vec![
+                (NodeId(1), 0, counts(1, 1, 900)),
+                (NodeId(1), 1, counts(0, 1, 1_100))
+            ]
         );
         // A rollup of an older state does not clean a bucket counted into since.
-        c.record(&reg, &[sample(1, 1_200, true)]);
+        c.record(&reg, &[sample(NodeId(1), 1_200, true)]);
         c.rolled_up(&failed, 1_200);
-        c.rolled_up(&[(1, 1, counts(0, 1, 1_100))], 1_200);
-        assert_eq!(c.pending(), vec![(1, 1, counts(1, 2, 1_200))]);
+        c.rolled_up(&[(NodeId(1), 1, counts(0, 1, 1_100))], 1_200);
+        assert_eq!(c.pending(), vec![(NodeId(1), 1, counts(1, 2, 1_200))]);
         c.rolled_up(&c.pending(), 1_200);
         assert_eq!(c.held(), 1, "yesterday's bucket is forgotten, today's kept");
     }
@@ -284,18 +293,24 @@ mod tests {
     fn uptime_counters_continue_from_the_registry() {
         let mut reg = Registry::default();
         reg.apply(&crate::registry::RegistryCommand::SetUptime {
-            buckets: vec![(1, 0, counts(5, 6, 600))],
+            buckets: vec![(NodeId(1), 0, counts(5, 6, 600))],
             bucket_ms: Some(1_000),
         });
         let mut c = UptimeCounters::new(1_000);
-        c.record(&reg, &[sample(1, 700, true), sample(2, 700, true)]);
+        c.record(
+            &reg,
+            &[sample(NodeId(1), 700, true), sample(NodeId(2), 700, true)],
+        );
         assert_eq!(
             c.pending(),
-            vec![(1, 0, counts(6, 7, 700)), (2, 0, counts(1, 1, 700))]
+            vec![
+                (NodeId(1), 0, counts(6, 7, 700)),
+                (NodeId(2), 0, counts(1, 1, 700))
+            ]
         );
         // Buckets of another width in the registry cannot be continued: counting starts at 0.
         let mut c = UptimeCounters::new(500);
-        c.record(&reg, &[sample(1, 700, true)]);
-        assert_eq!(c.pending(), vec![(1, 1, counts(1, 1, 700))]);
+        c.record(&reg, &[sample(NodeId(1), 700, true)]);
+        assert_eq!(c.pending(), vec![(NodeId(1), 1, counts(1, 1, 700))]);
     }
 }

@@ -178,6 +178,7 @@ impl RescheduleBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NodeId;
     use crate::registry::App;
     use crate::registry::NodeRecord;
     use crate::registry::RegistryCommand;
@@ -268,13 +269,21 @@ mod tests {
             ..NodeRecord::default()
         };
         r.apply(&RegistryCommand::UpsertNodes {
-            nodes: vec![node(1, "a"), node(2, "a"), node(3, "b"), node(4, "b")],
+            nodes: vec![
+                node(NodeId(1), "a"),
+                node(NodeId(2), "a"),
+                node(NodeId(3), "b"),
+                node(NodeId(4), "b"),
+            ],
         });
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Offline), (3, NodeStatus::Offline)],
+            updates: vec![
+                (NodeId(1), NodeStatus::Offline),
+                (NodeId(3), NodeStatus::Offline),
+            ],
         });
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(4, NodeStatus::Left)],
+            updates: vec![(NodeId(4), NodeStatus::Left)],
         });
         let v = StormView::of(&r);
         assert_eq!((v.total, v.offline), (3, 2));

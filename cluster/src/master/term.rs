@@ -346,7 +346,7 @@ impl MasterTerm {
             {
                 for (inst, node) in relocate {
                     if placed.contains(&(inst.app.clone(), inst.instance)) {
-                        tracing::warn!(app = %inst.app, instance = inst.instance, from = node, "instance crashed; moved to another node");
+                        tracing::warn!(app = %inst.app, instance = inst.instance, from = node.get(), "instance crashed; moved to another node");
                         self.crashes.record(inst, now);
                     }
                 }

@@ -14,6 +14,7 @@ use super::term::TermSettings;
 use super::testing::FakeWorld;
 use crate::Term;
 use crate::clock::WallClock;
+use crate::ids::ids;
 use crate::raft::Leadership;
 use crate::registry::App;
 use crate::registry::DAY_MS;
@@ -48,7 +49,7 @@ fn start_with(
     clock: WallClock,
     settings: TermSettings,
 ) -> tokio::task::JoinHandle<()> {
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings, clock);
+    let term = MasterTerm::new(world.clone(), NodeId(1), TERM, settings, clock);
     tokio::spawn(async move {
         term.run().await;
     })
@@ -89,8 +90,12 @@ async fn at(secs: u64, started: tokio::time::Instant) {
 #[tokio::test(start_paused = true)]
 async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_online_when_it_answers()
 {
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
-    world.nodes.set_down(3, true);
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
+    world.nodes.set_down(NodeId(3), true);
     let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
 
@@ -110,10 +115,16 @@ async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_onlin
         "60 s of silence is not 90"
     );
     at(120, t0).await;
-    assert_eq!(status_writes(&world), vec![vec![(3, NodeStatus::Offline)]]);
-    assert_eq!(world.registry_now().nodes[&3].status, NodeStatus::Offline);
+    assert_eq!(
+        status_writes(&world),
+        vec![vec![(NodeId(3), NodeStatus::Offline)]]
+    );
+    assert_eq!(
+        world.registry_now().nodes[&NodeId(3)].status,
+        NodeStatus::Offline
+    );
 
-    world.nodes.set_down(3, false);
+    world.nodes.set_down(NodeId(3), false);
     at(179, t0).await;
     assert_eq!(
         status_writes(&world).len(),
@@ -121,40 +132,53 @@ async fn a_silent_node_goes_offline_at_the_first_sweep_after_90_s_and_back_onlin
         "back online only at the next sweep"
     );
     at(180, t0).await;
-    assert_eq!(status_writes(&world)[1], vec![(3, NodeStatus::Online)]);
+    assert_eq!(
+        status_writes(&world)[1],
+        vec![(NodeId(3), NodeStatus::Online)]
+    );
     // Heartbeat cadence: about one per node per 2 s over 180 s.
-    let n = world.nodes.calls_to(1);
+    let n = world.nodes.calls_to(NodeId(1));
     assert!((89..=91).contains(&n), "{n} heartbeats to node 1 in 180 s");
     task.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_node_back_from_a_long_silence_gets_no_lease_until_a_sweep_settled_it() {
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
-    world.nodes.set_down(3, true);
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
+    world.nodes.set_down(NodeId(3), true);
     let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     let secs = |s: u64| t0 + Duration::from_secs(s);
 
     at(120, t0).await;
-    assert_eq!(status_writes(&world), vec![vec![(3, NodeStatus::Offline)]]);
-    let steady = world.nodes.acks_to(1, secs(10), secs(120));
+    assert_eq!(
+        status_writes(&world),
+        vec![vec![(NodeId(3), NodeStatus::Offline)]]
+    );
+    let steady = world.nodes.acks_to(NodeId(1), secs(10), secs(120));
     assert!(
         !steady.is_empty() && steady.iter().all(|&a| a != 0),
         "a node that answers is acknowledged every time: {steady:?}"
     );
     // Back at 130 s, after 130 s of silence: answered, but no lease until the sweep at 180 s
     // has written it online.
-    world.nodes.set_down(3, false);
+    world.nodes.set_down(NodeId(3), false);
     at(179, t0).await;
-    let waiting = world.nodes.acks_to(3, secs(130), secs(179));
+    let waiting = world.nodes.acks_to(NodeId(3), secs(130), secs(179));
     assert!(
         waiting.len() >= 20 && waiting.iter().all(|&a| a == 0),
         "{waiting:?}"
     );
     at(184, t0).await;
-    assert_eq!(status_writes(&world)[1], vec![(3, NodeStatus::Online)]);
-    let settled = world.nodes.acks_to(3, secs(181), secs(184));
+    assert_eq!(
+        status_writes(&world)[1],
+        vec![(NodeId(3), NodeStatus::Online)]
+    );
+    let settled = world.nodes.acks_to(NodeId(3), secs(181), secs(184));
     assert!(
         !settled.is_empty() && settled.iter().all(|&a| a != 0),
         "{settled:?}"
@@ -165,19 +189,23 @@ async fn a_node_back_from_a_long_silence_gets_no_lease_until_a_sweep_settled_it(
 #[tokio::test(start_paused = true)]
 async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_election() {
     // The registry says all three are online: a previous master saw them.
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
-    for id in [2, 3] {
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
+    for id in ids([2, 3]) {
         world.nodes.set_down(id, true);
     }
     let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     // Node 2 was only slow to answer the new master: 80 s after the election.
     at(80, t0).await;
-    world.nodes.set_down(2, false);
+    world.nodes.set_down(NodeId(2), false);
     at(60 + 60, t0).await;
     assert_eq!(
         status_writes(&world),
-        vec![vec![(3, NodeStatus::Offline)]],
+        vec![vec![(NodeId(3), NodeStatus::Offline)]],
         "only the node silent for a full timeout since the election"
     );
     task.abort();
@@ -185,7 +213,11 @@ async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_electio
 
 #[tokio::test(start_paused = true)]
 async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
     world.user_write(RegistryCommand::PutApp {
         name: "api".into(),
         app: App {
@@ -199,7 +231,7 @@ async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
     let placed = world.registry_now().assignments["api"].clone();
     let mut nodes: Vec<NodeId> = placed.values().copied().collect();
     nodes.sort();
-    assert_eq!(nodes, vec![1, 2, 3], "one instance per node");
+    assert_eq!(nodes, ids([1, 2, 3]), "one instance per node");
     let victim = placed[&0];
     world.nodes.set_down(victim, true);
 
@@ -221,7 +253,11 @@ async fn instances_of_an_offline_node_are_rescheduled_at_that_sweep() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_master_places_once_every_node_answered_or_after_two_intervals() {
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
     world.user_write(RegistryCommand::PutApp {
         name: "api".into(),
         app: App {
@@ -229,7 +265,7 @@ async fn a_fresh_master_places_once_every_node_answered_or_after_two_intervals()
             ..App::default()
         },
     });
-    world.nodes.set_down(3, true);
+    world.nodes.set_down(NodeId(3), true);
     let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(1_000 * DAY_MS));
     // Nodes 1 and 2 answered within the first interval; node 3, online in the registry, not.
@@ -245,14 +281,14 @@ async fn a_fresh_master_places_once_every_node_answered_or_after_two_intervals()
         .copied()
         .collect();
     nodes.sort();
-    assert_eq!(nodes, vec![1, 2]);
+    assert_eq!(nodes, ids([1, 2]));
     task.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
-    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
-    world.nodes.set_down(2, true);
+    let world = FakeWorld::new(TERM, &[NodeId(1), NodeId(2)], Registry::default());
+    world.nodes.set_down(NodeId(2), true);
     let day = 20_000;
     // The term starts 150 s before midnight: sweeps at 60 s, 120 s (day `day - 1`), 180 s (day).
     let t0 = crate::clock::now();
@@ -262,25 +298,31 @@ async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
     let bucket = |node: NodeId, d: u64| r.uptime[&node].get(&d).copied().unwrap_or_default();
     assert_eq!(
         (
-            bucket(1, day - 1).up_samples,
-            bucket(1, day - 1).total_samples
+            bucket(NodeId(1), day - 1).up_samples,
+            bucket(NodeId(1), day - 1).total_samples
         ),
         (2, 2)
     );
     assert_eq!(
-        (bucket(1, day).up_samples, bucket(1, day).total_samples),
+        (
+            bucket(NodeId(1), day).up_samples,
+            bucket(NodeId(1), day).total_samples
+        ),
         (1, 1)
     );
     // Node 2: up at 60 s (grace), offline at 120 s (down since the election), still at 180 s.
     assert_eq!(
         (
-            bucket(2, day - 1).up_samples,
-            bucket(2, day - 1).total_samples
+            bucket(NodeId(2), day - 1).up_samples,
+            bucket(NodeId(2), day - 1).total_samples
         ),
         (1, 2)
     );
     assert_eq!(
-        (bucket(2, day).up_samples, bucket(2, day).total_samples),
+        (
+            bucket(NodeId(2), day).up_samples,
+            bucket(NodeId(2), day).total_samples
+        ),
         (0, 1)
     );
     assert_eq!(
@@ -295,7 +337,7 @@ async fn uptime_samples_land_in_the_bucket_of_their_day_across_midnight() {
 
 #[tokio::test(start_paused = true)]
 async fn uptime_goes_to_the_registry_once_per_rollup_interval_not_every_sweep() {
-    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
+    let world = FakeWorld::new(TERM, &[NodeId(1), NodeId(2)], Registry::default());
     let day = 20_000;
     let t0 = crate::clock::now();
     let five_sweeps = TermSettings {
@@ -309,29 +351,32 @@ async fn uptime_goes_to_the_registry_once_per_rollup_interval_not_every_sweep() 
     at(300, t0).await;
     assert_eq!(
         rollups(&world),
-        vec![vec![(1, day, 5, 5), (2, day, 5, 5)]],
+        vec![vec![(NodeId(1), day, 5, 5), (NodeId(2), day, 5, 5)]],
         "five sweeps, one write with each changed bucket"
     );
     // Node 2 goes silent: up at 360 s, offline from 420 s (the first sweep after 90 s).
-    world.nodes.set_down(2, true);
+    world.nodes.set_down(NodeId(2), true);
     at(600, t0).await;
     let r = rollups(&world);
     assert_eq!(r.len(), 2, "ten sweeps, two rollups: {r:?}");
-    assert_eq!(r[1], vec![(1, day, 10, 10), (2, day, 6, 10)]);
+    assert_eq!(
+        r[1],
+        vec![(NodeId(1), day, 10, 10), (NodeId(2), day, 6, 10)]
+    );
     assert!(
         world
             .written(|c| matches!(c, RegistryCommand::RecordUptime { .. }))
             .is_empty(),
         "no per-sweep sample batches any more"
     );
-    let bucket = world.registry_now().uptime[&2][&day];
+    let bucket = world.registry_now().uptime[&NodeId(2)][&day];
     assert_eq!((bucket.up_samples, bucket.total_samples), (6, 10));
     task.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_new_term_continues_the_uptime_counts_from_the_registry() {
-    let world = FakeWorld::new(TERM, &[1], Registry::default());
+    let world = FakeWorld::new(TERM, &[NodeId(1)], Registry::default());
     let day = 20_000;
     let base = day * DAY_MS + 3_600_000;
     let five_sweeps = TermSettings {
@@ -343,17 +388,17 @@ async fn a_new_term_continues_the_uptime_counts_from_the_registry() {
     // Rolled up at 300 s (5 samples); 360 s and 420 s are counted but not written yet.
     at(420, t0).await;
     first.abort();
-    assert_eq!(rollups(&world), vec![vec![(1, day, 5, 5)]]);
+    assert_eq!(rollups(&world), vec![vec![(NodeId(1), day, 5, 5)]]);
     // The failover: a new master starts from the registry, losing only the unwritten samples.
     let second = start_with(&world, WallClock::at(base + 420_500), five_sweeps);
     // Its first rollup is due 300 s after it started (420.5 s).
     at(421 + 300, t0).await;
     assert_eq!(
         rollups(&world)[1..],
-        [vec![(1, day, 10, 10)]],
+        [vec![(NodeId(1), day, 10, 10)]],
         "5 samples from the registry, 5 of its own"
     );
-    let bucket = world.registry_now().uptime[&1][&day];
+    let bucket = world.registry_now().uptime[&NodeId(1)][&day];
     assert_eq!((bucket.up_samples, bucket.total_samples), (10, 10));
     second.abort();
 }
@@ -368,13 +413,16 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
         last_sample_ms: 0,
     };
     for d in [today - 91, today - 90, today - 89] {
-        reg.uptime.entry(1).or_default().insert(d, old);
+        reg.uptime.entry(NodeId(1)).or_default().insert(d, old);
     }
-    let world = FakeWorld::new(TERM, &[1], reg);
+    let world = FakeWorld::new(TERM, &[NodeId(1)], reg);
     let t0 = crate::clock::now();
     let task = start(&world, WallClock::at(today * DAY_MS + 3_600_000));
     at(60, t0).await;
-    let days: Vec<u64> = world.registry_now().uptime[&1].keys().copied().collect();
+    let days: Vec<u64> = world.registry_now().uptime[&NodeId(1)]
+        .keys()
+        .copied()
+        .collect();
     assert_eq!(
         days,
         vec![today - 90, today - 89, today],
@@ -400,8 +448,18 @@ async fn buckets_older_than_90_days_are_pruned_at_a_sweep() {
 #[tokio::test(start_paused = true)]
 async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
     // The log's leader is already in the next term: the first fenced write is refused.
-    let world = FakeWorld::new(Term(TERM.0 + 1), &[1, 2], Registry::default());
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let world = FakeWorld::new(
+        Term(TERM.0 + 1),
+        &[NodeId(1), NodeId(2)],
+        Registry::default(),
+    );
+    let term = MasterTerm::new(
+        world.clone(),
+        NodeId(1),
+        TERM,
+        settings(),
+        WallClock::at(DAY_MS),
+    );
     let deposed = tokio::time::timeout(Duration::from_secs(60), term.run())
         .await
         .expect("the term ends at its first refused write");
@@ -420,28 +478,34 @@ async fn a_write_the_fence_refuses_as_stale_ends_the_term() {
 
 #[tokio::test(start_paused = true)]
 async fn master_duties_stop_the_moment_leadership_is_lost() {
-    let world = FakeWorld::new(TERM, &[1, 2], Registry::default());
+    let world = FakeWorld::new(TERM, &[NodeId(1), NodeId(2)], Registry::default());
     let (lead_tx, lead_rx) = watch::channel(Leadership::Follower {
         term: Term(TERM.0 - 1),
-        leader: Some(2),
+        leader: Some(NodeId(2)),
     });
     let (_stop_tx, stop_rx) = watch::channel(false);
     let view = Arc::new(MasterView::default());
     let task = tokio::spawn(super::run(
         world.clone(),
-        1,
+        NodeId(1),
         settings(),
         lead_rx,
         view.clone(),
         stop_rx,
     ));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(world.nodes.calls_to(2), 0, "a follower does not heartbeat");
+    assert_eq!(
+        world.nodes.calls_to(NodeId(2)),
+        0,
+        "a follower does not heartbeat"
+    );
     lead_tx.send_replace(Leadership::Leader { term: TERM });
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(world.nodes.calls_to(2) >= 4);
+    assert!(world.nodes.calls_to(NodeId(2)) >= 4);
     let reg = world.registry_now();
-    let rt = view.runtime(1, &reg).expect("a runtime view while leading");
+    let rt = view
+        .runtime(NodeId(1), &reg)
+        .expect("a runtime view while leading");
     assert_eq!(rt.term, TERM);
     assert!(rt.nodes.iter().all(|n| n.last_seen_ms.is_some()));
     assert!(
@@ -456,23 +520,27 @@ async fn master_duties_stop_the_moment_leadership_is_lost() {
 
     lead_tx.send_replace(Leadership::Follower {
         term: Term(TERM.0 + 1),
-        leader: Some(2),
+        leader: Some(NodeId(2)),
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let before = world.nodes.calls_to(2);
+    let before = world.nodes.calls_to(NodeId(2));
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        world.nodes.calls_to(2),
+        world.nodes.calls_to(NodeId(2)),
         before,
         "no heartbeat after losing leadership"
     );
-    assert!(view.runtime(1, &reg).is_none());
+    assert!(view.runtime(NodeId(1), &reg).is_none());
     task.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_crash_looping_instance_moves_at_most_three_times_an_hour() {
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
     world.user_write(RegistryCommand::PutApp {
         name: "bad".into(),
         app: App {
@@ -481,7 +549,7 @@ async fn a_crash_looping_instance_moves_at_most_three_times_an_hour() {
         },
     });
     // Wherever it runs, it crashes.
-    for id in 1..=3 {
+    for id in (1..=3).map(NodeId) {
         world.nodes.instances.lock().expect("lock").insert(
             id,
             vec![herd_proto::cluster::InstanceStatus {
@@ -522,8 +590,12 @@ async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
     // Under load a leader's quorum acknowledgement can go stale for a moment: it calls itself
     // follower, then leader again, in the same term. Each return must not grant every node a
     // fresh grace period, or a dead node is never found offline while the flapping lasts.
-    let world = FakeWorld::new(TERM, &[1, 2, 3], Registry::default());
-    world.nodes.set_down(3, true);
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
+    world.nodes.set_down(NodeId(3), true);
     let (lead_tx, lead_rx) = watch::channel(Leadership::Leader { term: TERM });
     let (_stop_tx, stop_rx) = watch::channel(false);
     let view = Arc::new(MasterView::default());
@@ -534,7 +606,7 @@ async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
     };
     let task = tokio::spawn(super::run(
         world.clone(),
-        1,
+        NodeId(1),
         fast,
         lead_rx,
         view.clone(),
@@ -553,7 +625,7 @@ async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
         status_writes(&world)
             .iter()
             .flatten()
-            .any(|(id, s)| *id == 3 && *s == NodeStatus::Offline),
+            .any(|(id, s)| *id == NodeId(3) && *s == NodeStatus::Offline),
         "node 3 was never found offline: {:?}",
         status_writes(&world)
     );
@@ -561,7 +633,11 @@ async fn a_leader_that_flaps_within_its_term_still_finds_a_dead_node_offline() {
 }
 
 fn ten_nodes_running(instances: u32) -> Arc<FakeWorld> {
-    let world = FakeWorld::new(TERM, &(1..=10).collect::<Vec<_>>(), Registry::default());
+    let world = FakeWorld::new(
+        TERM,
+        &(1..=10).map(NodeId).collect::<Vec<_>>(),
+        Registry::default(),
+    );
     world.user_write(RegistryCommand::PutApp {
         name: "api".into(),
         app: App {
@@ -611,13 +687,19 @@ fn each_moved_at_most_once(writes: &[Vec<(u32, NodeId)>], initial: usize) {
 async fn four_of_ten_nodes_failing_at_once_are_rescheduled_at_a_bounded_rate() {
     let world = ten_nodes_running(30);
     let t0 = crate::clock::now();
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let term = MasterTerm::new(
+        world.clone(),
+        NodeId(1),
+        TERM,
+        settings(),
+        WallClock::at(DAY_MS),
+    );
     let health = term.health();
     let task = tokio::spawn(async move {
         term.run().await;
     });
     at(5, t0).await;
-    let dead: Vec<NodeId> = (7..=10).collect();
+    let dead: Vec<NodeId> = (7..=10).map(NodeId).collect();
     assert_eq!(on_nodes(&world, &dead), 12, "three instances per node");
     let initial = assigned(&world).len();
     for &id in &dead {
@@ -662,7 +744,13 @@ async fn four_of_ten_nodes_failing_at_once_are_rescheduled_at_a_bounded_rate() {
 async fn six_of_ten_nodes_silent_freeze_rescheduling_until_enough_answer_again() {
     let world = ten_nodes_running(30);
     let t0 = crate::clock::now();
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let term = MasterTerm::new(
+        world.clone(),
+        NodeId(1),
+        TERM,
+        settings(),
+        WallClock::at(DAY_MS),
+    );
     let health = term.health();
     let task = tokio::spawn(async move {
         term.run().await;
@@ -670,7 +758,7 @@ async fn six_of_ten_nodes_silent_freeze_rescheduling_until_enough_answer_again()
     at(5, t0).await;
     let before = world.registry_now().assignments["api"].clone();
     let initial = assigned(&world).len();
-    let silent: Vec<NodeId> = (5..=10).collect();
+    let silent: Vec<NodeId> = (5..=10).map(NodeId).collect();
     for &id in &silent {
         world.nodes.set_down(id, true);
     }
@@ -689,16 +777,20 @@ async fn six_of_ten_nodes_silent_freeze_rescheduling_until_enough_answer_again()
     assert_eq!(world.registry_now().assignments["api"], before);
 
     // Half of them answer again: 3 of 10 silent, a third, back to normal at the next sweep.
-    for id in 5..=7 {
+    for id in (5..=7).map(NodeId) {
         world.nodes.set_down(id, false);
     }
     at(180, t0).await;
     let r = world.registry_now();
     assert_eq!(health.reschedule_mode(), RescheduleMode::Normal);
-    assert!((5..=7).all(|id| r.nodes[&id].status == NodeStatus::Online));
-    assert_eq!(on_nodes(&world, &[8, 9, 10]), 0, "the rest moved at once");
+    assert!((5..=7).all(|id| r.nodes[&NodeId(id)].status == NodeStatus::Online));
+    assert_eq!(
+        on_nodes(&world, &[NodeId(8), NodeId(9), NodeId(10)]),
+        0,
+        "the rest moved at once"
+    );
     for (i, n) in &before {
-        if (1..=7).contains(n) {
+        if (1..=7).contains(&n.get()) {
             assert_eq!(r.assignments["api"][i], *n, "instance {i} stayed on {n}");
         }
     }
@@ -714,7 +806,7 @@ async fn a_new_master_inherits_the_freeze_from_the_registry() {
     world.user_write(RegistryCommand::UpsertNodes {
         nodes: (1..=10)
             .map(|id| crate::registry::NodeRecord {
-                id,
+                id: NodeId(id),
                 addr: format!("n{id}"),
                 ..Default::default()
             })
@@ -725,18 +817,26 @@ async fn a_new_master_inherits_the_freeze_from_the_registry() {
             .map(|i| crate::registry::Assignment {
                 app: "api".into(),
                 instance: i,
-                node: NodeId::from(i) + 1,
+                node: NodeId(u64::from(i) + 1),
             })
             .collect(),
     });
     world.user_write(RegistryCommand::SetNodeStatus {
-        updates: (5..=10).map(|id| (id, NodeStatus::Offline)).collect(),
+        updates: (5..=10)
+            .map(|id| (NodeId(id), NodeStatus::Offline))
+            .collect(),
     });
-    for id in 5..=10 {
+    for id in (5..=10).map(NodeId) {
         world.nodes.set_down(id, true);
     }
     let t0 = crate::clock::now();
-    let term = MasterTerm::new(world.clone(), 1, TERM, settings(), WallClock::at(DAY_MS));
+    let term = MasterTerm::new(
+        world.clone(),
+        NodeId(1),
+        TERM,
+        settings(),
+        WallClock::at(DAY_MS),
+    );
     let health = term.health();
     let task = tokio::spawn(async move {
         term.run().await;

@@ -78,25 +78,32 @@ impl NodeLink for FakeLink {
     fn heartbeat(&self, req: pb::HeartbeatRequest) -> HeartbeatCall {
         let me = self.0.clone();
         Box::pin(async move {
-            me.calls
+            me.calls.lock().expect("lock").push((
+                NodeId(req.node_id),
+                crate::clock::now(),
+                req.term,
+            ));
+            if me
+                .blackholed
                 .lock()
                 .expect("lock")
-                .push((req.node_id, crate::clock::now(), req.term));
-            if me.blackholed.lock().expect("lock").contains(&req.node_id) {
+                .contains(&NodeId(req.node_id))
+            {
                 std::future::pending::<()>().await;
             }
-            if me.down.lock().expect("lock").contains(&req.node_id) {
+            if me.down.lock().expect("lock").contains(&NodeId(req.node_id)) {
                 return Err(Status::unavailable("down"));
             }
-            me.acks
-                .lock()
-                .expect("lock")
-                .push((req.node_id, crate::clock::now(), req.lease_ack));
+            me.acks.lock().expect("lock").push((
+                NodeId(req.node_id),
+                crate::clock::now(),
+                req.lease_ack,
+            ));
             let instances = me
                 .instances
                 .lock()
                 .expect("lock")
-                .get(&req.node_id)
+                .get(&NodeId(req.node_id))
                 .cloned()
                 .unwrap_or_default();
             Ok(pb::HeartbeatReply {

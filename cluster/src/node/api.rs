@@ -16,6 +16,7 @@ use super::membership::JoinOutcome;
 use super::membership::Joiner;
 use super::shared::Served;
 use super::shared::Shared;
+use crate::NodeId;
 use crate::error::ClusterError;
 use crate::raft::Member;
 use crate::raft::decode;
@@ -75,10 +76,10 @@ impl ClusterApi for ClusterApiService {
             })
             .unwrap_or_default();
         Ok(Response::new(pb::ProbeReply {
-            node_id: self.shared.id,
+            node_id: self.shared.id.get(),
             advertise: self.shared.cfg.advertise.clone(),
             initialized,
-            leader_id: m.current_leader.unwrap_or(0),
+            leader_id: m.current_leader.map_or(0, NodeId::get),
             leader_addr,
         }))
     }
@@ -91,7 +92,7 @@ impl ClusterApi for ClusterApiService {
             ));
         }
         let joiner = Joiner {
-            id: req.node_id,
+            id: NodeId(req.node_id),
             member: Member {
                 addr: req.addr.clone(),
                 labels: req.labels.clone().into_iter().collect(),
@@ -102,7 +103,7 @@ impl ClusterApi for ClusterApiService {
         let shared = &self.shared;
         let joined = |outcome: JoinOutcome| pb::JoinReply {
             role: outcome.as_str().to_string(),
-            leader_id: shared.id,
+            leader_id: shared.id.get(),
         };
         let reply = shared
             .forwarder
@@ -125,7 +126,7 @@ impl ClusterApi for ClusterApiService {
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveReply>, Status> {
         let id = req.into_inner().node_id;
-        served(self.shared.leave_local(id).await)?;
+        served(self.shared.leave_local(NodeId(id)).await)?;
         Ok(Response::new(pb::LeaveReply {}))
     }
 
@@ -155,7 +156,9 @@ impl ClusterApi for ClusterApiService {
         _req: Request<pb::StepDownRequest>,
     ) -> Result<Response<pb::StepDownReply>, Status> {
         let new_leader_id = served(self.shared.step_down_local().await)?;
-        Ok(Response::new(pb::StepDownReply { new_leader_id }))
+        Ok(Response::new(pb::StepDownReply {
+            new_leader_id: new_leader_id.get(),
+        }))
     }
 
     async fn runtime(
@@ -174,7 +177,9 @@ impl ClusterApi for ClusterApiService {
         &self,
         req: Request<pb::SliceRequest>,
     ) -> Result<Response<pb::SliceReply>, Status> {
-        let held = served(Ok(self.shared.slice_local(req.into_inner().node_id)))?;
+        let held = served(Ok(self
+            .shared
+            .slice_local(NodeId(req.into_inner().node_id))))?;
         Ok(Response::new(pb::SliceReply {
             slice: encode(&held.slice)?,
             as_of: held.as_of,

@@ -81,7 +81,7 @@ impl Formation {
         let mut last = self.last_hint.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             *last = Some(crate::clock::now());
-            tracing::warn!(node_id = self.shared.id, cluster = %self.shared.cfg.name, "{msg}");
+            tracing::warn!(node_id = self.shared.id.get(), cluster = %self.shared.cfg.name, "{msg}");
         }
     }
 
@@ -97,7 +97,7 @@ impl Formation {
         }
         warned.insert(addr.to_string(), crate::clock::now());
         let cause = crate::error::with_causes(status.message(), status);
-        tracing::warn!(node_id = self.shared.id, peer = %addr, code = ?status.code(), %cause, "cannot probe peer (a wrong secret or TLS certificate keeps this node out)");
+        tracing::warn!(node_id = self.shared.id.get(), peer = %addr, code = ?status.code(), %cause, "cannot probe peer (a wrong secret or TLS certificate keeps this node out)");
     }
 
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -181,7 +181,7 @@ impl Formation {
     async fn ask_peers(&self) -> Round {
         let mut round = Round::default();
         let req = pb::JoinRequest {
-            node_id: self.shared.id,
+            node_id: self.shared.id.get(),
             addr: self.shared.cfg.advertise.clone(),
             labels: self.shared.cfg.labels.clone().into_iter().collect(),
             agent_only: self.shared.cfg.role == NodeRole::Agent,
@@ -212,7 +212,7 @@ impl Formation {
             match tokio::time::timeout(JOIN_TIMEOUT, client.join(req.clone())).await {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
-                    tracing::info!(node_id = self.shared.id, via = %addr, leader = reply.leader_id, role = %reply.role, "joined cluster");
+                    tracing::info!(node_id = self.shared.id.get(), via = %addr, leader = reply.leader_id, role = %reply.role, "joined cluster");
                     self.shared
                         .registered_agent
                         .store(reply.role == "agent", Ordering::SeqCst);
@@ -240,7 +240,7 @@ impl Formation {
                     ));
                     return false;
                 }
-                tracing::info!(node_id = self.shared.id, advertise = %self.shared.cfg.advertise, "lowest seed and no initialized peer: bootstrapping");
+                tracing::info!(node_id = self.shared.id.get(), advertise = %self.shared.cfg.advertise, "lowest seed and no initialized peer: bootstrapping");
                 self.initialize().await
             }
             (Discovery::Redis(_), Some(board)) => self.bootstrap_with_redis(board).await,
@@ -291,7 +291,7 @@ impl Formation {
         };
         let done = match board.claim_cluster_id(&record).await {
             Ok(true) => {
-                tracing::info!(node_id = me, cluster_id = %record.cluster_id, "bootstrapping a new cluster");
+                tracing::info!(node_id = me.get(), cluster_id = %record.cluster_id, "bootstrapping a new cluster");
                 self.initialize().await
             }
             Ok(false) => false,

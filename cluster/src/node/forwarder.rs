@@ -20,6 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::shared::Served;
+use crate::NodeId;
 use crate::agent::AgentState;
 use crate::error::ClusterError;
 use crate::raft::HerdRaft;
@@ -38,7 +39,7 @@ const ELECTION_POLL: Duration = Duration::from_millis(100);
 pub(crate) const LEADER_HINT: &str = "x-herd-leader";
 
 /// The answer of a node that cannot serve a leader-only request.
-pub(crate) fn not_leader(leader: Option<u64>) -> Status {
+pub(crate) fn not_leader(leader: Option<NodeId>) -> Status {
     let mut status = Status::aborted(match leader {
         Some(id) => format!("not the leader; node {id} is"),
         None => "not the leader; no leader known".to_string(),
@@ -51,13 +52,13 @@ pub(crate) fn not_leader(leader: Option<u64>) -> Status {
     status
 }
 
-fn leader_hint(md: &MetadataMap) -> Option<u64> {
+fn leader_hint(md: &MetadataMap) -> Option<NodeId> {
     md.get(LEADER_HINT)?.to_str().ok()?.parse().ok()
 }
 
 #[derive(Clone)]
 pub(crate) struct Forwarder {
-    pub(crate) id: u64,
+    pub(crate) id: NodeId,
     pub(crate) raft: HerdRaft,
     pub(crate) channels: PeerChannels,
     pub(crate) auth: ClientAuth,
@@ -76,7 +77,7 @@ impl Forwarder {
 
     /// The leader and its address, if this node knows one (it may be this node): from Raft,
     /// or, on a node outside Raft, from the latest master heartbeat.
-    pub(crate) fn remote_leader(&self) -> Option<(u64, String)> {
+    pub(crate) fn remote_leader(&self) -> Option<(NodeId, String)> {
         let from_raft = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -107,7 +108,7 @@ impl Forwarder {
         RF: Future<Output = Result<T, Status>>,
     {
         let deadline = crate::clock::now() + timeout;
-        let mut hint: Option<u64> = None;
+        let mut hint: Option<NodeId> = None;
         let mut last_error = ClusterError::NoLeader;
         loop {
             if let Served::Done(v) = local().await? {
@@ -132,7 +133,7 @@ impl Forwarder {
                         let retry = matches!(status.code(), Code::Aborted | Code::Unavailable);
                         hint = leader_hint(status.metadata()).filter(|&h| h != id);
                         last_error = ClusterError::Peer {
-                            node_id: id,
+                            node_id: id.get(),
                             addr,
                             message: format!("{what}: {}", status.message()),
                         };
@@ -165,7 +166,7 @@ impl Forwarder {
         }
     }
 
-    fn addr_of(&self, id: u64) -> Option<String> {
+    fn addr_of(&self, id: NodeId) -> Option<String> {
         let from_raft = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -189,10 +190,10 @@ mod tests {
 
     #[test]
     fn a_not_leader_answer_is_retryable_and_names_the_leader_it_knows() {
-        let known = not_leader(Some(3));
+        let known = not_leader(Some(NodeId(3)));
         assert_eq!(known.code(), Code::Aborted, "the loop retries on Aborted");
         assert_eq!(known.message(), "not the leader; node 3 is");
-        assert_eq!(leader_hint(known.metadata()), Some(3));
+        assert_eq!(leader_hint(known.metadata()), Some(NodeId(3)));
         let unknown = not_leader(None);
         assert_eq!(unknown.code(), Code::Aborted);
         assert_eq!(unknown.message(), "not the leader; no leader known");

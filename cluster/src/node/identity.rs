@@ -4,11 +4,12 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::NodeId;
 use crate::error::ClusterError;
 
-pub(crate) fn resolve(configured: Option<u64>, data_dir: &Path) -> Result<u64, ClusterError> {
+pub(crate) fn resolve(configured: Option<u64>, data_dir: &Path) -> Result<NodeId, ClusterError> {
     if let Some(id) = configured {
-        return Ok(id);
+        return Ok(NodeId(id));
     }
     let path = data_dir.join("node_id");
     let err = |what: &str, e: &dyn std::fmt::Display| ClusterError::Storage {
@@ -26,7 +27,7 @@ pub(crate) fn resolve(configured: Option<u64>, data_dir: &Path) -> Result<u64, C
             if id == 0 {
                 return Err(err("node_id file", &"0 is not a valid id"));
             }
-            Ok(id)
+            Ok(NodeId(id))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| err("create data dir", &e))?;
@@ -42,7 +43,7 @@ pub(crate) fn resolve(configured: Option<u64>, data_dir: &Path) -> Result<u64, C
             writeln!(f, "{id}").map_err(|e| err("write", &e))?;
             f.sync_all().map_err(|e| err("fsync", &e))?;
             std::fs::rename(&tmp, &path).map_err(|e| err("rename", &e))?;
-            Ok(id)
+            Ok(NodeId(id))
         }
         Err(e) => Err(err("read", &e)),
     }
@@ -58,12 +59,12 @@ mod tests {
         let a = resolve(None, dir.path()).expect("first");
         let b = resolve(None, dir.path()).expect("second");
         assert_eq!(a, b);
-        assert_ne!(a, 0);
+        assert_ne!(a, NodeId(0));
     }
 
     #[test]
     fn configured_id_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(resolve(Some(7), dir.path()).expect("id"), 7);
+        assert_eq!(resolve(Some(7), dir.path()).expect("id"), NodeId(7));
     }
 }

@@ -26,6 +26,7 @@ use super::shared::Served;
 use super::shared::Shared;
 use super::status::MemberStatus;
 use super::status::local_status;
+use crate::NodeId;
 use crate::error::ClusterError;
 use crate::raft::Member;
 use crate::registry::NodeRecord;
@@ -55,7 +56,7 @@ impl JoinOutcome {
 /// A node asking to join.
 #[derive(Clone, Debug)]
 pub(crate) struct Joiner {
-    pub id: u64,
+    pub id: NodeId,
     pub member: Member,
     /// Pinned to the agent role by its config.
     pub agent_only: bool,
@@ -81,7 +82,7 @@ pub(crate) enum MembershipOp {
         reply: oneshot::Sender<Result<Served<JoinOutcome>, ClusterError>>,
     },
     Leave {
-        id: u64,
+        id: NodeId,
         reply: oneshot::Sender<Result<Served<()>, ClusterError>>,
     },
 }
@@ -96,7 +97,7 @@ pub(crate) struct MembershipKeeper {
     shared: Arc<Shared>,
     ops: mpsc::Receiver<MembershipOp>,
     /// Voters seen unreachable, and since when (reset when this node loses leadership).
-    unreachable_since: HashMap<u64, Instant>,
+    unreachable_since: HashMap<NodeId, Instant>,
 }
 
 impl MembershipKeeper {
@@ -156,7 +157,7 @@ impl MembershipKeeper {
         for (joiner, reply) in agents {
             let answer = match &outcome {
                 Ok(Served::Done(())) => {
-                    tracing::info!(node = joiner.id, addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
+                    tracing::info!(node = joiner.id.get(), addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
                     Ok(Served::Done(JoinOutcome::Agent))
                 }
                 Ok(Served::NotLeader(hint)) => Ok(Served::NotLeader(*hint)),
@@ -193,7 +194,7 @@ impl MembershipKeeper {
         }
     }
 
-    fn not_leader(&self) -> Option<Option<u64>> {
+    fn not_leader(&self) -> Option<Option<NodeId>> {
         self.shared.raft.as_leader().err().map(|f| f.leader_id)
     }
 
@@ -222,10 +223,10 @@ impl MembershipKeeper {
         let wanted = self.shared.cfg.voters;
         let seat = !joiner.agent_only && (voters < wanted || learners < self.shared.cfg.standbys);
         if !seat {
-            tracing::info!(node = id, addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
+            tracing::info!(node = id.get(), addr = %joiner.member.addr, agent_only = joiner.agent_only, "node registered as an agent");
             return Ok(Served::Done(JoinOutcome::Agent));
         }
-        tracing::info!(node = id, addr = %joiner.member.addr, "adding node as learner");
+        tracing::info!(node = id.get(), addr = %joiner.member.addr, "adding node as learner");
         match tokio::time::timeout(
             ADD_LEARNER_TIMEOUT,
             self.shared.raft.add_learner(id, joiner.member, true),
@@ -243,7 +244,10 @@ impl MembershipKeeper {
             }
             Err(_) => {
                 // Added, but not caught up yet: maintenance promotes it once it is.
-                tracing::info!(node = id, "learner still catching up; promotion deferred");
+                tracing::info!(
+                    node = id.get(),
+                    "learner still catching up; promotion deferred"
+                );
                 return Ok(Served::Done(JoinOutcome::Learner));
             }
         }
@@ -302,7 +306,7 @@ impl MembershipKeeper {
         }
     }
 
-    async fn leave(&mut self, id: u64) -> Result<Served<()>, ClusterError> {
+    async fn leave(&mut self, id: NodeId) -> Result<Served<()>, ClusterError> {
         if let Some(hint) = self.not_leader() {
             return Ok(Served::NotLeader(hint));
         }
@@ -319,7 +323,7 @@ impl MembershipKeeper {
             .await?;
             return self.mark_left(id).await;
         }
-        let mut voters: BTreeSet<u64> = view.voters().filter(|&v| v != id).collect();
+        let mut voters: BTreeSet<NodeId> = view.voters().filter(|&v| v != id).collect();
         if voters.is_empty() {
             return Err(ClusterError::Membership(format!(
                 "node {id} is the last voter; a cluster cannot leave itself"
@@ -330,7 +334,7 @@ impl MembershipKeeper {
         {
             voters.insert(l);
         }
-        tracing::info!(node = id, ?voters, "removing leaving voter");
+        tracing::info!(node = id.get(), ?voters, "removing leaving voter");
         self.change(
             ChangeMembers::ReplaceAllVoters(voters),
             "remove leaving voter",
@@ -340,7 +344,7 @@ impl MembershipKeeper {
     }
 
     /// Records that `id` left on purpose: the master stops heartbeating it and moves its work.
-    async fn mark_left(&self, id: u64) -> Result<Served<()>, ClusterError> {
+    async fn mark_left(&self, id: NodeId) -> Result<Served<()>, ClusterError> {
         let known = self.shared.registry.borrow().nodes.contains_key(&id);
         if !known {
             return Ok(Served::Done(()));
@@ -370,7 +374,7 @@ impl MembershipKeeper {
                 self.unreachable_since.entry(s.id).or_insert(now);
             }
         }
-        let voters: BTreeSet<u64> = view.voters().collect();
+        let voters: BTreeSet<NodeId> = view.voters().collect();
         let wanted = self.shared.cfg.voters;
         let replace_after = Duration::from_millis(self.shared.cfg.replace_voter_after_ms);
 
@@ -378,7 +382,7 @@ impl MembershipKeeper {
             && let Some(l) = view.best_learner(&[])
         {
             tracing::info!(
-                node = l,
+                node = l.get(),
                 voters = voters.len(),
                 wanted,
                 "promoting learner to voter"
@@ -398,7 +402,7 @@ impl MembershipKeeper {
             let superseded = view.address_taken_over(s);
             if s.role == "learner" {
                 if superseded {
-                    tracing::info!(node = s.id, addr = %s.addr, "removing learner whose address now serves another node");
+                    tracing::info!(node = s.id.get(), addr = %s.addr, "removing learner whose address now serves another node");
                     return self
                         .change(
                             ChangeMembers::RemoveNodes(BTreeSet::from([s.id])),
@@ -418,8 +422,8 @@ impl MembershipKeeper {
             next.remove(&s.id);
             next.insert(l);
             tracing::warn!(
-                dead = s.id,
-                promoted = l,
+                dead = s.id.get(),
+                promoted = l.get(),
                 superseded,
                 "replacing unreachable voter"
             );
@@ -455,7 +459,7 @@ impl MembershipKeeper {
         });
         if let Some(lost) = lost {
             tracing::warn!(
-                node = lost.id,
+                node = lost.id.get(),
                 "standby unreachable: it leaves raft and goes on as an agent"
             );
             return self
@@ -477,7 +481,7 @@ impl MembershipKeeper {
                 return Ok(());
             };
             tracing::info!(
-                node = extra.id,
+                node = extra.id.get(),
                 standbys,
                 "more standbys than wanted: one goes on as an agent"
             );
@@ -495,7 +499,7 @@ impl MembershipKeeper {
         let Some(candidate) = self.seat_candidate(view) else {
             return Ok(());
         };
-        tracing::info!(node = candidate.0, addr = %candidate.1.addr, "adding an agent as standby");
+        tracing::info!(node = candidate.0.get(), addr = %candidate.1.addr, "adding an agent as standby");
         match tokio::time::timeout(
             CHANGE_TIMEOUT,
             self.shared
@@ -518,7 +522,7 @@ impl MembershipKeeper {
 
     /// An online agent the registry says may hold a seat, lowest id first; never one whose
     /// address a member already serves.
-    fn seat_candidate(&self, view: &View) -> Option<(u64, Member)> {
+    fn seat_candidate(&self, view: &View) -> Option<(NodeId, Member)> {
         let reg = self.shared.registry.borrow().clone();
         reg.nodes
             .values()
@@ -557,7 +561,7 @@ impl MembershipKeeper {
 
     async fn change(
         &self,
-        change: ChangeMembers<u64, Member>,
+        change: ChangeMembers<NodeId, Member>,
         what: &str,
     ) -> Result<(), ClusterError> {
         match tokio::time::timeout(
@@ -583,7 +587,7 @@ struct View {
 }
 
 impl View {
-    fn voters(&self) -> impl Iterator<Item = u64> + '_ {
+    fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.members
             .iter()
             .filter(|s| s.role == "voter")
@@ -591,7 +595,7 @@ impl View {
     }
 
     /// The reachable, caught-up learner with the most log, not in `exclude`.
-    fn best_learner(&self, exclude: &[u64]) -> Option<u64> {
+    fn best_learner(&self, exclude: &[NodeId]) -> Option<NodeId> {
         self.members
             .iter()
             .filter(|s| {

@@ -34,6 +34,7 @@ use tonic::service::{InterceptorLayer, Routes};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::NodeId;
 use crate::Term;
 use crate::transport::limits::{Bounded, Gate, Limits, RequestSeen};
 use crate::transport::throttle::AuthThrottle;
@@ -160,7 +161,7 @@ impl ClusterNode {
         let raft = HerdRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
             .await
             .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
-        tracing::info!(node_id = id, cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
+        tracing::info!(node_id = id.get(), cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
 
         let lease = Duration::from_millis(cfg.election_max_ms);
         let initial = Leadership::from_metrics(&raft.metrics().borrow_watched(), lease);
@@ -257,7 +258,7 @@ impl ClusterNode {
     }
 
     /// This node's Raft id.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> NodeId {
         self.shared.id
     }
 
@@ -390,7 +391,8 @@ impl ClusterNode {
     /// `transfer_leader`) and returns once another node leads. Works from any node.
     pub async fn step_down(&self) -> Result<(), ClusterError> {
         let shared = &self.shared;
-        let handed_over = |new| tracing::info!(new_leader = new, "leadership handed over");
+        let handed_over =
+            |new: NodeId| tracing::info!(new_leader = new.get(), "leadership handed over");
         shared
             .forwarder
             .at_leader(
@@ -416,7 +418,7 @@ impl ClusterNode {
         {
             tracing::warn!(error = %e, "left the cluster but could not withdraw the redis announcement (it expires)");
         }
-        tracing::info!(node_id = self.id(), "left the cluster");
+        tracing::info!(node_id = self.id().get(), "left the cluster");
         result
     }
 
@@ -429,7 +431,11 @@ impl ClusterNode {
                 "leave",
                 FORWARD_TIMEOUT,
                 || shared.leave_local(id),
-                |mut c| async move { c.leave(pb::LeaveRequest { node_id: id }).await.map(|_| ()) },
+                |mut c| async move {
+                    c.leave(pb::LeaveRequest { node_id: id.get() })
+                        .await
+                        .map(|_| ())
+                },
             )
             .await
     }
@@ -466,7 +472,7 @@ impl ClusterNode {
         if let Some(now) = &self.tls {
             now.certs.replace(renewal.pair);
             self.shared.forwarder.channels.set_tls(&renewal.tls);
-            tracing::info!(node_id = self.shared.id, listen = %self.shared.cfg.listen, "cluster TLS certificate replaced; new connections get it, open ones keep theirs");
+            tracing::info!(node_id = self.shared.id.get(), listen = %self.shared.cfg.listen, "cluster TLS certificate replaced; new connections get it, open ones keep theirs");
         }
     }
 
@@ -501,12 +507,15 @@ impl ClusterNode {
         let deadline = crate::clock::now() + Duration::from_secs(5);
         while self.db.strong_count() > 0 {
             if crate::clock::now() >= deadline {
-                tracing::warn!(node_id = id, "raft database still open 5 s after shutdown");
+                tracing::warn!(
+                    node_id = id.get(),
+                    "raft database still open 5 s after shutdown"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::info!(node_id = id, "cluster node stopped");
+        tracing::info!(node_id = id.get(), "cluster node stopped");
     }
 
     /// The node-to-node gRPC services (Raft + ClusterApi, behind the secret check), for a
@@ -675,7 +684,7 @@ fn slice_fetch(shared: &Arc<Shared>) -> SliceFetch {
                     || std::future::ready(Ok(shared.slice_local(me))),
                     |mut c| async move {
                         let reply = c
-                            .slice(pb::SliceRequest { node_id: me })
+                            .slice(pb::SliceRequest { node_id: me.get() })
                             .await?
                             .into_inner();
                         Ok(HeldSlice {

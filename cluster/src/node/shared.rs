@@ -21,6 +21,7 @@ use super::membership::Joiner;
 use super::membership::MembershipOp;
 use super::status::ClusterStatus;
 use super::status::local_status;
+use crate::NodeId;
 use crate::agent::AgentState;
 use crate::agent::HeldSlice;
 use crate::agent::SliceStore;
@@ -41,7 +42,7 @@ use crate::registry::RegistryCommand;
 pub(crate) enum Served<T> {
     Done(T),
     /// Not the leader; the known leader, if any.
-    NotLeader(Option<u64>),
+    NotLeader(Option<NodeId>),
 }
 
 impl<T> Served<T> {
@@ -54,7 +55,7 @@ impl<T> Served<T> {
 }
 
 pub(crate) struct Shared {
-    pub(crate) id: u64,
+    pub(crate) id: NodeId,
     pub(crate) cfg: ClusterConfig,
     pub(crate) raft: HerdRaft,
     pub(crate) forwarder: Forwarder,
@@ -82,7 +83,7 @@ impl Shared {
         self.raft.metrics().borrow_watched().clone()
     }
 
-    fn leader_hint(&self) -> Option<u64> {
+    fn leader_hint(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader
     }
 
@@ -134,7 +135,7 @@ impl Shared {
     }
 
     /// Hands leadership to the most up-to-date reachable voter and waits for it to take over.
-    pub(crate) async fn step_down_local(&self) -> Result<Served<u64>, ClusterError> {
+    pub(crate) async fn step_down_local(&self) -> Result<Served<NodeId>, ClusterError> {
         let m = self.metrics();
         if self.raft.as_leader().is_err() {
             return Ok(Served::NotLeader(m.current_leader));
@@ -154,7 +155,7 @@ impl Shared {
             .ok_or_else(|| {
                 ClusterError::Membership("no other reachable voter to hand leadership to".into())
             })?;
-        tracing::info!(to = target, "stepping down: transferring leadership");
+        tracing::info!(to = target.get(), "stepping down: transferring leadership");
         self.raft
             .trigger()
             .transfer_leader(target)
@@ -184,7 +185,7 @@ impl Shared {
             .await
     }
 
-    pub(crate) async fn leave_local(&self, id: u64) -> Result<Served<()>, ClusterError> {
+    pub(crate) async fn leave_local(&self, id: NodeId) -> Result<Served<()>, ClusterError> {
         self.membership_op(|reply| MembershipOp::Leave { id, reply })
             .await
     }
@@ -222,7 +223,7 @@ impl Shared {
     /// an older version than a heartbeat named: the fetcher checks the version and asks again.
     /// Not gated on `as_leader`, which fails while a loaded leader's lease is unconfirmed (the
     /// scale benchmark saw half the fetches refused that way).
-    pub(crate) fn slice_local(&self, node: u64) -> Served<HeldSlice> {
+    pub(crate) fn slice_local(&self, node: NodeId) -> Served<HeldSlice> {
         if !self.holds_replica() {
             return Served::NotLeader(self.leader_hint());
         }

@@ -10,6 +10,7 @@ use openraft::ServerState;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::NodeId;
 use crate::Term;
 use crate::raft::TypeConfig;
 
@@ -17,11 +18,11 @@ use crate::raft::TypeConfig;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub cluster: String,
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub advertise: String,
     /// "leader", "follower", "candidate" or "learner".
     pub role: String,
-    pub leader_id: Option<u64>,
+    pub leader_id: Option<NodeId>,
     pub leader_addr: Option<String>,
     pub term: Term,
     pub last_log_index: Option<u64>,
@@ -32,7 +33,7 @@ pub struct ClusterStatus {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberStatus {
-    pub id: u64,
+    pub id: NodeId,
     pub addr: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -59,7 +60,7 @@ pub(crate) fn local_status(
     m: &RaftMetrics<TypeConfig>,
 ) -> ClusterStatus {
     let membership = m.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
     let is_leader = m.state == ServerState::Leader;
     let window = reachable_window(heartbeat_ms);
     let members = membership

@@ -80,7 +80,7 @@ pub(crate) async fn publish(
         tx.send_if_modified(|cur| {
             let changed = *cur != now;
             if changed {
-                tracing::info!(node_id, leadership = ?now, "leadership changed");
+                tracing::info!(node_id = node_id.get(), leadership = ?now, "leadership changed");
                 *cur = now;
             }
             changed

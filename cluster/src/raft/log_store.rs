@@ -327,6 +327,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::NodeId;
     use openraft::type_config::TypeConfigExt;
     use openraft::vote::RaftLeaderId;
     use openraft::vote::RaftLeaderIdExt;
@@ -420,8 +421,10 @@ mod tests {
             store.purge(log_id(1, 7)).await.expect("purge");
             assert_eq!(indexes(&mut store).await, vec![8, 9, 10]);
             // Make the purge durable before dropping: a vote write waits for its group.
-            let vote =
-                Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(2, 1), true);
+            let vote = Vote::from_leader_id(
+                openraft::vote::leader_id_std::LeaderId::new(2, NodeId(1)),
+                true,
+            );
             store.save_vote(&vote).await.expect("vote");
         }
         let mut store = reopen(dir.path()).await;
@@ -439,7 +442,10 @@ mod tests {
     #[tokio::test]
     async fn vote_and_committed_are_restored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vote = Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(3, 9), true);
+        let vote = Vote::from_leader_id(
+            openraft::vote::leader_id_std::LeaderId::new(3, NodeId(9)),
+            true,
+        );
         {
             let mut store = open(dir.path());
             append(&mut store, 1..=2).await;
@@ -537,7 +543,10 @@ mod tests {
             .expect("the callback is called")
             .expect_err("a failed write is not reported durable");
         assert!(err.to_string().contains("No space left"), "{err}");
-        let vote = Vote::from_leader_id(openraft::vote::leader_id_std::LeaderId::new(2, 1), true);
+        let vote = Vote::from_leader_id(
+            openraft::vote::leader_id_std::LeaderId::new(2, NodeId(1)),
+            true,
+        );
         assert!(store.save_vote(&vote).await.is_err());
 
         // Space is back: the writer thread is alive and answers (redb may insist on a reopen

@@ -30,16 +30,16 @@ pub(crate) use state_machine::StateMachine;
 pub(crate) use storage::RaftStorage;
 
 openraft::declare_raft_types!(
-    /// herd's Raft types: registry commands in the log, u64 node ids, members with an address.
+    /// herd's Raft types: registry commands in the log, `NodeId`s, members with an address.
     /// Standard Raft leader ids: at most one leader per term, so a term alone fences the
     /// master (openraft's default "advanced" ids allow several leaders in one term, ordered by
     /// node id — the chaos suite saw two nodes start master duties in one term).
     pub TypeConfig:
         D = RegistryCommand,
         R = ApplyOutcome,
-        NodeId = u64,
+        NodeId = crate::NodeId,
         Node = Member,
-        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, crate::NodeId>,
 );
 
 /// The Raft handle used throughout the crate.

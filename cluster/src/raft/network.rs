@@ -37,6 +37,7 @@ use super::TypeConfig;
 use super::codec::decode;
 use super::codec::encode;
 use super::state_machine::SnapshotData;
+use crate::NodeId;
 use crate::transport::ClientAuth;
 use crate::transport::PeerChannels;
 
@@ -53,7 +54,7 @@ pub(crate) type RaftClient = RaftServiceClient<InterceptedService<Channel, Clien
 
 /// Creates a [`PeerClient`] per replication target; the channels behind them are shared.
 pub(crate) struct NetworkFactory {
-    pub(crate) id: u64,
+    pub(crate) id: NodeId,
     pub(crate) channels: PeerChannels,
     pub(crate) auth: ClientAuth,
 }
@@ -61,7 +62,7 @@ pub(crate) struct NetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, node: &Member) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         let client = self
             .channels
             .get(&node.addr)
@@ -82,8 +83,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 /// Raft RPCs to one peer.
 pub(crate) struct PeerClient {
-    id: u64,
-    target: u64,
+    id: NodeId,
+    target: NodeId,
     addr: String,
     /// `Err` when the peer's address is unusable; every call then reports it unreachable.
     client: Result<RaftClient, String>,
@@ -251,7 +252,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
                 other => StreamingError::Network(NetworkError::from_string(other.to_string())),
             })?;
-        tracing::info!(target_node = self.target, bytes, "sent registry snapshot");
+        tracing::info!(
+            target_node = self.target.get(),
+            bytes,
+            "sent registry snapshot"
+        );
         decode(&reply.into_inner().payload).map_err(net)
     }
 

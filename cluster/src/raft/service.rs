@@ -24,6 +24,7 @@ use super::TypeConfig;
 use super::codec::decode;
 use super::codec::encode;
 use super::network::TARGET_HEADER;
+use crate::NodeId;
 
 pub(crate) struct RaftRpc {
     raft: HerdRaft,
@@ -73,7 +74,7 @@ impl RaftRpc {
             .metadata()
             .get(TARGET_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<NodeId>().ok());
         match to {
             Some(to) if to != me => Err(Status::unavailable(format!(
                 "this address now serves node {me}, not node {to}"

@@ -8,6 +8,7 @@ use super::Registry;
 use super::RegistryCommand;
 use super::RegistryResponse;
 use super::StaleTerm;
+use crate::NodeId;
 use crate::Term;
 
 impl Registry {
@@ -134,7 +135,7 @@ impl Registry {
         &self,
         app: &str,
         instance: u32,
-        node: u64,
+        node: NodeId,
     ) -> Result<(), String> {
         let Some(found) = self.apps.get(app) else {
             return Err(format!("app `{app}` not found"));
@@ -218,7 +219,7 @@ mod tests {
 
     fn node(id: u64) -> NodeRecord {
         NodeRecord {
-            id,
+            id: NodeId(id),
             addr: format!("10.0.0.{id}:9700"),
             ..NodeRecord::default()
         }
@@ -242,7 +243,7 @@ mod tests {
         Assignment {
             app: app.into(),
             instance,
-            node,
+            node: NodeId(node),
         }
     }
 
@@ -277,7 +278,7 @@ mod tests {
         });
         assert_eq!(res, RegistryResponse::Applied { changed: true });
         assert_eq!(
-            r.instances_on(2),
+            r.instances_on(NodeId(2)),
             vec![InstanceRef {
                 app: "api".into(),
                 instance: 1
@@ -371,12 +372,15 @@ mod tests {
     fn set_node_status_applies_known_ids_and_ignores_unknown() {
         let mut r = registry_with(&[], &[1, 2]);
         let res = r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Offline), (42, NodeStatus::Offline)],
+            updates: vec![
+                (NodeId(1), NodeStatus::Offline),
+                (NodeId(42), NodeStatus::Offline),
+            ],
         });
         assert_eq!(res, RegistryResponse::Applied { changed: true });
-        assert_eq!(r.nodes[&1].status, NodeStatus::Offline);
-        assert_eq!(r.nodes[&2].status, NodeStatus::Online);
-        assert!(!r.nodes.contains_key(&42));
+        assert_eq!(r.nodes[&NodeId(1)].status, NodeStatus::Offline);
+        assert_eq!(r.nodes[&NodeId(2)].status, NodeStatus::Online);
+        assert!(!r.nodes.contains_key(&NodeId(42)));
     }
 
     #[test]
@@ -388,12 +392,12 @@ mod tests {
             bucket_ms: None,
             samples: vec![
                 UptimeSample {
-                    node: 1,
+                    node: NodeId(1),
                     at_ms: t0 + 60_000,
                     up: true,
                 },
                 UptimeSample {
-                    node: 1,
+                    node: NodeId(1),
                     at_ms: t0 + 120_000,
                     up: false,
                 },
@@ -404,7 +408,7 @@ mod tests {
             r.apply(&batch),
             RegistryResponse::Applied { changed: false }
         );
-        let bucket = r.uptime[&1][&day];
+        let bucket = r.uptime[&NodeId(1)][&day];
         assert_eq!((bucket.up_samples, bucket.total_samples), (1, 2));
     }
 
@@ -413,7 +417,7 @@ mod tests {
         let mut r = Registry::default();
         let samples = (0..3)
             .map(|d| UptimeSample {
-                node: 7,
+                node: NodeId(7),
                 at_ms: (100 + d) * DAY_MS + 5,
                 up: true,
             })
@@ -426,7 +430,7 @@ mod tests {
             before_ms: 101 * DAY_MS + 10,
         });
         assert_eq!(
-            r.uptime[&7].keys().copied().collect::<Vec<_>>(),
+            r.uptime[&NodeId(7)].keys().copied().collect::<Vec<_>>(),
             vec![101, 102]
         );
         r.apply(&RegistryCommand::PruneUptime {
@@ -443,7 +447,7 @@ mod tests {
                 app: app(3),
             },
             RegistryCommand::SetNodeStatus {
-                updates: vec![(3, NodeStatus::Draining)],
+                updates: vec![(NodeId(3), NodeStatus::Draining)],
             },
             RegistryCommand::Put {
                 key: "k".into(),

@@ -25,8 +25,7 @@ pub use command::StaleTerm;
 pub use command::UptimeSample;
 pub use slice::NodeSlice;
 
-/// A Raft node id; ids are random, chosen once per data dir, and never reused.
-pub type NodeId = u64;
+pub use crate::ids::NodeId;
 
 /// One day in milliseconds: the width of an uptime bucket.
 pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;

@@ -148,6 +148,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use crate::NodeId;
     use crate::Term;
     use crate::registry::App;
     use crate::registry::ApplyOutcome;
@@ -174,7 +175,7 @@ mod tests {
             nodes: nodes
                 .iter()
                 .map(|&id| NodeRecord {
-                    id,
+                    id: NodeId(id),
                     addr: format!("10.0.0.{id}:9700"),
                     ..NodeRecord::default()
                 })
@@ -187,8 +188,8 @@ mod tests {
         InstanceMove {
             app: "api".into(),
             instance,
-            from,
-            to,
+            from: NodeId(from),
+            to: NodeId(to),
         }
     }
 
@@ -200,26 +201,26 @@ mod tests {
     fn drain_survives_offline_and_back_and_undrain_restores_online() {
         let mut r = registry(1, &[1]);
         let drain = RegistryCommand::DrainNode {
-            node: 1,
+            node: NodeId(1),
             drain: true,
         };
         assert_eq!(r.apply(&drain), applied(true));
         assert_eq!(r.apply(&drain), applied(false));
-        assert_eq!(r.nodes[&1].status, NodeStatus::Draining);
+        assert_eq!(r.nodes[&NodeId(1)].status, NodeStatus::Draining);
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Offline)],
+            updates: vec![(NodeId(1), NodeStatus::Offline)],
         });
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Online)],
+            updates: vec![(NodeId(1), NodeStatus::Online)],
         });
-        assert_eq!(r.nodes[&1].status, NodeStatus::Draining);
+        assert_eq!(r.nodes[&NodeId(1)].status, NodeStatus::Draining);
         r.apply(&RegistryCommand::DrainNode {
-            node: 1,
+            node: NodeId(1),
             drain: false,
         });
-        assert_eq!(r.nodes[&1].status, NodeStatus::Online);
+        assert_eq!(r.nodes[&NodeId(1)].status, NodeStatus::Online);
         let res = r.apply(&RegistryCommand::DrainNode {
-            node: 9,
+            node: NodeId(9),
             drain: true,
         });
         assert!(!res.is_applied());
@@ -229,21 +230,24 @@ mod tests {
     fn upsert_nodes_keeps_status_and_revives_a_left_member() {
         let mut r = registry(1, &[1, 2]);
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(1, NodeStatus::Offline), (2, NodeStatus::Left)],
+            updates: vec![
+                (NodeId(1), NodeStatus::Offline),
+                (NodeId(2), NodeStatus::Left),
+            ],
         });
         let again = RegistryCommand::UpsertNodes {
             nodes: [1, 2]
                 .iter()
                 .map(|&id| NodeRecord {
-                    id,
+                    id: NodeId(id),
                     addr: format!("10.0.0.{id}:9700"),
                     ..NodeRecord::default()
                 })
                 .collect(),
         };
         assert_eq!(r.apply(&again), applied(true));
-        assert_eq!(r.nodes[&1].status, NodeStatus::Offline);
-        assert_eq!(r.nodes[&2].status, NodeStatus::Online);
+        assert_eq!(r.nodes[&NodeId(1)].status, NodeStatus::Offline);
+        assert_eq!(r.nodes[&NodeId(2)].status, NodeStatus::Online);
         assert_eq!(r.apply(&again), applied(false));
     }
 
@@ -254,7 +258,7 @@ mod tests {
             assignments: vec![Assignment {
                 app: "api".into(),
                 instance: 0,
-                node: 1,
+                node: NodeId(1),
             }],
         });
         let cmd = RegistryCommand::Move {
@@ -262,9 +266,9 @@ mod tests {
         };
         assert_eq!(r.apply(&cmd), applied(true));
         assert_eq!(r.apply(&cmd), applied(false), "a retry changes nothing");
-        assert_eq!(r.assigned_node("api", 0), Some(2));
+        assert_eq!(r.assigned_node("api", 0), Some(NodeId(2)));
         assert_eq!(
-            r.moving_from(1),
+            r.moving_from(NodeId(1)),
             vec![InstanceRef {
                 app: "api".into(),
                 instance: 0
@@ -274,7 +278,7 @@ mod tests {
         r.apply(&RegistryCommand::Move {
             moves: vec![mv(0, 2, 3)],
         });
-        assert_eq!(r.moving_from_node("api", 0), Some(1));
+        assert_eq!(r.moving_from_node("api", 0), Some(NodeId(1)));
         r.apply(&RegistryCommand::FinishMoves {
             instances: vec![InstanceRef {
                 app: "api".into(),
@@ -311,7 +315,7 @@ mod tests {
                 .map(|i| Assignment {
                     app: "api".into(),
                     instance: i,
-                    node: 1 + u64::from(i),
+                    node: NodeId(1 + u64::from(i)),
                 })
                 .collect(),
         });
@@ -359,7 +363,7 @@ mod tests {
         let fenced = RegistryCommand::Fenced {
             term: Term(3),
             command: Box::new(RegistryCommand::DrainNode {
-                node: 1,
+                node: NodeId(1),
                 drain: true,
             }),
         };
@@ -379,7 +383,7 @@ mod tests {
             },
             "writers outside the master see the refusal's text as before"
         );
-        assert!(!r.nodes[&1].drain);
+        assert!(!r.nodes[&NodeId(1)].drain);
         assert_eq!(
             r.apply_in_term(Some(Term(3)), &fenced),
             applied(true).into()

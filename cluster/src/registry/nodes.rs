@@ -55,6 +55,7 @@ pub(super) fn revive(node: &mut NodeRecord) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::NodeId;
     use crate::registry::NodeRecord;
     use crate::registry::NodeStatus;
     use crate::registry::Registry;
@@ -63,7 +64,7 @@ mod tests {
 
     fn record(id: u64, addr: &str) -> NodeRecord {
         NodeRecord {
-            id,
+            id: NodeId(id),
             addr: addr.into(),
             version: Some("1.0.0".into()),
             ..NodeRecord::default()
@@ -79,31 +80,31 @@ mod tests {
         let mut r = Registry::default();
         let applied = |changed| RegistryResponse::Applied { changed };
         assert_eq!(register(&mut r, record(7, "10.0.0.7:9700")), applied(true));
-        assert_eq!(r.nodes[&7].status, NodeStatus::Online);
+        assert_eq!(r.nodes[&NodeId(7)].status, NodeStatus::Online);
         assert_eq!(register(&mut r, record(7, "10.0.0.7:9700")), applied(false));
         r.apply(&RegistryCommand::DrainNode {
-            node: 7,
+            node: NodeId(7),
             drain: true,
         });
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(7, NodeStatus::Offline)],
+            updates: vec![(NodeId(7), NodeStatus::Offline)],
         });
         let mut upgraded = record(7, "10.0.0.7:9700");
         upgraded.version = Some("1.1.0".into());
         assert_eq!(register(&mut r, upgraded), applied(true));
         assert_eq!(
-            r.nodes[&7].status,
+            r.nodes[&NodeId(7)].status,
             NodeStatus::Offline,
             "the master judges health"
         );
-        assert!(r.nodes[&7].drain);
-        assert_eq!(r.nodes[&7].version.as_deref(), Some("1.1.0"));
+        assert!(r.nodes[&NodeId(7)].drain);
+        assert_eq!(r.nodes[&NodeId(7)].version.as_deref(), Some("1.1.0"));
         r.apply(&RegistryCommand::SetNodeStatus {
-            updates: vec![(7, NodeStatus::Left)],
+            updates: vec![(NodeId(7), NodeStatus::Left)],
         });
         assert_eq!(register(&mut r, record(7, "10.0.0.7:9700")), applied(true));
         assert_eq!(
-            r.nodes[&7].status,
+            r.nodes[&NodeId(7)].status,
             NodeStatus::Draining,
             "back, still draining"
         );
@@ -140,8 +141,8 @@ mod tests {
         register(&mut r, record(7, "10.0.0.7:9700"));
         register(&mut r, record(8, "10.0.0.8:9700"));
         register(&mut r, record(9, "10.0.0.7:9700"));
-        assert_eq!(r.nodes[&7].status, NodeStatus::Left);
-        assert_eq!(r.nodes[&8].status, NodeStatus::Online);
-        assert_eq!(r.nodes[&9].status, NodeStatus::Online);
+        assert_eq!(r.nodes[&NodeId(7)].status, NodeStatus::Left);
+        assert_eq!(r.nodes[&NodeId(8)].status, NodeStatus::Online);
+        assert_eq!(r.nodes[&NodeId(9)].status, NodeStatus::Online);
     }
 }

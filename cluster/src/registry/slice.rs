@@ -212,6 +212,7 @@ mod tests {
 
     use super::*;
     use crate::Term;
+    use crate::ids::ids;
     use crate::registry::App;
     use crate::registry::Assignment;
     use crate::registry::InstanceMove;
@@ -251,12 +252,12 @@ mod tests {
         }
     }
 
-    fn mv(app: &str, instance: u32, from: NodeId, to: NodeId) -> InstanceMove {
+    fn mv(app: &str, instance: u32, from: u64, to: u64) -> InstanceMove {
         InstanceMove {
             app: app.into(),
             instance,
-            from,
-            to,
+            from: NodeId(from),
+            to: NodeId(to),
         }
     }
 
@@ -281,7 +282,7 @@ mod tests {
         let mut r = Registry::default();
         let setup = [
             RegistryCommand::UpsertNodes {
-                nodes: (1..=4).map(node).collect(),
+                nodes: (1..=4).map(NodeId).map(node).collect(),
             },
             RegistryCommand::PutApp {
                 name: "a".into(),
@@ -303,7 +304,7 @@ mod tests {
                 .map(|(app, instance, node)| Assignment {
                     app: app.into(),
                     instance,
-                    node,
+                    node: NodeId(node),
                 })
                 .collect(),
             },
@@ -379,7 +380,11 @@ mod tests {
             ),
         ];
         for (cmd, nodes) in cases {
-            assert_eq!(bumps(cmd.clone()), (nodes, false), "{cmd}");
+            assert_eq!(
+                bumps(cmd.clone()),
+                (nodes.into_iter().map(NodeId).collect(), false),
+                "{cmd}"
+            );
         }
     }
 
@@ -392,28 +397,28 @@ mod tests {
                 node,
             }],
         };
-        assert_eq!(bumps(assign("b", 0, 4)), (vec![2, 4], false));
-        assert_eq!(bumps(assign("a", 2, 1)), (vec![1, 3, 4], false));
-        assert_eq!(bumps(assign("a", 0, 1)), (vec![1], false));
+        assert_eq!(bumps(assign("b", 0, NodeId(4))), (ids([2, 4]), false));
+        assert_eq!(bumps(assign("a", 2, NodeId(1))), (ids([1, 3, 4]), false));
+        assert_eq!(bumps(assign("a", 0, NodeId(1))), (ids([1]), false));
     }
 
     #[test]
     fn unassign_and_finish_moves_bump_the_holders_of_the_instances() {
         let unassign = |instances| RegistryCommand::Unassign { instances };
-        assert_eq!(bumps(unassign(vec![iref("a", 0)])), (vec![1], false));
-        assert_eq!(bumps(unassign(vec![iref("a", 2)])), (vec![3, 4], false));
-        assert_eq!(bumps(unassign(vec![iref("c", 0)])), (vec![], false));
+        assert_eq!(bumps(unassign(vec![iref("a", 0)])), (ids([1]), false));
+        assert_eq!(bumps(unassign(vec![iref("a", 2)])), (ids([3, 4]), false));
+        assert_eq!(bumps(unassign(vec![iref("c", 0)])), (ids([]), false));
         let finish = |instances| RegistryCommand::FinishMoves { instances };
-        assert_eq!(bumps(finish(vec![iref("a", 2)])), (vec![3, 4], false));
+        assert_eq!(bumps(finish(vec![iref("a", 2)])), (ids([3, 4]), false));
     }
 
     #[test]
     fn move_bumps_both_named_nodes_and_the_previous_holders() {
         let moving = |moves| RegistryCommand::Move { moves };
-        assert_eq!(bumps(moving(vec![mv("a", 0, 1, 2)])), (vec![1, 2], false));
+        assert_eq!(bumps(moving(vec![mv("a", 0, 1, 2)])), (ids([1, 2]), false));
         assert_eq!(
             bumps(moving(vec![mv("a", 2, 4, 1)])),
-            (vec![1, 3, 4], false)
+            (ids([1, 3, 4]), false)
         );
     }
 
@@ -421,20 +426,22 @@ mod tests {
     fn node_uptime_kv_and_noop_commands_bump_nothing() {
         let cases = [
             RegistryCommand::Noop,
-            RegistryCommand::UpsertNode { node: node(1) },
+            RegistryCommand::UpsertNode {
+                node: node(NodeId(1)),
+            },
             RegistryCommand::UpsertNodes {
-                nodes: vec![node(5)],
+                nodes: vec![node(NodeId(5))],
             },
             RegistryCommand::SetNodeStatus {
-                updates: vec![(1, NodeStatus::Offline)],
+                updates: vec![(NodeId(1), NodeStatus::Offline)],
             },
             RegistryCommand::DrainNode {
-                node: 2,
+                node: NodeId(2),
                 drain: true,
             },
             RegistryCommand::RecordUptime {
                 samples: vec![UptimeSample {
-                    node: 1,
+                    node: NodeId(1),
                     at_ms: 5,
                     up: true,
                 }],
@@ -443,7 +450,7 @@ mod tests {
             RegistryCommand::PruneUptime { before_ms: 10 },
             RegistryCommand::SetUptime {
                 buckets: vec![(
-                    1,
+                    NodeId(1),
                     0,
                     crate::registry::UptimeBucket {
                         up_samples: 1,
@@ -459,18 +466,18 @@ mod tests {
             },
         ];
         for cmd in cases {
-            assert_eq!(bumps(cmd.clone()), (vec![], false), "{cmd}");
+            assert_eq!(bumps(cmd.clone()), (ids([]), false), "{cmd}");
         }
     }
 
     #[test]
     fn an_access_change_bumps_the_access_version_and_so_every_slice() {
-        assert_eq!(bumps(put_secret("db/pass", "sealed")), (vec![], true));
+        assert_eq!(bumps(put_secret("db/pass", "sealed")), (ids([]), true));
         let fenced = RegistryCommand::Fenced {
             term: Term(1),
             command: Box::new(put_secret("db/pass", "sealed")),
         };
-        assert_eq!(bumps(fenced), (vec![], true));
+        assert_eq!(bumps(fenced), (ids([]), true));
         let mut r = cluster();
         r.apply_at(
             Some(Term(1)),
@@ -480,7 +487,7 @@ mod tests {
             },
         );
         r.apply_at(Some(Term(1)), 9, &put_secret("db/pass", "sealed"));
-        assert_eq!(r.slice_version(1), 9);
+        assert_eq!(r.slice_version(NodeId(1)), 9);
         r.apply_at(
             Some(Term(1)),
             11,
@@ -488,8 +495,11 @@ mod tests {
                 instances: vec![iref("a", 1)],
             },
         );
-        assert_eq!((r.slice_version(1), r.slice_version(2)), (9, 11));
-        assert_eq!(r.slice_for(2).version, 11);
+        assert_eq!(
+            (r.slice_version(NodeId(1)), r.slice_version(NodeId(2))),
+            (9, 11)
+        );
+        assert_eq!(r.slice_for(NodeId(2)).version, 11);
     }
 
     #[test]
@@ -500,7 +510,7 @@ mod tests {
                 assignments: vec![Assignment {
                     app: "a".into(),
                     instance: 0,
-                    node: 9,
+                    node: NodeId(9),
                 }],
             },
             RegistryCommand::ScaleApp {
@@ -536,7 +546,7 @@ mod tests {
         );
         assert_eq!(r, cluster());
         assert!(r.apply_at(Some(Term(1)), AT, &stale).is_applied());
-        assert_eq!(bumped(&r), (vec![1, 2, 3, 4], false));
+        assert_eq!(bumped(&r), (ids([1, 2, 3, 4]), false));
     }
 
     #[test]
@@ -557,33 +567,33 @@ mod tests {
         });
         r.apply(&RegistryCommand::RecordUptime {
             samples: vec![UptimeSample {
-                node: 3,
+                node: NodeId(3),
                 at_ms: 5,
                 up: true,
             }],
             bucket_ms: Some(1000),
         });
-        let slice = r.slice_for(3);
-        assert_eq!((slice.node, slice.version), (3, 6));
+        let slice = r.slice_for(NodeId(3));
+        assert_eq!((slice.node, slice.version), (NodeId(3), 6));
         let s = &slice.registry;
         assert_eq!(s.apps.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(s.apps["a"], r.apps["a"]);
         assert_eq!(
             s.assignments,
-            BTreeMap::from([("b".to_string(), BTreeMap::from([(1, 3)]))])
+            BTreeMap::from([("b".to_string(), BTreeMap::from([(1, NodeId(3))]))])
         );
         assert_eq!(
             s.moves,
-            BTreeMap::from([("a".to_string(), BTreeMap::from([(2, 3)]))])
+            BTreeMap::from([("a".to_string(), BTreeMap::from([(2, NodeId(3))]))])
         );
         assert_eq!(s.restarts.keys().collect::<Vec<_>>(), ["a"]);
-        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), [&3]);
+        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), [&NodeId(3)]);
         assert_eq!(s.access, r.access);
-        assert_eq!(s.slice_versions, BTreeMap::from([(3, 5)]));
+        assert_eq!(s.slice_versions, BTreeMap::from([(NodeId(3), 5)]));
         assert_eq!(s.access_version, 6);
         assert!(s.uptime.is_empty() && s.kv.is_empty() && s.uptime_bucket_ms.is_none());
 
-        let stranger = r.slice_for(42);
+        let stranger = r.slice_for(NodeId(42));
         assert_eq!(stranger.version, 6);
         assert!(stranger.registry.apps.is_empty() && stranger.registry.nodes.is_empty());
     }
@@ -600,7 +610,7 @@ mod tests {
                 generation: 2,
             },
         );
-        let slice = r.slice_for(4);
+        let slice = r.slice_for(NodeId(4));
         let json = serde_json::to_string(&slice).expect("serialize");
         let back: NodeSlice = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, slice);
@@ -618,8 +628,8 @@ mod tests {
         let r: Registry = serde_json::from_str(old).expect("old registry");
         assert!(r.slice_versions.is_empty());
         assert_eq!(r.access_version, 0);
-        assert_eq!(r.slice_version(1), 0);
-        assert_eq!(r.assigned_node("a", 0), Some(1));
+        assert_eq!(r.slice_version(NodeId(1)), 0);
+        assert_eq!(r.assigned_node("a", 0), Some(NodeId(1)));
         let json = serde_json::to_value(&r).expect("serialize");
         assert!(json.get("slice_versions").is_none() && json.get("access_version").is_none());
     }
@@ -628,7 +638,12 @@ mod tests {
 
     const APPS: [&str; 3] = ["a", "b", "c"];
     /// Node 5 never gets a record until an `UpsertNodes` names it: placements on it are refused.
-    const NODES: std::ops::RangeInclusive<NodeId> = 1..=5;
+    const NODES: std::ops::RangeInclusive<u64> = 1..=5;
+
+    /// A node id out of [`NODES`].
+    fn any_node() -> impl Strategy<Value = NodeId> {
+        NODES.prop_map(NodeId)
+    }
     /// The term `apply_at` is called in; fenced commands carry 1, 2 or 3.
     const TERM: Term = Term(2);
 
@@ -706,7 +721,7 @@ mod tests {
             1 => (app_name(), 0u32..4)
                 .prop_map(|(name, instances)| RegistryCommand::ScaleApp { name, instances }),
             1 => app_name().prop_map(|name| RegistryCommand::RemoveApp { name }),
-            4 => prop::collection::vec((instance_ref(), NODES), 1..3).prop_map(|v| {
+            4 => prop::collection::vec((instance_ref(), any_node()), 1..3).prop_map(|v| {
                 RegistryCommand::Assign {
                     assignments: v
                         .into_iter()
@@ -720,11 +735,11 @@ mod tests {
             }),
             1 => prop::collection::vec(instance_ref(), 1..3)
                 .prop_map(|instances| RegistryCommand::Unassign { instances }),
-            3 => prop::collection::vec((instance_ref(), NODES, NODES), 1..3).prop_map(|v| {
+            3 => prop::collection::vec((instance_ref(), any_node(), any_node()), 1..3).prop_map(|v| {
                 RegistryCommand::Move {
                     moves: v
                         .into_iter()
-                        .map(|(i, from, to)| mv(&i.app, i.instance, from, to))
+                        .map(|(i, from, to)| mv(&i.app, i.instance, from.get(), to.get()))
                         .collect(),
                 }
             }),
@@ -739,10 +754,10 @@ mod tests {
                     generation,
                 }
             ),
-            1 => prop::collection::vec(NODES, 1..3).prop_map(|ids| RegistryCommand::UpsertNodes {
+            1 => prop::collection::vec(any_node(), 1..3).prop_map(|ids| RegistryCommand::UpsertNodes {
                 nodes: ids.into_iter().map(node).collect(),
             }),
-            1 => prop::collection::vec((NODES, status), 1..3)
+            1 => prop::collection::vec((any_node(), status), 1..3)
                 .prop_map(|updates| RegistryCommand::SetNodeStatus { updates }),
             1 => (0u8..3).prop_map(|v| put_secret("db/pass", &format!("sealed-{v}"))),
             1 => Just(RegistryCommand::Access {
@@ -773,9 +788,10 @@ mod tests {
         ) {
             let mut full = Registry::default();
             full.apply_at(Some(TERM), 1, &RegistryCommand::UpsertNodes {
-                nodes: (1..=4).map(node).collect(),
+                nodes: (1..=4).map(NodeId).map(node).collect(),
             });
             let mut seen: BTreeMap<NodeId, (u64, Registry)> = NODES
+                .map(NodeId)
                 .map(|n| {
                     let slice = full.slice_for(n);
                     (n, (slice.version, content(&slice)))
@@ -787,7 +803,7 @@ mod tests {
                 if !outcome.is_applied() {
                     prop_assert_eq!(&full, &before, "{} changed the registry: {:?}", cmd, outcome);
                 }
-                for n in NODES {
+                for n in NODES.map(NodeId) {
                     let slice = full.slice_for(n);
                     prop_assert_eq!(slice.version, full.slice_version(n));
                     prop_assert_eq!(slice.registry.slice_version(n), slice.version);

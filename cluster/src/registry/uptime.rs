@@ -97,6 +97,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use crate::NodeId;
     use crate::registry::Registry;
     use crate::registry::RegistryCommand;
     use crate::registry::RegistryResponse;
@@ -104,7 +105,11 @@ mod tests {
     use crate::registry::UptimeSample;
 
     fn sample(node: u64, at_ms: u64, up: bool) -> UptimeSample {
-        UptimeSample { node, at_ms, up }
+        UptimeSample {
+            node: NodeId(node),
+            at_ms,
+            up,
+        }
     }
 
     #[test]
@@ -119,8 +124,11 @@ mod tests {
             bucket_ms: Some(3_600_000),
         });
         assert_eq!(r.uptime_bucket_ms(), 3_600_000);
-        assert_eq!(r.uptime[&1].keys().copied().collect::<Vec<_>>(), vec![5]);
-        assert_eq!(r.uptime[&1][&5].up_samples, 0);
+        assert_eq!(
+            r.uptime[&NodeId(1)].keys().copied().collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert_eq!(r.uptime[&NodeId(1)][&5].up_samples, 0);
     }
 
     #[test]
@@ -135,7 +143,7 @@ mod tests {
         assert!(!r.has_uptime_before(w - 1));
         r.apply(&RegistryCommand::PruneUptime { before_ms: 2 * w });
         assert_eq!(
-            r.uptime[&2].keys().copied().collect::<Vec<_>>(),
+            r.uptime[&NodeId(2)].keys().copied().collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
         assert!(!r.has_uptime_before(2 * w));
@@ -153,7 +161,10 @@ mod tests {
     fn set_uptime_writes_absolute_counters_and_a_retry_changes_nothing() {
         let mut r = Registry::default();
         let rollup = RegistryCommand::SetUptime {
-            buckets: vec![(1, 7, counts(4, 5, 700)), (2, 7, counts(5, 5, 700))],
+            buckets: vec![
+                (NodeId(1), 7, counts(4, 5, 700)),
+                (NodeId(2), 7, counts(5, 5, 700)),
+            ],
             bucket_ms: Some(100),
         };
         assert_eq!(
@@ -161,27 +172,27 @@ mod tests {
             RegistryResponse::Applied { changed: true }
         );
         assert_eq!(r.uptime_bucket_ms(), 100);
-        assert_eq!(r.uptime[&1][&7], counts(4, 5, 700));
-        assert_eq!(r.uptime[&2][&7], counts(5, 5, 700));
+        assert_eq!(r.uptime[&NodeId(1)][&7], counts(4, 5, 700));
+        assert_eq!(r.uptime[&NodeId(2)][&7], counts(5, 5, 700));
         // The same rollup again (a retry, or a duplicate in the log): absolute, so no change.
         assert_eq!(
             r.apply(&rollup),
             RegistryResponse::Applied { changed: false }
         );
-        assert_eq!(r.uptime[&1][&7], counts(4, 5, 700));
+        assert_eq!(r.uptime[&NodeId(1)][&7], counts(4, 5, 700));
         // The next rollup carries the grown counters, not increments.
         r.apply(&RegistryCommand::SetUptime {
-            buckets: vec![(1, 7, counts(6, 7, 720))],
+            buckets: vec![(NodeId(1), 7, counts(6, 7, 720))],
             bucket_ms: Some(100),
         });
-        assert_eq!(r.uptime[&1][&7], counts(6, 7, 720));
-        assert_eq!(r.uptime[&2][&7], counts(5, 5, 700), "untouched");
+        assert_eq!(r.uptime[&NodeId(1)][&7], counts(6, 7, 720));
+        assert_eq!(r.uptime[&NodeId(2)][&7], counts(5, 5, 700), "untouched");
     }
 
     #[test]
     fn a_rollup_travels_as_bare_arrays() {
         let cmd = RegistryCommand::SetUptime {
-            buckets: vec![(3, 20_000, counts(4, 5, 700))],
+            buckets: vec![(NodeId(3), 20_000, counts(4, 5, 700))],
             bucket_ms: None,
         };
         let json = serde_json::to_string(&cmd).unwrap();
@@ -193,25 +204,25 @@ mod tests {
     fn a_late_older_rollup_never_lowers_the_counts() {
         let mut r = Registry::default();
         r.apply(&RegistryCommand::SetUptime {
-            buckets: vec![(1, 3, counts(9, 10, 900))],
+            buckets: vec![(NodeId(1), 3, counts(9, 10, 900))],
             bucket_ms: None,
         });
         let late = RegistryCommand::SetUptime {
             buckets: vec![
-                (1, 3, counts(5, 5, 500)),
-                (1, 3, counts(8, 9, 900)),
-                (1, 3, counts(0, 0, 0)),
+                (NodeId(1), 3, counts(5, 5, 500)),
+                (NodeId(1), 3, counts(8, 9, 900)),
+                (NodeId(1), 3, counts(0, 0, 0)),
             ],
             bucket_ms: None,
         };
         assert_eq!(r.apply(&late), RegistryResponse::Applied { changed: false });
-        assert_eq!(r.uptime[&1][&3], counts(9, 10, 900));
+        assert_eq!(r.uptime[&NodeId(1)][&3], counts(9, 10, 900));
         // An empty bucket for a node with no history adds nothing either.
         r.apply(&RegistryCommand::SetUptime {
-            buckets: vec![(2, 3, counts(0, 0, 0))],
+            buckets: vec![(NodeId(2), 3, counts(0, 0, 0))],
             bucket_ms: None,
         });
-        assert!(!r.uptime.contains_key(&2));
+        assert!(!r.uptime.contains_key(&NodeId(2)));
     }
 
     #[test]
@@ -222,18 +233,21 @@ mod tests {
             samples: vec![sample(1, 10, true), sample(1, 20, false)],
             bucket_ms: Some(1_000),
         });
-        assert_eq!(r.uptime[&1][&0], counts(1, 2, 20));
+        assert_eq!(r.uptime[&NodeId(1)][&0], counts(1, 2, 20));
         r.apply(&RegistryCommand::SetUptime {
-            buckets: vec![(1, 0, counts(2, 3, 30))],
+            buckets: vec![(NodeId(1), 0, counts(2, 3, 30))],
             bucket_ms: Some(1_000),
         });
-        assert_eq!(r.uptime[&1][&0], counts(2, 3, 30));
+        assert_eq!(r.uptime[&NodeId(1)][&0], counts(2, 3, 30));
         // A rollup of another width starts the history afresh, like a sample batch would.
         r.apply(&RegistryCommand::SetUptime {
-            buckets: vec![(1, 5, counts(1, 1, 5_000))],
+            buckets: vec![(NodeId(1), 5, counts(1, 1, 5_000))],
             bucket_ms: None,
         });
         assert_eq!(r.uptime_bucket_ms(), crate::registry::DAY_MS);
-        assert_eq!(r.uptime[&1].keys().copied().collect::<Vec<_>>(), vec![5]);
+        assert_eq!(
+            r.uptime[&NodeId(1)].keys().copied().collect::<Vec<_>>(),
+            vec![5]
+        );
     }
 }

@@ -57,9 +57,11 @@ impl Report {
         let nodes = v
             .nodes
             .iter()
-            .filter(|n| only.is_none_or(|o| o.parse::<u64>().ok() == Some(n.id) || n.addr == o))
+            .filter(|n| {
+                only.is_none_or(|o| o.parse::<u64>().ok() == Some(n.id.get()) || n.addr == o)
+            })
             .map(|n| NodeUptime {
-                id: n.id,
+                id: n.id.get(),
                 addr: n.addr.clone(),
                 status: node_status(n.status),
                 days: (first_day..=today)

@@ -459,7 +459,10 @@ mod tests {
             seen(2, "offline", Some(1_000), 0),
         ]));
         let views = node_views(&members, Some(&rt));
-        let ids: Vec<(u64, &str)> = views.iter().map(|v| (v.id, v.role.as_str())).collect();
+        let ids: Vec<(u64, &str)> = views
+            .iter()
+            .map(|v| (v.id.get(), v.role.as_str()))
+            .collect();
         assert_eq!(ids, [(1, "voter"), (2, "agent"), (3, "standby")]);
         let [one, two, three] = &views[..] else {
             unreachable!()
@@ -480,7 +483,10 @@ mod tests {
     fn without_a_master_the_members_are_listed_with_no_health() {
         let views = node_views(&[member(2, "voter"), member(1, "learner")], None);
         assert_eq!(views.len(), 2);
-        assert_eq!((views[0].id, views[0].role.as_str()), (1, "standby"));
+        assert_eq!(
+            (views[0].id, views[0].role.as_str()),
+            (herd_cluster::NodeId(1), "standby")
+        );
         assert!(views.iter().all(|v| v.health.is_none()
             && v.instances.is_none()
             && v.resources.is_null()

@@ -200,7 +200,7 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
         }
         if needs.is_empty() {
             if let Some(m) = spread::rebalance(reg, name, app, &usable, &load, input) {
-                tracing::debug!(app = %name, instance = m.instance, from = m.from, to = m.to, "evening out the spread");
+                tracing::debug!(app = %name, instance = m.instance, from = m.from.get(), to = m.to.get(), "evening out the spread");
                 *load.entry(m.to).or_default() += 1;
                 if let Some(l) = load.get_mut(&m.from) {
                     *l = l.saturating_sub(1);

@@ -1,6 +1,7 @@
 //! Placement passes against in-memory registries.
 
 use super::*;
+use crate::ids::ids;
 use crate::registry::Placement;
 use crate::registry::RegistryCommand;
 
@@ -69,16 +70,16 @@ fn nodes_of(r: &Registry, app: &str) -> Vec<NodeId> {
 #[test]
 fn constraints_limit_the_nodes_and_least_loaded_goes_first() {
     let mut r = registry(vec![
-        node(1, &[("role", "web")]),
-        node(2, &[("role", "db")]),
-        node(3, &[("role", "web")]),
+        node(NodeId(1), &[("role", "web")]),
+        node(NodeId(2), &[("role", "db")]),
+        node(NodeId(3), &[("role", "web")]),
     ]);
     put(&mut r, "other", 1, Placement::default());
     r.apply(&RegistryCommand::Assign {
         assignments: vec![Assignment {
             app: "other".into(),
             instance: 0,
-            node: 1,
+            node: NodeId(1),
         }],
     });
     let web = Placement {
@@ -91,7 +92,7 @@ fn constraints_limit_the_nodes_and_least_loaded_goes_first() {
     let placed: Vec<NodeId> = plan.assign.iter().map(|a| a.node).collect();
     assert_eq!(
         placed,
-        vec![3, 1, 3],
+        ids([3, 1, 3]),
         "node 1 already runs one instance of another app"
     );
 }
@@ -99,9 +100,9 @@ fn constraints_limit_the_nodes_and_least_loaded_goes_first() {
 #[test]
 fn spread_goes_across_label_values_and_max_per_node_holds() {
     let mut r = registry(vec![
-        node(1, &[("zone", "a")]),
-        node(2, &[("zone", "a")]),
-        node(3, &[("zone", "b")]),
+        node(NodeId(1), &[("zone", "a")]),
+        node(NodeId(2), &[("zone", "a")]),
+        node(NodeId(3), &[("zone", "b")]),
     ]);
     put(
         &mut r,
@@ -127,7 +128,7 @@ fn spread_goes_across_label_values_and_max_per_node_holds() {
     assert_eq!(zones.iter().filter(|z| **z == "b").count(), 1);
     let mut nodes = nodes_of(&r, "api");
     nodes.sort();
-    assert_eq!(nodes, vec![1, 2, 3]);
+    assert_eq!(nodes, ids([1, 2, 3]));
     // The first two instances went to different zones.
     assert_ne!(
         r.nodes[&r.assignments["api"][&0]].labels["zone"],
@@ -142,9 +143,9 @@ fn spread_goes_across_label_values_and_max_per_node_holds() {
 #[test]
 fn an_uneven_spread_is_evened_out_one_move_at_a_time() {
     let mut r = registry(vec![
-        node(1, &[("zone", "a")]),
-        node(2, &[("zone", "b")]),
-        node(3, &[("zone", "b")]),
+        node(NodeId(1), &[("zone", "a")]),
+        node(NodeId(2), &[("zone", "b")]),
+        node(NodeId(3), &[("zone", "b")]),
     ]);
     let spread = Placement {
         spread: Some("zone".into()),
@@ -153,9 +154,9 @@ fn an_uneven_spread_is_evened_out_one_move_at_a_time() {
     put(&mut r, "api", 4, spread);
     // Placed while only node 1 was heard: all four in zone a.
     let mut input = live(&r);
-    input.live = [1].into();
+    input.live = ids([1]).into_iter().collect();
     let p = plan(&r, &input);
-    assert!(p.assign.iter().all(|a| a.node == 1), "{p:?}");
+    assert!(p.assign.iter().all(|a| a.node == NodeId(1)), "{p:?}");
     apply(&mut r, &p);
     // Nodes 2 and 3 answer: one instance moves per pass, never two at once.
     let input = live(&r);
@@ -167,7 +168,7 @@ fn an_uneven_spread_is_evened_out_one_move_at_a_time() {
         }
         assert!(p.assign.is_empty() && p.unassign.is_empty(), "{p:?}");
         assert_eq!(p.moves.len(), 1, "{p:?}");
-        assert_eq!(p.moves[0].from, 1);
+        assert_eq!(p.moves[0].from, NodeId(1));
         apply(&mut r, &p);
         assert!(
             plan(&r, &input).is_empty(),
@@ -189,13 +190,17 @@ fn an_uneven_spread_is_evened_out_one_move_at_a_time() {
         .collect();
     zones.sort();
     assert_eq!(zones, ["a", "a", "b", "b"]);
-    assert_eq!(moved, [2, 3], "least-loaded node of zone b first");
+    assert_eq!(moved, ids([2, 3]), "least-loaded node of zone b first");
     assert!(plan(&r, &input).is_empty(), "a balanced spread stays put");
 }
 
 #[test]
 fn instances_on_an_offline_node_are_rescheduled_and_silent_nodes_get_nothing() {
-    let mut r = registry(vec![node(1, &[]), node(2, &[]), node(3, &[])]);
+    let mut r = registry(vec![
+        node(NodeId(1), &[]),
+        node(NodeId(2), &[]),
+        node(NodeId(3), &[]),
+    ]);
     put(&mut r, "api", 2, Placement::default());
     let p = plan(&r, &live(&r));
     apply(&mut r, &p);
@@ -205,6 +210,7 @@ fn instances_on_an_offline_node_are_rescheduled_and_silent_nodes_get_nothing() {
     });
     let mut input = live(&r);
     let silent = (1..=3)
+        .map(NodeId)
         .find(|&n| n != victim && !nodes_of(&r, "api").contains(&n))
         .expect("a free node");
     input.live.remove(&silent);
@@ -220,12 +226,15 @@ fn instances_on_an_offline_node_are_rescheduled_and_silent_nodes_get_nothing() {
 
 #[test]
 fn a_reschedule_budget_holds_back_instances_of_offline_nodes_only() {
-    let mut r = registry((1..=4).map(|id| node(id, &[])).collect());
+    let mut r = registry((1..=4).map(|id| node(NodeId(id), &[])).collect());
     put(&mut r, "api", 8, Placement::default());
     let p = plan(&r, &live(&r));
     apply(&mut r, &p);
     r.apply(&RegistryCommand::SetNodeStatus {
-        updates: vec![(1, NodeStatus::Offline), (2, NodeStatus::Offline)],
+        updates: vec![
+            (NodeId(1), NodeStatus::Offline),
+            (NodeId(2), NodeStatus::Offline),
+        ],
     });
     // Two more instances with no node yet: new work is not gated.
     put(&mut r, "api", 10, Placement::default());
@@ -234,7 +243,11 @@ fn a_reschedule_budget_holds_back_instances_of_offline_nodes_only() {
     let p = plan(&r, &input);
     assert_eq!((p.rescheduled, p.held), (3, 1), "{p:?}");
     assert_eq!(p.assign.len(), 5, "3 off offline nodes + 2 new: {p:?}");
-    assert!(p.assign.iter().all(|a| a.node == 3 || a.node == 4));
+    assert!(
+        p.assign
+            .iter()
+            .all(|a| a.node == NodeId(3) || a.node == NodeId(4))
+    );
     apply(&mut r, &p);
     input.reschedule_budget = Some(0);
     let p = plan(&r, &input);
@@ -246,7 +259,7 @@ fn a_reschedule_budget_holds_back_instances_of_offline_nodes_only() {
 
 #[test]
 fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
-    let mut r = registry(vec![node(1, &[]), node(2, &[])]);
+    let mut r = registry(vec![node(NodeId(1), &[]), node(NodeId(2), &[])]);
     put(&mut r, "api", 1, Placement::default());
     r.apply(&RegistryCommand::PutApp {
         name: "single".into(),
@@ -261,17 +274,17 @@ fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
             Assignment {
                 app: "api".into(),
                 instance: 0,
-                node: 1,
+                node: NodeId(1),
             },
             Assignment {
                 app: "single".into(),
                 instance: 0,
-                node: 1,
+                node: NodeId(1),
             },
         ],
     });
     r.apply(&RegistryCommand::DrainNode {
-        node: 1,
+        node: NodeId(1),
         drain: true,
     });
     let mut input = live(&r);
@@ -290,8 +303,8 @@ fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
         vec![InstanceMove {
             app: "api".into(),
             instance: 0,
-            from: 1,
-            to: 2
+            from: NodeId(1),
+            to: NodeId(2)
         }]
     );
     assert!(
@@ -320,7 +333,7 @@ fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
         vec![Assignment {
             app: "single".into(),
             instance: 0,
-            node: 2
+            node: NodeId(2)
         }],
         "placed once its old copy stopped"
     );
@@ -328,13 +341,13 @@ fn a_draining_node_moves_keep_apps_and_stops_singletons_before_placing_them() {
 
 #[test]
 fn a_crash_looping_instance_goes_elsewhere_and_extra_instances_are_unassigned() {
-    let mut r = registry(vec![node(1, &[]), node(2, &[])]);
+    let mut r = registry(vec![node(NodeId(1), &[]), node(NodeId(2), &[])]);
     put(&mut r, "api", 1, Placement::default());
     r.apply(&RegistryCommand::Assign {
         assignments: vec![Assignment {
             app: "api".into(),
             instance: 0,
-            node: 1,
+            node: NodeId(1),
         }],
     });
     let mut input = live(&r);
@@ -343,7 +356,7 @@ fn a_crash_looping_instance_goes_elsewhere_and_extra_instances_are_unassigned() 
             app: "api".into(),
             instance: 0,
         },
-        1,
+        NodeId(1),
     )];
     let p = plan(&r, &input);
     assert_eq!(
@@ -351,7 +364,7 @@ fn a_crash_looping_instance_goes_elsewhere_and_extra_instances_are_unassigned() 
         vec![Assignment {
             app: "api".into(),
             instance: 0,
-            node: 2
+            node: NodeId(2)
         }]
     );
     // A relocation decided for another node is stale: ignored.
@@ -360,11 +373,14 @@ fn a_crash_looping_instance_goes_elsewhere_and_extra_instances_are_unassigned() 
             app: "api".into(),
             instance: 0,
         },
-        2,
+        NodeId(2),
     )];
     assert!(plan(&r, &input).is_empty());
     // Registry entries beyond the desired count (never produced by apply) are unassigned.
-    r.assignments.get_mut("api").expect("api").insert(5, 1);
+    r.assignments
+        .get_mut("api")
+        .expect("api")
+        .insert(5, NodeId(1));
     assert_eq!(
         plan(&r, &live(&r)).unassign,
         vec![InstanceRef {
@@ -377,7 +393,7 @@ fn a_crash_looping_instance_goes_elsewhere_and_extra_instances_are_unassigned() 
 #[test]
 fn resources_break_ties_between_equally_loaded_nodes() {
     let r = {
-        let mut r = registry(vec![node(1, &[]), node(2, &[])]);
+        let mut r = registry(vec![node(NodeId(1), &[]), node(NodeId(2), &[])]);
         put(&mut r, "api", 1, Placement::default());
         r
     };
@@ -388,7 +404,7 @@ fn resources_break_ties_between_equally_loaded_nodes() {
         mem_total_bytes: 2.0,
         load1: 0.0,
     };
-    input.usage.insert(1, usage(90.0));
-    input.usage.insert(2, usage(5.0));
-    assert_eq!(plan(&r, &input).assign[0].node, 2);
+    input.usage.insert(NodeId(1), usage(90.0));
+    input.usage.insert(NodeId(2), usage(5.0));
+    assert_eq!(plan(&r, &input).assign[0].node, NodeId(2));
 }

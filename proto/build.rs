@@ -5,6 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
+    // The descriptors themselves, for gRPC server reflection (`grpcurl list` against herd).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("herd_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     // Messages that carry a secret's value get no Debug: a stray `{:?}` cannot print it.
     tonic_prost_build::configure()
         .skip_debug([

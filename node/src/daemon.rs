@@ -36,6 +36,8 @@ use tracing::{error, info, warn};
 
 /// Transitions that arrive within this long of each other share one state write.
 const STATE_COALESCE: Duration = Duration::from_millis(5);
+/// How long calls still open on the socket at shutdown may take to end before they are cut.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until it is told to stop. `detached`: started by `herd up`, whose pipe
 /// on stderr is replaced by `daemon.log` once the socket answers.
@@ -313,11 +315,23 @@ async fn serve(
     let routes_access = access_api.clone();
     let routes_events = supervisor.events().clone();
     let routes_secrets = secrets.clone();
+    // The standard gRPC services beside herd's own, so grpc_health_probe and grpcurl work:
+    // health answers anyone (it says only "serving"), reflection needs a viewer token on TCP.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in crate::api::standard::SERVICES {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = crate::api::standard::reflection()?;
+    let (routes_health, routes_reflection) = (health_service.clone(), reflection.clone());
     let routes: RoutesFor = Box::new(move |door: &Door| {
         match &routes_cluster {
             Some(node) if shares_cluster_port => node.rpc_routes(),
             _ => Routes::default(),
         }
+        .add_service(routes_health.clone())
+        .add_service(door.guard(routes_reflection.clone()))
         .add_service(door.guard(SupervisorServer::new(routes_api.clone())))
         .add_service(
             door.guard(ClusterAdminServer::new(
@@ -380,15 +394,46 @@ async fn serve(
             }))
         }));
     }
-    tonic::transport::Server::builder()
+    // Shutting down: health says so first (the TCP API may answer a moment longer).
+    let stop_signal = async move {
+        stop_signal.await;
+        for service in crate::api::standard::SERVICES {
+            health
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    };
+    // A client that keeps a stream open (a health watch, a stalled reflection call) must not
+    // hold the daemon up: after the stop signal, open calls get a bounded moment to end.
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let stop_signal = async move {
+        stop_signal.await;
+        let _ = draining.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(SupervisorServer::new(api))
         .add_service(ClusterAdminServer::new(
             Admin::new(cluster.clone(), supervisor.events().clone()).with_secrets(secrets.clone()),
         ))
         .add_service(access_api())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal)
-        .await
-        .context("the API server failed")?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal);
+    tokio::select! {
+        served = server => served.context("the API server failed")?,
+        () = async {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            warn!(
+                after_s = SHUTDOWN_DRAIN.as_secs(),
+                "calls still open on the socket at shutdown; closing them"
+            );
+        }
+    }
 
     for t in tasks {
         t.abort();

@@ -8,6 +8,10 @@ pub mod cluster {
     tonic::include_proto!("herd.cluster");
 }
 
+/// Every service's file descriptors (encoded `FileDescriptorSet`), for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/herd_descriptor.bin"));
+
 // prost requires Debug on every message; these carry a secret's value, so theirs hides it.
 impl std::fmt::Debug for supervisor::PutSecretRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -57,9 +57,16 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
 /// The package of the services the table speaks of; other paths are not the API's.
 pub const PACKAGE: &str = "herd.supervisor.";
 
+/// The paths of the gRPC reflection service (v1).
+const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/";
+
 /// What a call to `path` (`/herd.supervisor.Supervisor/Stop`) needs, and the command's name
 /// for a refusal. Unknown methods need admin.
 pub fn required(path: &str) -> (Role, String) {
+    // gRPC server reflection describes the API (`grpcurl list`): reading, like `ps`.
+    if path.starts_with(REFLECTION) {
+        return (Role::Viewer, "list the API (gRPC reflection)".to_string());
+    }
     let found = path
         .strip_prefix('/')
         .and_then(|p| p.strip_prefix(PACKAGE))
@@ -104,6 +111,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn reflection_is_for_viewers_and_any_other_stranger_path_for_admins() {
+        let reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        assert!(check(Role::Viewer, reflect).is_ok());
+        assert!(check(Role::Viewer, "/grpc.reflection.v1alpha.ServerReflection/X").is_err());
+        assert!(check(Role::Operator, "/grpc.other.Thing/Do").is_err());
     }
 
     #[test]

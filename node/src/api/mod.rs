@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 pub use herd_proto::supervisor::supervisor_server::SupervisorServer;
 
 pub mod remote;
+pub mod standard;
 
 /// One per server (the Unix socket, the TCP API); clones share the supervisor.
 #[derive(Clone)]

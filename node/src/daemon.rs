@@ -282,6 +282,14 @@ async fn serve(
         persisted.clone(),
     )
     .with_secrets(secrets.clone());
+    let logins = Arc::new(crate::http::dashboard::session::Logins::default());
+    let api = match &http {
+        Some((_, listener)) => match listener.local_addr() {
+            Ok(bound) => api.with_dashboard(logins.clone(), crate::http::link_base(bound)),
+            Err(_) => api,
+        },
+        None => api,
+    };
     let persisted_http = persisted;
     info!(pid = std::process::id(), home = %home.root().display(), version = env!("CARGO_PKG_VERSION"), "herd daemon up");
 
@@ -354,6 +362,18 @@ async fn serve(
             listener,
             crate::http::HttpState {
                 supervisor: supervisor.clone(),
+                api: api.clone(),
+                admin: Arc::new(
+                    Admin::new(cluster.clone(), supervisor.events().clone())
+                        .with_secrets(secrets.clone()),
+                ),
+                logins,
+                login_throttle: Arc::new(crate::api::remote::throttle::AuthThrottle::new(
+                    "dashboard sign-in",
+                )),
+                streams: Arc::new(tokio::sync::Semaphore::new(
+                    crate::http::dashboard::MAX_STREAMS,
+                )),
                 started: std::time::Instant::now(),
                 persisted: persisted_http,
                 cluster: cluster.clone(),

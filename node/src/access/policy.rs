@@ -43,6 +43,7 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     // Running the daemon and the cluster, tokens and secrets.
     ("Supervisor", "Shutdown", "down", Role::Admin),
     ("Supervisor", "ReloadConfig", "reload-config", Role::Admin),
+    ("Supervisor", "DashboardLink", "dashboard", Role::Admin),
     ("ClusterAdmin", "StepDown", "cluster step-down", Role::Admin),
     ("ClusterAdmin", "Leave", "cluster leave", Role::Admin),
     ("Access", "CreateToken", "token create", Role::Admin),

@@ -104,16 +104,35 @@ impl Authenticator {
         peer: Option<SocketAddr>,
         now_ms: u64,
     ) -> Result<Caller, Refused> {
+        if self
+            .config_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(Refused::Off);
+        }
+        self.authenticate_any(header, peer, now_ms)
+    }
+
+    /// As `authenticate`, also while the TCP API is off (the dashboard's sign-in: tokens from
+    /// the book open it whether or not `[api]` is configured; the config's token only when it
+    /// is).
+    pub fn authenticate_any(
+        &self,
+        header: Option<&[u8]>,
+        peer: Option<SocketAddr>,
+        now_ms: u64,
+    ) -> Result<Caller, Refused> {
         let config = self
             .config_token
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(config) = config else {
-            return Err(Refused::Off);
-        };
         let header = header.ok_or(Refused::Missing)?;
-        if herd_cluster::constant_time_eq(header, &config) {
+        if let Some(config) = config
+            && herd_cluster::constant_time_eq(header, &config)
+        {
             return Ok(Caller {
                 role: Role::Admin,
                 by: CONFIG_TOKEN.into(),

@@ -37,6 +37,8 @@ pub struct Api {
     /// What of the supervisor's transitions is on disk (see `daemon::write_state`).
     persisted: watch::Receiver<Persisted>,
     secrets: Option<Arc<crate::access::secrets::Secrets>>,
+    /// The dashboard's logins and its address, for one-time sign-in links (`None`: no HTTP).
+    dashboard: Option<(Arc<crate::http::dashboard::session::Logins>, String)>,
 }
 
 /// How long a request waits for its change to reach the state file before answering that it
@@ -59,7 +61,18 @@ impl Api {
             config,
             persisted,
             secrets: None,
+            dashboard: None,
         }
+    }
+
+    /// Where `herd dashboard` links point (`http://ADDR`) and the logins they open.
+    pub fn with_dashboard(
+        mut self,
+        logins: Arc<crate::http::dashboard::session::Logins>,
+        base: String,
+    ) -> Self {
+        self.dashboard = Some((logins, base));
+        self
     }
 
     /// The secret store an app file's `secret:` references are checked against.
@@ -513,6 +526,22 @@ impl SupervisorApi for Api {
                 Status::invalid_argument(format!("config not reloaded, the running one stays: {e}"))
             })?;
         Ok(Response::new(pb::ReloadConfigReply { file, changed }))
+    }
+
+    async fn dashboard_link(
+        &self,
+        _: Request<pb::DashboardLinkRequest>,
+    ) -> Result<Response<pb::DashboardLinkReply>, Status> {
+        let Some((logins, base)) = &self.dashboard else {
+            return Err(Status::failed_precondition(
+                "the HTTP server is off ([http] listen = \"\" or HERD_HTTP_LISTEN=\"\"): set [http] listen in config.toml and restart the daemon",
+            ));
+        };
+        let code = logins.link(tokio::time::Instant::now());
+        Ok(Response::new(pb::DashboardLinkReply {
+            url: format!("{base}/login?once={code}"),
+            expires_in_s: crate::http::dashboard::session::LINK_TTL.as_secs(),
+        }))
     }
 }
 

@@ -180,6 +180,22 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Dashboard { json } => {
+            let r = client
+                .dashboard_link(pb::DashboardLinkRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                print_json(&json!({ "url": r.url, "expires_in_s": r.expires_in_s }));
+            } else {
+                outln!("{}", r.url);
+                eprintln!(
+                    "open it within {} s; it signs one browser in as admin, once",
+                    r.expires_in_s
+                );
+            }
+        }
         Command::Logs {
             name,
             lines,

@@ -15,7 +15,7 @@ pub mod cluster;
 pub mod commands;
 pub mod daemon_ctl;
 pub mod output;
-mod uptime;
+pub mod uptime;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -178,6 +178,12 @@ pub enum Command {
     },
     /// Re-read the daemon config (as SIGHUP does); a bad file is refused and the old one kept.
     ReloadConfig {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A one-time link that signs this browser in to the web dashboard as admin (good for
+    /// two minutes, once). Over the socket only: the daemon's own user asks for it.
+    Dashboard {
         #[arg(long)]
         json: bool,
     },

@@ -1,11 +1,13 @@
 //! herd's HTTP face on `[http] listen` (default `127.0.0.1:9800`; `HERD_HTTP_LISTEN`; an empty
 //! string turns it off): `GET /healthz` for load balancers and probes, `GET /metrics` for
-//! Prometheus. Unknown paths get 404, other methods 405; a request body is never read. A
-//! listener that cannot be bound stops `herd up` with the reason, like `[api]`.
+//! Prometheus, and the web dashboard (`dashboard`). Unknown paths get 404, other methods 405;
+//! bodies (only the login and sign-out forms have one) are capped at `MAX_BODY`. A listener
+//! that cannot be bound stops `herd up` with the reason, like `[api]`.
 //!
 //! `/metrics` on a loopback address is open; on any other address it needs a viewer token
 //! (`authorization: Bearer ...`, the same tokens as the TCP API) unless `metrics_public = true`.
 
+pub mod dashboard;
 mod metrics;
 
 use crate::access::tokens::Authenticator;
@@ -66,16 +68,36 @@ impl HttpSection {
     }
 }
 
+/// The largest request body read (a login form); larger ones get 413.
+const MAX_BODY: usize = 4096;
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
     pub supervisor: Supervisor,
+    /// The services the CLI calls, called in process by the dashboard as its signed-in caller.
+    pub api: crate::api::Api,
+    pub admin: Arc<crate::cluster::admin::Admin>,
+    pub logins: Arc<dashboard::session::Logins>,
+    pub login_throttle: Arc<crate::api::remote::throttle::AuthThrottle>,
+    pub streams: Arc<tokio::sync::Semaphore>,
     pub started: Instant,
     pub persisted: watch::Receiver<Persisted>,
     pub cluster: Option<Arc<ClusterNode>>,
     pub auth: Arc<Authenticator>,
     /// `/metrics` needs a token (non-loopback listener without `metrics_public`).
     pub metrics_need_token: bool,
+}
+
+/// The address a one-time sign-in link on this host points at: the bound one, with a
+/// wildcard address replaced by loopback.
+pub fn link_base(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// Binds `addr` before the daemon starts anything, so a taken port fails `herd up` with the
@@ -98,7 +120,9 @@ pub fn serve(listener: std::net::TcpListener, state: HttpState) -> Result<Socket
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_page))
+        .merge(dashboard::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     tokio::spawn(async move {
         let served = axum::serve(
@@ -110,7 +134,7 @@ pub fn serve(listener: std::net::TcpListener, state: HttpState) -> Result<Socket
             warn!(error = %e, "the HTTP server stopped");
         }
     });
-    info!(listen = %bound, "HTTP server listening (/healthz, /metrics)");
+    info!(listen = %bound, "HTTP server listening (/healthz, /metrics, the dashboard at /)");
     Ok(bound)
 }
 

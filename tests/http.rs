@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::cluster::*;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -153,6 +154,19 @@ fn healthz_and_metrics_say_what_the_cli_says_and_pass_promtool() {
     );
     assert!(text.contains("herd_build_info{version=\""), "{text}");
 
+    // Events by kind: as many `started` as `herd events` lists (3 instances started once).
+    let started = h
+        .ok(&["events", "--json", "-n", "1000"])
+        .lines()
+        .filter(|l| l.contains("\"event\":\"started\""))
+        .count();
+    assert_eq!(started, 3, "herd events");
+    assert_eq!(
+        sample(&text, "herd_events_total{event=\"started\"}"),
+        Some(started as f64),
+        "{text}"
+    );
+
     // A stop shows at the next scrape.
     h.ok(&["stop", "web"]);
     let (_, text) = http(&addr, "GET", "/metrics", None);
@@ -223,4 +237,119 @@ fn off_loopback_metrics_need_a_token_and_healthz_does_not() {
     assert!(body.contains("herd_daemon_uptime_seconds"), "{body}");
     let (code, _) = http(&addr, "GET", "/metrics", Some("Bearer herd_00"));
     assert_eq!(code, 401);
+}
+
+#[test]
+fn the_leader_serves_the_master_metrics_and_they_match_the_cli() {
+    let redis = Redis::start();
+    let nodes = fast_three(&redis.url());
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    // Every node again, now with its HTTP server on (the helpers start them without).
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            n.herd.ok(&["down", "--keep-apps"]);
+            let addr = format!("127.0.0.1:{}", free_port());
+            up_with_http(&n.herd, &addr);
+            addr
+        })
+        .collect();
+    let leader = wait_formed(&all, 3, 0);
+    let master = by_id(&all, leader);
+    let file = master.herd.app_file(
+        "apps.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 2\n",
+    );
+    master.herd.ok(&["cluster", "deploy", &file]);
+    wait_until("both instances running", Duration::from_secs(30), || {
+        counts_of(&all, "web").iter().sum::<usize>() == 2
+    });
+    // The leader alone serves the master's figures; each figure is counted once.
+    let mut text = String::new();
+    wait_until(
+        "the leader reports web running twice and some heartbeats",
+        Duration::from_secs(30),
+        || {
+            let served: Vec<String> = addrs
+                .iter()
+                .map(|a| http(a, "GET", "/metrics", None).1)
+                .collect();
+            let leaders: Vec<&String> = served
+                .iter()
+                .filter(|t| sample(t, "herd_raft_is_leader") == Some(1.0))
+                .collect();
+            let [one] = leaders.as_slice() else {
+                return false;
+            };
+            text = (*one).clone();
+            served
+                .iter()
+                .filter(|t| t.contains("herd_master_heartbeats_sent_total"))
+                .count()
+                == 1
+                && sample(
+                    &text,
+                    "herd_cluster_app_instances{app=\"web\",state=\"running\"}",
+                ) == Some(2.0)
+                && sample(&text, "herd_master_heartbeat_rtt_seconds_count").unwrap_or(0.0) > 0.0
+        },
+    );
+    promtool_check(&text);
+    let apps = master.herd.json(&["cluster", "apps", "--json"]);
+    let web = &apps.as_array().unwrap()[0];
+    assert_eq!(
+        sample(
+            &text,
+            "herd_cluster_app_instances{app=\"web\",state=\"desired\"}"
+        ),
+        web["desired"].as_f64()
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "herd_cluster_app_instances{app=\"web\",state=\"placed\"}"
+        ),
+        Some(web["assignments"].as_object().unwrap().len() as f64)
+    );
+    assert_eq!(
+        sample(&text, "herd_cluster_nodes{status=\"online\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    let sent = sample(&text, "herd_master_heartbeats_sent_total").unwrap();
+    let rtt = sample(&text, "herd_master_heartbeat_rtt_seconds_count").unwrap();
+    assert!(rtt > 0.0 && rtt <= sent, "rtt count {rtt}, sent {sent}");
+    let inf = sample(
+        &text,
+        "herd_master_heartbeat_rtt_seconds_bucket{le=\"+Inf\"}",
+    );
+    assert_eq!(inf, Some(rtt), "{text}");
+    // Uptime: once the master has rolled samples of every node into the registry, each node
+    // has a ratio, and with nobody down it is 1.
+    wait_until(
+        "uptime samples of every node",
+        Duration::from_secs(30),
+        || {
+            let v = master
+                .herd
+                .json(&["cluster", "uptime", "--json", "--days", "1"]);
+            v["nodes"].as_array().is_some_and(|n| {
+                n.len() == 3
+                    && n.iter()
+                        .all(|n| n["days"][0]["total_samples"].as_u64().unwrap_or(0) > 0)
+            })
+        },
+    );
+    let leader_addr = addrs
+        .iter()
+        .find(|a| sample(&http(a, "GET", "/metrics", None).1, "herd_raft_is_leader") == Some(1.0))
+        .expect("a leader serving /metrics");
+    let (_, text) = http(leader_addr, "GET", "/metrics", None);
+    let ratios: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("herd_cluster_node_uptime_ratio{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(ratios, vec![1.0; 3], "{text}");
 }

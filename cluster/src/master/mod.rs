@@ -54,6 +54,7 @@ pub use self::runtime::ClusterRuntime;
 pub use self::runtime::HeartbeatTotals;
 pub use self::runtime::NodeRuntime;
 pub use self::stats::HeartbeatStats;
+pub use self::stats::RTT_BOUNDS_US;
 pub use self::stats::RttHistogram;
 pub use self::storm::RescheduleMode;
 use self::term::MasterTerm;

@@ -79,6 +79,12 @@ pub struct HeartbeatTotals {
     pub fenced_total: u64,
     pub rtt_p50_us: Option<u64>,
     pub rtt_p99_us: Option<u64>,
+    /// Round trips per bound of `RTT_BOUNDS_US` (+Inf last), not cumulative; empty from
+    /// older masters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtt_buckets: Vec<u64>,
+    #[serde(default)]
+    pub rtt_sum_us: u64,
 }
 
 pub(crate) fn build(
@@ -115,6 +121,7 @@ pub(crate) fn build(
         })
         .collect();
     let s = &health.stats;
+    let (rtt_buckets, rtt_sum_us) = s.rtt.classic();
     ClusterRuntime {
         master,
         term,
@@ -127,6 +134,8 @@ pub(crate) fn build(
             fenced_total: s.fenced_total.load(Relaxed),
             rtt_p50_us: s.rtt.quantile(0.5).map(|d| d.as_micros() as u64),
             rtt_p99_us: s.rtt.quantile(0.99).map(|d| d.as_micros() as u64),
+            rtt_buckets,
+            rtt_sum_us,
         },
         reschedule_mode: health.reschedule_mode(),
     }

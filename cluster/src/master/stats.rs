@@ -42,6 +42,8 @@ impl Default for HeartbeatStats {
 
 pub struct RttHistogram {
     buckets: Vec<AtomicU64>,
+    /// Every recorded round trip added up, in µs (a Prometheus histogram's `_sum`).
+    sum_us: AtomicU64,
 }
 
 impl Default for RttHistogram {
@@ -50,9 +52,17 @@ impl Default for RttHistogram {
             buckets: (0..SUB_BUCKETS * POWERS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
+
+/// The bounds (µs) of the classic histogram `/metrics` exposes, from 250 µs to 5 s; a last
+/// bucket (+Inf) holds the rest.
+pub const RTT_BOUNDS_US: [u64; 13] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
+];
 
 fn bucket_of(us: u64) -> u64 {
     if us < SUB_BUCKETS {
@@ -79,6 +89,27 @@ impl RttHistogram {
     pub fn record(&self, rtt: Duration) {
         let us = rtt.as_micros().min(u128::from(u64::MAX)) as u64;
         self.buckets[bucket_of(us) as usize].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Counts per bound of `RTT_BOUNDS_US` (not cumulative; one more, last, for +Inf) and
+    /// the sum in µs. A fine bucket is counted under the first bound at or above its upper
+    /// end, so a count may sit one bound high by up to the fine buckets' 3 %.
+    pub fn classic(&self) -> (Vec<u64>, u64) {
+        let mut out = vec![0; RTT_BOUNDS_US.len() + 1];
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let upper = upper_of(i as u64);
+            let slot = RTT_BOUNDS_US
+                .iter()
+                .position(|bound| upper <= *bound)
+                .unwrap_or(RTT_BOUNDS_US.len());
+            out[slot] += n;
+        }
+        (out, self.sum_us.load(Ordering::Relaxed))
     }
 
     pub fn count(&self) -> u64 {
@@ -111,6 +142,7 @@ impl RttHistogram {
         for b in &self.buckets {
             b.store(0, Ordering::Relaxed);
         }
+        self.sum_us.store(0, Ordering::Relaxed);
     }
 }
 
@@ -209,6 +241,24 @@ mod tests {
                 "{us}: upper {upper}"
             );
         }
+    }
+
+    #[test]
+    fn the_classic_buckets_count_every_round_trip_once_under_its_bound() {
+        let h = RttHistogram::default();
+        for us in [100, 240, 900, 990, 40_000, 9_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let (counts, sum) = h.classic();
+        assert_eq!(counts.len(), RTT_BOUNDS_US.len() + 1);
+        assert_eq!(counts.iter().sum::<u64>(), 6);
+        assert_eq!(counts[0], 2, "100 and 240 µs under 250 µs: {counts:?}");
+        assert_eq!(counts[2], 2, "900 and 990 µs under 1 ms: {counts:?}");
+        assert_eq!(counts[7], 1, "40 ms under 50 ms: {counts:?}");
+        assert_eq!(*counts.last().unwrap(), 1, "9 s past the last bound");
+        assert_eq!(sum, 100 + 240 + 900 + 990 + 40_000 + 9_000_000);
+        h.reset();
+        assert_eq!(h.classic(), (vec![0; RTT_BOUNDS_US.len() + 1], 0));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 use super::HttpState;
 use crate::supervisor::instance::{Health, Status};
 use crate::supervisor::now_ms;
-use prometheus_client::encoding::EncodeLabelSet;
+use herd_cluster::master::RTT_BOUNDS_US;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,6 +30,55 @@ struct StatusLabels {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusOnly {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppState {
+    app: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    addr: String,
+}
+
+/// The master's heartbeat round trips as a classic Prometheus histogram, from the counts the
+/// master keeps (`RTT_BOUNDS_US`): prometheus-client's own histogram can only observe values
+/// one by one, these are already counted.
+#[derive(Debug)]
+struct RttHistogram {
+    /// Per bound, not cumulative, +Inf last.
+    counts: Vec<u64>,
+    sum_us: u64,
+}
+
+impl EncodeMetric for RttHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = RTT_BOUNDS_US
+            .iter()
+            .map(|us| *us as f64 / 1e6)
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().copied())
+            .collect();
+        let count = self.counts.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(self.sum_us as f64 / 1e6, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// The daemon's own CPU seconds, resident bytes and open descriptors, from `/proc/self`.
 fn daemon_figures() -> (f64, u64, u64) {
@@ -178,6 +229,16 @@ pub async fn render(s: &HttpState) -> Result<String, String> {
         inst_uptime,
     );
 
+    let events = Family::<EventLabels, Counter>::default();
+    for (kind, n) in s.supervisor.events().counts() {
+        events.get_or_create(&EventLabels { event: kind }).inc_by(n);
+    }
+    reg.register(
+        "herd_events",
+        "Lifecycle events emitted since the daemon started, by kind (`herd events`)",
+        events,
+    );
+
     if let Some(node) = &s.cluster {
         let st = node.status().await;
         let g = |v: u64| {
@@ -206,11 +267,122 @@ pub async fn render(s: &HttpState) -> Result<String, String> {
         if let Some(i) = st.applied_index {
             reg.register("herd_raft_applied_index", "Raft applied index", g(i));
         }
+        if st.leader_id == Some(st.node_id) {
+            master_metrics(&mut reg, node).await;
+        }
     }
 
     let mut out = String::new();
     encode(&mut out, &reg).map_err(|e| format!("cannot encode the metrics: {e}"))?;
     Ok(out)
+}
+
+/// What only the master knows: its heartbeats, every node's status and uptime, and each
+/// app's desired, placed and running instances. Served by the leader alone, so a scrape of
+/// every node counts each figure once.
+async fn master_metrics(reg: &mut Registry, node: &herd_cluster::ClusterNode) {
+    let (Ok(rt), Ok(registry)) = (node.runtime().await, node.read(true).await) else {
+        return;
+    };
+    let hb = &rt.heartbeats;
+    for (name, help, v) in [
+        (
+            "herd_master_heartbeats_sent",
+            "Heartbeats the master sent in its term",
+            hb.sent_total,
+        ),
+        (
+            "herd_master_heartbeats_failed",
+            "Heartbeats that got no answer in the master's term",
+            hb.failed_total,
+        ),
+        (
+            "herd_master_heartbeats_fenced",
+            "Heartbeats refused because the master's term was stale",
+            hb.fenced_total,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        reg.register(name, help, c);
+    }
+    if !hb.rtt_buckets.is_empty() {
+        reg.register_with_unit(
+            "herd_master_heartbeat_rtt",
+            "Round trip of the master's heartbeats in its term",
+            Unit::Seconds,
+            RttHistogram {
+                counts: hb.rtt_buckets.clone(),
+                sum_us: hb.rtt_sum_us,
+            },
+        );
+    }
+    let nodes = Family::<StatusOnly, Gauge>::default();
+    for n in &rt.nodes {
+        let status = serde_json::to_value(n.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        nodes.get_or_create(&StatusOnly { status }).inc();
+    }
+    reg.register(
+        "herd_cluster_nodes",
+        "Nodes by the status the master gives them",
+        nodes,
+    );
+    let apps = Family::<AppState, Gauge>::default();
+    for (name, app) in &registry.apps {
+        let placed = registry.assignments.get(name).map_or(0, |a| a.len());
+        let running = rt
+            .running(name)
+            .iter()
+            .filter(|(_, i)| i.status == "running")
+            .count();
+        for (state, n) in [
+            ("desired", app.instances as usize),
+            ("placed", placed),
+            ("running", running),
+        ] {
+            apps.get_or_create(&AppState {
+                app: name.clone(),
+                state: state.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register(
+        "herd_cluster_app_instances",
+        "Each deployed app's instances: desired, placed on a node, and reported running",
+        apps,
+    );
+    let uptime = Family::<NodeLabels, FloatGauge>::default();
+    for (id, days) in &registry.uptime {
+        let (up, total) = days.values().fold((0u64, 0u64), |(u, t), b| {
+            (
+                u.saturating_add(b.up_samples),
+                t.saturating_add(b.total_samples),
+            )
+        });
+        if total == 0 {
+            continue;
+        }
+        let addr = registry
+            .nodes
+            .get(id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        uptime
+            .get_or_create(&NodeLabels {
+                node: id.to_string(),
+                addr,
+            })
+            .set(up as f64 / total as f64);
+    }
+    reg.register(
+        "herd_cluster_node_uptime_ratio",
+        "Share of the master's samples that found the node online, over the history kept",
+        uptime,
+    );
 }
 
 /// The same exposition in the classic Prometheus text format (0.0.4), for clients that do not

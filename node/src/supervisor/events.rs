@@ -36,7 +36,13 @@ pub struct EventLog {
     live: broadcast::Sender<Event>,
     seq: std::sync::Arc<AtomicU64>,
     path: PathBuf,
+    /// Events emitted since the daemon started, by kind (for `/metrics`).
+    kinds: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
+
+/// Most kinds counted apart; kinds past it are counted as `other` (kinds come from herd's own
+/// code, so this only guards against a mistake).
+const MAX_KINDS: usize = 256;
 
 impl EventLog {
     /// The log and the task that writes it (spawn it on the runtime).
@@ -50,6 +56,7 @@ impl EventLog {
             live,
             seq: std::sync::Arc::new(AtomicU64::new(seed)),
             path: path.clone(),
+            kinds: Default::default(),
         };
         (log, write_events(rx, path, max_bytes, files))
     }
@@ -83,8 +90,25 @@ impl EventLog {
             pid,
             fields,
         };
+        self.count(event);
         let _ = self.live.send(e.clone());
         let _ = self.tx.send(e);
+    }
+
+    fn count(&self, kind: &str) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = kinds.get_mut(kind) {
+            *n += 1;
+        } else if kinds.len() < MAX_KINDS {
+            kinds.insert(kind.to_string(), 1);
+        } else {
+            *kinds.entry("other".to_string()).or_default() += 1;
+        }
+    }
+
+    /// Events emitted since the daemon started, by kind.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.kinds.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The audit line of a change `caller` made that is not an instance's transition (a token,

@@ -501,3 +501,18 @@ fn a_daemon_not_running_as_root_refuses_another_user_at_start() {
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
 }
+
+#[test]
+fn an_exec_probe_runs_as_the_apps_user() {
+    require_root();
+    let h = Herd::up();
+    let file = h.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nuser = \"nobody\"\ncwd = \"/\"\n\n[app.health]\nexec = [\"sh\", \"-c\", \"test $(id -u) = 65534 && test $USER = nobody\"]\ninterval_s = 0.2\n",
+    );
+    h.ok(&["start", &file]);
+    h.wait_ps("web healthy (its probe ran as nobody)", SECS_10, |rows| {
+        rows.iter()
+            .any(|r| r["name"] == "web" && r["health"] == "healthy")
+    });
+}

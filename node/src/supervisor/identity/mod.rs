@@ -246,6 +246,24 @@ impl Plan {
         }))
     }
 
+    /// The plan for an `exec` health probe of `spec`: the app's ids and passwd variables
+    /// only (no limits, umask or cwd: the probe checks the app, it is not the app), or `None`
+    /// when there is nothing to switch (no `user`/`group`, or a non-root daemon).
+    pub fn prepare_probe(spec: &AppSpec) -> io::Result<Option<Plan>> {
+        let Some(plan) = Plan::prepare(spec)? else {
+            return Ok(None);
+        };
+        if plan.ids.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Plan {
+            rlimits: Vec::new(),
+            umask: None,
+            chdir: None,
+            ..plan
+        }))
+    }
+
     /// Whether the plan enters the cwd itself (the spawner must then not chdir as root first).
     pub fn enters_cwd(&self) -> bool {
         self.chdir.is_some()

@@ -259,7 +259,7 @@ fn a_cwd_only_the_user_may_enter_works_and_one_it_may_not_is_refused() {
     assert!(row["pid"].is_null(), "it runs: {row}");
     let reason = row["last_exit"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("cannot start as user `nobody`") && reason.contains("Permission denied"),
+        reason.contains("starting as user `nobody`") && reason.contains("Permission denied"),
         "{reason}"
     );
     let log = std::fs::read_to_string(log_file(&h, "theirs")).unwrap();

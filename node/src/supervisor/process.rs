@@ -171,7 +171,9 @@ pub fn spawn(
     }
     if !listen_fds.is_empty() || plan.is_some() {
         let fds = listen_fds.to_vec();
-        let who = plan.as_ref().map(|p| p.who.clone());
+        let who = plan
+            .as_ref()
+            .and_then(|p| p.switches().then(|| p.who.clone()));
         // SAFETY: only async-signal-safe calls (fcntl, dup2, and those of
         // `Plan::apply_in_child`) between fork and exec, on data prepared before the fork.
         unsafe {
@@ -184,11 +186,9 @@ pub fn spawn(
                 }
             });
         }
+        // A step of the switch that failed in the child is named in the instance's log.
         return cmd.spawn().map_err(|e| match who {
-            Some(who) => io::Error::new(
-                e.kind(),
-                format!("cannot start as {who}: {e} (the instance's log names the step)"),
-            ),
+            Some(who) => io::Error::new(e.kind(), format!("starting as {who}: {e}")),
             None => e,
         });
     }

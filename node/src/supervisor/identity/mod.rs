@@ -139,14 +139,14 @@ pub fn check_host(spec: &AppSpec) -> Result<(), (&'static str, String)> {
 /// What the child does between fork and exec, prepared before the fork.
 #[derive(Debug)]
 pub struct Plan {
-    rlimits: Vec<(rlimits::Prepared, Vec<u8>)>,
+    rlimits: Vec<rlimits::Prepared>,
     ids: Option<Ids>,
     umask: Option<libc::mode_t>,
     /// Entered after the switch (so permission is checked as the app's user).
     chdir: Option<(CString, Vec<u8>)>,
     /// The variables the passwd entry gives (`HOME`, `USER`, `LOGNAME`, `SHELL`).
     pub env: Vec<(&'static str, String)>,
-    /// Who, for the error a failed start reports.
+    /// Who the child becomes, for the error a failed start reports.
     pub who: String,
 }
 
@@ -174,17 +174,7 @@ impl Plan {
         }
         validate(spec).map_err(invalid)?;
         let resolved = resolve(spec).map_err(invalid)?;
-        let rlimits = rlimits::prepare(&spec.limits)
-            .into_iter()
-            .zip(spec.limits.named())
-            .map(|(p, (key, _, l))| {
-                let msg = format!(
-                    "herd: cannot set limits.{key} to soft {} hard {}\n",
-                    l.soft, l.hard
-                );
-                (p, msg.into_bytes())
-            })
-            .collect();
+        let rlimits = rlimits::prepare(&spec.limits);
         let umask = match &spec.umask {
             Some(u) => Some(parse_umask(u).map_err(|why| invalid(("umask", why)))? as libc::mode_t),
             None => None,
@@ -253,7 +243,7 @@ impl Plan {
         let Some(plan) = Plan::prepare(spec)? else {
             return Ok(None);
         };
-        if plan.ids.is_none() {
+        if !plan.switches() {
             return Ok(None);
         }
         Ok(Some(Plan {
@@ -264,6 +254,11 @@ impl Plan {
         }))
     }
 
+    /// Whether the child switches to other ids (a root daemon, an app with `user` or `group`).
+    pub fn switches(&self) -> bool {
+        self.ids.is_some()
+    }
+
     /// Whether the plan enters the cwd itself (the spawner must then not chdir as root first).
     pub fn enters_cwd(&self) -> bool {
         self.chdir.is_some()
@@ -272,10 +267,10 @@ impl Plan {
     /// Runs in the child between fork and exec: only async-signal-safe calls, no allocation.
     /// A failing step writes which one to fd 2 (the instance's log) and returns its errno.
     pub fn apply_in_child(&self) -> io::Result<()> {
-        for (p, msg) in &self.rlimits {
+        for p in &self.rlimits {
             // SAFETY: setrlimit reads one rlimit struct.
             if unsafe { libc::setrlimit(p.resource, &p.limit) } != 0 {
-                return Err(failed(msg));
+                return Err(failed(&p.failure));
             }
         }
         if let Some(ids) = &self.ids {

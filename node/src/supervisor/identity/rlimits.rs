@@ -282,22 +282,28 @@ fn nr_open() -> Option<u64> {
         .ok()
 }
 
-/// One setrlimit, prepared before fork.
-#[derive(Debug, Clone, Copy)]
+/// One setrlimit, prepared before the fork, with what to say if the child cannot make it.
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub resource: Resource,
     pub limit: libc::rlimit,
+    pub failure: Vec<u8>,
 }
 
 pub fn prepare(limits: &Limits) -> Vec<Prepared> {
     limits
         .named()
-        .map(|(_, resource, l)| Prepared {
+        .map(|(key, resource, l)| Prepared {
             resource,
             limit: libc::rlimit {
                 rlim_cur: l.soft.raw(),
                 rlim_max: l.hard.raw(),
             },
+            failure: format!(
+                "herd: cannot set limits.{key} to soft {} hard {}\n",
+                l.soft, l.hard
+            )
+            .into_bytes(),
         })
         .collect()
 }

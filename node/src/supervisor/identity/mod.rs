@@ -463,6 +463,27 @@ mod tests {
     }
 
     #[test]
+    fn the_child_gets_the_umask_and_limits_without_a_switch() {
+        use std::os::unix::process::CommandExt;
+        let mut s = spec();
+        s.umask = Some("077".into());
+        s.limits.nofile = Some(Rlimit {
+            soft: Bound::Finite(50),
+            hard: Bound::Finite(60),
+        });
+        let plan = Plan::prepare(&s).unwrap().unwrap();
+        assert!(!plan.switches() && !plan.enters_cwd() && plan.env.is_empty());
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "umask; ulimit -n; ulimit -Hn"]);
+        // SAFETY: `apply_in_child` is async-signal-safe (what this test runs it for).
+        unsafe {
+            cmd.pre_exec(move || plan.apply_in_child());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0077\n50\n60\n");
+    }
+
+    #[test]
     fn inspect_shows_set_and_inherited_limits() {
         let mut s = spec();
         s.umask = Some("027".into());

@@ -42,6 +42,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Runs the daemon until it is told to stop. `detached`: started by `herd up`, whose pipe
 /// on stderr is replaced by `daemon.log` once the socket answers.
 pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    seal_inherited_fds();
     home.ensure()
         .with_context(|| format!("cannot use herd home {}", home.root().display()))?;
     let lock = PidLock::acquire(&home.pid_file())?;
@@ -584,6 +585,33 @@ async fn reload_on_sighup(config: Arc<ConfigHandle>) {
         info!(file = %config.path().display(), "SIGHUP: reloading the config");
         let c = config.clone();
         let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+    }
+}
+
+/// Marks every descriptor the daemon inherited (3 and up: whatever the shell, a CI runner or
+/// a parent left open without close-on-exec) close-on-exec, so none of them reaches an app:
+/// an inherited pipe or file would otherwise pass to every instance, across the user switch
+/// of an app with `user`. herd's own descriptors are close-on-exec already (Rust opens them
+/// so); listen sockets reach an app only by `dup2` in the child. Runs first in `run`.
+pub fn seal_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        warn!("cannot list /proc/self/fd; descriptors the daemon inherited may pass to apps");
+        return;
+    };
+    // Collected first: the directory's own descriptor is among those listed.
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; one that closed meanwhile is EBADF, no more.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 

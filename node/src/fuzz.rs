@@ -26,6 +26,11 @@ fn value() -> impl Strategy<Value = String> {
         Just("\"secret:db/pass\"".to_string()),
         Just("\"signal:SIGHUP\"".to_string()),
         Just("\"127.0.0.1:0\"".to_string()),
+        Just("\"027\"".to_string()),
+        Just("\"infinity\"".to_string()),
+        Just("\"nobody\"".to_string()),
+        Just("{ nofile = 64, core = { soft = 0, hard = \"infinity\" } }".to_string()),
+        Just("{ nproc = { soft = 9, hard = 8 }, cpu = -1 }".to_string()),
     ];
     leaf.prop_recursive(2, 8, 4, |inner| {
         prop_oneof![
@@ -66,6 +71,10 @@ const APP_KEYS: &[&str] = &[
     "placement",
     "on_disconnect",
     "on_secret_change",
+    "user",
+    "group",
+    "umask",
+    "limits",
     "bogus",
 ];
 

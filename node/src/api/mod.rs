@@ -200,6 +200,7 @@ impl SupervisorApi for Api {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(spec_error)?;
+        spec::check_on_host(&req.source, &specs).map_err(spec_error)?;
         if let Some(secrets) = &self.secrets {
             secrets
                 .check_apps(&specs)
@@ -313,10 +314,12 @@ impl SupervisorApi for Api {
             .collect();
         let spec_json =
             serde_json::to_string(&app.spec).map_err(|e| Status::internal(e.to_string()))?;
+        let identity_json = crate::supervisor::identity::describe(&app.spec).to_string();
         Ok(Response::new(pb::InspectReply {
             spec_json,
             desired: app.desired.as_str().into(),
             instances,
+            identity_json,
         }))
     }
 

@@ -273,6 +273,9 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
         .into_inner();
     let spec: serde_json::Value =
         serde_json::from_str(&r.spec_json).unwrap_or(serde_json::Value::Null);
+    // An older daemon sends no identity.
+    let identity: serde_json::Value =
+        serde_json::from_str(&r.identity_json).unwrap_or(serde_json::Value::Null);
     if json {
         let instances: Vec<_> = r
             .instances
@@ -288,9 +291,13 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
                 v
             })
             .collect();
-        print_json(
-            &json!({ "name": name, "desired": r.desired, "spec": spec, "instances": instances }),
-        );
+        print_json(&json!({
+            "name": name,
+            "desired": r.desired,
+            "spec": spec,
+            "identity": identity,
+            "instances": instances,
+        }));
         return Ok(());
     }
     outln!("app {name} (desired: {})", r.desired);
@@ -298,6 +305,9 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
         for line in t.lines() {
             outln!("  {line}");
         }
+    }
+    for line in output::identity_lines(&identity) {
+        outln!("{line}");
     }
     for d in &r.instances {
         let Some(i) = &d.info else { continue };

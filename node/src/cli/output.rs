@@ -41,6 +41,82 @@ pub fn exit_text(e: &pb::ExitInfo) -> String {
     }
 }
 
+/// `herd inspect`'s identity lines, from the daemon's `identity_json` (nothing when an older
+/// daemon sent none):
+/// `runs as user nobody (uid 65534), group nogroup (gid 65534), groups 65534, umask 027`
+/// `limits nofile 4096, core 0 (app); nproc 63704, ... (inherited)`.
+pub fn identity_lines(v: &Value) -> Vec<String> {
+    if !v.is_object() {
+        return Vec::new();
+    }
+    let text = |k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut lines = Vec::new();
+    if let Some(err) = v["error"].as_str() {
+        lines.push(format!("runs as: cannot resolve now: {err}"));
+    } else {
+        let groups: Vec<String> = v["groups"]
+            .as_array()
+            .map(|g| g.iter().map(Value::to_string).collect())
+            .unwrap_or_default();
+        let from = if v["from_app"] == true {
+            ""
+        } else {
+            " (the daemon's)"
+        };
+        lines.push(format!(
+            "runs as user {} (uid {}), group {} (gid {}), groups {}{from}",
+            text("user"),
+            text("uid"),
+            text("group"),
+            text("gid"),
+            if groups.is_empty() {
+                "-".into()
+            } else {
+                groups.join(",")
+            },
+        ));
+    }
+    lines.push(format!("umask {}", text("umask")));
+    if let Some(limits) = v["limits"].as_object() {
+        let mut set = Vec::new();
+        let mut inherited = Vec::new();
+        for (key, l) in limits {
+            let value = |b: &Value| match b {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let (soft, hard) = (value(&l["soft"]), value(&l["hard"]));
+            let shown = if soft == hard {
+                format!("{key} {soft}")
+            } else {
+                format!("{key} {soft}/{hard}")
+            };
+            if l["from_app"] == true {
+                set.push(shown);
+            } else {
+                inherited.push(shown);
+            }
+        }
+        let mut line = String::from("limits (soft/hard)");
+        if !set.is_empty() {
+            line.push_str(&format!(" set: {}", set.join(", ")));
+        }
+        if !inherited.is_empty() {
+            line.push_str(&format!(
+                "{}inherited: {}",
+                if set.is_empty() { " " } else { "; " },
+                inherited.join(", ")
+            ));
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 pub fn duration_text(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),

@@ -3,7 +3,9 @@
 //! (pgid == pid > 1) and either is the one the state file records (same pid *and* start
 //! signature: no other process can have both, so its uid does not matter, and an app that
 //! drops privileges itself, `setpriv ... -- app`, is still adopted) or, found by scanning
-//! /proc, runs as the daemon's uid and carries the home's secret marker (see `marker`).
+//! /proc, runs as the uid its app runs as (its `user`'s, else the daemon's) and carries the
+//! home's secret marker (see `marker`). The uid is checked per app: a local user who read
+//! the marker from an app running as that user cannot pose as an app of another user.
 //! Anything else that claims the home is logged and left alone: never adopted, never
 //! signalled.
 
@@ -13,7 +15,7 @@ use std::path::Path;
 use tracing::{debug, warn};
 
 /// A process found on the host that herd started for this home: a process-group leader
-/// of the daemon's uid whose environment carries `HERD_HOME`, `HERD_APP`, `HERD_SLOT` and
+/// of its app's uid whose environment carries `HERD_HOME`, `HERD_APP`, `HERD_SLOT` and
 /// the home's secret marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -40,16 +42,22 @@ fn not_a_leader(pid: u32, stat: &ProcStat) -> Option<String> {
     (stat.pgrp != pid).then(|| format!("it is in process group {}, not leading its own", stat.pgrp))
 }
 
-/// Why a process found by the scan may not be taken as one of ours, if it may not: it must
-/// lead its own group and run as `uid` (real and effective).
-pub fn not_ours(pid: u32, stat: &ProcStat, uid: u32) -> Option<String> {
+/// Why a process found by the scan may not be taken as one of `app`'s, if it may not: it
+/// must lead its own group and run as `uid` (real and effective), the uid `app` runs as;
+/// `None` when that uid is unknown now (the app's user no longer resolves).
+pub fn not_ours(pid: u32, stat: &ProcStat, app: &str, uid: Option<u32>) -> Option<String> {
     if let Some(why) = not_a_leader(pid, stat) {
         return Some(why);
     }
+    let Some(uid) = uid else {
+        return Some(format!(
+            "the user app `{app}` runs as cannot be resolved, so no process can prove it is one of its instances"
+        ));
+    };
     match read_uids(pid) {
         Some((real, effective)) if real == uid && effective == uid => None,
         Some((real, effective)) => Some(format!(
-            "it runs as uid {real} (effective {effective}), not as the daemon's uid {uid}"
+            "it runs as uid {real} (effective {effective}), not as uid {uid}, which app `{app}` runs as"
         )),
         None => Some("its uid cannot be read".into()),
     }
@@ -111,8 +119,13 @@ fn read_claim(pid: u32, want_home: &[u8], marker: &Marker) -> Option<Claim> {
 /// Every live instance leader of `home` on this host, whatever the state file says: the
 /// way back to processes started just before a crash, before their pid reached the disk.
 /// Only a process that proves it is ours (see `Found`) is returned; one that merely claims
-/// the home is logged and left alone — never adopted, never signalled.
-pub fn scan_instances(home: &Path, marker: &Marker, uid: u32) -> Vec<Found> {
+/// the home is logged and left alone — never adopted, never signalled. `uid_of` gives the uid
+/// a process claiming an app must run as (`None`: none may claim it).
+pub fn scan_instances(
+    home: &Path,
+    marker: &Marker,
+    uid_of: impl Fn(&str) -> Option<u32>,
+) -> Vec<Found> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -137,7 +150,7 @@ pub fn scan_instances(home: &Path, marker: &Marker, uid: u32) -> Vec<Found> {
         let (Some(app), Some(index)) = (claim.app, claim.index) else {
             continue;
         };
-        let refused = match not_ours(pid, &stat, uid) {
+        let refused = match not_ours(pid, &stat, &app, uid_of(&app)) {
             // The children of an instance inherit its environment, marker included: not
             // leaders, they are its processes, not impostors.
             Some(_) if claim.marked && stat.pgrp != pid => {
@@ -169,6 +182,10 @@ mod tests {
     use crate::supervisor::process::start_signature;
 
     fn claimant(home: &Path, marker: Option<&str>, leader: bool) -> std::process::Child {
+        claimant_cmd(home, marker, leader).spawn().unwrap()
+    }
+
+    fn claimant_cmd(home: &Path, marker: Option<&str>, leader: bool) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new("sleep");
         cmd.arg("30")
@@ -181,7 +198,7 @@ mod tests {
         if leader {
             cmd.process_group(0);
         }
-        cmd.spawn().unwrap()
+        cmd
     }
 
     fn uid() -> u32 {
@@ -195,13 +212,13 @@ mod tests {
         let mut child = claimant(home.path(), Some(marker.as_str()), true);
         // Until the child has exec'd, /proc shows the parent's environment: look again until
         // the new program's is there (500 looks 10 ms apart, then the assertions speak).
-        let mut found = scan_instances(home.path(), &marker, uid());
+        let mut found = scan_instances(home.path(), &marker, |_| Some(uid()));
         for _ in 0..500 {
             if !found.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
-            found = scan_instances(home.path(), &marker, uid());
+            found = scan_instances(home.path(), &marker, |_| Some(uid()));
         }
         let signature = start_signature(child.id());
         let _ = child.kill();
@@ -224,10 +241,12 @@ mod tests {
             claimant(home.path(), Some(wrong.as_str()), true),
             claimant(home.path(), Some(marker.as_str()), false),
         ];
-        let mine = scan_instances(home.path(), &marker, uid());
-        // The right marker and a leader, but the daemon is another uid.
+        let mine = scan_instances(home.path(), &marker, |_| Some(uid()));
+        // The right marker and a leader, but the app runs as another uid, or as a user that
+        // no longer resolves.
         let leader = claimant(home.path(), Some(marker.as_str()), true);
-        let other_uid = scan_instances(home.path(), &marker, uid() + 1);
+        let other_uid = scan_instances(home.path(), &marker, |_| Some(uid() + 1));
+        let unresolved = scan_instances(home.path(), &marker, |_| None);
         children.push(leader);
         for c in &mut children {
             let _ = c.kill();
@@ -235,6 +254,40 @@ mod tests {
         }
         assert!(mine.is_empty(), "{mine:?}");
         assert!(other_uid.is_empty(), "{other_uid:?}");
+        assert!(unresolved.is_empty(), "{unresolved:?}");
+    }
+
+    #[test]
+    fn scan_takes_a_process_of_its_apps_own_uid_only() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: starting a process as another uid needs root");
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let home = tempfile::tempdir().unwrap();
+        let marker = Marker::random();
+        let nobody = 65534;
+        let mut child = claimant_cmd(home.path(), Some(marker.as_str()), true)
+            .uid(nobody)
+            .gid(nobody)
+            .spawn()
+            .unwrap();
+        let runs_as_nobody = |app: &str| (app == "web").then_some(nobody);
+        let mut found = Vec::new();
+        for _ in 0..500 {
+            found = scan_instances(home.path(), &marker, runs_as_nobody);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The same process claiming an app that runs as the daemon (root) is refused.
+        let as_daemon = scan_instances(home.path(), &marker, |_| Some(uid()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, child.id());
+        assert!(as_daemon.is_empty(), "{as_daemon:?}");
     }
 
     #[test]

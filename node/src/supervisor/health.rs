@@ -7,11 +7,13 @@
 //! share a listen socket.
 
 use super::Supervisor;
+use super::identity::Plan;
 use super::instance::Status;
 use super::machine::Input;
 use super::spec::HealthSpec;
 use http_body_util::Empty;
 use hyper::body::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -20,8 +22,12 @@ fn expand(s: &str, pid: u32, index: u32) -> String {
         .replace("{instance}", &index.to_string())
 }
 
+/// Who an `exec` probe runs as: `None` for the daemon's user, else the app's (see
+/// `Plan::prepare_probe`), or why the app's user cannot be had.
+pub type ProbeUser = Result<Option<Arc<Plan>>, String>;
+
 /// One probe. `Err` says what failed, for `herd health` and the events.
-pub async fn probe(h: &HealthSpec, pid: u32, index: u32) -> Result<(), String> {
+pub async fn probe(h: &HealthSpec, pid: u32, index: u32, who: &ProbeUser) -> Result<(), String> {
     let limit = h.timeout();
     let result = if let Some(url) = &h.http {
         timeout(limit, http_get(&expand(url, pid, index))).await
@@ -36,7 +42,10 @@ pub async fn probe(h: &HealthSpec, pid: u32, index: u32) -> Result<(), String> {
         .await
     } else if let Some(cmd) = &h.exec {
         let cmd: Vec<String> = cmd.iter().map(|c| expand(c, pid, index)).collect();
-        timeout(limit, exec(cmd, pid, index)).await
+        let who = who
+            .clone()
+            .map_err(|e| format!("cannot run the probe as the app's user: {e}"))?;
+        timeout(limit, exec(cmd, pid, index, who)).await
     } else {
         return Err("no probe configured".into());
     };
@@ -77,11 +86,16 @@ async fn http_get(url: &str) -> Result<(), String> {
     }
 }
 
-async fn exec(cmd: Vec<String>, pid: u32, index: u32) -> Result<(), String> {
+async fn exec(
+    cmd: Vec<String>,
+    pid: u32,
+    index: u32,
+    who: Option<Arc<Plan>>,
+) -> Result<(), String> {
     // The probe is the app's command too: none of herd's own variables reach it.
     let env = std::env::vars_os().filter(|(k, _)| !super::app_env::is_scrubbed(k));
-    let status = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
+    let mut c = tokio::process::Command::new(&cmd[0]);
+    c.args(&cmd[1..])
         .env_clear()
         .envs(env)
         .env("HERD_PID", pid.to_string())
@@ -89,7 +103,16 @@ async fn exec(cmd: Vec<String>, pid: u32, index: u32) -> Result<(), String> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if let Some(plan) = who {
+        c.envs(plan.env.iter().map(|(k, v)| (*k, v.as_str())));
+        // SAFETY: `apply_in_child` makes only async-signal-safe calls on data prepared before
+        // the fork.
+        unsafe {
+            c.pre_exec(move || plan.apply_in_child());
+        }
+    }
+    let status = c
         .status()
         .await
         .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
@@ -108,6 +131,7 @@ impl Supervisor {
         spawn_id: u64,
         pid: u32,
         h: HealthSpec,
+        who: ProbeUser,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -116,7 +140,7 @@ impl Supervisor {
             let mut healthy_once = false;
             loop {
                 tokio::time::sleep(if healthy_once { h.interval() } else { fast }).await;
-                let result = probe(&h, pid, index).await;
+                let result = probe(&h, pid, index, &who).await;
                 healthy_once |= result.is_ok();
                 let counts = started.elapsed() >= h.grace();
                 if !me.on_probe(&name, index, spawn_id, result, counts) {
@@ -153,7 +177,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         assert!(
-            probe(&spec(&format!("tcp = \"{addr}\"")), 1, 0)
+            probe(&spec(&format!("tcp = \"{addr}\"")), 1, 0, &Ok(None))
                 .await
                 .is_ok()
         );
@@ -163,7 +187,7 @@ mod tests {
         closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let closed_addr = closed.local_addr().unwrap();
         assert!(
-            probe(&spec(&format!("tcp = \"{closed_addr}\"")), 1, 0)
+            probe(&spec(&format!("tcp = \"{closed_addr}\"")), 1, 0, &Ok(None))
                 .await
                 .is_err()
         );
@@ -175,16 +199,24 @@ mod tests {
             probe(
                 &spec("exec = [\"sh\", \"-c\", \"test {pid} = 42 && test $HERD_PID = 42\"]"),
                 42,
-                0
+                0,
+                &Ok(None)
             )
             .await
             .is_ok()
         );
-        let err = probe(&spec("exec = [\"false\"]"), 1, 0).await.unwrap_err();
-        assert!(err.contains("exited"), "{err}");
-        let err = probe(&spec("exec = [\"sleep\", \"5\"]\ntimeout_s = 0.1"), 1, 0)
+        let err = probe(&spec("exec = [\"false\"]"), 1, 0, &Ok(None))
             .await
             .unwrap_err();
+        assert!(err.contains("exited"), "{err}");
+        let err = probe(
+            &spec("exec = [\"sleep\", \"5\"]\ntimeout_s = 0.1"),
+            1,
+            0,
+            &Ok(None),
+        )
+        .await
+        .unwrap_err();
         assert!(err.contains("timed out"), "{err}");
     }
 
@@ -204,7 +236,10 @@ mod tests {
             }
         });
         let h = spec(&format!("http = \"http://{addr}/healthz\""));
-        assert!(probe(&h, 1, 0).await.is_ok());
-        assert_eq!(probe(&h, 1, 0).await.unwrap_err(), "http status 503");
+        assert!(probe(&h, 1, 0, &Ok(None)).await.is_ok());
+        assert_eq!(
+            probe(&h, 1, 0, &Ok(None)).await.unwrap_err(),
+            "http status 503"
+        );
     }
 }

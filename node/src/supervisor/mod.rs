@@ -19,6 +19,7 @@ pub mod events;
 pub mod facts;
 mod group_stop;
 mod health;
+pub mod identity;
 pub mod instance;
 pub mod lease;
 pub mod limits;

@@ -3,6 +3,7 @@
 //! recycled pid, and watching for the exit of a process that is not our child.
 
 use super::app_env;
+use super::identity;
 use super::marker::Marker;
 use super::spec::AppSpec;
 use nix::sys::signal::{Signal, killpg};
@@ -128,6 +129,16 @@ pub fn spawn(
             OsString::from(OsStr::from_bytes(value)),
         );
     }
+    // Resolved at every spawn: the user database may have changed since the file was loaded.
+    let plan = identity::Plan::prepare(spec)?;
+    if let Some(plan) = &plan {
+        // From the passwd entry, unless the app's own env (or a secret) names them.
+        for (k, v) in &plan.env {
+            if !spec.env.contains_key(*k) {
+                env.insert(OsString::from(k), OsString::from(v));
+            }
+        }
+    }
     let mut cmd = if listen_fds.is_empty() {
         // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
         // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
@@ -144,26 +155,6 @@ pub fn spawn(
             .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
             .arg(&spec.command)
             .args(&spec.args);
-        let fds = listen_fds.to_vec();
-        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                let mut moved = [0 as RawFd; 64];
-                for (i, fd) in fds.iter().enumerate().take(64) {
-                    // First out of the way of 3.., then into place (dup2 clears close-on-exec).
-                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
-                    if moved[i] < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in moved.iter().take(fds.len().min(64)).enumerate() {
-                    if libc::dup2(*fd, 3 + i as RawFd) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
         c
     };
     cmd.env_clear()
@@ -173,10 +164,55 @@ pub fn spawn(
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(cwd) = &spec.cwd {
+    if let Some(cwd) = &spec.cwd
+        && !plan.as_ref().is_some_and(|p| p.enters_cwd())
+    {
         cmd.current_dir(cwd);
     }
+    if !listen_fds.is_empty() || plan.is_some() {
+        let fds = listen_fds.to_vec();
+        let who = plan
+            .as_ref()
+            .and_then(|p| p.switches().then(|| p.who.clone()));
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, and those of
+        // `Plan::apply_in_child`) between fork and exec, on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The sockets first: a lowered `nofile` must not stop them moving into place.
+                move_listen_fds(&fds)?;
+                match &plan {
+                    Some(plan) => plan.apply_in_child(),
+                    None => Ok(()),
+                }
+            });
+        }
+        // A step of the switch that failed in the child is named in the instance's log.
+        return cmd.spawn().map_err(|e| match who {
+            Some(who) => io::Error::new(e.kind(), format!("starting as {who}: {e}")),
+            None => e,
+        });
+    }
     cmd.spawn()
+}
+
+/// In the child: `fds` (held by herd, close-on-exec) become fds 3, 4, ... Async-signal-safe.
+fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
+    let mut moved = [0 as RawFd; 64];
+    for (i, fd) in fds.iter().enumerate().take(64) {
+        // First out of the way of 3.., then into place (dup2 clears close-on-exec).
+        // SAFETY: fcntl on an fd number; a bad one is an error, not UB.
+        moved[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100) };
+        if moved[i] < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (i, fd) in moved.iter().take(fds.len().min(64)).enumerate() {
+        // SAFETY: as above.
+        if unsafe { libc::dup2(*fd, 3 + i as RawFd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Where exec would find `program` along `path`: `None` when it names a path already (it

@@ -16,8 +16,20 @@ const ORPHAN_MIN_AGE_MS: u64 = 90_000;
 
 impl Supervisor {
     pub fn restore(&self, snapshot: Snapshot) {
-        let found =
-            adoption::scan_instances(&self.shared.home, &self.shared.marker, self.shared.uid);
+        // The uid each app's processes must run as to be taken for its instances: its
+        // `user`'s as the user database says now, else the daemon's.
+        let daemon_uid = self.shared.uid;
+        let uids: std::collections::HashMap<&str, Option<u32>> = snapshot
+            .apps
+            .iter()
+            .map(|a| {
+                let uid = super::identity::expected_uid(&a.spec, daemon_uid);
+                (a.spec.name.as_str(), uid)
+            })
+            .collect();
+        let found = adoption::scan_instances(&self.shared.home, &self.shared.marker, |app| {
+            uids.get(app).copied().unwrap_or(Some(daemon_uid))
+        });
         self.transact(|t, b| {
             for app in snapshot.apps {
                 t.apps.insert(app.spec.name.clone(), app);

@@ -179,8 +179,16 @@ impl Supervisor {
                     self.wait_for_dependencies(app, index, spawn_id)
                 }
                 Effect::StartProbes { spawn_id, pid } => {
-                    if let Some(h) = spec.and_then(|s| s.health) {
-                        self.start_probes(app, index, spawn_id, pid, h);
+                    if let Some(spec) = spec
+                        && let Some(h) = spec.health.clone()
+                    {
+                        // An exec probe runs as the app's user, resolved once per process.
+                        let who = h.exec.as_ref().map_or(Ok(None), |_| {
+                            super::identity::Plan::prepare_probe(&spec)
+                                .map(|p| p.map(std::sync::Arc::new))
+                                .map_err(|e| e.to_string())
+                        });
+                        self.start_probes(app, index, spawn_id, pid, h, who);
                     }
                 }
                 Effect::WatchAdopted { spawn_id, pid } => {

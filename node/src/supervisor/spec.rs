@@ -3,6 +3,7 @@
 
 use super::app_env;
 use super::backoff::{Backoff, RestartPolicy};
+use super::identity::{self, rlimits::Limits};
 use super::limits;
 pub use super::probe_spec::HealthSpec;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,19 @@ pub struct AppSpec {
     /// own configuration; its environment keeps the old value until its next start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_secret_change: Option<String>,
+    /// Run as this user (name, or uid with an entry): its uid, primary group, supplementary
+    /// groups and `HOME`/`USER`/`LOGNAME`/`SHELL`. Needs a root daemon (see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Run with this primary group instead of the user's. Needs a root daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The file-mode creation mask, as octal text (`"027"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<String>,
+    /// Resource limits (`limits = { nofile = 4096, core = 0 }`).
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 /// `[app.placement]`
@@ -168,6 +182,10 @@ impl AppSpec {
             placement: None,
             on_disconnect: None,
             on_secret_change: None,
+            user: None,
+            group: None,
+            umask: None,
+            limits: Limits::default(),
         }
     }
 
@@ -347,6 +365,7 @@ impl AppSpec {
         }
         self.check_no_nul()?;
         self.check_durations()?;
+        identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((
                 "listen",
@@ -482,6 +501,19 @@ pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSp
     Ok(specs)
 }
 
+/// What only this host can tell about apps an app file starts here: their `user` and `group`
+/// exist and the daemon may become them, their `limits` are within what it may set (see
+/// `identity::check_host`). Run before anything of the file is applied, so a refused file
+/// starts nothing. (A cluster deploy skips it: the apps run on other hosts.)
+pub fn check_on_host(source: &str, specs: &[AppSpec]) -> Result<(), SpecError> {
+    for spec in specs {
+        identity::check_host(spec).map_err(|(key, why)| {
+            SpecError(format!("{source}: app `{}`: key `{key}`: {why}", spec.name))
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +589,44 @@ mod tests {
         let apps = parse("[[app]]\nname = \"a\"\ncommand = \"./run.sh\"\ncwd = \"app\"\n").unwrap();
         assert_eq!(apps[0].cwd.as_deref(), Some(Path::new("/srv/app")));
         assert_eq!(apps[0].command, "/srv/app/./run.sh");
+    }
+
+    #[test]
+    fn identity_keys_parse_and_bad_ones_are_named() {
+        let apps = parse(
+            "[[app]]\nname = \"a\"\ncommand = \"x\"\nuser = \"root\"\ngroup = \"root\"\numask = \"027\"\nlimits = { nofile = 4096, core = 0 }\n",
+        )
+        .unwrap();
+        assert_eq!(apps[0].user.as_deref(), Some("root"));
+        assert_eq!(apps[0].umask.as_deref(), Some("027"));
+        assert!(apps[0].limits.nofile.is_some() && apps[0].limits.core.is_some());
+        let err = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\numask = \"89\"\n").unwrap_err();
+        assert!(
+            err.starts_with("apps.toml: app `a`: key `umask`: `89` is not an octal umask"),
+            "{err}"
+        );
+        let err = parse(
+            "[[app]]\nname = \"a\"\ncommand = \"x\"\nlimits = { nofile = { soft = 9, hard = 8 } }\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("app `a`: key `limits`: nofile: the soft limit 9"),
+            "{err}"
+        );
+        let err =
+            parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nlimits = { files = 1 }\n").unwrap_err();
+        assert!(err.contains("app `a`: unknown key `files`"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_user_is_refused_on_this_host() {
+        let apps = parse("[[app]]\nname = \"a\"\ncommand = \"x\"\nuser = \"no-such-user-herd\"\n")
+            .unwrap();
+        let err = check_on_host("apps.toml", &apps).unwrap_err().0;
+        assert!(
+            err.starts_with("apps.toml: app `a`: key `user`: unknown user `no-such-user-herd`"),
+            "{err}"
+        );
     }
 
     #[test]

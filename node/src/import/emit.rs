@@ -96,7 +96,7 @@ mod tests {
             "# herd app file imported by `herd import pm2` from /srv/eco.json.\n\n\
              [[app]]\n# app \"api\"\nname = \"api\"\ncommand = \"node\"  # pm2's interpreter\n\n\
              [app.env]\n# env merged with env_production\nNODE_ENV = \"production\"\n\
-             \"weird key\" = \"a \\\"quoted\\\"\\nvalue\"\n"
+             \"weird key\" = \"\"\"\na \"quoted\"\nvalue\"\"\"\n"
         );
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         let app = &parsed["app"].as_array().unwrap()[0];

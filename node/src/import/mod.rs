@@ -234,6 +234,27 @@ fn refused_key(err: &str) -> Option<&str> {
     Some(&err[start..start + len])
 }
 
+/// `path` without `.` and `..` components (lexically: `conf.d/../bin` is `bin`), so the
+/// app file shows the directory a reader expects.
+pub fn tidy(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// A herd app name for `wanted`: invalid characters become `-`.
 pub fn app_name(wanted: &str) -> String {
     let mut name: String = wanted
@@ -277,6 +298,15 @@ mod tests {
         assert_eq!(app_name("my api:worker"), "my-api-worker");
         assert_eq!(app_name(".hidden"), "hidden");
         assert_eq!(app_name(""), "app");
+    }
+
+    #[test]
+    fn tidy_drops_dot_components() {
+        assert_eq!(
+            tidy(Path::new("/etc/s/conf.d/../bin/./web.sh")),
+            Path::new("/etc/s/bin/web.sh")
+        );
+        assert_eq!(tidy(Path::new("/a/b/.")), Path::new("/a/b"));
     }
 
     #[test]

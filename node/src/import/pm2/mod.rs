@@ -5,7 +5,7 @@
 mod load;
 mod values;
 
-use super::{Draft, Import, Tool, app_name, crash_window_s};
+use super::{Draft, Import, Tool, app_name, crash_window_s, tidy};
 use crate::supervisor::backoff::Backoff;
 use anyhow::bail;
 use serde_json::{Map, Value};
@@ -140,7 +140,7 @@ fn map_app(
     let cwd = match take("cwd") {
         Some(c) => {
             let c = string(c).ok_or_else(|| bad("cwd", "must be a string"))?;
-            dir.join(c)
+            tidy(&dir.join(c))
         }
         None => dir.to_path_buf(),
     };

@@ -5,7 +5,7 @@
 
 mod files;
 
-use super::{Draft, Import, Tool, app_name, crash_window_s};
+use super::{Draft, Import, Tool, app_name, crash_window_s, tidy};
 use crate::supervisor::backoff::Backoff;
 use anyhow::bail;
 use files::{Located, env_var, environment, expand};
@@ -276,7 +276,13 @@ fn program_apps(
                 sec.name
             );
         };
-        d.set("command", words.remove(0), "command");
+        let program_path = words.remove(0);
+        let program_path = if program_path.starts_with('/') {
+            tidy(Path::new(&program_path)).display().to_string()
+        } else {
+            program_path
+        };
+        d.set("command", program_path, "command");
         if !words.is_empty() {
             d.set(
                 "args",
@@ -289,7 +295,7 @@ fn program_apps(
             (Some(dir), _) => {
                 d.set(
                     "cwd",
-                    Path::new(&here).join(dir).display().to_string(),
+                    tidy(&Path::new(&here).join(dir)).display().to_string(),
                     "directory",
                 );
             }
@@ -340,8 +346,9 @@ fn program_apps(
         }
         apps.push(d);
     }
-    for (k, _) in &sec.entries {
-        if READ.contains(&k.as_str()) {
+    for (k, v) in &sec.entries {
+        // autostart = true is what `herd start` does anyway.
+        if READ.contains(&k.as_str()) || (k == "autostart" && boolean(s, k, v)?) {
             continue;
         }
         imp.skip(&origin, k, unmapped_reason(k));
@@ -432,7 +439,13 @@ fn stop(
 ) -> anyhow::Result<()> {
     let sec = &s.section;
     if let Some(sig) = sec.get("stopsignal") {
-        d.set("stop_signal", sig.trim(), "stopsignal");
+        let sig = sig.trim().to_ascii_uppercase();
+        let sig = if sig.starts_with("SIG") {
+            sig
+        } else {
+            format!("SIG{sig}")
+        };
+        d.set("stop_signal", sig, "stopsignal");
     }
     if let Some(v) = sec.get("stopwaitsecs") {
         d.set(

@@ -47,19 +47,19 @@ pub fn parse(text: &str) -> Result<Vec<Section>, IniError> {
             continue;
         }
         let value = strip_inline_comment(raw);
-        if raw.starts_with([' ', '\t']) {
-            if let (Some(key), Some(section)) = (&open, sections.last_mut()) {
-                let entry = section
-                    .entries
-                    .iter_mut()
-                    .rfind(|(k, _)| k == key)
-                    .expect("the open key is in the section");
-                if !entry.1.is_empty() {
-                    entry.1.push('\n');
-                }
-                entry.1.push_str(value.trim());
-                continue;
+        if raw.starts_with([' ', '\t'])
+            && let (Some(key), Some(section)) = (&open, sections.last_mut())
+        {
+            let entry = section
+                .entries
+                .iter_mut()
+                .rfind(|(k, _)| k == key)
+                .expect("the open key is in the section");
+            if !entry.1.is_empty() {
+                entry.1.push('\n');
             }
+            entry.1.push_str(value.trim());
+            continue;
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {

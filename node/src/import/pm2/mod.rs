@@ -213,14 +213,11 @@ fn map_app(
     watch(&mut d, &keys);
 
     for key in keys.unused() {
-        if key.starts_with("env_") {
+        if let Some(env) = key.strip_prefix("env_") {
             imp.skip(
                 &origin,
                 key,
-                format!(
-                    "not selected; `--env {}` merges it over env",
-                    &key["env_".len()..]
-                ),
+                format!("not selected; `--env {env}` merges it over env"),
             );
         } else {
             imp.skip(&origin, key, unmapped_reason(key));

@@ -6,20 +6,23 @@ use super::{Draft, Skipped, Tool};
 use std::fmt::Write;
 use std::path::Path;
 
-/// The whole file: a header, then one `[[app]]` per draft. Tables (`env`) follow an app's
-/// plain keys as `[app.env]`, which TOML requires.
+/// The whole file: a header naming the source, then the apps.
 pub fn app_file(tool: Tool, source: &Path, apps: &[Draft], skipped: &[Skipped]) -> String {
-    let mut out = String::new();
-    if !source.as_os_str().is_empty() {
-        let _ = writeln!(
-            out,
-            "# herd app file imported by `herd import {tool}` from {}.",
-            source.display()
-        );
-        if !skipped.is_empty() {
-            out.push_str("# Keys that were not mapped are listed at their app, and on stderr.\n");
-        }
+    let mut out = format!(
+        "# herd app file imported by `herd import {tool}` from {}.\n",
+        source.display()
+    );
+    if !skipped.is_empty() {
+        out.push_str("# Keys that were not mapped are listed at their app, and on stderr.\n");
     }
+    out.push_str(&app_tables(apps, skipped));
+    out
+}
+
+/// One `[[app]]` per draft. Tables (`env`) follow an app's plain keys as `[app.env]`, which
+/// TOML requires.
+pub fn app_tables(apps: &[Draft], skipped: &[Skipped]) -> String {
+    let mut out = String::new();
     for app in apps {
         out.push('\n');
         app_table(&mut out, app, skipped);

@@ -10,6 +10,7 @@ pub mod supervisord;
 
 use crate::supervisor::backoff::Backoff;
 use crate::supervisor::spec::{parse_app_file, valid_name};
+use crate::supervisor::{app_env, deps, secret_env};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -148,6 +149,26 @@ impl Import {
         });
     }
 
+    /// Adds a variable to an app's env, unless herd would read it differently: herd sets its
+    /// identity variables itself, and reads a `secret:` value as a secret's name.
+    pub fn env_var(&mut self, origin: &str, env: &mut toml::Table, key: &str, value: String) {
+        if app_env::IDENTITY_VARS.contains(&key) {
+            self.skip(
+                origin,
+                &format!("env.{key}"),
+                "herd sets it itself to identify the instance",
+            );
+        } else if value.starts_with(secret_env::PREFIX) {
+            self.skip(
+                origin,
+                &format!("env.{key}"),
+                "herd would read this `secret:` value as the name of a herd secret; store the value with `herd secret put NAME` and set the variable to `secret:NAME`",
+            );
+        } else {
+            env.insert(key.to_string(), value.into());
+        }
+    }
+
     /// Loads every app as `herd start` would, drops what herd refuses (reporting it), and
     /// returns the app file's text. An error here means the file cannot be made to load.
     pub fn finish(mut self) -> anyhow::Result<(String, Vec<Skipped>)> {
@@ -188,9 +209,16 @@ impl Import {
         let rank = |origin: &str| self.apps.iter().position(|a| a.origin == origin);
         self.skipped.sort_by_key(|s| rank(&s.origin));
         let text = emit::app_file(self.tool, &self.source, &self.apps, &self.skipped);
-        parse_app_file("the imported file", &text, &base).map_err(|e| {
+        let bug = |e: String| {
             anyhow::anyhow!("{e} (this is a bug in `herd import`; the file was not written)")
-        })?;
+        };
+        let specs = parse_app_file("the imported file", &text, &base).map_err(|e| bug(e.0))?;
+        // What `herd start` checks across apps: depends_on names apps of the file, no cycle.
+        let edges = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.depends_on.clone()))
+            .collect();
+        deps::check(&edges).map_err(bug)?;
         Ok((text, self.skipped))
     }
 }
@@ -199,7 +227,7 @@ impl Import {
 fn loadable(app: &mut Draft, base: &Path) -> anyhow::Result<Vec<(Entry, String)>> {
     let mut dropped = Vec::new();
     loop {
-        let text = emit::app_file(Tool::Pm2, Path::new(""), std::slice::from_ref(app), &[]);
+        let text = emit::app_tables(std::slice::from_ref(app), &[]);
         let err = match parse_app_file("app", &text, base) {
             Ok(_) => return Ok(dropped),
             Err(e) => e.0,

@@ -318,9 +318,11 @@ fn command(
 fn interpreter_for(ext: &str) -> Option<&'static str> {
     Some(match ext {
         "js" | "cjs" | "mjs" => "node",
-        "ts" | "tsx" => "ts-node",
+        "ts" | "tsx" => "bun",
         "coffee" => "coffee",
-        "sh" | "bash" => "bash",
+        "ls" => "lsc",
+        "sh" => "bash",
+        // PM2 says `python`, which current distributions no longer install.
         "py" => "python3",
         "rb" => "ruby",
         "php" => "php",
@@ -386,13 +388,9 @@ fn env(
                 Value::Null => {
                     vars.remove(var);
                 }
-                Value::String(s) => {
-                    vars.insert(var.clone(), s.clone().into());
-                }
+                Value::String(s) => imp.env_var(origin, &mut vars, var, s.clone()),
                 // PM2 hands numbers, booleans and objects over as their JSON text.
-                other => {
-                    vars.insert(var.clone(), other.to_string().into());
-                }
+                other => imp.env_var(origin, &mut vars, var, other.to_string()),
             }
         }
     }

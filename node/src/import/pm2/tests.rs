@@ -124,6 +124,25 @@ fn unmappable_keys_and_refused_values_are_reported_not_emitted() {
 }
 
 #[test]
+fn variables_herd_would_read_differently_are_reported_not_emitted() {
+    let (specs, report) = import(
+        json!([{"name": "a", "script": "a.js",
+            "env": {"HERD_APP": "x", "TOKEN": "secret:abc", "OK": "1"}}]),
+        None,
+    );
+    assert_eq!(specs[0].env.keys().collect::<Vec<_>>(), ["OK"]);
+    let has = |n: &str| report.iter().any(|l| l.contains(n));
+    assert!(
+        has("key \"env.HERD_APP\" not mapped: herd sets it itself"),
+        "{report:?}"
+    );
+    assert!(
+        has("key \"env.TOKEN\" not mapped: herd would read this `secret:` value"),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn errors_name_the_file_the_app_and_the_key() {
     let opts = Options { env: None, cpus: 1 };
     let err = |v: Value| {

@@ -314,14 +314,27 @@ fn program_apps(
             ));
         }
         let mut env = toml::Table::new();
-        if let Some(text) = daemon.and_then(|d| d.section.get("environment")) {
-            let vars = environment(text).map_err(|e| {
+        if let Some(daemon) = daemon
+            && let Some(text) = daemon.section.get("environment")
+        {
+            let here = daemon.here();
+            let vars = expand(text, &|n| {
+                if n == "here" {
+                    Some(here.clone())
+                } else {
+                    env_var(n)
+                }
+            })
+            .and_then(|t| environment(&t))
+            .map_err(|e| {
                 anyhow::anyhow!(
                     "{}: [supervisord] key `environment`: {e}",
-                    daemon.map_or(String::new(), |d| d.file.display().to_string())
+                    daemon.file.display()
                 )
             })?;
-            env.extend(vars.into_iter().map(|(k, v)| (k, v.into())));
+            for (k, v) in vars {
+                imp.env_var(&origin, &mut env, &k, v);
+            }
         }
         if let Some(text) = get("environment", num)? {
             let vars = environment(&text).map_err(|e| {
@@ -331,7 +344,9 @@ fn program_apps(
                     sec.name
                 )
             })?;
-            env.extend(vars.into_iter().map(|(k, v)| (k, v.into())));
+            for (k, v) in vars {
+                imp.env_var(&origin, &mut env, &k, v);
+            }
         }
         if !env.is_empty() {
             d.set("env", env, "environment");

@@ -2,24 +2,20 @@
 //! giving up after 16 runs shorter than `min_uptime`) and its SIGINT stop are written out, so
 //! the apps behave under herd as they did under PM2 rather than by herd's defaults.
 
+mod command;
 mod load;
+mod restart;
 mod values;
 
-use super::{Draft, Import, Tool, app_name, crash_window_s, tidy};
-use crate::supervisor::backoff::Backoff;
+use super::{Draft, Import, Tool, app_name, tidy};
 use anyhow::bail;
+use command::command;
+use restart::restart;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
-use values::{bytes, millis, string, strings, words};
-
-/// PM2's defaults (lib/API/schema.json).
-const MAX_RESTARTS: u32 = 16;
-const MIN_UPTIME: Duration = Duration::from_millis(1000);
-/// PM2 caps `exp_backoff_restart_delay` growth at 15 s.
-const EXP_BACKOFF_MAX_MS: u64 = 15_000;
+use values::{bytes, millis, string, strings};
 
 pub struct Options {
     /// `--env NAME`: merge `env_NAME` over `env`.
@@ -227,110 +223,6 @@ fn map_app(
     Ok(had_selected)
 }
 
-/// `script` with its interpreter, as PM2 picks it, becomes `command` and `args`.
-fn command(
-    d: &mut Draft,
-    imp: &mut Import,
-    origin: &str,
-    script: &str,
-    cwd: &Path,
-    keys: &Keys,
-) -> anyhow::Result<()> {
-    let take = |key: &str| keys.take(key);
-    let source = imp.source.display().to_string();
-    let list = |key: &str, v: &Value| {
-        words(v).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{source}: {origin}: key `{key}`: must be a string or a list of strings"
-            )
-        })
-    };
-    let interpreter = match take("interpreter").or_else(|| take("exec_interpreter")) {
-        Some(v) => Some(string(v).ok_or_else(|| {
-            anyhow::anyhow!("{source}: {origin}: key `interpreter`: must be a string")
-        })?),
-        None => None,
-    };
-    let interpreter_args = match take("interpreter_args").or_else(|| take("node_args")) {
-        Some(v) => list("interpreter_args", v)?,
-        None => Vec::new(),
-    };
-    let args = match take("args") {
-        Some(v) => list("args", v)?,
-        None => Vec::new(),
-    };
-    let by_extension = Path::new(script)
-        .extension()
-        .and_then(|e| e.to_str())
-        .and_then(interpreter_for);
-    let (program, note) = match interpreter.as_deref() {
-        Some("none") => (None, None),
-        Some(i) => (Some(i.to_string()), None),
-        None => match by_extension {
-            Some(i) => (
-                Some(i.to_string()),
-                Some(format!("pm2 runs {script} with {i}")),
-            ),
-            None => (None, None),
-        },
-    };
-    let (cmd, all_args) = match program {
-        Some(p) => {
-            let mut all = interpreter_args;
-            all.push(script.to_string());
-            all.extend(args);
-            (p, all)
-        }
-        None => {
-            if !interpreter_args.is_empty() {
-                imp.skip(
-                    origin,
-                    "interpreter_args",
-                    "the script runs without an interpreter, so there is none to pass them to",
-                );
-            }
-            // PM2 finds a bare script name in cwd before PATH; herd looks up a name
-            // without a `/` on PATH.
-            let local = !script.contains('/') && cwd.join(script).is_file();
-            let cmd = if local {
-                format!("./{script}")
-            } else {
-                script.to_string()
-            };
-            (cmd, args)
-        }
-    };
-    let e = d.set("command", cmd, "script");
-    if let Some(n) = note {
-        e.note(n);
-    }
-    if !all_args.is_empty() {
-        d.set(
-            "args",
-            toml::Value::Array(all_args.into_iter().map(toml::Value::String).collect()),
-            "args",
-        );
-    }
-    Ok(())
-}
-
-/// PM2's interpreter for a script's extension (lib/API/interpreter.json); others run as is.
-fn interpreter_for(ext: &str) -> Option<&'static str> {
-    Some(match ext {
-        "js" | "cjs" | "mjs" => "node",
-        "ts" | "tsx" => "bun",
-        "coffee" => "coffee",
-        "ls" => "lsc",
-        "sh" => "bash",
-        // PM2 says `python`, which current distributions no longer install.
-        "py" => "python3",
-        "rb" => "ruby",
-        "php" => "php",
-        "pl" => "perl",
-        _ => return None,
-    })
-}
-
 /// `instances`: a count, or PM2's `"max"`/`0` (every CPU) and `-N` (every CPU but N), which
 /// herd, with a fixed count, fixes to this host's CPUs at import.
 fn instances(v: &Value, cpus: u32) -> Option<(u32, Option<String>)> {
@@ -401,89 +293,6 @@ fn env(
         }
     }
     Ok(had_selected)
-}
-
-/// autorestart, stop_exit_codes, max_restarts, min_uptime, restart_delay,
-/// exp_backoff_restart_delay: written out in full, PM2's defaults included.
-fn restart(
-    d: &mut Draft,
-    keys: &Keys,
-    bad: impl Fn(&str, &str) -> anyhow::Error,
-) -> anyhow::Result<()> {
-    let take = |key: &str| keys.take(key);
-    let autorestart = match take("autorestart") {
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("autorestart", "must be true or false")),
-        None => true,
-    };
-    if let Some(v) = take("stop_exit_codes") {
-        let codes: Option<Vec<toml::Value>> = match v {
-            Value::Array(a) => a.iter().map(|c| c.as_i64().map(Into::into)).collect(),
-            Value::Number(n) => n.as_i64().map(|c| vec![c.into()]),
-            _ => None,
-        };
-        let codes = codes.ok_or_else(|| bad("stop_exit_codes", "must be exit codes"))?;
-        d.set(
-            "stop_exit_codes",
-            toml::Value::Array(codes),
-            "stop_exit_codes",
-        );
-    }
-    let max_restarts = take("max_restarts");
-    let min_uptime = take("min_uptime");
-    let restart_delay = take("restart_delay");
-    let exp = take("exp_backoff_restart_delay");
-    if !autorestart {
-        d.set("restart", "never", "autorestart");
-        return Ok(());
-    }
-    d.set("restart", "always", "autorestart")
-        .note("pm2 restarts after any exit");
-    let (initial, max, note) = match (exp, restart_delay) {
-        (Some(v), _) => {
-            let ms = millis(v)
-                .ok_or_else(|| bad("exp_backoff_restart_delay", "must be milliseconds"))?;
-            (
-                ms,
-                ms.max(EXP_BACKOFF_MAX_MS),
-                "pm2 exp_backoff_restart_delay (pm2 grows it 1.5x up to 15 s, herd doubles it)",
-            )
-        }
-        (None, Some(v)) => {
-            let ms = millis(v).ok_or_else(|| bad("restart_delay", "must be milliseconds"))?;
-            (ms, ms, "pm2 restart_delay: a fixed delay")
-        }
-        (None, None) => (0, 0, "pm2 restarts at once"),
-    };
-    d.set("backoff_initial_ms", initial as i64, "restart_delay")
-        .note(note);
-    d.set("backoff_max_ms", max as i64, "restart_delay");
-    let restarts = match max_restarts {
-        Some(v) => u32::try_from(
-            v.as_u64()
-                .ok_or_else(|| bad("max_restarts", "must be a number"))?,
-        )
-        .unwrap_or(u32::MAX),
-        None => MAX_RESTARTS,
-    };
-    let uptime = match min_uptime {
-        Some(v) => Duration::from_millis(
-            millis(v).ok_or_else(|| bad("min_uptime", "must be milliseconds or like \"5s\""))?,
-        ),
-        None => MIN_UPTIME,
-    };
-    let backoff = Backoff::new(Duration::from_millis(initial), Duration::from_millis(max));
-    d.set("max_restarts", i64::from(restarts), "max_restarts");
-    d.set(
-        "restart_window_s",
-        crash_window_s(restarts, uptime, backoff) as i64,
-        "min_uptime",
-    )
-    .note(format!(
-        "{restarts} restarts of runs under pm2's min_uptime {} ms fit in it",
-        uptime.as_millis()
-    ));
-    Ok(())
 }
 
 /// `watch`/`ignore_watch`/`watch_delay`, offered under herd's names; reported if this herd

@@ -342,7 +342,10 @@ fn write_refuses_to_overwrite_without_force_and_the_file_loads() {
 
 #[test]
 fn errors_name_the_file_and_the_fix() {
+    // No daemon here: importing needs none.
     let h = Herd::new();
+    let (text, _) = import(&h, &["pm2", &fixture("pm2/ecosystem.yaml")]);
+    assert!(text.contains("name = \"web\""), "{text}");
     // JavaScript without node: say so, and how to get on.
     let empty = tempfile::tempdir().unwrap();
     let out = h

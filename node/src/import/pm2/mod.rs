@@ -111,11 +111,15 @@ fn map_app(
         used: RefCell::default(),
     };
     let take = |key: &str| keys.take(key);
-    let bad =
-        |key: &str, want: &str| anyhow::anyhow!("{source}: apps[{index}]: key `{key}`: {want}");
+    // Errors name the app as the file does: by name, else by its place in `apps`.
+    let label = match app.get("name").and_then(string) {
+        Some(n) => format!("app \"{n}\""),
+        None => format!("apps[{index}]"),
+    };
+    let bad = |key: &str, want: &str| anyhow::anyhow!("{source}: {label}: key `{key}`: {want}");
 
     let Some(script) = take("script") else {
-        bail!("{source}: apps[{index}]: missing required key `script`");
+        bail!("{source}: {label}: missing required key `script`");
     };
     let script = string(script).ok_or_else(|| bad("script", "must be a string"))?;
     let wanted = match take("name") {

@@ -152,7 +152,7 @@ fn errors_name_the_file_the_app_and_the_key() {
     };
     assert_eq!(
         err(json!({"apps": [{"name": "a"}]})),
-        "eco.json: apps[0]: missing required key `script`"
+        "eco.json: app \"a\": missing required key `script`"
     );
     assert_eq!(
         err(json!({"apps": [{"script": "a.js", "max_memory_restart": "lots"}]})),

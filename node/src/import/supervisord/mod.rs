@@ -288,7 +288,10 @@ fn program_apps(
                 "command",
             );
         }
-        let daemon_dir = daemon.and_then(|d| d.section.get("directory"));
+        let daemon_dir = daemon.and_then(|d| {
+            let dir = d.section.get("directory")?;
+            Some(tidy(&Path::new(&d.here()).join(dir)).display().to_string())
+        });
         match (get("directory", num)?, daemon_dir) {
             (Some(dir), _) => {
                 d.set(
@@ -350,8 +353,8 @@ fn program_apps(
             d.set("env", env, "environment");
         }
         restart(&mut d, s)?;
-        stop(&mut d, imp, s, &origin, num == start || per_process)?;
-        logs(&mut d, imp, s, &origin, num == start || per_process)?;
+        stop(&mut d, imp, s, &origin, num == start)?;
+        logs(&mut d, imp, s, &origin, num == start)?;
         if let Some(user) = get("user", num)? {
             d.set("user", user, "user").unless_unknown(
                 "this herd runs apps as the daemon's user; run a daemon as that user, or start the command through `setpriv --reuid=USER --regid=GROUP --init-groups`",

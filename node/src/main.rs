@@ -10,6 +10,7 @@ mod daemon;
 mod fuzz;
 mod home;
 mod http;
+mod import;
 mod state;
 mod supervisor;
 
@@ -32,6 +33,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::LeaseKeeper = cli.command {
         return Ok(supervisor::lease::keeper_main()?);
     }
+    // Importing reads and writes files only: no home, no daemon, no remote target.
+    let command = match cli.command {
+        Command::Import(c) => return cli::import::run(c),
+        other => other,
+    };
+    let cli = Cli { command, ..cli };
     let home = cli::home()?;
     let remote = cli::client::RemoteArgs {
         host: cli.host.as_deref(),

@@ -209,7 +209,8 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Ping { .. }
         | Command::Cluster(_)
         | Command::Token(_)
-        | Command::Secret(_) => {
+        | Command::Secret(_)
+        | Command::Import(_) => {
             unreachable!("lifecycle commands are handled by cli::daemon_ctl")
         }
     }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod daemon_ctl;
+pub mod import;
 pub mod output;
 pub mod uptime;
 
@@ -196,6 +197,10 @@ pub enum Command {
     /// Secrets sealed at rest, for apps' env as `secret:NAME`: put, list, delete, get.
     #[command(subcommand)]
     Secret(access::SecretCommand),
+    /// Print a herd app file made from a PM2 ecosystem file or a supervisord.conf (no daemon
+    /// needed); keys that could not be mapped are listed on stderr.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -106,26 +107,45 @@ fn the_apps_env_wins_over_the_passwd_variables() {
 
 /// A user listed as a member of a group in /etc/group, and that group's gid: the way to see
 /// supplementary groups come from the group database. `None` on a host without one.
+/// A user who is a member of a supplementary group, made here with the host's own tools
+/// (`groupadd`, `useradd`, `usermod`) so the test needs nothing of the machine it runs on; both
+/// are system entries without a home or a shell, and stay for later runs.
 fn a_member_of_a_group() -> Option<(String, u32)> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        let gid = f.get(2)?.parse().ok()?;
-        let member = f
-            .get(3)?
-            .split(',')
-            .find(|m| !m.is_empty() && nix::unistd::User::from_name(m).ok().flatten().is_some())?;
-        Some((member.to_string(), gid))
-    })
+    const USER: &str = "herd-e2e";
+    const GROUP: &str = "herd-e2e-sup";
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd).args(args).output();
+        assert!(
+            out.as_ref().is_ok_and(|o| o.status.success()),
+            "{cmd} {args:?}: {out:?}"
+        );
+    };
+    run("groupadd", &["-f", "--system", GROUP]);
+    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
+        run(
+            "useradd",
+            &[
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ],
+        );
+    }
+    run("usermod", &["-a", "-G", GROUP, USER]);
+    let gid = nix::unistd::Group::from_name(GROUP)
+        .ok()
+        .flatten()?
+        .gid
+        .as_raw();
+    Some((USER.to_string(), gid))
 }
 
 #[test]
 fn supplementary_groups_come_from_the_users_entry() {
     require_root();
-    let Some((user, gid)) = a_member_of_a_group() else {
-        // Every Debian-like host has members somewhere; say so rather than pass silently.
-        panic!("no user in /etc/group is a member of a group; add one to test this");
-    };
+    let (user, gid) = a_member_of_a_group().expect("the group just made");
     let h = Herd::up();
     let lines = output_of(
         &h,
@@ -219,7 +239,6 @@ fn a_file_the_app_creates_gets_its_umask_and_its_user() {
 /// A directory of mode 0700 (tempfile's default mode follows the umask), owned by `owner`
 /// (root's when `None`).
 fn private_dir(owner: Option<u32>) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     if let Some(uid) = owner {
@@ -515,4 +534,60 @@ fn an_exec_probe_runs_as_the_apps_user() {
         rows.iter()
             .any(|r| r["name"] == "web" && r["health"] == "healthy")
     });
+}
+
+/// A bare command name is looked up in PATH as the app's user, as exec would for it: an entry
+/// only root can reach (root's pyenv shims in /root, say) must not shadow one the user can
+/// run. It did: the daemon resolved the name as root and the spawn failed with EACCES.
+#[test]
+fn a_bare_command_is_found_in_path_as_the_apps_user() {
+    require_root();
+    let h = Herd::up();
+    let hidden = h.path("hidden");
+    let open = tempfile::Builder::new()
+        .prefix("herd-e2e-path-")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir_all(&hidden).unwrap();
+    let tool = |dir: &std::path::Path, says: &str| {
+        let p = dir.join("herd-e2e-tool");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho {says}\necho END\nexec sleep 1000\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    tool(&hidden, "from-root-only");
+    tool(open.path(), "from-anyone");
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = h.app_file(
+        "tool.toml",
+        &format!(
+            "[[app]]\nname = \"tool\"\ncommand = \"herd-e2e-tool\"\nuser = \"nobody\"\ncwd = \"/\"\nenv = {{ PATH = \"{}:{}:/usr/bin:/bin\" }}\n",
+            hidden.display(),
+            open.path().display()
+        ),
+    );
+    h.ok(&["start", &file]);
+    let log = log_file(&h, "tool");
+    wait_until("tool printed END", SECS_10, || {
+        read_lines(&log).iter().any(|l| l == "END")
+    });
+    assert_eq!(read_lines(&log)[0], "from-anyone");
+    // Root still finds the first one (no user: the daemon's own lookup).
+    let root = h.app_file(
+        "root.toml",
+        &format!(
+            "[[app]]\nname = \"roottool\"\ncommand = \"herd-e2e-tool\"\ncwd = \"/\"\nenv = {{ PATH = \"{}:{}:/usr/bin:/bin\" }}\n",
+            hidden.display(),
+            open.path().display()
+        ),
+    );
+    h.ok(&["start", &root]);
+    let log = log_file(&h, "roottool");
+    wait_until("roottool printed END", SECS_10, || {
+        read_lines(&log).iter().any(|l| l == "END")
+    });
+    assert_eq!(read_lines(&log)[0], "from-root-only");
 }

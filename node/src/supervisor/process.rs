@@ -144,7 +144,13 @@ pub fn spawn(
         // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
         // and a fork of the daemon costs about twice as much per start. argv[0] stays the
         // name the app file gave.
-        let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")));
+        // An app running as another user spawns through fork + exec anyway (its identity is
+        // set before exec): exec searches PATH as that user, so an entry only the daemon's
+        // user can reach (root's ~/.pyenv shims) does not shadow one the app can run.
+        let program = match &plan {
+            Some(_) => None,
+            None => resolve_program(&spec.command, env.get(OsStr::new("PATH"))),
+        };
         let mut c =
             tokio::process::Command::new(program.as_deref().unwrap_or(spec.command.as_ref()));
         c.arg0(&spec.command).args(&spec.args);

@@ -242,11 +242,9 @@ fn supervisord_conf_with_include_group_and_numprocs_runs_the_same_programs() {
         "supervisord.toml",
     );
     for line in [
-        "supervisord: program \"cache\": key \"user\" not mapped:",
         "supervisord: program \"cache\": key \"stdout_logfile\" not mapped:",
         "supervisord: group \"backend\": key \"programs\" not mapped: herd has no groups",
         "supervisord: program \"queue\": key \"stopasgroup\" not mapped:",
-        "supervisord: program \"queue\": key \"umask\" not mapped:",
         "supervisord: file: key \"[unix_http_server]\" not mapped:",
     ] {
         assert!(
@@ -265,6 +263,28 @@ fn supervisord_conf_with_include_group_and_numprocs_runs_the_same_programs() {
                 && running(ps, "queue", 3)
         },
     );
+    // `user` and `umask` carry over: the cache runs as www-data, the queue with umask 022.
+    assert!(
+        !report
+            .iter()
+            .any(|l| l.contains("key \"user\"") || l.contains("key \"umask\"")),
+        "{report:#?}"
+    );
+    let cache_pid = pid_of(rows(&ps, "cache")[0]);
+    let status = std::fs::read_to_string(format!("/proc/{cache_pid}/status")).unwrap();
+    let www_data = nix::unistd::User::from_name("www-data")
+        .unwrap()
+        .expect("Debian's www-data user")
+        .uid
+        .as_raw();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:")
+                && l.split_whitespace().nth(1) == Some(&www_data.to_string())),
+        "{status}"
+    );
+    assert_eq!(spec(&h, "queue")["umask"], "022");
     let (argv, env) = process(rows(&ps, "cache")[0]);
     assert_runs(
         &argv,

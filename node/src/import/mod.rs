@@ -228,8 +228,12 @@ fn loadable(app: &mut Draft, base: &Path) -> anyhow::Result<Vec<(Entry, String)>
     let mut dropped = Vec::new();
     loop {
         let text = emit::app_tables(std::slice::from_ref(app), &[]);
-        let err = match parse_app_file("app", &text, base) {
-            Ok(_) => return Ok(dropped),
+        // Loadable here: herd's parser, then what `herd start` checks on this host (the user
+        // exists and the daemon may become it).
+        let loaded = parse_app_file("app", &text, base)
+            .and_then(|specs| crate::supervisor::spec::check_on_host("app", &specs));
+        let err = match loaded {
+            Ok(()) => return Ok(dropped),
             Err(e) => e.0,
         };
         let unknown = err.contains("unknown key `");

@@ -210,6 +210,14 @@ fn map_app(
             d.set("cron_restart", expr, "cron_restart");
         }
     }
+    // PM2's `uid`/`gid` (a name or a number): herd's own parser checks them below.
+    for (from, to) in [("uid", "user"), ("gid", "group")] {
+        if let Some(v) = take(from) {
+            let who =
+                string(v).ok_or_else(|| bad(from, "must be a user or group name or number"))?;
+            d.set(to, who, from);
+        }
+    }
     watch(&mut d, &keys);
 
     for key in keys.unused() {

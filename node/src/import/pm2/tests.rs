@@ -160,3 +160,23 @@ fn errors_name_the_file_the_app_and_the_key() {
     );
     assert!(err(json!({"name": "x"})).starts_with("eco.json: no apps found"));
 }
+
+#[test]
+fn uid_and_gid_become_user_and_group_and_an_unknown_user_is_reported() {
+    let (specs, report) = import(
+        json!({"apps": [
+            {"name": "api", "script": "/bin/sleep", "uid": "nobody", "gid": 65534},
+            {"name": "ghost", "script": "/bin/sleep", "uid": "no-such-user-herd-e2e"},
+        ]}),
+        None,
+    );
+    assert_eq!(specs[0].user.as_deref(), Some("nobody"));
+    assert_eq!(specs[0].group.as_deref(), Some("65534"));
+    assert_eq!(specs[1].user, None);
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains("\"ghost\"") && l.contains("key \"uid\"")),
+        "{report:?}"
+    );
+}

@@ -38,6 +38,7 @@ const READ: &[&str] = &[
     "stopasgroup",
     "killasgroup",
     "user",
+    "umask",
     "priority",
     "redirect_stderr",
     "stdout_logfile_maxbytes",
@@ -355,10 +356,13 @@ fn program_apps(
         restart(&mut d, s)?;
         stop(&mut d, imp, s, &origin, num == start)?;
         logs(&mut d, imp, s, &origin, num == start)?;
+        // Checked by herd's own parser below: a user this host lacks (or a daemon that is
+        // not root) drops the key with herd's reason.
         if let Some(user) = get("user", num)? {
-            d.set("user", user, "user").unless_unknown(
-                "this herd runs apps as the daemon's user; run a daemon as that user, or start the command through `setpriv --reuid=USER --regid=GROUP --init-groups`",
-            );
+            d.set("user", user, "user");
+        }
+        if let Some(umask) = get("umask", num)? {
+            d.set("umask", umask, "umask");
         }
         apps.push(d);
     }
@@ -417,9 +421,6 @@ fn unmapped_reason(key: &str) -> &'static str {
             "herd keeps stdout and stderr in one log, sized by stdout_logfile_maxbytes/backups"
         }
         "autostart" => "`herd start FILE` starts every app in it; `herd stop NAME` after it",
-        "umask" => {
-            "herd does not change the umask; set it in the command (`sh -c 'umask 022; exec ...'`)"
-        }
         "stdout_capture_maxbytes"
         | "stderr_capture_maxbytes"
         | "stdout_events_enabled"

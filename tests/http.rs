@@ -353,3 +353,99 @@ fn the_leader_serves_the_master_metrics_and_they_match_the_cli() {
         .collect();
     assert_eq!(ratios, vec![1.0; 3], "{text}");
 }
+
+/// `curl` over HTTPS trusting `ca`: (status, headers + body); status 0 when no TLS answer.
+fn curl_https(ca: &str, url: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", "--cacert", ca])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl (apt-get install -y curl; scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+#[test]
+fn with_tls_cert_and_key_the_port_speaks_https_and_a_stalled_handshake_blocks_nobody() {
+    let h = Herd::new();
+    std::fs::create_dir_all(h.home.path()).unwrap();
+    let (ca, cert, key) = certificates(h.home.path(), "IP:127.0.0.1");
+    std::fs::write(
+        h.path("config.toml"),
+        format!("[http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    up_with_http(&h, &addr);
+
+    // A client that connects and never says hello holds one handshake slot, nothing more.
+    let stalled: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let (code, text) = curl_https(&ca, &format!("https://{addr}/healthz"), &[]);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("\"status\":\"ok\""), "{text}");
+    let (code, text) = curl_https(&ca, &format!("https://{addr}/metrics"), &[]);
+    assert_eq!(code, 200, "{text}");
+    drop(stalled);
+    // Plain HTTP gets no answer on a TLS port.
+    let (plain, _) = http(&addr, "GET", "/healthz", None);
+    assert_ne!(plain, 200);
+
+    // The one-time link says https, and the session cookie is Secure.
+    let link = h.json(&["dashboard", "--json"])["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.starts_with(&format!("https://{addr}/login?once=")),
+        "{link}"
+    );
+    let (code, text) = curl_https(&ca, &link, &[]);
+    assert_eq!(code, 303, "{text}");
+    let cookie = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    h.ok(&["down"]);
+
+    // Half a pair, or a key that is not the certificate's, stops `herd up` naming [http].
+    std::fs::write(
+        h.path("config.toml"),
+        format!("[http]\ntls_cert = \"{cert}\"\n"),
+    )
+    .unwrap();
+    let out = h
+        .cmd(&["up"])
+        .env("HERD_HTTP_LISTEN", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("[http] TLS needs both"),
+        "{err}"
+    );
+    std::fs::write(
+        h.path("config.toml"),
+        format!("[http]\ntls_cert = \"{cert}\"\ntls_key = \"{ca}\"\n"),
+    )
+    .unwrap();
+    let out = h
+        .cmd(&["up"])
+        .env("HERD_HTTP_LISTEN", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("[http]"), "{err}");
+}

@@ -195,7 +195,11 @@ async fn serve(
         .listen_addr(|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?
     {
-        Some(addr) => Some((addr, crate::http::bind(addr).map_err(anyhow::Error::msg)?)),
+        Some(addr) => Some((
+            addr,
+            crate::http::bind(addr).map_err(anyhow::Error::msg)?,
+            http_section.tls().map_err(anyhow::Error::msg)?,
+        )),
         None => None,
     };
     let shares_cluster_port = cluster.as_ref().is_some_and(|c| !c.serve_rpc);
@@ -285,8 +289,10 @@ async fn serve(
     .with_secrets(secrets.clone());
     let logins = Arc::new(crate::http::dashboard::session::Logins::default());
     let api = match &http {
-        Some((_, listener)) => match listener.local_addr() {
-            Ok(bound) => api.with_dashboard(logins.clone(), crate::http::link_base(bound)),
+        Some((_, listener, tls)) => match listener.local_addr() {
+            Ok(bound) => {
+                api.with_dashboard(logins.clone(), crate::http::link_base(bound, tls.is_some()))
+            }
             Err(_) => api,
         },
         None => api,
@@ -358,10 +364,13 @@ async fn serve(
             .context("cannot start the TCP API")?;
         info!(listen = %cfg.listen, cluster_rpc = shares_cluster_port, tls = cfg.tls.is_some(), "TCP API listening (token required)");
     }
-    if let Some((addr, listener)) = http {
+    if let Some((addr, listener, tls)) = http {
+        let https = tls.is_some();
         crate::http::serve(
             listener,
+            tls,
             crate::http::HttpState {
+                tls: https,
                 supervisor: supervisor.clone(),
                 api: api.clone(),
                 admin: Arc::new(

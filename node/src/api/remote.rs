@@ -144,7 +144,7 @@ impl ApiSection {
             .map_err(|_| format!("[api] listen `{}` is not ip:port", self.listen))?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(tls_pair(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls_pair("[api]", cert, key)?),
             _ => return Err("[api] TLS needs both `tls_cert` and `tls_key`".into()),
         };
         Ok(Some(ApiConfig {
@@ -190,18 +190,18 @@ impl ApiSection {
 }
 
 /// Reads and checks a PEM certificate chain and key, so a bad pair stops `herd up` at once and
-/// is refused by a reload (the running pair stays).
-fn tls_pair(cert: &Path, key: &Path) -> Result<CertPair, String> {
+/// is refused by a reload (the running pair stays). `section` names the config table.
+pub fn tls_pair(section: &str, cert: &Path, key: &Path) -> Result<CertPair, String> {
     let read = |p: &Path, what: &str| {
         std::fs::read(p).map_err(|e| {
             format!(
-                "[api] {what} {}: {e}; check the path and that the daemon's user can read it",
+                "{section} {what} {}: {e}; check the path and that the daemon's user can read it",
                 p.display()
             )
         })
     };
     CertPair::from_pem(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
-        .map_err(|e| format!("[api] {}", e.explain(cert, key)))
+        .map_err(|e| format!("{section} {}", e.explain(cert, key)))
 }
 
 impl ApiConfig {

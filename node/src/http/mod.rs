@@ -9,6 +9,7 @@
 
 pub mod dashboard;
 mod metrics;
+mod tls;
 
 use crate::access::tokens::Authenticator;
 use crate::state::Persisted;
@@ -41,6 +42,11 @@ pub struct HttpSection {
     /// Serve `/metrics` without a token on a non-loopback address.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metrics_public: bool,
+    /// PEM certificate chain and key: the port speaks HTTPS (both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl HttpSection {
@@ -71,6 +77,17 @@ impl HttpSection {
 /// The largest request body read (a login form); larger ones get 413.
 const MAX_BODY: usize = 4096;
 
+impl HttpSection {
+    /// The certificate pair to serve, read and checked now (a bad pair stops `herd up`).
+    pub fn tls(&self) -> Result<Option<herd_cluster::tls::CertPair>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::api::remote::tls_pair("[http]", cert, key).map(Some),
+            _ => Err("[http] TLS needs both `tls_cert` and `tls_key`".into()),
+        }
+    }
+}
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
@@ -81,6 +98,8 @@ pub struct HttpState {
     pub logins: Arc<dashboard::session::Logins>,
     pub login_throttle: Arc<crate::api::remote::throttle::AuthThrottle>,
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The port speaks HTTPS: the session cookie is `Secure`.
+    pub tls: bool,
     pub started: Instant,
     pub persisted: watch::Receiver<Persisted>,
     pub cluster: Option<Arc<ClusterNode>>,
@@ -91,13 +110,14 @@ pub struct HttpState {
 
 /// The address a one-time sign-in link on this host points at: the bound one, with a
 /// wildcard address replaced by loopback.
-pub fn link_base(bound: SocketAddr) -> String {
+pub fn link_base(bound: SocketAddr, tls: bool) -> String {
     let ip = match bound.ip() {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, bound.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// Binds `addr` before the daemon starts anything, so a taken port fails `herd up` with the
@@ -112,8 +132,12 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(listener)
 }
 
-/// Serves a bound listener until the daemon exits.
-pub fn serve(listener: std::net::TcpListener, state: HttpState) -> Result<SocketAddr, String> {
+/// Serves a bound listener until the daemon exits, over TLS when given a pair.
+pub fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<herd_cluster::tls::CertPair>,
+    state: HttpState,
+) -> Result<SocketAddr, String> {
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| format!("[http] listen: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -124,17 +148,28 @@ pub fn serve(listener: std::net::TcpListener, state: HttpState) -> Result<Socket
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = served {
-            warn!(error = %e, "the HTTP server stopped");
+    let https = tls.is_some();
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(pair) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only so axum gives handlers the peer address (`ConnectInfo`).
+            let listener = tls::TlsListener::new(listener, pair)?.tap_io(|_| {});
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, service).await {
+                    warn!(error = %e, "the HTTPS server stopped");
+                }
+            });
         }
-    });
-    info!(listen = %bound, "HTTP server listening (/healthz, /metrics, the dashboard at /)");
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, service).await {
+                    warn!(error = %e, "the HTTP server stopped");
+                }
+            });
+        }
+    }
+    info!(listen = %bound, tls = https, "HTTP server listening (/healthz, /metrics, the dashboard at /)");
     Ok(bound)
 }
 
@@ -239,6 +274,7 @@ mod tests {
         let file = HttpSection {
             listen: Some("0.0.0.0:1".into()),
             metrics_public: false,
+            ..HttpSection::default()
         };
         assert_eq!(
             file.listen_addr(none).unwrap(),
@@ -250,6 +286,7 @@ mod tests {
         let bad = HttpSection {
             listen: Some("9800".into()),
             metrics_public: false,
+            ..HttpSection::default()
         };
         assert!(bad.listen_addr(none).unwrap_err().contains("[http] listen"));
     }

@@ -369,10 +369,10 @@ fn session_cookie(id: &str, tls: bool) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn signed_in(id: &str) -> Response {
+fn signed_in(id: &str, tls: bool) -> Response {
     let mut r = Redirect::to("/").into_response();
     r.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(id, false));
+        .insert(header::SET_COOKIE, session_cookie(id, tls));
     r
 }
 
@@ -393,7 +393,7 @@ async fn login_link(
     match s.logins.redeem(&code, tokio::time::Instant::now()) {
         Some(id) => {
             info!(%peer, "dashboard sign-in through a one-time link");
-            signed_in(&id)
+            signed_in(&id, s.tls)
         }
         None => page(
             StatusCode::UNAUTHORIZED,
@@ -432,7 +432,7 @@ async fn login_form(
         Ok(id) => {
             s.login_throttle.succeeded(peer.ip());
             info!(%peer, "dashboard sign-in with a token");
-            signed_in(&id)
+            signed_in(&id, s.tls)
         }
         Err(why) => {
             s.login_throttle.failed(peer.ip(), why.message(), now);

@@ -449,3 +449,41 @@ fn with_tls_cert_and_key_the_port_speaks_https_and_a_stalled_handshake_blocks_no
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("[http]"), "{err}");
 }
+
+/// A GET that tolerates being hung up on: the status, or 0 when nothing came back.
+fn try_get(addr: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_peer_holds_at_most_32_connections_to_the_http_port() {
+    let h = Herd::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    up_with_http(&h, &addr);
+    assert_eq!(try_get(&addr), 200);
+    // 32 idle connections (a stranger's slowloris) fill this peer's share...
+    let held: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    wait_until("the 33rd connection hung up on", WAIT, || {
+        try_get(&addr) == 0
+    });
+    // ...and nothing more: once they go, the port serves again, and the daemon never stopped.
+    drop(held);
+    wait_until("served again", WAIT, || try_get(&addr) == 200);
+    h.ok(&["ping"]);
+    h.ok(&["down"]);
+}

@@ -115,13 +115,22 @@ mod tests {
             .env("HERD_APP", "solo@0")
             .spawn()
             .expect("sleep");
-        let found = scan(dir.path());
+        // Until the child has exec'd, /proc shows the parent's environment: scan again until
+        // it is there (this raced once under load).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let me = loop {
+            let found = scan(dir.path());
+            if let Some(me) = found.into_iter().find(|p| p.pid == child.id() as i32) {
+                break me;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child is in the census"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         let _ = child.kill();
         let _ = child.wait();
-        let me = found
-            .iter()
-            .find(|p| p.pid == child.id() as i32)
-            .expect("the child is in the census");
         assert_eq!(me.app.as_deref(), Some("solo@0"));
         assert_eq!(me.herd_home, home.to_string_lossy());
         assert!(me.live() && me.cmdline.starts_with("sleep 30"));

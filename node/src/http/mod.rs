@@ -8,8 +8,8 @@
 //! (`authorization: Bearer ...`, the same tokens as the TCP API) unless `metrics_public = true`.
 
 pub mod dashboard;
+mod listen;
 mod metrics;
-mod tls;
 
 use crate::access::tokens::Authenticator;
 use crate::state::Persisted;
@@ -141,20 +141,43 @@ pub fn serve(
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| format!("[http] listen: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // Connections are bounded like the TCP API's; a peer in a sign-in penalty is hung up on.
+    let gate = herd_cluster::limits::Gate::new(listen::LIMITS, state.login_throttle.clone());
+    // The periodic half of the sign-in throttle's rate-limited log, and forgetting quiet peers.
+    let throttle = state.login_throttle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            for line in throttle.flush(tokio::time::Instant::now()) {
+                throttle.emit(Some(line));
+            }
+        }
+    });
+    let seen = gate.clone();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_page))
         .merge(dashboard::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // A request arrived: the connection is past its handshake (idle deadline from now).
+        .layer(axum::middleware::from_fn(
+            move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                  req: axum::extract::Request,
+                  next: axum::middleware::Next| {
+                seen.request_seen(peer);
+                next.run(req)
+            },
+        ))
         .with_state(state);
     let https = tls.is_some();
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // `tap_io` only so axum hands handlers the peer address (`ConnectInfo`).
+    use axum::serve::ListenerExt;
     match tls {
         Some(pair) => {
-            use axum::serve::ListenerExt;
-            // `tap_io` only so axum gives handlers the peer address (`ConnectInfo`).
-            let listener = tls::TlsListener::new(listener, pair)?.tap_io(|_| {});
+            let listener = listen::TlsListener::new(listener, gate, pair)?.tap_io(|_| {});
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, service).await {
                     warn!(error = %e, "the HTTPS server stopped");
@@ -162,6 +185,9 @@ pub fn serve(
             });
         }
         None => {
+            let listener = listen::PlainListener::new(listener, gate)
+                .map_err(|e| format!("[http] listen: {e}"))?
+                .tap_io(|_| {});
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, service).await {
                     warn!(error = %e, "the HTTP server stopped");

@@ -33,9 +33,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::LeaseKeeper = cli.command {
         return Ok(supervisor::lease::keeper_main()?);
     }
-    // Importing reads and writes files only: no home, no daemon, no remote target.
+    // Importing and generating completions or man pages read and write files only: no home,
+    // no daemon, no remote target.
     let command = match cli.command {
         Command::Import(c) => return cli::import::run(c),
+        Command::Completions { shell } => return cli::completions::run(shell),
+        Command::Man { dir } => return cli::man::run(dir.as_deref()),
         other => other,
     };
     let cli = Cli { command, ..cli };

@@ -13,8 +13,10 @@ pub mod access;
 pub mod client;
 pub mod cluster;
 pub mod commands;
+pub mod completions;
 pub mod daemon_ctl;
 pub mod import;
+pub mod man;
 pub mod output;
 pub mod uptime;
 
@@ -201,6 +203,19 @@ pub enum Command {
     /// needed); keys that could not be mapped are listed on stderr.
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Print a completion script for SHELL on stdout (no daemon needed), e.g.
+    /// `herd completions bash > /etc/bash_completion.d/herd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print herd's man page (roff) on stdout, or with --dir write one page per command
+    /// (herd.1, herd-start.1, herd-cluster-deploy.1, ...). No daemon needed.
+    Man {
+        /// Write every page into DIR (created if missing) instead of printing herd(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,

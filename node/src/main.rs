@@ -33,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::LeaseKeeper = cli.command {
         return Ok(supervisor::lease::keeper_main()?);
     }
+    cli::colour::init(cli.color);
     // Importing and generating completions or man pages read and write files only: no home,
     // no daemon, no remote target.
     let command = match cli.command {

@@ -12,6 +12,7 @@ macro_rules! out {
 pub mod access;
 pub mod client;
 pub mod cluster;
+pub mod colour;
 pub mod commands;
 pub mod completions;
 pub mod daemon_ctl;
@@ -47,6 +48,10 @@ pub struct Cli {
     /// cluster changes); 0: no limit.
     #[arg(long, global = true, env = "HERD_REQUEST_TIMEOUT", value_name = "SECS")]
     pub request_timeout: Option<u64>,
+    /// Colour the output: auto (when stdout is a terminal and NO_COLOR is unset or empty),
+    /// always, or never. An explicit always/never wins over NO_COLOR.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub color: colour::When,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -191,3 +191,34 @@ fn uptime_bars_follow_the_color_flag_and_no_color() {
     let never = run(true, &with("never"), None);
     assert!(!coloured(&never), "--color never on a terminal: {never:?}");
 }
+
+/// clap prints help and usage errors before herd sees the parsed flag; they follow it too.
+#[test]
+fn help_and_usage_errors_follow_the_color_flag_on_a_terminal() {
+    let on_terminal = |args: &str, no_color: Option<&str>| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &format!("{} {args}", herd_bin()), "/dev/null"]);
+        match no_color {
+            Some(v) => c.env("NO_COLOR", v),
+            None => c.env_remove("NO_COLOR"),
+        };
+        let out = c.output().expect("script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = |s: &str| s.as_bytes().contains(&ESC);
+    let help = on_terminal("--help", None);
+    assert!(help.contains("Usage"), "{help}");
+    assert!(
+        coloured(&help),
+        "clap's help is plain even on a terminal: {help:?}"
+    );
+    for args in ["--color never --help", "ps --color=never --bogus"] {
+        let out = on_terminal(args, None);
+        assert!(
+            out.contains("Usage") || out.contains("error"),
+            "{args}: {out}"
+        );
+        assert!(!coloured(&out), "herd {args}: {out:?}");
+    }
+    assert!(!coloured(&on_terminal("--help", Some("1"))), "NO_COLOR=1");
+}

@@ -3,7 +3,7 @@
 //! non-empty value, see no-color.org) turns `auto` off; an explicit `--color always|never`
 //! wins over the environment, as no-color.org asks of per-invocation flags.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::sync::OnceLock;
 
 /// `--color`: when to colour.
@@ -39,6 +39,42 @@ pub fn init(when: When) {
 /// Whether to colour; off until `init` ran.
 pub fn enabled() -> bool {
     ENABLED.get().copied().unwrap_or(false)
+}
+
+/// What `--color` says on the raw command line, for clap's own help and usage errors: those
+/// are printed while parsing, before the parsed flag exists. As in clap, the last one wins;
+/// nothing after `--` (a quick-start app's own arguments) counts; a bad value is `Auto` here
+/// and a usage error from clap.
+pub fn from_raw_args(args: impl IntoIterator<Item = OsString>) -> When {
+    let mut when = When::Auto;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.to_str() {
+            Some("--") => break,
+            Some("--color") => args.next(),
+            Some(a) => a.strip_prefix("--color=").map(OsString::from),
+            None => None,
+        };
+        if let Some(v) = value {
+            when = match v.to_str() {
+                Some("always") => When::Always,
+                Some("never") => When::Never,
+                _ => When::Auto,
+            };
+        }
+    }
+    when
+}
+
+impl When {
+    /// The same choice for clap's help and errors (clap's `auto` also honours `NO_COLOR`).
+    pub fn for_clap(self) -> clap::ColorChoice {
+        match self {
+            When::Auto => clap::ColorChoice::Auto,
+            When::Always => clap::ColorChoice::Always,
+            When::Never => clap::ColorChoice::Never,
+        }
+    }
 }
 
 /// The colours the CLI uses (ANSI foreground codes).
@@ -81,6 +117,17 @@ mod tests {
         let set = Some(OsStr::new("1"));
         assert!(decide(When::Always, set, false));
         assert!(!decide(When::Never, None, true));
+    }
+
+    #[test]
+    fn the_raw_flag_is_read_like_clap_reads_it_and_stops_at_the_double_dash() {
+        let when = |line: &str| from_raw_args(line.split_whitespace().map(OsString::from));
+        assert_eq!(when("ps"), When::Auto);
+        assert_eq!(when("--color never --help"), When::Never);
+        assert_eq!(when("ps --color=always"), When::Always);
+        assert_eq!(when("--color never ps --color always"), When::Always);
+        assert_eq!(when("--color bogus ps"), When::Auto);
+        assert_eq!(when("start --name a -- ls --color=never"), When::Auto);
     }
 
     #[test]

@@ -14,12 +14,15 @@ mod import;
 mod state;
 mod supervisor;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap prints help and usage errors while parsing, so it learns --color from the raw args.
+    let when = cli::colour::from_raw_args(std::env::args_os().skip(1));
+    let matches = Cli::command().color(when.for_clap()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -33,9 +36,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::LeaseKeeper = cli.command {
         return Ok(supervisor::lease::keeper_main()?);
     }
-    // Importing reads and writes files only: no home, no daemon, no remote target.
+    cli::colour::init(cli.color);
+    // Importing and generating completions or man pages read and write files only: no home,
+    // no daemon, no remote target.
     let command = match cli.command {
         Command::Import(c) => return cli::import::run(c),
+        Command::Completions { shell } => return cli::completions::run(shell),
+        Command::Man { dir } => return cli::man::run(dir.as_deref()),
         other => other,
     };
     let cli = Cli { command, ..cli };

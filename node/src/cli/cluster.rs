@@ -246,10 +246,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             if json {
                 print_json(&report.to_json());
             } else {
-                out!(
-                    "{}",
-                    report.render(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                );
+                out!("{}", report.render(super::colour::enabled()));
             }
         }
         ClusterCommand::Apps { stale, json } => {

@@ -210,8 +210,10 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)
-        | Command::Import(_) => {
-            unreachable!("lifecycle commands are handled by cli::daemon_ctl")
+        | Command::Import(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
+            unreachable!("lifecycle and daemon-less commands are dispatched in main")
         }
     }
     Ok(())

@@ -12,9 +12,12 @@ macro_rules! out {
 pub mod access;
 pub mod client;
 pub mod cluster;
+pub mod colour;
 pub mod commands;
+pub mod completions;
 pub mod daemon_ctl;
 pub mod import;
+pub mod man;
 pub mod output;
 pub mod uptime;
 
@@ -45,6 +48,10 @@ pub struct Cli {
     /// cluster changes); 0: no limit.
     #[arg(long, global = true, env = "HERD_REQUEST_TIMEOUT", value_name = "SECS")]
     pub request_timeout: Option<u64>,
+    /// Colour the output: auto (when stdout is a terminal and NO_COLOR is unset or empty),
+    /// always, or never. An explicit always/never wins over NO_COLOR.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub color: colour::When,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -201,6 +208,19 @@ pub enum Command {
     /// needed); keys that could not be mapped are listed on stderr.
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Print a completion script for SHELL on stdout (no daemon needed), e.g.
+    /// `herd completions bash > /etc/bash_completion.d/herd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print herd's man page (roff) on stdout, or with --dir write one page per command
+    /// (herd.1, herd-start.1, herd-cluster-deploy.1, ...). No daemon needed.
+    Man {
+        /// Write every page into DIR (created if missing) instead of printing herd(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,

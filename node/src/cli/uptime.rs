@@ -2,6 +2,7 @@
 //! row of coloured cells (green ≥ 99.9 %, amber ≥ 95 %, red below, grey without samples),
 //! newest day on the right, like a status page.
 
+use super::colour::{Colour, paint};
 use crate::cluster::replies::Uptime;
 use herd_cluster::registry::NodeStatus;
 use serde_json::{Value, json};
@@ -103,6 +104,7 @@ impl Report {
         json!({ "days": self.days, "nodes": nodes })
     }
 
+    /// The table; `colour` is `colour::enabled()` but a parameter, so tests see both forms.
     pub fn render(&self, colour: bool) -> String {
         let mut out = String::new();
         if self.nodes.is_empty() {
@@ -129,25 +131,17 @@ impl Report {
 
 fn cell(day: Option<(u64, u64)>, colour: bool) -> String {
     let Some((up, total)) = day else {
-        return if colour {
-            "\x1b[90m·\x1b[0m".into()
-        } else {
-            "·".into()
-        };
+        return paint(colour, Colour::Grey, "·");
     };
     let p = NodeUptime::percent(up, total);
-    let (glyph, code) = if p >= 99.9 {
-        ("█", 32)
+    let (glyph, c) = if p >= 99.9 {
+        ("█", Colour::Green)
     } else if p >= 95.0 {
-        ("▆", 33)
+        ("▆", Colour::Amber)
     } else {
-        ("▂", 31)
+        ("▂", Colour::Red)
     };
-    if colour {
-        format!("\x1b[{code}m{glyph}\x1b[0m")
-    } else {
-        glyph.to_string()
-    }
+    paint(colour, c, glyph)
 }
 
 #[cfg(test)]
@@ -184,5 +178,20 @@ mod tests {
         let overall = j["nodes"][0]["uptime_percent"].as_f64().unwrap();
         assert!((overall - 95.138).abs() < 0.01, "{overall}");
         assert!(Report::of(&v, Some("8"), 3, today * day).nodes.is_empty());
+    }
+
+    #[test]
+    fn cells_carry_escapes_only_when_colour_is_on() {
+        let v: Uptime = serde_json::from_value(json!({
+            "day_ms": 1000,
+            "nodes": [{ "id": 1, "addr": "a", "status": "online",
+                        "days": { "5": { "up_samples": 1, "total_samples": 1, "last_sample_ms": 0 } } }]
+        }))
+        .unwrap();
+        let r = Report::of(&v, None, 2, 5_500);
+        let on = r.render(true);
+        assert!(on.contains("\x1b[32m█\x1b[0m"), "{on:?}");
+        assert!(on.contains("\x1b[90m·\x1b[0m"), "{on:?}");
+        assert!(!r.render(false).contains('\x1b'));
     }
 }

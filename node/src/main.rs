@@ -13,6 +13,7 @@ mod http;
 mod import;
 mod state;
 mod supervisor;
+mod systemd;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -37,6 +37,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Importing reads and writes files only: no home, no daemon, no remote target.
     let command = match cli.command {
         Command::Import(c) => return cli::import::run(c),
+        // Installing the boot unit writes /etc and runs systemctl; the daemon need not run.
+        Command::Startup { user, print } => return cli::startup::startup(user.as_deref(), print),
+        Command::Unstartup => return cli::startup::unstartup(),
         other => other,
     };
     let cli = Cli { command, ..cli };

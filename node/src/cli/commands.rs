@@ -210,7 +210,9 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)
-        | Command::Import(_) => {
+        | Command::Import(_)
+        | Command::Startup { .. }
+        | Command::Unstartup => {
             unreachable!("lifecycle commands are handled by cli::daemon_ctl")
         }
     }

@@ -1,6 +1,8 @@
-//! herd as a citizen of a systemd host: the daemon's sd_notify messages (`notify`).
+//! herd as a citizen of a systemd host: the daemon's sd_notify messages (`notify`) and the
+//! unit that `herd startup` installs (`unit`, rendered from `deploy/herd.service`).
 
 pub mod notify;
+pub mod unit;
 
 use crate::home::Home;
 use crate::supervisor::Supervisor;

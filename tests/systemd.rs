@@ -199,6 +199,25 @@ fn a_watchdog_meant_for_another_pid_is_not_pinged() {
 }
 
 #[test]
+fn a_background_daemon_does_not_speak_for_the_unit_that_ran_herd_up() {
+    // `herd up` detaches: its daemon is not the unit's main process, and with the default
+    // NotifyAccess=main systemd would drop (and log) whatever it sent.
+    let h = Herd::new();
+    let mut systemd = FakeSystemd::bind(&h);
+    let out = h
+        .cmd(&["up"])
+        .env("NOTIFY_SOCKET", h.path("notify.sock"))
+        .env("WATCHDOG_USEC", "400000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = h.daemon_pid().expect("a daemon");
+    assert!(alive(pid));
+    systemd.drain_for(Duration::from_millis(1000));
+    assert!(systemd.heard.is_empty(), "{:?}", systemd.heard);
+}
+
+#[test]
 fn startup_print_shows_the_notify_unit_with_this_binary_and_home() {
     let h = Herd::new();
     let unit = h.ok(&["startup", "--print"]);

@@ -23,6 +23,7 @@ use crate::supervisor::events::EventLog;
 use crate::supervisor::marker::Marker;
 use crate::supervisor::rotation::LogTarget;
 use crate::supervisor::{SNAPSHOT_VERSION, Snapshot, Supervisor, logs, validate_snapshot};
+use crate::systemd::notify::Notifier;
 use anyhow::Context;
 use herd_cluster::{ClusterConfig, ClusterNode};
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// on stderr is replaced by `daemon.log` once the socket answers.
 pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     seal_inherited_fds();
+    // SAFETY: first thing, before the async runtime or any other thread exists.
+    let notifier = unsafe { Notifier::from_env() };
     home.ensure()
         .with_context(|| format!("cannot use herd home {}", home.root().display()))?;
     let lock = PidLock::acquire(&home.pid_file())?;
@@ -114,7 +117,7 @@ pub fn run(home: Home, detached: bool, config_path: Option<PathBuf>) -> anyhow::
         Arc::new(config),
         cluster,
         api,
-        detached,
+        Launch { detached, notifier },
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(home.socket());
@@ -165,6 +168,13 @@ fn refuse_newer_state(state: &StateFile) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How this daemon was started: by `herd up` (`detached`: it reports on a pipe, then logs to
+/// `daemon.log`), and by systemd with `Type=notify` (`notifier`), or neither (foreground).
+struct Launch {
+    detached: bool,
+    notifier: Option<Arc<Notifier>>,
+}
+
 async fn serve(
     home: Home,
     state: StateFile,
@@ -172,8 +182,9 @@ async fn serve(
     config: Arc<ConfigHandle>,
     cluster: Option<ClusterConfig>,
     api_cfg: Option<ApiConfig>,
-    detached: bool,
+    launch: Launch,
 ) -> anyhow::Result<()> {
+    let Launch { detached, notifier } = launch;
     let socket = home.socket();
     let _ = std::fs::remove_file(&socket);
     // The socket is the only gate: created 0600 (umask), inside a 0700 home.
@@ -303,11 +314,17 @@ async fn serve(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let sup = supervisor.clone();
+    let stopping = notifier.clone();
     let stop_signal = async move {
+        let told = || {
+            if let Some(n) = &stopping {
+                n.stopping();
+            }
+        };
         tokio::select! {
             _ = shutdown_rx.recv() => {}
-            _ = term.recv() => { info!("SIGTERM: stopping apps and exiting"); sup.shutdown(false, None).await; }
-            _ = int.recv() => { info!("SIGINT: stopping apps and exiting"); sup.shutdown(false, None).await; }
+            _ = term.recv() => { info!("SIGTERM: stopping apps and exiting"); told(); sup.shutdown(false, None).await; }
+            _ = int.recv() => { info!("SIGINT: stopping apps and exiting"); told(); sup.shutdown(false, None).await; }
         }
     };
     // The TCP API (and, on a shared port, the cluster's RPCs); a config reload re-applies it.
@@ -440,6 +457,16 @@ async fn serve(
         stop_signal.await;
         let _ = draining.send(());
     };
+    // Under systemd: READY=1 once the server below answers, then status and watchdog pings
+    // (a `herd down` is seen there as the supervisor closing: STOPPING=1).
+    if let Some(n) = &notifier {
+        tasks.push(tokio::spawn(crate::systemd::ready_when_serving(
+            n.clone(),
+            home.clone(),
+            supervisor.clone(),
+        )));
+        tasks.push(tokio::spawn(n.clone().run(supervisor.clone())));
+    }
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -465,6 +492,10 @@ async fn serve(
         }
     }
 
+    // However the server ended, systemd hears that the daemon is going before it is gone.
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     for t in tasks {
         t.abort();
     }

@@ -13,6 +13,7 @@ mod http;
 mod import;
 mod state;
 mod supervisor;
+mod systemd;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
@@ -43,6 +44,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(c) => return cli::import::run(c),
         Command::Completions { shell } => return cli::completions::run(shell),
         Command::Man { dir } => return cli::man::run(dir.as_deref()),
+        // Installing the boot unit writes /etc and runs systemctl; the daemon need not run.
+        Command::Startup { user, print } => return cli::startup::startup(user.as_deref(), print),
+        Command::Unstartup => return cli::startup::unstartup(),
         other => other,
     };
     let cli = Cli { command, ..cli };

@@ -212,7 +212,9 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         | Command::Secret(_)
         | Command::Import(_)
         | Command::Completions { .. }
-        | Command::Man { .. } => {
+        | Command::Man { .. }
+        | Command::Startup { .. }
+        | Command::Unstartup => {
             unreachable!("lifecycle and daemon-less commands are dispatched in main")
         }
     }

@@ -35,6 +35,11 @@ pub fn up(home: &Home, json: bool, config: Option<std::path::PathBuf>) -> anyhow
             .with_context(|| format!("cannot resolve {}", config.display()))?;
         cmd.arg("--config").arg(config);
     }
+    // A detached daemon is not the main process of whatever unit ran `herd up`: it must
+    // not speak sd_notify for it (the unit that uses notify runs `herd up --foreground`).
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(var);
+    }
     cmd.env("HERD_HOME", home.root())
         .current_dir("/")
         .stdin(Stdio::null())

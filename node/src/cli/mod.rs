@@ -19,6 +19,7 @@ pub mod daemon_ctl;
 pub mod import;
 pub mod man;
 pub mod output;
+pub mod startup;
 pub mod uptime;
 
 use clap::{Parser, Subcommand};
@@ -221,6 +222,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Install the systemd unit that starts this daemon at boot (/etc/systemd/system/
+    /// herd.service, with this binary and HERD_HOME), reload systemd and enable it now. No
+    /// daemon needed. Without systemd, prints the unit and what to do.
+    Startup {
+        /// Run the daemon as USER (its ~/.herd unless HERD_HOME is set); default root.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only print the unit.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Disable and remove the unit `herd startup` installed (a running daemon keeps running).
+    Unstartup,
     /// An app's output (stdout and stderr), newest last.
     Logs {
         name: String,

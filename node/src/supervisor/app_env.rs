@@ -232,6 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn systemds_notify_and_watchdog_never_reach_an_app_even_when_allowed() {
+        // The daemon's own sd_notify plumbing (herd under systemd): an app that sent on it,
+        // or pinged the daemon's watchdog, would speak for the daemon's unit.
+        let mut spec = AppSpec::quick("web", "x", vec![]);
+        let plain = build(daemon(), &spec, 0, Path::new("/h"), "m", &[]);
+        spec.env_clear = true;
+        spec.env_allow = vec!["NOTIFY_SOCKET".into(), "WATCHDOG_*".into()];
+        let cleared = build(daemon(), &spec, 0, Path::new("/h"), "m", &[]);
+        for env in [plain, cleared] {
+            for n in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+                assert!(!env.contains_key(OsStr::new(n)), "{n} reached the app");
+            }
+        }
+    }
+
+    #[test]
     fn patterns_are_names_or_trailing_star_prefixes() {
         assert!(pattern_matches("TZ", b"TZ"));
         assert!(!pattern_matches("TZ", b"TZX"));

@@ -138,6 +138,10 @@ impl Inner {
         };
         let spawned = Command::new(exe)
             .arg("lease-keeper")
+            // Not the unit's main process: systemd's plumbing is not its to use.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -149,6 +149,16 @@ pub enum SupervisorError {
 
 type Result<T> = std::result::Result<T, SupervisorError>;
 
+/// A count of the supervisor's table at one moment (see `Supervisor::census`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub apps: usize,
+    /// Instances in `running`.
+    pub running: usize,
+    /// `herd down` or a stop signal has begun the shutdown.
+    pub closing: bool,
+}
+
 struct Table {
     apps: BTreeMap<String, App>,
     /// Set by shutdown: exits are no longer restarted.
@@ -313,6 +323,21 @@ impl Supervisor {
                 })
             })
             .collect()
+    }
+
+    /// How many apps and instances there are, how many instances run, and whether the
+    /// supervisor is shutting down: what the daemon reports to systemd. Takes the table lock,
+    /// so a caller that gets an answer has proof the supervisor is not wedged.
+    pub fn census(&self) -> Census {
+        let t = self.lock();
+        let instances = t.apps.values().flat_map(|a| &a.instances);
+        Census {
+            apps: t.apps.len(),
+            running: instances
+                .filter(|i| i.status == instance::Status::Running)
+                .count(),
+            closing: t.closing,
+        }
     }
 
     pub fn list(&self, name: Option<&str>) -> Result<Vec<App>> {

@@ -158,20 +158,7 @@ fn on_a_cluster_the_dashboard_shows_the_cluster_apps_and_the_uptime_cells_of_eve
         || counts_of(&all, APP) == vec![1, 1, 1],
     );
     // Wait for a first uptime sample of every node, so the cells have something to show.
-    wait_until(
-        "uptime samples of every node",
-        Duration::from_secs(30),
-        || {
-            let v = web
-                .herd
-                .json(&["cluster", "uptime", "--json", "--days", "1"]);
-            v["nodes"].as_array().is_some_and(|n| {
-                n.len() == 3
-                    && n.iter()
-                        .all(|n| n["days"][0]["total_samples"].as_u64().unwrap_or(0) > 0)
-            })
-        },
-    );
+    wait_uptime_samples(web, 3);
     drive(
         "cluster",
         json!({

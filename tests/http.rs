@@ -344,20 +344,7 @@ fn the_leader_serves_the_master_metrics_and_they_match_the_cli() {
     assert_eq!(inf, Some(rtt), "{text}");
     // Uptime: once the master has rolled samples of every node into the registry, each node
     // has a ratio, and with nobody down it is 1.
-    wait_until(
-        "uptime samples of every node",
-        Duration::from_secs(30),
-        || {
-            let v = master
-                .herd
-                .json(&["cluster", "uptime", "--json", "--days", "1"]);
-            v["nodes"].as_array().is_some_and(|n| {
-                n.len() == 3
-                    && n.iter()
-                        .all(|n| n["days"][0]["total_samples"].as_u64().unwrap_or(0) > 0)
-            })
-        },
-    );
+    wait_uptime_samples(master, 3);
     let leader_addr = addrs
         .iter()
         .find(|a| sample(&http(a, "GET", "/metrics", None).1, "herd_raft_is_leader") == Some(1.0))

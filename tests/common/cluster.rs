@@ -305,3 +305,21 @@ pub fn node_status(view: &Value, id: u64) -> Option<String> {
 pub fn counts_of(nodes: &[&Node], app: &str) -> Vec<usize> {
     nodes.iter().map(|n| running_here(n, app).len()).collect()
 }
+
+/// Until the master has rolled today's uptime samples of all `nodes` into the registry, as
+/// `n`'s `herd cluster uptime --json` shows them.
+pub fn wait_uptime_samples(n: &Node, nodes: usize) {
+    wait_until(
+        "uptime samples of every node",
+        Duration::from_secs(30),
+        || {
+            let v = n.herd.json(&["cluster", "uptime", "--json", "--days", "1"]);
+            v["nodes"].as_array().is_some_and(|all| {
+                all.len() == nodes
+                    && all
+                        .iter()
+                        .all(|n| n["days"][0]["total_samples"].as_u64().unwrap_or(0) > 0)
+            })
+        },
+    );
+}

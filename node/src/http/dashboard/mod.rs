@@ -151,6 +151,22 @@ fn allowed(viewer: &Viewer, service: &str, method: &str) -> Result<(), Refusal> 
     .map_err(|denied| Refusal(StatusCode::FORBIDDEN, denied.to_string()))
 }
 
+/// The signed-in viewer of a page (`api`: a stream or action) whom the role table lets call
+/// every `(service, method)` of `checks`; else the answer: the sign-in form or 401, or 403.
+fn admitted(
+    s: &HttpState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    api: bool,
+    checks: &[(&str, &str)],
+) -> Result<Viewer, Response> {
+    let v = viewer(s, headers, peer).ok_or_else(|| login_needed(api))?;
+    for (service, method) in checks {
+        allowed(&v, service, method).map_err(IntoResponse::into_response)?;
+    }
+    Ok(v)
+}
+
 fn as_caller<T>(caller: &Caller, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     req.extensions_mut().insert(caller.clone());
@@ -201,12 +217,10 @@ async fn apps_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(false);
+    let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "List")]) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) = allowed(&v, "Supervisor", "List") {
-        return r.into_response();
-    }
     let rows = match instances(&s, &v.caller).await {
         Ok(list) => render::app_rows(&list, &v),
         Err(e) => return status_response(e),
@@ -236,12 +250,10 @@ async fn app_page(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(false);
+    let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "Inspect")]) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) = allowed(&v, "Supervisor", "Inspect") {
-        return r.into_response();
-    }
     let inspect = match s
         .api
         .inspect(as_caller(&v.caller, pb::NameRequest { name: name.clone() }))
@@ -300,14 +312,11 @@ async fn nodes_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(false);
+    let checks = [("ClusterAdmin", "Status"), ("ClusterAdmin", "Uptime")];
+    let v = match admitted(&s, &headers, peer, false, &checks) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) =
-        allowed(&v, "ClusterAdmin", "Status").and_then(|()| allowed(&v, "ClusterAdmin", "Uptime"))
-    {
-        return r.into_response();
-    }
     if s.cluster.is_none() {
         let body = maud::html! { h1 { "Nodes" } p { "this daemon runs standalone" } };
         return page(StatusCode::OK, render::layout("nodes", &v, false, body));
@@ -348,12 +357,10 @@ async fn events_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(false);
+    let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "Events")]) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) = allowed(&v, "Supervisor", "Events") {
-        return r.into_response();
-    }
     page(
         StatusCode::OK,
         render::layout("events", &v, s.cluster.is_some(), render::events_page()),
@@ -596,6 +603,28 @@ where
         .into_response()
 }
 
+/// A gRPC reply stream as a live stream of `kind` events, each item as the JSON `data` makes.
+fn forward<T, S>(
+    s: &HttpState,
+    items: S,
+    kind: &'static str,
+    data: fn(T) -> serde_json::Value,
+) -> Response
+where
+    S: tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static,
+    T: Send + 'static,
+{
+    stream(s, move |tx| async move {
+        let mut items = items;
+        while let Some(Ok(item)) = items.next().await {
+            let event = Event::default().event(kind).data(data(item).to_string());
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// The apps table's rows (and the cluster's apps), pushed on every event and every few
 /// seconds when they changed.
 async fn apps_stream(
@@ -603,11 +632,9 @@ async fn apps_stream(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(true);
-    };
-    if let Err(r) = allowed(&v, "Supervisor", "List") {
-        return r.into_response();
+    const LIST: &[(&str, &str)] = &[("Supervisor", "List")];
+    if let Err(r) = admitted(&s, &headers, peer, true, LIST) {
+        return r;
     }
     let state = s.clone();
     stream(&s, move |tx| async move {
@@ -615,8 +642,8 @@ async fn apps_stream(
         let mut tick = tokio::time::interval(REFRESH);
         let (mut last_apps, mut last_cluster) = (String::new(), String::new());
         loop {
-            // The session may have ended (signed out, token revoked) since the stream began.
-            let Some(v) = viewer(&state, &headers, peer) else {
+            // The session may have ended (signed out, token revoked or demoted) since it began.
+            let Ok(v) = admitted(&state, &headers, peer, true, LIST) else {
                 return;
             };
             if let Ok(list) = instances(&state, &v.caller).await {
@@ -673,12 +700,10 @@ async fn events_stream(
     headers: HeaderMap,
     Query(q): Query<AppQuery>,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(true);
+    let v = match admitted(&s, &headers, peer, true, &[("Supervisor", "Events")]) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) = allowed(&v, "Supervisor", "Events") {
-        return r.into_response();
-    }
     let req = pb::EventsRequest {
         name: q.app.unwrap_or_default(),
         lines: BACKLOG,
@@ -688,21 +713,11 @@ async fn events_stream(
         Ok(r) => r.into_inner(),
         Err(e) => return status_response(e),
     };
-    stream(&s, move |tx| async move {
-        let mut lines = lines;
-        while let Some(Ok(line)) = lines.next().await {
-            let data = serde_json::json!({
-                "text": crate::cli::output::event_text(&line.json),
-                "event": serde_json::from_str::<serde_json::Value>(&line.json).unwrap_or_default(),
-            });
-            if tx
-                .send(Event::default().event("event").data(data.to_string()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+    forward(&s, lines, "event", |line: pb::EventLine| {
+        serde_json::json!({
+            "text": crate::cli::output::event_text(&line.json),
+            "event": serde_json::from_str::<serde_json::Value>(&line.json).unwrap_or_default(),
+        })
     })
 }
 
@@ -713,12 +728,10 @@ async fn logs_stream(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let Some(v) = viewer(&s, &headers, peer) else {
-        return login_needed(true);
+    let v = match admitted(&s, &headers, peer, true, &[("Supervisor", "Logs")]) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if let Err(r) = allowed(&v, "Supervisor", "Logs") {
-        return r.into_response();
-    }
     let req = pb::LogsRequest {
         name,
         lines: BACKLOG,
@@ -728,21 +741,11 @@ async fn logs_stream(
         Ok(r) => r.into_inner(),
         Err(e) => return status_response(e),
     };
-    stream(&s, move |tx| async move {
-        let mut chunks = chunks;
-        while let Some(Ok(chunk)) = chunks.next().await {
-            let data = serde_json::json!({
-                "instance": chunk.instance,
-                "text": String::from_utf8_lossy(&chunk.data),
-            });
-            if tx
-                .send(Event::default().event("log").data(data.to_string()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+    forward(&s, chunks, "log", |chunk: pb::LogChunk| {
+        serde_json::json!({
+            "instance": chunk.instance,
+            "text": String::from_utf8_lossy(&chunk.data),
+        })
     })
 }
 

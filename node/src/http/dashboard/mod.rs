@@ -151,18 +151,36 @@ fn allowed(viewer: &Viewer, service: &str, method: &str) -> Result<(), Refusal> 
     .map_err(|denied| Refusal(StatusCode::FORBIDDEN, denied.to_string()))
 }
 
+/// Why a request was not admitted.
+enum Denied {
+    /// No session: the sign-in form for a page (`api` false), 401 for a stream or action.
+    SignIn {
+        api: bool,
+    },
+    Refused(Refusal),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::SignIn { api } => login_needed(api),
+            Denied::Refused(r) => r.into_response(),
+        }
+    }
+}
+
 /// The signed-in viewer of a page (`api`: a stream or action) whom the role table lets call
-/// every `(service, method)` of `checks`; else the answer: the sign-in form or 401, or 403.
+/// every `(service, method)` of `checks`.
 fn admitted(
     s: &HttpState,
     headers: &HeaderMap,
     peer: SocketAddr,
     api: bool,
     checks: &[(&str, &str)],
-) -> Result<Viewer, Response> {
-    let v = viewer(s, headers, peer).ok_or_else(|| login_needed(api))?;
+) -> Result<Viewer, Denied> {
+    let v = viewer(s, headers, peer).ok_or(Denied::SignIn { api })?;
     for (service, method) in checks {
-        allowed(&v, service, method).map_err(IntoResponse::into_response)?;
+        allowed(&v, service, method).map_err(Denied::Refused)?;
     }
     Ok(v)
 }
@@ -219,7 +237,7 @@ async fn apps_page(
 ) -> Response {
     let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "List")]) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let rows = match instances(&s, &v.caller).await {
         Ok(list) => render::app_rows(&list, &v),
@@ -252,7 +270,7 @@ async fn app_page(
 ) -> Response {
     let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "Inspect")]) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let inspect = match s
         .api
@@ -315,7 +333,7 @@ async fn nodes_page(
     let checks = [("ClusterAdmin", "Status"), ("ClusterAdmin", "Uptime")];
     let v = match admitted(&s, &headers, peer, false, &checks) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if s.cluster.is_none() {
         let body = maud::html! { h1 { "Nodes" } p { "this daemon runs standalone" } };
@@ -359,7 +377,7 @@ async fn events_page(
 ) -> Response {
     let v = match admitted(&s, &headers, peer, false, &[("Supervisor", "Events")]) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     page(
         StatusCode::OK,
@@ -634,7 +652,7 @@ async fn apps_stream(
 ) -> Response {
     const LIST: &[(&str, &str)] = &[("Supervisor", "List")];
     if let Err(r) = admitted(&s, &headers, peer, true, LIST) {
-        return r;
+        return r.into_response();
     }
     let state = s.clone();
     stream(&s, move |tx| async move {
@@ -702,7 +720,7 @@ async fn events_stream(
 ) -> Response {
     let v = match admitted(&s, &headers, peer, true, &[("Supervisor", "Events")]) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let req = pb::EventsRequest {
         name: q.app.unwrap_or_default(),
@@ -730,7 +748,7 @@ async fn logs_stream(
 ) -> Response {
     let v = match admitted(&s, &headers, peer, true, &[("Supervisor", "Logs")]) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let req = pb::LogsRequest {
         name,

@@ -424,33 +424,25 @@ fn with_tls_cert_and_key_the_port_speaks_https_and_a_stalled_handshake_blocks_no
     h.ok(&["down"]);
 
     // Half a pair, or a key that is not the certificate's, stops `herd up` naming [http].
-    std::fs::write(
-        h.path("config.toml"),
-        format!("[http]\ntls_cert = \"{cert}\"\n"),
-    )
-    .unwrap();
-    let out = h
-        .cmd(&["up"])
-        .env("HERD_HTTP_LISTEN", &addr)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("[http] TLS needs both"),
-        "{err}"
-    );
-    std::fs::write(
-        h.path("config.toml"),
-        format!("[http]\ntls_cert = \"{cert}\"\ntls_key = \"{ca}\"\n"),
-    )
-    .unwrap();
-    let out = h
-        .cmd(&["up"])
-        .env("HERD_HTTP_LISTEN", &addr)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("[http]"), "{err}");
+    for (config, says) in [
+        (format!("tls_cert = \"{cert}\"\n"), "[http] TLS needs both"),
+        (
+            format!("tls_cert = \"{cert}\"\ntls_key = \"{ca}\"\n"),
+            "[http]",
+        ),
+    ] {
+        std::fs::write(h.path("config.toml"), format!("[http]\n{config}")).unwrap();
+        let out = h
+            .cmd(&["up"])
+            .env("HERD_HTTP_LISTEN", &addr)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{config}: {err}"
+        );
+    }
 }
 
 /// A GET that tolerates being hung up on: the status, or 0 when nothing came back.

@@ -236,6 +236,8 @@ async fn serve(
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
+    // Before any spawn or adoption: where instances' cgroups live (said once in the log).
+    crate::supervisor::cgroup::install(home.root());
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
     supervisor.set_secrets(secrets.clone());
     crate::access::secret_watch::spawn(supervisor.clone(), secrets.clone());
@@ -518,7 +520,11 @@ async fn serve(
     })
     .await;
     match flushed {
-        Ok(Ok(())) => info!("state flushed; herd daemon down"),
+        Ok(Ok(())) => {
+            // Apps that outlive the daemon (`herd kill`) keep theirs: only empty ones go.
+            crate::supervisor::cgroup::release();
+            info!("state flushed; herd daemon down")
+        }
         Ok(Err(e)) => error!(error = %e, "final state flush failed"),
         Err(e) => error!(error = %e, "final state flush did not run"),
     }

@@ -46,6 +46,31 @@ pub struct Api {
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 impl Api {
+    /// `herd inspect`'s cgroup part: how this host runs instances, the app's kernel limits,
+    /// and each running instance's cgroup directories.
+    fn cgroup_view(&self, app: &crate::supervisor::App) -> serde_json::Value {
+        use crate::supervisor::cgroup;
+        let mode = cgroup::host().map_or(cgroup::Mode::None, |h| h.mode());
+        let instances: Vec<serde_json::Value> = app
+            .instances
+            .iter()
+            .filter_map(|i| {
+                let pid = i.pid?;
+                Some(serde_json::json!({
+                    "index": i.index,
+                    "paths": self.supervisor.cgroup_paths(pid),
+                }))
+            })
+            .collect();
+        serde_json::json!({
+            "mode": mode.as_str(),
+            "memory_max_mb": app.spec.memory_max_mb,
+            "cpu_max_percent": app.spec.cpu_max_percent,
+            "pids_max": app.spec.pids_max,
+            "instances": instances,
+        })
+    }
+
     pub fn new(
         supervisor: Supervisor,
         home: String,
@@ -314,7 +339,9 @@ impl SupervisorApi for Api {
             .collect();
         let spec_json =
             serde_json::to_string(&app.spec).map_err(|e| Status::internal(e.to_string()))?;
-        let identity_json = crate::supervisor::identity::describe(&app.spec).to_string();
+        let mut identity = crate::supervisor::identity::describe(&app.spec);
+        identity["cgroup"] = self.cgroup_view(&app);
+        let identity_json = identity.to_string();
         Ok(Response::new(pb::InspectReply {
             spec_json,
             desired: app.desired.as_str().into(),

@@ -114,6 +114,26 @@ pub fn identity_lines(v: &Value) -> Vec<String> {
         }
         lines.push(line);
     }
+    if let Some(cg) = v["cgroup"].as_object() {
+        let mut line = format!("cgroup mode: {}", cg["mode"].as_str().unwrap_or("-"));
+        let set: Vec<String> = ["memory_max_mb", "cpu_max_percent", "pids_max"]
+            .iter()
+            .filter_map(|k| Some(format!("{k} {}", cg.get(*k)?.as_u64()?)))
+            .collect();
+        if !set.is_empty() {
+            line.push_str(&format!("; kernel limits: {}", set.join(", ")));
+        }
+        lines.push(line);
+        for i in cg["instances"].as_array().into_iter().flatten() {
+            if let Some(first) = i["paths"].as_array().and_then(|p| p.first()) {
+                lines.push(format!(
+                    "cgroup of instance {}: {}",
+                    i["index"],
+                    first.as_str().unwrap_or("-")
+                ));
+            }
+        }
+    }
     lines
 }
 

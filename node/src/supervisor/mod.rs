@@ -12,6 +12,7 @@
 pub mod adoption;
 pub mod app_env;
 pub mod backoff;
+pub mod cgroup;
 pub mod clock;
 mod cron;
 pub mod deps;
@@ -232,7 +233,7 @@ fn next_spawn_id() -> u64 {
 
 impl Supervisor {
     pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog, marker: marker::Marker) -> Self {
-        Self::with_os(logs_dir, home, events, marker, Arc::new(process::RealOs))
+        Self::with_os(logs_dir, home, events, marker, Arc::new(process::RealOs::new()))
     }
 
     fn with_os(
@@ -298,6 +299,12 @@ impl Supervisor {
 
     pub fn log_path(&self, app: &str, index: u32) -> PathBuf {
         logs::log_path(&self.shared.logs_dir, app, index)
+    }
+
+    /// The cgroup directories of the instance whose group `pgid` leads (none without
+    /// cgroups). Reads the OS: call it without the table lock.
+    pub fn cgroup_paths(&self, pgid: u32) -> Vec<String> {
+        self.shared.os.cgroup_paths(pgid)
     }
 
     pub fn snapshot(&self) -> Snapshot {

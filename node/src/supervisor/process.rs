@@ -3,6 +3,7 @@
 //! recycled pid, and watching for the exit of a process that is not our child.
 
 use super::app_env;
+use super::cgroup::{self, Cgroup};
 use super::identity;
 use super::marker::Marker;
 use super::spec::AppSpec;
@@ -100,6 +101,7 @@ pub fn spawn(
     home: &Path,
     marker: &Marker,
     secrets: &[(String, Vec<u8>)],
+    cgroup: Option<&Cgroup>,
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
@@ -175,8 +177,9 @@ pub fn spawn(
     {
         cmd.current_dir(cwd);
     }
-    if !listen_fds.is_empty() || plan.is_some() {
+    if !listen_fds.is_empty() || plan.is_some() || cgroup.is_some() {
         let fds = listen_fds.to_vec();
+        let join = cgroup.map(Cgroup::join_files).unwrap_or_default();
         let who = plan
             .as_ref()
             .and_then(|p| p.switches().then(|| p.who.clone()));
@@ -184,6 +187,9 @@ pub fn spawn(
         // `Plan::apply_in_child`) between fork and exec, on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Into the cgroup first, while still root, so nothing the app forks starts
+                // outside it.
+                cgroup::join_in_child(&join)?;
                 // The sockets first: a lowered `nofile` must not stop them moving into place.
                 move_listen_fds(&fds)?;
                 match &plan {
@@ -316,6 +322,12 @@ pub trait Os: Send + Sync + 'static {
     fn is_same_process(&self, pid: u32, signature: u64) -> bool;
     /// Wall clock, ms since the epoch.
     fn now_ms(&self) -> u64;
+    /// The directories of group `pgid`'s cgroup (empty without cgroups), for `herd inspect`.
+    fn cgroup_paths(&self, _pgid: u32) -> Vec<String> {
+        Vec::new()
+    }
+    /// `pgid` leads an instance adopted after a daemon restart: its cgroup is its own again.
+    fn adopted(&self, _pgid: u32) {}
 }
 
 /// Everything `spawn` needs.
@@ -337,12 +349,73 @@ pub struct Spawned {
 
 /// The real OS. Its spawn and signals must never run under the supervisor's table lock:
 /// debug builds check it (see `Supervisor::lock`).
-pub struct RealOs;
+///
+/// Where the host has cgroups (`cgroup::host()`), each spawn gets a fresh cgroup and a
+/// group's signals and liveness cover its cgroup: `signal_group(pgid, …)` also reaches the
+/// processes that left the group (`setsid`), and the group is alive while its cgroup is
+/// populated. An instance adopted after a restart gets its cgroup back from
+/// `/proc/PID/cgroup` (`Os::adopted`): a process cannot move itself out of the cgroup herd put
+/// it in (`cgroup.procs` is root's), so a proven leader found in a leaf of this home's subtree
+/// is in its own instance's cgroup. Any other group (a stray leader) is signalled as a process
+/// group only: its cgroup may be a live instance's.
+#[derive(Default)]
+pub struct RealOs {
+    cgroups: std::sync::Mutex<Cgroups>,
+}
+
+#[derive(Default)]
+struct Cgroups {
+    /// Leader pid (= pgid) → its instance's cgroup.
+    by_group: std::collections::HashMap<u32, Cgroup>,
+    /// Cgroups SIGKILLed: removed once empty (checked at the next spawn or poll).
+    doomed: Vec<Cgroup>,
+}
+
+impl RealOs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cgroup of group `pgid`, known from its spawn or its adoption.
+    fn cgroup_of(&self, pgid: u32) -> Option<Cgroup> {
+        let cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        cg.by_group.get(&pgid).cloned()
+    }
+
+    fn forget_cgroup(&self, pgid: u32) {
+        let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cg.by_group.remove(&pgid)
+            && !c.remove()
+        {
+            cg.doomed.push(c);
+        }
+    }
+
+    /// Removes the killed cgroups that have emptied.
+    fn reap(&self) {
+        let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        cg.doomed.retain(|c| !c.remove());
+    }
+}
 
 impl Os for RealOs {
     fn spawn(&self, req: &SpawnRequest<'_>) -> io::Result<Spawned> {
         debug_assert!(!super::table_held(), "fork/exec under the table lock");
-        let mut child = spawn(
+        self.reap();
+        let limits = req.spec.cgroup_limits();
+        let cgroup = match cgroup::host().filter(|h| h.mode() != cgroup::Mode::None) {
+            Some(host) => match host.create(&req.spec.name, req.index, &limits) {
+                Ok(c) => Some(c),
+                // Limits the kernel cannot enforce are not silently dropped.
+                Err(e) if limits != cgroup::Limits::default() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(app = %req.spec.name, instance = req.index, error = %e, "starting outside a cgroup");
+                    None
+                }
+            },
+            None => None,
+        };
+        let spawned = spawn(
             req.spec,
             req.index,
             req.log,
@@ -350,17 +423,33 @@ impl Os for RealOs {
             req.home,
             req.marker,
             req.secrets,
-        )?;
+            cgroup.as_ref(),
+        );
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(c) = &cgroup {
+                    c.remove();
+                }
+                return Err(e);
+            }
+        };
         let pid = child.id();
+        if let (Some(pid), Some(c)) = (pid, &cgroup) {
+            let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+            cg.by_group.insert(pid, c.clone());
+        }
         let exit = Box::pin(async move {
             match child.wait().await {
                 Ok(status) => {
                     let (code, signal) = describe_exit(status);
+                    // The cgroup is fresh: any OOM kill in it hit this instance.
+                    let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
                     super::instance::ExitRecord {
                         at_ms: super::now_ms(),
                         code,
                         signal,
-                        reason: "exited".into(),
+                        reason: if oom { "oom" } else { "exited" }.into(),
                     }
                 }
                 Err(e) => super::instance::ExitRecord {
@@ -376,11 +465,35 @@ impl Os for RealOs {
 
     fn signal_group(&self, pgid: u32, sig: Signal) -> io::Result<()> {
         debug_assert!(!super::table_held(), "killpg under the table lock");
-        signal_group(pgid, sig)
+        let result = signal_group(pgid, sig);
+        // Refused groups (pid 1, not a leader) are refused for their cgroup too.
+        if result.is_ok()
+            && let Some(c) = self.cgroup_of(pgid)
+        {
+            c.signal(sig);
+            if sig == Signal::SIGKILL {
+                let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(c) = cg.by_group.remove(&pgid) {
+                    cg.doomed.push(c);
+                }
+            }
+        }
+        result
     }
 
     fn group_alive(&self, pgid: u32) -> bool {
-        group_alive(pgid)
+        if group_alive(pgid) {
+            return true;
+        }
+        self.reap();
+        match self.cgroup_of(pgid) {
+            Some(c) if c.populated() => true,
+            Some(_) => {
+                self.forget_cgroup(pgid);
+                false
+            }
+            None => false,
+        }
     }
 
     fn start_signature(&self, pid: u32) -> Option<u64> {
@@ -393,6 +506,18 @@ impl Os for RealOs {
 
     fn now_ms(&self) -> u64 {
         super::now_ms()
+    }
+
+    fn cgroup_paths(&self, pgid: u32) -> Vec<String> {
+        self.cgroup_of(pgid).map(|c| c.paths()).unwrap_or_default()
+    }
+
+    fn adopted(&self, pgid: u32) {
+        let Some(found) = cgroup::host().and_then(|h| h.cgroup_of(pgid)) else {
+            return;
+        };
+        let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        cg.by_group.insert(pgid, found);
     }
 }
 

@@ -135,6 +135,12 @@ impl Supervisor {
                 }
                 _ => false,
             };
+            // A leader in the cgroup of a live instance is that instance's own (a daemon it
+            // started with `setsid`), not a stray.
+            let in_cgroup_of = |pid: Option<u32>| {
+                pid.zip(super::cgroup::host())
+                    .is_some_and(|(p, h)| h.same_cgroup(p, f.pid))
+            };
             let stray = match slot {
                 Some((inst, _))
                     if inst.pid == Some(f.pid)
@@ -142,6 +148,7 @@ impl Supervisor {
                 {
                     None
                 }
+                Some((inst, _)) if recorded_alive(inst) && in_cgroup_of(inst.pid) => None,
                 Some((inst, _)) if !recorded_alive(inst) => {
                     let reclaimed = Input::Reclaimed {
                         pid: f.pid,

@@ -184,5 +184,5 @@ fn the_real_os_will_not_signal_under_the_table_lock() {
     let sup = supervisor(FakeOs::new(true));
     let _t = sup.lock();
     use crate::supervisor::process::{Os, RealOs};
-    let _ = RealOs.signal_group(0, Signal::SIGCONT);
+    let _ = RealOs::new().signal_group(0, Signal::SIGCONT);
 }

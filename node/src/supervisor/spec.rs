@@ -96,6 +96,16 @@ pub struct AppSpec {
     /// Resource limits (`limits = { nofile = 4096, core = 0 }`).
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Kernel-enforced memory ceiling of each instance's cgroup, MiB (`memory.max`); an
+    /// instance past it is OOM-killed by the kernel (`last_exit.reason == "oom"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_mb: Option<u64>,
+    /// CPU quota of each instance's cgroup, percent of one core (`cpu.max`; 150 = 1.5 cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max_percent: Option<u64>,
+    /// Most processes and threads in each instance's cgroup (`pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
 }
 
 /// `[app.placement]`
@@ -186,6 +196,18 @@ impl AppSpec {
             group: None,
             umask: None,
             limits: Limits::default(),
+            memory_max_mb: None,
+            cpu_max_percent: None,
+            pids_max: None,
+        }
+    }
+
+    /// What the app asks of its cgroup.
+    pub fn cgroup_limits(&self) -> super::cgroup::Limits {
+        super::cgroup::Limits {
+            memory_max_mb: self.memory_max_mb,
+            cpu_max_percent: self.cpu_max_percent,
+            pids_max: self.pids_max,
         }
     }
 
@@ -289,6 +311,21 @@ impl AppSpec {
         }
         if self.max_memory_mb == Some(0) {
             return Err(("max_memory_mb", "must be at least 1".into()));
+        }
+        // Bounds a typo cannot pass: 16 PiB of memory, 100,000 % (1,000 cores), 4 million
+        // tasks (the kernel's pid_max ceiling).
+        for (key, value, max) in [
+            ("memory_max_mb", self.memory_max_mb, 1u64 << 34),
+            ("cpu_max_percent", self.cpu_max_percent, 100_000),
+            ("pids_max", self.pids_max, 1 << 22),
+        ] {
+            match value {
+                Some(0) => return Err((key, "must be at least 1".into())),
+                Some(v) if v > max => {
+                    return Err((key, format!("{v} is more than the limit of {max}")));
+                }
+                _ => {}
+            }
         }
         if let Some(dep) = self.depends_on.iter().find(|d| **d == self.name) {
             return Err(("depends_on", format!("`{dep}` depends on itself")));
@@ -507,9 +544,36 @@ pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSp
 /// starts nothing. (A cluster deploy skips it: the apps run on other hosts.)
 pub fn check_on_host(source: &str, specs: &[AppSpec]) -> Result<(), SpecError> {
     for spec in specs {
-        identity::check_host(spec).map_err(|(key, why)| {
-            SpecError(format!("{source}: app `{}`: key `{key}`: {why}", spec.name))
-        })?;
+        identity::check_host(spec)
+            .and_then(|()| check_cgroup_limits(spec))
+            .map_err(|(key, why)| {
+                SpecError(format!("{source}: app `{}`: key `{key}`: {why}", spec.name))
+            })?;
+    }
+    Ok(())
+}
+
+/// A cgroup limit the daemon cannot enforce here is refused, not dropped. (Outside the
+/// daemon — the CLI — nothing is known of the host's cgroups and nothing is checked.)
+fn check_cgroup_limits(spec: &AppSpec) -> Result<(), (&'static str, String)> {
+    let Some(host) = super::cgroup::host() else {
+        return Ok(());
+    };
+    for (key, value, controller) in [
+        ("memory_max_mb", spec.memory_max_mb, "memory"),
+        ("cpu_max_percent", spec.cpu_max_percent, "cpu"),
+        ("pids_max", spec.pids_max, "pids"),
+    ] {
+        if value.is_some()
+            && let Some(why) = host.unavailable(controller)
+        {
+            return Err((
+                key,
+                format!(
+                    "this host cannot enforce it ({why}); run herd as root on a host with cgroups, or remove the key (`max_memory_mb` restarts above a threshold without cgroups)"
+                ),
+            ));
+        }
     }
     Ok(())
 }

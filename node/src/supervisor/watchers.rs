@@ -59,6 +59,7 @@ impl Supervisor {
 
     /// Watches a process adopted from a previous daemon (not our child: no exit status).
     pub(super) fn watch_adopted(&self, name: String, index: u32, spawn_id: u64, pid: u32) {
+        self.shared.os.adopted(pid);
         let me = self.clone();
         tokio::spawn(async move {
             let reason = match process::wait_foreign(pid).await {

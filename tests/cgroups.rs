@@ -31,7 +31,12 @@ fn cgroup_dirs(h: &Herd, name: &str) -> Vec<PathBuf> {
         let v = cgroup_view(h, name);
         dirs = v["instances"][0]["paths"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p.as_str()).map(PathBuf::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default();
         !dirs.is_empty()
     });
@@ -92,7 +97,10 @@ fn a_setsid_grandchild_is_in_the_instance_cgroup_and_gone_after_stop() {
     assert_ne!(pgid_of(grandchild), main, "the grandchild left the group");
     let view = cgroup_view(&h, "web");
     assert!(
-        view["mode"].as_str().unwrap_or_default().starts_with("hybrid")
+        view["mode"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("hybrid")
             || view["mode"] == "cgroup2",
         "{view}"
     );
@@ -104,7 +112,9 @@ fn a_setsid_grandchild_is_in_the_instance_cgroup_and_gone_after_stop() {
         dirs[0].display()
     );
     h.ok(&["stop", "web"]);
-    wait_until("the setsid grandchild is gone", SECS_10, || !alive(grandchild));
+    wait_until("the setsid grandchild is gone", SECS_10, || {
+        !alive(grandchild)
+    });
     // An empty cgroup is removed once its instance is stopped.
     wait_until("the instance's cgroup is removed", SECS_10, || {
         !dirs[0].exists()
@@ -143,17 +153,25 @@ fn memory_max_mb_is_enforced_by_the_kernel_and_the_kill_reads_oom() {
     }
     assert_eq!(row["last_exit"]["reason"], "oom", "{row}");
     assert_eq!(row["last_exit"]["signal"], "SIGKILL", "{row}");
-    assert!(row["restarts"].as_u64() >= Some(1), "restarted per policy: {row}");
+    assert!(
+        row["restarts"].as_u64() >= Some(1),
+        "restarted per policy: {row}"
+    );
     let dirs = cgroup_dirs(&h, "hog");
     let mem = dir_with(&dirs, "memory.limit_in_bytes");
     assert_eq!(
-        std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap().trim(),
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
         (64u64 << 20).to_string()
     );
     // The host never lent it much more than its ceiling (other tests run meanwhile: a
     // generous margin, still far below the 400 MiB it asked for).
     let dropped = before.saturating_sub(lowest);
-    assert!(dropped < 200 << 20, "free memory dropped by {dropped} bytes");
+    assert!(
+        dropped < 200 << 20,
+        "free memory dropped by {dropped} bytes"
+    );
 }
 
 #[test]
@@ -169,7 +187,9 @@ fn cpu_max_percent_holds_a_spinner_near_its_quota() {
     let dirs = cgroup_dirs(&h, "spin");
     let cpu = dir_with(&dirs, "cpu.cfs_quota_us");
     assert_eq!(
-        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap().trim(),
+        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
         "20000"
     );
     let ticks = || {
@@ -199,7 +219,9 @@ fn pids_max_stops_a_fork_loop_at_the_limit() {
     let dirs = cgroup_dirs(&h, "forky");
     let pids = dir_with(&dirs, "pids.max");
     assert_eq!(
-        std::fs::read_to_string(pids.join("pids.max")).unwrap().trim(),
+        std::fs::read_to_string(pids.join("pids.max"))
+            .unwrap()
+            .trim(),
         "16"
     );
     // The loop hits the limit: forks fail (`pids.events` counts them) and it never holds
@@ -224,7 +246,10 @@ fn an_adopted_instance_keeps_its_cgroup_after_kill_and_up() {
     let main = pid_of(&h.wait_status("web", 0, "running", SECS_10));
     let dirs = cgroup_dirs(&h, "web");
     h.ok(&["kill"]);
-    assert!(alive(main) && alive(grandchild), "apps outlive a killed daemon");
+    assert!(
+        alive(main) && alive(grandchild),
+        "apps outlive a killed daemon"
+    );
     h.ok(&["up"]);
     let row = h.wait_status("web", 0, "running", SECS_10);
     assert_eq!(pid_of(&row), main, "adopted, not restarted");
@@ -232,19 +257,93 @@ fn an_adopted_instance_keeps_its_cgroup_after_kill_and_up() {
     assert!(procs(&dirs[0]).contains(&grandchild));
     // The adopted instance's stop still reaches the grandchild through its cgroup.
     h.ok(&["stop", "web"]);
-    wait_until("the setsid grandchild is gone", SECS_10, || !alive(grandchild));
+    wait_until("the setsid grandchild is gone", SECS_10, || {
+        !alive(grandchild)
+    });
 }
 
 #[test]
 fn limit_keys_out_of_range_are_refused_naming_the_key() {
     let h = Herd::up();
-    for (key, value) in [("pids_max", "0"), ("memory_max_mb", "0"), ("cpu_max_percent", "100001")] {
+    for (key, value) in [
+        ("pids_max", "0"),
+        ("memory_max_mb", "0"),
+        ("cpu_max_percent", "100001"),
+    ] {
         let file = h.app_file(
             "bad.toml",
-            &format!("[[app]]\nname = \"bad\"\ncommand = \"sleep\"\nargs = [\"9\"]\n{key} = {value}\n"),
+            &format!(
+                "[[app]]\nname = \"bad\"\ncommand = \"sleep\"\nargs = [\"9\"]\n{key} = {value}\n"
+            ),
         );
         let err = h.fails(&["start", &file]);
         assert!(err.contains(&format!("key `{key}`")), "{err}");
     }
     assert!(h.ps().is_empty(), "nothing started");
+}
+
+/// Kills the daemon of `home` when the test ends, passed or not.
+struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = (self.0)(&["kill"]);
+    }
+}
+
+#[test]
+fn a_daemon_that_cannot_use_cgroups_says_so_refuses_limits_and_still_runs_apps() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    // A daemon run as nobody may not create cgroups: this host's cgroups are out of its reach.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("herd");
+    std::fs::copy(herd_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .env("HERD_HOME", home.path())
+            .env("HERD_HTTP_LISTEN", "")
+            .env_remove("HERD_LOG")
+            .current_dir("/")
+            .output()
+            .expect("setpriv runs")
+    };
+    let _down = Down(&run);
+    assert!(run(&["up"]).status.success());
+    let write = |name: &str, text: &str| {
+        let p = home.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        p.display().to_string()
+    };
+    let limited = write(
+        "limited.toml",
+        "[[app]]\nname = \"capped\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nmemory_max_mb = 64\n",
+    );
+    let out = run(&["start", &limited]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("app `capped`: key `memory_max_mb`: this host cannot enforce it"),
+        "{err}"
+    );
+    let plain = write(
+        "plain.toml",
+        "[[app]]\nname = \"plain\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    assert!(run(&["start", &plain]).status.success());
+    let inspect = run(&["inspect", "plain", "--json"]);
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["identity"]["cgroup"]["mode"], "process group", "{v}");
+    assert_eq!(v["instances"][0]["status"], "running", "{v}");
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap();
+    assert_eq!(log.matches("cgroups unavailable").count(), 1, "{log}");
+    assert!(run(&["down"]).status.success());
 }

@@ -233,7 +233,13 @@ fn next_spawn_id() -> u64 {
 
 impl Supervisor {
     pub fn new(logs_dir: PathBuf, home: PathBuf, events: EventLog, marker: marker::Marker) -> Self {
-        Self::with_os(logs_dir, home, events, marker, Arc::new(process::RealOs::new()))
+        Self::with_os(
+            logs_dir,
+            home,
+            events,
+            marker,
+            Arc::new(process::RealOs::new()),
+        )
     }
 
     fn with_os(

@@ -93,16 +93,17 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
 ///
 /// `listen_fds` (held by herd, close-on-exec) become fds 3, 4, ... of the child, announced
 /// systemd-style with `LISTEN_FDS`; `LISTEN_PID` is set by a one-line `sh` that execs the app.
-pub fn spawn(
-    spec: &AppSpec,
-    index: u32,
-    log: &Path,
-    listen_fds: &[RawFd],
-    home: &Path,
-    marker: &Marker,
-    secrets: &[(String, Vec<u8>)],
-    cgroup: Option<&Cgroup>,
-) -> io::Result<tokio::process::Child> {
+/// With a `cgroup`, the child joins it before anything else, so nothing it forks is outside.
+pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<tokio::process::Child> {
+    let SpawnRequest {
+        spec,
+        index,
+        log,
+        listen_fds,
+        home,
+        marker,
+        secrets,
+    } = *req;
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
     // Nothing of the daemon's own environment passes unfiltered (its credentials stay
@@ -415,16 +416,7 @@ impl Os for RealOs {
             },
             None => None,
         };
-        let spawned = spawn(
-            req.spec,
-            req.index,
-            req.log,
-            req.listen_fds,
-            req.home,
-            req.marker,
-            req.secrets,
-            cgroup.as_ref(),
-        );
+        let spawned = spawn(req, cgroup.as_ref());
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {

@@ -151,7 +151,10 @@ mod tests {
             .iter()
             .find(|m| m.controllers == ["memory"])
             .expect("memory");
-        assert_eq!(mem.own_dir, Path::new("/sys/fs/cgroup/memory/process_api/2b7a"));
+        assert_eq!(
+            mem.own_dir,
+            Path::new("/sys/fs/cgroup/memory/process_api/2b7a")
+        );
         assert!(h.iter().any(|m| m.controllers == ["pids"]));
         assert!(h.iter().any(|m| m.controllers == ["cpu"]));
         // cpuacct and name=systemd are not controllers herd uses.

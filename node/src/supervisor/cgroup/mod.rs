@@ -277,7 +277,8 @@ impl Host {
                 let hit = if tree.unified {
                     id == "0" && ctls.is_empty()
                 } else {
-                    ctls.split(',').any(|c| tree.controllers.iter().any(|t| t == c))
+                    ctls.split(',')
+                        .any(|c| tree.controllers.iter().any(|t| t == c))
                 };
                 hit.then(|| path.to_string())
             };
@@ -321,7 +322,10 @@ fn subtree_name(home: &Path) -> String {
 /// controllers below it (the "no internal processes" rule), so it first moves into a leaf.
 fn prepare_unified(m: &detect::Mounted, name: &str) -> Result<Tree, String> {
     let own = if m.own_path.ends_with("/herd-daemon") {
-        m.own_dir.parent().map(Path::to_path_buf).unwrap_or_default()
+        m.own_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     } else {
         m.own_dir.clone()
     };

@@ -177,7 +177,9 @@ fn memory_max_mb_is_enforced_by_the_kernel_and_the_kill_reads_oom() {
 #[test]
 fn cpu_max_percent_holds_a_spinner_near_its_quota() {
     require_root();
-    let h = Herd::up();
+    let h = Herd::new();
+    std::fs::write(h.path("config.toml"), "metrics_interval_s = 1\n").unwrap();
+    h.ok(&["up"]);
     let file = h.app_file(
         "spin.toml",
         "[[app]]\nname = \"spin\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"while :; do :; done\"]\ncpu_max_percent = 20\n",
@@ -205,6 +207,35 @@ fn cpu_max_percent_holds_a_spinner_near_its_quota() {
     // on a busy host; capped it stays near 20 %.
     assert!(used <= 30.0, "the spinner used {used:.1} % of a core");
     assert!(used >= 5.0, "the spinner ran at all: {used:.1} %");
+    // `ps` reads the same from the cgroup's own counter.
+    let mut row = Value::Null;
+    wait_until("ps shows the spinner's CPU", SECS_10, || {
+        row = h.instance("spin", 0);
+        row["cpu_percent"].as_f64().is_some_and(|c| c > 0.0)
+    });
+    let shown = row["cpu_percent"].as_f64().unwrap();
+    assert!((5.0..=35.0).contains(&shown), "{row}");
+}
+
+#[test]
+fn ps_counts_a_daemonized_grandchild_through_the_cgroup() {
+    require_root();
+    let h = Herd::new();
+    std::fs::write(h.path("config.toml"), "metrics_interval_s = 1\n").unwrap();
+    h.ok(&["up"]);
+    // The subshell forks the hog and exits: the hog is reparented away from the instance's
+    // process tree (and leads its own session), so only its cgroup still ties it to `web`.
+    let file = h.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"(setsid /usr/bin/python3 -c 'import time; b = bytes(1) * (64 << 20); time.sleep(1000)' &); exec sleep 1000\"]\n",
+    );
+    h.ok(&["start", &file]);
+    let mut row = Value::Null;
+    wait_until("ps counts the hog's 64 MiB", SECS_10, || {
+        row = h.instance("web", 0);
+        row["rss_bytes"].as_u64().is_some_and(|b| b >= 64 << 20)
+    });
+    h.ok(&["stop", "web"]);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! samples. Per-process figures come straight from `/proc/PID/stat`: sysinfo opens about
 //! seven files per process, which alone would cost an idle daemon with 100 apps ~0.1 % CPU.
 
+use super::cgroup::Cgroup;
 use super::instance::ProcMetrics;
 use super::machine::Input;
 use super::{Supervisor, now_ms, process};
@@ -31,6 +32,8 @@ pub struct Sampler {
     sys: System,
     /// CPU ticks of each sampled process at the previous sample (keyed by pid and start).
     last: HashMap<(u32, u64), u64>,
+    /// CPU µs of each sampled cgroup at the previous sample.
+    last_cgroup: HashMap<std::path::PathBuf, u64>,
     last_at: Option<std::time::Instant>,
     ticks_per_s: f64,
     page_bytes: u64,
@@ -49,16 +52,20 @@ impl Sampler {
         Some(Self {
             sys,
             last: HashMap::new(),
+            last_cgroup: HashMap::new(),
             last_at: None,
             ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },
             page_bytes: if page > 0 { page as u64 } else { 4096 },
         })
     }
 
-    /// Samples the host (sysinfo) and the trees rooted at `roots`. Per process it reads one
-    /// file, `/proc/PID/stat`, and finds children through `/proc/PID/task/*/children`, so the
-    /// cost follows herd's own process count, not the host's: an idle daemon stays cheap.
-    pub fn sample(&mut self, roots: &[u32]) -> (HostMetrics, Vec<ProcMetrics>) {
+    /// Samples the host (sysinfo) and each instance in `roots`: from its cgroup's own
+    /// counters when it has one (CPU from `cpu.stat`, memory from `memory.stat` where a memory
+    /// controller accounts it, else the RSS of each process in `cgroup.procs` — a `setsid`
+    /// child included), else the process tree under its pid. Per process it reads one file,
+    /// `/proc/PID/stat`, and finds children through `/proc/PID/task/*/children`, so the cost
+    /// follows herd's own process count, not the host's: an idle daemon stays cheap.
+    pub fn sample(&mut self, roots: &[(u32, Option<Cgroup>)]) -> (HostMetrics, Vec<ProcMetrics>) {
         let now = crate::supervisor::clock::std_instant();
         let elapsed = self
             .last_at
@@ -79,13 +86,35 @@ impl Sampler {
             };
             Some((cpu, st.rss_pages * self.page_bytes, st.threads))
         };
+        let mut cgroup_cpu = HashMap::new();
         let trees = roots
             .iter()
-            .map(|root| {
+            .map(|(root, cgroup)| {
                 let mut m = ProcMetrics {
                     at_ms,
                     ..Default::default()
                 };
+                if let Some(cg) = cgroup {
+                    let pids = cg.pids();
+                    if !pids.is_empty() {
+                        m.processes = pids.len() as u32;
+                        if let Some(usec) = cg.cpu_usage_usec() {
+                            let key = cg.path().to_path_buf();
+                            if let (Some(before), Some(e)) = (self.last_cgroup.get(&key), elapsed) {
+                                m.cpu_percent =
+                                    (usec.saturating_sub(*before) as f64 / 1e6 / e * 100.0) as f32;
+                            }
+                            cgroup_cpu.insert(key, usec);
+                        }
+                        m.rss_bytes = cg.resident_bytes().unwrap_or_else(|| {
+                            pids.iter()
+                                .filter_map(|p| process::read_stat(*p))
+                                .map(|s| s.rss_pages * self.page_bytes)
+                                .sum()
+                        });
+                        return m;
+                    }
+                }
                 let mut stack = vec![*root];
                 while let Some(pid) = stack.pop() {
                     let Some((cpu, rss, threads)) = measure(pid) else {
@@ -103,6 +132,7 @@ impl Sampler {
             .collect();
         let me = measure(std::process::id());
         self.last = seen;
+        self.last_cgroup = cgroup_cpu;
         self.sys.refresh_cpu_usage();
         self.sys.refresh_memory();
         let load = System::load_average()
@@ -168,7 +198,9 @@ impl Supervisor {
                     .collect()
             };
             let Some(mut s) = sampler.take() else { return };
-            let pids: Vec<u32> = roots.iter().map(|r| r.3).collect();
+            let os = self.shared.os.clone();
+            let pids: Vec<(u32, Option<Cgroup>)> =
+                roots.iter().map(|r| (r.3, os.cgroup(r.3))).collect();
             let Ok((s, host, trees)) = tokio::task::spawn_blocking(move || {
                 let (host, trees) = s.sample(&pids);
                 (s, host, trees)
@@ -207,7 +239,7 @@ mod tests {
         let mut s = Sampler::new().unwrap();
         let deadline = crate::supervisor::clock::std_instant() + Duration::from_secs(5);
         let m = loop {
-            let (host, trees) = s.sample(&[child.id()]);
+            let (host, trees) = s.sample(&[(child.id(), None)]);
             assert!(host.mem_total_bytes > 0 && host.cpus > 0);
             if trees[0].processes == 3 || crate::supervisor::clock::std_instant() > deadline {
                 break trees[0];

@@ -329,6 +329,10 @@ pub trait Os: Send + Sync + 'static {
     }
     /// `pgid` leads an instance adopted after a daemon restart: its cgroup is its own again.
     fn adopted(&self, _pgid: u32) {}
+    /// The cgroup of the instance group `pgid` leads, for metrics.
+    fn cgroup(&self, _pgid: u32) -> Option<Cgroup> {
+        None
+    }
 }
 
 /// Everything `spawn` needs.
@@ -502,6 +506,10 @@ impl Os for RealOs {
 
     fn cgroup_paths(&self, pgid: u32) -> Vec<String> {
         self.cgroup_of(pgid).map(|c| c.paths()).unwrap_or_default()
+    }
+
+    fn cgroup(&self, pgid: u32) -> Option<Cgroup> {
+        self.cgroup_of(pgid)
     }
 
     fn adopted(&self, pgid: u32) {

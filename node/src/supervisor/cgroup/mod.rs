@@ -539,6 +539,40 @@ impl Cgroup {
         0
     }
 
+    /// CPU time of every process that ever ran in it, µs (cgroup2's `cpu.stat`, there
+    /// without any controller).
+    pub fn cpu_usage_usec(&self) -> Option<u64> {
+        let d = self.dirs.iter().find(|d| d.unified)?;
+        let text = std::fs::read_to_string(d.path.join("cpu.stat")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Resident memory of its processes — anonymous plus mapped files, what RSS counts —
+    /// where a memory controller accounts it (`None` elsewhere: a hybrid host's instance
+    /// without `memory_max_mb` is not in the v1 memory hierarchy).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        for d in &self.dirs {
+            let Ok(text) = std::fs::read_to_string(d.path.join("memory.stat")) else {
+                continue;
+            };
+            let keys: [&str; 2] = if d.unified {
+                ["anon", "file_mapped"]
+            } else {
+                ["total_rss", "total_mapped_file"]
+            };
+            let sum = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter(|(k, _)| keys.contains(k))
+                .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+                .sum();
+            return Some(sum);
+        }
+        None
+    }
+
     /// Removes the (empty) directories; a populated cgroup refuses and stays.
     pub fn remove(&self) -> bool {
         let mut all = true;

@@ -35,6 +35,10 @@ pub struct DaemonConfig {
     pub daemon_log_max_bytes: u64,
     #[serde(default = "defaults::daemon_log_files")]
     pub daemon_log_files: u32,
+    /// Each instance in a cgroup of its own where the host allows (see `supervisor::cgroup`);
+    /// `false` keeps to process groups and refuses kernel limits. Read at start.
+    #[serde(default = "defaults::cgroups")]
+    pub cgroups: bool,
     /// `[cluster]` (see the README's Cluster section). Read at start; changes need a restart,
     /// except a renewed TLS certificate and key, which a reload applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +53,9 @@ pub struct DaemonConfig {
 }
 
 mod defaults {
+    pub fn cgroups() -> bool {
+        true
+    }
     pub fn log_level() -> String {
         "info".into()
     }

@@ -237,7 +237,7 @@ async fn serve(
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
     // Before any spawn or adoption: where instances' cgroups live (said once in the log).
-    crate::supervisor::cgroup::install(home.root());
+    crate::supervisor::cgroup::install(home.root(), config.get().cgroups);
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
     supervisor.set_secrets(secrets.clone());
     crate::access::secret_watch::spawn(supervisor.clone(), secrets.clone());

@@ -96,9 +96,17 @@ pub fn host() -> Option<&'static Host> {
 
 /// Finds and prepares herd's subtree for the daemon of `home`, and says once how instances
 /// will run. Leftover empty cgroups of an earlier daemon of this home are removed.
-pub fn install(home: &Path) -> &'static Host {
+pub fn install(home: &Path, enabled: bool) -> &'static Host {
     HOST.get_or_init(|| {
-        let host = Host::detect(home);
+        let host = if enabled {
+            Host::detect(home)
+        } else {
+            Host {
+                mode: Mode::None,
+                trees: Vec::new(),
+                missing: vec![("cgroup2".into(), "`cgroups = false` in config.toml".into())],
+            }
+        };
         match host.mode {
             Mode::None => warn!(
                 why = %host.missing.first().map(|m| m.1.as_str()).unwrap_or("-"),

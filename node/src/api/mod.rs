@@ -159,6 +159,8 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         rss_bytes: i.metrics.map(|m| m.rss_bytes),
         processes: i.metrics.map(|m| m.processes),
         retiring_pid: i.retiring.as_ref().map(|r| r.pid),
+        status_text: i.status_text.clone(),
+        main_pid: i.main_pid,
     }
 }
 

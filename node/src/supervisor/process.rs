@@ -100,13 +100,14 @@ pub fn spawn(
     home: &Path,
     marker: &Marker,
     secrets: &[(String, Vec<u8>)],
+    notify: &[(&'static str, String)],
 ) -> io::Result<tokio::process::Child> {
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
     // Nothing of the daemon's own environment passes unfiltered (its credentials stay
     // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
     // a crash (see `scan_instances`).
-    let listen = if listen_fds.is_empty() {
+    let mut listen = if listen_fds.is_empty() {
         Vec::new()
     } else {
         vec![
@@ -114,6 +115,16 @@ pub fn spawn(
             ("LISTEN_FDNAMES", spec.listen.join(":")),
         ]
     };
+    // `NOTIFY_SOCKET` and `WATCHDOG_USEC` of a notifying app (see `notify`).
+    listen.extend(notify.iter().cloned());
+    // Variables that must hold the app's own pid, set by a one-line `sh` that execs it.
+    let mut own_pid = Vec::new();
+    if !listen_fds.is_empty() {
+        own_pid.push("LISTEN_PID");
+    }
+    if notify.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+        own_pid.push("WATCHDOG_PID");
+    }
     let mut env = app_env::build(
         std::env::vars_os(),
         spec,
@@ -139,7 +150,7 @@ pub fn spawn(
             }
         }
     }
-    let mut cmd = if listen_fds.is_empty() {
+    let mut cmd = if own_pid.is_empty() {
         // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
         // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
         // and a fork of the daemon costs about twice as much per start. argv[0] stays the
@@ -156,9 +167,13 @@ pub fn spawn(
         c.arg0(&spec.command).args(&spec.args);
         c
     } else {
+        let exports: String = own_pid
+            .iter()
+            .map(|v| format!("{v}=$$; export {v}; "))
+            .collect();
         let mut c = tokio::process::Command::new("/bin/sh");
         c.arg("-c")
-            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(format!("{exports}exec \"$0\" \"$@\""))
             .arg(&spec.command)
             .args(&spec.args);
         c
@@ -327,6 +342,8 @@ pub struct SpawnRequest<'a> {
     pub home: &'a Path,
     pub marker: &'a Marker,
     pub secrets: &'a [(String, Vec<u8>)],
+    /// `NOTIFY_SOCKET` (and `WATCHDOG_USEC`) of a notifying app; empty otherwise.
+    pub notify: &'a [(&'static str, String)],
 }
 
 /// A spawned process: its pid and a future that resolves with its exit.
@@ -350,6 +367,7 @@ impl Os for RealOs {
             req.home,
             req.marker,
             req.secrets,
+            req.notify,
         )?;
         let pid = child.id();
         let exit = Box::pin(async move {

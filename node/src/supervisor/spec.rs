@@ -5,6 +5,7 @@ use super::app_env;
 use super::backoff::{Backoff, RestartPolicy};
 use super::identity::{self, rlimits::Limits};
 use super::limits;
+pub use super::notify::Readiness;
 pub use super::probe_spec::HealthSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -96,6 +97,14 @@ pub struct AppSpec {
     /// Resource limits (`limits = { nofile = 4096, core = 0 }`).
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// `"notify"`: the instance is `starting` until it sends `READY=1` on its own
+    /// `NOTIFY_SOCKET` (see `notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Readiness>,
+    /// With `ready = "notify"`: an instance that sends no `WATCHDOG=1` for this long is
+    /// restarted (reason `watchdog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_s: Option<u64>,
 }
 
 /// `[app.placement]`
@@ -186,6 +195,8 @@ impl AppSpec {
             group: None,
             umask: None,
             limits: Limits::default(),
+            ready: None,
+            watchdog_s: None,
         }
     }
 
@@ -365,6 +376,7 @@ impl AppSpec {
         }
         self.check_no_nul()?;
         self.check_durations()?;
+        super::notify::validate(self)?;
         identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((

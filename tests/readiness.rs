@@ -157,7 +157,10 @@ fn a_reload_keeps_the_old_process_until_the_new_one_is_ready() {
     let h = Herd::up();
     let file = h.app_file("apps.toml", &notify_app("web", "ready", ""));
     h.ok(&["start", &file]);
-    let rows = h.wait_ps("web spawned", SECS_10, |rows| rows[0]["pid"].is_u64());
+    // STATUS= comes once the app waits for SIGUSR1 (before, the signal would end it).
+    let rows = h.wait_ps("web spawned", SECS_10, |rows| {
+        rows[0]["status_text"] == "hello[31m"
+    });
     let old = pid_of(&rows[0]);
     usr1(old);
     h.wait_ps("web running", SECS_10, |rows| {
@@ -172,7 +175,10 @@ fn a_reload_keeps_the_old_process_until_the_new_one_is_ready() {
         }
     });
     let rows = h.wait_ps("the new process spawned", SECS_10, |rows| {
-        rows[0]["retiring_pid"] == old && rows[0]["pid"].is_u64() && pid_of(&rows[0]) != old
+        rows[0]["retiring_pid"] == old
+            && rows[0]["pid"].is_u64()
+            && pid_of(&rows[0]) != old
+            && rows[0]["status_text"] == "hello[31m"
     });
     let new = pid_of(&rows[0]);
     holds_for(
@@ -187,7 +193,14 @@ fn a_reload_keeps_the_old_process_until_the_new_one_is_ready() {
     );
     assert!(!reload.is_finished(), "the reload finished without READY=1");
     usr1(new);
+    // Retired as soon as the new one is ready (not after a fixed wait).
+    let ready_at = std::time::Instant::now();
     let out = reload.join().unwrap();
+    assert!(
+        ready_at.elapsed() < Duration::from_secs(5),
+        "the reload took {:?} after READY=1",
+        ready_at.elapsed()
+    );
     assert!(
         out.status.success(),
         "reload: {}",

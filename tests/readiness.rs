@@ -350,6 +350,15 @@ fn mainpid_hands_the_instance_to_the_named_process() {
     holds_for(&h, "web running", Duration::from_millis(1000), |rows| {
         rows[0]["status"] == "running" && rows[0]["restarts"] == 0 && pid_of(&rows[0]) == child
     });
+    // A daemon restart adopts the instance through its main process (its leader is gone).
+    h.ok(&["kill"]);
+    h.ok(&["up"]);
+    let rows = h.wait_ps("web adopted", SECS_10, |rows| rows[0]["pid"].is_u64());
+    assert_eq!(
+        (pid_of(&rows[0]), &rows[0]["status"], &rows[0]["restarts"]),
+        (child, &"running".into(), &0.into()),
+        "{rows:?}"
+    );
     // The main process dies: that is the instance's exit.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child as i32),

@@ -212,9 +212,9 @@ impl Instance {
     }
 
     /// The process that stands for the instance: the one named by `MAINPID=`, else the
-    /// group's leader.
+    /// group's leader. None while the instance has no process.
     pub fn main_process(&self) -> Option<u32> {
-        self.main_pid.or(self.pid)
+        self.pid.and(self.main_pid.or(self.pid))
     }
 
     pub fn last_exit(&self) -> Option<&ExitRecord> {

@@ -67,6 +67,8 @@ impl Step<'_> {
         let had_process = inst.pid.is_some();
         inst.pid = None;
         inst.signature = None;
+        inst.main_pid = None;
+        inst.main_signature = None;
         if !wanted {
             inst.status = if was == Status::Crashed {
                 was

@@ -92,16 +92,17 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
 ///
 /// `listen_fds` (held by herd, close-on-exec) become fds 3, 4, ... of the child, announced
 /// systemd-style with `LISTEN_FDS`; `LISTEN_PID` is set by a one-line `sh` that execs the app.
-pub fn spawn(
-    spec: &AppSpec,
-    index: u32,
-    log: &Path,
-    listen_fds: &[RawFd],
-    home: &Path,
-    marker: &Marker,
-    secrets: &[(String, Vec<u8>)],
-    notify: &[(&'static str, String)],
-) -> io::Result<tokio::process::Child> {
+pub fn spawn(req: &SpawnRequest<'_>) -> io::Result<tokio::process::Child> {
+    let &SpawnRequest {
+        spec,
+        index,
+        log,
+        listen_fds,
+        home,
+        marker,
+        secrets,
+        notify,
+    } = req;
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
     // Nothing of the daemon's own environment passes unfiltered (its credentials stay
@@ -359,16 +360,7 @@ pub struct RealOs;
 impl Os for RealOs {
     fn spawn(&self, req: &SpawnRequest<'_>) -> io::Result<Spawned> {
         debug_assert!(!super::table_held(), "fork/exec under the table lock");
-        let mut child = spawn(
-            req.spec,
-            req.index,
-            req.log,
-            req.listen_fds,
-            req.home,
-            req.marker,
-            req.secrets,
-            req.notify,
-        )?;
+        let mut child = spawn(req)?;
         let pid = child.id();
         let exit = Box::pin(async move {
             match child.wait().await {

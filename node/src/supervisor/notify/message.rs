@@ -123,6 +123,23 @@ mod tests {
         assert!(s.chars().all(|c| c == 'é'));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_datagram_parses_or_is_refused_and_its_status_is_bounded(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..MAX_DATAGRAM + 64)
+        ) {
+            match parse(&bytes) {
+                Ok(m) => {
+                    let s = m.status.unwrap_or_default();
+                    proptest::prop_assert!(s.len() <= MAX_STATUS);
+                    proptest::prop_assert!(!s.chars().any(char::is_control));
+                }
+                Err(Refused::TooLong(n)) => proptest::prop_assert!(n > MAX_DATAGRAM),
+                Err(Refused::BadMainPid(_)) => {}
+            }
+        }
+    }
+
     #[test]
     fn a_main_pid_must_be_a_process_id() {
         for bad in [

@@ -216,3 +216,62 @@ impl Sockets {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(keys: &str) -> Result<Vec<AppSpec>, String> {
+        let text = format!("[[app]]\nname = \"a\"\ncommand = \"x\"\n{keys}");
+        crate::supervisor::spec::parse_app_file("apps.toml", &text, Path::new("/srv"))
+            .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn ready_and_watchdog_parse_and_a_watchdog_needs_notify() {
+        let a = &parse("ready = \"notify\"\nwatchdog_s = 30\n").unwrap()[0];
+        assert!(a.notifies());
+        assert_eq!(a.watchdog(), Some(Duration::from_secs(30)));
+        let env = env(a, Path::new("/run/herd/notify-x/a.0"));
+        assert_eq!(
+            env,
+            [
+                ("NOTIFY_SOCKET", "/run/herd/notify-x/a.0".to_string()),
+                ("WATCHDOG_USEC", "30000000".to_string())
+            ]
+        );
+        let err = parse("watchdog_s = 30\n").unwrap_err();
+        assert!(
+            err.contains("app `a`: key `watchdog_s`: needs ready = \"notify\""),
+            "{err}"
+        );
+        let err = parse("ready = \"notify\"\nwatchdog_s = 0\n").unwrap_err();
+        assert!(
+            err.contains("key `watchdog_s`: must be at least 1"),
+            "{err}"
+        );
+        let err = parse("ready = \"probe\"\n").unwrap_err();
+        assert!(err.contains("unknown variant `probe`"), "{err}");
+    }
+
+    #[test]
+    fn a_slot_has_one_path_that_fits_a_socket_address() {
+        let home = Path::new("/var/lib/herd");
+        let root = Sockets::new(home, 0);
+        assert!(root.path("web", 3).starts_with("/run/herd/"));
+        assert_eq!(root.path("web", 3), Sockets::new(home, 0).path("web", 3));
+        assert_ne!(root.path("web", 3), root.path("web", 4));
+        let user = Sockets::new(home, 1000);
+        assert_eq!(
+            user.path("web", 3),
+            Path::new("/var/lib/herd/run/notify/web.3")
+        );
+        let long = "a".repeat(64);
+        let p = Sockets::new(&PathBuf::from("/h").join("b".repeat(60)), 1000).path(&long, 9);
+        assert!(p.as_os_str().len() <= MAX_SOCKET_PATH, "{}", p.display());
+        assert_ne!(
+            p,
+            Sockets::new(&PathBuf::from("/h").join("b".repeat(60)), 1000).path(&long, 8)
+        );
+    }
+}

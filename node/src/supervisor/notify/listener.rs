@@ -49,6 +49,8 @@ impl Budget {
 struct Slot {
     spawn_id: u64,
     who: sender::Instance,
+    /// The group of the process a reload is replacing: it shares the socket, and is not heard.
+    retiring: Option<u32>,
 }
 
 impl Supervisor {
@@ -169,6 +171,7 @@ impl Supervisor {
                         main_pid: inst.main_pid,
                         uid,
                     },
+                    retiring: inst.retiring.as_ref().map(|r| r.pid),
                 })
             })
         };
@@ -176,6 +179,15 @@ impl Supervisor {
             debug!(app = %app, instance = index, pid, "notify datagram while no process runs; dropped");
             return;
         };
+        let old = slot.retiring.map(|pgid| sender::Instance {
+            pgid,
+            main_pid: None,
+            uid,
+        });
+        if old.is_some_and(|o| o.accepts(pid, from_uid)) {
+            debug!(app = %app, instance = index, pid, "notify datagram from the process a reload replaces; dropped");
+            return;
+        }
         if !slot.who.accepts(pid, from_uid) {
             warn!(app = %app, instance = index, pid, uid = from_uid, pgid = slot.who.pgid, "notify datagram from a process that is not the instance's; refused");
             return;

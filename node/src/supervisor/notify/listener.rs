@@ -201,7 +201,7 @@ impl Supervisor {
                     signature,
                 });
             } else {
-                warn!(app = %app, instance = index, main_pid = main, "MAINPID names a process outside the instance or of another user; ignored");
+                warn!(app = %app, instance = index, main_pid = main, "MAINPID names a process outside the instance's group or of another user; ignored");
             }
         }
         if let Some(text) = msg.status {

@@ -3,9 +3,9 @@
 //! claim only its own pid and uid (root excepted, who may do anything anyway). A sender counts
 //! when its uid is the app's and it is part of the instance: the process the app named with
 //! `MAINPID=`, a member of the instance's process group, or a descendant of its leader (a
-//! child that made a group of its own). A process named by `MAINPID=` must pass the same test,
-//! read from `/proc`: otherwise any app could make herd watch, and on a stop signal, someone
-//! else's process. (A pid can be reused between the datagram and the check; the window is
+//! child that made a group of its own). A process named by `MAINPID=` must be in the group and
+//! run as the app's user, read from `/proc`: otherwise any app could make herd watch someone
+//! else's process, and a stop signal (sent to the group) would miss it. (A pid can be reused between the datagram and the check; the window is
 //! that of systemd's own check, and the uid must still match.)
 
 use crate::supervisor::adoption::read_uids;
@@ -30,10 +30,12 @@ impl Instance {
         uid == self.uid && (self.main_pid == Some(pid) || self.contains(pid))
     }
 
-    /// `pid` may become the instance's main process: alive, in the instance, and running as
-    /// the app's user (real uid, from `/proc`).
+    /// `pid` may become the instance's main process: alive, in the instance's process group
+    /// (not merely a descendant: stop signals go to the group, and must reach it), and running
+    /// as the app's user (real uid, from `/proc`).
     pub fn may_be_main(&self, pid: u32) -> bool {
-        read_uids(pid).is_some_and(|(real, _)| real == self.uid) && self.contains(pid)
+        read_uids(pid).is_some_and(|(real, _)| real == self.uid)
+            && read_stat(pid).is_some_and(|s| !s.is_gone() && s.pgrp == self.pgid)
     }
 
     /// `pid` lives in the instance's group, or descends from its leader.
@@ -118,9 +120,10 @@ mod tests {
             main_pid: None,
             uid,
         };
-        let ok = inst.contains(child.id());
+        let (heard, main) = (inst.contains(child.id()), inst.may_be_main(child.id()));
         let _ = child.kill();
         let _ = child.wait();
-        assert!(ok);
+        assert!(heard, "a descendant is heard");
+        assert!(!main, "but outside the group it cannot be the main process");
     }
 }

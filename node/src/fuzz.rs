@@ -28,6 +28,7 @@ fn value() -> impl Strategy<Value = String> {
         Just("\"127.0.0.1:0\"".to_string()),
         Just("\"027\"".to_string()),
         Just("\"infinity\"".to_string()),
+        Just("\"notify\"".to_string()),
         Just("\"nobody\"".to_string()),
         Just("{ nofile = 64, core = { soft = 0, hard = \"infinity\" } }".to_string()),
         Just("{ nproc = { soft = 9, hard = 8 }, cpu = -1 }".to_string()),
@@ -75,6 +76,8 @@ const APP_KEYS: &[&str] = &[
     "group",
     "umask",
     "limits",
+    "ready",
+    "watchdog_s",
     "bogus",
 ];
 

@@ -171,7 +171,8 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
     pb::InstanceInfo {
         name: name.to_string(),
         instance: i.index,
-        pid: i.pid,
+        // The main process: the one named by `MAINPID=`, else the group's leader.
+        pid: i.main_process(),
         status: i.status.as_str().to_string(),
         restarts: i.restarts,
         uptime_s: i.uptime_s(now),
@@ -184,6 +185,8 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         rss_bytes: i.metrics.map(|m| m.rss_bytes),
         processes: i.metrics.map(|m| m.processes),
         retiring_pid: i.retiring.as_ref().map(|r| r.pid),
+        status_text: i.status_text.clone(),
+        main_pid: i.main_pid,
     }
 }
 

@@ -324,6 +324,9 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
             i.restarts,
             d.log_file
         );
+        if let Some(text) = &i.status_text {
+            outln!("  status (from the app): {text}");
+        }
         for e in d.exits.iter().rev() {
             let how = match (&e.code, &e.signal) {
                 (Some(c), _) => format!("code {c}"),

@@ -23,6 +23,8 @@ pub fn instance_json(i: &pb::InstanceInfo) -> Value {
         "cpu_percent": i.cpu_percent,
         "rss_bytes": i.rss_bytes,
         "retiring_pid": i.retiring_pid,
+        "status_text": i.status_text,
+        "main_pid": i.main_pid,
     })
 }
 

@@ -65,7 +65,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
 
 /// The whole environment of an instance, from the daemon's environment `daemon`, the app's
 /// spec, and the identity herd gives it. `listen` holds `LISTEN_FDS`/`LISTEN_FDNAMES` when
-/// herd passes sockets.
+/// herd passes sockets, and the instance's own `NOTIFY_SOCKET`/`WATCHDOG_USEC` (see `notify`).
 pub fn build(
     daemon: impl IntoIterator<Item = (OsString, OsString)>,
     spec: &AppSpec,

@@ -76,6 +76,18 @@ pub enum Fact {
     CronRestart {
         reload: bool,
     },
+    /// The app sent `READY=1`; `probed`: running only once its probe passes too.
+    Ready {
+        probed: bool,
+    },
+    /// No `WATCHDOG=1` within `watchdog_s`: restarted.
+    Watchdog {
+        timeout_s: u64,
+    },
+    /// The app named its main process with `MAINPID=`.
+    MainPid {
+        main_pid: u32,
+    },
 }
 
 /// The steps of a reload, in the `step` field of a `reload` event.
@@ -180,6 +192,14 @@ impl Fact {
             Fact::Deleted => info!(app, "app deleted"),
             Fact::Scaled { from, to } => info!(app, from, to, "scale"),
             Fact::CronRestart { .. } => info!(app, "cron restart"),
+            Fact::Ready { probed } => info!(app, instance, pid, probed, "ready (READY=1)"),
+            Fact::Watchdog { timeout_s } => {
+                warn!(
+                    app,
+                    instance, pid, timeout_s, "watchdog: no WATCHDOG=1 in time; restarting"
+                )
+            }
+            Fact::MainPid { main_pid } => info!(app, instance, pgid = pid, main_pid, "main pid"),
             // Said by the transition that follows (a restart, a stop) or by the caller.
             Fact::UnhealthyRestart { .. } | Fact::MemoryLimit { .. } | Fact::Reload(_) => {}
         }
@@ -269,6 +289,9 @@ mod tests {
             Fact::Deleted,
             Fact::Scaled { from: 1, to: 2 },
             Fact::CronRestart { reload: true },
+            Fact::Ready { probed: false },
+            Fact::Watchdog { timeout_s: 1 },
+            Fact::MainPid { main_pid: 7 },
         ]
     }
 
@@ -301,6 +324,9 @@ mod tests {
             Fact::Deleted => 23,
             Fact::Scaled { .. } => 24,
             Fact::CronRestart { .. } => 25,
+            Fact::Ready { .. } => 26,
+            Fact::Watchdog { .. } => 27,
+            Fact::MainPid { .. } => 28,
         }
     }
 
@@ -372,7 +398,7 @@ mod tests {
         let mut seen: Vec<usize> = samples().iter().map(ordinal).collect();
         seen.sort();
         seen.dedup();
-        assert_eq!(seen, (0..=25).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=28).collect::<Vec<_>>());
     }
 
     #[test]

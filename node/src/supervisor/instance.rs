@@ -155,6 +155,22 @@ pub struct Instance {
     /// Every spawn takes from it; a crash loop waits for it (see `StartLimit`).
     #[serde(skip)]
     pub start_limit: StartLimit,
+    /// `STATUS=` the process last sent (`ready = "notify"`), sanitized. Not persisted.
+    #[serde(skip)]
+    pub status_text: Option<String>,
+    /// The process the app named with `MAINPID=` (in the group `pid` leads): its exit, not
+    /// the leader's, ends the instance. `pid` stays the group's id, which signals go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_signature: Option<u64>,
+    /// The process sent `READY=1` (`ready = "notify"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notified_ready: bool,
+    /// When the watchdog restarts the instance unless `WATCHDOG=1` comes first (armed at
+    /// `READY=1`, as systemd does). Not persisted: an adopted instance gets a full period.
+    #[serde(skip)]
+    pub watchdog_due: Option<tokio::time::Instant>,
 }
 
 impl Instance {
@@ -180,6 +196,11 @@ impl Instance {
             kill_at: None,
             spawning: false,
             start_limit: StartLimit::default(),
+            status_text: None,
+            main_pid: None,
+            main_signature: None,
+            notified_ready: false,
+            watchdog_due: None,
         }
     }
 
@@ -188,6 +209,12 @@ impl Instance {
             self.exits.pop_front();
         }
         self.exits.push_back(exit);
+    }
+
+    /// The process that stands for the instance: the one named by `MAINPID=`, else the
+    /// group's leader. None while the instance has no process.
+    pub fn main_process(&self) -> Option<u32> {
+        self.pid.and(self.main_pid.or(self.pid))
     }
 
     pub fn last_exit(&self) -> Option<&ExitRecord> {

@@ -29,6 +29,7 @@ pub mod machine;
 pub mod managed;
 pub mod marker;
 pub mod metrics;
+pub mod notify;
 pub mod probe_spec;
 pub mod process;
 mod recovery;
@@ -179,6 +180,8 @@ struct Shared {
     events: EventLog,
     host: Mutex<Option<HostMetrics>>,
     sockets: sockets::Sockets,
+    /// One sd_notify socket per slot of an app with `ready = "notify"`.
+    notify: notify::Sockets,
     lease: lease::Lease,
     /// Where secret references in an app's env are opened at spawn (set once by the daemon).
     secrets: std::sync::OnceLock<Arc<dyn secret_env::SecretSource>>,
@@ -254,13 +257,16 @@ impl Supervisor {
             closing: false,
         };
         let (changed, _) = watch::channel(0);
+        let uid = rustix::process::geteuid().as_raw();
+        let notify = notify::Sockets::new(&home, uid);
         let shared = Shared {
             table: Mutex::new(table),
             changed,
             logs_dir,
             home,
+            notify,
             marker,
-            uid: rustix::process::geteuid().as_raw(),
+            uid,
             events,
             host: Mutex::new(None),
             sockets: sockets::Sockets::default(),

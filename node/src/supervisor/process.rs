@@ -95,7 +95,7 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
 /// systemd-style with `LISTEN_FDS`; `LISTEN_PID` is set by a one-line `sh` that execs the app.
 /// With a `cgroup`, the child joins it before anything else, so nothing it forks is outside.
 pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<tokio::process::Child> {
-    let SpawnRequest {
+    let &SpawnRequest {
         spec,
         index,
         log,
@@ -103,13 +103,14 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
         home,
         marker,
         secrets,
-    } = *req;
+        notify,
+    } = req;
     let file = super::logs::open_append(log)?;
     let err = file.try_clone()?;
     // Nothing of the daemon's own environment passes unfiltered (its credentials stay
     // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
     // a crash (see `scan_instances`).
-    let listen = if listen_fds.is_empty() {
+    let mut listen = if listen_fds.is_empty() {
         Vec::new()
     } else {
         vec![
@@ -117,6 +118,16 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
             ("LISTEN_FDNAMES", spec.listen.join(":")),
         ]
     };
+    // `NOTIFY_SOCKET` and `WATCHDOG_USEC` of a notifying app (see `notify`).
+    listen.extend(notify.iter().cloned());
+    // Variables that must hold the app's own pid, set by a one-line `sh` that execs it.
+    let mut own_pid = Vec::new();
+    if !listen_fds.is_empty() {
+        own_pid.push("LISTEN_PID");
+    }
+    if notify.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+        own_pid.push("WATCHDOG_PID");
+    }
     let mut env = app_env::build(
         std::env::vars_os(),
         spec,
@@ -142,7 +153,7 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
             }
         }
     }
-    let mut cmd = if listen_fds.is_empty() {
+    let mut cmd = if own_pid.is_empty() {
         // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
         // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
         // and a fork of the daemon costs about twice as much per start. argv[0] stays the
@@ -159,9 +170,13 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
         c.arg0(&spec.command).args(&spec.args);
         c
     } else {
+        let exports: String = own_pid
+            .iter()
+            .map(|v| format!("{v}=$$; export {v}; "))
+            .collect();
         let mut c = tokio::process::Command::new("/bin/sh");
         c.arg("-c")
-            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(format!("{exports}exec \"$0\" \"$@\""))
             .arg(&spec.command)
             .args(&spec.args);
         c
@@ -344,6 +359,8 @@ pub struct SpawnRequest<'a> {
     pub home: &'a Path,
     pub marker: &'a Marker,
     pub secrets: &'a [(String, Vec<u8>)],
+    /// `NOTIFY_SOCKET` (and `WATCHDOG_USEC`) of a notifying app; empty otherwise.
+    pub notify: &'a [(&'static str, String)],
 }
 
 /// A spawned process: its pid and a future that resolves with its exit.

@@ -69,6 +69,14 @@ impl Supervisor {
                     }
                     _ => false,
                 };
+                // A leader that handed over with `MAINPID=` may be gone: the main process it
+                // named (same pid and start signature) is then the instance.
+                let alive = alive
+                    || (inst.status.has_process()
+                        && inst
+                            .main_pid
+                            .zip(inst.main_signature)
+                            .is_some_and(|(m, s)| self.shared.os.is_same_process(m, s)));
                 let wanted = app.desired == Desired::Running && inst.index < app.spec.instances;
                 let input = Input::Restored {
                     alive,
@@ -184,13 +192,12 @@ impl Supervisor {
                         .is_some_and(|s| now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS)
                 })
                 .filter_map(|(a, i)| {
-                    Some((
-                        a.spec.name.clone(),
-                        i.index,
-                        i.spawn_id,
-                        i.pid?,
-                        i.signature,
-                    ))
+                    // The process named by `MAINPID=`, when there is one, is the instance.
+                    let (pid, signature) = match i.main_pid {
+                        Some(main) => (main, i.main_signature),
+                        None => (i.pid?, i.signature),
+                    };
+                    Some((a.spec.name.clone(), i.index, i.spawn_id, pid, signature))
                 })
                 .collect()
         };

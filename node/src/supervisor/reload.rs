@@ -14,6 +14,10 @@ use tracing::warn;
 /// Without a probe, a new process must stay up this long to count as ready.
 const READY_WITHOUT_PROBE: Duration = Duration::from_secs(10);
 
+/// How long a new process of a `ready = "notify"` app without a probe has to send `READY=1`
+/// (systemd's default `TimeoutStartSec`).
+const READY_NOTIFY_TIMEOUT: Duration = Duration::from_secs(90);
+
 enum Handover {
     /// Nothing ran in the slot: it was simply started.
     Started,
@@ -128,14 +132,20 @@ impl Supervisor {
             };
             let deadline = match &app.spec.health {
                 Some(h) => {
-                    h.grace()
+                    let probe = h.grace()
                         + h.interval() * (h.failures + 1)
                         + h.timeout()
-                        + Duration::from_secs(1)
+                        + Duration::from_secs(1);
+                    match app.spec.notifies() {
+                        true => probe.max(READY_NOTIFY_TIMEOUT),
+                        false => probe,
+                    }
                 }
+                None if app.spec.notifies() => READY_NOTIFY_TIMEOUT,
                 None => READY_WITHOUT_PROBE,
             };
-            let probed = app.spec.health.is_some();
+            // A notifying app says itself when it is ready: waited for like a probe.
+            let probed = app.spec.health.is_some() || app.spec.notifies();
             b.apply(t, name, index, None, Input::Replace);
             let Some(old) = old else {
                 return Ok(Handover::Started);

@@ -66,7 +66,11 @@ impl Batch<'_> {
             lease_valid: singleton && self.sup.shared.lease.valid(),
         };
         // A metrics sample changes nothing worth waking the state writer for (as before).
-        let quiet = matches!(input, Input::Sampled(_));
+        // Nor does an app's watchdog ping or status text (ps reads the table itself).
+        let quiet = matches!(
+            input,
+            Input::Sampled(_) | Input::WatchdogPing | Input::Status(_)
+        );
         let effects = machine::step(inst, &app.spec, input, &ctx);
         self.changed |= !quiet || !effects.is_empty();
         for effect in effects {
@@ -75,8 +79,14 @@ impl Batch<'_> {
                     fact.record(&self.sup.shared.events, name, Some(index), pid);
                 }
                 effect => {
-                    let spec = matches!(effect, Effect::Spawn { .. } | Effect::StartProbes { .. })
-                        .then(|| Box::new(app.spec.clone()));
+                    let spec = matches!(
+                        effect,
+                        Effect::Spawn { .. }
+                            | Effect::StartProbes { .. }
+                            | Effect::WatchAdopted { .. }
+                            | Effect::WatchMain { .. }
+                    )
+                    .then(|| Box::new(app.spec.clone()));
                     self.work.push(Work {
                         app: name.to_string(),
                         index,
@@ -192,7 +202,16 @@ impl Supervisor {
                     }
                 }
                 Effect::WatchAdopted { spawn_id, pid } => {
+                    self.adopt_notify(&app, index, spec.as_deref());
                     self.watch_adopted(app, index, spawn_id, pid)
+                }
+                Effect::WatchMain {
+                    spawn_id,
+                    pgid,
+                    pid,
+                } => {
+                    self.adopt_notify(&app, index, spec.as_deref());
+                    self.watch_main(app, index, spawn_id, pgid, pid)
                 }
                 Effect::GuardLease { pid, signature } => self.shared.lease.guard(pid, signature),
                 Effect::ForgetLease { pid } => self.shared.lease.forget(pid),
@@ -213,16 +232,33 @@ impl Supervisor {
         }
     }
 
+    /// An adopted instance of a notifying app gets its socket back at the same path.
+    fn adopt_notify(&self, app: &str, index: u32, spec: Option<&AppSpec>) {
+        if let Some(spec) = spec.filter(|s| s.notifies())
+            && let Err(e) = self.ensure_notify(app, index, spec)
+        {
+            warn!(app = %app, instance = index, error = %e, "cannot bind the notify socket again");
+        }
+    }
+
     /// Fork/exec for `Effect::Spawn` (the table is not locked), and the answer to the machine.
     /// A process whose instance moved on meanwhile (deleted, say) is killed at once.
     fn spawn_now(&self, name: &str, index: u32, spawn_id: u64, spec: &AppSpec) {
         let log = self.log_path(name, index);
         let listen = self.shared.sockets.ensure(name, &spec.listen);
         let secrets = secret_env::resolve(spec, self.shared.secrets.get().map(|s| &**s));
+        let notify = match spec.notifies() {
+            true => self
+                .ensure_notify(name, index, spec)
+                .map(|path| super::notify::env(spec, &path))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("notify socket: {e}"))),
+            false => Ok(Vec::new()),
+        };
         let spawned = listen
             .map_err(std::io::Error::other)
             .and_then(|fds| Ok((fds, secrets.map_err(std::io::Error::other)?)))
-            .and_then(|(fds, secrets)| {
+            .and_then(|(fds, secrets)| Ok((fds, secrets, notify?)))
+            .and_then(|(fds, secrets, notify)| {
                 self.shared.os.spawn(&SpawnRequest {
                     spec,
                     index,
@@ -231,6 +267,7 @@ impl Supervisor {
                     home: &self.shared.home,
                     marker: &self.shared.marker,
                     secrets: &secrets,
+                    notify: &notify,
                 })
             });
         match spawned {

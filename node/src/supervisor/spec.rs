@@ -5,6 +5,7 @@ use super::app_env;
 use super::backoff::{Backoff, RestartPolicy};
 use super::identity::{self, rlimits::Limits};
 use super::limits;
+pub use super::notify::Readiness;
 pub use super::probe_spec::HealthSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -106,6 +107,14 @@ pub struct AppSpec {
     /// Most processes and threads in each instance's cgroup (`pids.max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// `"notify"`: the instance is `starting` until it sends `READY=1` on its own
+    /// `NOTIFY_SOCKET` (see `notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Readiness>,
+    /// With `ready = "notify"`: an instance that sends no `WATCHDOG=1` for this long is
+    /// restarted (reason `watchdog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_s: Option<u64>,
 }
 
 /// `[app.placement]`
@@ -196,6 +205,8 @@ impl AppSpec {
             group: None,
             umask: None,
             limits: Limits::default(),
+            ready: None,
+            watchdog_s: None,
             memory_max_mb: None,
             cpu_max_percent: None,
             pids_max: None,
@@ -402,6 +413,7 @@ impl AppSpec {
         }
         self.check_no_nul()?;
         self.check_durations()?;
+        super::notify::validate(self)?;
         identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((

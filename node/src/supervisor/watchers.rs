@@ -87,7 +87,12 @@ impl Supervisor {
         exit: ExitRecord,
     ) {
         let group_alive = pid.is_some_and(|p| self.shared.os.group_alive(p));
-        self.dispatch(name, index, spawn_id, Input::Exited { exit, group_alive });
+        let exited = Input::Exited {
+            pid,
+            exit,
+            group_alive,
+        };
+        self.dispatch(name, index, spawn_id, exited);
     }
 
     /// `BackoffElapsed` after `delay`.

@@ -42,7 +42,19 @@ impl Step<'_> {
                 // renews the lease first.
                 self.out.push(Effect::GuardLease { pid, signature });
             }
-            self.out.push(Effect::WatchAdopted { spawn_id, pid });
+            match inst.main_pid {
+                // The leader handed over to a `MAINPID=` process (recovery proved that one).
+                Some(main) => self.out.push(Effect::WatchMain {
+                    spawn_id,
+                    pgid: pid,
+                    pid: main,
+                }),
+                None => self.out.push(Effect::WatchAdopted { spawn_id, pid }),
+            }
+            // The watchdog's deadline died with the old daemon: a full period from now.
+            if inst.status == Status::Running && inst.notified_ready {
+                inst.watchdog_due = self.spec.watchdog().map(|w| self.ctx.now + w);
+            }
             if self.spec.health.is_some() {
                 self.out.push(Effect::StartProbes { spawn_id, pid });
             }
@@ -55,6 +67,8 @@ impl Step<'_> {
         let had_process = inst.pid.is_some();
         inst.pid = None;
         inst.signature = None;
+        inst.main_pid = None;
+        inst.main_signature = None;
         if !wanted {
             inst.status = if was == Status::Crashed {
                 was

@@ -34,8 +34,12 @@ pub enum Input {
     },
     /// The process asked for by `Effect::Spawn` could not be started.
     SpawnFailed { error: String },
-    /// The instance's process ended; `group_alive`: other processes of its group remain.
-    Exited { exit: ExitRecord, group_alive: bool },
+    /// The instance's process `pid` ended; `group_alive`: other processes of its group remain.
+    Exited {
+        pid: Option<u32>,
+        exit: ExitRecord,
+        group_alive: bool,
+    },
     /// The old process of a reload (`retiring`) ended.
     ReplacedExited { exit: ExitRecord },
     /// A user (or herd) stops the instance; an explicit `timeout` may bring a SIGKILL forward.
@@ -70,6 +74,17 @@ pub enum Input {
     Retired { pid: u32 },
     /// Shutdown: the old process of an unfinished reload is killed.
     DropReplaced,
+    /// The process sent `READY=1` on its notify socket (`ready = "notify"`).
+    Ready,
+    /// The process sent `STATUS=` (already bounded and stripped of control characters).
+    Status(String),
+    /// The process sent `WATCHDOG=1`.
+    WatchdogPing,
+    /// The watchdog's deadline may have passed (the runtime's timer; the machine checks).
+    WatchdogElapsed,
+    /// The process named `pid` as its main process with `MAINPID=` (the listener checked it
+    /// is in the instance's group and runs as the app's user).
+    MainPid { pid: u32, signature: Option<u64> },
 }
 
 /// The world as `step` may see it.
@@ -120,6 +135,12 @@ pub enum Effect {
     },
     StartProbes {
         spawn_id: u64,
+        pid: u32,
+    },
+    /// Watch the process the app named with `MAINPID=` for its exit (`pgid`: its group).
+    WatchMain {
+        spawn_id: u64,
+        pgid: u32,
         pid: u32,
     },
     /// Watch a process adopted from a previous daemon for its exit.
@@ -193,7 +214,11 @@ impl Step<'_> {
             }
             Input::SpawnSucceeded { pid, signature } => self.spawned(pid, signature),
             Input::SpawnFailed { error } => self.spawn_failed(error),
-            Input::Exited { exit, group_alive } => self.exited(exit, group_alive),
+            Input::Exited {
+                pid,
+                exit,
+                group_alive,
+            } => self.exited(pid, exit, group_alive),
             Input::ReplacedExited { exit } => {
                 if let Some(old) = self.inst.retiring.as_mut() {
                     old.exited = true;
@@ -278,11 +303,17 @@ impl Step<'_> {
                     });
                 }
             }
+            Input::Ready => self.ready(),
+            Input::Status(text) => self.status_text(text),
+            Input::WatchdogPing => self.watchdog_ping(),
+            Input::WatchdogElapsed => self.watchdog_elapsed(),
+            Input::MainPid { pid, signature } => self.main_pid(pid, signature),
         }
     }
 }
 
 mod handover;
+mod notified;
 mod running;
 
 #[cfg(test)]

@@ -51,6 +51,11 @@ impl Step<'_> {
         inst.last_probe_error = None;
         inst.restart_reason = None;
         inst.metrics = None;
+        inst.status_text = None;
+        inst.main_pid = None;
+        inst.main_signature = None;
+        inst.notified_ready = false;
+        inst.watchdog_due = None;
         inst.started_at_ms = Some(self.ctx.now_ms);
         inst.start_limit.record(self.ctx.now_ms);
         inst.spawning = true;
@@ -74,7 +79,7 @@ impl Step<'_> {
         self.inst.signature = signature;
         match self.inst.status {
             Status::Starting => {
-                self.inst.status = if self.spec.health.is_some() {
+                self.inst.status = if self.spec.health.is_some() || self.spec.notifies() {
                     Status::Starting
                 } else {
                     Status::Running
@@ -147,11 +152,22 @@ impl Step<'_> {
         }
     }
 
-    pub(super) fn exited(&mut self, mut exit: ExitRecord, group_alive: bool) {
+    pub(super) fn exited(&mut self, pid: Option<u32>, mut exit: ExitRecord, group_alive: bool) {
         // Without a pid this exit was already handled (or the process was given up on).
         let Some(pgid) = self.inst.pid else {
             return;
         };
+        if let (Some(main), Some(pid)) = (self.inst.main_pid, pid)
+            && pid != main
+        {
+            // The leader (or an earlier main process) ended after the app named another
+            // with `MAINPID=`: that one's exit ends the instance.
+            info!(app = %self.spec.name, instance = self.inst.index, pid, main_pid = main, "process exited after handing over to its MAINPID");
+            return;
+        }
+        self.inst.main_pid = None;
+        self.inst.main_signature = None;
+        self.inst.watchdog_due = None;
         self.out.push(Effect::ForgetLease { pid: pgid });
         fact(
             &mut self.out,
@@ -272,6 +288,7 @@ impl Step<'_> {
         let signal = self.spec.signal();
         let name = &self.spec.name;
         let inst = &mut *self.inst;
+        inst.watchdog_due = None;
         match (inst.status, inst.pid) {
             (Status::Running | Status::Starting, Some(pid)) => {
                 inst.status = Status::Stopping;
@@ -367,7 +384,10 @@ impl Step<'_> {
                         },
                     );
                 }
-                if self.inst.status == Status::Starting {
+                // With `ready = "notify"`, running also needs the app's own `READY=1`.
+                if self.inst.status == Status::Starting
+                    && (!self.spec.notifies() || self.inst.notified_ready)
+                {
                     self.inst.status = Status::Running;
                 }
             }

@@ -39,6 +39,11 @@ fn instance(status: Status, now: Instant) -> Instance {
     if status == Status::Stopping {
         i.kill_at = Some(now + Duration::from_secs(10));
     }
+    if status == Status::Running {
+        // Its app sent READY=1 and the watchdog is due now.
+        i.notified_ready = true;
+        i.watchdog_due = Some(now);
+    }
     i.retiring = Some(Retiring {
         pid: 9,
         signature: Some(4),
@@ -71,6 +76,7 @@ fn summary(effects: &[Effect]) -> Vec<String> {
             Effect::WaitDependencies { .. } => "wait_deps".into(),
             Effect::StartProbes { .. } => "probes".into(),
             Effect::WatchAdopted { .. } => "watch_adopted".into(),
+            Effect::WatchMain { pid, .. } => format!("watch_main:{pid}"),
             Effect::GuardLease { .. } => "guard".into(),
             Effect::ForgetLease { .. } => "forget".into(),
             Effect::NoteInLog(_) => "note".into(),
@@ -114,6 +120,7 @@ fn inputs() -> Vec<(&'static str, Input)> {
         (
             "exited",
             Input::Exited {
+                pid: None,
                 exit: exit(1),
                 group_alive: false,
             },
@@ -121,6 +128,7 @@ fn inputs() -> Vec<(&'static str, Input)> {
         (
             "exited_group_alive",
             Input::Exited {
+                pid: None,
                 exit: exit(1),
                 group_alive: true,
             },
@@ -192,6 +200,17 @@ fn inputs() -> Vec<(&'static str, Input)> {
         ),
         ("retired", Input::Retired { pid: 9 }),
         ("drop_replaced", Input::DropReplaced),
+        ("ready", Input::Ready),
+        ("status", Input::Status("warming up".into())),
+        ("watchdog_ping", Input::WatchdogPing),
+        ("watchdog_elapsed", Input::WatchdogElapsed),
+        (
+            "main_pid",
+            Input::MainPid {
+                pid: 11,
+                signature: Some(6),
+            },
+        ),
     ]
 }
 
@@ -232,6 +251,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("starting", "roll_back", "running", &["emit:reload"]),
     ("starting", "retired", "starting", &[]),
     ("starting", "drop_replaced", "starting", &["signal:SIGKILL:9"]),
+    ("starting", "ready", "running", &["emit:ready"]),
+    ("starting", "status", "starting", &[]),
+    ("starting", "watchdog_ping", "starting", &[]),
+    ("starting", "watchdog_elapsed", "starting", &[]),
+    ("starting", "main_pid", "starting", &["emit:main_pid", "watch_main:11"]),
     // running
     ("running", "start", "running", &[]),
     ("running", "start_waiting", "running", &[]),
@@ -257,6 +281,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("running", "roll_back", "running", &["emit:reload"]),
     ("running", "retired", "running", &[]),
     ("running", "drop_replaced", "running", &["signal:SIGKILL:9"]),
+    ("running", "ready", "running", &[]),
+    ("running", "status", "running", &[]),
+    ("running", "watchdog_ping", "running", &[]),
+    ("running", "watchdog_elapsed", "stopping", &["emit:watchdog", "emit:stopping", "signal:SIGTERM:10", "watch:10"]),
+    ("running", "main_pid", "running", &["emit:main_pid", "watch_main:11"]),
     // backoff
     ("backoff", "start", "starting", &["spawn"]),
     ("backoff", "start_waiting", "starting", &["emit:waiting", "wait_deps"]),
@@ -282,6 +311,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("backoff", "roll_back", "running", &["emit:reload"]),
     ("backoff", "retired", "backoff", &[]),
     ("backoff", "drop_replaced", "backoff", &["signal:SIGKILL:9"]),
+    ("backoff", "ready", "backoff", &[]),
+    ("backoff", "status", "backoff", &[]),
+    ("backoff", "watchdog_ping", "backoff", &[]),
+    ("backoff", "watchdog_elapsed", "backoff", &[]),
+    ("backoff", "main_pid", "backoff", &[]),
     // stopping
     ("stopping", "start", "stopping", &[]),
     ("stopping", "start_waiting", "stopping", &[]),
@@ -307,6 +341,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("stopping", "roll_back", "running", &["emit:reload"]),
     ("stopping", "retired", "stopping", &[]),
     ("stopping", "drop_replaced", "stopping", &["signal:SIGKILL:9"]),
+    ("stopping", "ready", "stopping", &[]),
+    ("stopping", "status", "stopping", &[]),
+    ("stopping", "watchdog_ping", "stopping", &[]),
+    ("stopping", "watchdog_elapsed", "stopping", &[]),
+    ("stopping", "main_pid", "stopping", &[]),
     // stopped
     ("stopped", "start", "starting", &["spawn"]),
     ("stopped", "start_waiting", "starting", &["emit:waiting", "wait_deps"]),
@@ -332,6 +371,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("stopped", "roll_back", "running", &["emit:reload"]),
     ("stopped", "retired", "stopped", &[]),
     ("stopped", "drop_replaced", "stopped", &["signal:SIGKILL:9"]),
+    ("stopped", "ready", "stopped", &[]),
+    ("stopped", "status", "stopped", &[]),
+    ("stopped", "watchdog_ping", "stopped", &[]),
+    ("stopped", "watchdog_elapsed", "stopped", &[]),
+    ("stopped", "main_pid", "stopped", &[]),
     // crashed
     ("crashed", "start", "starting", &["spawn"]),
     ("crashed", "start_waiting", "starting", &["emit:waiting", "wait_deps"]),
@@ -357,6 +401,11 @@ const MATRIX: &[(&str, &str, &str, &[&str])] = &[
     ("crashed", "roll_back", "running", &["emit:reload"]),
     ("crashed", "retired", "crashed", &[]),
     ("crashed", "drop_replaced", "crashed", &["signal:SIGKILL:9"]),
+    ("crashed", "ready", "crashed", &[]),
+    ("crashed", "status", "crashed", &[]),
+    ("crashed", "watchdog_ping", "crashed", &[]),
+    ("crashed", "watchdog_elapsed", "crashed", &[]),
+    ("crashed", "main_pid", "crashed", &[]),
 ];
 
 fn matrix() -> Vec<(Status, &'static str, Status, Vec<String>)> {
@@ -443,6 +492,7 @@ fn a_stop_during_a_spawn_signals_the_process_once_it_exists() {
     );
 
     let exited = Input::Exited {
+        pid: None,
         exit: exit(143),
         group_alive: false,
     };
@@ -536,6 +586,7 @@ fn failed_probes_restart_the_instance_whatever_the_policy() {
             .starts_with("unhealthy: 2")
     );
     let exited = Input::Exited {
+        pid: None,
         exit: exit(143),
         group_alive: true,
     };
@@ -585,6 +636,7 @@ fn exits_while_closing_are_not_restarted() {
         ..ctx(now)
     };
     let exited = Input::Exited {
+        pid: None,
         exit: exit(1),
         group_alive: false,
     };
@@ -604,6 +656,7 @@ fn a_crash_loop_ends_crashed() {
         i.pid = Some(10);
         i.status = Status::Running;
         let exited = Input::Exited {
+            pid: None,
             exit: exit(1),
             group_alive: false,
         };
@@ -615,4 +668,165 @@ fn a_crash_loop_ends_crashed() {
         [Status::Backoff, Status::Backoff, Status::Crashed]
     );
     assert_eq!(i.restarts, 2);
+}
+
+fn notify_spec() -> AppSpec {
+    let mut s = spec();
+    s.max_memory_mb = None;
+    s.ready = Some(crate::supervisor::notify::Readiness::Notify);
+    s.watchdog_s = Some(2);
+    s
+}
+
+/// A notifying instance spawned as pid 20 at `now`.
+fn notifying(s: &AppSpec, now: Instant) -> Instance {
+    let mut i = instance(Status::Stopped, now);
+    step(&mut i, s, Input::Start { waiting: vec![] }, &ctx(now));
+    let spawned = Input::SpawnSucceeded {
+        pid: Some(20),
+        signature: Some(7),
+    };
+    step(&mut i, s, spawned, &ctx(now));
+    i
+}
+
+#[test]
+fn a_notifying_app_runs_at_ready_and_its_watchdog_restarts_it_when_pings_stop() {
+    let now = crate::supervisor::clock::monotonic();
+    let s = notify_spec();
+    let mut i = notifying(&s, now);
+    assert_eq!(i.status, Status::Starting, "not running before READY=1");
+    assert_eq!(i.watchdog_due, None, "the watchdog waits for READY=1");
+    step(&mut i, &s, Input::WatchdogPing, &ctx(now));
+    assert_eq!(i.watchdog_due, None, "a ping before READY=1 arms nothing");
+    step(&mut i, &s, Input::Status("warming up".into()), &ctx(now));
+    assert_eq!(i.status_text.as_deref(), Some("warming up"));
+
+    let fx = step(&mut i, &s, Input::Ready, &ctx(now));
+    assert_eq!(summary(&fx), ["emit:ready"]);
+    assert_eq!(i.status, Status::Running);
+    assert_eq!(i.watchdog_due, Some(now + Duration::from_secs(2)));
+    assert!(step(&mut i, &s, Input::Ready, &ctx(now)).is_empty(), "once");
+
+    let at = |secs: u64| ctx(now + Duration::from_secs(secs));
+    assert!(step(&mut i, &s, Input::WatchdogPing, &at(1)).is_empty());
+    assert_eq!(i.watchdog_due, Some(now + Duration::from_secs(3)));
+    // The timer of the earlier deadline fires: pushed back, nothing happens.
+    assert!(step(&mut i, &s, Input::WatchdogElapsed, &at(2)).is_empty());
+    assert_eq!(i.status, Status::Running);
+
+    let fx = step(&mut i, &s, Input::WatchdogElapsed, &at(3));
+    assert_eq!(
+        summary(&fx),
+        [
+            "emit:watchdog",
+            "emit:stopping",
+            "signal:SIGTERM:20",
+            "watch:20"
+        ]
+    );
+    let exited = Input::Exited {
+        pid: Some(20),
+        exit: exit(143),
+        group_alive: false,
+    };
+    let fx = step(&mut i, &s, exited, &at(3));
+    assert_eq!(
+        summary(&fx),
+        ["forget", "emit:exited", "emit:restarting", "timer"]
+    );
+    assert_eq!(i.status, Status::Backoff);
+    assert_eq!(i.last_exit().unwrap().reason, "watchdog");
+    // The next process starts over: no status text, not ready, no watchdog.
+    let fx = step(&mut i, &s, Input::BackoffElapsed, &at(4));
+    assert_eq!(summary(&fx), ["spawn"]);
+    assert_eq!(
+        (i.status_text.clone(), i.notified_ready, i.watchdog_due),
+        (None, false, None)
+    );
+}
+
+#[test]
+fn with_a_probe_too_a_notifying_app_runs_once_ready_and_healthy() {
+    let now = crate::supervisor::clock::monotonic();
+    let mut s = notify_spec();
+    s.health = Some(toml::from_str("tcp = \"127.0.0.1:1\"").unwrap());
+    let ok = || Input::Probe {
+        result: Ok(()),
+        counts: true,
+    };
+    let mut i = notifying(&s, now);
+    step(&mut i, &s, ok(), &ctx(now));
+    assert_eq!(i.status, Status::Starting, "healthy but not READY=1 yet");
+    step(&mut i, &s, Input::Ready, &ctx(now));
+    assert_eq!(i.status, Status::Running);
+
+    let mut i = notifying(&s, now);
+    let fx = step(&mut i, &s, Input::Ready, &ctx(now));
+    assert_eq!(summary(&fx), ["emit:ready"]);
+    assert_eq!(
+        i.status,
+        Status::Starting,
+        "READY=1 but no probe passed yet"
+    );
+    step(&mut i, &s, ok(), &ctx(now));
+    assert_eq!(i.status, Status::Running);
+}
+
+#[test]
+fn after_mainpid_the_leaders_exit_is_ignored_and_the_main_process_exit_restarts() {
+    let now = crate::supervisor::clock::monotonic();
+    let s = notify_spec();
+    let mut i = notifying(&s, now);
+    let named = Input::MainPid {
+        pid: 21,
+        signature: Some(8),
+    };
+    let fx = step(&mut i, &s, named, &ctx(now));
+    assert_eq!(summary(&fx), ["emit:main_pid", "watch_main:21"]);
+    assert_eq!(
+        (i.pid, i.main_pid, i.main_process()),
+        (Some(20), Some(21), Some(21))
+    );
+    step(&mut i, &s, Input::Ready, &ctx(now));
+
+    let leader_exit = Input::Exited {
+        pid: Some(20),
+        exit: exit(0),
+        group_alive: true,
+    };
+    assert!(step(&mut i, &s, leader_exit, &ctx(now)).is_empty());
+    assert_eq!(i.status, Status::Running);
+
+    let main_exit = Input::Exited {
+        pid: Some(21),
+        exit: exit(1),
+        group_alive: false,
+    };
+    let fx = step(&mut i, &s, main_exit, &ctx(now));
+    // The group (led by 20, gone or not) is killed as after any exit.
+    assert_eq!(
+        summary(&fx),
+        [
+            "forget",
+            "emit:exited",
+            "signal:SIGKILL:20",
+            "emit:restarting",
+            "timer"
+        ]
+    );
+    assert_eq!((i.status, i.pid, i.main_pid), (Status::Backoff, None, None));
+}
+
+#[test]
+fn naming_the_leader_as_main_process_changes_nothing() {
+    let now = crate::supervisor::clock::monotonic();
+    let s = notify_spec();
+    let mut i = notifying(&s, now);
+    let leader = Input::MainPid {
+        pid: 20,
+        signature: Some(7),
+    };
+    assert!(step(&mut i, &s, leader, &ctx(now)).is_empty());
+    assert_eq!(i.main_pid, None);
 }

@@ -75,6 +75,9 @@ const APP_KEYS: &[&str] = &[
     "group",
     "umask",
     "limits",
+    "watch",
+    "watch_ignore",
+    "watch_debounce_ms",
     "bogus",
 ];
 

@@ -159,6 +159,8 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         rss_bytes: i.metrics.map(|m| m.rss_bytes),
         processes: i.metrics.map(|m| m.processes),
         retiring_pid: i.retiring.as_ref().map(|r| r.pid),
+        // An app-level fact: set by the callers that have the app.
+        watching: false,
     }
 }
 
@@ -167,9 +169,10 @@ fn instances_reply(apps: &[App]) -> pb::InstancesReply {
     let instances = apps
         .iter()
         .flat_map(|a| {
-            a.instances
-                .iter()
-                .map(|i| instance_info(&a.spec.name, i, now))
+            a.instances.iter().map(|i| pb::InstanceInfo {
+                watching: a.is_watching(),
+                ..instance_info(&a.spec.name, i, now)
+            })
         })
         .collect();
     pb::InstancesReply { instances }
@@ -303,7 +306,10 @@ impl SupervisorApi for Api {
             .instances
             .iter()
             .map(|i| pb::InstanceDetail {
-                info: Some(instance_info(&name, i, now)),
+                info: Some(pb::InstanceInfo {
+                    watching: app.is_watching(),
+                    ..instance_info(&name, i, now)
+                }),
                 exits: i.exits.iter().map(exit_info).collect(),
                 log_file: self
                     .supervisor
@@ -320,6 +326,7 @@ impl SupervisorApi for Api {
             desired: app.desired.as_str().into(),
             instances,
             identity_json,
+            watching: app.is_watching(),
         }))
     }
 
@@ -426,6 +433,23 @@ impl SupervisorApi for Api {
         let name = req.into_inner().name;
         let reloaded = acting_as(caller, self.supervisor.reload(&name)).await;
         Ok(one(self.durable_after(reloaded).await?))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<pb::WatchReply>, Status> {
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let set = acting_as(caller, async {
+            self.supervisor.set_watching(&req.name, req.on)
+        })
+        .await;
+        let watching = self.durable_after(set).await?;
+        Ok(Response::new(pb::WatchReply {
+            name: req.name,
+            watching,
+        }))
     }
 
     async fn metrics(

@@ -23,6 +23,7 @@ pub fn instance_json(i: &pb::InstanceInfo) -> Value {
         "cpu_percent": i.cpu_percent,
         "rss_bytes": i.rss_bytes,
         "retiring_pid": i.retiring_pid,
+        "watching": i.watching,
     })
 }
 

@@ -76,6 +76,25 @@ pub enum Fact {
     CronRestart {
         reload: bool,
     },
+    /// A watched file changed (`path`, relative to cwd), or, with `overflow`, changes were
+    /// lost; `reload` as for `cron_restart`.
+    WatchRestart {
+        path: String,
+        reload: bool,
+        overflow: bool,
+    },
+    /// `herd watch NAME on|off`.
+    Watching {
+        on: bool,
+    },
+    /// The app's watches are in place (`directories` watched): changes from now on count.
+    WatchStarted {
+        directories: usize,
+    },
+    /// The app's files cannot be watched (`error` says why and what to change).
+    WatchRefused {
+        error: String,
+    },
 }
 
 /// The steps of a reload, in the `step` field of a `reload` event.
@@ -180,6 +199,16 @@ impl Fact {
             Fact::Deleted => info!(app, "app deleted"),
             Fact::Scaled { from, to } => info!(app, from, to, "scale"),
             Fact::CronRestart { .. } => info!(app, "cron restart"),
+            Fact::WatchRestart {
+                path,
+                reload,
+                overflow,
+            } => info!(app, path = %path, reload, overflow, "watched file changed: restarting"),
+            Fact::Watching { on } => info!(app, on, "watching turned on or off"),
+            Fact::WatchStarted { directories } => info!(app, directories, "watching files"),
+            Fact::WatchRefused { error } => {
+                warn!(app, error = %error, "not watching the app's files")
+            }
             // Said by the transition that follows (a restart, a stop) or by the caller.
             Fact::UnhealthyRestart { .. } | Fact::MemoryLimit { .. } | Fact::Reload(_) => {}
         }
@@ -269,6 +298,16 @@ mod tests {
             Fact::Deleted,
             Fact::Scaled { from: 1, to: 2 },
             Fact::CronRestart { reload: true },
+            Fact::WatchRestart {
+                path: "src/app.py".into(),
+                reload: false,
+                overflow: false,
+            },
+            Fact::Watching { on: true },
+            Fact::WatchStarted { directories: 1 },
+            Fact::WatchRefused {
+                error: "why".into(),
+            },
         ]
     }
 
@@ -301,6 +340,10 @@ mod tests {
             Fact::Deleted => 23,
             Fact::Scaled { .. } => 24,
             Fact::CronRestart { .. } => 25,
+            Fact::WatchRestart { .. } => 26,
+            Fact::Watching { .. } => 27,
+            Fact::WatchStarted { .. } => 28,
+            Fact::WatchRefused { .. } => 29,
         }
     }
 
@@ -372,7 +415,7 @@ mod tests {
         let mut seen: Vec<usize> = samples().iter().map(ordinal).collect();
         seen.sort();
         seen.dedup();
-        assert_eq!(seen, (0..=25).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=29).collect::<Vec<_>>());
     }
 
     #[test]

@@ -96,6 +96,20 @@ pub struct AppSpec {
     /// Resource limits (`limits = { nofile = 4096, core = 0 }`).
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Restart (or reload) the app when these paths or globs, relative to `cwd`, change;
+    /// `watch = true` is the whole cwd (see `file_watch`).
+    #[serde(
+        default,
+        deserialize_with = "super::file_watch::rules::deserialize_watch",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub watch: Vec<String>,
+    /// Changes that never count: globs relative to `cwd` (`*.log` matches at any depth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_ignore: Vec<String>,
+    /// A burst of changes closer together than this gives one restart (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_debounce_ms: Option<u64>,
 }
 
 /// `[app.placement]`
@@ -186,6 +200,9 @@ impl AppSpec {
             group: None,
             umask: None,
             limits: Limits::default(),
+            watch: Vec::new(),
+            watch_ignore: Vec::new(),
+            watch_debounce_ms: None,
         }
     }
 
@@ -212,6 +229,18 @@ impl AppSpec {
             Duration::from_millis(self.backoff_initial_ms),
             Duration::from_millis(self.backoff_max_ms),
         )
+    }
+
+    /// The quiet time that ends a burst of changes (clamped: a restored spec was never checked).
+    pub fn watch_debounce(&self) -> Duration {
+        let ms = self
+            .watch_debounce_ms
+            .unwrap_or(super::file_watch::rules::DEFAULT_DEBOUNCE_MS)
+            .clamp(
+                super::file_watch::rules::MIN_DEBOUNCE_MS,
+                super::file_watch::rules::MAX_DEBOUNCE_MS,
+            );
+        Duration::from_millis(ms)
     }
 
     /// Clamped (see `limits`): a spec restored from an old state file was never checked.
@@ -365,6 +394,7 @@ impl AppSpec {
         }
         self.check_no_nul()?;
         self.check_durations()?;
+        super::file_watch::rules::validate(&self.watch, &self.watch_ignore, self.watch_debounce_ms)?;
         identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((

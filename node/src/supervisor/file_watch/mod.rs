@@ -1,0 +1,293 @@
+//! `watch`: restart an app when its files change. `run_watch` keeps one task per watched app
+//! (the app has `watch`, is wanted running, and `herd watch NAME off` has not paused it) and
+//! ends the task when that stops being so; the task owns a notify debouncer (inotify under
+//! it) whose thread hands batches of changes over a channel, so nothing here ever waits on,
+//! or holds, the table lock while the file system is busy.
+//!
+//! A burst is one restart: the first change that counts (`rules`) opens a quiet window of
+//! `watch_debounce_ms`; every change that counts inside it extends it; when it closes the app
+//! is restarted once (reloaded, zero-downtime, when it has a probe or `listen` sockets), by the
+//! same path as `herd restart`/`herd reload`. Changes that happened before that restart began
+//! are spent. A lost inotify queue (overflow) is one restart too: something changed, and
+//! what can no longer be told.
+
+pub mod rules;
+mod tree;
+
+use super::facts::Fact;
+use super::{Desired, Result, Supervisor, SupervisorError};
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer_opt};
+use rules::Rules;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// Batches waiting for a busy task (one arrives per debouncer tick at most); a full channel
+/// is counted as an overflow rather than blocking the debouncer's thread.
+const CHANNEL: usize = 64;
+
+/// What a watcher was started for; when any of it changes, a new watcher replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchKey {
+    cwd: PathBuf,
+    watch: Vec<String>,
+    ignore: Vec<String>,
+    debounce: Duration,
+}
+
+/// Aborts the watcher task (dropping its debouncer, which ends the inotify watches) when the
+/// entry leaves the table of running watchers.
+struct Running(JoinHandle<()>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One change that counts, as the event will name it.
+enum Change {
+    Path(PathBuf),
+    /// The kernel's queue overflowed (or a batch was dropped): changes were lost.
+    Overflow,
+}
+
+type Watcher = Debouncer<notify::RecommendedWatcher, NoCache>;
+
+impl Supervisor {
+    /// `herd watch NAME on|off`: whether the app's `watch` keys are acted on. Returns whether
+    /// it is watched now. An app without `watch` keys cannot be turned on: there is nothing
+    /// to watch, and guessing (its whole cwd) could put thousands of watches in place.
+    pub fn set_watching(&self, name: &str, on: bool) -> Result<bool> {
+        {
+            let mut t = self.lock();
+            let app = t
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+            if on && app.spec.watch.is_empty() {
+                return Err(SupervisorError::Invalid(format!(
+                    "app `{name}` has no `watch` key; add `watch = [\"src/\"]` (or `watch = true` for its whole cwd) to its app file and `herd start` it again"
+                )));
+            }
+            if app.watch_off == !on {
+                return Ok(app.is_watching());
+            }
+            app.watch_off = !on;
+        }
+        self.record(name, Fact::Watching { on });
+        self.notify();
+        Ok(on)
+    }
+
+    /// Starts and stops the apps' watchers as the table changes; runs for the daemon's life.
+    /// Apps restored after a daemon restart are watched again from here, like new ones.
+    pub async fn run_watch(&self) {
+        let mut running: HashMap<String, (WatchKey, Running)> = HashMap::new();
+        let mut changes = self.subscribe();
+        loop {
+            let wanted = self.wanted_watchers();
+            running.retain(|name, (key, _)| wanted.get(name) == Some(key));
+            for (name, key) in wanted {
+                if running.contains_key(&name) {
+                    continue;
+                }
+                let me = self.clone();
+                let (n, k) = (name.clone(), key.clone());
+                let task = tokio::spawn(async move { me.watch_app(n, k).await });
+                running.insert(name, (key, Running(task)));
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn wanted_watchers(&self) -> HashMap<String, WatchKey> {
+        let t = self.lock();
+        if t.closing {
+            return HashMap::new();
+        }
+        t.apps
+            .values()
+            .filter(|a| a.is_watching() && a.desired == Desired::Running)
+            .filter_map(|a| {
+                let key = WatchKey {
+                    cwd: a.spec.cwd.clone()?,
+                    watch: a.spec.watch.clone(),
+                    ignore: a.spec.watch_ignore.clone(),
+                    debounce: a.spec.watch_debounce(),
+                };
+                Some((a.spec.name.clone(), key))
+            })
+            .collect()
+    }
+
+    async fn watch_app(self, name: String, key: WatchKey) {
+        let (tx, mut rx) = mpsc::channel(CHANNEL);
+        let missed = Arc::new(AtomicBool::new(false));
+        let home = self.shared.home.clone();
+        let logs = self.shared.logs_dir.clone();
+        let (k, m) = (key.clone(), missed.clone());
+        let setup = tokio::task::spawn_blocking(move || start(&k, &home, &logs, tx, m)).await;
+        let (_watcher, rules, dirs) = match setup {
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => {
+                // Said once: the task ends, and is not started again until the app or its
+                // keys change.
+                self.record(&name, Fact::WatchRefused { error });
+                return;
+            }
+            Err(_) => return,
+        };
+        self.record(&name, Fact::WatchStarted { directories: dirs });
+        let mut spent = super::clock::std_instant();
+        let mut errors_said = false;
+        loop {
+            let Some(first) = next_change(&mut rx, &rules, spent, &missed, &name, &mut errors_said).await
+            else {
+                return;
+            };
+            // The quiet window: changes that keep coming belong to the same burst.
+            loop {
+                match tokio::time::timeout(
+                    key.debounce,
+                    next_change(&mut rx, &rules, spent, &missed, &name, &mut errors_said),
+                )
+                .await
+                {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            spent = super::clock::std_instant();
+            self.restart_for(&name, &rules, first).await;
+        }
+    }
+
+    /// Restarts (or reloads) the app for `change`, and waits until that is done. The restart
+    /// runs as its own task: turning watch off meanwhile ends the watcher, never the restart.
+    async fn restart_for(&self, name: &str, rules: &Rules, change: Change) {
+        let reload = {
+            let t = self.lock();
+            let Some(app) = t.apps.get(name) else { return };
+            app.spec.health.is_some() || !app.spec.listen.is_empty()
+        };
+        let fact = match change {
+            Change::Path(p) => Fact::WatchRestart {
+                path: rules.shown(&p),
+                reload,
+                overflow: false,
+            },
+            Change::Overflow => Fact::WatchRestart {
+                path: String::new(),
+                reload,
+                overflow: true,
+            },
+        };
+        self.record(name, fact);
+        let me = self.clone();
+        let n = name.to_string();
+        let job = tokio::spawn(async move {
+            if reload {
+                me.reload(&n).await.map(|_| ())
+            } else {
+                me.restart(&n).await.map(|_| ())
+            }
+        });
+        if let Ok(Err(e)) = job.await {
+            warn!(app = %name, error = %e, "restart after a file change failed");
+        }
+    }
+}
+
+/// The next change that counts and happened after `spent`; `None` once the debouncer is gone.
+async fn next_change(
+    rx: &mut mpsc::Receiver<DebounceEventResult>,
+    rules: &Rules,
+    spent: Instant,
+    missed: &AtomicBool,
+    app: &str,
+    errors_said: &mut bool,
+) -> Option<Change> {
+    loop {
+        if missed.swap(false, Ordering::Relaxed) {
+            return Some(Change::Overflow);
+        }
+        match rx.recv().await? {
+            Ok(events) => {
+                for e in events {
+                    if e.event.need_rescan() {
+                        warn!(app, "the file watch queue overflowed; restarting once");
+                        return Some(Change::Overflow);
+                    }
+                    if e.time < spent {
+                        continue;
+                    }
+                    if let Some(p) = e.event.paths.iter().find(|p| rules.matches(p)) {
+                        return Some(Change::Path(p.clone()));
+                    }
+                }
+            }
+            Err(errors) => {
+                if !*errors_said {
+                    *errors_said = true;
+                    let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                    warn!(app, error = %first, "file watch error (further ones are not logged)");
+                }
+            }
+        }
+    }
+}
+
+/// Checks the tree and puts the watches in place (blocking: walks directories).
+fn start(
+    key: &WatchKey,
+    home: &std::path::Path,
+    logs: &std::path::Path,
+    tx: mpsc::Sender<DebounceEventResult>,
+    missed: Arc<AtomicBool>,
+) -> std::result::Result<(Watcher, Rules, usize), String> {
+    let cwd = &key.cwd;
+    // Resolved only to compare herd's own directories with the app's spelling; what is
+    // watched is always reached through `cwd` as written, without following links.
+    let real_cwd = cwd.canonicalize().ok();
+    let rules = Rules::new(
+        cwd,
+        &key.watch,
+        &key.ignore,
+        rules::own_spellings(home, cwd, real_cwd.as_deref()),
+        rules::own_spellings(logs, cwd, real_cwd.as_deref()),
+    )?;
+    let roots = rules::roots(cwd, &key.watch, |p| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+    });
+    let roots = tree::usable(cwd, roots)?;
+    let dirs = tree::count_dirs(&roots)?;
+    let handler = move |r: DebounceEventResult| {
+        if tx.try_send(r).is_err() {
+            missed.store(true, Ordering::Relaxed);
+        }
+    };
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher: Watcher =
+        new_debouncer_opt(key.debounce, None, handler, NoCache, config).map_err(|e| e.to_string())?;
+    for root in &roots {
+        let mode = if root.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        watcher
+            .watch(&root.dir, mode)
+            .map_err(|e| format!("cannot watch {}: {e}", root.dir.display()))?;
+    }
+    Ok((watcher, rules, dirs))
+}

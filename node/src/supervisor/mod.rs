@@ -17,6 +17,7 @@ mod cron;
 pub mod deps;
 pub mod events;
 pub mod facts;
+pub mod file_watch;
 mod group_stop;
 mod health;
 pub mod identity;
@@ -41,7 +42,6 @@ mod sockets;
 pub mod spec;
 #[cfg(test)]
 mod testing;
-pub mod file_watch;
 mod watchers;
 
 use events::EventLog;

@@ -394,7 +394,11 @@ impl AppSpec {
         }
         self.check_no_nul()?;
         self.check_durations()?;
-        super::file_watch::rules::validate(&self.watch, &self.watch_ignore, self.watch_debounce_ms)?;
+        super::file_watch::rules::validate(
+            &self.watch,
+            &self.watch_ignore,
+            self.watch_debounce_ms,
+        )?;
         identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((

@@ -17,6 +17,7 @@ mod tree;
 use super::facts::Fact;
 use super::{Desired, Result, Supervisor, SupervisorError};
 use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, RemoveKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer_opt};
 use rules::Rules;
 use std::collections::HashMap;
@@ -150,7 +151,8 @@ impl Supervisor {
         let mut spent = super::clock::std_instant();
         let mut errors_said = false;
         loop {
-            let Some(first) = next_change(&mut rx, &rules, spent, &missed, &name, &mut errors_said).await
+            let Some(first) =
+                next_change(&mut rx, &rules, spent, &missed, &name, &mut errors_said).await
             else {
                 return;
             };
@@ -228,7 +230,7 @@ async fn next_change(
                         warn!(app, "the file watch queue overflowed; restarting once");
                         return Some(Change::Overflow);
                     }
-                    if e.time < spent {
+                    if e.time < spent || !is_a_change(&e.event.kind) {
                         continue;
                     }
                     if let Some(p) = e.event.paths.iter().find(|p| rules.matches(p)) {
@@ -244,6 +246,18 @@ async fn next_change(
                 }
             }
         }
+    }
+}
+
+/// Whether an event of this kind is a change to the app's files: reading (inotify's open and
+/// close events, which notify reports) is not, nor a directory appearing or going (the files
+/// in it say so themselves).
+fn is_a_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+        EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
     }
 }
 
@@ -277,8 +291,8 @@ fn start(
         }
     };
     let config = notify::Config::default().with_follow_symlinks(false);
-    let mut watcher: Watcher =
-        new_debouncer_opt(key.debounce, None, handler, NoCache, config).map_err(|e| e.to_string())?;
+    let mut watcher: Watcher = new_debouncer_opt(key.debounce, None, handler, NoCache, config)
+        .map_err(|e| e.to_string())?;
     for root in &roots {
         let mode = if root.recursive {
             RecursiveMode::Recursive
@@ -290,4 +304,29 @@ fn start(
             .map_err(|e| format!("cannot watch {}: {e}", root.dir.display()))?;
     }
     Ok((watcher, rules, dirs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, ModifyKind};
+
+    #[test]
+    fn reading_a_file_or_making_a_directory_is_not_a_change() {
+        assert!(!is_a_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_a_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_a_change(&EventKind::Create(CreateKind::Folder)));
+        assert!(is_a_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_a_change(&EventKind::Create(CreateKind::File)));
+        assert!(is_a_change(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(is_a_change(&EventKind::Remove(RemoveKind::File)));
+    }
 }

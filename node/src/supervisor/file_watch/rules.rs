@@ -103,7 +103,9 @@ fn check_pattern(p: &str) -> Result<(), String> {
             "`{shown}` leaves the app's cwd; give paths relative to cwd, without `..`"
         ));
     }
-    glob(p).map(|_| ()).map_err(|e| format!("`{shown}` is not a glob: {e}"))
+    glob(p)
+        .map(|_| ())
+        .map_err(|e| format!("`{shown}` is not a glob: {e}"))
 }
 
 fn glob(p: &str) -> Result<globset::Glob, globset::Error> {
@@ -251,7 +253,9 @@ pub fn roots(cwd: &Path, watch: &[String], is_dir: impl Fn(&Path) -> bool) -> Ve
             let literal = parts.iter().take_while(|c| !has_meta(c)).count();
             let rest = &parts[literal..];
             Root {
-                dir: parts[..literal].iter().fold(cwd.to_path_buf(), |d, c| d.join(c)),
+                dir: parts[..literal]
+                    .iter()
+                    .fold(cwd.to_path_buf(), |d, c| d.join(c)),
                 recursive: rest.len() > 1 || rest.iter().any(|c| c.contains("**")),
             }
         };
@@ -263,8 +267,7 @@ pub fn roots(cwd: &Path, watch: &[String], is_dir: impl Fn(&Path) -> bool) -> Ve
     out.dedup_by(|later, earlier| later.dir == earlier.dir);
     let all = out.clone();
     out.retain(|r| {
-        !all
-            .iter()
+        !all.iter()
             .any(|o| o.recursive && o.dir != r.dir && r.dir.starts_with(&o.dir))
     });
     out

@@ -52,8 +52,8 @@ fn check_path(cwd: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     for step in steps {
-        let meta = std::fs::symlink_metadata(&step)
-            .map_err(|e| format!("{}: {e}", step.display()))?;
+        let meta =
+            std::fs::symlink_metadata(&step).map_err(|e| format!("{}: {e}", step.display()))?;
         if meta.file_type().is_symlink() {
             return Err(format!(
                 "{} is a symbolic link, which herd does not follow",
@@ -112,8 +112,11 @@ mod tests {
             dir: cwd.join(d),
             recursive: true,
         };
-        let kept = usable(cwd, vec![root("src"), root("etc"), root("alias/pkg"), root("gone")])
-            .unwrap();
+        let kept = usable(
+            cwd,
+            vec![root("src"), root("etc"), root("alias/pkg"), root("gone")],
+        )
+        .unwrap();
         assert_eq!(kept, [root("src")]);
         assert!(usable(cwd, vec![root("etc")]).is_err());
     }

@@ -101,6 +101,9 @@ watch_ignore = ["**/__pycache__/**", "*.log"]"#,
             _ => "config/app.toml".to_string(),
         };
         append(&h, &rel, &format!("# write {i}"));
+        // Closer together than the debounce window, but the burst as a whole lasts longer
+        // than it: one restart needs the window to restart with every change.
+        std::thread::sleep(Duration::from_millis(DEBOUNCE_MS / 8));
     }
     let new = wait_new_pid(&h, "api", pid);
     // No second restart: the debounce window twice over, then the count.

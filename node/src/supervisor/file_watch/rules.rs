@@ -166,13 +166,15 @@ impl Rules {
         }
         let mut excl = GlobSetBuilder::new();
         for p in ignore {
+            // Without a `/` (but a trailing one), a pattern names a file or directory at any
+            // depth (gitignore's rule, and what PM2's `ignore_watch: ["node_modules"]` means);
+            // `./build` is anchored at cwd.
+            let anchored = p.trim_end_matches('/').contains('/');
             let p = tidy(p);
             if p.is_empty() {
                 continue;
             }
-            // Without a `/`, a pattern names a file or directory at any depth (gitignore's
-            // rule, and what PM2's `ignore_watch: ["node_modules"]` means).
-            let globs = if p.contains('/') {
+            let globs = if anchored {
                 vec![p.to_string(), format!("{p}/**")]
             } else {
                 vec![format!("**/{p}"), format!("**/{p}/**")]
@@ -345,9 +347,11 @@ mod tests {
 
     #[test]
     fn an_anchored_ignore_covers_its_directory() {
-        let r = rules(&["."], &["build/", "./tmp/*.txt"]);
+        let r = rules(&["."], &["./build", "dist/", "./tmp/*.txt"]);
         assert!(!hit(&r, "build/x.o"));
         assert!(hit(&r, "src/build/x.o"));
+        assert!(!hit(&r, "dist/x.js"));
+        assert!(!hit(&r, "web/dist/x.js"));
         assert!(!hit(&r, "tmp/a.txt"));
         assert!(hit(&r, "tmp/a.md"));
     }

@@ -165,7 +165,10 @@ fn pm2_ecosystem_js_runs_the_same_commands_env_instances_and_restarts() {
     assert_eq!(api["cwd"], dir.as_str());
     // PM2's watch keys under herd's names.
     assert_eq!(api["watch"], serde_json::json!(["src"]));
-    assert_eq!(api["watch_ignore"], serde_json::json!(["node_modules", "logs"]));
+    assert_eq!(
+        api["watch_ignore"],
+        serde_json::json!(["node_modules", "logs"])
+    );
     assert_eq!(api["watch_debounce_ms"], 1000);
     assert!(
         !report.iter().any(|l| l.contains("watch")),

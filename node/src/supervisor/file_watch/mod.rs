@@ -77,10 +77,11 @@ impl Supervisor {
                     "app `{name}` has no `watch` key; add `watch = [\"src/\"]` (or `watch = true` for its whole cwd) to its app file and `herd start` it again"
                 )));
             }
-            if app.watch_off == !on {
+            let off = !on;
+            if app.watch_off == off {
                 return Ok(app.is_watching());
             }
-            app.watch_off = !on;
+            app.watch_off = off;
         }
         self.record(name, Fact::Watching { on });
         self.notify();

@@ -238,3 +238,19 @@ watch_ignore = ["{a"]"#,
     assert!(err.contains("app `nope` not found"), "{err}");
     assert!(h.ps().is_empty(), "nothing was started");
 }
+
+#[test]
+fn an_app_restored_after_a_daemon_restart_is_watched_again() {
+    let h = Herd::up();
+    let pid = start_watched(&h, "kept", r#"watch = ["src/"]"#);
+    h.ok(&["kill"]);
+    h.ok(&["up"]);
+    assert_eq!(
+        pid_of(&h.wait_status("kept", 0, "running", SECS_10)),
+        pid,
+        "adopted, not restarted"
+    );
+    wait_watch_started(&h, "kept", 2);
+    append(&h, "src/app.py", "print('after the daemon restart')");
+    wait_new_pid(&h, "kept", pid);
+}

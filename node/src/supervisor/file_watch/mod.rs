@@ -310,7 +310,43 @@ fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::events::EventLog;
+    use crate::supervisor::spec::AppSpec;
+    use crate::supervisor::{App, Origin};
     use notify::event::{DataChange, ModifyKind};
+
+    #[test]
+    fn watch_off_is_kept_in_the_state_file_and_an_app_without_watch_cannot_be_turned_on() {
+        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
+        let sup = Supervisor::new(
+            "/tmp".into(),
+            "/tmp".into(),
+            events,
+            crate::supervisor::marker::Marker::random(),
+        );
+        let mut spec = AppSpec::quick("web", "true", vec![]);
+        spec.watch = vec!["src".into()];
+        spec.cwd = Some("/srv/web".into());
+        let plain = AppSpec::quick("plain", "true", vec![]);
+        for s in [spec, plain] {
+            sup.lock()
+                .apps
+                .insert(s.name.clone(), App::new(s, Origin::Local));
+        }
+        assert!(!sup.set_watching("web", false).unwrap());
+        let saved = serde_json::to_value(sup.snapshot()).unwrap();
+        let web = &saved["apps"].as_array().unwrap()[1];
+        assert_eq!(
+            (&web["spec"]["name"], &web["watch_off"]),
+            (&"web".into(), &true.into())
+        );
+        assert!(sup.wanted_watchers().is_empty());
+        assert!(sup.set_watching("web", true).unwrap());
+        assert_eq!(sup.wanted_watchers().len(), 1);
+        let err = sup.set_watching("plain", true).unwrap_err().to_string();
+        assert!(err.contains("app `plain` has no `watch` key"), "{err}");
+        assert!(!sup.set_watching("plain", false).unwrap());
+    }
 
     #[test]
     fn reading_a_file_or_making_a_directory_is_not_a_change() {

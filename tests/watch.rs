@@ -254,3 +254,28 @@ fn an_app_restored_after_a_daemon_restart_is_watched_again() {
     append(&h, "src/app.py", "print('after the daemon restart')");
     wait_new_pid(&h, "kept", pid);
 }
+
+#[test]
+fn an_app_with_a_probe_is_reloaded_rather_than_restarted() {
+    let h = Herd::up();
+    let pid = start_watched(
+        &h,
+        "probed",
+        r#"watch = ["src/"]
+[app.health]
+exec = ["true"]
+interval_s = 0.1
+grace_s = 0"#,
+    );
+    append(&h, "src/app.py", "print('v2')");
+    wait_new_pid(&h, "probed", pid);
+    let restarts = events(&h, "probed", "watch_restart");
+    assert_eq!(restarts.len(), 1, "{restarts:#?}");
+    assert_eq!(restarts[0]["reload"], true);
+    wait_until("the reload done", SECS_10, || {
+        events(&h, "probed", "reload")
+            .iter()
+            .any(|e| e["step"] == "done")
+    });
+    assert!(!alive(pid), "the old process was retired");
+}

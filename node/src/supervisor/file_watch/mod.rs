@@ -348,6 +348,72 @@ mod tests {
         assert!(!sup.set_watching("plain", false).unwrap());
     }
 
+    fn event(kind: EventKind, path: &str, time: Instant) -> notify_debouncer_full::DebouncedEvent {
+        let event = notify::Event::new(kind).add_path(PathBuf::from(path));
+        notify_debouncer_full::DebouncedEvent::new(event, time)
+    }
+
+    #[tokio::test]
+    async fn only_new_changes_that_count_come_through_and_an_overflow_is_one() {
+        let rules = Rules::new(
+            std::path::Path::new("/srv/app"),
+            &["src/".into()],
+            &["*.log".into()],
+            Vec::new(),
+            Vec::new(),
+        )
+        .unwrap();
+        let spent = crate::supervisor::clock::std_instant();
+        let before = spent - Duration::from_millis(1);
+        let after = spent + Duration::from_millis(1);
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let (tx, mut rx) = mpsc::channel(8);
+        let missed = AtomicBool::new(false);
+        let mut said = false;
+        tx.send(Ok(vec![
+            event(write, "/srv/app/src/old.py", before),
+            event(write, "/srv/app/src/out.log", after),
+            event(write, "/srv/app/README", after),
+            event(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                "/srv/app/src/a.py",
+                after,
+            ),
+            event(write, "/srv/app/src/new.py", after),
+        ]))
+        .await
+        .unwrap();
+        let next = next_change(&mut rx, &rules, spent, &missed, "app", &mut said).await;
+        assert!(
+            matches!(next, Some(Change::Path(p)) if p == std::path::Path::new("/srv/app/src/new.py"))
+        );
+
+        let rescan = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        tx.send(Ok(vec![notify_debouncer_full::DebouncedEvent::new(
+            rescan, after,
+        )]))
+        .await
+        .unwrap();
+        let next = next_change(&mut rx, &rules, spent, &missed, "app", &mut said).await;
+        assert!(matches!(next, Some(Change::Overflow)));
+
+        // A batch the channel had no room for counts as lost changes.
+        missed.store(true, Ordering::Relaxed);
+        let next = next_change(&mut rx, &rules, spent, &missed, "app", &mut said).await;
+        assert!(matches!(next, Some(Change::Overflow)));
+
+        tx.send(Err(vec![notify::Error::generic("boom")]))
+            .await
+            .unwrap();
+        drop(tx);
+        assert!(
+            next_change(&mut rx, &rules, spent, &missed, "app", &mut said)
+                .await
+                .is_none()
+        );
+        assert!(said, "the error was logged");
+    }
+
     #[test]
     fn reading_a_file_or_making_a_directory_is_not_a_change() {
         assert!(!is_a_change(&EventKind::Access(AccessKind::Open(

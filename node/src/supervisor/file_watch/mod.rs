@@ -7,9 +7,10 @@
 //! A burst is one restart: the first change that counts (`rules`) opens a quiet window of
 //! `watch_debounce_ms`; every change that counts inside it extends it; when it closes the app
 //! is restarted once (reloaded, zero-downtime, when it has a probe or `listen` sockets), by the
-//! same path as `herd restart`/`herd reload`. Changes that happened before that restart began
-//! are spent. A lost inotify queue (overflow) is one restart too: something changed, and
-//! what can no longer be told.
+//! same path as `herd restart`/`herd reload` (a burst that never pauses is cut after
+//! `BURST_WINDOWS` windows). Changes that happened before that restart began are spent. A
+//! lost inotify queue (overflow) is one restart too: something changed, and what can no
+//! longer be told.
 
 pub mod rules;
 mod tree;
@@ -32,6 +33,9 @@ use tracing::warn;
 /// Batches waiting for a busy task (one arrives per debouncer tick at most); a full channel
 /// is counted as an overflow rather than blocking the debouncer's thread.
 const CHANNEL: usize = 64;
+
+/// The longest burst, in debounce windows, before the app is restarted anyway.
+const BURST_WINDOWS: u32 = 20;
 
 /// What a watcher was started for; when any of it changes, a new watcher replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,10 +161,19 @@ impl Supervisor {
             else {
                 return;
             };
-            // The quiet window: changes that keep coming belong to the same burst.
+            // The quiet window: changes that keep coming belong to the same burst, up to
+            // BURST_WINDOWS windows, so a file written without pause (which belongs in
+            // `watch_ignore`; the event names it) cannot hold every restart back for ever.
+            let cut = super::clock::monotonic() + key.debounce * BURST_WINDOWS;
             loop {
+                let quiet = key
+                    .debounce
+                    .min(cut.saturating_duration_since(super::clock::monotonic()));
+                if quiet.is_zero() {
+                    break;
+                }
                 match tokio::time::timeout(
-                    key.debounce,
+                    quiet,
                     next_change(&mut rx, &rules, spent, &missed, &name, &mut errors_said),
                 )
                 .await

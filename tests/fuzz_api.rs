@@ -75,6 +75,7 @@ const METHODS: &[(&str, bool)] = &[
     ("/herd.supervisor.Supervisor/Events", true),
     ("/herd.supervisor.Supervisor/Graph", false),
     ("/herd.supervisor.Supervisor/ReloadConfig", false),
+    ("/herd.supervisor.Supervisor/Watch", false),
     ("/herd.supervisor.ClusterAdmin/Status", false),
     ("/herd.supervisor.ClusterAdmin/StepDown", false),
     ("/herd.supervisor.ClusterAdmin/Leave", false),
@@ -145,6 +146,8 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
         (name(), any::<String>(), any::<Option<u64>>()).prop_map(|(name, role, ttl_s)| {
             pb::CreateTokenRequest { role, name, ttl_s }.encode_to_vec()
         }),
+        (name(), any::<bool>())
+            .prop_map(|(name, on)| pb::WatchRequest { name, on }.encode_to_vec()),
         (name(), proptest::collection::vec(any::<u8>(), 0..512))
             .prop_map(|(name, value)| pb::PutSecretRequest { name, value }.encode_to_vec()),
     ]

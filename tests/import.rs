@@ -115,7 +115,6 @@ fn pm2_ecosystem_js_runs_the_same_commands_env_instances_and_restarts() {
     for line in [
         "pm2: file: key \"deploy\" not mapped:",
         "pm2: app \"api\": key \"out_file\" not mapped:",
-        "pm2: app \"api\": key \"watch\" not mapped:",
         "pm2: app \"flaky\": key \"instance_var\" not mapped:",
         "pm2: app \"migrate\": key \"pid_file\" not mapped:",
     ] {
@@ -164,6 +163,17 @@ fn pm2_ecosystem_js_runs_the_same_commands_env_instances_and_restarts() {
     assert_eq!(api["stop_timeout_s"], 3);
     assert_eq!(api["max_memory_mb"], 300);
     assert_eq!(api["cwd"], dir.as_str());
+    // PM2's watch keys under herd's names.
+    assert_eq!(api["watch"], serde_json::json!(["src"]));
+    assert_eq!(
+        api["watch_ignore"],
+        serde_json::json!(["node_modules", "logs"])
+    );
+    assert_eq!(api["watch_debounce_ms"], 1000);
+    assert!(
+        !report.iter().any(|l| l.contains("watch")),
+        "the watch keys are mapped now: {report:#?}"
+    );
     let worker = spec(&h, "worker");
     assert_eq!(worker["cron_restart"], "0 3 * * *");
     assert_eq!(worker["backoff_initial_ms"], 2000);

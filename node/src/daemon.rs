@@ -262,6 +262,8 @@ async fn serve(
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_cron().await }));
     let sup = supervisor.clone();
+    tasks.push(tokio::spawn(async move { sup.run_watch().await }));
+    let sup = supervisor.clone();
     // Only a detached daemon writes daemon.log; in the foreground its output is the caller's.
     let daemon_log: Vec<LogTarget> = if detached {
         vec![(

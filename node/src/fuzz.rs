@@ -78,6 +78,9 @@ const APP_KEYS: &[&str] = &[
     "limits",
     "ready",
     "watchdog_s",
+    "watch",
+    "watch_ignore",
+    "watch_debounce_ms",
     "bogus",
 ];
 

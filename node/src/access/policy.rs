@@ -25,6 +25,7 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("Supervisor", "Reload", "reload", Role::Operator),
     ("Supervisor", "Scale", "scale", Role::Operator),
     ("Supervisor", "Delete", "delete", Role::Operator),
+    ("Supervisor", "Watch", "watch", Role::Operator),
     ("ClusterAdmin", "Deploy", "cluster deploy", Role::Operator),
     (
         "ClusterAdmin",

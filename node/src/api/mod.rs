@@ -187,6 +187,8 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         retiring_pid: i.retiring.as_ref().map(|r| r.pid),
         status_text: i.status_text.clone(),
         main_pid: i.main_pid,
+        // An app-level fact: set by the callers that have the app.
+        watching: false,
     }
 }
 
@@ -195,9 +197,10 @@ fn instances_reply(apps: &[App]) -> pb::InstancesReply {
     let instances = apps
         .iter()
         .flat_map(|a| {
-            a.instances
-                .iter()
-                .map(|i| instance_info(&a.spec.name, i, now))
+            a.instances.iter().map(|i| pb::InstanceInfo {
+                watching: a.is_watching(),
+                ..instance_info(&a.spec.name, i, now)
+            })
         })
         .collect();
     pb::InstancesReply { instances }
@@ -331,7 +334,10 @@ impl SupervisorApi for Api {
             .instances
             .iter()
             .map(|i| pb::InstanceDetail {
-                info: Some(instance_info(&name, i, now)),
+                info: Some(pb::InstanceInfo {
+                    watching: app.is_watching(),
+                    ..instance_info(&name, i, now)
+                }),
                 exits: i.exits.iter().map(exit_info).collect(),
                 log_file: self
                     .supervisor
@@ -350,6 +356,7 @@ impl SupervisorApi for Api {
             desired: app.desired.as_str().into(),
             instances,
             identity_json,
+            watching: app.is_watching(),
         }))
     }
 
@@ -456,6 +463,23 @@ impl SupervisorApi for Api {
         let name = req.into_inner().name;
         let reloaded = acting_as(caller, self.supervisor.reload(&name)).await;
         Ok(one(self.durable_after(reloaded).await?))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<pb::WatchReply>, Status> {
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let set = acting_as(caller, async {
+            self.supervisor.set_watching(&req.name, req.on)
+        })
+        .await;
+        let watching = self.durable_after(set).await?;
+        Ok(Response::new(pb::WatchReply {
+            name: req.name,
+            watching,
+        }))
     }
 
     async fn metrics(

@@ -180,6 +180,20 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Watch { name, state, json } => {
+            let on = state == super::WatchState::On;
+            let r = client
+                .watch(pb::WatchRequest { name, on })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                print_json(&json!({ "name": r.name, "watching": r.watching }));
+            } else {
+                let now = if r.watching { "on" } else { "off" };
+                outln!("{}: watching {now}", r.name);
+            }
+        }
         Command::Dashboard { json } => {
             let r = client
                 .dashboard_link(pb::DashboardLinkRequest {})
@@ -301,11 +315,15 @@ async fn inspect(client: &mut Client, name: String, json: bool) -> anyhow::Resul
             "desired": r.desired,
             "spec": spec,
             "identity": identity,
+            "watching": r.watching,
             "instances": instances,
         }));
         return Ok(());
     }
     outln!("app {name} (desired: {})", r.desired);
+    if spec.get("watch").is_some() {
+        outln!("  watching: {}", if r.watching { "on" } else { "off" });
+    }
     if let Ok(t) = toml::to_string(&spec) {
         for line in t.lines() {
             outln!("  {line}");

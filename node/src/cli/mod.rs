@@ -157,6 +157,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn an app's file watch (its `watch` keys) on or off; kept across daemon restarts.
+    Watch {
+        name: String,
+        #[arg(value_enum)]
+        state: WatchState,
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe state of every instance (or of one app's).
     Health {
         name: Option<String>,
@@ -343,6 +351,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `herd watch NAME on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchState {
+    On,
+    Off,
 }
 
 /// How long a quick call may take before the CLI gives up (a stopped or wedged daemon must not

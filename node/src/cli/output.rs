@@ -25,6 +25,7 @@ pub fn instance_json(i: &pb::InstanceInfo) -> Value {
         "retiring_pid": i.retiring_pid,
         "status_text": i.status_text,
         "main_pid": i.main_pid,
+        "watching": i.watching,
     })
 }
 

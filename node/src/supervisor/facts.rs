@@ -88,6 +88,25 @@ pub enum Fact {
     MainPid {
         main_pid: u32,
     },
+    /// A watched file changed (`path`, relative to cwd), or, with `overflow`, changes were
+    /// lost; `reload` as for `cron_restart`.
+    WatchRestart {
+        path: String,
+        reload: bool,
+        overflow: bool,
+    },
+    /// `herd watch NAME on|off`.
+    Watching {
+        on: bool,
+    },
+    /// The app's watches are in place (`directories` watched): changes from now on count.
+    WatchStarted {
+        directories: usize,
+    },
+    /// The app's files cannot be watched (`error` says why and what to change).
+    WatchRefused {
+        error: String,
+    },
 }
 
 /// The steps of a reload, in the `step` field of a `reload` event.
@@ -200,6 +219,16 @@ impl Fact {
                 )
             }
             Fact::MainPid { main_pid } => info!(app, instance, pgid = pid, main_pid, "main pid"),
+            Fact::WatchRestart {
+                path,
+                reload,
+                overflow,
+            } => info!(app, path = %path, reload, overflow, "watched file changed: restarting"),
+            Fact::Watching { on } => info!(app, on, "watching turned on or off"),
+            Fact::WatchStarted { directories } => info!(app, directories, "watching files"),
+            Fact::WatchRefused { error } => {
+                warn!(app, error = %error, "not watching the app's files")
+            }
             // Said by the transition that follows (a restart, a stop) or by the caller.
             Fact::UnhealthyRestart { .. } | Fact::MemoryLimit { .. } | Fact::Reload(_) => {}
         }
@@ -292,6 +321,16 @@ mod tests {
             Fact::Ready { probed: false },
             Fact::Watchdog { timeout_s: 1 },
             Fact::MainPid { main_pid: 7 },
+            Fact::WatchRestart {
+                path: "src/app.py".into(),
+                reload: false,
+                overflow: false,
+            },
+            Fact::Watching { on: true },
+            Fact::WatchStarted { directories: 1 },
+            Fact::WatchRefused {
+                error: "why".into(),
+            },
         ]
     }
 
@@ -327,6 +366,10 @@ mod tests {
             Fact::Ready { .. } => 26,
             Fact::Watchdog { .. } => 27,
             Fact::MainPid { .. } => 28,
+            Fact::WatchRestart { .. } => 29,
+            Fact::Watching { .. } => 30,
+            Fact::WatchStarted { .. } => 31,
+            Fact::WatchRefused { .. } => 32,
         }
     }
 
@@ -398,7 +441,7 @@ mod tests {
         let mut seen: Vec<usize> = samples().iter().map(ordinal).collect();
         seen.sort();
         seen.dedup();
-        assert_eq!(seen, (0..=28).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=32).collect::<Vec<_>>());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod cron;
 pub mod deps;
 pub mod events;
 pub mod facts;
+pub mod file_watch;
 mod group_stop;
 mod health;
 pub mod identity;
@@ -93,6 +94,10 @@ pub struct App {
     pub instances: Vec<Instance>,
     #[serde(default)]
     pub origin: Origin,
+    /// `herd watch NAME off`: the `watch` keys stay but nothing is watched. Kept in
+    /// `state.json`, so the choice survives a daemon restart; a changed app file resets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub watch_off: bool,
 }
 
 impl App {
@@ -103,7 +108,13 @@ impl App {
             desired: Desired::Running,
             instances,
             origin,
+            watch_off: false,
         }
+    }
+
+    /// The app has `watch` keys and they are not turned off (`herd watch NAME off`).
+    pub fn is_watching(&self) -> bool {
+        !self.spec.watch.is_empty() && !self.watch_off
     }
 
     /// A cluster instance that must never run on two nodes (`on_disconnect = "stop"`): it

@@ -115,6 +115,20 @@ pub struct AppSpec {
     /// restarted (reason `watchdog`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog_s: Option<u64>,
+    /// Restart (or reload) the app when these paths or globs, relative to `cwd`, change;
+    /// `watch = true` is the whole cwd (see `file_watch`).
+    #[serde(
+        default,
+        deserialize_with = "super::file_watch::rules::deserialize_watch",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub watch: Vec<String>,
+    /// Changes that never count: globs relative to `cwd` (`*.log` matches at any depth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_ignore: Vec<String>,
+    /// A burst of changes closer together than this gives one restart (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_debounce_ms: Option<u64>,
 }
 
 /// `[app.placement]`
@@ -210,6 +224,9 @@ impl AppSpec {
             memory_max_mb: None,
             cpu_max_percent: None,
             pids_max: None,
+            watch: Vec::new(),
+            watch_ignore: Vec::new(),
+            watch_debounce_ms: None,
         }
     }
 
@@ -245,6 +262,18 @@ impl AppSpec {
             Duration::from_millis(self.backoff_initial_ms),
             Duration::from_millis(self.backoff_max_ms),
         )
+    }
+
+    /// The quiet time that ends a burst of changes (clamped: a restored spec was never checked).
+    pub fn watch_debounce(&self) -> Duration {
+        let ms = self
+            .watch_debounce_ms
+            .unwrap_or(super::file_watch::rules::DEFAULT_DEBOUNCE_MS)
+            .clamp(
+                super::file_watch::rules::MIN_DEBOUNCE_MS,
+                super::file_watch::rules::MAX_DEBOUNCE_MS,
+            );
+        Duration::from_millis(ms)
     }
 
     /// Clamped (see `limits`): a spec restored from an old state file was never checked.
@@ -414,6 +443,11 @@ impl AppSpec {
         self.check_no_nul()?;
         self.check_durations()?;
         super::notify::validate(self)?;
+        super::file_watch::rules::validate(
+            &self.watch,
+            &self.watch_ignore,
+            self.watch_debounce_ms,
+        )?;
         identity::validate(self)?;
         if self.listen.len() > MAX_LISTEN {
             return Err((

@@ -99,6 +99,8 @@ impl Secrets {
     }
 
     pub async fn delete(&self, name: &str) -> Result<serde_json::Value, Status> {
+        // Unknown is "not found" (exit code 3); the book's own check stays the authority.
+        self.record(name).map_err(Status::not_found)?;
         self.store
             .change(AccessChange::DeleteSecret {
                 name: name.to_string(),

@@ -2,6 +2,7 @@
 //! or a remote one over its TCP API with a bearer token (`--host`, `--token-file`), over TLS
 //! when the host is `https://...` (checked against `--ca-file`).
 
+use super::exit::{CliError, Code};
 use crate::home::Home;
 use anyhow::{Context, bail};
 use herd_proto::supervisor::supervisor_client::SupervisorClient;
@@ -83,12 +84,62 @@ pub enum Target {
     },
 }
 
-/// What the command line says about the daemon to talk to.
+/// What the command line (or a context) says about the daemon to talk to.
 #[derive(Debug, Default)]
-pub struct RemoteArgs<'a> {
-    pub host: Option<&'a str>,
-    pub token_file: Option<&'a PathBuf>,
-    pub ca_file: Option<&'a PathBuf>,
+pub struct RemoteArgs {
+    pub host: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// The context these came from, named in errors about its files.
+    pub context: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The one place the daemon to talk to is chosen. Precedence: `--host` given on the
+    /// command line (with its `--token-file`/`--ca-file`) > a context named by `--context` or
+    /// `HERD_CONTEXT` > `HERD_HOST` > the current context > this host's socket. Flags given on
+    /// the command line override a context's token and CA files. `local_only` commands (`up`,
+    /// `kill`) ignore the current context, so a context never stops one from starting the
+    /// local daemon.
+    pub fn resolve(
+        flags: RemoteArgs,
+        explicit: Explicit,
+        local_only: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<RemoteArgs> {
+        if explicit.host {
+            return Ok(flags);
+        }
+        let named = flags.context.clone();
+        if named.is_none() && flags.host.is_some() {
+            // HERD_HOST, with HERD_TOKEN_FILE / HERD_CA_FILE as before contexts.
+            return Ok(flags);
+        }
+        if named.is_none() && local_only {
+            return Ok(RemoteArgs::default());
+        }
+        let Some((name, c)) = super::context::chosen(named.as_deref(), env)? else {
+            return Ok(RemoteArgs::default());
+        };
+        let pick = |flag: Option<PathBuf>, given: bool, ours: Option<PathBuf>| {
+            if given { flag } else { ours }
+        };
+        Ok(RemoteArgs {
+            host: Some(c.host),
+            token_file: pick(flags.token_file, explicit.token_file, c.token_file),
+            ca_file: pick(flags.ca_file, explicit.ca_file, c.ca_file),
+            context: Some(name),
+        })
+    }
+}
+
+/// Which of `--host`, `--token-file`, `--ca-file` were typed on the command line (not taken
+/// from the environment).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Explicit {
+    pub host: bool,
+    pub token_file: bool,
+    pub ca_file: bool,
 }
 
 impl Target {
@@ -102,15 +153,27 @@ impl Target {
     /// (or `HERD_TOKEN_FILE`), else `HERD_TOKEN`. `https://HOST` needs `--ca-file`.
     pub fn from_args(
         home: &Home,
-        args: RemoteArgs<'_>,
+        args: RemoteArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Target> {
-        let Some(host) = args.host.map(str::trim).filter(|h| !h.is_empty()) else {
+        let Some(host) = args
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        else {
             return Ok(Target::local(home));
         };
-        let token = match (args.token_file, env("HERD_TOKEN")) {
+        let of_context = |what: &str, path: &Path| match &args.context {
+            Some(c) => format!(
+                "context `{c}`: cannot read its {what} {} (`herd context add {c} --host {host} ...` points it elsewhere)",
+                path.display()
+            ),
+            None => format!("cannot read the {what} {}", path.display()),
+        };
+        let token = match (&args.token_file, env("HERD_TOKEN")) {
             (Some(path), _) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .with_context(|| of_context("token file", path))?
                 .trim()
                 .to_string(),
             (None, Some(t)) => t.trim().to_string(),
@@ -126,11 +189,10 @@ impl Target {
             None => ("http", host.strip_prefix("http://").unwrap_or(host)),
         };
         let authority = authority.trim_end_matches('/');
-        let ca = match (scheme, args.ca_file) {
-            ("https", Some(path)) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read the CA file {}", path.display()))?,
-            ),
+        let ca = match (scheme, &args.ca_file) {
+            ("https", Some(path)) => {
+                Some(std::fs::read(path).with_context(|| of_context("CA file", path))?)
+            }
             ("https", None) => bail!(
                 "{host} is TLS: --ca-file FILE (or HERD_CA_FILE) names the CA that signed the daemon's certificate"
             ),
@@ -211,9 +273,9 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
                     .context("cannot set up TLS")?;
             }
             let ch = endpoint.connect().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    herd_cluster::with_causes(&format!("no herd daemon answers at {uri}"), &e)
+                CliError::new(
+                    Code::NotRunning,
+                    herd_cluster::with_causes(&format!("no herd daemon answers at {uri}"), &e),
                 )
             })?;
             Ok(InterceptedService::new(ch, Bearer(Some(token.clone()))))
@@ -221,15 +283,18 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
     }
 }
 
-/// Turns a gRPC error into the daemon's own message; a transport failure names its cause
-/// (say, plain HTTP/2 sent to a TLS port: the daemon hangs up).
+/// Turns a gRPC error into the daemon's own message and the exit code its status means; a
+/// transport failure names its cause (say, plain HTTP/2 sent to a TLS port: the daemon hangs
+/// up) and counts as "not running".
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     let mut msg = herd_cluster::with_causes(s.message(), &s);
+    let mut code = Code::of_status(&s);
     // Only a transport failure carries a source; the daemon's own refusals do not.
     if std::error::Error::source(&s).is_some() {
         msg.push_str(" (is the daemon's API TLS? then use --host https://...)");
+        code = Code::NotRunning;
     }
-    anyhow::anyhow!("{msg}")
+    CliError::new(code, msg).into()
 }
 
 #[cfg(test)]
@@ -239,7 +304,7 @@ mod tests {
     fn remote(host: &str) -> String {
         let home = Home::at("/nonexistent".into());
         let args = RemoteArgs {
-            host: Some(host),
+            host: Some(host.into()),
             ..RemoteArgs::default()
         };
         match Target::from_args(&home, args, |_| Some("t0k3n".into())).unwrap() {
@@ -262,8 +327,8 @@ mod tests {
     #[test]
     fn a_remote_host_without_a_token_is_refused_and_no_host_is_local() {
         let home = Home::at("/h".into());
-        let host = |h| RemoteArgs {
-            host: Some(h),
+        let host = |h: &str| RemoteArgs {
+            host: Some(h.into()),
             ..RemoteArgs::default()
         };
         let err = Target::from_args(&home, host("10.0.0.5"), |_| None).unwrap_err();

@@ -2,7 +2,9 @@
 
 use super::ClusterCommand;
 use super::client::{Target, status_error};
+use super::exit::{CliError, Code};
 use super::output::{bytes_text, print_json, table};
+use super::progress::Progress;
 use crate::cluster::replies::{
     ClusterStatus, Deployed, DeployedApp, DrainStatus, Left, NodeView, Restarting, Scaled,
     StatusReply, SteppedDown, Undeployed, Uptime,
@@ -15,11 +17,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run(target: &Target, command: ClusterCommand, json: bool) -> anyhow::Result<()> {
     let channel = super::client::channel(target).await?;
     let mut c = ClusterAdminClient::new(channel);
     match command {
-        ClusterCommand::Status { json } => {
+        ClusterCommand::Status => {
             let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -43,7 +45,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 print_nodes(s, &reply.nodes);
             }
         }
-        ClusterCommand::Nodes { json } => {
+        ClusterCommand::Nodes => {
             let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -55,7 +57,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 print_nodes(&reply.status, &reply.nodes);
             }
         }
-        ClusterCommand::Leader { json } => {
+        ClusterCommand::Leader => {
             let s: ClusterStatus = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -76,7 +78,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 }
             }
         }
-        ClusterCommand::StepDown { json } => {
+        ClusterCommand::StepDown => {
             let v: SteppedDown = parse(
                 c.step_down(pb::ClusterRequest::default())
                     .await
@@ -89,7 +91,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             });
         }
-        ClusterCommand::Leave { json } => {
+        ClusterCommand::Leave => {
             let v: Left = parse(
                 c.leave(pb::ClusterRequest::default())
                     .await
@@ -97,7 +99,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             )?;
             show(&v, json, |v| format!("node {} left the cluster", v.left));
         }
-        ClusterCommand::Deploy { file, json } => {
+        ClusterCommand::Deploy { file } => {
             let req = super::commands::file_request(&file)?;
             let v: Deployed = parse(c.deploy(req).await.map_err(status_error)?)?;
             if json {
@@ -108,7 +110,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 }
             }
         }
-        ClusterCommand::Undeploy { name, json } => {
+        ClusterCommand::Undeploy { name } => {
             let v: Undeployed = parse(
                 c.undeploy(pb::NameRequest { name })
                     .await
@@ -120,7 +122,6 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             node,
             no_wait,
             timeout,
-            json,
         } => {
             let mut v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
@@ -131,12 +132,25 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 .map_err(status_error)?,
             )?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let progress = (!no_wait && !v.done)
+                .then(|| Progress::counter(json, format!("draining node {node}: instances moved")));
+            // The most instances seen left at once: how many the drain has had to move.
+            let mut most = v.remaining.len() as u64;
             while !no_wait && !v.done {
+                let left = v.remaining.len() as u64;
+                most = most.max(left);
+                if let Some(p) = &progress {
+                    p.set(most - left, most);
+                }
                 if std::time::Instant::now() > deadline {
-                    anyhow::bail!(
-                        "node {node} is still draining after {timeout}s; remaining: {}",
-                        as_json(&v.remaining)
-                    );
+                    return Err(CliError::new(
+                        Code::TimedOut,
+                        format!(
+                            "node {node} is still draining after {timeout}s; remaining: {}",
+                            as_json(&v.remaining)
+                        ),
+                    )
+                    .into());
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 v = parse(
@@ -148,6 +162,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                     .map_err(status_error)?,
                 )?;
             }
+            drop(progress);
             if json {
                 print_reply(&v)
             } else if v.done {
@@ -160,7 +175,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             }
         }
-        ClusterCommand::Undrain { node, json } => {
+        ClusterCommand::Undrain { node } => {
             let v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
                     node,
@@ -177,7 +192,6 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             name,
             wait,
             timeout,
-            json,
         } => {
             let v: Restarting = parse(
                 c.restart_app(pb::NameRequest { name: name.clone() })
@@ -186,6 +200,10 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             )?;
             if wait {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+                let bar = Progress::counter(
+                    json,
+                    format!("rolling restart of {name}: instances restarted and running"),
+                );
                 loop {
                     let apps: Vec<DeployedApp> = parse(
                         c.apps(pb::ClusterRequest::default())
@@ -193,21 +211,24 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                             .map_err(status_error)?,
                     )?;
                     // An app that is gone has nothing left to roll.
-                    let progress = apps
+                    let roll = apps
                         .iter()
                         .find(|a| a.name == name)
                         .map(|a| RollProgress::of(a, v.generation))
                         .unwrap_or_default();
-                    if progress.done() {
+                    bar.set(roll.rolled.min(roll.desired), roll.desired);
+                    if roll.done() {
                         break;
                     }
                     if std::time::Instant::now() > deadline {
-                        anyhow::bail!(
-                            "the rolling restart of {name} is not done after {timeout}s: {} of {} instances restarted and running; still to roll: {:?}",
-                            progress.rolled,
-                            progress.desired,
-                            progress.pending
-                        );
+                        return Err(CliError::new(
+                            Code::TimedOut,
+                            format!(
+                                "the rolling restart of {name} is not done after {timeout}s: {} of {} instances restarted and running; still to roll: {:?}",
+                                roll.rolled, roll.desired, roll.pending
+                            ),
+                        )
+                        .into());
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
@@ -221,11 +242,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             });
         }
-        ClusterCommand::Scale {
-            name,
-            instances,
-            json,
-        } => {
+        ClusterCommand::Scale { name, instances } => {
             let v: Scaled = parse(
                 c.scale(pb::ScaleRequest { name, instances })
                     .await
@@ -235,7 +252,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 format!("{} scaled to {} instances", v.scaled, v.instances)
             });
         }
-        ClusterCommand::Uptime { node, days, json } => {
+        ClusterCommand::Uptime { node, days } => {
             let v: Uptime = parse(
                 c.uptime(pb::ClusterRequest { stale: false })
                     .await
@@ -249,7 +266,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 out!("{}", report.render(super::colour::enabled()));
             }
         }
-        ClusterCommand::Apps { stale, json } => {
+        ClusterCommand::Apps { stale } => {
             let apps: Vec<DeployedApp> = parse(
                 c.apps(pb::ClusterRequest { stale })
                     .await

@@ -339,4 +339,74 @@ mod tests {
         let local = Target::from_args(&home, RemoteArgs::default(), |_| Some("x".into())).unwrap();
         assert!(!local.is_remote());
     }
+
+    #[test]
+    fn flags_beat_a_named_context_which_beats_herd_host_which_beats_the_current_one() {
+        use super::super::context::{Context, Contexts, save};
+        let tmp = tempfile::tempdir().unwrap();
+        let xdg = tmp.path().display().to_string();
+        let mut all = Contexts {
+            current: Some("cur".into()),
+            ..Contexts::default()
+        };
+        for (name, host) in [("cur", "current:1"), ("named", "named:1")] {
+            let c = Context {
+                host: host.into(),
+                token_file: Some(format!("/{name}.token").into()),
+                ca_file: None,
+            };
+            all.contexts.insert(name.into(), c);
+        }
+        save(&tmp.path().join("herd"), &all).unwrap();
+        let env = |k: &str| (k == "XDG_CONFIG_HOME").then(|| xdg.clone());
+        let host = |flags: RemoteArgs, explicit: Explicit, local_only: bool| {
+            let r = RemoteArgs::resolve(flags, explicit, local_only, env).unwrap();
+            (r.host, r.token_file.map(|p| p.display().to_string()))
+        };
+        let typed = Explicit {
+            host: true,
+            ..Explicit::default()
+        };
+        let flags = |host: Option<&str>, context: Option<&str>| RemoteArgs {
+            host: host.map(String::from),
+            token_file: Some("/flag.token".into()),
+            context: context.map(String::from),
+            ..RemoteArgs::default()
+        };
+        let some = |h: &str, t: &str| (Some(h.to_string()), Some(t.to_string()));
+        // A typed --host wins over everything.
+        assert_eq!(
+            host(flags(Some("flag:1"), Some("named")), typed, false),
+            some("flag:1", "/flag.token")
+        );
+        // A named context beats HERD_HOST (a host not typed); its own token file is used.
+        assert_eq!(
+            host(
+                flags(Some("env:1"), Some("named")),
+                Explicit::default(),
+                false
+            ),
+            some("named:1", "/named.token")
+        );
+        // HERD_HOST beats the current context.
+        assert_eq!(
+            host(flags(Some("env:1"), None), Explicit::default(), false),
+            some("env:1", "/flag.token")
+        );
+        // Nothing else: the current context; a typed --token-file replaces its token file.
+        assert_eq!(
+            host(flags(None, None), Explicit::default(), false),
+            some("current:1", "/cur.token")
+        );
+        let token_typed = Explicit {
+            token_file: true,
+            ..Explicit::default()
+        };
+        assert_eq!(
+            host(flags(None, None), token_typed, false),
+            some("current:1", "/flag.token")
+        );
+        // `up` and `kill` ignore the current context.
+        assert_eq!(host(flags(None, None), Explicit::default(), true).0, None);
+    }
 }

@@ -195,7 +195,7 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
         | Command::Down { .. }
         | Command::Kill
         | Command::LeaseKeeper
-        | Command::Ping { .. }
+        | Command::Ping
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)

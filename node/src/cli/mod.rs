@@ -284,9 +284,9 @@ impl Command {
             Command::Logs { follow, .. } | Command::Events { follow, .. } => *follow,
             Command::Cluster(c) => !matches!(
                 c,
-                ClusterCommand::Status { .. }
-                    | ClusterCommand::Nodes { .. }
-                    | ClusterCommand::Leader { .. }
+                ClusterCommand::Status
+                    | ClusterCommand::Nodes
+                    | ClusterCommand::Leader
                     | ClusterCommand::Uptime { .. }
                     | ClusterCommand::Apps { .. }
             ),

@@ -222,6 +222,16 @@ fn every_command_prints_one_json_document_and_an_error_is_one_too() {
         assert_eq!(code(&out), want, "herd {args:?}");
     }
 
+    // The commands that need no daemon speak JSON too.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/import/pm2/ecosystem.json"
+    );
+    assert!(check(&["import", "pm2", fixture, "--json"])["app_file"].is_string());
+    assert!(check(&["completions", "bash", "--json"])["script"].is_string());
+    assert!(check(&["--json", "man"])["page"].is_string());
+    assert!(check(&["startup", "--print", "--json"])["unit"].is_string());
+
     let down = check(&["down", "--json"]);
     assert_eq!(down["was_running"], true, "{down}");
     // Not running any more: still one document, still success.

@@ -83,7 +83,7 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
     // no daemon, no remote target.
     let json = cli.json;
     let command = match cli.command {
-        Command::Import(c) => return cli::import::run(c),
+        Command::Import(c) => return cli::import::run(c, json),
         // Contexts are this user's files; the global --host/--token-file/--ca-file name what
         // `context add` stores.
         Command::Context(c) => {
@@ -94,11 +94,13 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
             };
             return cli::context::run(c, add, json, |k| std::env::var(k).ok());
         }
-        Command::Completions { shell } => return cli::completions::run(shell),
-        Command::Man { dir } => return cli::man::run(dir.as_deref()),
+        Command::Completions { shell } => return cli::completions::run(shell, json),
+        Command::Man { dir } => return cli::man::run(dir.as_deref(), json),
         // Installing the boot unit writes /etc and runs systemctl; the daemon need not run.
-        Command::Startup { user, print } => return cli::startup::startup(user.as_deref(), print),
-        Command::Unstartup => return cli::startup::unstartup(),
+        Command::Startup { user, print } => {
+            return cli::startup::startup(user.as_deref(), print, json);
+        }
+        Command::Unstartup => return cli::startup::unstartup(json),
         other => other,
     };
     let cli = Cli { command, ..cli };

@@ -318,39 +318,138 @@ fn progress_is_drawn_on_a_terminal_only() {
             String::from_utf8_lossy(err)
         );
     }
-    // On a terminal (script(1) gives the command a pty) the same start shows a spinner,
-    // and `--json` does not.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("script(1) is not installed: the terminal half of this test is skipped");
+    // On a terminal the same start shows a spinner, and `--json` does not.
+    if !have_script() {
         return;
     }
     herd.ok(&["up"]);
-    let on_a_terminal = |extra: &str| {
-        let line = format!("{} start {file}{extra} >/dev/null", herd_bin());
-        let out = std::process::Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .env("HERD_HOME", herd.home.path())
-            .env("HERD_HTTP_LISTEN", "")
-            .env("XDG_CONFIG_HOME", herd.path("xdg-config"))
-            .env("TERM", "xterm")
-            .stdin(Stdio::null())
-            .output()
-            .expect("script");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let shown = on_a_terminal("");
+    let shown = on_a_terminal(&herd, &format!("start {file}"));
     assert!(
         shown.contains("starting the 30 apps of"),
         "no progress on a terminal: {shown:?}"
     );
-    let quiet = on_a_terminal(" --json");
+    let quiet = on_a_terminal(&herd, &format!("start {file} --json"));
     assert!(
         !quiet.contains("starting"),
         "progress with --json: {quiet:?}"
     );
+}
+
+/// Whether script(1) is here to give a command a terminal.
+fn have_script() -> bool {
+    let here = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !here {
+        eprintln!("script(1) is not installed: the terminal half of this test is skipped");
+    }
+    here
+}
+
+/// What `herd ARGS` writes on its stderr when that is a terminal (a pty from script(1));
+/// stdout goes to /dev/null. `args` is a shell word list.
+fn on_a_terminal(herd: &Herd, args: &str) -> String {
+    let line = format!("{} {args} >/dev/null", herd_bin());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HERD_HOME", herd.home.path())
+        .env("HERD_HTTP_LISTEN", "")
+        .env("XDG_CONFIG_HOME", herd.path("xdg-config"))
+        .env_remove("HERD_CONTEXT")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    assert!(out.status.success(), "herd {args}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cluster_waits_count_on_a_terminal_and_every_cluster_command_speaks_json() {
+    use common::cluster::*;
+    let redis = Redis::start();
+    let nodes = fast_three(&redis.url());
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_formed(&all, 3, 0);
+    let cli = &all[0].herd;
+    let file = cli.app_file(
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 3\n[app.placement]\nmax_per_node = 1\n",
+    );
+    let check = |args: &[&str]| -> Value {
+        let out = cli.run(args);
+        assert!(
+            !out.stderr.contains(&b'\r') && !out.stderr.contains(&0x1b),
+            "herd {args:?} drew on a pipe"
+        );
+        let v = one_document(args, &out);
+        assert!(out.status.success(), "herd {args:?}: {v}");
+        v
+    };
+    check(&["cluster", "deploy", &file, "--json"]);
+    wait_until("one web instance on each node", SECS_10 * 3, || {
+        counts_of(&all, "web") == [1, 1, 1]
+    });
+    for args in [
+        vec!["cluster", "status", "--json"],
+        vec!["cluster", "nodes", "--json"],
+        vec!["cluster", "leader", "--json"],
+        vec!["cluster", "apps", "--json"],
+        vec!["cluster", "uptime", "--json"],
+        vec![
+            "cluster",
+            "restart",
+            "web",
+            "--wait",
+            "--timeout",
+            "60",
+            "--json",
+        ],
+    ] {
+        check(&args);
+    }
+    // The master's view of each node's health is in the status people read.
+    let text = cli.ok(&["cluster", "status"]);
+    assert!(text.contains("HEALTH") && text.contains("online"), "{text}");
+
+    // Room to drain a node: two instances on three nodes, at most one per node.
+    check(&["cluster", "scale", "web", "2", "--json"]);
+    wait_until("two web instances", SECS_10 * 3, || {
+        counts_of(&all, "web").iter().sum::<usize>() == 2
+    });
+    let target = all
+        .iter()
+        .find(|n| !running_here(n, "web").is_empty())
+        .expect("a node runs web")
+        .id()
+        .to_string();
+    if have_script() {
+        let roll = on_a_terminal(cli, "cluster restart web --wait --timeout 60");
+        assert!(
+            roll.contains("rolling restart of web") && roll.contains("/2"),
+            "no count on a terminal: {roll:?}"
+        );
+        let drain = on_a_terminal(cli, &format!("cluster drain {target} --timeout 60"));
+        assert!(
+            drain.contains(&format!("draining node {target}")) && drain.contains("/1"),
+            "no drain progress on a terminal: {drain:?}"
+        );
+    } else {
+        check(&["cluster", "drain", &target, "--timeout", "60", "--json"]);
+    }
+    // The master's view: the drained node shows as draining.
+    let text = cli.ok(&["cluster", "status"]);
+    assert!(text.contains("draining"), "{text}");
+    check(&["cluster", "undrain", &target, "--json"]);
+    check(&["cluster", "undeploy", "web", "--json"]);
+    // Unknown app and node: "not found", in JSON too.
+    for args in [
+        vec!["cluster", "restart", "nope", "--json"],
+        vec!["cluster", "drain", "999", "--json"],
+    ] {
+        let out = cli.run(&args);
+        assert_eq!(one_document(&args, &out)["code"], 3, "herd {args:?}");
+        assert_eq!(code(&out), 3, "herd {args:?}");
+    }
 }

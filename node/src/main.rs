@@ -58,18 +58,20 @@ fn main() -> ExitCode {
 /// A bad command line: clap's message and exit code 2; with `--json` also the JSON error.
 fn usage_error(e: clap::Error, json: bool) -> ! {
     use clap::error::ErrorKind;
-    let help = matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if json && !help {
-        let text = e.kind().as_str().unwrap_or("bad command line").to_string();
-        let message = e.render().to_string();
-        let first = message.lines().next().unwrap_or(&text);
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        cli::output::print_json(&cli::exit::error_json(first, cli::exit::Code::Usage));
+    let message = match e.kind() {
+        // Asked for: not an error.
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => None,
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            Some("a command is required; `herd --help` lists them".to_string())
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad command line");
+            Some(first.strip_prefix("error: ").unwrap_or(first).to_string())
+        }
+    };
+    if let Some(message) = message.filter(|_| json) {
+        cli::output::print_json(&cli::exit::error_json(&message, cli::exit::Code::Usage));
     }
     e.exit()
 }

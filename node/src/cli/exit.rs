@@ -106,6 +106,13 @@ mod tests {
         .context("ps")
         .unwrap_err();
         assert_eq!(code_of(&e), Code::NotRunning);
+        let denied = super::super::client::PermissionDenied {
+            path: "/run/herd/daemon.sock".into(),
+            owner: "root".into(),
+            uid: 0,
+            mode: 0o600,
+        };
+        assert_eq!(code_of(&denied.into()), Code::Refused);
         assert_eq!(code_of(&anyhow::anyhow!("something")), Code::Generic);
         assert_eq!(
             error_json("gone", Code::TimedOut),

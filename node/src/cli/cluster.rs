@@ -2,9 +2,7 @@
 
 use super::ClusterCommand;
 use super::client::{Target, status_error};
-use super::exit::{CliError, Code};
 use super::output::{bytes_text, print_json, table};
-use super::progress::Progress;
 use crate::cluster::replies::{
     ClusterStatus, Deployed, DeployedApp, DrainStatus, Left, NodeView, Restarting, Scaled,
     StatusReply, SteppedDown, Undeployed, Uptime,
@@ -131,38 +129,9 @@ pub async fn run(target: &Target, command: ClusterCommand, json: bool) -> anyhow
                 .await
                 .map_err(status_error)?,
             )?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-            let progress = (!no_wait && !v.done)
-                .then(|| Progress::counter(json, format!("draining node {node}: instances moved")));
-            // The most instances seen left at once: how many the drain has had to move.
-            let mut most = v.remaining.len() as u64;
-            while !no_wait && !v.done {
-                let left = v.remaining.len() as u64;
-                most = most.max(left);
-                if let Some(p) = &progress {
-                    p.set(most - left, most);
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(CliError::new(
-                        Code::TimedOut,
-                        format!(
-                            "node {node} is still draining after {timeout}s; remaining: {}",
-                            as_json(&v.remaining)
-                        ),
-                    )
-                    .into());
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                v = parse(
-                    c.drain(pb::DrainRequest {
-                        node: node.clone(),
-                        drain: None,
-                    })
-                    .await
-                    .map_err(status_error)?,
-                )?;
+            if !no_wait {
+                v = super::cluster_wait::drained(&mut c, &node, v, timeout, json).await?;
             }
-            drop(progress);
             if json {
                 print_reply(&v)
             } else if v.done {
@@ -199,39 +168,7 @@ pub async fn run(target: &Target, command: ClusterCommand, json: bool) -> anyhow
                     .map_err(status_error)?,
             )?;
             if wait {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-                let bar = Progress::counter(
-                    json,
-                    format!("rolling restart of {name}: instances restarted and running"),
-                );
-                loop {
-                    let apps: Vec<DeployedApp> = parse(
-                        c.apps(pb::ClusterRequest::default())
-                            .await
-                            .map_err(status_error)?,
-                    )?;
-                    // An app that is gone has nothing left to roll.
-                    let roll = apps
-                        .iter()
-                        .find(|a| a.name == name)
-                        .map(|a| RollProgress::of(a, v.generation))
-                        .unwrap_or_default();
-                    bar.set(roll.rolled.min(roll.desired), roll.desired);
-                    if roll.done() {
-                        break;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(CliError::new(
-                            Code::TimedOut,
-                            format!(
-                                "the rolling restart of {name} is not done after {timeout}s: {} of {} instances restarted and running; still to roll: {:?}",
-                                roll.rolled, roll.desired, roll.pending
-                            ),
-                        )
-                        .into());
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
+                super::cluster_wait::rolled(&mut c, &name, v.generation, timeout, json).await?;
             }
             show(&v, json, |v| {
                 format!(
@@ -320,13 +257,13 @@ pub async fn run(target: &Target, command: ClusterCommand, json: bool) -> anyhow
 }
 
 /// A daemon reply as its type.
-fn parse<T: DeserializeOwned>(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<T> {
+pub(super) fn parse<T: DeserializeOwned>(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<T> {
     serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
 }
 
 /// A reply part as JSON: how text lines show ids that may be `null` and lists, as they always
 /// have; keys sorted, as the daemon's JSON has them.
-fn as_json<T: Serialize>(v: &T) -> Value {
+pub(super) fn as_json<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
@@ -337,7 +274,7 @@ fn print_reply<T: Serialize>(v: &T) {
 
 /// Map entries in the order their keys have as JSON object keys (text: "10" before "2"), the
 /// order the CLI has always listed instances in.
-fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
+pub(super) fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
     let mut entries: Vec<(u32, V)> = m.iter().map(|(k, v)| (*k, *v)).collect();
     entries.sort_by_key(|(k, _)| k.to_string());
     entries
@@ -426,77 +363,5 @@ fn show<T: Serialize>(v: &T, json: bool, text: impl FnOnce(&T) -> String) {
         print_reply(v);
     } else {
         outln!("{}", text(v));
-    }
-}
-
-/// How far a rolling restart has come, from one app of `herd cluster apps`.
-#[derive(Debug, Default, PartialEq)]
-struct RollProgress {
-    desired: u64,
-    /// Instances running at (or past) the generation asked for.
-    rolled: u64,
-    pending: Vec<u64>,
-}
-
-impl RollProgress {
-    fn of(app: &DeployedApp, generation: u64) -> Self {
-        let pending = app
-            .restart
-            .as_ref()
-            .map(|r| {
-                in_key_order(&r.pending)
-                    .into_iter()
-                    .map(|(i, _)| u64::from(i))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rolled = app
-            .running
-            .iter()
-            .flatten()
-            .filter(|r| r.status == "running" && r.generation >= generation)
-            .map(|r| r.instance)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len() as u64;
-        Self {
-            desired: u64::from(app.desired),
-            rolled,
-            pending,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.pending.is_empty() && self.rolled >= self.desired
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_roll_is_done_when_nothing_is_pending_and_every_instance_runs_the_new_generation() {
-        let app = |pending: Value, gens: [u64; 2]| -> DeployedApp {
-            serde_json::from_value(json!({
-                "name": "api",
-                "desired": 2,
-                "placement": {},
-                "on_disconnect": "keep",
-                "assignments": { "0": 1, "1": 2 },
-                "restart": { "generation": 3, "pending": pending },
-                "running": [
-                    { "node": 1, "instance": 0, "status": "running", "pid": 10, "generation": gens[0] },
-                    { "node": 2, "instance": 1, "status": "running", "pid": 11, "generation": gens[1] },
-                ],
-            }))
-            .unwrap()
-        };
-        let p = RollProgress::of(&app(json!({ "1": 2 }), [3, 2]), 3);
-        assert_eq!((p.rolled, p.pending.clone()), (1, vec![1]));
-        assert!(!p.done());
-        // Rolled but not yet back at the new generation.
-        assert!(!RollProgress::of(&app(json!({}), [3, 2]), 3).done());
-        assert!(RollProgress::of(&app(json!({}), [3, 3]), 3).done());
     }
 }

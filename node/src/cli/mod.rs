@@ -12,6 +12,7 @@ macro_rules! out {
 pub mod access;
 pub mod client;
 pub mod cluster;
+pub mod cluster_wait;
 pub mod colour;
 pub mod commands;
 pub mod completions;

@@ -112,6 +112,7 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
         token_file: cli.token_file.clone(),
         ca_file: cli.ca_file.clone(),
         context: cli.context.clone(),
+        typed: explicit,
     };
     let local_only = matches!(cli.command, Command::Up { .. } | Command::Kill);
     let env = |k: &str| std::env::var(k).ok();

@@ -90,8 +90,10 @@ pub struct RemoteArgs {
     pub host: Option<String>,
     pub token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
-    /// The context these came from, named in errors about its files.
+    /// The context these came from, named in errors about its files...
     pub context: Option<String>,
+    /// ...except those typed on the command line over it.
+    pub typed: Explicit,
 }
 
 impl RemoteArgs {
@@ -108,7 +110,11 @@ impl RemoteArgs {
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<RemoteArgs> {
         if explicit.host {
-            return Ok(flags);
+            // No context is used: none is named in errors either.
+            return Ok(RemoteArgs {
+                context: None,
+                ..flags
+            });
         }
         let named = flags.context.clone();
         if named.is_none() && flags.host.is_some() {
@@ -129,6 +135,7 @@ impl RemoteArgs {
             token_file: pick(flags.token_file, explicit.token_file, c.token_file),
             ca_file: pick(flags.ca_file, explicit.ca_file, c.ca_file),
             context: Some(name),
+            typed: explicit,
         })
     }
 }
@@ -164,16 +171,16 @@ impl Target {
         else {
             return Ok(Target::local(home));
         };
-        let of_context = |what: &str, path: &Path| match &args.context {
-            Some(c) => format!(
+        let of_context = |what: &str, path: &Path, typed: bool| match &args.context {
+            Some(c) if !typed => format!(
                 "context `{c}`: cannot read its {what} {} (`herd context add {c} --host {host} ...` points it elsewhere)",
                 path.display()
             ),
-            None => format!("cannot read the {what} {}", path.display()),
+            _ => format!("cannot read the {what} {}", path.display()),
         };
         let token = match (&args.token_file, env("HERD_TOKEN")) {
             (Some(path), _) => std::fs::read_to_string(path)
-                .with_context(|| of_context("token file", path))?
+                .with_context(|| of_context("token file", path, args.typed.token_file))?
                 .trim()
                 .to_string(),
             (None, Some(t)) => t.trim().to_string(),
@@ -191,7 +198,8 @@ impl Target {
         let authority = authority.trim_end_matches('/');
         let ca = match (scheme, &args.ca_file) {
             ("https", Some(path)) => {
-                Some(std::fs::read(path).with_context(|| of_context("CA file", path))?)
+                let typed = args.typed.ca_file;
+                Some(std::fs::read(path).with_context(|| of_context("CA file", path, typed))?)
             }
             ("https", None) => bail!(
                 "{host} is TLS: --ca-file FILE (or HERD_CA_FILE) names the CA that signed the daemon's certificate"

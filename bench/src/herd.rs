@@ -78,6 +78,10 @@ impl Herd {
         for var in CONFIG_OVERRIDES {
             cmd.env_remove(var);
         }
+        // The user's own herd contexts must not send the bench's commands to another daemon.
+        cmd.env_remove("HERD_CONTEXT")
+            .env_remove("HERD_HOST")
+            .env("XDG_CONFIG_HOME", self.home().join("xdg-config"));
         // The HTTP server stays on, as it is by default, on a port of its own (so a herd
         // already running on this host does not make the run fail).
         cmd.env("HERD_HTTP_LISTEN", "127.0.0.1:0");

@@ -45,7 +45,11 @@ impl Herd {
             .env("HERD_HOME", self.home.path())
             .env_remove("HERD_LOG")
             // Many daemons run side by side here: no HTTP server unless a test asks for one.
-            .env("HERD_HTTP_LISTEN", "");
+            .env("HERD_HTTP_LISTEN", "")
+            // The developer's own contexts (`herd context use prod`) must never reach a test:
+            // each home has its own, empty, config directory.
+            .env("XDG_CONFIG_HOME", self.home.path().join("xdg-config"))
+            .env_remove("HERD_CONTEXT");
         c
     }
 

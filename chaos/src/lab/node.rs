@@ -61,7 +61,11 @@ impl Node {
             .env_remove("HERD_CONFIG")
             .env_remove("HERD_LOG")
             .env_remove("HERD_CLUSTER_SECRET")
-            .env_remove("HERD_REDIS_PASSWORD");
+            .env_remove("HERD_REDIS_PASSWORD")
+            // The operator's own herd contexts must not send the lab's commands elsewhere.
+            .env_remove("HERD_CONTEXT")
+            .env_remove("HERD_HOST")
+            .env("XDG_CONFIG_HOME", self.home.join("xdg-config"));
     }
 
     /// `herd ARGS` from the root namespace (over the Unix socket).

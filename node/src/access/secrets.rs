@@ -99,6 +99,13 @@ impl Secrets {
     }
 
     pub async fn delete(&self, name: &str) -> Result<serde_json::Value, Status> {
+        // Unknown is "not found" (exit code 3), in the book's words; its check stays the
+        // authority.
+        if self.record(name).is_err() {
+            return Err(Status::not_found(format!(
+                "no secret named `{name}`; `herd secret list` shows them"
+            )));
+        }
         self.store
             .change(AccessChange::DeleteSecret {
                 name: name.to_string(),

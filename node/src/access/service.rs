@@ -126,6 +126,17 @@ impl Access for AccessApi {
     ) -> Result<Response<pb::JsonReply>, Status> {
         let caller = Caller::of(&req);
         let accessor = req.into_inner().name;
+        // An unknown accessor is "not found" for scripts (exit code 3), not a refused change;
+        // the book's own check below stays the authority.
+        let known = self
+            .auth
+            .store()
+            .with_book(|b| b.tokens.values().any(|t| t.accessor == accessor));
+        if !known {
+            return Err(Status::not_found(format!(
+                "no token with accessor `{accessor}`; `herd token list` shows them"
+            )));
+        }
         let changed = self
             .auth
             .store()

@@ -27,49 +27,25 @@ pub enum TokenCommand {
         /// Lifetime, like `30d`, `12h`, `90m` (default: no expiry).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
-        #[arg(long)]
-        json: bool,
     },
     /// Tokens: accessor, name, role, created, expires, last used (never a secret).
     #[command(alias = "ls")]
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Revoke a token by its accessor: every node refuses it from then on.
-    Revoke {
-        accessor: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Revoke { accessor: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Set a secret from standard input (`printf %s "$PASS" | herd secret put db/pass`).
-    Put {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Put { name: String },
     /// Secrets: name, version, when set (never a value).
     #[command(alias = "ls")]
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Remove a secret (apps that name it are refused at their next start).
-    Delete {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Delete { name: String },
     /// Print a secret's value (admin only).
-    Get {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Get { name: String },
 }
 
 fn parse(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<Value> {
@@ -80,15 +56,10 @@ fn when(v: &Value) -> String {
     v.as_u64().map_or("-".into(), format_time)
 }
 
-pub async fn tokens(target: &Target, command: TokenCommand) -> anyhow::Result<()> {
+pub async fn tokens(target: &Target, command: TokenCommand, json: bool) -> anyhow::Result<()> {
     let mut c = AccessClient::new(super::client::channel(target).await?);
     match command {
-        TokenCommand::Create {
-            role,
-            name,
-            ttl,
-            json,
-        } => {
+        TokenCommand::Create { role, name, ttl } => {
             let v = parse(
                 c.create_token(pb::CreateTokenRequest {
                     role,
@@ -121,7 +92,7 @@ pub async fn tokens(target: &Target, command: TokenCommand) -> anyhow::Result<()
                 );
             }
         }
-        TokenCommand::List { json } => {
+        TokenCommand::List => {
             let v = parse(
                 c.list_tokens(pb::ListAccessRequest {})
                     .await
@@ -164,7 +135,7 @@ pub async fn tokens(target: &Target, command: TokenCommand) -> anyhow::Result<()
                 &rows,
             );
         }
-        TokenCommand::Revoke { accessor, json } => {
+        TokenCommand::Revoke { accessor } => {
             let v = parse(
                 c.revoke_token(pb::NameRequest { name: accessor })
                     .await
@@ -185,10 +156,10 @@ pub async fn tokens(target: &Target, command: TokenCommand) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn secrets(target: &Target, command: SecretCommand) -> anyhow::Result<()> {
+pub async fn secrets(target: &Target, command: SecretCommand, json: bool) -> anyhow::Result<()> {
     let mut c = AccessClient::new(super::client::channel(target).await?);
     match command {
-        SecretCommand::Put { name, json } => {
+        SecretCommand::Put { name } => {
             let mut value = Vec::new();
             std::io::stdin()
                 .take(MAX_SECRET_BYTES as u64 + 1)
@@ -217,7 +188,7 @@ pub async fn secrets(target: &Target, command: SecretCommand) -> anyhow::Result<
                 );
             }
         }
-        SecretCommand::List { json } => {
+        SecretCommand::List => {
             let v = parse(
                 c.list_secrets(pb::ListAccessRequest {})
                     .await
@@ -243,7 +214,7 @@ pub async fn secrets(target: &Target, command: SecretCommand) -> anyhow::Result<
                 .collect();
             table(&["NAME", "VERSION", "SET", "BY"], &rows);
         }
-        SecretCommand::Delete { name, json } => {
+        SecretCommand::Delete { name } => {
             let v = parse(
                 c.delete_secret(pb::NameRequest { name })
                     .await
@@ -255,7 +226,7 @@ pub async fn secrets(target: &Target, command: SecretCommand) -> anyhow::Result<
                 outln!("secret {} deleted", v["deleted"].as_str().unwrap_or("?"));
             }
         }
-        SecretCommand::Get { name, json } => {
+        SecretCommand::Get { name } => {
             let v = c
                 .get_secret(pb::NameRequest { name })
                 .await

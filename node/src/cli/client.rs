@@ -2,6 +2,7 @@
 //! or a remote one over its TCP API with a bearer token (`--host`, `--token-file`), over TLS
 //! when the host is `https://...` (checked against `--ca-file`).
 
+use super::exit::{CliError, Code};
 use crate::home::Home;
 use anyhow::{Context, bail};
 use herd_proto::supervisor::supervisor_client::SupervisorClient;
@@ -83,12 +84,69 @@ pub enum Target {
     },
 }
 
-/// What the command line says about the daemon to talk to.
+/// What the command line (or a context) says about the daemon to talk to.
 #[derive(Debug, Default)]
-pub struct RemoteArgs<'a> {
-    pub host: Option<&'a str>,
-    pub token_file: Option<&'a PathBuf>,
-    pub ca_file: Option<&'a PathBuf>,
+pub struct RemoteArgs {
+    pub host: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// The context these came from, named in errors about its files...
+    pub context: Option<String>,
+    /// ...except those typed on the command line over it.
+    pub typed: Explicit,
+}
+
+impl RemoteArgs {
+    /// The one place the daemon to talk to is chosen. Precedence: `--host` given on the
+    /// command line (with its `--token-file`/`--ca-file`) > a context named by `--context` or
+    /// `HERD_CONTEXT` > `HERD_HOST` > the current context > this host's socket. Flags given on
+    /// the command line override a context's token and CA files. `local_only` commands (`up`,
+    /// `kill`) ignore the current context, so a context never stops one from starting the
+    /// local daemon.
+    pub fn resolve(
+        flags: RemoteArgs,
+        explicit: Explicit,
+        local_only: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<RemoteArgs> {
+        if explicit.host {
+            // No context is used: none is named in errors either.
+            return Ok(RemoteArgs {
+                context: None,
+                ..flags
+            });
+        }
+        let named = flags.context.clone();
+        if named.is_none() && flags.host.is_some() {
+            // HERD_HOST, with HERD_TOKEN_FILE / HERD_CA_FILE as before contexts.
+            return Ok(flags);
+        }
+        if named.is_none() && local_only {
+            return Ok(RemoteArgs::default());
+        }
+        let Some((name, c)) = super::context::chosen(named.as_deref(), env)? else {
+            return Ok(RemoteArgs::default());
+        };
+        let pick = |flag: Option<PathBuf>, given: bool, ours: Option<PathBuf>| {
+            if given { flag } else { ours }
+        };
+        Ok(RemoteArgs {
+            host: Some(c.host),
+            token_file: pick(flags.token_file, explicit.token_file, c.token_file),
+            ca_file: pick(flags.ca_file, explicit.ca_file, c.ca_file),
+            context: Some(name),
+            typed: explicit,
+        })
+    }
+}
+
+/// Which of `--host`, `--token-file`, `--ca-file` were typed on the command line (not taken
+/// from the environment).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Explicit {
+    pub host: bool,
+    pub token_file: bool,
+    pub ca_file: bool,
 }
 
 impl Target {
@@ -102,15 +160,27 @@ impl Target {
     /// (or `HERD_TOKEN_FILE`), else `HERD_TOKEN`. `https://HOST` needs `--ca-file`.
     pub fn from_args(
         home: &Home,
-        args: RemoteArgs<'_>,
+        args: RemoteArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Target> {
-        let Some(host) = args.host.map(str::trim).filter(|h| !h.is_empty()) else {
+        let Some(host) = args
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        else {
             return Ok(Target::local(home));
         };
-        let token = match (args.token_file, env("HERD_TOKEN")) {
+        let of_context = |what: &str, path: &Path, typed: bool| match &args.context {
+            Some(c) if !typed => format!(
+                "context `{c}`: cannot read its {what} {} (`herd context add {c} --host {host} ...` points it elsewhere)",
+                path.display()
+            ),
+            _ => format!("cannot read the {what} {}", path.display()),
+        };
+        let token = match (&args.token_file, env("HERD_TOKEN")) {
             (Some(path), _) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .with_context(|| of_context("token file", path, args.typed.token_file))?
                 .trim()
                 .to_string(),
             (None, Some(t)) => t.trim().to_string(),
@@ -126,11 +196,11 @@ impl Target {
             None => ("http", host.strip_prefix("http://").unwrap_or(host)),
         };
         let authority = authority.trim_end_matches('/');
-        let ca = match (scheme, args.ca_file) {
-            ("https", Some(path)) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read the CA file {}", path.display()))?,
-            ),
+        let ca = match (scheme, &args.ca_file) {
+            ("https", Some(path)) => {
+                let typed = args.typed.ca_file;
+                Some(std::fs::read(path).with_context(|| of_context("CA file", path, typed))?)
+            }
             ("https", None) => bail!(
                 "{host} is TLS: --ca-file FILE (or HERD_CA_FILE) names the CA that signed the daemon's certificate"
             ),
@@ -211,9 +281,9 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
                     .context("cannot set up TLS")?;
             }
             let ch = endpoint.connect().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    herd_cluster::with_causes(&format!("no herd daemon answers at {uri}"), &e)
+                CliError::new(
+                    Code::NotRunning,
+                    herd_cluster::with_causes(&format!("no herd daemon answers at {uri}"), &e),
                 )
             })?;
             Ok(InterceptedService::new(ch, Bearer(Some(token.clone()))))
@@ -221,15 +291,18 @@ pub async fn channel(target: &Target) -> anyhow::Result<AuthChannel> {
     }
 }
 
-/// Turns a gRPC error into the daemon's own message; a transport failure names its cause
-/// (say, plain HTTP/2 sent to a TLS port: the daemon hangs up).
+/// Turns a gRPC error into the daemon's own message and the exit code its status means; a
+/// transport failure names its cause (say, plain HTTP/2 sent to a TLS port: the daemon hangs
+/// up) and counts as "not running".
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     let mut msg = herd_cluster::with_causes(s.message(), &s);
+    let mut code = Code::of_status(&s);
     // Only a transport failure carries a source; the daemon's own refusals do not.
     if std::error::Error::source(&s).is_some() {
         msg.push_str(" (is the daemon's API TLS? then use --host https://...)");
+        code = Code::NotRunning;
     }
-    anyhow::anyhow!("{msg}")
+    CliError::new(code, msg).into()
 }
 
 #[cfg(test)]
@@ -239,7 +312,7 @@ mod tests {
     fn remote(host: &str) -> String {
         let home = Home::at("/nonexistent".into());
         let args = RemoteArgs {
-            host: Some(host),
+            host: Some(host.into()),
             ..RemoteArgs::default()
         };
         match Target::from_args(&home, args, |_| Some("t0k3n".into())).unwrap() {
@@ -262,8 +335,8 @@ mod tests {
     #[test]
     fn a_remote_host_without_a_token_is_refused_and_no_host_is_local() {
         let home = Home::at("/h".into());
-        let host = |h| RemoteArgs {
-            host: Some(h),
+        let host = |h: &str| RemoteArgs {
+            host: Some(h.into()),
             ..RemoteArgs::default()
         };
         let err = Target::from_args(&home, host("10.0.0.5"), |_| None).unwrap_err();
@@ -273,5 +346,75 @@ mod tests {
         assert!(err.to_string().contains("--ca-file"), "{err}");
         let local = Target::from_args(&home, RemoteArgs::default(), |_| Some("x".into())).unwrap();
         assert!(!local.is_remote());
+    }
+
+    #[test]
+    fn flags_beat_a_named_context_which_beats_herd_host_which_beats_the_current_one() {
+        use super::super::context::{Context, Contexts, save};
+        let tmp = tempfile::tempdir().unwrap();
+        let xdg = tmp.path().display().to_string();
+        let mut all = Contexts {
+            current: Some("cur".into()),
+            ..Contexts::default()
+        };
+        for (name, host) in [("cur", "current:1"), ("named", "named:1")] {
+            let c = Context {
+                host: host.into(),
+                token_file: Some(format!("/{name}.token").into()),
+                ca_file: None,
+            };
+            all.contexts.insert(name.into(), c);
+        }
+        save(&tmp.path().join("herd"), &all).unwrap();
+        let env = |k: &str| (k == "XDG_CONFIG_HOME").then(|| xdg.clone());
+        let host = |flags: RemoteArgs, explicit: Explicit, local_only: bool| {
+            let r = RemoteArgs::resolve(flags, explicit, local_only, env).unwrap();
+            (r.host, r.token_file.map(|p| p.display().to_string()))
+        };
+        let typed = Explicit {
+            host: true,
+            ..Explicit::default()
+        };
+        let flags = |host: Option<&str>, context: Option<&str>| RemoteArgs {
+            host: host.map(String::from),
+            token_file: Some("/flag.token".into()),
+            context: context.map(String::from),
+            ..RemoteArgs::default()
+        };
+        let some = |h: &str, t: &str| (Some(h.to_string()), Some(t.to_string()));
+        // A typed --host wins over everything.
+        assert_eq!(
+            host(flags(Some("flag:1"), Some("named")), typed, false),
+            some("flag:1", "/flag.token")
+        );
+        // A named context beats HERD_HOST (a host not typed); its own token file is used.
+        assert_eq!(
+            host(
+                flags(Some("env:1"), Some("named")),
+                Explicit::default(),
+                false
+            ),
+            some("named:1", "/named.token")
+        );
+        // HERD_HOST beats the current context.
+        assert_eq!(
+            host(flags(Some("env:1"), None), Explicit::default(), false),
+            some("env:1", "/flag.token")
+        );
+        // Nothing else: the current context; a typed --token-file replaces its token file.
+        assert_eq!(
+            host(flags(None, None), Explicit::default(), false),
+            some("current:1", "/cur.token")
+        );
+        let token_typed = Explicit {
+            token_file: true,
+            ..Explicit::default()
+        };
+        assert_eq!(
+            host(flags(None, None), token_typed, false),
+            some("current:1", "/flag.token")
+        );
+        // `up` and `kill` ignore the current context.
+        assert_eq!(host(flags(None, None), Explicit::default(), true).0, None);
     }
 }

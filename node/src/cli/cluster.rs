@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run(target: &Target, command: ClusterCommand, json: bool) -> anyhow::Result<()> {
     let channel = super::client::channel(target).await?;
     let mut c = ClusterAdminClient::new(channel);
     match command {
-        ClusterCommand::Status { json } => {
+        ClusterCommand::Status => {
             let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -43,7 +43,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 print_nodes(s, &reply.nodes);
             }
         }
-        ClusterCommand::Nodes { json } => {
+        ClusterCommand::Nodes => {
             let reply: StatusReply = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -55,7 +55,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 print_nodes(&reply.status, &reply.nodes);
             }
         }
-        ClusterCommand::Leader { json } => {
+        ClusterCommand::Leader => {
             let s: ClusterStatus = parse(
                 c.status(pb::ClusterRequest::default())
                     .await
@@ -76,7 +76,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 }
             }
         }
-        ClusterCommand::StepDown { json } => {
+        ClusterCommand::StepDown => {
             let v: SteppedDown = parse(
                 c.step_down(pb::ClusterRequest::default())
                     .await
@@ -89,7 +89,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             });
         }
-        ClusterCommand::Leave { json } => {
+        ClusterCommand::Leave => {
             let v: Left = parse(
                 c.leave(pb::ClusterRequest::default())
                     .await
@@ -97,7 +97,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             )?;
             show(&v, json, |v| format!("node {} left the cluster", v.left));
         }
-        ClusterCommand::Deploy { file, json } => {
+        ClusterCommand::Deploy { file } => {
             let req = super::commands::file_request(&file)?;
             let v: Deployed = parse(c.deploy(req).await.map_err(status_error)?)?;
             if json {
@@ -108,7 +108,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 }
             }
         }
-        ClusterCommand::Undeploy { name, json } => {
+        ClusterCommand::Undeploy { name } => {
             let v: Undeployed = parse(
                 c.undeploy(pb::NameRequest { name })
                     .await
@@ -120,7 +120,6 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             node,
             no_wait,
             timeout,
-            json,
         } => {
             let mut v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
@@ -130,23 +129,8 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 .await
                 .map_err(status_error)?,
             )?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-            while !no_wait && !v.done {
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!(
-                        "node {node} is still draining after {timeout}s; remaining: {}",
-                        as_json(&v.remaining)
-                    );
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                v = parse(
-                    c.drain(pb::DrainRequest {
-                        node: node.clone(),
-                        drain: None,
-                    })
-                    .await
-                    .map_err(status_error)?,
-                )?;
+            if !no_wait {
+                v = super::cluster_wait::drained(&mut c, &node, v, timeout, json).await?;
             }
             if json {
                 print_reply(&v)
@@ -160,7 +144,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             }
         }
-        ClusterCommand::Undrain { node, json } => {
+        ClusterCommand::Undrain { node } => {
             let v: DrainStatus = parse(
                 c.drain(pb::DrainRequest {
                     node,
@@ -177,7 +161,6 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
             name,
             wait,
             timeout,
-            json,
         } => {
             let v: Restarting = parse(
                 c.restart_app(pb::NameRequest { name: name.clone() })
@@ -185,32 +168,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                     .map_err(status_error)?,
             )?;
             if wait {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-                loop {
-                    let apps: Vec<DeployedApp> = parse(
-                        c.apps(pb::ClusterRequest::default())
-                            .await
-                            .map_err(status_error)?,
-                    )?;
-                    // An app that is gone has nothing left to roll.
-                    let progress = apps
-                        .iter()
-                        .find(|a| a.name == name)
-                        .map(|a| RollProgress::of(a, v.generation))
-                        .unwrap_or_default();
-                    if progress.done() {
-                        break;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        anyhow::bail!(
-                            "the rolling restart of {name} is not done after {timeout}s: {} of {} instances restarted and running; still to roll: {:?}",
-                            progress.rolled,
-                            progress.desired,
-                            progress.pending
-                        );
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
+                super::cluster_wait::rolled(&mut c, &name, v.generation, timeout, json).await?;
             }
             show(&v, json, |v| {
                 format!(
@@ -221,11 +179,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 )
             });
         }
-        ClusterCommand::Scale {
-            name,
-            instances,
-            json,
-        } => {
+        ClusterCommand::Scale { name, instances } => {
             let v: Scaled = parse(
                 c.scale(pb::ScaleRequest { name, instances })
                     .await
@@ -235,7 +189,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 format!("{} scaled to {} instances", v.scaled, v.instances)
             });
         }
-        ClusterCommand::Uptime { node, days, json } => {
+        ClusterCommand::Uptime { node, days } => {
             let v: Uptime = parse(
                 c.uptime(pb::ClusterRequest { stale: false })
                     .await
@@ -249,7 +203,7 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
                 out!("{}", report.render(super::colour::enabled()));
             }
         }
-        ClusterCommand::Apps { stale, json } => {
+        ClusterCommand::Apps { stale } => {
             let apps: Vec<DeployedApp> = parse(
                 c.apps(pb::ClusterRequest { stale })
                     .await
@@ -303,13 +257,13 @@ pub async fn run(target: &Target, command: ClusterCommand) -> anyhow::Result<()>
 }
 
 /// A daemon reply as its type.
-fn parse<T: DeserializeOwned>(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<T> {
+pub(super) fn parse<T: DeserializeOwned>(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<T> {
     serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
 }
 
 /// A reply part as JSON: how text lines show ids that may be `null` and lists, as they always
 /// have; keys sorted, as the daemon's JSON has them.
-fn as_json<T: Serialize>(v: &T) -> Value {
+pub(super) fn as_json<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
@@ -320,7 +274,7 @@ fn print_reply<T: Serialize>(v: &T) {
 
 /// Map entries in the order their keys have as JSON object keys (text: "10" before "2"), the
 /// order the CLI has always listed instances in.
-fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
+pub(super) fn in_key_order<V: Copy>(m: &BTreeMap<u32, V>) -> Vec<(u32, V)> {
     let mut entries: Vec<(u32, V)> = m.iter().map(|(k, v)| (*k, *v)).collect();
     entries.sort_by_key(|(k, _)| k.to_string());
     entries
@@ -409,77 +363,5 @@ fn show<T: Serialize>(v: &T, json: bool, text: impl FnOnce(&T) -> String) {
         print_reply(v);
     } else {
         outln!("{}", text(v));
-    }
-}
-
-/// How far a rolling restart has come, from one app of `herd cluster apps`.
-#[derive(Debug, Default, PartialEq)]
-struct RollProgress {
-    desired: u64,
-    /// Instances running at (or past) the generation asked for.
-    rolled: u64,
-    pending: Vec<u64>,
-}
-
-impl RollProgress {
-    fn of(app: &DeployedApp, generation: u64) -> Self {
-        let pending = app
-            .restart
-            .as_ref()
-            .map(|r| {
-                in_key_order(&r.pending)
-                    .into_iter()
-                    .map(|(i, _)| u64::from(i))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rolled = app
-            .running
-            .iter()
-            .flatten()
-            .filter(|r| r.status == "running" && r.generation >= generation)
-            .map(|r| r.instance)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len() as u64;
-        Self {
-            desired: u64::from(app.desired),
-            rolled,
-            pending,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.pending.is_empty() && self.rolled >= self.desired
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_roll_is_done_when_nothing_is_pending_and_every_instance_runs_the_new_generation() {
-        let app = |pending: Value, gens: [u64; 2]| -> DeployedApp {
-            serde_json::from_value(json!({
-                "name": "api",
-                "desired": 2,
-                "placement": {},
-                "on_disconnect": "keep",
-                "assignments": { "0": 1, "1": 2 },
-                "restart": { "generation": 3, "pending": pending },
-                "running": [
-                    { "node": 1, "instance": 0, "status": "running", "pid": 10, "generation": gens[0] },
-                    { "node": 2, "instance": 1, "status": "running", "pid": 11, "generation": gens[1] },
-                ],
-            }))
-            .unwrap()
-        };
-        let p = RollProgress::of(&app(json!({ "1": 2 }), [3, 2]), 3);
-        assert_eq!((p.rolled, p.pending.clone()), (1, vec![1]));
-        assert!(!p.done());
-        // Rolled but not yet back at the new generation.
-        assert!(!RollProgress::of(&app(json!({}), [3, 2]), 3).done());
-        assert!(RollProgress::of(&app(json!({}), [3, 3]), 3).done());
     }
 }

@@ -2,6 +2,7 @@
 
 use super::client::{Client, status_error};
 use super::output::{self, print_instances, print_json};
+use super::progress::Progress;
 use super::{Command, is_app_file};
 use crate::supervisor::spec::{AppSpec, parse_signal};
 use anyhow::{Context, bail};
@@ -10,7 +11,7 @@ use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 
-pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
+pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Result<()> {
     match command {
         Command::Start {
             target,
@@ -18,7 +19,6 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             instances,
             restart,
             command,
-            json,
         } => {
             let req = match (target, name) {
                 (Some(t), None) if is_app_file(&t) => file_request(&t)?,
@@ -38,14 +38,13 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                     "nothing to start: `herd start FILE`, `herd start NAME` or `herd start --name NAME -- CMD ARGS...`"
                 ),
             };
+            // The daemon answers once every app of the file has started (or failed to).
+            let progress = Progress::spinner(json, format!("starting {}", apps_in(&req)));
             let r = client.apply(req).await.map_err(status_error)?;
+            drop(progress);
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Stop {
-            name,
-            timeout,
-            json,
-        } => {
+        Command::Stop { name, timeout } => {
             let r = client
                 .stop(pb::StopRequest {
                     name,
@@ -55,18 +54,14 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Restart { name, json } => {
+        Command::Restart { name } => {
             let r = client
                 .restart(pb::NameRequest { name })
                 .await
                 .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Delete {
-            name,
-            timeout,
-            json,
-        } => {
+        Command::Delete { name, timeout } => {
             let r = client
                 .delete(pb::StopRequest {
                     name,
@@ -83,18 +78,14 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Scale {
-            name,
-            instances,
-            json,
-        } => {
+        Command::Scale { name, instances } => {
             let r = client
                 .scale(pb::ScaleRequest { name, instances })
                 .await
                 .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Ps { name, json } => {
+        Command::Ps { name } => {
             let r = client
                 .list(pb::ListRequest {
                     name: name.unwrap_or_default(),
@@ -103,15 +94,15 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Inspect { name, json } => inspect(&mut client, name, json).await?,
-        Command::Reload { name, json } => {
+        Command::Inspect { name } => inspect(&mut client, name, json).await?,
+        Command::Reload { name } => {
             let r = client
                 .reload(pb::NameRequest { name })
                 .await
                 .map_err(status_error)?;
             print_instances(&r.into_inner().instances, json);
         }
-        Command::Health { name, json } => {
+        Command::Health { name } => {
             let r = client
                 .list(pb::ListRequest {
                     name: name.unwrap_or_default(),
@@ -120,7 +111,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 .map_err(status_error)?;
             output::print_health(&r.into_inner().instances, json);
         }
-        Command::Metrics { name, json } => {
+        Command::Metrics { name } => {
             let r = client
                 .metrics(pb::ListRequest {
                     name: name.unwrap_or_default(),
@@ -133,7 +124,6 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             name,
             lines,
             follow,
-            json,
         } => {
             let req = pb::EventsRequest {
                 name: name.unwrap_or_default(),
@@ -149,7 +139,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Graph { name, json } => {
+        Command::Graph { name } => {
             let r = client
                 .graph(pb::NameRequest { name })
                 .await
@@ -162,7 +152,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 out!("{}", r.text);
             }
         }
-        Command::ReloadConfig { json } => {
+        Command::ReloadConfig => {
             let r = client
                 .reload_config(pb::ReloadConfigRequest {})
                 .await
@@ -180,7 +170,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Watch { name, state, json } => {
+        Command::Watch { name, state } => {
             let on = state == super::WatchState::On;
             let r = client
                 .watch(pb::WatchRequest { name, on })
@@ -194,7 +184,7 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
                 outln!("{}: watching {now}", r.name);
             }
         }
-        Command::Dashboard { json } => {
+        Command::Dashboard => {
             let r = client
                 .dashboard_link(pb::DashboardLinkRequest {})
                 .await
@@ -214,17 +204,17 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
             name,
             lines,
             follow,
-            json,
         } => logs(&mut client, name, lines, follow, json).await?,
         Command::Up { .. }
         | Command::Down { .. }
         | Command::Kill
         | Command::LeaseKeeper
-        | Command::Ping { .. }
+        | Command::Ping
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)
         | Command::Import(_)
+        | Command::Context(_)
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Startup { .. }
@@ -233,6 +223,21 @@ pub async fn run(mut client: Client, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// "the 40 apps of apps.toml", for a progress line (just "apps.toml" if it does not parse).
+fn apps_in(req: &pb::ApplyRequest) -> String {
+    match toml::from_str::<toml::Value>(&req.toml) {
+        Ok(v) => {
+            let n = v.get("app").and_then(|a| a.as_array()).map_or(0, Vec::len);
+            format!(
+                "the {n} app{} of {}",
+                if n == 1 { "" } else { "s" },
+                req.source
+            )
+        }
+        Err(_) => req.source.clone(),
+    }
 }
 
 pub fn file_request(path: &str) -> anyhow::Result<pb::ApplyRequest> {

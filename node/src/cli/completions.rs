@@ -4,8 +4,16 @@
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-pub fn run(shell: Shell) -> anyhow::Result<()> {
-    out!("{}", script(shell)?);
+/// With `--json`: `{"shell": "bash", "script": "..."}`.
+pub fn run(shell: Shell, json: bool) -> anyhow::Result<()> {
+    let script = script(shell)?;
+    if json {
+        super::output::print_json(
+            &serde_json::json!({ "shell": shell.to_string(), "script": script }),
+        );
+    } else {
+        out!("{script}");
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 use super::client::{self, Target, status_error};
 use super::output::{duration_text, print_json};
+use super::progress::Progress;
 use crate::home::Home;
 use crate::state::pidlock::{self, read_owner};
 use anyhow::{Context, bail};
@@ -127,6 +128,7 @@ pub async fn down(
     target: &Target,
     timeout: Option<u64>,
     keep_apps: bool,
+    json: bool,
 ) -> anyhow::Result<()> {
     // A remote daemon's process cannot be watched from here: its reply is the answer.
     let owner = (!target.is_remote())
@@ -135,11 +137,24 @@ pub async fn down(
     let mut c = match client::connect(target).await {
         Ok(c) => c,
         Err(e) if e.is::<client::NotRunning>() => {
-            outln!("herd is not running");
+            if json {
+                print_json(&json!({ "down": true, "was_running": false }));
+            } else {
+                outln!("herd is not running");
+            }
             return Ok(());
         }
         Err(e) => return Err(e),
     };
+    // The daemon answers once every app has stopped (or been left running).
+    let progress = Progress::spinner(
+        json,
+        if keep_apps {
+            "stopping the daemon (apps keep running)"
+        } else {
+            "stopping every app and the daemon"
+        },
+    );
     let r = c
         .shutdown(pb::ShutdownRequest {
             keep_apps,
@@ -161,7 +176,15 @@ pub async fn down(
             );
         }
     }
-    if keep_apps {
+    drop(progress);
+    if json {
+        print_json(&json!({
+            "down": true,
+            "was_running": true,
+            "stopped": r.stopped,
+            "left_running": r.left_running,
+        }));
+    } else if keep_apps {
         outln!(
             "herd daemon down; {} instances left running (the next `herd up` adopts them)",
             r.left_running
@@ -176,18 +199,30 @@ pub async fn down(
 /// same process (start signature) and is this home's daemon: the pid file is locked and that
 /// process holds it open (the daemon keeps its `flock` on it for its life; nothing else
 /// does). Anything else is left alone. Clears the daemon's files; apps are left running.
-pub fn kill(home: &Home) -> anyhow::Result<()> {
+pub fn kill(home: &Home, json: bool) -> anyhow::Result<()> {
     let pid_file = home.pid_file();
+    // What happened, for `--json`: the pid killed (if any) and whether stale files were cleared.
+    let done = |killed: Option<u32>, cleared: bool, text: String| {
+        if json {
+            print_json(&json!({ "killed": killed, "cleared_stale_files": cleared }));
+        } else {
+            outln!("{text}");
+        }
+    };
     match read_owner(&pid_file) {
         Some(owner) if owner.is_alive() && !pidlock::is_locked(&pid_file) => {
             // No daemon holds the lock, so none runs here: the pid is someone else's now.
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            outln!(
-                "no daemon running (pid {} in {} is not a herd daemon of this home: the file is not locked); cleared the stale files and left pid {} alone",
-                owner.pid,
-                pid_file.display(),
-                owner.pid
+            done(
+                None,
+                true,
+                format!(
+                    "no daemon running (pid {} in {} is not a herd daemon of this home: the file is not locked); cleared the stale files and left pid {} alone",
+                    owner.pid,
+                    pid_file.display(),
+                    owner.pid
+                ),
             );
         }
         Some(owner) if owner.is_alive() && !holds_open(owner.pid, &pid_file) => {
@@ -210,21 +245,29 @@ pub fn kill(home: &Home) -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            outln!(
-                "killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them",
-                owner.pid
+            done(
+                Some(owner.pid),
+                true,
+                format!(
+                    "killed herd daemon (pid {}); its apps keep running and the next `herd up` adopts them",
+                    owner.pid
+                ),
             );
         }
         Some(owner) => {
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(home.socket());
-            outln!(
-                "no daemon running (pid {} in {} is gone); cleared the stale files",
-                owner.pid,
-                pid_file.display()
+            done(
+                None,
+                true,
+                format!(
+                    "no daemon running (pid {} in {} is gone); cleared the stale files",
+                    owner.pid,
+                    pid_file.display()
+                ),
             );
         }
-        None => outln!("no daemon running"),
+        None => done(None, false, "no daemon running".into()),
     }
     Ok(())
 }

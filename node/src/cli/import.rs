@@ -36,7 +36,7 @@ pub struct Output {
     force: bool,
 }
 
-pub fn run(command: ImportCommand) -> anyhow::Result<()> {
+pub fn run(command: ImportCommand, json: bool) -> anyhow::Result<()> {
     let (imported, out) = match command {
         ImportCommand::Pm2 { file, env, out } => {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -45,11 +45,25 @@ pub fn run(command: ImportCommand) -> anyhow::Result<()> {
         }
         ImportCommand::Supervisord { file, out } => (import::supervisord::import(&file)?, out),
     };
-    emit(imported, &out)
+    emit(imported, &out, json)
 }
 
-fn emit(imported: Import, out: &Output) -> anyhow::Result<()> {
+/// With `--json`: `{"app_file": "...", "unmapped": [...]}` (or `"written": OUT` instead of
+/// the file), the unmapped keys in the document instead of on stderr.
+fn emit(imported: Import, out: &Output, json: bool) -> anyhow::Result<()> {
     let (text, skipped) = imported.finish()?;
+    if json {
+        let unmapped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        let doc = match &out.write {
+            None => serde_json::json!({ "app_file": text, "unmapped": unmapped }),
+            Some(path) => {
+                write_file(path, &text, out.force)?;
+                serde_json::json!({ "written": path, "unmapped": unmapped })
+            }
+        };
+        super::output::print_json(&doc);
+        return Ok(());
+    }
     let mut stderr = std::io::stderr().lock();
     for s in &skipped {
         let _ = writeln!(stderr, "{s}");

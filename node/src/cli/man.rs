@@ -6,12 +6,18 @@ use anyhow::Context;
 use clap::CommandFactory;
 use std::path::Path;
 
-pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+/// With `--json`: `{"page": "..."}`, or `{"written": DIR}`.
+pub fn run(dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
     match dir {
+        None if json => super::output::print_json(&serde_json::json!({ "page": page()? })),
         None => out!("{}", page()?),
         Some(dir) => {
             write_pages(dir)?;
-            eprintln!("wrote the man pages to {}", dir.display());
+            if json {
+                super::output::print_json(&serde_json::json!({ "written": dir }));
+            } else {
+                eprintln!("wrote the man pages to {}", dir.display());
+            }
         }
     }
     Ok(())

@@ -12,13 +12,17 @@ macro_rules! out {
 pub mod access;
 pub mod client;
 pub mod cluster;
+pub mod cluster_wait;
 pub mod colour;
 pub mod commands;
 pub mod completions;
+pub mod context;
 pub mod daemon_ctl;
+pub mod exit;
 pub mod import;
 pub mod man;
 pub mod output;
+pub mod progress;
 pub mod startup;
 pub mod uptime;
 
@@ -53,6 +57,14 @@ pub struct Cli {
     /// always, or never. An explicit always/never wins over NO_COLOR.
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
     pub color: colour::When,
+    /// Print exactly one JSON document on stdout (an error too: `{"error": ..., "code": N}`);
+    /// `logs` and `events` print one JSON object per line. Exit codes are the same as in text
+    /// mode (see the README's "Scripting herd").
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Talk to the daemon of context NAME (`herd context add`) instead of the current one.
+    #[arg(long, global = true, env = "HERD_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,8 +81,6 @@ pub enum Command {
         /// The daemon config (default: $HERD_HOME/config.toml, optional).
         #[arg(long, env = "HERD_CONFIG")]
         config: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
     },
     /// Stop every app, flush the state and stop the daemon.
     Down {
@@ -87,10 +97,7 @@ pub enum Command {
     #[command(hide = true)]
     LeaseKeeper,
     /// Is the daemon up? Prints its pid, version and uptime.
-    Ping {
-        #[arg(long)]
-        json: bool,
-    },
+    Ping,
     /// Start apps: from an app file, a registered app by name, or `--name N -- CMD ARGS...`.
     Start {
         /// An app file (TOML with [[app]] tables) or the name of a registered app.
@@ -106,77 +113,40 @@ pub enum Command {
         /// Quick form: the command and its arguments.
         #[arg(last = true)]
         command: Vec<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Stop an app's instances (stop signal to each process group, SIGKILL after the timeout).
     Stop {
         name: String,
         #[arg(long)]
         timeout: Option<u64>,
-        #[arg(long)]
-        json: bool,
     },
     /// Stop and start an app again; clears a `crashed` status.
-    Restart {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Restart { name: String },
     /// Stop an app and forget it (its log files stay).
     Delete {
         name: String,
         #[arg(long)]
         timeout: Option<u64>,
-        #[arg(long)]
-        json: bool,
     },
     /// Change how many instances of an app run.
-    Scale {
-        name: String,
-        instances: u32,
-        #[arg(long)]
-        json: bool,
-    },
+    Scale { name: String, instances: u32 },
     /// One row per instance.
     #[command(alias = "ls", alias = "list")]
-    Ps {
-        name: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Ps { name: Option<String> },
     /// An app's spec, its instances and their last exits.
-    Inspect {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect { name: String },
     /// Replace an app's instances one at a time, each new one healthy before the old stops.
-    Reload {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Reload { name: String },
     /// Turn an app's file watch (its `watch` keys) on or off; kept across daemon restarts.
     Watch {
         name: String,
         #[arg(value_enum)]
         state: WatchState,
-        #[arg(long)]
-        json: bool,
     },
     /// Probe state of every instance (or of one app's).
-    Health {
-        name: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Health { name: Option<String> },
     /// CPU and memory of the host, the daemon and each instance's process tree.
-    Metrics {
-        name: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Metrics { name: Option<String> },
     /// Lifecycle events (started, exited, restarting, crashed, health, ...), newest last.
     Events {
         name: Option<String>,
@@ -184,26 +154,14 @@ pub enum Command {
         lines: u32,
         #[arg(long, short = 'f')]
         follow: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// The dependency tree of an app (`depends_on`).
-    Graph {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Graph { name: String },
     /// Re-read the daemon config (as SIGHUP does); a bad file is refused and the old one kept.
-    ReloadConfig {
-        #[arg(long)]
-        json: bool,
-    },
+    ReloadConfig,
     /// A one-time link that signs this browser in to the web dashboard as admin (good for
     /// two minutes, once). Over the socket only: the daemon's own user asks for it.
-    Dashboard {
-        #[arg(long)]
-        json: bool,
-    },
+    Dashboard,
     /// The cluster this daemon belongs to (see the README's Cluster section).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -213,6 +171,10 @@ pub enum Command {
     /// Secrets sealed at rest, for apps' env as `secret:NAME`: put, list, delete, get.
     #[command(subcommand)]
     Secret(access::SecretCommand),
+    /// Named remote daemons (host, token file, CA) to switch between, kept in
+    /// ~/.config/herd/contexts.toml: add, use, list, remove. No daemon needed.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
     /// Print a herd app file made from a PM2 ecosystem file or a supervisord.conf (no daemon
     /// needed); keys that could not be mapped are listed on stderr.
     #[command(subcommand)]
@@ -250,51 +212,26 @@ pub enum Command {
         lines: u32,
         #[arg(long, short = 'f')]
         follow: bool,
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Cluster name, this node, leader, term, commit index, and every node with its health.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Every node: id, address, role (voter/standby/agent), health, heartbeat, instances,
     /// reachability, resources, version, labels.
-    Nodes {
-        #[arg(long)]
-        json: bool,
-    },
+    Nodes,
     /// Who leads, in which term.
-    Leader {
-        #[arg(long)]
-        json: bool,
-    },
+    Leader,
     /// The leader hands over to another voter.
-    StepDown {
-        #[arg(long)]
-        json: bool,
-    },
+    StepDown,
     /// This node leaves the cluster cleanly.
-    Leave {
-        #[arg(long)]
-        json: bool,
-    },
+    Leave,
     /// Register (or replace) the apps of an app file in the cluster registry.
-    Deploy {
-        file: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Deploy { file: String },
     /// Remove an app from the cluster registry.
-    Undeploy {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Undeploy { name: String },
     /// Move a node's instances elsewhere (start new, then stop old) and keep new ones off it;
     /// returns once nothing runs there (unless --no-wait).
     Drain {
@@ -305,15 +242,9 @@ pub enum ClusterCommand {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
-        #[arg(long)]
-        json: bool,
     },
     /// Let a drained node take instances again.
-    Undrain {
-        node: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Undrain { node: String },
     /// Rolling restart of a deployed app, one node at a time.
     Restart {
         name: String,
@@ -324,32 +255,21 @@ pub enum ClusterCommand {
         /// stays halted on an instance that does not come back).
         #[arg(long, default_value_t = 600)]
         timeout: u64,
-        #[arg(long)]
-        json: bool,
     },
     /// Change how many instances of a deployed app the cluster runs.
-    Scale {
-        name: String,
-        instances: u32,
-        #[arg(long)]
-        json: bool,
-    },
+    Scale { name: String, instances: u32 },
     /// Per-day uptime of each node (or one), as a bar of coloured cells like a status page.
     Uptime {
         /// A node id or address.
         node: Option<String>,
         #[arg(long, default_value_t = 30)]
         days: u32,
-        #[arg(long)]
-        json: bool,
     },
     /// Deployed apps: desired instances, placement and where instances are assigned.
     Apps {
         /// Read this node's replica instead of asking the leader.
         #[arg(long)]
         stale: bool,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -378,9 +298,9 @@ impl Command {
             Command::Logs { follow, .. } | Command::Events { follow, .. } => *follow,
             Command::Cluster(c) => !matches!(
                 c,
-                ClusterCommand::Status { .. }
-                    | ClusterCommand::Nodes { .. }
-                    | ClusterCommand::Leader { .. }
+                ClusterCommand::Status
+                    | ClusterCommand::Nodes
+                    | ClusterCommand::Leader
                     | ClusterCommand::Uptime { .. }
                     | ClusterCommand::Apps { .. }
             ),

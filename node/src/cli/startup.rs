@@ -10,21 +10,34 @@ use std::process::Command;
 /// Present exactly when systemd is the running init (sd_booted(3)).
 const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
+/// What `startup`/`unstartup` did: a line for people, an object for `--json`.
+fn say(json: bool, doc: serde_json::Value, text: String) {
+    if json {
+        super::output::print_json(&doc);
+    } else {
+        outln!("{text}");
+    }
+}
+
 /// `herd startup [--user USER] [--print]`.
-pub fn startup(user: Option<&str>, print: bool) -> anyhow::Result<()> {
+pub fn startup(user: Option<&str>, print: bool, json: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the herd binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let home = home_for(user)?;
     let text = unit::render(&exe, home.root(), user).map_err(anyhow::Error::msg)?;
-    if print {
-        out!("{text}");
-        return Ok(());
-    }
-    if !Path::new(SYSTEMD_RUNNING).exists() {
-        out!("{text}");
-        eprintln!(
-            "herd: this host does not run systemd ({SYSTEMD_RUNNING} is missing), so nothing was installed. On a systemd host, save the unit above as {UNIT_PATH} and run `systemctl daemon-reload && systemctl enable --now {UNIT_NAME}`; elsewhere, start `herd up` at boot from your init system."
-        );
+    let systemd = Path::new(SYSTEMD_RUNNING).exists();
+    if print || !systemd {
+        if json {
+            let doc = serde_json::json!({ "unit": text, "installed": false });
+            super::output::print_json(&doc);
+        } else {
+            out!("{text}");
+        }
+        if !print {
+            eprintln!(
+                "herd: this host does not run systemd ({SYSTEMD_RUNNING} is missing), so nothing was installed. On a systemd host, save the unit above as {UNIT_PATH} and run `systemctl daemon-reload && systemctl enable --now {UNIT_NAME}`; elsewhere, start `herd up` at boot from your init system."
+            );
+        }
         return Ok(());
     }
     if !nix::unistd::geteuid().is_root() {
@@ -44,20 +57,32 @@ pub fn startup(user: Option<&str>, print: bool) -> anyhow::Result<()> {
     if unit_active {
         // Re-run to update the unit: restarting it would run `herd down` and stop the apps.
         systemctl(&["enable", UNIT_NAME])?;
-        outln!(
-            "updated {UNIT_PATH}; {UNIT_NAME}.service is running and takes the new unit at its next start (`herd down --keep-apps && systemctl start {UNIT_NAME}` keeps the apps running)"
+        say(
+            json,
+            serde_json::json!({ "installed": UNIT_PATH, "enabled": true, "started": false, "updated": true }),
+            format!(
+                "updated {UNIT_PATH}; {UNIT_NAME}.service is running and takes the new unit at its next start (`herd down --keep-apps && systemctl start {UNIT_NAME}` keeps the apps running)"
+            ),
         );
     } else if crate::state::pidlock::is_locked(&home.pid_file()) {
         systemctl(&["enable", UNIT_NAME])?;
-        outln!(
-            "wrote {UNIT_PATH} and enabled it; a herd daemon already runs with home {} outside systemd. Hand it over without stopping the apps: `herd down --keep-apps && systemctl start {UNIT_NAME}`",
-            home.root().display()
+        say(
+            json,
+            serde_json::json!({ "installed": UNIT_PATH, "enabled": true, "started": false }),
+            format!(
+                "wrote {UNIT_PATH} and enabled it; a herd daemon already runs with home {} outside systemd. Hand it over without stopping the apps: `herd down --keep-apps && systemctl start {UNIT_NAME}`",
+                home.root().display()
+            ),
         );
     } else {
         systemctl(&["enable", "--now", UNIT_NAME])?;
-        outln!(
-            "wrote {UNIT_PATH}, enabled and started it (home {}); `systemctl status {UNIT_NAME}` shows it, `herd unstartup` removes it",
-            home.root().display()
+        say(
+            json,
+            serde_json::json!({ "installed": UNIT_PATH, "enabled": true, "started": true }),
+            format!(
+                "wrote {UNIT_PATH}, enabled and started it (home {}); `systemctl status {UNIT_NAME}` shows it, `herd unstartup` removes it",
+                home.root().display()
+            ),
         );
     }
     Ok(())
@@ -65,11 +90,15 @@ pub fn startup(user: Option<&str>, print: bool) -> anyhow::Result<()> {
 
 /// `herd unstartup`: disables the unit and removes its file. A running daemon is left
 /// running (stopping the unit would stop every app); `herd down` stops it.
-pub fn unstartup() -> anyhow::Result<()> {
+pub fn unstartup(json: bool) -> anyhow::Result<()> {
     let path = Path::new(UNIT_PATH);
     let systemd = Path::new(SYSTEMD_RUNNING).exists();
     if path.symlink_metadata().is_err() {
-        outln!("{UNIT_PATH} does not exist; nothing to remove");
+        say(
+            json,
+            serde_json::json!({ "removed": false, "unit": UNIT_PATH }),
+            format!("{UNIT_PATH} does not exist; nothing to remove"),
+        );
         return Ok(());
     }
     if systemd {
@@ -79,7 +108,13 @@ pub fn unstartup() -> anyhow::Result<()> {
     if systemd {
         systemctl(&["daemon-reload"])?;
     }
-    outln!("disabled and removed {UNIT_PATH}; a daemon it started keeps running until `herd down`");
+    say(
+        json,
+        serde_json::json!({ "removed": true, "unit": UNIT_PATH }),
+        format!(
+            "disabled and removed {UNIT_PATH}; a daemon it started keeps running until `herd down`"
+        ),
+    );
     Ok(())
 }
 

@@ -62,8 +62,23 @@ fn reply(value: impl Serialize) -> Result<Response<pb::JsonReply>, Status> {
     }))
 }
 
+/// A cluster failure as the status a client (and the CLI's exit code) can act on: only a
+/// cluster that cannot serve now is "unavailable"; a refusal is not.
 fn cluster_error(e: ClusterError) -> Status {
-    Status::unavailable(e.to_string())
+    let message = e.to_string();
+    match e {
+        ClusterError::Rejected { .. } | ClusterError::Membership(_) | ClusterError::Config(_) => {
+            Status::failed_precondition(message)
+        }
+        ClusterError::Timeout { .. } => Status::deadline_exceeded(message),
+        ClusterError::Storage { .. } => Status::internal(message),
+        ClusterError::NoLeader
+        | ClusterError::Peer { .. }
+        | ClusterError::Raft(_)
+        | ClusterError::Listen { .. }
+        | ClusterError::Discovery(_)
+        | ClusterError::Shutdown => Status::unavailable(message),
+    }
 }
 
 /// An app of an app file as the registry keeps it.
@@ -359,6 +374,14 @@ impl ClusterAdmin for Admin {
         let node = self.node()?;
         let caller = Caller::of(&req);
         let name = req.into_inner().name;
+        // Unknown is "not found" (exit code 3); `restart` re-checks against the registry it
+        // writes to.
+        let registry = node.read(false).await.map_err(cluster_error)?;
+        if !registry.apps.contains_key(&name) {
+            return Err(Status::not_found(format!(
+                "app `{name}` is not deployed; `herd cluster apps` lists them"
+            )));
+        }
         let generation = node.restart(&name).await.map_err(cluster_error)?;
         self.events.audit(
             &caller,

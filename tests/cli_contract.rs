@@ -453,3 +453,44 @@ fn cluster_waits_count_on_a_terminal_and_every_cluster_command_speaks_json() {
         assert_eq!(code(&out), 3, "herd {args:?}");
     }
 }
+
+/// `sudo -u nobody herd ps` may keep root's HOME: a config dir the user cannot read is no
+/// context at all, unless one is asked for by name.
+#[test]
+fn another_users_unreadable_config_dir_means_no_context_unless_one_is_named() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root to run the CLI as nobody (CI runs as root)"
+    );
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("herd");
+    std::fs::copy(herd_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .env("HERD_HOME", home.path())
+            .env("HOME", "/root")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("HERD_CONTEXT")
+            .env_remove("HERD_HOST")
+            .current_dir("/")
+            .output()
+            .expect("setpriv runs")
+    };
+    let out = run(&["ps"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "no daemon: {err}");
+    assert!(!err.contains("contexts.toml"), "{err}");
+    let out = run(&["--context", "prod", "ps"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("contexts.toml"),
+        "a named context is looked for: {err}"
+    );
+}

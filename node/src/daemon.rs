@@ -524,7 +524,7 @@ async fn serve(
     match flushed {
         Ok(Ok(())) => {
             // Apps that outlive the daemon (`herd kill`) keep theirs: only empty ones go.
-            crate::supervisor::cgroup::release();
+            supervisor.release_host_dirs();
             info!("state flushed; herd daemon down")
         }
         Ok(Err(e)) => error!(error = %e, "final state flush failed"),

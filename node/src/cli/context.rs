@@ -135,7 +135,20 @@ pub fn chosen(
         // No config directory, nothing asked for: the local daemon, as before contexts.
         (Err(_), None) => return Ok(None),
     };
-    let all = load(&dir)?;
+    let all = match load(&dir) {
+        Ok(all) => all,
+        // Another user's config dir (`sudo -u nobody herd ...` keeps root's HOME): nothing
+        // asked for, so the local daemon, as without contexts.
+        Err(e)
+            if named.is_none()
+                && e.root_cause()
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let Some(name) = named.map(String::from).or(all.current.clone()) else {
         return Ok(None);
     };

@@ -324,6 +324,13 @@ impl Supervisor {
         logs::log_path(&self.shared.logs_dir, app, index)
     }
 
+    /// At a clean `down`, once every instance has stopped: the per-home directories herd keeps
+    /// outside the home (notify sockets under `/run/herd`, the cgroup subtree) go where empty.
+    pub fn release_host_dirs(&self) {
+        self.shared.notify.release();
+        cgroup::release();
+    }
+
     /// The cgroup directories of the instance whose group `pgid` leads (none without
     /// cgroups). Reads the OS: call it without the table lock.
     pub fn cgroup_paths(&self, pgid: u32) -> Vec<String> {

@@ -203,6 +203,17 @@ impl Sockets {
         Ok(path)
     }
 
+    /// At a clean `down`: every socket goes, then the directory (each root daemon's home has
+    /// one under `/run/herd`, which would otherwise be left behind for good).
+    pub fn release(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, o) in open.drain() {
+            o.task.abort();
+            let _ = std::fs::remove_file(&o.path);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+
     /// Removes slot `index` of `app`'s socket if `still_unwanted` (asked while the slot map is
     /// held, so a spawn that wants the socket again cannot slip in between).
     fn close_if(&self, app: &str, index: u32, still_unwanted: impl FnOnce() -> bool) -> bool {

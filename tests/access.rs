@@ -7,26 +7,14 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 const TOKEN: &str = "access-e2e-token-0123456789abcdef";
 
 /// A daemon with the TCP API on a free loopback port and `TOKEN` as its config token, and an
 /// empty home for a remote CLI.
 fn daemon() -> (Herd, Herd, String) {
-    let herd = Herd::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(herd.path("api.token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(
-        herd.path("config.toml"),
-        format!(
-            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
-            herd.path("api.token").display()
-        ),
-    )
-    .unwrap();
-    herd.ok(&["up"]);
+    let (herd, addr) = daemon_with_api_token(TOKEN, "");
     let cli = Herd::new();
     std::fs::create_dir_all(cli.home.path()).unwrap();
     (herd, cli, addr)
@@ -45,20 +33,7 @@ fn token(herd: &Herd, cli: &Herd, role: &str, extra: &[&str]) -> (String, String
 fn remote(cli: &Herd, addr: &str, token_file: &str, args: &[&str], stdin: &str) -> Output {
     let mut full = vec!["--host", addr, "--token-file", token_file];
     full.extend_from_slice(args);
-    let mut child = cli
-        .cmd(&full)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    cli.run_with_stdin(&full, stdin)
 }
 
 #[derive(Clone, Copy, PartialEq, PartialOrd, Debug)]

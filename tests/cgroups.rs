@@ -324,14 +324,9 @@ impl Drop for Down<'_> {
 
 #[test]
 fn a_daemon_that_cannot_use_cgroups_says_so_refuses_limits_and_still_runs_apps() {
-    use std::os::unix::fs::PermissionsExt;
     require_root();
     // A daemon run as nobody may not create cgroups: this host's cgroups are out of its reach.
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = bin_dir.path().join("herd");
-    std::fs::copy(herd_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_bin_dir, bin) = binary_for_nobody();
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
     let run = |args: &[&str]| {

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Output, Stdio};
 
@@ -15,19 +14,7 @@ const TOKEN: &str = "contract-e2e-token-0123456789abcdef";
 
 /// A daemon with the TCP API on a free loopback port and `TOKEN` as its (admin) token.
 fn daemon_with_api() -> (Herd, String) {
-    let herd = Herd::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(herd.path("api.token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(
-        herd.path("config.toml"),
-        format!(
-            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
-            herd.path("api.token").display()
-        ),
-    )
-    .unwrap();
-    herd.ok(&["up"]);
-    (herd, addr)
+    daemon_with_api_token(TOKEN, "")
 }
 
 /// The exit code, insisting the process was not killed by a signal.
@@ -46,23 +33,6 @@ fn one_document(args: &[&str], out: &Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn run_with_stdin(herd: &Herd, args: &[&str], stdin: &str) -> Output {
-    let mut child = herd
-        .cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -194,7 +164,7 @@ fn every_command_prints_one_json_document_and_an_error_is_one_too() {
     ] {
         check(&args);
     }
-    let out = run_with_stdin(&herd, &["secret", "put", "db/pass", "--json"], "s3cret");
+    let out = herd.run_with_stdin(&["secret", "put", "db/pass", "--json"], "s3cret");
     one_document(&["secret", "put"], &out);
     check(&["secret", "get", "db/pass", "--json"]);
     check(&["secret", "delete", "db/pass", "--json"]);
@@ -462,11 +432,7 @@ fn another_users_unreadable_config_dir_means_no_context_unless_one_is_named() {
         nix::unistd::geteuid().is_root(),
         "needs root to run the CLI as nobody (CI runs as root)"
     );
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = bin_dir.path().join("herd");
-    std::fs::copy(herd_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_bin_dir, bin) = binary_for_nobody();
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
     let run = |args: &[&str]| {

@@ -21,12 +21,7 @@ const ROTATED: &str = "rotated-token-9876543210fedcba";
 /// A daemon whose `[api]` listens on a free loopback port with `TOKEN` in `api.token` and
 /// `extra` lines.
 fn daemon_with_api(extra: &str) -> (Herd, String) {
-    let herd = Herd::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(herd.path("api.token"), format!("{TOKEN}\n")).unwrap();
-    write_api_config(&herd, &addr, extra);
-    herd.ok(&["up"]);
-    (herd, addr)
+    daemon_with_api_token(TOKEN, extra)
 }
 
 fn write_api_config(herd: &Herd, addr: &str, extra: &str) {
@@ -381,20 +376,10 @@ fn kill_leaves_a_pid_that_is_not_this_homes_daemon_alone() {
     let _ = sleep.wait();
 }
 
-/// The herd binary where `nobody` can run it (the build's directory may not be searchable).
-fn binary_for_nobody() -> (tempfile::TempDir, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("herd");
-    std::fs::copy(herd_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (dir, bin.display().to_string())
-}
-
-fn as_nobody(bin: &str, home: &Path, args: &[&str]) -> String {
+fn as_nobody(bin: &Path, home: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin)
         .args(args)
         .env("HERD_HOME", home)
         .current_dir("/")

@@ -11,6 +11,36 @@ pub fn herd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_herd")
 }
 
+/// The herd binary where `nobody` can run it (the build's directory may not be searchable);
+/// the directory goes with the returned handle.
+pub fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("herd");
+    std::fs::copy(herd_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
+}
+
+/// A daemon whose `[api]` listens on a free loopback port with `token` in `api.token` (its
+/// admin token), plus `extra` config lines; returns it and the address.
+pub fn daemon_with_api_token(token: &str, extra: &str) -> (Herd, String) {
+    let herd = Herd::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(herd.path("api.token"), format!("{token}\n")).unwrap();
+    std::fs::write(
+        herd.path("config.toml"),
+        format!(
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n{extra}",
+            herd.path("api.token").display()
+        ),
+    )
+    .unwrap();
+    herd.ok(&["up"]);
+    (herd, addr)
+}
+
 /// A herd home with (usually) a daemon running in it. Dropping it stops the daemon and every
 /// process it started, even when the test failed halfway.
 pub struct Herd {
@@ -51,6 +81,26 @@ impl Herd {
             .env("XDG_CONFIG_HOME", self.home.path().join("xdg-config"))
             .env_remove("HERD_CONTEXT");
         c
+    }
+
+    /// Runs herd with `stdin` on its standard input. A command that reads none may be gone
+    /// before it is written: that is no failure.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run herd");
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => panic!("writing herd's stdin: {e}"),
+        }
+        child.wait_with_output().expect("wait for herd")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -91,18 +91,11 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::events::EventLog;
     use crate::supervisor::spec::AppSpec;
     use crate::supervisor::{App, Origin};
 
     fn supervisor_with(cron: &str) -> Supervisor {
-        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
-        let sup = Supervisor::new(
-            "/tmp".into(),
-            "/tmp".into(),
-            events,
-            crate::supervisor::marker::Marker::random(),
-        );
+        let sup = crate::supervisor::testing::on_real_os();
         let mut spec = AppSpec::quick("nightly", "true", vec![]);
         spec.cron_restart = Some(cron.into());
         sup.lock()

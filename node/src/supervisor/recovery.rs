@@ -225,20 +225,13 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::events::EventLog;
     use crate::supervisor::instance::{Instance, Status};
     use crate::supervisor::spec::AppSpec;
     use crate::supervisor::{App, Origin, now_ms, process};
 
     /// An app whose only instance is recorded as running `pid` since `age_ms` ago.
     fn recorded(pid: u32, signature: u64, age_ms: u64) -> Supervisor {
-        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
-        let sup = Supervisor::new(
-            "/tmp".into(),
-            "/tmp".into(),
-            events,
-            crate::supervisor::marker::Marker::random(),
-        );
+        let sup = crate::supervisor::testing::on_real_os();
         let mut spec = AppSpec::quick("web", "true", vec![]);
         spec.restart = crate::supervisor::backoff::RestartPolicy::Never;
         let mut app = App::new(spec, Origin::Local);

@@ -146,6 +146,12 @@ impl Os for FakeOs {
     }
 }
 
+/// A supervisor on the real OS with no apps, its events going nowhere.
+pub(super) fn on_real_os() -> Supervisor {
+    let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
+    Supervisor::new("/tmp".into(), "/tmp".into(), events, Marker::random())
+}
+
 /// A supervisor on `os` with one app `web` (one instance of `sleep 60`, always restarted).
 pub(super) fn supervisor(os: Arc<FakeOs>) -> Supervisor {
     let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);

@@ -323,20 +323,13 @@ fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::events::EventLog;
     use crate::supervisor::spec::AppSpec;
     use crate::supervisor::{App, Origin};
     use notify::event::{DataChange, ModifyKind};
 
     #[test]
     fn watch_off_is_kept_in_the_state_file_and_an_app_without_watch_cannot_be_turned_on() {
-        let (events, _writer) = EventLog::new("/dev/null".into(), u64::MAX, 1);
-        let sup = Supervisor::new(
-            "/tmp".into(),
-            "/tmp".into(),
-            events,
-            crate::supervisor::marker::Marker::random(),
-        );
+        let sup = crate::supervisor::testing::on_real_os();
         let mut spec = AppSpec::quick("web", "true", vec![]);
         spec.watch = vec!["src".into()];
         spec.cwd = Some("/srv/web".into());

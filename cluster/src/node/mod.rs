@@ -530,7 +530,8 @@ impl ClusterNode {
         rpc_routes(&self.shared)
     }
 
-    /// The Raft handle, for diagnostics and tests (e.g. forcing a snapshot).
+    /// The Raft handle, for diagnostics and tests (`engine()` for openraft itself, e.g. to
+    /// force a snapshot; none on a node pinned to the agent role).
     pub fn raft(&self) -> &HerdRaft {
         &self.shared.raft
     }

@@ -3,11 +3,12 @@
 //!
 //! Why a pinned agent runs no engine: openraft builds a replication-batch histogram in
 //! `Raft::new`, and its first histogram fills base2histogram's global table of log scales for
-//! every width 1..=16 — 26.7 MiB written at once, then resident for the process's life (heaptrack
-//! of an idle agent: 13.1 MiB in one allocation for width 16, 13.6 MiB over widths 1..=15, from
-//! `SharedReplicateBatch::new`). That was nearly all of the ~28 MiB of anonymous memory a cluster
-//! node had over a standalone daemon. A pinned agent never takes a seat, so its engine only ever
-//! answered "not the leader, no leader known"; `HerdRaft::absent` answers the same without it.
+//! every width 1..=16 — 25.5 MiB (26.7 MB) written at once, then resident for the process's
+//! life (heaptrack of an idle agent: 12.5 MiB in one allocation for width 16, 13.0 MiB over
+//! widths 1..=15, from `SharedReplicateBatch::new`). That was nearly all of the ~28 MiB of
+//! anonymous memory a cluster node had over a standalone daemon. A pinned agent never takes a
+//! seat, so its engine only ever answered "not the leader, no leader known";
+//! `HerdRaft::absent` answers the same without it.
 
 use std::sync::Arc;
 

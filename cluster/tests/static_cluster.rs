@@ -201,7 +201,7 @@ async fn a_node_with_an_emptied_data_dir_catches_up_by_snapshot() {
     .await;
     let mut last = 0;
     for (_, n) in c.running() {
-        let raft = n.raft();
+        let raft = n.raft().engine().expect("a voter runs a Raft engine");
         let upto = eventually("snapshot of everything applied", CONVERGE, || async {
             let m = raft.metrics().borrow_watched().clone();
             let applied = m.last_applied?.index;
@@ -284,4 +284,62 @@ async fn a_daemon_can_serve_the_cluster_rpcs_on_its_own_server() {
     c.shutdown().await;
     let _ = stop_tx.send(());
     server.await.expect("join").expect("daemon server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pinned_agent_runs_no_raft_engine_yet_names_the_leader_and_forwards_writes() {
+    init_tracing();
+    let mut c = TestCluster::configure(4, TestCluster::static_seeds);
+    c.slots[3].cfg.role = herd_cluster::NodeRole::Agent;
+    // Seeds are the voters only (voters bootstrap among the seeds they can reach).
+    let voters: Vec<String> = c.slots[..3]
+        .iter()
+        .map(|s| s.cfg.advertise.clone())
+        .collect();
+    for slot in &mut c.slots {
+        slot.cfg.discovery = TestCluster::static_seeds(&voters);
+    }
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.agreed_leader(FORM).await;
+    c.membership(3, 0, FORM).await;
+    let leader_id = c.node(leader).id();
+    c.start(3).await;
+    let agent = c.node(3);
+    assert!(
+        agent.raft().engine().is_none(),
+        "a pinned agent starts no openraft engine"
+    );
+    assert!(!agent.raft().is_leader());
+    assert!(
+        !c.data_dir(3).join("raft.redb").exists(),
+        "a pinned agent keeps no Raft files"
+    );
+    // It registers through the leader and learns the leader from the master's heartbeats.
+    eventually("the leader to register the agent", FORM, || async {
+        let r = c.node(leader).read(false).await.ok()?;
+        r.nodes.contains_key(&agent.id()).then_some(())
+    })
+    .await;
+    eventually("the agent to name its leader", FORM, || async {
+        let s = agent.status().await;
+        (s.role == "agent" && s.leader_id == Some(leader_id)).then_some(())
+    })
+    .await;
+    // Writes and linearizable reads from the agent are answered by the leader.
+    let resp = agent
+        .write(put("from", "agent"))
+        .await
+        .expect("write via the agent");
+    assert_eq!(resp, RegistryResponse::Applied { changed: true });
+    let r = agent.read(false).await.expect("read via the agent");
+    assert_eq!(r.kv.get("from").map(String::as_str), Some("agent"));
+    // It never joined the Raft membership.
+    let m = c.node(leader).status().await;
+    assert!(
+        m.members.iter().all(|s| s.id != agent.id()),
+        "the agent holds no Raft seat: {m:?}"
+    );
+    c.shutdown().await;
 }

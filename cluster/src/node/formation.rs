@@ -332,9 +332,11 @@ impl Formation {
             addr: self.shared.cfg.advertise.clone(),
             labels: self.shared.cfg.labels.clone(),
         };
-        match self
-            .shared
-            .raft
+        // A pinned agent never bootstraps (and runs no engine to bootstrap).
+        let Some(raft) = self.shared.raft.engine() else {
+            return false;
+        };
+        match raft
             .initialize(BTreeMap::from([(self.shared.id, member)]))
             .await
         {

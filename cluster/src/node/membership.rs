@@ -229,7 +229,7 @@ impl MembershipKeeper {
         tracing::info!(node = id.get(), addr = %joiner.member.addr, "adding node as learner");
         match tokio::time::timeout(
             ADD_LEARNER_TIMEOUT,
-            self.shared.raft.add_learner(id, joiner.member, true),
+            self.shared.engine()?.add_learner(id, joiner.member, true),
         )
         .await
         {
@@ -503,7 +503,7 @@ impl MembershipKeeper {
         match tokio::time::timeout(
             CHANGE_TIMEOUT,
             self.shared
-                .raft
+                .engine()?
                 .add_learner(candidate.0, candidate.1, false),
         )
         .await
@@ -566,7 +566,7 @@ impl MembershipKeeper {
     ) -> Result<(), ClusterError> {
         match tokio::time::timeout(
             CHANGE_TIMEOUT,
-            self.shared.raft.change_membership(change, false),
+            self.shared.engine()?.change_membership(change, false),
         )
         .await
         {

@@ -63,6 +63,7 @@ use crate::master::TermSettings;
 use crate::raft::HerdRaft;
 use crate::raft::Leadership;
 use crate::raft::LogStore;
+use crate::raft::OpenRaft;
 use crate::raft::RaftStorage;
 use crate::raft::StateMachine;
 use crate::raft::decode;
@@ -132,35 +133,39 @@ impl ClusterNode {
             Discovery::Static { .. } => None,
         };
 
-        let dir = cfg.data_dir.clone();
-        let agent_only = cfg.role == crate::config::NodeRole::Agent;
-        let storage = tokio::task::spawn_blocking(move || {
-            if agent_only {
-                RaftStorage::in_memory(&dir)
-            } else {
-                RaftStorage::open(&dir)
-            }
-        })
-        .await
-        .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
-        let db = storage.closed_watch();
-        let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
-            path: storage.path.clone(),
-            message: format!("load log: {e}"),
-        })?;
-        let (state_machine, registry) = StateMachine::new(&storage);
-        drop(storage);
-
         let channels = PeerChannels::new(cfg.tls.as_ref());
         let auth = ClientAuth::new(&cfg.name, &cfg.secret)?;
-        let network = NetworkFactory {
-            id,
-            channels: channels.clone(),
-            auth: auth.clone(),
+        // A node pinned to the agent role never holds a Raft seat: it runs no openraft engine
+        // and keeps no Raft storage (see `raft::engine` for the memory this saves).
+        let (raft, registry, db) = if cfg.role == crate::config::NodeRole::Agent {
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || RaftStorage::agent_dir(&dir))
+                .await
+                .map_err(|e| ClusterError::Raft(format!("prepare data dir: {e}")))??;
+            let (raft, registry) = HerdRaft::absent(id);
+            (raft, registry, Weak::new())
+        } else {
+            let dir = cfg.data_dir.clone();
+            let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
+                .await
+                .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
+            let db = storage.closed_watch();
+            let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
+                path: storage.path.clone(),
+                message: format!("load log: {e}"),
+            })?;
+            let (state_machine, registry) = StateMachine::new(&storage);
+            drop(storage);
+            let network = NetworkFactory {
+                id,
+                channels: channels.clone(),
+                auth: auth.clone(),
+            };
+            let raft = OpenRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
+                .await
+                .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
+            (HerdRaft::running(raft), registry, db)
         };
-        let raft = HerdRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
-            .await
-            .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
         tracing::info!(node_id = id.get(), cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
 
         let lease = Duration::from_millis(cfg.election_max_ms);
@@ -525,7 +530,8 @@ impl ClusterNode {
         rpc_routes(&self.shared)
     }
 
-    /// The Raft handle, for diagnostics and tests (e.g. forcing a snapshot).
+    /// The Raft handle, for diagnostics and tests (`engine()` for openraft itself, e.g. to
+    /// force a snapshot; none on a node pinned to the agent role).
     pub fn raft(&self) -> &HerdRaft {
         &self.shared.raft
     }

@@ -32,6 +32,7 @@ use crate::master::ClusterRuntime;
 use crate::master::MasterView;
 use crate::raft::HerdRaft;
 use crate::raft::Leadership;
+use crate::raft::OpenRaft;
 use crate::raft::TypeConfig;
 use crate::raft::service::LeaderContact;
 use crate::registry::ApplyOutcome;
@@ -79,6 +80,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The openraft engine, for what only a node that may hold a Raft seat does (writes, reads
+    /// at a read index, membership changes). A node pinned to the agent role runs none; those
+    /// paths are behind `as_leader`, which it never passes.
+    pub(crate) fn engine(&self) -> Result<&OpenRaft, ClusterError> {
+        self.raft.engine().ok_or_else(|| {
+            ClusterError::Raft(
+                "this node is pinned to the agent role and runs no Raft engine".into(),
+            )
+        })
+    }
+
     pub(crate) fn metrics(&self) -> RaftMetrics<TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
     }
@@ -94,7 +106,7 @@ impl Shared {
         if let Err(f) = self.raft.as_leader() {
             return Ok(Served::NotLeader(f.leader_id));
         }
-        match self.raft.client_write(cmd).await {
+        match self.engine()?.client_write(cmd).await {
             Ok(resp) => Ok(Served::Done(resp.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Ok(Served::NotLeader(f.leader_id))
@@ -108,7 +120,7 @@ impl Shared {
         if let Err(f) = self.raft.as_leader() {
             return Ok(Served::NotLeader(f.leader_id));
         }
-        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+        match self.engine()?.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read, _applied)) => Ok(Served::Done(read.index())),
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Ok(Served::NotLeader(f.leader_id)),
@@ -123,7 +135,7 @@ impl Shared {
         index: u64,
         timeout: Duration,
     ) -> Result<(), ClusterError> {
-        self.raft
+        self.engine()?
             .wait(Some(timeout))
             .applied_index_at_least(Some(index), "linearizable read")
             .await
@@ -156,14 +168,14 @@ impl Shared {
                 ClusterError::Membership("no other reachable voter to hand leadership to".into())
             })?;
         tracing::info!(to = target.get(), "stepping down: transferring leadership");
-        self.raft
+        self.engine()?
             .trigger()
             .transfer_leader(target)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let timeout = Duration::from_secs(5);
         let me = self.id;
-        self.raft
+        self.engine()?
             .wait(Some(timeout))
             .metrics(
                 |m| m.current_leader.is_some() && m.current_leader != Some(me),

@@ -3,6 +3,7 @@
 //! leadership signal the master follows.
 
 mod codec;
+mod engine;
 pub(crate) mod leadership;
 pub(crate) mod log_store;
 pub(crate) mod network;
@@ -24,6 +25,9 @@ use crate::registry::RegistryCommand;
 
 pub(crate) use codec::decode;
 pub(crate) use codec::encode;
+pub use engine::HerdRaft;
+pub use engine::NotLeader;
+pub use engine::OpenRaft;
 pub use leadership::Leadership;
 pub(crate) use log_store::LogStore;
 pub(crate) use state_machine::StateMachine;
@@ -41,9 +45,6 @@ openraft::declare_raft_types!(
         Node = Member,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, crate::NodeId>,
 );
-
-/// The Raft handle used throughout the crate.
-pub type HerdRaft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// A member of the Raft group as stored in the membership config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

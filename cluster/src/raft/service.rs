@@ -20,6 +20,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::HerdRaft;
+use super::OpenRaft;
 use super::TypeConfig;
 use super::codec::decode;
 use super::codec::encode;
@@ -84,6 +85,16 @@ impl RaftRpc {
     }
 }
 
+impl RaftRpc {
+    /// The engine Raft traffic is for. A node pinned to the agent role runs none: it is never a
+    /// member, so no peer should send it Raft traffic; one that does is told to back off.
+    fn engine(&self) -> Result<&OpenRaft, Status> {
+        self.raft.engine().ok_or_else(|| {
+            Status::unavailable("this node is pinned to the agent role and takes no Raft traffic")
+        })
+    }
+}
+
 /// The local Raft node has stopped (shutdown or storage failure): peers should treat this node
 /// as unreachable.
 fn stopped(e: impl std::fmt::Display) -> Status {
@@ -104,7 +115,7 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         self.check_target(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().payload)?;
-        let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
+        let resp = self.engine()?.append_entries(rpc).await.map_err(stopped)?;
         if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
             self.contact.touch();
         }
@@ -117,7 +128,7 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         self.check_target(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().payload)?;
-        let resp = self.raft.vote(rpc).await.map_err(stopped)?;
+        let resp = self.engine()?.vote(rpc).await.map_err(stopped)?;
         reply(&resp)
     }
 
@@ -127,7 +138,7 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         self.check_target(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().payload)?;
-        let resp = self.raft.pre_vote(rpc).await.map_err(stopped)?;
+        let resp = self.engine()?.pre_vote(rpc).await.map_err(stopped)?;
         reply(&resp)
     }
 
@@ -145,7 +156,7 @@ impl RaftService for RaftRpc {
             snapshot: req.data,
         };
         let resp = self
-            .raft
+            .engine()?
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(stopped)?;
@@ -160,7 +171,7 @@ impl RaftService for RaftRpc {
         self.check_target(&req)?;
         let rpc: TransferLeaderRequest<TypeConfig> = decode(&req.into_inner().payload)?;
         let resp = self
-            .raft
+            .engine()?
             .handle_transfer_leader(rpc)
             .await
             .map_err(stopped)?;

@@ -74,24 +74,11 @@ impl RaftStorage {
         Ok(storage)
     }
 
-    /// A storage in memory, for a node pinned to the agent role: it never holds a Raft seat, so
-    /// it keeps no Raft log on disk (its openraft engine stays idle and empty).
-    pub(crate) fn in_memory(dir: &Path) -> Result<RaftStorage, ClusterError> {
-        let path = dir.join("raft.redb (in memory)");
-        // The dir still holds the node id and the slice (app specs, env values): private.
-        private_files(dir, &path)?;
-        let db = redb::Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| ClusterError::Storage {
-                path: path.clone(),
-                message: format!("open: {e}"),
-            })?;
-        let storage = RaftStorage {
-            db: Arc::new(db),
-            path,
-        };
-        storage.create_tables()?;
-        Ok(storage)
+    /// The data dir of a node pinned to the agent role: it runs no Raft engine and keeps no
+    /// Raft files, but the dir still holds the node id and the slice (app specs, env values):
+    /// private.
+    pub(crate) fn agent_dir(dir: &Path) -> Result<(), ClusterError> {
+        private_files(dir, &dir.join("raft.redb"))
     }
 
     /// A storage over an already open database (tests: a backend that fails like a full disk).

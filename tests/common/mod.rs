@@ -18,9 +18,25 @@ pub fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.path().join("herd");
-    std::fs::copy(herd_bin(), &bin).unwrap();
+    // A hard link opens nothing for writing. A copy does, and a test thread forking meanwhile
+    // holds that descriptor until its child execs: running the copy then fails with ETXTBSY
+    // (CI saw it), so a copy is run until it can be.
+    if std::fs::hard_link(herd_bin(), &bin).is_err() {
+        std::fs::copy(herd_bin(), &bin).unwrap();
+        wait_until("the copied binary can be run", SECS_10, || {
+            !matches!(
+                Command::new(&bin).arg("--version").output(),
+                Err(e) if e.raw_os_error() == Some(libc_etxtbsy())
+            )
+        });
+    }
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
+}
+
+/// ETXTBSY (26 on Linux).
+fn libc_etxtbsy() -> i32 {
+    nix::errno::Errno::ETXTBSY as i32
 }
 
 /// A daemon whose `[api]` listens on a free loopback port with `token` in `api.token` (its

@@ -20,10 +20,12 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 
 mod index;
+mod memo;
 mod spread;
 
 use index::AppView;
 use index::Index;
+pub use memo::PlacementMemo;
 
 use super::health::Usage;
 use crate::registry::App;
@@ -99,8 +101,16 @@ pub(super) fn spread_value(reg: &Registry, app: &App, id: NodeId) -> String {
         .unwrap_or_default()
 }
 
+/// One placement pass over every app.
 pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
+    plan_with(reg, input, &mut PlacementMemo::default())
+}
+
+/// One placement pass that skips the apps `memo` knows to be settled and unchanged (see
+/// `memo.rs`): the same plan as [`plan`], with less work.
+pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMemo) -> Plan {
     let mut plan = Plan::default();
+    memo.begin(reg, &input.live);
     let mut budget = input.reschedule_budget;
     let mut index = Index::new(reg, input);
     let relocate: HashMap<(&str, u32), NodeId> = input
@@ -110,6 +120,9 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
         .collect();
 
     for (name, app) in &reg.apps {
+        if memo.skip(reg, input, name, app) {
+            continue;
+        }
         let placed = reg.assignments.get(name);
         let mut needs: Vec<(u32, Need, Option<NodeId>)> = Vec::new();
         // Instances of this app per node and per spread value, counting those that stay.
@@ -142,8 +155,10 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 }
             }
         }
+        let mut extra = false;
         if let Some(p) = placed {
             for (&i, _) in p.range(app.instances..) {
+                extra = true;
                 plan.unassign.push(InstanceRef {
                     app: name.clone(),
                     instance: i,
@@ -151,7 +166,9 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             }
         }
         if needs.is_empty() {
-            if let Some(m) = spread::rebalance(reg, name, app, &mut index) {
+            let rebalance = spread::rebalance(reg, name, app, &mut index);
+            memo.record(reg, name, app, !extra && rebalance.is_none());
+            if let Some(m) = rebalance {
                 tracing::debug!(app = %name, instance = m.instance, from = m.from.get(), to = m.to.get(), "evening out the spread");
                 index.add(m.to);
                 index.remove(m.from);
@@ -159,6 +176,7 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             }
             continue;
         }
+        memo.record(reg, name, app, false);
         let mut per_spread: HashMap<String, u32> = HashMap::new();
         for (&n, &c) in &per_node {
             if reg.nodes.contains_key(&n) {

@@ -659,7 +659,8 @@ mod against_the_oracle {
                         }
                     }
                     3 => {
-                        if !input.live.remove(&node) {
+                        let was_live = input.live.remove(&node);
+                        if !was_live {
                             input.live.insert(node);
                         }
                     }
@@ -750,7 +751,7 @@ fn placement_at_scale() {
     let mut r = big_cluster(nodes, instances);
     let input = live(&r);
     let timed = |what: &str, r: &Registry, input: &PlacementInput| {
-        let t = std::time::Instant::now();
+        let t = crate::clock::now();
         let p = plan(r, input);
         let fast = t.elapsed();
         println!(
@@ -760,7 +761,7 @@ fn placement_at_scale() {
             fast.as_secs_f64() * 1e3
         );
         if oracle {
-            let t = std::time::Instant::now();
+            let t = crate::clock::now();
             let slow = super::oracle::plan(r, input);
             println!(
                 "{what}: scanning pass {:.1} ms",
@@ -772,7 +773,7 @@ fn placement_at_scale() {
     };
     let p = timed("from nothing", &r, &input);
     apply(&mut r, &p);
-    let t = std::time::Instant::now();
+    let t = crate::clock::now();
     let settled = plan(&r, &input);
     println!(
         "settled: a pass that changes nothing {:.1} ms",
@@ -781,7 +782,7 @@ fn placement_at_scale() {
     assert!(settled.is_empty(), "{} writes", settled.assign.len());
     let mut memo = PlacementMemo::default();
     plan_with(&r, &input, &mut memo);
-    let t = std::time::Instant::now();
+    let t = crate::clock::now();
     let skipped = plan_with(&r, &input, &mut memo);
     println!(
         "settled: the same pass skipping settled, unchanged apps {:.1} ms ({} apps planned)",

@@ -7,10 +7,12 @@
 //!   is its first;
 //! - the load of every node, kept in step with every group holding the node as the pass
 //!   places instances;
-//! - per app being placed, an [`AppView`]: its instances per spread value, ordered, so the
-//!   value with the fewest comes first. A node at the app's `max_per_node` is taken out of the
-//!   group's sets while that app is placed (`suspend`) and put back after (`resume`), so no
-//!   query walks past full nodes.
+//! - per app being placed, an [`AppView`]: its instances per spread value and each value's
+//!   least-loaded node, ordered by (instances, that node's key), so the best node is the first
+//!   entry (the second when the first is the node the instance leaves), also for a label with
+//!   thousands of values. A node at the app's `max_per_node` is taken out of the group's sets
+//!   while that app is placed (`suspend`) and put back after (`resume`), so no query walks
+//!   past full nodes.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -210,51 +212,78 @@ impl<'a> Index<'a> {
     }
 }
 
-/// One app's instances per spread value of its group, values with the fewest first.
+/// One app's instances per spread value of its group, and each value's least-loaded node, so
+/// the best node for the app is found in O(log n) however many values the label has. Every
+/// change to a value's set while the app is placed is followed by `refresh` of that value.
 pub(super) struct AppView {
     g: usize,
     counts: Vec<u32>,
-    by_count: BTreeSet<(u32, usize)>,
+    /// Each value's first node (`None`: none left).
+    first: Vec<Option<Key>>,
+    /// (count, first node, value) of every value with a node left.
+    order: BTreeSet<(u32, Key, usize)>,
 }
 
 impl AppView {
     /// `count`: the app's instances on a spread value.
     pub(super) fn new(index: &Index<'_>, g: usize, count: impl Fn(&str) -> u32) -> AppView {
-        let mut counts = vec![0; index.groups[g].sets.len()];
+        let sets = &index.groups[g].sets;
+        let mut counts = vec![0; sets.len()];
         for (value, &v) in &index.groups[g].value_index {
             counts[v] = count(value);
         }
-        let by_count = counts.iter().enumerate().map(|(v, &c)| (c, v)).collect();
+        let first: Vec<Option<Key>> = sets.iter().map(|s| s.first().copied()).collect();
+        let order = first
+            .iter()
+            .enumerate()
+            .filter_map(|(v, k)| k.map(|k| (counts[v], k, v)))
+            .collect();
         AppView {
             g,
             counts,
-            by_count,
+            first,
+            order,
         }
     }
 
-    /// One more instance of the app on spread value `v`.
-    pub(super) fn bump(&mut self, v: usize) {
-        self.by_count.remove(&(self.counts[v], v));
+    /// Value `v`'s set changed: its first node again.
+    pub(super) fn refresh(&mut self, index: &Index<'_>, v: usize) {
+        if let Some(k) = self.first[v] {
+            self.order.remove(&(self.counts[v], k, v));
+        }
+        self.first[v] = index.groups[self.g].sets[v].first().copied();
+        if let Some(k) = self.first[v] {
+            self.order.insert((self.counts[v], k, v));
+        }
+    }
+
+    /// One more instance of the app on spread value `v` (whose set may have changed too).
+    pub(super) fn bump(&mut self, index: &Index<'_>, v: usize) {
+        if let Some(k) = self.first[v] {
+            self.order.remove(&(self.counts[v], k, v));
+        }
         self.counts[v] += 1;
-        self.by_count.insert((self.counts[v], v));
+        self.first[v] = None;
+        self.refresh(index, v);
     }
 
     /// The eligible node (other than `except`) of the spread value holding the fewest of the
     /// app, least loaded first; with that value's count.
     pub(super) fn best(&self, index: &Index<'_>, except: Option<NodeId>) -> Option<(u32, NodeId)> {
-        let sets = &index.groups[self.g].sets;
-        let mut best: Option<(u32, Key)> = None;
-        for &(count, v) in &self.by_count {
-            if best.is_some_and(|(c, _)| count > c) {
-                break;
+        // `except` is the first node of at most one value: that value's candidate is its
+        // second node, which may still beat the next value's first.
+        let mut held: Option<(u32, Key)> = None;
+        for &(count, k, v) in &self.order {
+            if Some(k.id) != except {
+                let here = (count, k);
+                let best = held.map_or(here, |h| h.min(here));
+                return Some((best.0, best.1.id));
             }
-            let first = sets[v].iter().find(|k| Some(k.id) != except);
-            if let Some(&k) = first
-                && best.is_none_or(|(_, b)| k < b)
-            {
-                best = Some((count, k));
-            }
+            held = index.groups[self.g].sets[v]
+                .iter()
+                .nth(1)
+                .map(|&k| (count, k));
         }
-        best.map(|(c, k)| (c, k.id))
+        held.map(|(c, k)| (c, k.id))
     }
 }

@@ -184,7 +184,6 @@ pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMem
             }
         }
         let g = index.group(app);
-        let mut view = AppView::new(&index, g, |v| per_spread.get(v).copied().unwrap_or(0));
         // Nodes at `max_per_node` for this app leave the group while it is placed.
         let max = app.placement.max_per_node;
         let mut full: Vec<NodeId> = Vec::new();
@@ -202,6 +201,7 @@ pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMem
                 full.push(n);
             }
         };
+        let mut view = AppView::new(&index, g, |v| per_spread.get(v).copied().unwrap_or(0));
         let singleton = app.on_disconnect == OnDisconnect::Stop;
         for (i, need, current) in needs {
             let key = InstanceRef {
@@ -221,6 +221,9 @@ pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMem
                 plan.held += 1;
                 if let Some(n) = current {
                     count_on(&mut index, &mut per_node, n);
+                    if let Some(v) = index.value_of(g, n) {
+                        view.refresh(&index, v);
+                    }
                 }
                 continue;
             }
@@ -228,6 +231,9 @@ pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMem
                 tracing::debug!(app = %name, instance = i, "no eligible node; instance stays where it is");
                 if let Some(n) = current {
                     count_on(&mut index, &mut per_node, n);
+                    if let Some(v) = index.value_of(g, n) {
+                        view.refresh(&index, v);
+                    }
                 }
                 continue;
             };
@@ -236,13 +242,16 @@ pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMem
                 plan.unassign.push(key);
                 continue;
             }
-            if let Some(v) = index.value_of(g, to) {
-                view.bump(v);
-            }
             index.add(to);
             count_on(&mut index, &mut per_node, to);
+            if let Some(v) = index.value_of(g, to) {
+                view.bump(&index, v);
+            }
             if let Some(n) = current {
                 index.remove(n);
+                if let Some(v) = index.value_of(g, n) {
+                    view.refresh(&index, v);
+                }
             }
             match need {
                 Need::Move(from) => {

@@ -479,7 +479,7 @@ mod against_the_oracle {
             proptest::option::of(proptest::sample::select(
                 &[("role", "web"), ("role", "db"), ("zone", "a")][..],
             )),
-            proptest::option::of(proptest::sample::select(&["zone", "role"][..])),
+            proptest::option::of(proptest::sample::select(&["zone", "role", "host"][..])),
             proptest::option::of(1u32..4),
             proptest::bool::weighted(0.2),
             proptest::collection::vec(proptest::option::of(0usize..14), 0..12),
@@ -524,6 +524,8 @@ mod against_the_oracle {
                 labels.push(("role", role));
             }
             let mut rec = node(id(i), &labels);
+            // A label with many values (most nodes their own).
+            rec.labels.insert("host".into(), format!("h{}", i % 7));
             rec.status = spec.status;
             r.nodes.insert(rec.id, rec);
             if spec.live {
@@ -692,26 +694,32 @@ mod against_the_oracle {
 }
 
 /// The cluster the timing test plans for: `nodes` nodes in three zones (one in five labelled
-/// `disk=ssd`), 40 apps sharing `instances`: plain ones, ones spread over zones, ones with
-/// `max_per_node`, ones constrained to ssd nodes.
+/// `disk=ssd`, each its own `host`), 40 apps sharing `instances`: plain ones, ones spread over
+/// zones, ones with `max_per_node`, ones constrained to ssd nodes, ones spread over hosts.
 fn big_cluster(nodes: u64, instances: u32) -> Registry {
     let zones = ["a", "b", "c"];
     let mut r = registry(
         (1..=nodes)
             .map(|i| {
                 let zone = zones[(i % 3) as usize];
-                if i % 5 == 0 {
+                let mut n = if i % 5 == 0 {
                     node(NodeId(i), &[("zone", zone), ("disk", "ssd")])
                 } else {
                     node(NodeId(i), &[("zone", zone)])
-                }
+                };
+                n.labels.insert("host".into(), format!("host{i}"));
+                n
             })
             .collect(),
     );
     let apps = 40;
     for a in 0..apps {
-        let placement = match a % 4 {
-            0 => Placement::default(),
+        let placement = match a % 8 {
+            0 | 4 => Placement::default(),
+            7 => Placement {
+                spread: Some("host".into()),
+                ..Placement::default()
+            },
             1 => Placement {
                 spread: Some("zone".into()),
                 ..Placement::default()

@@ -29,7 +29,9 @@ use crate::registry::NodeStatus;
 use crate::registry::Registry;
 
 /// Where a node sorts among eligible ones: fewest instances of any app first, then the lowest
-/// resource score, then the lowest id (the order `least_loaded` always used).
+/// resource score, then the lowest id (the order `least_loaded` always used; scores compare
+/// in IEEE total order, so a NaN a node might report sorts at one end instead of making the
+/// order inconsistent).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Key {
     load: u32,

@@ -14,6 +14,10 @@
 //!   offline) gets one move per pass (start new, then stop old) towards the emptiest value;
 //!   one at a time and never during another move or a rolling restart, so it converges
 //!   without flapping. Singletons never move for spread.
+//!
+//! A pass works from indexes built once per pass (`index.rs`), O(log n) per instance, and the
+//! master skips apps found settled whose inputs did not change (`memo.rs`). `oracle.rs` keeps
+//! the first, node-by-node pass as the test oracle the indexed one must agree with.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;

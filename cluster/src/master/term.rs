@@ -30,6 +30,7 @@ use super::io::MasterIo;
 use super::io::WriteError;
 use super::placement;
 use super::placement::PlacementInput;
+use super::placement::PlacementMemo;
 use super::stats::UptimeCounters;
 use super::storm::RescheduleBudget;
 use super::storm::RescheduleMode;
@@ -98,6 +99,8 @@ pub(crate) struct MasterTerm {
     health: Arc<HealthTable>,
     heartbeater: Heartbeater,
     crashes: CrashBudget,
+    /// Apps placement found settled, skipped while their inputs stay the same.
+    placement: PlacementMemo,
     /// How many instances may still leave offline nodes while rescheduling is throttled.
     reschedule: RescheduleBudget,
     /// Uptime samples counted since the term began, written every rollup interval.
@@ -161,6 +164,7 @@ impl MasterTerm {
             health,
             heartbeater,
             crashes: CrashBudget::default(),
+            placement: PlacementMemo::default(),
             reschedule,
             started,
         }
@@ -310,7 +314,7 @@ impl MasterTerm {
                 .collect(),
             reschedule_budget: self.reschedule.allowance(mode, now),
         };
-        let plan = placement::plan(reg, &input);
+        let plan = placement::plan_with(reg, &input, &mut self.placement);
         self.reschedule.spend(plan.rescheduled);
         if plan.held > 0 {
             tracing::debug!(

@@ -14,14 +14,22 @@
 //!   offline) gets one move per pass (start new, then stop old) towards the emptiest value;
 //!   one at a time and never during another move or a rolling restart, so it converges
 //!   without flapping. Singletons never move for spread.
+//!
+//! A pass works from indexes built once per pass (`index.rs`), O(log n) per instance, and the
+//! master skips apps found settled whose inputs did not change (`memo.rs`). `oracle.rs` keeps
+//! the first, node-by-node pass as the test oracle the indexed one must agree with.
 
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
 
+mod index;
+mod memo;
 mod spread;
+
+use index::AppView;
+use index::Index;
+pub use memo::PlacementMemo;
 
 use super::health::Usage;
 use crate::registry::App;
@@ -97,60 +105,18 @@ pub(super) fn spread_value(reg: &Registry, app: &App, id: NodeId) -> String {
         .unwrap_or_default()
 }
 
-/// Nodes that may take one more instance of `app`: usable, matching its constraints, and below
-/// `max_per_node` given `count` (its instances per node so far).
-pub(super) fn eligible(
-    reg: &Registry,
-    app: &App,
-    usable: &impl Fn(NodeId) -> bool,
-    count: impl Fn(NodeId) -> u32,
-) -> Vec<NodeId> {
-    reg.nodes
-        .values()
-        .filter(|rec| usable(rec.id) && matches_constraints(app, rec))
-        .filter(|rec| {
-            app.placement
-                .max_per_node
-                .is_none_or(|max| count(rec.id) < max)
-        })
-        .map(|rec| rec.id)
-        .collect()
-}
-
-/// The node with the fewest instances of any app; resources, then the id, break ties.
-pub(super) fn least_loaded(
-    nodes: impl Iterator<Item = NodeId>,
-    load: &HashMap<NodeId, u32>,
-    input: &PlacementInput,
-) -> Option<NodeId> {
-    nodes.min_by(|&a, &b| {
-        let la = load.get(&a).copied().unwrap_or(0);
-        let lb = load.get(&b).copied().unwrap_or(0);
-        la.cmp(&lb)
-            .then_with(|| {
-                resource_score(input.usage.get(&a))
-                    .partial_cmp(&resource_score(input.usage.get(&b)))
-                    .unwrap_or(Ordering::Equal)
-            })
-            .then(a.cmp(&b))
-    })
-}
-
+/// One placement pass over every app.
 pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
+    plan_with(reg, input, &mut PlacementMemo::default())
+}
+
+/// One placement pass that skips the apps `memo` knows to be settled and unchanged (see
+/// `memo.rs`): the same plan as [`plan`], with less work.
+pub fn plan_with(reg: &Registry, input: &PlacementInput, memo: &mut PlacementMemo) -> Plan {
     let mut plan = Plan::default();
+    memo.begin(reg, &input.live);
     let mut budget = input.reschedule_budget;
-    let usable = |id: NodeId| {
-        reg.nodes
-            .get(&id)
-            .is_some_and(|n| n.status == NodeStatus::Online && input.live.contains(&id))
-    };
-    // Instances per node over all apps, as the pass goes.
-    let mut load: HashMap<NodeId, u32> = HashMap::new();
-    for instances in reg.assignments.values() {
-        for &n in instances.values() {
-            *load.entry(n).or_default() += 1;
-        }
-    }
+    let mut index = Index::new(reg, input);
     let relocate: HashMap<(&str, u32), NodeId> = input
         .relocate
         .iter()
@@ -158,6 +124,9 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
         .collect();
 
     for (name, app) in &reg.apps {
+        if memo.skip(reg, input, name, app) {
+            continue;
+        }
         let placed = reg.assignments.get(name);
         let mut needs: Vec<(u32, Need, Option<NodeId>)> = Vec::new();
         // Instances of this app per node and per spread value, counting those that stay.
@@ -190,8 +159,10 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 }
             }
         }
+        let mut extra = false;
         if let Some(p) = placed {
             for (&i, _) in p.range(app.instances..) {
+                extra = true;
                 plan.unassign.push(InstanceRef {
                     app: name.clone(),
                     instance: i,
@@ -199,23 +170,42 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             }
         }
         if needs.is_empty() {
-            if let Some(m) = spread::rebalance(reg, name, app, &usable, &load, input) {
+            let rebalance = spread::rebalance(reg, name, app, &mut index);
+            memo.record(reg, name, app, !extra && rebalance.is_none());
+            if let Some(m) = rebalance {
                 tracing::debug!(app = %name, instance = m.instance, from = m.from.get(), to = m.to.get(), "evening out the spread");
-                *load.entry(m.to).or_default() += 1;
-                if let Some(l) = load.get_mut(&m.from) {
-                    *l = l.saturating_sub(1);
-                }
+                index.add(m.to);
+                index.remove(m.from);
                 plan.moves.push(m);
             }
             continue;
         }
-        let spread_of = |id: NodeId| spread_value(reg, app, id);
-        let mut per_spread: BTreeMap<String, u32> = BTreeMap::new();
+        memo.record(reg, name, app, false);
+        let mut per_spread: HashMap<String, u32> = HashMap::new();
         for (&n, &c) in &per_node {
             if reg.nodes.contains_key(&n) {
-                *per_spread.entry(spread_of(n)).or_default() += c;
+                *per_spread.entry(spread_value(reg, app, n)).or_default() += c;
             }
         }
+        let g = index.group(app);
+        // Nodes at `max_per_node` for this app leave the group while it is placed.
+        let max = app.placement.max_per_node;
+        let mut full: Vec<NodeId> = Vec::new();
+        if let Some(max) = max {
+            for (&n, &c) in &per_node {
+                if c >= max && index.suspend(g, n) {
+                    full.push(n);
+                }
+            }
+        }
+        let mut count_on = |index: &mut Index<'_>, per_node: &mut HashMap<NodeId, u32>, n| {
+            let c = per_node.entry(n).or_default();
+            *c += 1;
+            if max.is_some_and(|max| *c >= max) && index.suspend(g, n) {
+                full.push(n);
+            }
+        };
+        let mut view = AppView::new(&index, g, |v| per_spread.get(v).copied().unwrap_or(0));
         let singleton = app.on_disconnect == OnDisconnect::Stop;
         for (i, need, current) in needs {
             let key = InstanceRef {
@@ -234,29 +224,20 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
             if off_offline && budget == Some(0) {
                 plan.held += 1;
                 if let Some(n) = current {
-                    *per_node.entry(n).or_default() += 1;
+                    count_on(&mut index, &mut per_node, n);
+                    if let Some(v) = index.value_of(g, n) {
+                        view.refresh(&index, v);
+                    }
                 }
                 continue;
             }
-            let mut candidates = eligible(reg, app, &usable, |id| {
-                per_node.get(&id).copied().unwrap_or(0)
-            });
-            candidates.retain(|&id| Some(id) != current);
-            let best_spread = candidates
-                .iter()
-                .map(|&id| per_spread.get(&spread_of(id)).copied().unwrap_or(0))
-                .min();
-            let chosen = least_loaded(
-                candidates.iter().copied().filter(|&id| {
-                    Some(per_spread.get(&spread_of(id)).copied().unwrap_or(0)) == best_spread
-                }),
-                &load,
-                input,
-            );
-            let Some(to) = chosen else {
+            let Some((_, to)) = view.best(&index, current) else {
                 tracing::debug!(app = %name, instance = i, "no eligible node; instance stays where it is");
                 if let Some(n) = current {
-                    *per_node.entry(n).or_default() += 1;
+                    count_on(&mut index, &mut per_node, n);
+                    if let Some(v) = index.value_of(g, n) {
+                        view.refresh(&index, v);
+                    }
                 }
                 continue;
             };
@@ -265,13 +246,16 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 plan.unassign.push(key);
                 continue;
             }
-            *per_node.entry(to).or_default() += 1;
-            *per_spread.entry(spread_of(to)).or_default() += 1;
-            *load.entry(to).or_default() += 1;
-            if let Some(n) = current
-                && let Some(l) = load.get_mut(&n)
-            {
-                *l = l.saturating_sub(1);
+            index.add(to);
+            count_on(&mut index, &mut per_node, to);
+            if let Some(v) = index.value_of(g, to) {
+                view.bump(&index, v);
+            }
+            if let Some(n) = current {
+                index.remove(n);
+                if let Some(v) = index.value_of(g, n) {
+                    view.refresh(&index, v);
+                }
             }
             match need {
                 Need::Move(from) => {
@@ -297,9 +281,12 @@ pub fn plan(reg: &Registry, input: &PlacementInput) -> Plan {
                 }
             }
         }
+        index.resume(g, full);
     }
     plan
 }
 
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod tests;

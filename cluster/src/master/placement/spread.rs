@@ -4,11 +4,9 @@
 //! converges without flapping.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 
-use super::PlacementInput;
-use super::eligible;
-use super::least_loaded;
+use super::index::AppView;
+use super::index::Index;
 use super::spread_value;
 use crate::registry::App;
 use crate::registry::InstanceMove;
@@ -18,13 +16,11 @@ use crate::registry::Registry;
 
 /// One move that evens out a settled app's spread: an instance from the fullest value of the
 /// spread label to the least-loaded eligible node of a value holding at least two fewer.
-pub(super) fn rebalance(
-    reg: &Registry,
+pub(super) fn rebalance<'a>(
+    reg: &'a Registry,
     name: &str,
-    app: &App,
-    usable: &impl Fn(NodeId) -> bool,
-    load: &HashMap<NodeId, u32>,
-    input: &PlacementInput,
+    app: &'a App,
+    index: &mut Index<'a>,
 ) -> Option<InstanceMove> {
     app.placement.spread.as_ref()?;
     let settled = reg.moves.get(name).is_none_or(BTreeMap::is_empty)
@@ -42,31 +38,35 @@ pub(super) fn rebalance(
     for (&n, &c) in &per_node {
         *per_value.entry(value_of(n)).or_default() += c;
     }
-    let count_of = |v: &str| per_value.get(v).copied().unwrap_or(0);
-    let targets = eligible(reg, app, usable, |id| {
-        per_node.get(&id).copied().unwrap_or(0)
-    });
-    let emptiest = targets.iter().map(|&id| count_of(&value_of(id))).min()?;
     let (fullest_value, fullest) = per_value
         .iter()
         .max_by_key(|&(_, &c)| c)
         .map(|(v, &c)| (v.clone(), c))?;
+    if fullest < 2 {
+        return None; // no value can hold two fewer
+    }
+    // The least-loaded node of the emptiest value, nodes at `max_per_node` left out.
+    let g = index.group(app);
+    let full: Vec<NodeId> = app.placement.max_per_node.map_or_else(Vec::new, |max| {
+        per_node
+            .iter()
+            .filter(|&(_, &c)| c >= max)
+            .map(|(&n, _)| n)
+            .filter(|&n| index.suspend(g, n))
+            .collect()
+    });
+    let view = AppView::new(index, g, |v| per_value.get(v).copied().unwrap_or(0));
+    let best = view.best(index, None);
+    index.resume(g, full);
+    let (emptiest, to) = best?;
     if fullest < emptiest + 2 {
         return None;
     }
-    let to = least_loaded(
-        targets
-            .iter()
-            .copied()
-            .filter(|&id| count_of(&value_of(id)) == emptiest),
-        load,
-        input,
-    )?;
     // From the node of the fullest value that holds the most of this app (then the busiest).
     let (&from, _) = per_node
         .iter()
         .filter(|&(&n, _)| value_of(n) == fullest_value)
-        .max_by_key(|&(&n, &c)| (c, load.get(&n).copied().unwrap_or(0)))?;
+        .max_by_key(|&(&n, &c)| (c, index.load(n)))?;
     let instance = placed
         .iter()
         .filter(|&(_, &n)| n == from)

@@ -408,3 +408,458 @@ fn resources_break_ties_between_equally_loaded_nodes() {
     input.usage.insert(NodeId(2), usage(5.0));
     assert_eq!(plan(&r, &input).assign[0].node, NodeId(2));
 }
+
+mod against_the_oracle {
+    //! The indexed pass plans exactly what the scanning one (`oracle.rs`) plans, on random
+    //! registries, over a few passes applied in turn (so moves in progress, spread evening and
+    //! `max_per_node` at its limit come up too).
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::registry::RestartState;
+
+    fn status() -> impl Strategy<Value = NodeStatus> {
+        prop_oneof![
+            6 => Just(NodeStatus::Online),
+            1 => Just(NodeStatus::Offline),
+            1 => Just(NodeStatus::Draining),
+            1 => Just(NodeStatus::Left),
+        ]
+    }
+
+    fn label(values: &'static [&'static str]) -> impl Strategy<Value = Option<&'static str>> {
+        prop_oneof![1 => Just(None), 3 => proptest::sample::select(values).prop_map(Some)]
+    }
+
+    #[derive(Clone, Debug)]
+    struct NodeSpec {
+        zone: Option<&'static str>,
+        role: Option<&'static str>,
+        status: NodeStatus,
+        live: bool,
+        cpu: Option<u8>,
+    }
+
+    fn node_spec() -> impl Strategy<Value = NodeSpec> {
+        (
+            label(&["a", "b", "c"]),
+            label(&["web", "db"]),
+            status(),
+            proptest::bool::weighted(0.85),
+            proptest::option::of(0u8..4),
+        )
+            .prop_map(|(zone, role, status, live, cpu)| NodeSpec {
+                zone,
+                role,
+                status,
+                live,
+                cpu,
+            })
+    }
+
+    #[derive(Clone, Debug)]
+    struct AppSpec {
+        instances: u32,
+        constraint: Option<(&'static str, &'static str)>,
+        spread: Option<&'static str>,
+        max_per_node: Option<u32>,
+        stop: bool,
+        /// Instance → index into the node list (past its end: a node the registry lacks).
+        placed: Vec<Option<usize>>,
+        moving: Vec<Option<usize>>,
+        restarting: bool,
+    }
+
+    fn app_spec() -> impl Strategy<Value = AppSpec> {
+        (
+            0u32..10,
+            proptest::option::of(proptest::sample::select(
+                &[("role", "web"), ("role", "db"), ("zone", "a")][..],
+            )),
+            proptest::option::of(proptest::sample::select(&["zone", "role", "host"][..])),
+            proptest::option::of(1u32..4),
+            proptest::bool::weighted(0.2),
+            proptest::collection::vec(proptest::option::of(0usize..14), 0..12),
+            proptest::collection::vec(proptest::option::of(0usize..14), 0..4),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(
+                |(
+                    instances,
+                    constraint,
+                    spread,
+                    max_per_node,
+                    stop,
+                    placed,
+                    moving,
+                    restarting,
+                )| {
+                    AppSpec {
+                        instances,
+                        constraint,
+                        spread,
+                        max_per_node,
+                        stop,
+                        placed,
+                        moving,
+                        restarting,
+                    }
+                },
+            )
+    }
+
+    fn build(nodes: &[NodeSpec], apps: &[AppSpec]) -> (Registry, PlacementInput) {
+        let mut r = Registry::default();
+        let mut input = PlacementInput::default();
+        let id = |i: usize| NodeId(i as u64 + 1);
+        for (i, spec) in nodes.iter().enumerate() {
+            let mut labels = Vec::new();
+            if let Some(z) = spec.zone {
+                labels.push(("zone", z));
+            }
+            if let Some(role) = spec.role {
+                labels.push(("role", role));
+            }
+            let mut rec = node(id(i), &labels);
+            // A label with many values (most nodes their own).
+            rec.labels.insert("host".into(), format!("h{}", i % 7));
+            rec.status = spec.status;
+            r.nodes.insert(rec.id, rec);
+            if spec.live {
+                input.live.insert(id(i));
+            }
+            if let Some(cpu) = spec.cpu {
+                input.usage.insert(
+                    id(i),
+                    Usage {
+                        cpu_percent: f64::from(cpu) * 25.0,
+                        mem_used_bytes: 1.0,
+                        mem_total_bytes: 4.0,
+                        load1: 0.0,
+                    },
+                );
+            }
+        }
+        for (a, spec) in apps.iter().enumerate() {
+            let name = format!("app{a}");
+            let app = App {
+                instances: spec.instances,
+                placement: Placement {
+                    constraints: spec
+                        .constraint
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    spread: spec.spread.map(str::to_string),
+                    max_per_node: spec.max_per_node,
+                },
+                on_disconnect: if spec.stop {
+                    OnDisconnect::Stop
+                } else {
+                    OnDisconnect::Keep
+                },
+                ..App::default()
+            };
+            r.apps.insert(name.clone(), app);
+            let placed: BTreeMap<u32, NodeId> = spec
+                .placed
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| n.map(|n| (i as u32, id(n))))
+                .collect();
+            for (i, n) in spec.moving.iter().enumerate() {
+                if let Some(n) = n
+                    && placed.contains_key(&(i as u32))
+                {
+                    r.moves
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(i as u32, id(*n));
+                }
+            }
+            for (&i, &n) in &placed {
+                let key = InstanceRef {
+                    app: name.clone(),
+                    instance: i,
+                };
+                // Some instances crash-loop, some singletons still run.
+                if i % 5 == 1 {
+                    input.relocate.push((key.clone(), n));
+                }
+                if i % 3 == 0 {
+                    input.running.insert(key);
+                }
+            }
+            if spec.restarting && !placed.is_empty() {
+                r.restarts.insert(
+                    name.clone(),
+                    RestartState {
+                        generation: 1,
+                        pending: [(0, 0)].into(),
+                    },
+                );
+            }
+            if !placed.is_empty() {
+                r.assignments.insert(name, placed);
+            }
+        }
+        (r, input)
+    }
+
+    fn step(r: &mut Registry, p: &Plan) {
+        if !p.unassign.is_empty() {
+            r.apply(&RegistryCommand::Unassign {
+                instances: p.unassign.clone(),
+            });
+        }
+        if !p.assign.is_empty() {
+            r.apply(&RegistryCommand::Assign {
+                assignments: p.assign.clone(),
+            });
+        }
+        if !p.moves.is_empty() {
+            r.apply(&RegistryCommand::Move {
+                moves: p.moves.clone(),
+            });
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn the_indexed_pass_plans_what_the_scan_planned(
+            nodes in proptest::collection::vec(node_spec(), 0..12),
+            apps in proptest::collection::vec(app_spec(), 1..5),
+            budget in proptest::option::of(0usize..4),
+            churn in proptest::collection::vec((0u8..6, 0usize..12), 6),
+        ) {
+            let (mut r, mut input) = build(&nodes, &apps);
+            input.reschedule_budget = budget;
+            // Kept from pass to pass, as the master keeps it.
+            let mut memo = PlacementMemo::default();
+            for (what, k) in churn {
+                let fast = plan_with(&r, &input, &mut memo);
+                let slow = super::super::oracle::plan(&r, &input);
+                prop_assert_eq!(&fast, &slow);
+                step(&mut r, &fast);
+                input.relocate.clear();
+                // Something changes between passes (or nothing).
+                let node = NodeId(k as u64 + 1);
+                match what {
+                    1 => {
+                        if let Some(app) = r.apps.values_mut().nth(k % apps.len()) {
+                            app.instances = (app.instances + 3) % 10;
+                        }
+                    }
+                    2 => {
+                        if let Some(n) = r.nodes.get_mut(&node) {
+                            n.status = NodeStatus::Offline;
+                        }
+                    }
+                    3 => {
+                        let was_live = input.live.remove(&node);
+                        if !was_live {
+                            input.live.insert(node);
+                        }
+                    }
+                    4 => {
+                        if let Some(n) = r.nodes.get_mut(&node) {
+                            n.labels.insert("zone".into(), "c".into());
+                        }
+                    }
+                    5 => {
+                        let finished: Vec<InstanceRef> = r
+                            .moves
+                            .iter()
+                            .flat_map(|(app, m)| {
+                                m.keys().map(|&instance| InstanceRef {
+                                    app: app.clone(),
+                                    instance,
+                                })
+                            })
+                            .collect();
+                        r.apply(&RegistryCommand::FinishMoves {
+                            instances: finished,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The cluster the timing test plans for: `nodes` nodes in three zones (one in five labelled
+/// `disk=ssd`, each its own `host`), 40 apps sharing `instances`: plain ones, ones spread over
+/// zones, ones with `max_per_node`, ones constrained to ssd nodes, ones spread over hosts.
+fn big_cluster(nodes: u64, instances: u32) -> Registry {
+    let zones = ["a", "b", "c"];
+    let mut r = registry(
+        (1..=nodes)
+            .map(|i| {
+                let zone = zones[(i % 3) as usize];
+                let mut n = if i % 5 == 0 {
+                    node(NodeId(i), &[("zone", zone), ("disk", "ssd")])
+                } else {
+                    node(NodeId(i), &[("zone", zone)])
+                };
+                n.labels.insert("host".into(), format!("host{i}"));
+                n
+            })
+            .collect(),
+    );
+    let apps = 40;
+    for a in 0..apps {
+        let placement = match a % 8 {
+            0 | 4 => Placement::default(),
+            7 => Placement {
+                spread: Some("host".into()),
+                ..Placement::default()
+            },
+            1 => Placement {
+                spread: Some("zone".into()),
+                ..Placement::default()
+            },
+            2 => Placement {
+                spread: Some("zone".into()),
+                max_per_node: Some(2),
+                ..Placement::default()
+            },
+            _ => Placement {
+                constraints: [("disk".to_string(), "ssd".to_string())].into(),
+                ..Placement::default()
+            },
+        };
+        put(&mut r, &format!("app{a:02}"), instances / apps, placement);
+    }
+    r
+}
+
+/// Timing, not asserted: 100,000 instances over 10,000 nodes from nothing, then the third of
+/// them a lost zone held (about 33,000) placed again in one pass. Run in release:
+/// `cargo test -p herd-cluster --release --lib placement_at_scale -- --ignored --nocapture`
+/// (`HERD_PLACEMENT_NODES` / `HERD_PLACEMENT_INSTANCES` change the size; `HERD_PLACEMENT_ORACLE=1`
+/// times the scanning pass too, which takes minutes at full size).
+#[test]
+#[ignore]
+fn placement_at_scale() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let nodes = env("HERD_PLACEMENT_NODES", 10_000);
+    let instances = env("HERD_PLACEMENT_INSTANCES", 100_000) as u32;
+    let oracle = std::env::var("HERD_PLACEMENT_ORACLE").is_ok_and(|v| v == "1");
+    let mut r = big_cluster(nodes, instances);
+    let input = live(&r);
+    let timed = |what: &str, r: &Registry, input: &PlacementInput| {
+        let t = crate::clock::now();
+        let p = plan(r, input);
+        let fast = t.elapsed();
+        println!(
+            "{what}: {nodes} nodes, {} instances placed, {} moved: indexed pass {:.1} ms",
+            p.assign.len(),
+            p.moves.len(),
+            fast.as_secs_f64() * 1e3
+        );
+        if oracle {
+            let t = crate::clock::now();
+            let slow = super::oracle::plan(r, input);
+            println!(
+                "{what}: scanning pass {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            assert_eq!(p, slow);
+        }
+        p
+    };
+    let p = timed("from nothing", &r, &input);
+    apply(&mut r, &p);
+    let t = crate::clock::now();
+    let settled = plan(&r, &input);
+    println!(
+        "settled: a pass that changes nothing {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(settled.is_empty(), "{} writes", settled.assign.len());
+    let mut memo = PlacementMemo::default();
+    plan_with(&r, &input, &mut memo);
+    let t = crate::clock::now();
+    let skipped = plan_with(&r, &input, &mut memo);
+    println!(
+        "settled: the same pass skipping settled, unchanged apps {:.1} ms ({} apps planned)",
+        t.elapsed().as_secs_f64() * 1e3,
+        memo.replanned()
+    );
+    assert!(skipped.is_empty());
+    // Zone c is lost.
+    let lost: Vec<(NodeId, NodeStatus)> = r
+        .nodes
+        .values()
+        .filter(|n| n.labels["zone"] == "c")
+        .map(|n| (n.id, NodeStatus::Offline))
+        .collect();
+    r.apply(&RegistryCommand::SetNodeStatus { updates: lost });
+    let p = timed("zone c lost", &r, &input);
+    assert!(p.rescheduled > 0);
+}
+
+#[test]
+fn only_apps_whose_inputs_changed_are_planned_again() {
+    let mut r = registry(
+        (1..=6)
+            .map(|i| node(NodeId(i), &[("zone", ["a", "b"][i as usize % 2])]))
+            .collect(),
+    );
+    let spread = Placement {
+        spread: Some("zone".into()),
+        ..Placement::default()
+    };
+    for name in ["a", "b", "c"] {
+        put(&mut r, name, 4, spread.clone());
+    }
+    let input = live(&r);
+    let mut memo = PlacementMemo::default();
+    let p = plan_with(&r, &input, &mut memo);
+    assert_eq!((p.assign.len(), memo.replanned()), (12, 3));
+    apply(&mut r, &p);
+    assert!(plan_with(&r, &input, &mut memo).is_empty());
+    assert_eq!(memo.replanned(), 3, "each app is found settled once");
+    assert!(plan_with(&r, &input, &mut memo).is_empty());
+    assert_eq!(memo.replanned(), 0, "settled and unchanged: skipped");
+    // One app scaled: only it is planned again.
+    put(&mut r, "b", 5, spread.clone());
+    let p = plan_with(&r, &input, &mut memo);
+    assert_eq!((p.assign.len(), memo.replanned()), (1, 1), "{p:?}");
+    apply(&mut r, &p);
+    plan_with(&r, &input, &mut memo);
+    assert_eq!(memo.replanned(), 1);
+    // A crash relocation names one app: only it.
+    let mut crashed = input.clone();
+    crashed.relocate = vec![(
+        InstanceRef {
+            app: "c".into(),
+            instance: 0,
+        },
+        r.assignments["c"][&0],
+    )];
+    let p = plan_with(&r, &crashed, &mut memo);
+    assert_eq!((p.assign.len(), memo.replanned()), (1, 1), "{p:?}");
+    // A node going offline changes what every app may use: all are planned again, and the
+    // plan is the one a pass without the memo makes.
+    let p = plan(&r, &input);
+    assert!(p.is_empty());
+    r.apply(&RegistryCommand::SetNodeStatus {
+        updates: vec![(NodeId(1), NodeStatus::Offline)],
+    });
+    let p = plan_with(&r, &input, &mut memo);
+    assert_eq!(memo.replanned(), 3);
+    assert_eq!(p, plan(&r, &input));
+    assert!(!p.assign.is_empty());
+}

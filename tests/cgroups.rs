@@ -330,17 +330,12 @@ fn a_daemon_that_cannot_use_cgroups_says_so_refuses_limits_and_still_runs_apps()
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
+        nobody_cmd(&bin, home.path())
             .args(args)
-            .env("HERD_HOME", home.path())
             // nobody cannot read root's CLI contexts: give it a config dir of its own.
             .env("XDG_CONFIG_HOME", home.path())
-            .env_remove("HERD_CONTEXT")
             .env("HERD_HTTP_LISTEN", "")
             .env_remove("HERD_LOG")
-            .current_dir("/")
             .output()
             .expect("setpriv runs")
     };

@@ -436,16 +436,10 @@ fn another_users_unreadable_config_dir_means_no_context_unless_one_is_named() {
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
+        nobody_cmd(&bin, home.path())
             .args(args)
-            .env("HERD_HOME", home.path())
             .env("HOME", "/root")
             .env_remove("XDG_CONFIG_HOME")
-            .env_remove("HERD_CONTEXT")
-            .env_remove("HERD_HOST")
-            .current_dir("/")
             .output()
             .expect("setpriv runs")
     };

@@ -377,12 +377,8 @@ fn kill_leaves_a_pid_that_is_not_this_homes_daemon_alone() {
 }
 
 fn as_nobody(bin: &Path, home: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin)
+    let out = nobody_cmd(bin, home)
         .args(args)
-        .env("HERD_HOME", home)
-        .current_dir("/")
         .output()
         .expect("setpriv runs");
     assert!(!out.status.success(), "herd {args:?} worked as nobody");

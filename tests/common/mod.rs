@@ -34,6 +34,19 @@ pub fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
     (dir, bin)
 }
 
+/// `bin` (from `binary_for_nobody`) as a command run by nobody, with `HERD_HOME` = `home`,
+/// from `/`, and none of the caller's context or host variables.
+pub fn nobody_cmd(bin: &Path, home: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin)
+        .env("HERD_HOME", home)
+        .env_remove("HERD_CONTEXT")
+        .env_remove("HERD_HOST")
+        .current_dir("/");
+    c
+}
+
 /// ETXTBSY (26 on Linux).
 fn libc_etxtbsy() -> i32 {
     nix::errno::Errno::ETXTBSY as i32

@@ -483,7 +483,7 @@ impl Os for RealOs {
         if result.is_ok()
             && let Some(c) = self.cgroup_of(pgid)
         {
-            c.signal(sig);
+            c.signal(sig, pgid);
             if sig == Signal::SIGKILL {
                 let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(c) = cg.by_group.remove(&pgid) {

@@ -504,13 +504,17 @@ impl Cgroup {
         !self.pids().is_empty()
     }
 
-    /// `sig` to every process in it (a stop signal reaches a `setsid` grandchild too).
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+    /// `sig` to every process in it outside process group `signalled` (which its caller has
+    /// just signalled with `killpg`): a stop signal reaches a `setsid` grandchild too, and
+    /// no process gets it twice (a second SIGTERM or SIGINT means "now" to many apps).
+    /// SIGKILL goes to all at once through `cgroup.kill` where the kernel has it.
+    pub fn signal(&self, sig: nix::sys::signal::Signal, signalled: u32) {
         if sig == nix::sys::signal::Signal::SIGKILL && self.kill().is_ok() {
             return;
         }
         for pid in self.pids() {
-            if pid > 1 {
+            let in_group = super::process::read_stat(pid).is_some_and(|s| s.pgrp == signalled);
+            if pid > 1 && !in_group {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
             }
         }

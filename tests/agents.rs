@@ -245,7 +245,8 @@ fn a_singleton_on_an_agent_dies_with_its_daemon_and_runs_once_on_another_agent()
         .expect("solo's pid");
     // The agent's daemon dies; its lease keeper kills the singleton, the master moves it.
     holder.herd.ok(&["kill"]);
-    let old_alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    // A zombie runs nothing: its orphan waits for pid 1 (here, a lazy reaper) to collect it.
+    let old_alive = || alive(pid as u32);
     let mut never_twice = true;
     wait_until("solo running on the other agent", FORM, || {
         let moved = running_here(other, "solo") == [0];

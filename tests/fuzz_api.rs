@@ -126,12 +126,13 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
             };
             pb::ScaleRequest { name, instances }.encode_to_vec()
         }),
-        (name(), any::<u32>(), any::<bool>()).prop_map(|(name, lines, _)| {
+        (name(), any::<u32>(), any::<Option<u64>>()).prop_map(|(name, lines, run)| {
             // follow = false: a followed stream would only end at the call's deadline.
             pb::LogsRequest {
                 name,
                 lines,
                 follow: false,
+                run,
             }
             .encode_to_vec()
         }),

@@ -50,6 +50,9 @@ pub struct DaemonConfig {
     /// `[http]`: `/healthz` and `/metrics` (see `http`). Read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::http::HttpSection>,
+    /// `[jobs]`: slots and headroom of the job queue (see `jobs`). A reload applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<crate::jobs::queue::JobsSection>,
 }
 
 mod defaults {
@@ -186,6 +189,9 @@ impl DaemonConfig {
         }
         if self.daemon_log_files == 0 {
             return Err("key `daemon_log_files`: must be at least 1".into());
+        }
+        if let Some(jobs) = &self.jobs {
+            jobs.check()?;
         }
         if let Some(api) = &self.api
             && api.listen.parse::<std::net::SocketAddr>().is_err()

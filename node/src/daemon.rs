@@ -16,6 +16,8 @@ use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
 use crate::config::{ClusterCommit, ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
+use crate::jobs::queue::JobsSection;
+use crate::jobs::service::{JobsServer, JobsService};
 use crate::state::Persisted;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, Rejection, StateFile};
@@ -242,6 +244,13 @@ async fn serve(
     supervisor.set_secrets(secrets.clone());
     crate::access::secret_watch::spawn(supervisor.clone(), secrets.clone());
     supervisor.restore(snapshot.unwrap_or_default());
+    // Jobs read their queue after the supervisor has adopted what still runs.
+    let jobs = crate::jobs::Jobs::load(
+        home.root().join("jobs.json"),
+        home.logs_dir(),
+        supervisor.clone(),
+        jobs_section(&config),
+    )?;
     let state = Arc::new(Mutex::new(state));
     let (persisted_tx, persisted) = watch::channel(Persisted::default());
     let mut tasks = vec![
@@ -261,6 +270,7 @@ async fn serve(
     }));
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_cron().await }));
+    tasks.push(tokio::spawn(jobs.clone().run()));
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_watch().await }));
     let sup = supervisor.clone();
@@ -301,7 +311,8 @@ async fn serve(
         config.clone(),
         persisted.clone(),
     )
-    .with_secrets(secrets.clone());
+    .with_secrets(secrets.clone())
+    .with_jobs(jobs.clone());
     let logins = Arc::new(crate::http::dashboard::session::Logins::default());
     let api = match &http {
         Some((_, listener, tls)) => match listener.local_addr() {
@@ -349,6 +360,7 @@ async fn serve(
         }
     };
     let routes_access = access_api.clone();
+    let routes_jobs = JobsServer::new(JobsService::new(jobs.clone()));
     let routes_events = supervisor.events().clone();
     let routes_secrets = secrets.clone();
     // The standard gRPC services beside herd's own, so grpc_health_probe and grpcurl work:
@@ -376,6 +388,7 @@ async fn serve(
             )),
         )
         .add_service(door.guard(routes_access()))
+        .add_service(door.guard(routes_jobs.clone()))
     });
     let tcp_api = TcpApi::new(routes, auth.clone(), cluster_listen, shares_cluster_port);
     if let Some((cfg, listener)) = tcp {
@@ -479,6 +492,7 @@ async fn serve(
             Admin::new(cluster.clone(), supervisor.events().clone()).with_secrets(secrets.clone()),
         ))
         .add_service(access_api())
+        .add_service(JobsServer::new(JobsService::new(jobs)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal);
     tokio::select! {
         served = server => served.context("the API server failed")?,
@@ -531,6 +545,24 @@ async fn serve(
         Err(e) => error!(error = %e, "final state flush did not run"),
     }
     Ok(())
+}
+
+/// `[jobs]` of the config, following reloads.
+fn jobs_section(config: &ConfigHandle) -> watch::Receiver<JobsSection> {
+    let mut cfg = config.subscribe();
+    let of = |c: &DaemonConfig| c.jobs.clone().unwrap_or_default();
+    let (tx, rx) = watch::channel(of(&cfg.borrow_and_update()));
+    tokio::spawn(async move {
+        while cfg.changed().await.is_ok() {
+            let s = of(&cfg.borrow_and_update());
+            tx.send_if_modified(|v| {
+                let changed = *v != s;
+                *v = s;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// A watch of one duration derived from the config, following reloads.

@@ -11,6 +11,7 @@ mod fuzz;
 mod home;
 mod http;
 mod import;
+mod jobs;
 mod state;
 mod supervisor;
 mod systemd;
@@ -146,6 +147,10 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
                     Command::Cluster(c) => cli::cluster::run(&target, c, json).await,
                     Command::Token(c) => cli::access::tokens(&target, c, json).await,
                     Command::Secret(c) => cli::access::secrets(&target, c, json).await,
+                    Command::Run(r) => cli::jobs::run(&target, r, json).await,
+                    Command::Jobs { command } => cli::jobs::jobs(&target, command, json).await,
+                    Command::Pause => cli::jobs::pause(&target, true, json).await,
+                    Command::Resume => cli::jobs::pause(&target, false, json).await,
                     other => {
                         let client = cli::client::connect(&target).await?;
                         cli::commands::run(client, other, json).await

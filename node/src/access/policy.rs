@@ -17,6 +17,9 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("ClusterAdmin", "Status", "cluster status", Role::Viewer),
     ("ClusterAdmin", "Apps", "cluster apps", Role::Viewer),
     ("ClusterAdmin", "Uptime", "cluster uptime", Role::Viewer),
+    ("Jobs", "List", "jobs", Role::Viewer),
+    ("Jobs", "History", "jobs history", Role::Viewer),
+    ("Jobs", "Get", "jobs", Role::Viewer),
     // Running apps.
     ("Supervisor", "Apply", "start", Role::Operator),
     ("Supervisor", "Start", "start", Role::Operator),
@@ -41,6 +44,10 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
         Role::Operator,
     ),
     ("ClusterAdmin", "Drain", "cluster drain", Role::Operator),
+    ("Jobs", "Run", "run", Role::Operator),
+    ("Jobs", "Cancel", "jobs cancel", Role::Operator),
+    ("Jobs", "Pause", "pause", Role::Operator),
+    ("Jobs", "Resume", "resume", Role::Operator),
     // Running the daemon and the cluster, tokens and secrets.
     ("Supervisor", "Shutdown", "down", Role::Admin),
     ("Supervisor", "ReloadConfig", "reload-config", Role::Admin),

@@ -39,6 +39,7 @@ pub struct Api {
     secrets: Option<Arc<crate::access::secrets::Secrets>>,
     /// The dashboard's logins and its address, for one-time sign-in links (`None`: no HTTP).
     dashboard: Option<(Arc<crate::http::dashboard::session::Logins>, String)>,
+    jobs: Option<crate::jobs::Jobs>,
 }
 
 /// How long a request waits for its change to reach the state file before answering that it
@@ -87,6 +88,7 @@ impl Api {
             persisted,
             secrets: None,
             dashboard: None,
+            jobs: None,
         }
     }
 
@@ -101,6 +103,12 @@ impl Api {
     }
 
     /// The secret store an app file's `secret:` references are checked against.
+    /// The jobs an app file's `[[job]]` tables register (and `herd logs JOB` reads).
+    pub fn with_jobs(mut self, jobs: crate::jobs::Jobs) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
     pub fn with_secrets(mut self, secrets: Arc<crate::access::secrets::Secrets>) -> Self {
         self.secrets = Some(secrets);
         self
@@ -203,7 +211,10 @@ fn instances_reply(apps: &[App]) -> pb::InstancesReply {
             })
         })
         .collect();
-    pb::InstancesReply { instances }
+    pb::InstancesReply {
+        instances,
+        jobs: Vec::new(),
+    }
 }
 
 fn one(app: App) -> Response<pb::InstancesReply> {
@@ -229,17 +240,54 @@ impl SupervisorApi for Api {
     ) -> Result<Response<pb::InstancesReply>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();
-        let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
+        let base = Path::new(&req.base_dir);
+        let specs = spec::parse_app_file(&req.source, &req.toml, base).map_err(spec_error)?;
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let job_specs = crate::jobs::spec::parse_jobs(&req.source, &req.toml, base, &names)
             .map_err(spec_error)?;
+        let run_specs: Vec<_> = job_specs.iter().map(|j| j.app.clone()).collect();
         spec::check_on_host(&req.source, &specs).map_err(spec_error)?;
+        spec::check_on_host(&req.source, &run_specs).map_err(spec_error)?;
         if let Some(secrets) = &self.secrets {
             secrets
                 .check_apps(&specs)
+                .and_then(|()| secrets.check_apps(&run_specs))
                 .map_err(|e| Status::failed_precondition(format!("{}: {e}", req.source)))?;
         }
-        let apps = acting_as(caller, self.supervisor.apply(specs)).await;
-        let apps = self.durable_after(apps).await?;
-        Ok(Response::new(instances_reply(&apps)))
+        let jobs = match (&self.jobs, job_specs.is_empty()) {
+            (_, true) => Vec::new(),
+            (None, false) => {
+                return Err(Status::unimplemented("this daemon runs no jobs"));
+            }
+            (Some(jobs), false) => {
+                for s in &specs {
+                    if jobs.knows(&s.name).await {
+                        return Err(Status::invalid_argument(format!(
+                            "{}: app `{}`: key `name`: a job of that name exists; an app and a job need different names",
+                            req.source, s.name
+                        )));
+                    }
+                }
+                let registered = jobs.register(job_specs).await;
+                registered.map_err(|e| match e {
+                    crate::jobs::JobError::Invalid(why) => {
+                        Status::invalid_argument(format!("{}: {why}", req.source))
+                    }
+                    other => Status::from(other),
+                })?
+            }
+        };
+        // Jobs are on disk once registered (`jobs.json`); apps once the state file has them.
+        let apps = if specs.is_empty() {
+            Vec::new()
+        } else {
+            let apps = acting_as(caller, self.supervisor.apply(specs)).await;
+            self.durable_after(apps).await?
+        };
+        Ok(Response::new(pb::InstancesReply {
+            jobs,
+            ..instances_reply(&apps)
+        }))
     }
 
     async fn start(
@@ -283,6 +331,15 @@ impl SupervisorApi for Api {
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();
+        if let Some(jobs) = &self.jobs
+            && self.supervisor.list(Some(&req.name)).is_err()
+            && jobs.knows(&req.name).await
+        {
+            acting_as(caller, jobs.delete(&req.name)).await?;
+            return Ok(Response::new(pb::DeleteReply {
+                deleted: vec![req.name],
+            }));
+        }
         let deleted = acting_as(
             caller,
             self.supervisor
@@ -367,6 +424,20 @@ impl SupervisorApi for Api {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
+        if let Some(jobs) = &self.jobs
+            && (req.run.is_some()
+                || (self.supervisor.list(Some(&req.name)).is_err() && jobs.knows(&req.name).await))
+        {
+            let stream = crate::jobs::service::log_stream(
+                jobs,
+                &req.name,
+                req.run,
+                req.lines as usize,
+                req.follow,
+            )
+            .await?;
+            return Ok(Response::new(stream));
+        }
         let app = self.supervisor.list(Some(&req.name))?.remove(0);
         let files = app.spec.log_files;
         let targets: Vec<(u32, std::path::PathBuf)> = app
@@ -513,8 +584,14 @@ impl SupervisorApi for Api {
         req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         let req = req.into_inner();
-        if !req.name.is_empty() {
-            self.supervisor.list(Some(&req.name))?;
+        if !req.name.is_empty() && self.supervisor.list(Some(&req.name)).is_err() {
+            let job = match &self.jobs {
+                Some(jobs) => jobs.knows(&req.name).await,
+                None => false,
+            };
+            if !job {
+                self.supervisor.list(Some(&req.name))?;
+            }
         }
         let events = self.supervisor.events().clone();
         // Subscribe before reading the file: nothing falls between the two.

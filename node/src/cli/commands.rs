@@ -40,9 +40,18 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
             };
             // The daemon answers once every app of the file has started (or failed to).
             let progress = Progress::spinner(json, format!("starting {}", apps_in(&req)));
-            let r = client.apply(req).await.map_err(status_error)?;
+            let r = client.apply(req).await.map_err(status_error)?.into_inner();
             drop(progress);
-            print_instances(&r.into_inner().instances, json);
+            if !r.instances.is_empty() || r.jobs.is_empty() {
+                print_instances(&r.instances, json);
+            } else if json {
+                print_json(&json!({ "jobs": r.jobs }));
+            }
+            if !json {
+                for j in &r.jobs {
+                    outln!("job {j} registered (`herd jobs`, `herd run {j}`)");
+                }
+            }
         }
         Command::Stop { name, timeout } => {
             let r = client
@@ -204,7 +213,8 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
             name,
             lines,
             follow,
-        } => logs(&mut client, name, lines, follow, json).await?,
+            run,
+        } => logs(&mut client, name, lines, follow, run, json).await?,
         Command::Up { .. }
         | Command::Down { .. }
         | Command::Kill
@@ -213,6 +223,10 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)
+        | Command::Run(_)
+        | Command::Jobs { .. }
+        | Command::Pause
+        | Command::Resume
         | Command::Import(_)
         | Command::Context(_)
         | Command::Completions { .. }
@@ -372,6 +386,7 @@ async fn logs(
     name: String,
     lines: u32,
     follow: bool,
+    run: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut stream = client
@@ -379,6 +394,7 @@ async fn logs(
             name,
             lines,
             follow,
+            run,
         })
         .await
         .map_err(status_error)?

@@ -20,6 +20,7 @@ pub mod context;
 pub mod daemon_ctl;
 pub mod exit;
 pub mod import;
+pub mod jobs;
 pub mod man;
 pub mod output;
 pub mod progress;
@@ -205,14 +206,30 @@ pub enum Command {
     },
     /// Disable and remove the unit `herd startup` installed (a running daemon keeps running).
     Unstartup,
-    /// An app's output (stdout and stderr), newest last.
+    /// An app's output (stdout and stderr), newest last; for a job, its latest run's (or
+    /// --run ID's).
     Logs {
         name: String,
         #[arg(long, short = 'n', default_value_t = 50)]
         lines: u32,
         #[arg(long, short = 'f')]
         follow: bool,
+        /// A job's run (see `herd jobs history NAME`).
+        #[arg(long, value_name = "ID")]
+        run: Option<u64>,
     },
+    /// Queue a run of a job now and print its id; --wait streams its output and exits with
+    /// its exit code.
+    Run(jobs::RunArgs),
+    /// Jobs (`[[job]]` tables): list, history NAME, cancel RUN.
+    Jobs {
+        #[command(subcommand)]
+        command: Option<jobs::JobsCommand>,
+    },
+    /// Stop dispatching job runs (running ones go on; scheduled ticks are skipped).
+    Pause,
+    /// Dispatch job runs again.
+    Resume,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +313,7 @@ impl Command {
             | Command::Start { .. }
             | Command::Reload { .. } => true,
             Command::Logs { follow, .. } | Command::Events { follow, .. } => *follow,
+            Command::Run(r) => r.wait,
             Command::Cluster(c) => !matches!(
                 c,
                 ClusterCommand::Status

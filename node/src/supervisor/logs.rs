@@ -25,6 +25,18 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Removes an instance's log and every rotated file of it (a job run that left the history).
+/// Rotation numbers are tried until one is missing; unlink never follows a symlink.
+pub fn remove_all(dir: &Path, app: &str, index: u32) {
+    let path = log_path(dir, app, index);
+    let _ = std::fs::remove_file(&path);
+    for n in 1..=100_000 {
+        if std::fs::remove_file(rotated(&path, n)).is_err() {
+            break;
+        }
+    }
+}
+
 pub fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)

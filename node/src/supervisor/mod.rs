@@ -76,14 +76,18 @@ impl Desired {
     }
 }
 
-/// Who asked for an app: a user of this host (`herd start`), or the cluster agent (an
-/// instance the master assigned to this node). The agent only ever touches its own.
+/// Who asked for an app: a user of this host (`herd start`), the cluster agent (an
+/// instance the master assigned to this node), or the jobs module (one run of a job). Each
+/// only ever touches its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     #[default]
     Local,
     Cluster,
+    /// One run of a job (`crate::jobs`): an instance that runs once and is never started
+    /// again by the supervisor, not even when a daemon comes back (the jobs module decides).
+    Job,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

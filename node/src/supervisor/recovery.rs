@@ -101,7 +101,7 @@ impl Supervisor {
             app.instances.push(super::instance::Instance::new(*index));
         }
         app.instances.sort_by_key(|i| i.index);
-        if app.desired == Desired::Running {
+        if app.desired == Desired::Running && app.origin != super::Origin::Job {
             for index in missing {
                 let start = Input::Start {
                     waiting: waiting.to_vec(),

@@ -68,6 +68,14 @@ impl Supervisor {
         self.apply_as(specs, Origin::Local).await
     }
 
+    /// Starts one run of a job (`crate::jobs`): an app that runs once and is never
+    /// restarted, nor started again after a daemon restart.
+    pub async fn run_once(&self, spec: AppSpec) -> Result<App> {
+        let mut apps = self.apply_as(vec![spec], Origin::Job).await?;
+        apps.pop()
+            .ok_or_else(|| SupervisorError::Invalid("the run was not registered".into()))
+    }
+
     pub(super) async fn apply_as(&self, specs: Vec<AppSpec>, origin: Origin) -> Result<Vec<App>> {
         {
             let t = self.lock();

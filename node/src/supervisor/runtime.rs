@@ -46,6 +46,7 @@ impl Batch<'_> {
         let app = t.apps.get_mut(name)?;
         let pos = app.position(index)?;
         let singleton = app.is_singleton();
+        let one_shot = app.origin == super::Origin::Job;
         let inst = &mut app.instances[pos];
         let input = match (spawn_id, input) {
             (Some(g), input) if g == inst.spawn_id => input,
@@ -64,6 +65,7 @@ impl Batch<'_> {
             closing,
             singleton,
             lease_valid: singleton && self.sup.shared.lease.valid(),
+            one_shot,
         };
         // A metrics sample changes nothing worth waking the state writer for (as before).
         // Nor does an app's watchdog ping or status text (ps reads the table itself).

@@ -75,12 +75,23 @@ pub fn validate_snapshot(s: &Snapshot) -> Result<(), String> {
 }
 
 /// An app's spec, checked as an app file's. A cluster instance is the local app `web@3`,
-/// a name no app file may use: the part before `@` follows the app-file rules.
+/// a job's run the local app `nightly~17`: names no app file may use, whose part before
+/// `@` or `~` follows the app-file rules.
 fn check_spec(app: &App) -> Result<(), String> {
+    let name = &app.spec.name;
+    if app.origin == Origin::Job {
+        let base = name
+            .rsplit_once('~')
+            .filter(|(_, run)| run.parse::<u64>().is_ok())
+            .map(|(job, _)| job)
+            .ok_or_else(|| format!("job run `{name}`: key `name`: not of the form `job~run`"))?;
+        let mut spec = app.spec.clone();
+        spec.name = base.to_string();
+        return spec.check().map_err(|e| format!("job run `{name}`: {e}"));
+    }
     if app.origin != Origin::Cluster {
         return app.spec.check();
     }
-    let name = &app.spec.name;
     let (base, _) = managed::split(name)
         .ok_or_else(|| format!("cluster app `{name}`: key `name`: not of the form `app@index`"))?;
     let mut spec = app.spec.clone();

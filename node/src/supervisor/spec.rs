@@ -541,44 +541,71 @@ pub struct SpecError(pub String);
 struct AppFile {
     #[serde(default)]
     app: Vec<toml::Table>,
+    /// `[[job]]` tables: read by `crate::jobs::spec`, not here.
+    #[serde(default)]
+    job: Vec<toml::Table>,
 }
 
-/// Parses and validates an app file's text. `source` names it in errors; `base` is the
-/// directory relative paths resolve against.
-pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSpec>, SpecError> {
+/// The `[[app]]` and `[[job]]` tables of an app file, not yet checked. A file must hold at
+/// least one of either.
+pub fn tables(source: &str, text: &str) -> Result<(Vec<toml::Table>, Vec<toml::Table>), SpecError> {
     let file: AppFile = toml::from_str(text)
         .map_err(|e| SpecError(format!("{source}: {}", e.to_string().trim_end())))?;
-    if file.app.is_empty() {
+    if file.app.is_empty() && file.job.is_empty() {
         return Err(SpecError(format!(
-            "{source}: no [[app]] table; an app file lists apps as [[app]] tables"
+            "{source}: no [[app]] table; an app file lists apps as [[app]] tables (and jobs as [[job]] tables)"
         )));
     }
-    let mut specs = Vec::with_capacity(file.app.len());
-    let mut seen = HashSet::new();
-    for (i, table) in file.app.into_iter().enumerate() {
-        let label = match table.get("name").and_then(|v| v.as_str()) {
-            Some(n) => format!("app `{n}`"),
-            None => format!("app #{}", i + 1),
+    Ok((file.app, file.job))
+}
+
+/// A table's label in errors: `app `web``, or `app #2` when it has no name.
+pub fn label(kind: &str, i: usize, table: &toml::Table) -> String {
+    match table.get("name").and_then(|v| v.as_str()) {
+        Some(n) => format!("{kind} `{n}`"),
+        None => format!("{kind} #{}", i + 1),
+    }
+}
+
+/// One `[[app]]`-shaped table as a checked spec, its relative paths resolved against `base`.
+/// `label` names the table in errors.
+pub fn from_table(
+    source: &str,
+    label: &str,
+    table: toml::Table,
+    base: &Path,
+) -> Result<AppSpec, SpecError> {
+    let mut spec: AppSpec = table.try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().trim_end().to_string();
+        let msg = match msg.strip_prefix("missing field ") {
+            Some(key) => format!("missing required key {key}"),
+            None => msg
+                .replace("unknown field", "unknown key")
+                .replace("expected one of", "known keys are"),
         };
-        let mut spec: AppSpec = table.try_into().map_err(|e: toml::de::Error| {
-            let msg = e.message().trim_end().to_string();
-            let msg = match msg.strip_prefix("missing field ") {
-                Some(key) => format!("missing required key {key}"),
-                None => msg
-                    .replace("unknown field", "unknown key")
-                    .replace("expected one of", "known keys are"),
-            };
-            SpecError(format!("{source}: {label}: {msg}"))
-        })?;
-        spec.validate()
-            .map_err(|(key, why)| SpecError(format!("{source}: {label}: key `{key}`: {why}")))?;
+        SpecError(format!("{source}: {label}: {msg}"))
+    })?;
+    spec.validate()
+        .map_err(|(key, why)| SpecError(format!("{source}: {label}: key `{key}`: {why}")))?;
+    spec.resolve_paths(base);
+    Ok(spec)
+}
+
+/// Parses and validates an app file's apps (its `[[job]]` tables are `crate::jobs::spec`'s).
+/// `source` names it in errors; `base` is the directory relative paths resolve against.
+pub fn parse_app_file(source: &str, text: &str, base: &Path) -> Result<Vec<AppSpec>, SpecError> {
+    let (apps, _) = tables(source, text)?;
+    let mut specs = Vec::with_capacity(apps.len());
+    let mut seen = HashSet::new();
+    for (i, table) in apps.into_iter().enumerate() {
+        let label = label("app", i, &table);
+        let spec = from_table(source, &label, table, base)?;
         if !seen.insert(spec.name.clone()) {
             return Err(SpecError(format!(
                 "{source}: {label}: key `name`: `{}` is used by more than one app; names must be unique",
                 spec.name
             )));
         }
-        spec.resolve_paths(base);
         specs.push(spec);
     }
     Ok(specs)

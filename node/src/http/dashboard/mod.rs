@@ -754,6 +754,7 @@ async fn logs_stream(
         name,
         lines: BACKLOG,
         follow: true,
+        run: None,
     };
     let chunks = match s.api.logs(as_caller(&v.caller, req)).await {
         Ok(r) => r.into_inner(),

@@ -107,6 +107,8 @@ impl Step<'_> {
                 });
             }
             Status::Crashed => {}
+            // A run that had finished, or had not started, when the daemon went.
+            _ if self.ctx.one_shot => inst.status = Status::Stopped,
             _ => {
                 inst.reset_history();
                 self.start(waiting);

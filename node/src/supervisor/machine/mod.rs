@@ -99,6 +99,9 @@ pub struct Ctx {
     /// The instance is a cluster singleton and runs only under the master's lease.
     pub singleton: bool,
     pub lease_valid: bool,
+    /// One run of a job: a slot found without its process after a daemon restart stays
+    /// stopped (the jobs module judges the run); it is never started again here.
+    pub one_shot: bool,
 }
 
 /// What the runtime does after a step.

@@ -22,6 +22,7 @@ fn ctx(now: Instant) -> Ctx {
         fresh_spawn_id: FRESH,
         closing: false,
         singleton: false,
+        one_shot: false,
         lease_valid: false,
     }
 }

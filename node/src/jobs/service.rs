@@ -1,0 +1,243 @@
+//! The `Jobs` gRPC service: `herd run`, `herd jobs ...`, `herd pause|resume`. Replies are
+//! JSON documents the CLI prints (or passes on with `--json`).
+
+use super::state::{JobsState, Run};
+use super::{JobError, Jobs};
+use crate::access::caller::{Caller, acting_as};
+use herd_proto::supervisor as pb;
+use herd_proto::supervisor::jobs_server::Jobs as JobsApi;
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+
+pub use herd_proto::supervisor::jobs_server::JobsServer;
+
+#[derive(Clone)]
+pub struct JobsService {
+    jobs: Jobs,
+}
+
+impl JobsService {
+    pub fn new(jobs: Jobs) -> Self {
+        Self { jobs }
+    }
+}
+
+impl From<JobError> for Status {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::NotFound(_) => Status::not_found(e.to_string()),
+            JobError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            JobError::Conflict(_) => Status::already_exists(e.to_string()),
+            JobError::Refused(_) => Status::failed_precondition(e.to_string()),
+            JobError::Disk(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+fn reply(v: Value) -> Result<Response<pb::JsonReply>, Status> {
+    Ok(Response::new(pb::JsonReply {
+        json: v.to_string(),
+    }))
+}
+
+fn rfc3339(ms: u64) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)?;
+    Some(t.with_timezone(&chrono::Local).to_rfc3339())
+}
+
+/// A run as the CLI shows it: the stored fields, its state, and readable times.
+pub fn run_json(r: &Run) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        let state = match (r.started_ms, r.finished_ms) {
+            (_, Some(_)) => "ended",
+            (Some(_), None) => "running",
+            (None, None) => "queued",
+        };
+        m.insert("state".into(), json!(state));
+        m.insert("duration_ms".into(), json!(r.duration_ms()));
+        for (k, t) in [
+            ("queued_at", Some(r.queued_ms)),
+            ("started_at", r.started_ms),
+            ("finished_at", r.finished_ms),
+        ] {
+            m.insert(k.into(), json!(t.and_then(rfc3339)));
+        }
+    }
+    v
+}
+
+/// `herd jobs --json`.
+pub fn list_json(s: &JobsState, cap: &super::queue::JobsSection, now: u64) -> Value {
+    let jobs: Vec<Value> = s
+        .jobs
+        .values()
+        .map(|j| {
+            let name = j.name();
+            let next = j
+                .schedule
+                .as_ref()
+                .and_then(|_| j.next_tick_after(s.last_tick_ms.get(name).copied().unwrap_or(now).max(now)));
+            let last = s.history.get(name).and_then(|h| h.back()).map(run_json);
+            json!({
+                "name": name,
+                "command": j.app.command,
+                "schedule": j.schedule,
+                "timezone": j.timezone,
+                "overlap": j.overlap.as_str(),
+                "catch_up": j.catch_up,
+                "timeout_s": j.timeout_s,
+                "retries": j.retries,
+                "priority": j.priority,
+                "key": j.key,
+                "next_tick_ms": next,
+                "next_tick": next.and_then(rfc3339),
+                "running": s.running.iter().filter(|r| r.job == name).map(|r| r.id).collect::<Vec<_>>(),
+                "queued": s.queue.iter().filter(|r| r.job == name).map(|r| r.id).collect::<Vec<_>>(),
+                "last": last,
+            })
+        })
+        .collect();
+    let mut queue: Vec<&Run> = s.queue.iter().collect();
+    queue.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.queued_ms, r.id));
+    json!({
+        "paused": s.paused,
+        "max_parallel": cap.max_parallel,
+        "headroom": cap.headroom,
+        "headroom_priority": cap.headroom_priority,
+        "jobs": jobs,
+        "running": s.running.iter().map(run_json).collect::<Vec<_>>(),
+        "queue": queue.into_iter().map(run_json).collect::<Vec<_>>(),
+    })
+}
+
+pub type LogStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// `herd logs JOB [--run ID] [-f]`: the run's log; following ends once the run has ended
+/// (and its last output is sent).
+pub async fn log_stream(
+    jobs: &Jobs,
+    job: &str,
+    run: Option<u64>,
+    lines: usize,
+    follow: bool,
+) -> Result<LogStream, Status> {
+    use crate::supervisor::logs;
+    let (id, path, files) = jobs.log_of(job, run).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let jobs = jobs.clone();
+    tokio::spawn(async move {
+        let chunk = |data: Vec<u8>| Ok(pb::LogChunk { instance: 0, data });
+        // A run that has not started yet has no log: wait for it, like `tail -F`.
+        let (data, mut offset) = logs::tail(&path, lines, files).unwrap_or_default();
+        if !data.is_empty() && tx.send(chunk(data)).await.is_err() {
+            return;
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let ended = jobs.find(id).await.is_none_or(|r| r.finished_ms.is_some());
+            if let Ok(data) = logs::read_new(&path, &mut offset)
+                && !data.is_empty()
+                && tx.send(chunk(data)).await.is_err()
+            {
+                return;
+            }
+            if ended || tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+#[tonic::async_trait]
+impl JobsApi for JobsService {
+    async fn run(
+        &self,
+        req: Request<pb::RunJobRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let run = acting_as(caller, self.jobs.run_now(&req.name, req.priority, req.args)).await?;
+        let mut v = run_json(&run);
+        v["paused"] = json!(self.jobs.snapshot().await.paused);
+        reply(v)
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::JsonReply>, Status> {
+        let s = self.jobs.snapshot().await;
+        let cap = self.jobs.inner.config.borrow().clone();
+        reply(list_json(&s, &cap, crate::supervisor::now_ms()))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::JobHistoryRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let req = req.into_inner();
+        let s = self.jobs.snapshot().await;
+        if !s.jobs.contains_key(&req.name) && !s.history.contains_key(&req.name) {
+            return Err(super::unknown_job(&req.name).into());
+        }
+        let mut runs: Vec<&Run> = s
+            .history
+            .get(&req.name)
+            .map(|h| h.iter().collect())
+            .unwrap_or_default();
+        runs.extend(s.running.iter().filter(|r| r.job == req.name));
+        runs.extend(s.queue.iter().filter(|r| r.job == req.name));
+        runs.sort_by_key(|r| (r.finished_ms.is_none(), r.started_ms.is_none(), r.id));
+        let limit = req.limit as usize;
+        let skip = if limit == 0 {
+            0
+        } else {
+            runs.len().saturating_sub(limit)
+        };
+        reply(json!({
+            "job": req.name,
+            "runs": runs.into_iter().skip(skip).map(run_json).collect::<Vec<_>>(),
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::RunIdRequest>) -> Result<Response<pb::JsonReply>, Status> {
+        let id = req.into_inner().run;
+        match self.jobs.find(id).await {
+            Some(r) => reply(run_json(&r)),
+            None => Err(Status::not_found(format!(
+                "run {id} not found; `herd jobs history NAME` lists runs"
+            ))),
+        }
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::RunIdRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let caller = Caller::of(&req);
+        let id = req.into_inner().run;
+        let run = acting_as(caller, self.jobs.cancel(id)).await?;
+        reply(run_json(&run))
+    }
+
+    async fn pause(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let caller = Caller::of(&req);
+        acting_as(caller, self.jobs.set_paused(true)).await?;
+        reply(json!({"paused": true}))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
+        let caller = Caller::of(&req);
+        acting_as(caller, self.jobs.set_paused(false)).await?;
+        reply(json!({"paused": false}))
+    }
+}

@@ -229,6 +229,15 @@ impl ClusterAdmin for Admin {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Refused, not dropped: a cluster cannot run jobs yet.
+        let (_, jobs) = spec::tables(&req.source, &req.toml)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !jobs.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{}: [[job]] tables cannot be deployed to a cluster yet; start the file on one host with `herd start {}`",
+                req.source, req.source
+            )));
+        }
         if let Some(secrets) = &self.secrets {
             secrets
                 .check_apps(&specs)

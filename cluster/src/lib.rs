@@ -35,9 +35,11 @@ pub mod master;
 mod node;
 pub mod raft;
 pub mod registry;
+pub mod schedule;
 mod transport;
 
 pub use agent::DesiredInstance;
+pub use agent::DesiredRun;
 pub use agent::InstanceReport;
 pub use agent::InstanceStatus;
 pub use agent::LocalSupervisor;

@@ -295,8 +295,11 @@ async fn serve(
                 .await
                 .context("cannot start the cluster node")?;
             // The agent turns this node's assignments into local apps (`app@index`).
-            node.run_agent(Arc::new(Bridge::new(supervisor.clone())));
+            node.run_agent(Arc::new(
+                Bridge::new(supervisor.clone()).with_jobs(jobs.clone()),
+            ));
             let node = Arc::new(node);
+            jobs.attach_cluster(node.clone());
             access.attach(node.clone());
             Some(node)
         }

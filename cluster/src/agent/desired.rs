@@ -37,6 +37,25 @@ pub(crate) fn from_registry(reg: &Registry, me: NodeId) -> Vec<Wanted> {
         .collect()
 }
 
+/// The job runs dispatched to this node, by (job, run).
+pub(crate) fn runs_from_registry(reg: &Registry, me: NodeId) -> Vec<super::DesiredRun> {
+    let mut out = Vec::new();
+    for (name, job) in &reg.jobs {
+        for run in job.active.values().filter(|r| r.node == me) {
+            out.push(super::DesiredRun {
+                job: name.clone(),
+                run: run.id,
+                attempt: run.attempt,
+                trigger: run.trigger.clone(),
+                tick_ms: run.tick_ms,
+                args: run.args.clone(),
+                spec: job.spec.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// What keeps running while no master is heard: everything but `on_disconnect = "stop"` apps.
 pub(crate) fn while_disconnected(wanted: Vec<Wanted>) -> Vec<Wanted> {
     wanted

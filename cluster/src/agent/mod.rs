@@ -59,6 +59,24 @@ pub trait LocalSupervisor: Send + Sync + 'static {
     /// supervisor must stop them by then even if the agent cannot (see the node's lease keeper),
     /// and may start the ones that waited for the lease.
     fn renew_lease(&self, _valid_for: std::time::Duration) {}
+    /// The job runs the master dispatched to this node and not yet ended, as of a slice in
+    /// sync with the master: start the new ones (once: a run id is never started twice), and
+    /// stop any this node runs that left the list (ended by the master: cancelled, or judged
+    /// lost). Called whenever the list changes and every few seconds.
+    fn reconcile_runs(&self, _runs: Vec<DesiredRun>) {}
+}
+
+/// One job run the master dispatched to this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredRun {
+    pub job: String,
+    pub run: u64,
+    pub attempt: u32,
+    pub trigger: String,
+    pub tick_ms: Option<u64>,
+    pub args: Vec<String>,
+    /// The job's spec as deployed (opaque to the cluster).
+    pub spec: serde_json::Value,
 }
 
 /// One cluster instance the node must run.

@@ -56,6 +56,7 @@ impl AgentLoop {
         let me = self.state.node_id();
         let mut wake = self.state.wake_signal();
         let mut last_sent: Option<Vec<DesiredInstance>> = None;
+        let mut runs_sent: Option<(Vec<super::DesiredRun>, Instant)> = None;
         let mut next_resync = crate::clock::now();
         let mut ever_synced = false;
         let mut restarting: HashMap<(String, u32), Instant> = HashMap::new();
@@ -109,6 +110,17 @@ impl AgentLoop {
                     self.supervisor.reconcile(desired.clone()).await;
                     last_sent = Some(desired);
                     next_resync = crate::clock::now() + RESYNC;
+                }
+                // Job runs follow the master only in sync: cut off, a node keeps what it runs.
+                if mode == Mode::Full {
+                    let runs = desired::runs_from_registry(reg, me);
+                    let stale = runs_sent
+                        .as_ref()
+                        .is_none_or(|(sent, at)| *sent != runs || now >= *at + RESYNC);
+                    if stale {
+                        self.supervisor.reconcile_runs(runs.clone());
+                        runs_sent = Some((runs, now));
+                    }
                 }
                 if synced && let Some(from) = view.lease_from.filter(|f| Some(*f) > lease_given) {
                     lease_given = Some(from);

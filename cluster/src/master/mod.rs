@@ -18,6 +18,7 @@ mod decisions;
 mod health;
 pub(crate) mod heartbeat;
 pub(crate) mod io;
+mod jobs;
 mod placement;
 mod runtime;
 mod stats;

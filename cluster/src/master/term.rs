@@ -110,6 +110,8 @@ pub(crate) struct MasterTerm {
     /// When this term began (it runs right after it is made): placement waits a little for
     /// every node's first answer.
     started: Instant,
+    /// The next job tick (wall ms), when a pass must run even if nothing else happens.
+    job_wake: Option<u64>,
 }
 
 impl MasterTerm {
@@ -167,6 +169,7 @@ impl MasterTerm {
             placement: PlacementMemo::default(),
             reschedule,
             started,
+            job_wake: None,
         }
     }
 
@@ -197,9 +200,17 @@ impl MasterTerm {
             if let Err(d) = self.pass(&reg).await {
                 return d;
             }
+            let job_due = match self.job_wake {
+                Some(at) => {
+                    let wait = at.saturating_sub(self.health.clock.now_ms());
+                    crate::clock::now() + Duration::from_millis(wait)
+                }
+                None => crate::clock::now() + Duration::from_secs(3600),
+            };
             loop {
                 tokio::select! {
                     r = registry.changed() => if r.is_err() { return Deposed("registry closed".into()) },
+                    _ = tokio::time::sleep_until(job_due) => {}
                     _ = tick.tick() => {}
                     _ = sweep.tick() => if let Err(d) = self.sweep().await { return d },
                     _ = membership.tick() => {
@@ -259,6 +270,34 @@ impl MasterTerm {
             .collect();
 
         let mode = self.reschedule_mode(reg);
+
+        // Jobs: ticks, requests and runs lost with their node, decided only once some node
+        // answered this term (a fresh master would otherwise find no node for a tick).
+        if !reg.jobs.is_empty() && !live.is_empty() {
+            let online: BTreeSet<NodeId> = live
+                .iter()
+                .copied()
+                .filter(|id| {
+                    reg.nodes
+                        .get(id)
+                        .is_some_and(|n| n.status == NodeStatus::Online)
+                })
+                .collect();
+            let plan = super::jobs::plan(reg, &online, self.health.clock.now_ms());
+            self.job_wake = plan.wake_ms;
+            for write in plan.writes {
+                tracing::info!(term = self.term.get(), %write, "job decision");
+                self.write(write).await?;
+            }
+        } else if !reg.jobs.is_empty() {
+            // Look again once the first heartbeats are in.
+            self.job_wake = Some(
+                self.health
+                    .clock
+                    .now_ms()
+                    .saturating_add(self.settings.heartbeat_interval.as_millis() as u64 / 2),
+            );
+        }
 
         let done = finished_moves(reg, &reports);
         if !done.is_empty() {

@@ -109,6 +109,16 @@ impl Registry {
                 Err(reason) => rejected(reason),
             },
             // `apply_in_term` unwraps one fence; a fence found here was inside another.
+            RegistryCommand::PutJob { name, job, now_ms } => self.put_job(name, job, *now_ms),
+            RegistryCommand::RemoveJob { name } => applied(self.jobs.remove(name).is_some()),
+            RegistryCommand::RequestRun { job, request, args } => {
+                self.request_run(job, *request, args)
+            }
+            RegistryCommand::DispatchRun { job, run, request } => {
+                self.dispatch_run(job, run, *request)
+            }
+            RegistryCommand::SkipTick { job, tick_ms, end } => self.skip_tick(job, *tick_ms, end),
+            RegistryCommand::FinishRun { job, run, end } => self.finish_run(job, *run, end),
             RegistryCommand::Fenced { .. } => {
                 rejected("a fenced command cannot wrap another fenced command")
             }

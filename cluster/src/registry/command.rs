@@ -14,6 +14,9 @@ use super::NodeRecord;
 use super::NodeStatus;
 use super::UptimeBucket;
 use super::access::AccessChange;
+use super::jobs::ClusterJob;
+use super::jobs::ClusterRun;
+use super::jobs::RunEnd;
 use crate::Term;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,6 +105,37 @@ pub enum RegistryCommand {
     /// Several `RegisterNode`s in one write, in order (agents joining together: one log entry
     /// instead of one each).
     RegisterNodes { nodes: Vec<NodeRecord> },
+    /// Create or replace a job (`jobs.rs`); `now_ms` starts a new schedule's count.
+    PutJob {
+        name: String,
+        job: ClusterJob,
+        now_ms: u64,
+    },
+    /// Remove a job; its running runs are left to their nodes (their slices drop them).
+    RemoveJob { name: String },
+    /// `herd run`: the master dispatches the request once (`request` makes a retry harmless).
+    RequestRun {
+        job: String,
+        request: u64,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// The master gives a run to a node (fenced): a tick at or before the job's last one, or a
+    /// request already dispatched, is refused.
+    DispatchRun {
+        job: String,
+        run: ClusterRun,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
+    },
+    /// A tick that does not run, recorded (fenced).
+    SkipTick {
+        job: String,
+        tick_ms: u64,
+        end: RunEnd,
+    },
+    /// A run ended: reported by its node, or `lost` with its node (the master).
+    FinishRun { job: String, run: u64, end: RunEnd },
 }
 
 /// An instance going from one node to another, the old copy running until the new one does.
@@ -291,6 +325,24 @@ impl fmt::Display for RegistryCommand {
                 write!(f, "register_nodes({} nodes)", nodes.len())
             }
             RegistryCommand::Fenced { term, command } => write!(f, "{command} @term {term}"),
+            RegistryCommand::PutJob { name, .. } => write!(f, "put_job({name})"),
+            RegistryCommand::RemoveJob { name } => write!(f, "remove_job({name})"),
+            RegistryCommand::RequestRun { job, request, .. } => {
+                write!(f, "request_run({job}, {request})")
+            }
+            RegistryCommand::DispatchRun { job, run, .. } => {
+                write!(
+                    f,
+                    "dispatch_run({job}, run {} to node {})",
+                    run.id, run.node
+                )
+            }
+            RegistryCommand::SkipTick { job, tick_ms, .. } => {
+                write!(f, "skip_tick({job}, {tick_ms})")
+            }
+            RegistryCommand::FinishRun { job, run, end } => {
+                write!(f, "finish_run({job}, run {run}, {})", end.reason)
+            }
             // Names and accessors only: never a hash or a sealed value in a log line.
             RegistryCommand::Access { change } => match change {
                 AccessChange::CreateToken { token } => {

@@ -5,6 +5,7 @@
 pub mod access;
 mod apply;
 mod command;
+pub mod jobs;
 mod moves;
 mod nodes;
 mod slice;
@@ -64,6 +65,9 @@ pub struct Registry {
     /// Log index of the last applied change to `access`, which every slice carries whole.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub access_version: u64,
+    /// Jobs by name, with their runs (`jobs.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, jobs::ClusterJob>,
 }
 
 /// For `skip_serializing_if`: a version never bumped stays out of snapshots.

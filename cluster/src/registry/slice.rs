@@ -98,6 +98,7 @@ impl Registry {
                 .map(|&v| BTreeMap::from([(node, v)]))
                 .unwrap_or_default(),
             access_version: self.access_version,
+            jobs: self.jobs_on(node),
             ..Registry::default()
         };
         NodeSlice {
@@ -137,6 +138,16 @@ impl Registry {
                 .iter()
                 .flat_map(|i| self.holders(&i.app, i.instance))
                 .collect(),
+            RegistryCommand::PutJob { name, .. } | RegistryCommand::RemoveJob { name } => {
+                self.job_nodes(name)
+            }
+            RegistryCommand::DispatchRun { run, .. } => BTreeSet::from([run.node]),
+            RegistryCommand::FinishRun { job, run, .. } => {
+                self.run_node(job, *run).into_iter().collect()
+            }
+            RegistryCommand::RequestRun { .. } | RegistryCommand::SkipTick { .. } => {
+                BTreeSet::new()
+            }
             // Node records, uptime, kv and no-ops are in no slice's versioned part; the access
             // book has its own version; a fence inside a fence is rejected.
             RegistryCommand::UpsertNode { .. }

@@ -74,6 +74,22 @@ pub async fn run(target: &Target, args: RunArgs, json: bool) -> anyhow::Result<(
         .await
         .map_err(status_error)?,
     )?;
+    if v["cluster"] == true {
+        if json {
+            print_json(&v);
+        } else {
+            outln!(
+                "asked the cluster's master to run {name} (request {})",
+                v["request"]
+            );
+        }
+        if args.wait {
+            anyhow::bail!(
+                "--wait follows runs of this host's jobs; `herd jobs history {name}` shows the cluster's runs"
+            );
+        }
+        return Ok(());
+    }
     let id = v["id"].as_u64().unwrap_or(0);
     if !args.wait {
         if json {

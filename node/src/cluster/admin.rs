@@ -99,6 +99,29 @@ pub fn registry_app(spec: &AppSpec) -> Result<App, Status> {
     })
 }
 
+/// A job as the registry keeps it: the node's spec (opaque there) and the keys the master
+/// schedules by.
+pub fn registry_job(
+    job: &crate::jobs::spec::JobSpec,
+) -> Result<herd_cluster::registry::jobs::ClusterJob, Status> {
+    let placement = job.app.placement.clone().unwrap_or_default();
+    Ok(herd_cluster::registry::jobs::ClusterJob {
+        spec: serde_json::to_value(job).map_err(|e| Status::internal(e.to_string()))?,
+        schedule: job.schedule.clone(),
+        timezone: job.timezone.clone(),
+        catch_up: job.catch_up,
+        overlap: job.overlap.as_str().to_string(),
+        retries: job.retries,
+        retry_on_node_loss: job.retry_on_node_loss,
+        placement: Placement {
+            constraints: placement.constraints,
+            spread: placement.spread,
+            max_per_node: placement.max_per_node,
+        },
+        ..Default::default()
+    })
+}
+
 /// How long `cluster status`/`nodes` wait for the master's view before showing the Raft view
 /// alone (health `null`): a status must answer while no master can.
 const RUNTIME_WAIT: Duration = Duration::from_secs(1);
@@ -229,19 +252,31 @@ impl ClusterAdmin for Admin {
         let req = req.into_inner();
         let specs = spec::parse_app_file(&req.source, &req.toml, Path::new(&req.base_dir))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Refused, not dropped: a cluster cannot run jobs yet.
-        let (_, jobs) = spec::tables(&req.source, &req.toml)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if !jobs.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "{}: [[job]] tables cannot be deployed to a cluster yet; start the file on one host with `herd start {}`",
-                req.source, req.source
-            )));
-        }
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let jobs =
+            crate::jobs::spec::parse_jobs(&req.source, &req.toml, Path::new(&req.base_dir), &names)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(secrets) = &self.secrets {
+            let runs: Vec<AppSpec> = jobs.iter().map(|j| j.app.clone()).collect();
             secrets
                 .check_apps(&specs)
+                .and_then(|()| secrets.check_apps(&runs))
                 .map_err(|e| Status::failed_precondition(format!("{}: {e}", req.source)))?;
+        }
+        let mut deployed_jobs = Vec::new();
+        for job in &jobs {
+            write(
+                node,
+                RegistryCommand::PutJob {
+                    name: job.name().to_string(),
+                    job: registry_job(job)?,
+                    now_ms: crate::supervisor::now_ms(),
+                },
+            )
+            .await?;
+            self.events
+                .audit(&caller, job.name(), "deployed", json!({"job": true}));
+            deployed_jobs.push(job.name().to_string());
         }
         let apps: Vec<(String, App)> = specs
             .iter()
@@ -260,7 +295,10 @@ impl ClusterAdmin for Admin {
             self.events.audit(&caller, &name, "deployed", json!({}));
             names.push(name);
         }
-        reply(Deployed { deployed: names })
+        reply(Deployed {
+            deployed: names,
+            jobs: deployed_jobs,
+        })
     }
 
     async fn undeploy(
@@ -271,6 +309,12 @@ impl ClusterAdmin for Admin {
         let caller = Caller::of(&req);
         let name = req.into_inner().name;
         let registry = node.read(false).await.map_err(cluster_error)?;
+        if registry.jobs.contains_key(&name) {
+            write(node, RegistryCommand::RemoveJob { name: name.clone() }).await?;
+            self.events
+                .audit(&caller, &name, "undeployed", json!({"job": true}));
+            return reply(Undeployed { undeployed: name });
+        }
         if !registry.apps.contains_key(&name) {
             return Err(Status::not_found(format!(
                 "app `{name}` is not deployed; `herd cluster apps` lists them"

@@ -24,11 +24,21 @@ fn instance_status(status: Status) -> InstanceStatus {
 
 pub struct Bridge {
     supervisor: Supervisor,
+    jobs: Option<crate::jobs::Jobs>,
 }
 
 impl Bridge {
     pub fn new(supervisor: Supervisor) -> Self {
-        Self { supervisor }
+        Self {
+            supervisor,
+            jobs: None,
+        }
+    }
+
+    /// Job runs the master dispatches here go to `jobs`.
+    pub fn with_jobs(mut self, jobs: crate::jobs::Jobs) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 }
 
@@ -59,6 +69,12 @@ impl LocalSupervisor for Bridge {
 
     fn renew_lease(&self, valid_for: std::time::Duration) {
         self.supervisor.renew_lease(valid_for);
+    }
+
+    fn reconcile_runs(&self, runs: Vec<herd_cluster::DesiredRun>) {
+        if let Some(jobs) = &self.jobs {
+            jobs.cluster_runs(runs);
+        }
     }
 
     fn reconcile(

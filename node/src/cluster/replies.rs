@@ -69,6 +69,9 @@ pub struct Left {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {
     pub deployed: Vec<String>,
+    /// Jobs of the file, registered for the master to dispatch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 /// `cluster undeploy`: the app removed.

@@ -13,7 +13,6 @@
 //! from its recorded exit, or found never to have started (queued again).
 
 pub mod queue;
-pub mod schedule;
 pub mod service;
 pub mod spec;
 pub mod state;
@@ -21,8 +20,8 @@ pub mod state;
 use crate::state::store::{Loaded, Rejection, StateFile};
 use crate::supervisor::instance::Status;
 use crate::supervisor::{App, Supervisor, now_ms};
+use herd_cluster::schedule::Due;
 use queue::JobsSection;
-use schedule::Due;
 use serde_json::json;
 use spec::{JobSpec, Overlap};
 use state::{JobsState, Reason, Run, Trigger};
@@ -67,6 +66,14 @@ struct Inner {
     config: watch::Receiver<JobsSection>,
     wake: Notify,
     logs_dir: PathBuf,
+    /// The cluster this host belongs to (set once it has started): runs the master dispatched
+    /// here end with a `FinishRun` written through it, and `herd run` of a deployed job asks it.
+    /// Weak: the daemon's shutdown takes the node back out of its Arc.
+    cluster: std::sync::OnceLock<std::sync::Weak<herd_cluster::ClusterNode>>,
+    /// A task is writing the pending reports (one at a time).
+    reporting: std::sync::atomic::AtomicBool,
+    /// The agent's latest list of runs dispatched here, taken by one task in order.
+    dispatched: std::sync::OnceLock<watch::Sender<Vec<herd_cluster::DesiredRun>>>,
 }
 
 /// What a pass decided to do outside the state lock.
@@ -110,12 +117,163 @@ impl Jobs {
                 config,
                 wake: Notify::new(),
                 logs_dir,
+                cluster: std::sync::OnceLock::new(),
+                reporting: std::sync::atomic::AtomicBool::new(false),
+                dispatched: std::sync::OnceLock::new(),
             }),
         })
     }
 
     fn sup(&self) -> &Supervisor {
         &self.inner.supervisor
+    }
+
+    /// Joins the cluster's side: dispatched runs are reported through `node`.
+    pub fn attach_cluster(&self, node: Arc<herd_cluster::ClusterNode>) {
+        let _ = self.inner.cluster.set(Arc::downgrade(&node));
+        self.inner.wake.notify_one();
+    }
+
+    /// The task that applies the agent's lists in order (a later list never loses to an
+    /// earlier one).
+    fn dispatch_channel(&self) -> &watch::Sender<Vec<herd_cluster::DesiredRun>> {
+        self.inner.dispatched.get_or_init(|| {
+            let (tx, mut rx) = watch::channel(Vec::new());
+            let me = self.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let desired = rx.borrow_and_update().clone();
+                    me.reconcile_cluster(desired).await;
+                }
+            });
+            tx
+        })
+    }
+
+    pub fn cluster(&self) -> Option<Arc<herd_cluster::ClusterNode>> {
+        self.inner.cluster.get()?.upgrade()
+    }
+
+    /// The runs the master dispatched to this host (the agent's view, in sync with it): new
+    /// ones start now — the master counted the slot — and ones this host runs that left the
+    /// list (the master cancelled them, or judged them lost) stop. Never blocks the caller.
+    pub fn cluster_runs(&self, desired: Vec<herd_cluster::DesiredRun>) {
+        self.dispatch_channel().send_replace(desired);
+    }
+
+    async fn reconcile_cluster(&self, desired: Vec<herd_cluster::DesiredRun>) {
+        let now = now_ms();
+        let mut fx = Vec::new();
+        let mut start = Vec::new();
+        let result = self
+            .change(|s| {
+                for d in &desired {
+                    if s.knows_cluster_run(&d.job, d.run) {
+                        continue;
+                    }
+                    let spec: JobSpec = match serde_json::from_value(d.spec.clone()) {
+                        Ok(spec) => spec,
+                        Err(e) => {
+                            warn!(job = %d.job, run = d.run, error = %e, "cannot read a deployed job; reporting the run failed");
+                            s.reports.push(state::ClusterReport {
+                                job: d.job.clone(),
+                                run: d.run,
+                                end: herd_cluster::registry::jobs::RunEnd {
+                                    reason: "failed".into(),
+                                    detail: Some(format!("this node cannot read the job: {e}")),
+                                    at_ms: now,
+                                    ..Default::default()
+                                },
+                            });
+                            continue;
+                        }
+                    };
+                    let trigger = match d.trigger.as_str() {
+                        "schedule" => Trigger::Schedule,
+                        "catch_up" => Trigger::CatchUp,
+                        "retry" => Trigger::Retry,
+                        _ => Trigger::Manual,
+                    };
+                    let mut run = new_run(s, &d.job, spec.priority, trigger, d.tick_ms, None, d.args.clone(), now);
+                    run.attempt = d.attempt.max(1);
+                    run.cluster = Some(d.run);
+                    run.spec = Some(Box::new(spec));
+                    run.started_ms = Some(now);
+                    info!(job = %d.job, run = run.id, cluster_run = d.run, "run dispatched here by the master");
+                    start.push(run.clone());
+                    s.running.push(run);
+                }
+                let wanted = |r: &Run| {
+                    r.cluster
+                        .is_none_or(|id| desired.iter().any(|d| d.job == r.job && d.run == id))
+                };
+                let (keep, dropped): (Vec<Run>, Vec<Run>) =
+                    std::mem::take(&mut s.queue).into_iter().partition(|r| wanted(r));
+                s.queue = keep;
+                for r in dropped {
+                    finish(s, r, Reason::Cancelled, Some("ended by the master".into()), now, &mut fx);
+                }
+                for r in s.running.iter_mut().filter(|r| !wanted(r) && r.stopping.is_none()) {
+                    r.stopping = Some(Reason::Cancelled);
+                    r.detail = Some("ended by the master".into());
+                    fx.push(Effect::Stop(r.app_name()));
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "cannot record the runs the master dispatched; the agent asks again");
+            return;
+        }
+        // What the master ended here needs no report of ours.
+        self.perform(fx);
+        for run in start {
+            self.start(run).await;
+        }
+    }
+
+    /// Writes the ends of cluster runs to the registry, in the background, one task at a time;
+    /// a report leaves `jobs.json` once the registry has it (or refused it: the run is gone).
+    fn send_reports(&self, pending: Vec<state::ClusterReport>) {
+        use std::sync::atomic::Ordering;
+        let Some(node) = self.cluster() else {
+            return;
+        };
+        if pending.is_empty() || self.inner.reporting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for r in pending {
+                let cmd = herd_cluster::RegistryCommand::FinishRun {
+                    job: r.job.clone(),
+                    run: r.run,
+                    end: r.end.clone(),
+                };
+                match tokio::time::timeout(Duration::from_secs(5), node.write(cmd)).await {
+                    Ok(Ok(_)) => sent.push((r.job, r.run)),
+                    Ok(Err(e)) => {
+                        warn!(job = %r.job, run = r.run, error = %e, "cannot report a run's end yet; retrying");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !sent.is_empty() {
+                let _ = me
+                    .change(|s| {
+                        s.reports
+                            .retain(|r| !sent.contains(&(r.job.clone(), r.run)));
+                        Ok(())
+                    })
+                    .await;
+            }
+            me.inner.reporting.store(false, Ordering::Release);
+            if !sent.is_empty() {
+                me.inner.wake.notify_one();
+            }
+        });
     }
 
     /// Applies `f` to a copy of the state and keeps it only once it is on disk.
@@ -464,7 +622,7 @@ impl Jobs {
                 .collect()
         };
         let mut fx = Vec::new();
-        let (next, to_start) = self
+        let (next, to_start, reports) = self
             .change(|s| {
                 let mut wake: Option<u64> = None;
                 let mut soon = |t: u64| wake = Some(wake.map_or(t, |w: u64| w.min(t)));
@@ -485,15 +643,14 @@ impl Jobs {
                             r.signal = signal;
                             fx.push(Effect::Delete(r.app_name()));
                             let r = finish(s, r, reason, detail, now, &mut fx);
-                            if !closing {
-                                retry(s, &r, now, &mut fx);
-                            }
+                            retry(s, &r, now, &mut fx);
                         }
                     }
                 }
                 // Overdue runs.
                 for r in s.running.iter_mut().filter(|r| r.stopping.is_none()) {
-                    let Some(timeout) = s.jobs.get(&r.job).and_then(|j| j.timeout()) else {
+                    let spec = r.spec.as_deref().or_else(|| s.jobs.get(&r.job));
+                    let Some(timeout) = spec.and_then(|j| j.timeout()) else {
                         continue;
                     };
                     let deadline = r
@@ -514,7 +671,8 @@ impl Jobs {
                 for job in scheduled {
                     let name = job.name().to_string();
                     let last = *s.last_tick_ms.entry(name.clone()).or_insert(now);
-                    match schedule::due(&job, last, now) {
+                    let Some(sched) = job.schedule() else { continue };
+                    match sched.due(last, now) {
                         Due::Wait(Some(t)) => soon(t),
                         Due::Wait(None) => {}
                         Due::Missed { tick_ms } => {
@@ -546,9 +704,13 @@ impl Jobs {
                 if let Some(t) = queue::next_backoff_end(s, now) {
                     soon(t);
                 }
-                Ok((wake, to_start))
+                if !s.reports.is_empty() {
+                    soon(now.saturating_add(2_000));
+                }
+                Ok((wake, to_start, s.reports.clone()))
             })
             .await?;
+        self.send_reports(reports);
         self.perform(fx);
         for run in to_start {
             self.start(run).await;
@@ -560,7 +722,7 @@ impl Jobs {
     async fn start(&self, run: Run) {
         let spec = {
             let s = self.inner.state.lock().await;
-            s.jobs.get(&run.job).cloned()
+            s.spec_of(&run).cloned()
         };
         let Some(job) = spec else { return };
         let mut app = job.app.clone();
@@ -777,6 +939,8 @@ fn new_run(
         detail: None,
         stopping: None,
         adopted: false,
+        cluster: None,
+        spec: None,
     }
 }
 
@@ -963,6 +1127,21 @@ fn finish(
             fields,
         });
     }
+    if let Some(id) = run.cluster
+        && !retry_coming(s, &run, reason)
+    {
+        s.reports.push(state::ClusterReport {
+            job: run.job.clone(),
+            run: id,
+            end: herd_cluster::registry::jobs::RunEnd {
+                reason: reason.as_str().to_string(),
+                exit_code: run.exit_code,
+                signal: run.signal.clone(),
+                detail: run.detail.clone(),
+                at_ms: now,
+            },
+        });
+    }
     for old in s.remember(run.clone()) {
         fx.push(Effect::DropLogs(old.app_name()));
     }
@@ -972,12 +1151,10 @@ fn finish(
 /// A failed run gets its next attempt (after its backoff) while `retries` allow.
 fn retry(s: &mut JobsState, ended: &Run, now: u64, fx: &mut Vec<Effect>) {
     let Some(reason) = ended.reason else { return };
-    let Some(job) = s.jobs.get(&ended.job) else {
-        return;
-    };
-    if !reason.retried() || ended.attempt > job.retries || s.queue.len() >= state::MAX_QUEUED {
+    if !retry_coming(s, ended, reason) {
         return;
     }
+    let Some(job) = s.spec_of(ended) else { return };
     let delay = job.backoff().delay(ended.attempt);
     let mut run = new_run(
         s,
@@ -991,8 +1168,17 @@ fn retry(s: &mut JobsState, ended: &Run, now: u64, fx: &mut Vec<Effect>) {
     );
     run.attempt = ended.attempt.saturating_add(1);
     run.not_before_ms = now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    run.cluster = ended.cluster;
+    run.spec = ended.spec.clone();
     queued(&run, fx);
     s.queue.push(run);
+}
+
+/// Whether an ended run gets another attempt here (`retries`, room in the queue).
+fn retry_coming(s: &JobsState, ended: &Run, reason: Reason) -> bool {
+    reason.retried()
+        && s.queue.len() < state::MAX_QUEUED
+        && s.spec_of(ended).is_some_and(|j| ended.attempt <= j.retries)
 }
 
 /// A run that never really started goes back to the queue as it was.

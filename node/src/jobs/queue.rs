@@ -126,6 +126,8 @@ mod tests {
             detail: None,
             stopping: None,
             adopted: false,
+            cluster: None,
+            spec: None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::access::caller::{Caller, acting_as};
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::jobs_server::Jobs as JobsApi;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub use herd_proto::supervisor::jobs_server::JobsServer;
@@ -154,6 +155,35 @@ pub async fn log_stream(
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
+impl JobsService {
+    /// The cluster's registry (from the leader), when this host is in a cluster and it answers.
+    async fn cluster_registry(&self) -> Option<Arc<herd_cluster::Registry>> {
+        let node = self.jobs.cluster()?;
+        tokio::time::timeout(std::time::Duration::from_secs(3), node.read(false))
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// The cluster's jobs: schedule, last tick, runs in flight and the latest ended.
+fn cluster_jobs_json(reg: &herd_cluster::Registry) -> Value {
+    reg.jobs
+        .iter()
+        .map(|(name, j)| {
+            json!({
+                "name": name,
+                "schedule": j.schedule,
+                "timezone": j.timezone,
+                "last_tick_ms": j.last_tick_ms,
+                "active": j.active.values().collect::<Vec<_>>(),
+                "last": j.ended.back(),
+                "requests": j.requests.len(),
+            })
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl JobsApi for JobsService {
     async fn run(
@@ -162,6 +192,35 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::JsonReply>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();
+        if let Some(node) = self.jobs.cluster()
+            && !self.jobs.knows(&req.name).await
+        {
+            let reg = node
+                .read(false)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot read the cluster's jobs: {e}")))?;
+            if reg.jobs.contains_key(&req.name) {
+                let request = rand::random::<u64>();
+                let cmd = herd_cluster::RegistryCommand::RequestRun {
+                    job: req.name.clone(),
+                    request,
+                    args: req.args,
+                };
+                match node.write(cmd).await {
+                    Ok(herd_cluster::RegistryResponse::Applied { .. }) => {}
+                    Ok(herd_cluster::RegistryResponse::Rejected { reason }) => {
+                        return Err(Status::failed_precondition(reason));
+                    }
+                    Err(e) => return Err(Status::unavailable(e.to_string())),
+                }
+                return reply(json!({
+                    "job": req.name,
+                    "request": request,
+                    "cluster": true,
+                    "state": "requested",
+                }));
+            }
+        }
         let run = acting_as(caller, self.jobs.run_now(&req.name, req.priority, req.args)).await?;
         let mut v = run_json(&run);
         v["paused"] = json!(self.jobs.snapshot().await.paused);
@@ -171,7 +230,11 @@ impl JobsApi for JobsService {
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::JsonReply>, Status> {
         let s = self.jobs.snapshot().await;
         let cap = self.jobs.inner.config.borrow().clone();
-        reply(list_json(&s, &cap, crate::supervisor::now_ms()))
+        let mut v = list_json(&s, &cap, crate::supervisor::now_ms());
+        if let Some(reg) = self.cluster_registry().await {
+            v["cluster_jobs"] = cluster_jobs_json(&reg);
+        }
+        reply(v)
     }
 
     async fn history(
@@ -181,6 +244,17 @@ impl JobsApi for JobsService {
         let req = req.into_inner();
         let s = self.jobs.snapshot().await;
         if !s.jobs.contains_key(&req.name) && !s.history.contains_key(&req.name) {
+            if let Some(reg) = self.cluster_registry().await
+                && let Some(job) = reg.jobs.get(&req.name)
+            {
+                let runs: Vec<&herd_cluster::registry::jobs::ClusterRun> =
+                    job.ended.iter().chain(job.active.values()).collect();
+                return reply(json!({
+                    "job": req.name,
+                    "cluster": true,
+                    "runs": runs,
+                }));
+            }
             return Err(super::unknown_job(&req.name).into());
         }
         let mut runs: Vec<&Run> = s

@@ -8,7 +8,8 @@
 use crate::supervisor::backoff::{Backoff, RestartPolicy};
 use crate::supervisor::limits;
 use crate::supervisor::spec::{self, AppSpec, SpecError};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
+use herd_cluster::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
@@ -133,8 +134,13 @@ impl JobSpec {
         }
     }
 
-    pub fn cron(&self) -> Option<croner::Cron> {
-        self.schedule.as_deref().and_then(|s| s.parse().ok())
+    /// The job's schedule, if it has one.
+    pub fn schedule(&self) -> Option<Schedule<'_>> {
+        Some(Schedule {
+            cron: self.schedule.as_deref()?,
+            timezone: self.timezone.as_deref(),
+            catch_up: self.catch_up,
+        })
     }
 
     pub fn zone(&self) -> Option<chrono_tz::Tz> {
@@ -150,17 +156,9 @@ impl JobSpec {
         self.app.backoff()
     }
 
-    /// The first tick strictly after `after` (ms since the epoch), in the job's zone.
+    /// The first tick strictly after `after_ms`, in the job's zone.
     pub fn next_tick_after(&self, after_ms: u64) -> Option<u64> {
-        let cron = self.cron()?;
-        let after = Utc
-            .timestamp_millis_opt(i64::try_from(after_ms).ok()?)
-            .single()?;
-        let next_utc = match self.zone() {
-            Some(tz) => next_in(&cron, &after.with_timezone(&tz))?,
-            None => next_in(&cron, &after.with_timezone(&chrono::Local))?,
-        };
-        u64::try_from(next_utc.timestamp_millis()).ok()
+        self.schedule()?.next_tick_after(after_ms)
     }
 
     /// The key of a run queued at `at_ms`: `{job}`, `{date}` (YYYY-MM-DD), `{hour}` (HH) and
@@ -243,15 +241,6 @@ impl JobSpec {
         }
         Ok(())
     }
-}
-
-fn next_in<Tz: TimeZone>(cron: &croner::Cron, after: &DateTime<Tz>) -> Option<DateTime<Utc>>
-where
-    Tz::Offset: Copy,
-{
-    cron.find_next_occurrence(after, false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// What a run executes: the job's app keys, one instance, never restarted by the supervisor.
@@ -416,22 +405,6 @@ mod tests {
         let two =
             "[[job]]\nname = \"j\"\ncommand = \"x\"\n[[job]]\nname = \"j\"\ncommand = \"y\"\n";
         assert!(parse(two).unwrap_err().contains("more than one job"));
-    }
-
-    #[test]
-    fn ticks_follow_the_zone_and_seconds_fields() {
-        let mut j = JobSpec::quick("j", "x", vec![]);
-        j.schedule = Some("0 3 * * *".into());
-        j.timezone = Some("Europe/Berlin".into());
-        // 2026-12-07 00:00 UTC → 03:00 Berlin (UTC+1) is 02:00 UTC.
-        let midnight = 1_796_601_600_000;
-        assert_eq!(j.next_tick_after(midnight), Some(midnight + 2 * 3_600_000));
-        j.schedule = Some("*/10 * * * * *".into());
-        assert_eq!(j.next_tick_after(midnight), Some(midnight + 10_000));
-        assert_eq!(
-            j.next_tick_after(midnight + 10_000),
-            Some(midnight + 20_000)
-        );
     }
 
     #[test]

@@ -94,6 +94,12 @@ pub struct Run {
     /// Found alive after a daemon restart: its exit status will not be seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// The cluster's run this one carries out (the master dispatched it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<u64>,
+    /// A cluster run's job, as deployed (a cluster job is not one of this host's jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Box<JobSpec>>,
 }
 
 impl Run {
@@ -131,6 +137,17 @@ pub struct JobsState {
     pub last_tick_ms: BTreeMap<String, u64>,
     pub paused: bool,
     pub next_id: u64,
+    /// Ends of cluster runs not yet written to the registry (sent until one write succeeds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ClusterReport>,
+}
+
+/// The end of a cluster run, for the registry (`FinishRun`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub job: String,
+    pub run: u64,
+    pub end: herd_cluster::registry::jobs::RunEnd,
 }
 
 /// The `version` this herd writes.
@@ -167,6 +184,20 @@ impl JobsState {
             .iter()
             .chain(&self.running)
             .filter(move |r| r.job == job)
+    }
+
+    /// The spec a run runs by: its own (a cluster run), else its job's.
+    pub fn spec_of<'a>(&'a self, run: &'a Run) -> Option<&'a JobSpec> {
+        run.spec.as_deref().or_else(|| self.jobs.get(&run.job))
+    }
+
+    /// Whether this host has seen the cluster's run `id` of `job` (queued, running, ended or
+    /// reported): it is never started twice.
+    pub fn knows_cluster_run(&self, job: &str, id: u64) -> bool {
+        let mine = |r: &Run| r.job == job && r.cluster == Some(id);
+        self.queue.iter().chain(&self.running).any(mine)
+            || self.history.get(job).is_some_and(|h| h.iter().any(mine))
+            || self.reports.iter().any(|r| r.job == job && r.run == id)
     }
 
     pub fn find(&self, id: u64) -> Option<&Run> {

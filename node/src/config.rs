@@ -50,6 +50,9 @@ pub struct DaemonConfig {
     /// `[http]`: `/healthz` and `/metrics` (see `http`). Read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::http::HttpSection>,
+    /// `[[hook]]` tables (see `hooks::spec`). A reload applies them.
+    #[serde(default, rename = "hook", skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::spec::HookSpec>,
 }
 
 mod defaults {
@@ -136,6 +139,7 @@ impl DaemonConfig {
                 table.insert(key.into(), value);
             }
         }
+        crate::hooks::spec::check_tables(&table).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: DaemonConfig = table.try_into().map_err(|e: toml::de::Error| {
             format!(
                 "{}: {}",

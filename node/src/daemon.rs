@@ -16,6 +16,8 @@ use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
 use crate::config::{ClusterCommit, ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
+use crate::hooks::HookRunner;
+use crate::hooks::service::{HooksApi, HooksServer};
 use crate::state::Persisted;
 use crate::state::pidlock::PidLock;
 use crate::state::store::{Loaded, Rejection, StateFile};
@@ -236,6 +238,8 @@ async fn serve(
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
+    // Before anything emits: every event from the first one on may reach a hook.
+    let hooks = HookRunner::start(home.root(), home.logs_dir(), &events, config.subscribe());
     // Before any spawn or adoption: where instances' cgroups live (said once in the log).
     crate::supervisor::cgroup::install(home.root(), config.get().cgroups);
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
@@ -351,6 +355,7 @@ async fn serve(
     let routes_access = access_api.clone();
     let routes_events = supervisor.events().clone();
     let routes_secrets = secrets.clone();
+    let routes_hooks = HooksApi::new(hooks.clone());
     // The standard gRPC services beside herd's own, so grpc_health_probe and grpcurl work:
     // health answers anyone (it says only "serving"), reflection needs a viewer token on TCP.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -376,6 +381,7 @@ async fn serve(
             )),
         )
         .add_service(door.guard(routes_access()))
+        .add_service(door.guard(HooksServer::new(routes_hooks.clone())))
     });
     let tcp_api = TcpApi::new(routes, auth.clone(), cluster_listen, shares_cluster_port);
     if let Some((cfg, listener)) = tcp {
@@ -479,6 +485,7 @@ async fn serve(
             Admin::new(cluster.clone(), supervisor.events().clone()).with_secrets(secrets.clone()),
         ))
         .add_service(access_api())
+        .add_service(HooksServer::new(HooksApi::new(hooks)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal);
     tokio::select! {
         served = server => served.context("the API server failed")?,

@@ -9,6 +9,7 @@ mod daemon;
 #[cfg(test)]
 mod fuzz;
 mod home;
+mod hooks;
 mod http;
 mod import;
 mod state;
@@ -146,6 +147,7 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
                     Command::Cluster(c) => cli::cluster::run(&target, c, json).await,
                     Command::Token(c) => cli::access::tokens(&target, c, json).await,
                     Command::Secret(c) => cli::access::secrets(&target, c, json).await,
+                    Command::Hooks { command } => cli::hooks::run(&target, command, json).await,
                     other => {
                         let client = cli::client::connect(&target).await?;
                         cli::commands::run(client, other, json).await

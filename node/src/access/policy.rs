@@ -17,6 +17,7 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("ClusterAdmin", "Status", "cluster status", Role::Viewer),
     ("ClusterAdmin", "Apps", "cluster apps", Role::Viewer),
     ("ClusterAdmin", "Uptime", "cluster uptime", Role::Viewer),
+    ("Hooks", "List", "hooks", Role::Viewer),
     // Running apps.
     ("Supervisor", "Apply", "start", Role::Operator),
     ("Supervisor", "Start", "start", Role::Operator),
@@ -41,6 +42,8 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
         Role::Operator,
     ),
     ("ClusterAdmin", "Drain", "cluster drain", Role::Operator),
+    // Dead letters carry what failed to reach a hook (its error may quote the receiver).
+    ("Hooks", "Dead", "hooks dead", Role::Operator),
     // Running the daemon and the cluster, tokens and secrets.
     ("Supervisor", "Shutdown", "down", Role::Admin),
     ("Supervisor", "ReloadConfig", "reload-config", Role::Admin),
@@ -54,6 +57,8 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("Access", "ListSecrets", "secret list", Role::Admin),
     ("Access", "DeleteSecret", "secret delete", Role::Admin),
     ("Access", "GetSecret", "secret get", Role::Admin),
+    // Sends to the outside again, from the daemon's host.
+    ("Hooks", "Replay", "hooks replay", Role::Admin),
 ];
 
 /// The package of the services the table speaks of; other paths are not the API's.

@@ -213,6 +213,7 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
         | Command::Cluster(_)
         | Command::Token(_)
         | Command::Secret(_)
+        | Command::Hooks { .. }
         | Command::Import(_)
         | Command::Context(_)
         | Command::Completions { .. }

@@ -192,7 +192,7 @@ impl HookRunner {
             .iter()
             .filter(|(_, r)| {
                 let spec = r.spec.borrow();
-                spec.on.iter().any(|k| *k == e.event)
+                spec.on.contains(&e.event)
                     && (e.app == "-" || r.filter.as_ref().is_none_or(|f| f.is_match(&e.app)))
             })
             .map(|(name, r)| Target {

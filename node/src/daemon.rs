@@ -291,6 +291,11 @@ async fn serve(
             // The agent turns this node's assignments into local apps (`app@index`).
             node.run_agent(Arc::new(Bridge::new(supervisor.clone())));
             let node = Arc::new(node);
+            // The master's daemon records `node_offline` (for hooks and `herd events`).
+            tasks.push(tokio::spawn(crate::cluster::offline::announce(
+                Arc::downgrade(&node),
+                supervisor.events().clone(),
+            )));
             access.attach(node.clone());
             Some(node)
         }

@@ -125,6 +125,10 @@ pub async fn run(
                 }
             }
         }
+        // What arrived during the attempt counts as pending too (the dispatcher's bound).
+        while let Ok(id) = queued.try_recv() {
+            ids.insert(id);
+        }
         stats.pending.store(ids.len() as u64, Ordering::Relaxed);
     }
 }

@@ -152,7 +152,10 @@ async fn exec(
     cx: &Context<'_>,
 ) -> Result<(), String> {
     use std::process::Stdio;
-    let mut cmd = tokio::process::Command::new(&argv[0]);
+    let Some(program) = argv.first() else {
+        return Err("the hook's `exec` is empty".into());
+    };
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(&argv[1..])
         .env_clear()
         .env("PATH", HOOK_PATH)
@@ -173,7 +176,7 @@ async fn exec(
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
     let pgid = child.id();
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
@@ -201,18 +204,16 @@ async fn exec(
             }
             let _ = child.wait().await;
             Err(format!(
-                "{} ran longer than {} s and was killed",
-                argv[0],
+                "{program} ran longer than {} s and was killed",
                 cx.timeout.as_secs()
             ))
         }
-        Ok((Err(e), _)) => Err(format!("cannot wait for {}: {e}", argv[0])),
+        Ok((Err(e), _)) => Err(format!("cannot wait for {program}: {e}")),
         Ok((Ok(status), _)) if status.success() => Ok(()),
         Ok((Ok(status), err)) => {
             let err = String::from_utf8_lossy(&err);
             Err(format!(
-                "{} failed ({status}): {}",
-                argv[0],
+                "{program} failed ({status}): {}",
                 one_line(&err, 200)
             ))
         }

@@ -429,3 +429,59 @@ fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, instance: Option<u32>) -> Event {
+        Event {
+            seq: 7,
+            ts_ms: 8,
+            event: kind.into(),
+            app: "api".into(),
+            instance,
+            pid: Some(9),
+            fields: json!({ "code": 3 }).as_object().cloned().unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_exit_carries_the_last_20_log_lines_each_cut_at_1_kib() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut text: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        text.push_str(&format!("{}\n", "é".repeat(1000)));
+        std::fs::write(
+            crate::supervisor::logs::log_path(logs.path(), "api", 0),
+            text,
+        )
+        .unwrap();
+        let p = payload(&event("exited", Some(0)), "host-a", logs.path());
+        assert_eq!(
+            (p["event"].as_str(), p["node"].as_str(), p["code"].as_i64()),
+            (Some("exited"), Some("host-a"), Some(3))
+        );
+        let lines = p["logs"].as_array().unwrap();
+        assert_eq!(lines.len(), 20);
+        assert_eq!(lines[0], "line 11");
+        let last = lines[19].as_str().unwrap();
+        assert!(
+            last.len() <= MAX_LINE && last.starts_with('é'),
+            "{}",
+            last.len()
+        );
+        // Not an exit, or not an instance: no logs.
+        assert!(payload(&event("started", Some(0)), "h", logs.path())["logs"].is_null());
+        assert!(payload(&event("exited", None), "h", logs.path())["logs"].is_null());
+    }
+
+    #[test]
+    fn a_webhook_is_shown_without_its_query() {
+        let t: toml::Table = toml::from_str(
+            "name = \"p\"\non = [\"exited\"]\nwebhook = \"https://h.example/x?token=secret\"\n",
+        )
+        .unwrap();
+        let spec: HookSpec = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(describe_target(&spec), "webhook https://h.example/x");
+    }
+}

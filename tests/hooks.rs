@@ -464,7 +464,7 @@ fn a_hook_config_error_is_refused_at_reload_naming_hook_and_key_and_the_old_hook
 fn a_slow_hook_delays_neither_another_hook_nor_an_apps_restarts() {
     let rx = Receiver::start(0, |_| 200);
     let h = daemon(&format!(
-        "{}[[hook]]\nname = \"slow\"\non = [\"exited\"]\nexec = [\"sleep\", \"30\"]\ntimeout_s = 2\nretries = 0\n",
+        "{}[[hook]]\nname = \"slow\"\non = [\"exited\"]\nexec = [\"sleep\", \"30\"]\ntimeout_s = 8\nretries = 0\n",
         webhook("fast", &rx.url(), "\"exited\"", 3)
     ));
     let starts = h.path("starts");
@@ -487,24 +487,23 @@ restart_window_s = 60
     );
     let begun = Instant::now();
     h.ok(&["start", &file]);
-    // The slow hook's first attempt alone takes 2 s; the others must not wait for it.
+    // The slow hook's first attempt alone takes 8 s; the others must not wait for it.
     wait_for(
         "five exits delivered by the fast hook",
-        Duration::from_secs(10),
+        Duration::from_secs(7),
         || (rx.successes().len() >= 5).then_some(()),
     );
     let took = begun.elapsed();
-    assert!(
-        took < Duration::from_millis(1900),
-        "the fast hook waited: {took:?}"
-    );
     assert!(read_lines(&starts).len() >= 5, "the app's restarts waited");
     let slow = hook_row(&h, "slow");
-    assert_eq!(slow["delivered"], 0, "{slow}");
+    assert!(
+        took < Duration::from_secs(7) && slow["failed_attempts"] == 0 && slow["delivered"] == 0,
+        "the slow hook is still in its first attempt ({took:?}): {slow}"
+    );
     // The slow program is killed at its timeout and its delivery becomes a dead letter.
     let dead = wait_for(
         "the slow hook's dead letter",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || {
             let d = dead_letters(&h);
             d.into_iter().find(|d| d["hook"] == "slow")
@@ -514,7 +513,7 @@ restart_window_s = 60
         dead["last_error"]
             .as_str()
             .unwrap()
-            .contains("longer than 2 s"),
+            .contains("longer than 8 s"),
         "{dead}"
     );
     h.ok(&["stop", "loop"]);

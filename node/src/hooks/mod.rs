@@ -385,12 +385,15 @@ fn describe_target(spec: &HookSpec) -> String {
     }
 }
 
-/// What a hook receives: the event's fields, the node, and for an exit of an instance the
-/// last lines of its log.
+/// What a hook receives: the event's fields, the host that reports it (`host`, and `node`
+/// unless the event names a node of its own), and for an exit of an instance the last lines
+/// of its log.
 fn payload(e: &Event, node: &str, logs_dir: &Path) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
-        m.insert("node".into(), json!(node));
+        // `node_offline`, `drain`, ... name the node they are about in `node`: kept as is.
+        m.insert("host".into(), json!(node));
+        m.entry("node").or_insert_with(|| json!(node));
         if let Some(index) = e.instance
             && EXIT_KINDS.contains(&e.event.as_str())
         {
@@ -469,6 +472,15 @@ mod tests {
             last.len() <= MAX_LINE && last.starts_with('é'),
             "{}",
             last.len()
+        );
+        assert_eq!(p["host"], "host-a");
+        // An event about a node keeps its `node`.
+        let mut offline = event("node_offline", None);
+        offline.fields.insert("node".into(), json!(3));
+        let p = payload(&offline, "host-a", logs.path());
+        assert_eq!(
+            (p["node"].as_u64(), p["host"].as_str()),
+            (Some(3), Some("host-a"))
         );
         // Not an exit, or not an instance: no logs.
         assert!(payload(&event("started", Some(0)), "h", logs.path())["logs"].is_null());

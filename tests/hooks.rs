@@ -518,3 +518,35 @@ restart_window_s = 60
     );
     h.ok(&["stop", "loop"]);
 }
+
+#[test]
+fn an_https_webhook_refuses_a_certificate_no_public_root_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = certificates(dir.path(), "IP:127.0.0.1");
+    let port = free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &port.to_string(), "-www", "-quiet"])
+        .args(["-cert", &cert, "-key", &key])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    wait_until("the TLS server listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("https://127.0.0.1:{port}/herd");
+    let h = daemon(&webhook("tls", &url, "\"exited\"", 0));
+    crash_app(&h, "api", "never");
+    let dead = wait_for("the refused delivery", Duration::from_secs(15), || {
+        dead_letters(&h).into_iter().next()
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let error = dead["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("TLS") && error.contains("invalid peer certificate"),
+        "{error}"
+    );
+}

@@ -94,6 +94,7 @@ fn each_role_may_call_exactly_the_commands_of_its_row_in_the_table() {
             row(&["metrics"], Role::Viewer, true, "metrics"),
             row(&["events", "-n", "1"], Role::Viewer, true, "events"),
             row(&["graph", &app], Role::Viewer, true, "graph"),
+            row(&["hooks"], Role::Viewer, true, "hooks"),
             row(
                 &["cluster", "status"],
                 Role::Viewer,
@@ -121,6 +122,7 @@ fn each_role_may_call_exactly_the_commands_of_its_row_in_the_table() {
             row(&["reload", &app], Role::Operator, true, "reload"),
             row(&["scale", &app, "2"], Role::Operator, true, "scale"),
             row(&["delete", &gone], Role::Operator, true, "delete"),
+            row(&["hooks", "dead"], Role::Operator, true, "hooks dead"),
             row(
                 &["cluster", "deploy", &file],
                 Role::Operator,
@@ -179,6 +181,12 @@ fn each_role_may_call_exactly_the_commands_of_its_row_in_the_table() {
                 "token revoke",
             ),
             row(&["secret", "list"], Role::Admin, true, "secret list"),
+            row(
+                &["hooks", "replay", "--all"],
+                Role::Admin,
+                true,
+                "hooks replay",
+            ),
             row(&["secret", "put", "x/y"], Role::Admin, false, "secret put"),
             row(&["secret", "get", "x/y"], Role::Admin, false, "secret get"),
             row(

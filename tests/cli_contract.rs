@@ -160,6 +160,9 @@ fn every_command_prints_one_json_document_and_an_error_is_one_too() {
         vec!["token", "revoke", &accessor, "--json"],
         vec!["secret", "list", "--json"],
         vec!["context", "list", "--json"],
+        vec!["hooks", "--json"],
+        vec!["hooks", "dead", "--json"],
+        vec!["hooks", "replay", "--all", "--json"],
         vec!["delete", "worker", "--json"],
     ] {
         check(&args);
@@ -181,6 +184,7 @@ fn every_command_prints_one_json_document_and_an_error_is_one_too() {
         (vec!["stop", "nope", "--json"], 3),
         (vec!["--json", "token", "revoke", "feedfacefeedface"], 3),
         (vec!["secret", "delete", "nope", "--json"], 3),
+        (vec!["hooks", "replay", "00000000000000000001", "--json"], 3),
         (vec!["start", "/nonexistent/apps.toml", "--json"], 1),
         (vec!["cluster", "status", "--json"], 1),
         (vec!["ps", "--no-such-flag", "--json"], 2),

@@ -392,6 +392,15 @@ fn instances_of_a_dead_node_run_elsewhere_and_nothing_runs_twice_when_it_returns
                     .all(|n| health_of(&v, n.id()).as_deref() == Some("online"))
         },
     );
+    // The master's daemon said so in its events (where hooks take `node_offline` from).
+    let offline_events = by_id(&all, leader)
+        .herd
+        .ok(&["events", "--json", "-n", "1000"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "node_offline" && e["node"].as_u64() == Some(victim.id()))
+        .count();
+    assert_eq!(offline_events, 1, "one node_offline event for the victim");
 
     // It comes back: online again, and once settled no instance runs twice.
     victim.herd.ok(&["up"]);

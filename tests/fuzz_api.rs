@@ -1,6 +1,6 @@
 //! Fuzzing the daemon's request path end to end: a real daemon with its TCP API on, and
 //! proptest-generated request bodies sent to every gRPC method it serves (the Supervisor,
-//! ClusterAdmin and Access services; `Shutdown` excepted, which may legitimately stop it):
+//! ClusterAdmin, Access and Hooks services; `Shutdown` excepted, which may legitimately stop it):
 //! arbitrary bytes (most do not decode, some decode to odd messages) and well-formed messages
 //! with hostile field values (odd names, huge counts and timeouts, random TOML). Every call
 //! must be answered, with a reply or an error, and the daemon must live through all of them
@@ -93,6 +93,9 @@ const METHODS: &[(&str, bool)] = &[
     ("/herd.supervisor.Access/ListSecrets", false),
     ("/herd.supervisor.Access/DeleteSecret", false),
     ("/herd.supervisor.Access/GetSecret", false),
+    ("/herd.supervisor.Hooks/List", false),
+    ("/herd.supervisor.Hooks/Dead", false),
+    ("/herd.supervisor.Hooks/Replay", false),
 ];
 
 /// Names that reach past validation: real ones, odd ones, hostile ones.

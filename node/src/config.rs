@@ -53,6 +53,9 @@ pub struct DaemonConfig {
     /// `[jobs]`: slots and headroom of the job queue (see `jobs`). A reload applies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<crate::jobs::queue::JobsSection>,
+    /// `[[hook]]` tables (see `hooks::spec`). A reload applies them.
+    #[serde(default, rename = "hook", skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::spec::HookSpec>,
 }
 
 mod defaults {
@@ -139,6 +142,7 @@ impl DaemonConfig {
                 table.insert(key.into(), value);
             }
         }
+        crate::hooks::spec::check_tables(&table).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: DaemonConfig = table.try_into().map_err(|e: toml::de::Error| {
             format!(
                 "{}: {}",

@@ -16,6 +16,8 @@ use crate::cluster::admin::{Admin, ClusterAdminServer};
 use crate::cluster::bridge::Bridge;
 use crate::config::{ClusterCommit, ConfigHandle, DaemonConfig, LogLevelSetter};
 use crate::home::Home;
+use crate::hooks::HookRunner;
+use crate::hooks::service::{HooksApi, HooksServer};
 use crate::jobs::queue::JobsSection;
 use crate::jobs::service::{JobsServer, JobsService};
 use crate::state::Persisted;
@@ -238,6 +240,8 @@ async fn serve(
     let (events, event_writer) =
         EventLog::new(home.events_file(), cfg.events_max_bytes, cfg.events_files);
     tokio::spawn(event_writer);
+    // Before anything emits: every event from the first one on may reach a hook.
+    let hooks = HookRunner::start(home.root(), home.logs_dir(), &events, config.subscribe());
     // Before any spawn or adoption: where instances' cgroups live (said once in the log).
     crate::supervisor::cgroup::install(home.root(), config.get().cgroups);
     let supervisor = Supervisor::new(home.logs_dir(), home.root().to_path_buf(), events, marker);
@@ -300,6 +304,11 @@ async fn serve(
             ));
             let node = Arc::new(node);
             jobs.attach_cluster(node.clone());
+            // The master's daemon records `node_offline` (for hooks and `herd events`).
+            tasks.push(tokio::spawn(crate::cluster::offline::announce(
+                Arc::downgrade(&node),
+                supervisor.events().clone(),
+            )));
             access.attach(node.clone());
             Some(node)
         }
@@ -366,6 +375,7 @@ async fn serve(
     let routes_jobs = JobsServer::new(JobsService::new(jobs.clone()));
     let routes_events = supervisor.events().clone();
     let routes_secrets = secrets.clone();
+    let routes_hooks = HooksApi::new(hooks.clone());
     // The standard gRPC services beside herd's own, so grpc_health_probe and grpcurl work:
     // health answers anyone (it says only "serving"), reflection needs a viewer token on TCP.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -392,6 +402,7 @@ async fn serve(
         )
         .add_service(door.guard(routes_access()))
         .add_service(door.guard(routes_jobs.clone()))
+        .add_service(door.guard(HooksServer::new(routes_hooks.clone())))
     });
     let tcp_api = TcpApi::new(routes, auth.clone(), cluster_listen, shares_cluster_port);
     if let Some((cfg, listener)) = tcp {
@@ -496,6 +507,7 @@ async fn serve(
         ))
         .add_service(access_api())
         .add_service(JobsServer::new(JobsService::new(jobs)))
+        .add_service(HooksServer::new(HooksApi::new(hooks)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal);
     tokio::select! {
         served = server => served.context("the API server failed")?,

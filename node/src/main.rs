@@ -9,6 +9,7 @@ mod daemon;
 #[cfg(test)]
 mod fuzz;
 mod home;
+mod hooks;
 mod http;
 mod import;
 mod jobs;
@@ -151,6 +152,7 @@ fn run(cli: Cli, explicit: cli::client::Explicit) -> anyhow::Result<()> {
                     Command::Jobs { command } => cli::jobs::jobs(&target, command, json).await,
                     Command::Pause => cli::jobs::pause(&target, true, json).await,
                     Command::Resume => cli::jobs::pause(&target, false, json).await,
+                    Command::Hooks { command } => cli::hooks::run(&target, command, json).await,
                     other => {
                         let client = cli::client::connect(&target).await?;
                         cli::commands::run(client, other, json).await

@@ -20,6 +20,7 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("Jobs", "List", "jobs", Role::Viewer),
     ("Jobs", "History", "jobs history", Role::Viewer),
     ("Jobs", "Get", "jobs", Role::Viewer),
+    ("Hooks", "List", "hooks", Role::Viewer),
     // Running apps.
     ("Supervisor", "Apply", "start", Role::Operator),
     ("Supervisor", "Start", "start", Role::Operator),
@@ -48,6 +49,8 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("Jobs", "Cancel", "jobs cancel", Role::Operator),
     ("Jobs", "Pause", "pause", Role::Operator),
     ("Jobs", "Resume", "resume", Role::Operator),
+    // Dead letters carry what failed to reach a hook (its error may quote the receiver).
+    ("Hooks", "Dead", "hooks dead", Role::Operator),
     // Running the daemon and the cluster, tokens and secrets.
     ("Supervisor", "Shutdown", "down", Role::Admin),
     ("Supervisor", "ReloadConfig", "reload-config", Role::Admin),
@@ -61,6 +64,8 @@ const TABLE: &[(&str, &str, &str, Role)] = &[
     ("Access", "ListSecrets", "secret list", Role::Admin),
     ("Access", "DeleteSecret", "secret delete", Role::Admin),
     ("Access", "GetSecret", "secret get", Role::Admin),
+    // Sends to the outside again, from the daemon's host.
+    ("Hooks", "Replay", "hooks replay", Role::Admin),
 ];
 
 /// The package of the services the table speaks of; other paths are not the API's.

@@ -6,11 +6,12 @@
 use anyhow::Context;
 
 /// The services health reports on: the whole server (`""`) and each of herd's.
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "",
     "herd.supervisor.Supervisor",
     "herd.supervisor.ClusterAdmin",
     "herd.supervisor.Access",
+    "herd.supervisor.Hooks",
 ];
 
 /// The reflection service over every herd service's descriptors.

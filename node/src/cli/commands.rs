@@ -227,6 +227,7 @@ pub async fn run(mut client: Client, command: Command, json: bool) -> anyhow::Re
         | Command::Jobs { .. }
         | Command::Pause
         | Command::Resume
+        | Command::Hooks { .. }
         | Command::Import(_)
         | Command::Context(_)
         | Command::Completions { .. }

@@ -19,6 +19,7 @@ pub mod completions;
 pub mod context;
 pub mod daemon_ctl;
 pub mod exit;
+pub mod hooks;
 pub mod import;
 pub mod jobs;
 pub mod man;
@@ -172,6 +173,12 @@ pub enum Command {
     /// Secrets sealed at rest, for apps' env as `secret:NAME`: put, list, delete, get.
     #[command(subcommand)]
     Secret(access::SecretCommand),
+    /// Hooks (webhooks and programs run on events): delivered, failed and pending per hook;
+    /// `dead` lists the deliveries that gave up, `replay` sends them again.
+    Hooks {
+        #[command(subcommand)]
+        command: Option<hooks::HooksCommand>,
+    },
     /// Named remote daemons (host, token file, CA) to switch between, kept in
     /// ~/.config/herd/contexts.toml: add, use, list, remove. No daemon needed.
     #[command(subcommand)]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bridge;
+pub mod offline;
 pub mod replies;
 mod section;
 

@@ -38,6 +38,14 @@ pub struct EventLog {
     path: PathBuf,
     /// Events emitted since the daemon started, by kind (for `/metrics`).
     kinds: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+    /// The hooks' own channel (`hooks::HookRunner`), set once at start: unlike the broadcast,
+    /// it never drops an event for being slow to read, only when full (counted and logged).
+    hooks: std::sync::Arc<std::sync::OnceLock<HookFeed>>,
+}
+
+struct HookFeed {
+    tx: mpsc::Sender<Event>,
+    dropped: AtomicU64,
 }
 
 /// Most kinds counted apart; kinds past it are counted as `other` (kinds come from herd's own
@@ -57,6 +65,7 @@ impl EventLog {
             seq: std::sync::Arc::new(AtomicU64::new(seed)),
             path: path.clone(),
             kinds: Default::default(),
+            hooks: Default::default(),
         };
         (log, write_events(rx, path, max_bytes, files))
     }
@@ -91,6 +100,17 @@ impl EventLog {
             fields,
         };
         self.count(event);
+        if let Some(feed) = self.hooks.get()
+            && feed.tx.try_send(e.clone()).is_err()
+        {
+            let n = feed.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                warn!(
+                    dropped = n + 1,
+                    "the hooks' event queue is full or closed; events are not handed to hooks"
+                );
+            }
+        }
         let _ = self.live.send(e.clone());
         let _ = self.tx.send(e);
     }
@@ -118,6 +138,21 @@ impl EventLog {
             caller.stamp(map);
         }
         self.emit(app, None, None, event, fields);
+    }
+
+    /// Hands every event from now on to `tx` too, without ever waiting (see `hooks`).
+    pub fn feed_hooks(&self, tx: mpsc::Sender<Event>) {
+        let _ = self.hooks.set(HookFeed {
+            tx,
+            dropped: AtomicU64::new(0),
+        });
+    }
+
+    /// Events the hooks' channel had no room for, since the daemon started.
+    pub fn hooks_dropped(&self) -> u64 {
+        self.hooks
+            .get()
+            .map_or(0, |f| f.dropped.load(Ordering::Relaxed))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

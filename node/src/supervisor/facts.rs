@@ -256,6 +256,7 @@ mod tests {
         ("undeployed", &[]),
         ("cluster_scaled", &["instances"]),
         ("cluster_restart", &["generation"]),
+        ("node_offline", &["node", "addr"]),
     ];
 
     /// One of every fact, every optional field set.

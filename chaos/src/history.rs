@@ -42,6 +42,23 @@ pub struct History {
     pub agent_slices: Vec<AgentSlice>,
     /// Things a reader of the report should know (fallbacks taken, capabilities missing).
     pub notes: Vec<String>,
+    /// The scheduled job's runs as they happened (its log), and the registry's record of its
+    /// runs and skipped ticks (`herd jobs history --json`), read once the cluster settled.
+    #[serde(default)]
+    pub job_ticks: Vec<JobTick>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_record: Option<serde_json::Value>,
+}
+
+/// One run of the scheduled job, from the line it appended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobTick {
+    /// The tick, seconds since the epoch.
+    pub tick_s: u64,
+    /// The home of the node that ran it.
+    pub home: String,
+    /// `schedule`, `catch_up`, `retry`, ...
+    pub trigger: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

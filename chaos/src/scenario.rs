@@ -4,6 +4,7 @@
 //! down. Returns the recorded history; judging it is the invariants' job.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,7 @@ use crate::history::AgentSlice;
 use crate::history::DownCheck;
 use crate::history::Heal;
 use crate::history::History;
+use crate::history::JobTick;
 use crate::history::MeasureKind;
 use crate::history::Measurement;
 use crate::history::Recorder;
@@ -140,6 +142,13 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
     let apps_dir = lab.work_dir().join("apps");
     std::fs::create_dir_all(&apps_dir)?;
     workload::deploy(&writer, &apps_dir)?;
+    let ticks_log = match workload::deploy_job(lab, &apps_dir) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            rec.note(format!("no scheduled job: {e}"));
+            None
+        }
+    };
     let local_targets = workload::start_local(lab)?;
     interrupt::sleep(Duration::from_secs(3))?;
     let observable = faults::offline_observable(lab);
@@ -218,6 +227,9 @@ fn drive(lab: &mut Lab, opts: &RunOptions) -> anyhow::Result<(History, Settings)
             Err(_) => anyhow::bail!("the client thread panicked"),
         }
         heal_and_settle(&ctx, &local_targets)?;
+        if let Some(log) = &ticks_log {
+            read_job(lab, &rec, log);
+        }
         Ok(())
     })?;
     final_downs(lab, &rec);
@@ -302,6 +314,45 @@ fn heal_and_settle(
         (rec.now_ms() - healed_ms) as f64 / 1000.0
     );
     read_agent_slices(lab, rec)
+}
+
+/// The scheduled job's runs as its log has them, and the registry's record of its runs and
+/// skipped ticks (from the first node that answers), for invariant 7.
+fn read_job(lab: &Lab, rec: &Recorder, log: &Path) {
+    let ticks: Vec<JobTick> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.rsplitn(3, ':');
+            let trigger = parts.next()?.trim().to_string();
+            let tick_s = parts.next()?.trim().parse().ok()?;
+            let home = parts.next()?.to_string();
+            Some(JobTick {
+                tick_s,
+                home,
+                trigger,
+            })
+        })
+        .collect();
+    let record = lab.nodes.iter().find_map(|n| {
+        let out = n
+            .cli(
+                &["jobs", "history", workload::JOB, "--json"],
+                Duration::from_secs(10),
+            )
+            .ok()?;
+        if !out.ok() {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&out.stdout).ok()
+    });
+    if record.is_none() {
+        rec.note("no node answered `herd jobs history` for the scheduled job");
+    }
+    rec.with(|h| {
+        h.job_ticks = ticks;
+        h.job_record = record;
+    });
 }
 
 /// Each agent's held slice beside the registry, read again while they differ (an agent

@@ -79,6 +79,38 @@ pub fn deploy(w: &Writer, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scheduled cluster job: each run appends `home:tick:trigger` to `ticks.log`.
+pub const JOB: &str = "tick";
+/// Its period (seconds): a tick every 5 s.
+pub const JOB_PERIOD_S: u64 = 5;
+
+/// Deploys the scheduled job through any node that acknowledges (not a recorded write: it is
+/// no app, invariant 7 judges it); returns the file its runs append to, or why it could not.
+pub fn deploy_job(lab: &Lab, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let log = dir.join("ticks.log");
+    let file = dir.join("tick.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[job]]\nname = \"{JOB}\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo $HERD_HOME:$HERD_TICK:$HERD_TRIGGER >> {}\"]\n\
+             schedule = \"*/{JOB_PERIOD_S} * * * * *\"\noverlap = \"allow\"\n",
+            log.display()
+        ),
+    )?;
+    let path = file.display().to_string();
+    let mut last = String::new();
+    for attempt in 0..3 * lab.nodes.len() {
+        let node = &lab.nodes[attempt % lab.nodes.len()];
+        let out = node.cli(&["cluster", "deploy", &path], Duration::from_secs(20))?;
+        if out.ok() {
+            return Ok(log);
+        }
+        last = out.failure();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("the scheduled job could not be deployed through any node: {last}")
+}
+
 /// Starts the local app on every node; returns what each supervisor must keep running.
 pub fn start_local(lab: &Lab) -> anyhow::Result<BTreeMap<usize, BTreeMap<String, u32>>> {
     let mut targets = BTreeMap::new();

@@ -3,6 +3,7 @@
 //! nothing to judge says so and why (often: the herd under test lacks the master duties).
 
 pub mod convergence;
+mod jobs;
 mod leaders;
 mod orphans;
 mod singleton;
@@ -166,6 +167,11 @@ pub fn check_all(h: &History) -> Vec<InvariantResult> {
             "every agent's slice equals the registry's slice for it",
             vec![slices::agent_slices_match(h)],
         ),
+        InvariantResult::new(
+            7,
+            "every tick of the scheduled cluster job runs exactly once",
+            vec![jobs::never_twice(h), jobs::none_lost(h)],
+        ),
     ]
 }
 
@@ -199,7 +205,7 @@ mod tests {
     #[test]
     fn an_empty_history_passes_nothing() {
         let results = check_all(&History::default());
-        assert_eq!(results.len(), 6);
+        assert_eq!(results.len(), 7);
         for r in results {
             assert_eq!(
                 r.verdict,

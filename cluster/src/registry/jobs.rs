@@ -19,8 +19,8 @@ use super::RegistryResponse;
 use super::apply::applied;
 use super::apply::rejected;
 
-/// Ended runs kept per job.
-pub const RUNS_KEPT: usize = 50;
+/// Ended runs (and skipped ticks) kept per job.
+pub const RUNS_KEPT: usize = 100;
 /// Requested runs waiting for dispatch, per job.
 pub const MAX_REQUESTS: usize = 100;
 

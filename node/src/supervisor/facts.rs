@@ -257,6 +257,21 @@ mod tests {
         ("cluster_scaled", &["instances"]),
         ("cluster_restart", &["generation"]),
         ("node_offline", &["node", "addr"]),
+        ("job_queued", &["run", "attempt", "priority", "trigger"]),
+        ("job_started", &["run", "attempt", "trigger"]),
+        ("job_finished", JOB_END),
+        ("job_skipped", &["run", "reason", "tick_ms"]),
+        ("job_lost", JOB_END),
+    ];
+    /// What `jobs::finish` records for a run's end (`detail` when there is one).
+    const JOB_END: &[&str] = &[
+        "run",
+        "attempt",
+        "exit",
+        "signal",
+        "reason",
+        "duration_ms",
+        "detail",
     ];
 
     /// One of every fact, every optional field set.

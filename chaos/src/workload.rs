@@ -93,7 +93,7 @@ pub fn deploy_job(lab: &Lab, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
         &file,
         format!(
             "[[job]]\nname = \"{JOB}\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo $HERD_HOME:$HERD_TICK:$HERD_TRIGGER >> {}\"]\n\
-             schedule = \"*/{JOB_PERIOD_S} * * * * *\"\noverlap = \"allow\"\n",
+             schedule = \"*/{JOB_PERIOD_S} * * * * *\"\noverlap = \"allow\"\nretry_on_node_loss = true\n",
             log.display()
         ),
     )?;

@@ -868,6 +868,11 @@ fn judge(run: &Run, app: Option<&App>, recovering: bool, now: u64) -> Option<Ver
                 "it had not started when the daemon stopped".into(),
             ));
         }
+        // Registered but not yet started by `start` (another task may be in `run_once`): a
+        // run whose process was never seen is still starting.
+        if run.pid.is_none() {
+            return None;
+        }
         return Some(done(
             Reason::Cancelled,
             Some("stopped before it started".into()),
@@ -1189,4 +1194,102 @@ fn requeue(s: &mut JobsState, mut run: Run, why: &str, fx: &mut Vec<Effect>) {
     run.pid = None;
     run.stopping = None;
     s.queue.push(run);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::instance::{ExitRecord, Instance};
+    use crate::supervisor::{App, Origin};
+
+    fn run(pid: Option<u32>, started_ms: u64) -> Run {
+        let mut s = JobsState::default();
+        let mut r = new_run(&mut s, "j", 0, Trigger::Manual, None, None, vec![], 0);
+        r.pid = pid;
+        r.started_ms = Some(started_ms);
+        r
+    }
+
+    fn app(status: Status, exit: Option<(Option<i32>, &str)>) -> App {
+        let spec = crate::supervisor::spec::AppSpec::quick("j~1", "true", vec![]);
+        let mut a: App = serde_json::from_value(serde_json::json!({
+            "spec": spec, "desired": "running", "instances": [], "origin": "job",
+        }))
+        .unwrap();
+        let mut i = Instance::new(0);
+        i.status = status;
+        if let Some((code, reason)) = exit {
+            i.record_exit(ExitRecord {
+                at_ms: 1,
+                code,
+                signal: None,
+                reason: reason.into(),
+            });
+        }
+        a.origin = Origin::Job;
+        a.instances = vec![i];
+        a
+    }
+
+    fn reason(v: Option<Verdict>) -> Option<Reason> {
+        match v {
+            Some(Verdict::Done { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_registered_run_not_yet_spawned_is_still_starting() {
+        // Another task registered the app and has not started it yet: not "cancelled".
+        assert!(judge(&run(None, 0), Some(&app(Status::Stopped, None)), false, 10).is_none());
+        assert_eq!(
+            reason(judge(
+                &run(Some(7), 0),
+                Some(&app(Status::Stopped, None)),
+                false,
+                10
+            )),
+            Some(Reason::Cancelled)
+        );
+    }
+
+    #[test]
+    fn exits_map_to_reasons_and_young_vanished_runs_are_queued_again() {
+        let ended = |code, why: &str| app(Status::Stopped, Some((code, why)));
+        let r = run(Some(7), 0);
+        assert_eq!(
+            reason(judge(&r, Some(&ended(Some(0), "exited")), false, 10)),
+            Some(Reason::Succeeded)
+        );
+        assert_eq!(
+            reason(judge(&r, Some(&ended(Some(2), "exited")), false, 10)),
+            Some(Reason::Failed)
+        );
+        assert_eq!(
+            reason(judge(&r, Some(&ended(None, "stopped")), false, 10)),
+            Some(Reason::Cancelled)
+        );
+        let adopted = ended(None, "exited (adopted process: exit status unknown)");
+        assert_eq!(
+            reason(judge(&r, Some(&adopted), false, 10)),
+            Some(Reason::Unknown)
+        );
+        let died = ended(None, "died while the daemon was down");
+        assert_eq!(
+            reason(judge(&r, Some(&died), true, LOST_GRACE_MS)),
+            Some(Reason::Lost)
+        );
+        assert!(matches!(
+            judge(&r, Some(&died), true, LOST_GRACE_MS - 1),
+            Some(Verdict::Requeue(_))
+        ));
+        assert!(matches!(
+            judge(&r, None, true, 10),
+            Some(Verdict::Requeue(_))
+        ));
+        assert_eq!(
+            reason(judge(&r, None, true, LOST_GRACE_MS)),
+            Some(Reason::Lost)
+        );
+    }
 }

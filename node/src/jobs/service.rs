@@ -243,7 +243,9 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::JsonReply>, Status> {
         let req = req.into_inner();
         let s = self.jobs.snapshot().await;
-        if !s.jobs.contains_key(&req.name) && !s.history.contains_key(&req.name) {
+        // A job of this host: its history here. A cluster's job: the registry's record (runs
+        // this node carried out for it are in its local history too, not shown here).
+        if !s.jobs.contains_key(&req.name) {
             if let Some(reg) = self.cluster_registry().await
                 && let Some(job) = reg.jobs.get(&req.name)
             {
@@ -255,7 +257,9 @@ impl JobsApi for JobsService {
                     "runs": runs,
                 }));
             }
-            return Err(super::unknown_job(&req.name).into());
+            if !s.history.contains_key(&req.name) {
+                return Err(super::unknown_job(&req.name).into());
+            }
         }
         let mut runs: Vec<&Run> = s
             .history

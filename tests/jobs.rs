@@ -490,3 +490,32 @@ fn bad_job_keys_refuse_the_whole_file_and_unknown_jobs_are_named() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("job `nosuch` not found"));
 }
+
+/// CPU time (user + system, clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_daemon_with_jobs_and_nothing_due_does_not_spin() {
+    // Regression: every pass of the scheduler woke itself again, so each daemon spun a core
+    // (seen as leader flapping in the chaos suite). Not a speed claim: 2 s of a correct idle
+    // daemon cost well under 0.1 s of CPU; the spinning one cost 2 s.
+    let h = Herd::up();
+    start_file(
+        &h,
+        "[[job]]\nname = \"nightly\"\ncommand = \"true\"\nschedule = \"0 3 * * *\"\n\n[[job]]\nname = \"manual\"\ncommand = \"true\"\n",
+    );
+    h.ok(&["run", "manual"]);
+    wait_history(&h, "manual", Duration::from_secs(10), |r| {
+        !ended(r, "succeeded").is_empty()
+    });
+    let pid = h.daemon_pid().expect("daemon pid");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 50, "the idle daemon used {used} ticks of CPU in 2 s");
+}

@@ -274,9 +274,17 @@ impl MasterTerm {
         // Jobs: ticks, requests and runs lost with their node, decided only once some node
         // answered this term (a fresh master would otherwise find no node for a tick).
         if !reg.jobs.is_empty() && !live.is_empty() {
-            let online: BTreeSet<NodeId> = live
+            // A run goes only to a node that answered lately (two heartbeat intervals): one
+            // that went silent a moment ago would hold the tick until it is judged lost.
+            let recent = self.settings.heartbeat_interval.saturating_mul(2);
+            let now = crate::clock::now();
+            let online: BTreeSet<NodeId> = health
                 .iter()
-                .copied()
+                .filter(|(_, h)| {
+                    h.last_answer
+                        .is_some_and(|t| now.saturating_duration_since(t) <= recent)
+                })
+                .map(|(id, _)| *id)
                 .filter(|id| {
                     reg.nodes
                         .get(id)

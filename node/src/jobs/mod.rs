@@ -33,7 +33,8 @@ use tracing::{info, warn};
 
 /// A run started this recently is never judged lost: it is queued again instead.
 pub const LOST_GRACE_MS: u64 = 90_000;
-/// The longest the scheduler sleeps without looking (a clock stepped forward is seen then).
+/// The longest the scheduler sleeps while a tick, timeout or backoff is ahead (a wall clock
+/// stepped forward is seen then).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -298,9 +299,11 @@ impl Jobs {
                     ))
                 })?;
             *st = next;
+            drop(st);
+            // Only a change wakes the scheduler: a pass that changed nothing must not wake
+            // itself again (that spun a core on every daemon).
+            self.inner.wake.notify_one();
         }
-        drop(st);
-        self.inner.wake.notify_one();
         Ok(r)
     }
 
@@ -532,15 +535,21 @@ impl Jobs {
                     Some(now_ms().saturating_add(1_000))
                 }
             };
-            let sleep = next
-                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+            // Nothing due (no tick, timeout, backoff or report): no timer at all; an idle
+            // daemon does not wake for jobs. Otherwise at least every MAX_SLEEP, so a wall
+            // clock stepped forward is seen.
+            let sleep =
+                next.map(|t| Duration::from_millis(t.saturating_sub(now_ms())).min(MAX_SLEEP));
             tokio::select! {
                 r = changes.changed() => { if r.is_err() { return } }
                 () = self.inner.wake.notified() => {}
                 r = config.changed() => { if r.is_err() { return } }
-                () = tokio::time::sleep(sleep) => {}
+                () = async {
+                    match sleep {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         }
     }

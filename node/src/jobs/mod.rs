@@ -879,9 +879,7 @@ fn judge(run: &Run, app: Option<&App>, recovering: bool, now: u64) -> Option<Ver
         }
         // Registered but not yet started by `start` (another task may be in `run_once`): a
         // run whose process was never seen is still starting.
-        if run.pid.is_none() {
-            return None;
-        }
+        run.pid?;
         return Some(done(
             Reason::Cancelled,
             Some("stopped before it started".into()),

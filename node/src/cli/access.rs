@@ -3,7 +3,7 @@
 
 use super::client::{Target, status_error};
 use super::commands::format_time;
-use super::output::{duration_text, print_json, table};
+use super::output::{duration_text, print_json, reply_json, table};
 use anyhow::Context;
 use clap::Subcommand;
 use herd_proto::supervisor as pb;
@@ -48,10 +48,6 @@ pub enum SecretCommand {
     Get { name: String },
 }
 
-fn parse(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<Value> {
-    serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
-}
-
 fn when(v: &Value) -> String {
     v.as_u64().map_or("-".into(), format_time)
 }
@@ -60,7 +56,7 @@ pub async fn tokens(target: &Target, command: TokenCommand, json: bool) -> anyho
     let mut c = AccessClient::new(super::client::channel(target).await?);
     match command {
         TokenCommand::Create { role, name, ttl } => {
-            let v = parse(
+            let v = reply_json(
                 c.create_token(pb::CreateTokenRequest {
                     role,
                     name,
@@ -93,7 +89,7 @@ pub async fn tokens(target: &Target, command: TokenCommand, json: bool) -> anyho
             }
         }
         TokenCommand::List => {
-            let v = parse(
+            let v = reply_json(
                 c.list_tokens(pb::ListAccessRequest {})
                     .await
                     .map_err(status_error)?,
@@ -136,7 +132,7 @@ pub async fn tokens(target: &Target, command: TokenCommand, json: bool) -> anyho
             );
         }
         TokenCommand::Revoke { accessor } => {
-            let v = parse(
+            let v = reply_json(
                 c.revoke_token(pb::NameRequest { name: accessor })
                     .await
                     .map_err(status_error)?,
@@ -168,7 +164,7 @@ pub async fn secrets(target: &Target, command: SecretCommand, json: bool) -> any
             if value.len() > MAX_SECRET_BYTES {
                 anyhow::bail!("the value is larger than {MAX_SECRET_BYTES} bytes");
             }
-            let v = parse(
+            let v = reply_json(
                 c.put_secret(pb::PutSecretRequest { name, value })
                     .await
                     .map_err(status_error)?,
@@ -189,7 +185,7 @@ pub async fn secrets(target: &Target, command: SecretCommand, json: bool) -> any
             }
         }
         SecretCommand::List => {
-            let v = parse(
+            let v = reply_json(
                 c.list_secrets(pb::ListAccessRequest {})
                     .await
                     .map_err(status_error)?,
@@ -215,7 +211,7 @@ pub async fn secrets(target: &Target, command: SecretCommand, json: bool) -> any
             table(&["NAME", "VERSION", "SET", "BY"], &rows);
         }
         SecretCommand::Delete { name } => {
-            let v = parse(
+            let v = reply_json(
                 c.delete_secret(pb::NameRequest { name })
                     .await
                     .map_err(status_error)?,

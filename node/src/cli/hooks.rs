@@ -2,12 +2,10 @@
 
 use super::client::{Target, status_error};
 use super::commands::format_time;
-use super::output::{print_json, table};
-use anyhow::Context;
+use super::output::{cell, print_json, reply_json, table};
 use clap::Subcommand;
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::hooks_client::HooksClient;
-use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum HooksCommand {
@@ -26,23 +24,11 @@ pub enum HooksCommand {
     },
 }
 
-fn parse(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<Value> {
-    serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> anyhow::Result<()> {
     let mut c = HooksClient::new(super::client::channel(target).await?);
     match command {
         None => {
-            let v = parse(c.list(pb::HooksRequest {}).await.map_err(status_error)?)?;
+            let v = reply_json(c.list(pb::HooksRequest {}).await.map_err(status_error)?)?;
             if json {
                 print_json(&v);
                 return Ok(());
@@ -58,13 +44,13 @@ pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> 
                 .iter()
                 .map(|h| {
                     vec![
-                        text(&h["name"]),
-                        text(&h["target"]),
-                        text(&h["delivered"]),
-                        text(&h["failed"]),
-                        text(&h["pending"]),
-                        text(&h["dead"]),
-                        text(&h["last_error"]),
+                        cell(&h["name"]),
+                        cell(&h["target"]),
+                        cell(&h["delivered"]),
+                        cell(&h["failed"]),
+                        cell(&h["pending"]),
+                        cell(&h["dead"]),
+                        cell(&h["last_error"]),
                     ]
                 })
                 .collect();
@@ -85,7 +71,7 @@ pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> 
             }
         }
         Some(HooksCommand::Dead) => {
-            let v = parse(c.dead(pb::HooksRequest {}).await.map_err(status_error)?)?;
+            let v = reply_json(c.dead(pb::HooksRequest {}).await.map_err(status_error)?)?;
             if json {
                 print_json(&v);
                 return Ok(());
@@ -102,13 +88,13 @@ pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> 
                         .as_u64()
                         .map_or(String::new(), |i| format!("/{i}"));
                     vec![
-                        text(&d["id"]),
-                        text(&d["hook"]),
-                        text(&d["event"]),
-                        format!("{}{instance}", text(&d["app"])),
+                        cell(&d["id"]),
+                        cell(&d["hook"]),
+                        cell(&d["event"]),
+                        format!("{}{instance}", cell(&d["app"])),
                         d["dead_ms"].as_u64().map_or("-".into(), format_time),
-                        text(&d["attempts"]),
-                        text(&d["last_error"]),
+                        cell(&d["attempts"]),
+                        cell(&d["last_error"]),
                     ]
                 })
                 .collect();
@@ -126,7 +112,7 @@ pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> 
             );
         }
         Some(HooksCommand::Replay { id, all }) => {
-            let v = parse(
+            let v = reply_json(
                 c.replay(pb::ReplayRequest {
                     id: id.unwrap_or_default(),
                     all,
@@ -148,7 +134,7 @@ pub async fn run(target: &Target, command: Option<HooksCommand>, json: bool) -> 
                 .map(Vec::as_slice)
                 .unwrap_or_default()
             {
-                eprintln!("skipped {}: {}", text(&s["id"]), text(&s["reason"]));
+                eprintln!("skipped {}: {}", cell(&s["id"]), cell(&s["reason"]));
             }
         }
     }

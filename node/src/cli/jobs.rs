@@ -1,8 +1,7 @@
 //! `herd run`, `herd jobs ...`, `herd pause`, `herd resume`: the Jobs service.
 
 use super::client::{Target, status_error};
-use super::output::{print_json, table};
-use anyhow::Context;
+use super::output::{cell, print_json, reply_json, table};
 use clap::Subcommand;
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::jobs_client::JobsClient;
@@ -41,18 +40,6 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-fn parse(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<Value> {
-    serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// "exit 3", "SIGKILL", or "-".
 fn exit_text(run: &Value) -> String {
     match (run["exit_code"].as_i64(), run["signal"].as_str()) {
@@ -65,7 +52,7 @@ fn exit_text(run: &Value) -> String {
 pub async fn run(target: &Target, args: RunArgs, json: bool) -> anyhow::Result<()> {
     let mut c = JobsClient::new(super::client::channel(target).await?);
     let name = args.name.clone();
-    let v = parse(
+    let v = reply_json(
         c.run(pb::RunJobRequest {
             name: args.name,
             priority: args.priority,
@@ -129,7 +116,7 @@ pub async fn run(target: &Target, args: RunArgs, json: bool) -> anyhow::Result<(
     drop(out);
     // The log ends with the run; its record is final once the daemon has judged it.
     let run = loop {
-        let r = parse(
+        let r = reply_json(
             c.get(pb::RunIdRequest { run: id })
                 .await
                 .map_err(status_error)?,
@@ -144,7 +131,7 @@ pub async fn run(target: &Target, args: RunArgs, json: bool) -> anyhow::Result<(
     } else {
         eprintln!(
             "run {id} of {name}: {} ({})",
-            text(&run["reason"]),
+            cell(&run["reason"]),
             exit_text(&run)
         );
     }
@@ -163,7 +150,7 @@ pub async fn jobs(target: &Target, command: Option<JobsCommand>, json: bool) -> 
     let mut c = JobsClient::new(super::client::channel(target).await?);
     match command.unwrap_or(JobsCommand::List) {
         JobsCommand::List => {
-            let v = parse(
+            let v = reply_json(
                 c.list(pb::ListRequest::default())
                     .await
                     .map_err(status_error)?,
@@ -179,15 +166,15 @@ pub async fn jobs(target: &Target, command: Option<JobsCommand>, json: bool) -> 
                         .map(|j| {
                             let last = &j["last"];
                             vec![
-                                text(&j["name"]),
-                                text(&j["schedule"]),
-                                text(&j["next_tick"]),
+                                cell(&j["name"]),
+                                cell(&j["schedule"]),
+                                cell(&j["next_tick"]),
                                 j["running"].as_array().map_or(0, Vec::len).to_string(),
                                 j["queued"].as_array().map_or(0, Vec::len).to_string(),
                                 if last.is_null() {
                                     "-".into()
                                 } else {
-                                    format!("{} ({})", text(&last["reason"]), exit_text(last))
+                                    format!("{} ({})", cell(&last["reason"]), exit_text(last))
                                 },
                             ]
                         })
@@ -203,7 +190,7 @@ pub async fn jobs(target: &Target, command: Option<JobsCommand>, json: bool) -> 
             }
         }
         JobsCommand::History { name, lines } => {
-            let v = parse(
+            let v = reply_json(
                 c.history(pb::JobHistoryRequest {
                     name,
                     limit: lines.unwrap_or(0),
@@ -221,17 +208,17 @@ pub async fn jobs(target: &Target, command: Option<JobsCommand>, json: bool) -> 
                     a.iter()
                         .map(|r| {
                             vec![
-                                text(&r["id"]),
-                                text(&r["attempt"]),
-                                text(&r["trigger"]),
-                                text(&r["state"]),
-                                text(&r["started_at"]),
+                                cell(&r["id"]),
+                                cell(&r["attempt"]),
+                                cell(&r["trigger"]),
+                                cell(&r["state"]),
+                                cell(&r["started_at"]),
                                 r["duration_ms"]
                                     .as_u64()
                                     .map_or("-".into(), |d| format!("{:.1}s", d as f64 / 1000.0)),
                                 exit_text(r),
-                                text(&r["reason"]),
-                                text(&r["detail"]),
+                                cell(&r["reason"]),
+                                cell(&r["detail"]),
                             ]
                         })
                         .collect()
@@ -246,7 +233,7 @@ pub async fn jobs(target: &Target, command: Option<JobsCommand>, json: bool) -> 
             );
         }
         JobsCommand::Cancel { run } => {
-            let v = parse(
+            let v = reply_json(
                 c.cancel(pb::RunIdRequest { run })
                     .await
                     .map_err(status_error)?,
@@ -267,9 +254,9 @@ pub async fn pause(target: &Target, paused: bool, json: bool) -> anyhow::Result<
     let mut c = JobsClient::new(super::client::channel(target).await?);
     let req = pb::PauseRequest {};
     let v = if paused {
-        parse(c.pause(req).await.map_err(status_error)?)?
+        reply_json(c.pause(req).await.map_err(status_error)?)?
     } else {
-        parse(c.resume(req).await.map_err(status_error)?)?
+        reply_json(c.resume(req).await.map_err(status_error)?)?
     };
     if json {
         print_json(&v);

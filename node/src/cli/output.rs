@@ -400,3 +400,18 @@ pub fn write_out(args: std::fmt::Arguments) {
         eprintln!("herd: cannot write the output: {e}");
     }
 }
+
+/// The JSON document of a `JsonReply` (the Access, Jobs and Hooks services answer with one).
+pub fn reply_json(r: tonic::Response<pb::JsonReply>) -> anyhow::Result<Value> {
+    use anyhow::Context;
+    serde_json::from_str(&r.into_inner().json).context("the daemon sent JSON that does not parse")
+}
+
+/// A JSON value as a table cell: `-` for null, a string bare, anything else as JSON.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

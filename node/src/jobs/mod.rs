@@ -932,27 +932,10 @@ fn new_run(
     now: u64,
 ) -> Run {
     Run {
-        id: s.fresh_id(),
-        job: job.to_string(),
-        attempt: 1,
-        priority,
-        trigger,
         tick_ms,
         key,
         args,
-        queued_ms: now,
-        not_before_ms: 0,
-        started_ms: None,
-        finished_ms: None,
-        pid: None,
-        exit_code: None,
-        signal: None,
-        reason: None,
-        detail: None,
-        stopping: None,
-        adopted: false,
-        cluster: None,
-        spec: None,
+        ..Run::queued(s.fresh_id(), job, priority, trigger, now)
     }
 }
 

@@ -106,29 +106,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn run(id: u64, job: &str, priority: i32, queued_ms: u64) -> Run {
-        Run {
-            id,
-            job: job.into(),
-            attempt: 1,
-            priority,
-            trigger: Trigger::Manual,
-            tick_ms: None,
-            key: None,
-            args: vec![],
-            queued_ms,
-            not_before_ms: 0,
-            started_ms: None,
-            finished_ms: None,
-            pid: None,
-            exit_code: None,
-            signal: None,
-            reason: None,
-            detail: None,
-            stopping: None,
-            adopted: false,
-            cluster: None,
-            spec: None,
-        }
+        Run::queued(id, job, priority, Trigger::Manual, queued_ms)
     }
 
     fn state(jobs: &[(&str, Overlap)]) -> JobsState {

@@ -103,6 +103,33 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run of `job` queued at `now` (attempt 1, nothing started).
+    pub fn queued(id: u64, job: &str, priority: i32, trigger: Trigger, now: u64) -> Run {
+        Run {
+            id,
+            job: job.to_string(),
+            attempt: 1,
+            priority,
+            trigger,
+            tick_ms: None,
+            key: None,
+            args: Vec::new(),
+            queued_ms: now,
+            not_before_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            detail: None,
+            stopping: None,
+            adopted: false,
+            cluster: None,
+            spec: None,
+        }
+    }
+
     /// The supervisor app that carries this run's process (`~` is never in an app's name).
     pub fn app_name(&self) -> String {
         app_name(&self.job, self.id)

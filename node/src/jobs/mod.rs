@@ -66,6 +66,9 @@ struct Inner {
     supervisor: Supervisor,
     config: watch::Receiver<JobsSection>,
     wake: Notify,
+    /// Bumped after every saved change: a `herd logs --follow` of a run ends as soon as the
+    /// run has.
+    saved: watch::Sender<u64>,
     logs_dir: PathBuf,
     /// The cluster this host belongs to (set once it has started): runs the master dispatched
     /// here end with a `FinishRun` written through it, and `herd run` of a deployed job asks it.
@@ -117,6 +120,7 @@ impl Jobs {
                 supervisor,
                 config,
                 wake: Notify::new(),
+                saved: watch::channel(0).0,
                 logs_dir,
                 cluster: std::sync::OnceLock::new(),
                 reporting: std::sync::atomic::AtomicBool::new(false),
@@ -303,8 +307,14 @@ impl Jobs {
             // Only a change wakes the scheduler: a pass that changed nothing must not wake
             // itself again (that spun a core on every daemon).
             self.inner.wake.notify_one();
+            self.inner.saved.send_modify(|v| *v = v.wrapping_add(1));
         }
         Ok(r)
+    }
+
+    /// Wakes after every saved change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.saved.subscribe()
     }
 
     pub async fn snapshot(&self) -> JobsState {

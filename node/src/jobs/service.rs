@@ -128,6 +128,7 @@ pub async fn log_stream(
     let (id, path, files) = jobs.log_of(job, run).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let jobs = jobs.clone();
+    let mut saved = jobs.subscribe();
     tokio::spawn(async move {
         let chunk = |data: Vec<u8>| Ok(pb::LogChunk { instance: 0, data });
         // A run that has not started yet has no log: wait for it, like `tail -F`.
@@ -149,7 +150,11 @@ pub async fn log_stream(
             if ended || tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // New output is looked for every 200 ms; the run's end is seen at once.
+            tokio::select! {
+                r = saved.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))

@@ -83,7 +83,9 @@ impl Store {
         self.root.join("dead")
     }
 
-    /// Creates (0700) and checks `hooks/`, `hooks/pending/`, `hooks/dead/`.
+    /// Creates (0700) and checks `hooks/`, `hooks/pending/`, `hooks/dead/`, and removes the
+    /// temp files of writes a crash cut short. Only here, before any worker runs: a listing
+    /// must never touch a temp file, which may be a write in flight.
     pub fn ensure(&self) -> io::Result<()> {
         for d in [
             self.root.clone(),
@@ -91,6 +93,14 @@ impl Store {
             self.dead_dir(),
         ] {
             private_dir(&d)?;
+        }
+        sweep_temps(&self.dead_dir());
+        if let Ok(hooks) = std::fs::read_dir(self.root.join("pending")) {
+            for h in hooks.flatten() {
+                if h.file_type().is_ok_and(|t| t.is_dir()) {
+                    sweep_temps(&h.path());
+                }
+            }
         }
         Ok(())
     }
@@ -242,8 +252,23 @@ fn remove(dir: &Path, id: &str) -> io::Result<()> {
     }
 }
 
-/// The ids of the `<id>.json` files in `dir`, sorted (oldest first). Leftover temp files of a
-/// write cut short are removed.
+/// Removes the `<id>.json.tmp` files in `dir` (writes a crash cut short).
+fn sweep_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".json.tmp"))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The ids of the `<id>.json` files in `dir`, sorted (oldest first). Temp files are left alone:
+/// one may be a write in flight (`ensure` sweeps those a crash left).
 fn ids_in(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -256,8 +281,6 @@ fn ids_in(dir: &Path) -> Vec<String> {
             && valid_id(id)
         {
             ids.push(id.to_string());
-        } else if name.ends_with(".json.tmp") {
-            let _ = std::fs::remove_file(e.path());
         }
     }
     ids.sort();
@@ -306,6 +329,27 @@ mod tests {
         assert_eq!(back.attempts, 0);
         assert!(store.dead().is_empty());
         assert_eq!(store.pending("pager").len(), 2);
+    }
+
+    #[test]
+    fn listing_leaves_a_write_in_flight_alone_and_ensure_sweeps_a_crashed_one() {
+        // `herd hooks dead` lists while a worker writes a dead letter: the listing used to
+        // delete the worker's temp file, and its rename then failed (seen in CI).
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(home.path());
+        store.ensure().unwrap();
+        let in_flight = store.dead_dir().join("00000000000000000001.json.tmp");
+        std::fs::write(&in_flight, b"{").unwrap();
+        assert!(store.dead().is_empty());
+        assert!(store.pending("pager").is_empty());
+        assert!(in_flight.exists(), "a listing removed a write in flight");
+        std::fs::create_dir_all(store.pending_dir("pager")).unwrap();
+        let pending_tmp = store
+            .pending_dir("pager")
+            .join("00000000000000000002.json.tmp");
+        std::fs::write(&pending_tmp, b"{").unwrap();
+        store.ensure().unwrap();
+        assert!(!in_flight.exists() && !pending_tmp.exists());
     }
 
     #[test]

@@ -175,6 +175,70 @@ fn apps_that_died_while_the_daemon_was_down_are_restarted_per_policy() {
 }
 
 #[test]
+fn an_app_whose_policy_let_it_end_stays_ended_across_a_daemon_sigkill_and_down_up() {
+    // `restart = "never"` (exit 3) and `"on-failure"` (exit 0) both end for good; the
+    // daemon that comes back used to start them again as if they had never run.
+    let h = Herd::up();
+    let (once, clean) = (h.path("once"), h.path("clean"));
+    let file = h.app_file(
+        "apps.toml",
+        &format!(
+            "[[app]]\nname = \"once\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo run >> {}; exit 3\"]\nrestart = \"never\"\n\n[[app]]\nname = \"clean\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo run >> {}\"]\nrestart = \"on-failure\"\n",
+            once.display(),
+            clean.display()
+        ),
+    );
+    h.ok(&["start", &file]);
+    for name in ["once", "clean"] {
+        h.wait_ps(&format!("{name} ended"), SECS_10, |rows| {
+            rows.iter()
+                .any(|r| r["name"] == name && r["status"] == "stopped" && !r["last_exit"].is_null())
+        });
+    }
+    let runs = |path: &std::path::Path| read_lines(path).len();
+    assert_eq!((runs(&once), runs(&clean)), (1, 1));
+    for how in ["kill", "down"] {
+        h.ok(&[how]);
+        h.ok(&["up"]);
+        // A probe app started after the comeback: the restore (which would start the two
+        // again) spawns before the daemon takes requests, so once the probe has run and
+        // ended, a start of the two would have shown.
+        let probe = h.path(&format!("probe-{how}"));
+        let probe_file = h.app_file(
+            &format!("probe-{how}.toml"),
+            &format!(
+                "[[app]]\nname = \"probe-{how}\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo run >> {}\"]\nrestart = \"never\"\n",
+                probe.display()
+            ),
+        );
+        h.ok(&["start", &probe_file]);
+        h.wait_ps("the probe ended", SECS_10, |rows| {
+            rows.iter().any(|r| {
+                r["name"] == format!("probe-{how}").as_str()
+                    && r["status"] == "stopped"
+                    && !r["last_exit"].is_null()
+            })
+        });
+        assert_eq!(runs(&probe), 1);
+        assert_eq!(
+            (runs(&once), runs(&clean)),
+            (1, 1),
+            "an app that had ended ran again after `herd {how}` and `herd up`"
+        );
+        for name in ["once", "clean"] {
+            assert_eq!(
+                h.instance(name, 0)["status"],
+                "stopped",
+                "{name} after {how}"
+            );
+        }
+    }
+    // Asked for, it runs again.
+    h.ok(&["restart", "once"]);
+    wait_until("once ran again", SECS_10, || runs(&once) == 2);
+}
+
+#[test]
 fn down_stops_apps_and_up_brings_back_what_was_meant_to_run() {
     let h = Herd::up();
     let (a, b) = two_sleepers(&h);

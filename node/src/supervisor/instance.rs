@@ -167,6 +167,11 @@ pub struct Instance {
     /// The process sent `READY=1` (`ready = "notify"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub notified_ready: bool,
+    /// The process ended and the restart policy let it be (`restart = "never"`, or
+    /// `"on-failure"` after a clean exit): a daemon coming back leaves it stopped, as the
+    /// daemon that died would have. Cleared by the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
     /// When the watchdog restarts the instance unless `WATCHDOG=1` comes first (armed at
     /// `READY=1`, as systemd does). Not persisted: an adopted instance gets a full period.
     #[serde(skip)]
@@ -198,6 +203,7 @@ impl Instance {
             start_limit: StartLimit::default(),
             status_text: None,
             main_pid: None,
+            finished: false,
             main_signature: None,
             notified_ready: false,
             watchdog_due: None,

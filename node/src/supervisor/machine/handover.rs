@@ -109,6 +109,9 @@ impl Step<'_> {
             Status::Crashed => {}
             // A run that had finished, or had not started, when the daemon went.
             _ if self.ctx.one_shot => inst.status = Status::Stopped,
+            // Its process ended and the policy let it be: the daemon that died would not
+            // have started it again, so neither does this one.
+            Status::Stopped if inst.finished => {}
             _ => {
                 inst.reset_history();
                 self.start(waiting);

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 impl Step<'_> {
     /// Starts now, or once the dependencies in `waiting` are ready.
     pub(super) fn start(&mut self, waiting: Vec<String>) {
+        self.inst.finished = false;
         if waiting.is_empty() {
             self.launch();
             return;
@@ -37,6 +38,7 @@ impl Step<'_> {
         let inst = &mut *self.inst;
         inst.spawn_id = self.ctx.fresh_spawn_id;
         inst.next_start_ms = None;
+        inst.finished = false;
         inst.status = Status::Starting;
         inst.pid = None;
         inst.signature = None;
@@ -236,6 +238,7 @@ impl Step<'_> {
         match decision {
             AfterExit::Stop => {
                 inst.status = Status::Stopped;
+                inst.finished = true;
                 let pid = inst.pid;
                 fact(&mut self.out, pid, Fact::Stopped { by: Some("policy") });
             }

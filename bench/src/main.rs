@@ -29,7 +29,8 @@
 //!
 //! Run: `cargo build --release -p herd -p herd-bench && target/release/herd-bench
 //! [--apps 100,1000] [--restarts 50] [--ps-runs 200] [--idle-secs 120] [--churn-secs 300]
-//! [--kills 30] [--compare] [--only apps,restart,ps,idle,churn] [--json FILE]`.
+//! [--kills 30] [--compare] [--only apps,restart,ps,idle,churn] [--json FILE]`, or
+//! `target/release/herd-bench --cluster [--cluster-kills 20]`.
 
 mod args;
 mod child;

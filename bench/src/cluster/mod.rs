@@ -89,6 +89,8 @@ pub struct ClusterResult {
 pub struct IdleCpu {
     pub secs: f64,
     pub ticks: u64,
+    /// Each member's share of `ticks`, in member order (the leader's is usually the most).
+    pub per_member: Vec<u64>,
     /// Of one core.
     pub percent: f64,
 }
@@ -154,20 +156,26 @@ fn idle_cpu(cluster: &dyn Cluster, secs: u64) -> Result<IdleCpu> {
     let pids = (0..MEMBERS)
         .map(|i| cluster.pid(i))
         .collect::<Result<Vec<_>>>()?;
-    let ticks = |pids: &[u32]| -> Result<u64> {
+    let ticks = |pids: &[u32]| -> Result<Vec<u64>> {
         pids.iter()
             .map(|&p| crate::procfs::stat(p).map(|s| s.cpu_ticks))
-            .sum()
+            .collect()
     };
     let start = Instant::now();
     let before = ticks(&pids)?;
     std::thread::sleep(Duration::from_secs(secs));
     let after = ticks(&pids)?;
     let secs = start.elapsed().as_secs_f64();
-    let used = after.saturating_sub(before);
+    let per_member: Vec<u64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    let used = per_member.iter().sum::<u64>();
     Ok(IdleCpu {
         secs,
         ticks: used,
+        per_member,
         percent: used as f64 / crate::procfs::ticks_per_s() as f64 / secs * 100.0,
     })
 }

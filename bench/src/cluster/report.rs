@@ -93,6 +93,14 @@ pub fn print(outcomes: &[Outcome], knobs: &Knobs) {
         super::POLL_EVERY.as_millis(),
         knobs.write_secs
     );
+    for o in outcomes {
+        if let Outcome::Measured(r) = o {
+            println!(
+                "Idle CPU ticks per member, {}: {:?}",
+                r.label, r.idle.per_member
+            );
+        }
+    }
 }
 
 pub fn to_json(outcomes: &[Outcome], knobs: &Knobs) -> Value {
@@ -111,7 +119,7 @@ pub fn to_json(outcomes: &[Outcome], knobs: &Knobs) -> Value {
                     "clients": w.clients, "writes": w.writes, "secs": w.secs,
                     "per_s": w.per_s(), "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,
                 })).collect::<Vec<_>>(),
-                "idle_cpu": { "secs": r.idle.secs, "ticks": r.idle.ticks, "percent_of_one_core": r.idle.percent },
+                "idle_cpu": { "secs": r.idle.secs, "ticks": r.idle.ticks, "ticks_per_member": r.idle.per_member, "percent_of_one_core": r.idle.percent },
                 "load1_before": r.load_before,
                 "load1_after": r.load_after,
             }),

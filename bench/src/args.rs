@@ -1,11 +1,13 @@
 //! Command-line options.
 
+use crate::cluster::Knobs;
 use crate::error::Result;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: herd-bench [--apps N[,N...]] [--restarts N] [--ps-runs N] [--idle-secs N]
                   [--churn-secs N] [--kills N] [--compare] [--only S[,S...]] [--json FILE]
+                  [--cluster [--cluster-kills N] [--cluster-idle-secs N] [--cluster-write-secs N]]
 
   --apps        app counts for the start / memory / down scenario (default 100,1000)
   --restarts    SIGKILLs in the restart-latency scenario (default 50)
@@ -18,6 +20,12 @@ usage: herd-bench [--apps N[,N...]] [--restarts N] [--ps-runs N] [--idle-secs N]
   --only        run only these scenarios: apps, restart, ps, idle, churn (default: all;
                 --compare always runs idle)
   --json        also write the results to FILE as JSON
+  --cluster     3 herd daemons against a 3-member etcd on loopback (etcd installed with
+                apt-get if missing): failover, durable writes/s, idle CPU; alone unless
+                --only names other scenarios
+  --cluster-kills       leader kills per tool (default 20)
+  --cluster-idle-secs   idle CPU of each 3-node cluster over N s (default 30)
+  --cluster-write-secs  each write load (1, 16, 64 clients) lasts N s (default 10)
 
 Drives target/release/herd, which must sit next to this executable:
   cargo build --release -p herd -p herd-bench && target/release/herd-bench";
@@ -63,6 +71,7 @@ pub struct Options {
     pub compare: bool,
     pub only: Vec<Scenario>,
     pub json: Option<PathBuf>,
+    pub cluster: Option<Knobs>,
 }
 
 impl Options {
@@ -84,6 +93,7 @@ impl Default for Options {
             compare: false,
             only: Scenario::ALL.to_vec(),
             json: None,
+            cluster: None,
         }
     }
 }
@@ -92,12 +102,18 @@ impl Default for Options {
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> {
     let mut opts = Options::default();
     let mut args = args.into_iter();
+    let (mut only_given, mut cluster) = (false, false);
+    let mut knobs = Knobs::default();
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(None);
         }
         if arg == "--compare" {
             opts.compare = true;
+            continue;
+        }
+        if arg == "--cluster" {
+            cluster = true;
             continue;
         }
         let (flag, inline) = match arg.split_once('=') {
@@ -125,10 +141,23 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> 
                 n @ 1..=100 => opts.kills = n,
                 n => return Err(format!("--kills: {n} is more than 100 (one kill per app)")),
             },
-            "--only" => opts.only = value()?.split(',').map(scenario).collect::<Result<_>>()?,
+            "--only" => {
+                only_given = true;
+                opts.only = value()?.split(',').map(scenario).collect::<Result<_>>()?
+            }
+            "--cluster-kills" => knobs.kills = count(&flag, &value()?)?,
+            "--cluster-idle-secs" => knobs.idle_secs = count(&flag, &value()?)? as u64,
+            "--cluster-write-secs" => knobs.write_secs = count(&flag, &value()?)? as u64,
             "--json" => opts.json = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}")),
         }
+    }
+    if cluster {
+        // The cluster run takes minutes of its own: the other scenarios only when named.
+        if !only_given {
+            opts.only.clear();
+        }
+        opts.cluster = Some(knobs);
     }
     Ok(Some(opts))
 }
@@ -183,7 +212,8 @@ mod tests {
                 kills: 9,
                 compare: true,
                 only: vec![Scenario::Idle, Scenario::Churn],
-                json: Some("out.json".into())
+                json: Some("out.json".into()),
+                cluster: None,
             }
         );
         assert!(o.runs(Scenario::Churn) && !o.runs(Scenario::Apps));
@@ -195,6 +225,22 @@ mod tests {
         assert!(o.runs(Scenario::Idle) && o.runs(Scenario::Churn) && !o.runs(Scenario::Ps));
         let o = parse_str("--only churn").unwrap().unwrap();
         assert!(!o.runs(Scenario::Idle));
+    }
+
+    #[test]
+    fn cluster_runs_alone_unless_only_names_more() {
+        let o = parse_str("--cluster --cluster-kills 25").unwrap().unwrap();
+        assert!(o.only.is_empty());
+        assert_eq!(o.cluster.unwrap().kills, 25);
+        let o = parse_str("--cluster --only idle").unwrap().unwrap();
+        assert!(o.runs(Scenario::Idle) && o.cluster.is_some());
+        assert!(
+            parse_str("--cluster-kills 5")
+                .unwrap()
+                .unwrap()
+                .cluster
+                .is_none()
+        );
     }
 
     #[test]

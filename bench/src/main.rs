@@ -24,14 +24,19 @@
 //! 6. **Churn**: 100 apps, 20 of them crash-looping, a `herd restart` and a `herd scale` every
 //!    second for `--churn-secs`; the daemon's RSS every 10 s and its least-squares slope.
 //!
+//! 7. **Cluster** (`--cluster`, see `cluster/`): 3 herd daemons against a 3-member etcd on
+//!    loopback: leader failover after kill -9, durable writes/s, idle CPU.
+//!
 //! Run: `cargo build --release -p herd -p herd-bench && target/release/herd-bench
 //! [--apps 100,1000] [--restarts 50] [--ps-runs 200] [--idle-secs 120] [--churn-secs 300]
-//! [--kills 30] [--compare] [--only apps,restart,ps,idle,churn] [--json FILE]`.
+//! [--kills 30] [--compare] [--only apps,restart,ps,idle,churn] [--json FILE]`, or
+//! `target/release/herd-bench --cluster [--cluster-kills 20]`.
 
 mod args;
 mod child;
 mod churn;
 mod cleanup;
+mod cluster;
 mod error;
 mod herd;
 mod idle;
@@ -130,9 +135,21 @@ fn run() -> Result<()> {
         results.churn = Some(churn::churn(&exes.herd, opts.churn_secs)?);
     }
 
+    let clustered = opts
+        .cluster
+        .as_ref()
+        .map(|knobs| (cluster::run(&exes.herd, knobs), knobs));
+
     report::print(&results);
+    if let Some((outcomes, knobs)) = &clustered {
+        cluster::report::print(outcomes, knobs);
+    }
     if let Some(path) = &opts.json {
-        write_json(&results, path)?;
+        let mut json = report::to_json(&results);
+        if let Some((outcomes, knobs)) = &clustered {
+            json["cluster"] = cluster::report::to_json(outcomes, knobs);
+        }
+        write_json(&json, path)?;
     }
     Ok(())
 }
@@ -159,9 +176,9 @@ fn compared(tool: &str, run: impl FnOnce() -> Result<idle::IdleResult>) -> Compa
     }
 }
 
-fn write_json(results: &Results, path: &Path) -> Result<()> {
-    let text = serde_json::to_string_pretty(&report::to_json(results))
-        .context(|| "cannot encode the results".to_string())?;
+fn write_json(json: &serde_json::Value, path: &Path) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(json).context(|| "cannot encode the results".to_string())?;
     std::fs::write(path, text + "\n").context(|| format!("cannot write {}", path.display()))?;
     eprintln!("herd-bench: wrote {}", path.display());
     Ok(())

@@ -371,3 +371,75 @@ fn a_daemon_that_cannot_use_cgroups_says_so_refuses_limits_and_still_runs_apps()
     assert_eq!(log.matches("cgroups unavailable").count(), 1, "{log}");
     assert!(run(&["down"]).status.success());
 }
+
+/// Context switches of the daemon's metrics thread so far (`None` while it does not exist).
+fn metrics_thread_wakes(daemon: u32) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{daemon}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != "herd-metrics" {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        return Some(
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum(),
+        );
+    }
+    None
+}
+
+#[test]
+fn metrics_sleep_with_nothing_to_sample_and_follow_a_restarted_instance() {
+    require_root();
+    let h = Herd::new();
+    std::fs::write(h.path("config.toml"), "metrics_interval_s = 0.2\n").unwrap();
+    h.ok(&["up"]);
+    let daemon = h.daemon_pid().unwrap();
+    // No app: after its first sample finds nothing the thread sleeps until something runs.
+    let mut last = None;
+    wait_until("the metrics thread settles", SECS_10, || {
+        let now = metrics_thread_wakes(daemon);
+        let settled = now.is_some() && now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(500));
+        settled
+    });
+    let idle = last.unwrap();
+    // A window of ten intervals: a thread that samples on a timer would wake ten times.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metrics_thread_wakes(daemon),
+        Some(idle),
+        "the metrics thread woke with nothing to sample"
+    );
+    // An app wakes it; the held files follow the instance through a restart (new process,
+    // new figures: the second run holds three times the memory).
+    let size = h.path("mib");
+    std::fs::write(&size, "32").unwrap();
+    let file = h.app_file(
+        "hog.toml",
+        &format!(
+            "[[app]]\nname = \"hog\"\ncommand = \"/usr/bin/python3\"\nargs = [\"-c\", \"import time; b = bytes(1) * (int(open('{}').read()) << 20); time.sleep(1000)\"]\n",
+            size.display()
+        ),
+    );
+    h.ok(&["start", &file]);
+    let rss_of = |floor: u64| {
+        let mut row = Value::Null;
+        wait_until(&format!("ps shows the hog's {floor} MiB"), SECS_10, || {
+            row = h.instance("hog", 0);
+            row["rss_bytes"].as_u64().is_some_and(|b| b >= floor << 20)
+        });
+        row
+    };
+    let first = pid_of(&rss_of(32));
+    assert!(metrics_thread_wakes(daemon).unwrap() > idle);
+    std::fs::write(&size, "96").unwrap();
+    h.ok(&["restart", "hog"]);
+    let row = rss_of(96);
+    assert_ne!(pid_of(&row), first, "{row}");
+    assert!(row["cpu_percent"].as_f64().is_some(), "{row}");
+}

@@ -269,8 +269,10 @@ async fn serve(
     ];
     let metrics_interval = interval_of(&config, |c| c.metrics_interval());
     let sup = supervisor.clone();
+    // A cluster node reports the host's figures in every heartbeat: keep them fresh.
+    let host_always = cluster.is_some();
     tasks.push(tokio::spawn(async move {
-        sup.run_metrics(metrics_interval).await
+        sup.run_metrics(metrics_interval, host_always).await
     }));
     let sup = supervisor.clone();
     tasks.push(tokio::spawn(async move { sup.run_cron().await }));

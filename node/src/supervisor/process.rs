@@ -38,37 +38,77 @@ impl ProcStat {
 }
 
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&read_proc_file(&format!("/proc/{pid}/stat"))?)
+    read_stat_by(pid, &mut |p| read_proc_file(p))
 }
 
-/// Reads a small /proc file with open, read and close only (`fs::read_to_string` also asks
-/// for the size, which /proc cannot give anyway): metrics read thousands of these.
-pub fn read_proc_file(path: &str) -> Option<String> {
+/// `read_stat` through `read` (the metrics sampler reads through files it keeps open).
+pub fn read_stat_by(pid: u32, read: &mut impl FnMut(&Path) -> Option<String>) -> Option<ProcStat> {
+    parse_stat(&read(Path::new(&format!("/proc/{pid}/stat")))?)
+}
+
+/// Reads a small /proc or cgroup file with open, one read and close (`fs::read_to_string`
+/// also asks for the size, which these files cannot give, then reads in 32-byte steps up to
+/// an end-of-file read): metrics read hundreds of these per sample.
+pub fn read_proc_file(path: impl AsRef<Path>) -> Option<String> {
+    let f = std::fs::File::open(path).ok()?;
+    read_whole(&f, false)
+}
+
+/// The whole of a `seq_file` (/proc, cgroup files): with `from_start`, read from offset 0
+/// (`pread`), which makes the kernel produce it afresh, so one descriptor serves every
+/// sample. A `seq_file` fills a read as far as it has data, so a read shorter than asked is
+/// the end; only a full one reads on. The scratch buffer is per thread, allocated once.
+pub fn read_whole(f: &std::fs::File, from_start: bool) -> Option<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        match f.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
+    use std::os::unix::fs::FileExt;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 4096]);
     }
-    String::from_utf8(buf).ok()
+    SCRATCH.with_borrow_mut(|chunk| {
+        let mut buf = Vec::new();
+        let mut at = 0u64;
+        loop {
+            let r = if from_start {
+                f.read_at(chunk, at)
+            } else {
+                (&*f).read(chunk)
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    at += n as u64;
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(buf).ok()
+    })
 }
 
 fn parse_stat(stat: &str) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses: fields resume after the
-    // last ')'. `f[0]` is field 3 (state), so field n is `f[n - 3]`.
-    let f: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_ascii_whitespace()
-        .collect();
-    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    // last ')'. `f[0]` is field 3 (state), so field n is `f[n - 3]`. Only the first 22 fields
+    // past it are split off (metrics parse hundreds of these per sample).
+    let mut f: [&str; 22] = [""; 22];
+    let mut found = 0;
+    for (slot, field) in f
+        .iter_mut()
+        .zip(stat.get(stat.rfind(')')? + 2..)?.split_ascii_whitespace())
+    {
+        *slot = field;
+        found += 1;
+    }
+    if found < f.len() {
+        return None;
+    }
+    let num = |n: usize| f[n - 3].parse::<u64>().ok();
     Some(ProcStat {
-        state: f.first()?.chars().next()?,
+        state: f[0].chars().next()?,
         pgrp: num(5)? as u32,
         cpu_ticks: num(14)? + num(15)?,
         start: num(22)?,

@@ -21,6 +21,7 @@
 
 mod detect;
 
+use super::process::read_proc_file;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -134,6 +135,13 @@ pub fn release() {
 }
 
 impl Host {
+    /// The cgroup2 tree has `controller` enabled for herd's leaves.
+    fn unified_controls(&self, controller: &str) -> bool {
+        self.trees
+            .iter()
+            .any(|t| t.unified && t.controllers.iter().any(|c| c == controller))
+    }
+
     fn detect(home: &Path) -> Host {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let found = detect::hierarchies(&read("/proc/self/mountinfo"), &read("/proc/self/cgroup"));
@@ -487,7 +495,12 @@ impl Cgroup {
 
     /// The pids in the cgroup now.
     pub fn pids(&self) -> Vec<u32> {
-        std::fs::read_to_string(self.path().join("cgroup.procs"))
+        self.pids_by(&mut |p| read_proc_file(p))
+    }
+
+    /// `pids` through `read` (the metrics sampler reads through files it keeps open).
+    pub fn pids_by(&self, read: &mut impl FnMut(&Path) -> Option<String>) -> Vec<u32> {
+        read(&self.path().join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
@@ -553,9 +566,9 @@ impl Cgroup {
 
     /// CPU time of every process that ever ran in it, µs (cgroup2's `cpu.stat`, there
     /// without any controller).
-    pub fn cpu_usage_usec(&self) -> Option<u64> {
+    pub fn cpu_usage_usec(&self, read: &mut impl FnMut(&Path) -> Option<String>) -> Option<u64> {
         let d = self.dirs.iter().find(|d| d.unified)?;
-        let text = std::fs::read_to_string(d.path.join("cpu.stat")).ok()?;
+        let text = read(&d.path.join("cpu.stat"))?;
         text.lines()
             .find_map(|l| l.strip_prefix("usage_usec "))
             .and_then(|v| v.trim().parse().ok())
@@ -564,9 +577,12 @@ impl Cgroup {
     /// Resident memory of its processes — anonymous plus mapped files, what RSS counts —
     /// where a memory controller accounts it (`None` elsewhere: a hybrid host's instance
     /// without `memory_max_mb` is not in the v1 memory hierarchy).
-    pub fn resident_bytes(&self) -> Option<u64> {
-        for d in &self.dirs {
-            let Ok(text) = std::fs::read_to_string(d.path.join("memory.stat")) else {
+    pub fn resident_bytes(&self, read: &mut impl FnMut(&Path) -> Option<String>) -> Option<u64> {
+        // On a hybrid host the cgroup2 leaf has no memory controller, so no `memory.stat`:
+        // not looked for every sample.
+        let unified_memory = host().is_none_or(|h| h.unified_controls("memory"));
+        for d in self.dirs.iter().filter(|d| !d.unified || unified_memory) {
+            let Some(text) = read(&d.path.join("memory.stat")) else {
                 continue;
             };
             let keys: [&str; 2] = if d.unified {

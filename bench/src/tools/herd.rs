@@ -69,10 +69,16 @@ impl Supervisor for HerdTool {
         Ok(rows.iter().filter(|r| r.status == "running").count())
     }
 
+    fn status_command(&self) -> String {
+        "`herd ps --json` (all apps)".into()
+    }
+
     fn notes(&self) -> Vec<String> {
         vec![
             "running = `herd ps --json` status `running` (set once the process is spawned)".into(),
-            format!("apps: restart = \"always\", backoff_initial_ms = 0, max_restarts = {UNLIMITED} (unlimited, like the peers); metrics sampled every 5 s (the default)"),
+            format!(
+                "apps: restart = \"always\", backoff_initial_ms = 0, max_restarts = {UNLIMITED} (unlimited, like the peers); metrics sampled every 5 s (the default)"
+            ),
         ]
     }
 

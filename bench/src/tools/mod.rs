@@ -23,8 +23,13 @@ pub const INSTALL_DEADLINE: Duration = Duration::from_secs(600);
 pub trait Supervisor {
     /// `herd 0.1.0`, `PM2 6.0.5`, `supervisord 4.3.0`.
     fn label(&self) -> &str;
-    /// The process whose CPU and memory are measured: the daemon.
+    /// The daemon: herd's, PM2's God Daemon, supervisord.
     fn pid(&self) -> Result<u32>;
+    /// Every process whose CPU and memory are the supervisor's: the daemon alone unless a
+    /// tool runs per-service supervisors beside it.
+    fn processes(&self) -> Result<Vec<u32>> {
+        Ok(vec![self.pid()?])
+    }
     /// The environment variable and value every process of this tool's home carries (see
     /// [`crate::cleanup`]): how the bench checks that no helper process escapes the figures.
     fn marker(&self) -> (&'static str, &Path);
@@ -32,6 +37,8 @@ pub trait Supervisor {
     fn start_all(&self) -> Result<Duration>;
     /// One status query through the tool's own CLI: how many apps it reports running.
     fn running(&self) -> Result<usize>;
+    /// What [`Supervisor::running`] runs, for the report: `herd ps --json`.
+    fn status_command(&self) -> String;
     /// What [`Supervisor::running`] counts, and any setting that shapes the figures.
     fn notes(&self) -> Vec<String>;
     /// The orderly stop of apps and daemon (the guard still kills whatever is left).

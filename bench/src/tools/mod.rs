@@ -66,9 +66,9 @@ pub fn which(program: &str) -> Result<PathBuf> {
         .ok_or(format!("`{program}` is not on PATH"))
 }
 
-/// A temporary home for PM2 or supervisord. Every command made by [`ToolHome::command`]
-/// carries [`MARKER`]`=HOME`, inherited by the daemon and its apps; dropping the home
-/// SIGKILLs every process that still has it, then deletes the directory.
+/// A temporary home for PM2, supervisord, s6 or runit. Every command made by
+/// [`ToolHome::command`] carries [`MARKER`]`=HOME`, inherited by the daemon and its apps;
+/// dropping the home SIGKILLs every process that still has it, then deletes the directory.
 pub struct ToolHome {
     dir: TempDir,
 }

@@ -15,8 +15,9 @@ usage: herd-bench [--apps N[,N...]] [--restarts N] [--ps-runs N] [--idle-secs N]
   --idle-secs   idle scenario: daemon CPU measured over N s with 100 apps (default 120)
   --churn-secs  churn scenario: N s of crash loops, restarts and scaling (default 300)
   --kills       SIGKILLs per supervisor after the idle period (default 30, at most 100)
-  --compare     also run the idle scenario for PM2 and supervisord (installed on demand
-                into target/bench-tools from npm and PyPI; skipped if that fails)
+  --compare     also run the idle scenario for PM2, supervisord, s6 and runit (PM2 and
+                supervisord installed on demand into target/bench-tools from npm and PyPI,
+                s6 and runit with apt-get as root; each skipped if that fails)
   --only        run only these scenarios: apps, restart, ps, idle, churn (default: all;
                 --compare always runs idle)
   --json        also write the results to FILE as JSON

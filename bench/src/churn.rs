@@ -100,7 +100,7 @@ pub fn churn(herd_exe: &Path, secs: u64) -> Result<ChurnResult> {
     let mut cli_restarts = Ops::default();
     let mut cli_scales = Ops::default();
 
-    let first = Mark::now(pid)?;
+    let first = Mark::now(&[pid])?;
     let t0 = Instant::now();
     let mut samples = vec![(0.0, first.memory)];
     for tick in 1..=secs {
@@ -124,7 +124,7 @@ pub fn churn(herd_exe: &Path, secs: u64) -> Result<ChurnResult> {
             std::thread::sleep(wait);
         }
     }
-    let last = Mark::now(pid)?;
+    let last = Mark::now(&[pid])?;
     let cpu = last.cpu_since(&first);
 
     let rows = herd.ps()?;

@@ -8,7 +8,8 @@ use nix::unistd::Pid;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Set on every command the bench runs for PM2 or supervisord, to their temporary home.
+/// Set on every command the bench runs for PM2, supervisord, s6 or runit, to their temporary
+/// home.
 pub const MARKER: &str = "HERD_BENCH_HOME";
 
 /// Every live process (other than this one) whose environment has `var=value`.

@@ -1,19 +1,24 @@
 //! The idle measurement, the same for every supervisor (herd alone, or with `--compare` also
-//! PM2 and supervisord), in three steps:
+//! PM2, supervisord, s6 and runit), in four steps. "The supervisor" is every process of
+//! [`Supervisor::processes`]: the daemon for herd, PM2 and supervisord; the scanner plus its
+//! one supervisor process per service for s6 and runit. Their CPU and memory are added up.
 //! 1. **Start**: run the tool's start command for [`APPS`] `sleep 100000` programs and poll its
 //!    status command until it reports all of them running; the time is launch to that poll.
-//! 2. **Idle**: after a [`SETTLE`] pause, the daemon's CPU over the idle period, from
-//!    utime + stime in `/proc/PID/stat` (fields 14 and 15, which include the daemon's exited
+//! 2. **Idle**: after a [`SETTLE`] pause, the supervisor's CPU over the idle period, from
+//!    utime + stime in `/proc/PID/stat` (fields 14 and 15, which include a process's exited
 //!    threads, not its children), and its RSS and PSS (`/proc/PID/smaps_rollup`) and anonymous
 //!    RSS (`RssAnon`, `/proc/PID/status`) at the start and at the end of that period.
-//! 3. **Restart latency**: SIGKILL one app process (a different app each time) and time until
-//!    a new child of the daemon runs `sleep`, watched in `/proc`; then wait for the tool to
-//!    report every app running again before the next kill.
+//! 3. **Status round trip**: [`STATUS_RUNS`] whole runs of the tool's status query (spawn to
+//!    exit of its CLI), each of which must report all [`APPS`] running.
+//! 4. **Restart latency**: SIGKILL one app process (a different app each time) and time until
+//!    a new child of the killed process's parent (the daemon, or the service's own supervisor)
+//!    runs `sleep`, watched in `/proc`; then wait for the tool to report every app running
+//!    again before the next kill.
 
 use crate::cleanup::processes_with_env;
 use crate::error::{Context, Result};
 use crate::herd::DEADLINE;
-use crate::procfs::{Memory, NewChildWatch, children_named, cmdline, memory, stat, ticks_per_s};
+use crate::procfs::{Memory, NewChildWatch, children_named, cmdline, memory_of, stat, ticks_per_s};
 use crate::stats::{Summary, ms};
 use crate::tools::Supervisor;
 use nix::sys::signal::{Signal, kill};
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const APPS: usize = 100;
 /// Between all running and the start of the idle period.
 pub const SETTLE: Duration = Duration::from_secs(10);
+/// Status queries timed for the round-trip figure.
+pub const STATUS_RUNS: usize = 20;
 /// Between two polls of `/proc` for the restarted process.
 const WATCH_POLL: Duration = Duration::from_micros(500);
 
@@ -47,7 +54,7 @@ impl Cpu {
     }
 }
 
-/// A process's CPU ticks and memory now, to be compared with a later [`Mark`].
+/// The CPU ticks and memory of a set of processes now, to be compared with a later [`Mark`].
 pub struct Mark {
     at: Instant,
     ticks: u64,
@@ -55,13 +62,16 @@ pub struct Mark {
 }
 
 impl Mark {
-    pub fn now(pid: u32) -> Result<Self> {
+    pub fn now(pids: &[u32]) -> Result<Self> {
         let at = Instant::now();
-        let ticks = stat(pid)?.cpu_ticks;
+        let mut ticks = 0;
+        for &pid in pids {
+            ticks += stat(pid)?.cpu_ticks;
+        }
         Ok(Self {
             at,
             ticks,
-            memory: memory(pid)?,
+            memory: memory_of(pids)?,
         })
     }
 
@@ -77,8 +87,10 @@ impl Mark {
 pub struct IdleResult {
     pub label: String,
     pub pid: u32,
-    /// The measured process's command line.
+    /// The daemon's command line.
     pub process: String,
+    /// How many processes the figures add up (1, or 1 + [`APPS`] for s6 and runit).
+    pub processes: usize,
     pub notes: Vec<String>,
     /// The start command alone.
     pub start_cmd: Duration,
@@ -90,6 +102,11 @@ pub struct IdleResult {
     pub end: Memory,
     pub restart: Summary,
     pub restart_samples_ms: Vec<f64>,
+    /// What one status query runs (see [`Supervisor::status_command`]).
+    pub status_command: String,
+    /// [`STATUS_RUNS`] status queries, each timed from spawn to exit.
+    pub status: Summary,
+    pub status_samples_ms: Vec<f64>,
     /// Processes of the tool's home other than the daemon and its `sleep` children, seen at
     /// the end of the idle period (`pid: command line`): CPU or memory they use is not in the
     /// figures, so this should be empty.
@@ -109,6 +126,7 @@ pub fn measure(sup: &dyn Supervisor, idle: Duration, kills: usize) -> Result<Idl
     let start_cmd = sup.start_all()?;
     let status_polls = wait_all_running(sup)?;
     let all_running = t0.elapsed();
+    let procs = sup.processes()?;
 
     eprintln!(
         "herd-bench: {label}: all running after {:.2} s; settling {} s, then idle for {} s ...",
@@ -117,19 +135,24 @@ pub fn measure(sup: &dyn Supervisor, idle: Duration, kills: usize) -> Result<Idl
         idle.as_secs()
     );
     std::thread::sleep(SETTLE);
-    let first = Mark::now(pid)?;
+    let first = Mark::now(&procs)?;
     std::thread::sleep(idle);
-    let last = Mark::now(pid)?;
+    let last = Mark::now(&procs)?;
     let cpu = last.cpu_since(&first);
-    let helpers = helpers(sup, pid);
+    let helpers = helpers(sup, &procs);
+
+    eprintln!("herd-bench: {label}: {STATUS_RUNS} status queries ...");
+    let status_samples_ms = status_round_trips(sup)?;
+    let status = Summary::of_ms(&status_samples_ms).ok_or("no status query timed")?;
 
     eprintln!("herd-bench: {label}: {kills} SIGKILL restarts ...");
-    let restart_samples_ms = restarts(sup, pid, kills)?;
+    let restart_samples_ms = restarts(sup, &procs, kills)?;
     let restart = Summary::of_ms(&restart_samples_ms).ok_or("no restarts measured")?;
     Ok(IdleResult {
         label,
         pid,
         process,
+        processes: procs.len(),
         notes: sup.notes(),
         start_cmd,
         all_running,
@@ -139,6 +162,9 @@ pub fn measure(sup: &dyn Supervisor, idle: Duration, kills: usize) -> Result<Idl
         end: last.memory,
         restart,
         restart_samples_ms,
+        status_command: sup.status_command(),
+        status,
+        status_samples_ms,
         helpers,
         loadavg: [loadavg_before, loadavg()],
     })
@@ -165,22 +191,50 @@ fn wait_all_running(sup: &dyn Supervisor) -> Result<u32> {
     }
 }
 
+/// Times [`STATUS_RUNS`] status queries, whole CLI runs; each must report all [`APPS`] running.
+fn status_round_trips(sup: &dyn Supervisor) -> Result<Vec<f64>> {
+    (0..STATUS_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let running = sup.running()?;
+            let took = ms(t.elapsed());
+            if running != APPS {
+                return Err(format!(
+                    "{}: the status shows {running} of {APPS} apps running while idle",
+                    sup.label()
+                ));
+            }
+            Ok(took)
+        })
+        .collect()
+}
+
+/// The app processes: children running `sleep` of any of the supervisor's processes.
+fn app_processes(procs: &[u32]) -> Vec<u32> {
+    procs
+        .iter()
+        .flat_map(|&p| children_named(p, "sleep"))
+        .collect()
+}
+
 /// Kills `kills` app processes, each one of an app not killed before, and times each
 /// replacement; see the module's description.
-fn restarts(sup: &dyn Supervisor, daemon: u32, kills: usize) -> Result<Vec<f64>> {
+fn restarts(sup: &dyn Supervisor, procs: &[u32], kills: usize) -> Result<Vec<f64>> {
     // Killed processes and replacements: never chosen again, so each kill hits another app
     // (PM2 counts a restart within min_uptime of the previous one as unstable).
     let mut touched = HashSet::new();
     let mut samples = Vec::with_capacity(kills);
     for done in 0..kills.min(APPS) {
-        let mut apps = children_named(daemon, "sleep");
+        let mut apps = app_processes(procs);
         apps.sort_unstable();
         let victim = *apps.iter().find(|p| !touched.contains(*p)).ok_or(format!(
             "{}: after {done} kills no app process is left to kill ({} children run sleep)",
             sup.label(),
             apps.len()
         ))?;
-        let mut watch = NewChildWatch::new(daemon, "sleep");
+        // The replacement's parent: the daemon, or for s6 and runit the service's supervisor.
+        let parent = stat(victim)?.ppid;
+        let mut watch = NewChildWatch::new(parent, "sleep");
         let killed_at = Instant::now();
         kill(Pid::from_raw(victim as i32), Signal::SIGKILL)
             .context(|| format!("cannot SIGKILL app process {victim}"))?;
@@ -206,12 +260,12 @@ fn restarts(sup: &dyn Supervisor, daemon: u32, kills: usize) -> Result<Vec<f64>>
 }
 
 /// See [`IdleResult::helpers`].
-fn helpers(sup: &dyn Supervisor, daemon: u32) -> Vec<String> {
+fn helpers(sup: &dyn Supervisor, procs: &[u32]) -> Vec<String> {
     let (var, value) = sup.marker();
-    let apps = children_named(daemon, "sleep");
+    let apps = app_processes(procs);
     let mut others: Vec<u32> = processes_with_env(var, value)
         .into_iter()
-        .filter(|p| *p != daemon && !apps.contains(p))
+        .filter(|p| !procs.contains(p) && !apps.contains(p))
         .collect();
     others.sort_unstable();
     others

@@ -20,7 +20,8 @@
 //!    interval; after a 10 s settle, the daemon's CPU over `--idle-secs` (utime + stime from
 //!    `/proc/PID/stat`) and its RSS / PSS at both ends; also the start of the 100 apps through
 //!    the CLI and SIGKILL restarts timed by watching `/proc`. With `--compare`, the same for
-//!    PM2 and supervisord (installed on demand from npm and PyPI; skipped if that fails).
+//!    PM2 and supervisord (installed on demand from npm and PyPI), s6 and runit (from the
+//!    distribution with `apt-get`, as root); each is skipped if its install fails.
 //! 6. **Churn**: 100 apps, 20 of them crash-looping, a `herd restart` and a `herd scale` every
 //!    second for `--churn-secs`; the daemon's RSS every 10 s and its least-squares slope.
 //!
@@ -124,6 +125,14 @@ fn run() -> Result<()> {
             let (bin, version) = tools::supervisord::install(&cache)?;
             let mut sup = tools::supervisord::Supervisord::up(&bin, &version, idle::APPS)?;
             measure_idle(&mut sup, &opts)
+        }));
+        results.compare.push(compared("s6", || {
+            let mut s6 = tools::s6::S6::up(&tools::s6::install()?, idle::APPS)?;
+            measure_idle(&mut s6, &opts)
+        }));
+        results.compare.push(compared("runit", || {
+            let mut runit = tools::runit::Runit::up(&tools::runit::install()?, idle::APPS)?;
+            measure_idle(&mut runit, &opts)
         }));
     }
     if opts.runs(Scenario::Churn) {

@@ -39,6 +39,28 @@ pub fn memory(pid: u32) -> Result<Memory> {
     })
 }
 
+/// The memory of several processes added up: s6's and runit's supervisor is a scanner plus one
+/// supervisor process per service. RSS so counts the pages they share once per process (it is
+/// what `ps` would sum); PSS divides those pages among the processes, so its sum is fair.
+pub fn memory_of(pids: &[u32]) -> Result<Memory> {
+    let mut total = Memory {
+        rss_kib: 0,
+        pss_kib: 0,
+        anon_kib: 0,
+        threads: 0,
+        open_fds: 0,
+    };
+    for &pid in pids {
+        let m = memory(pid)?;
+        total.rss_kib += m.rss_kib;
+        total.pss_kib += m.pss_kib;
+        total.anon_kib += m.anon_kib;
+        total.threads += m.threads;
+        total.open_fds += m.open_fds;
+    }
+    Ok(total)
+}
+
 /// The number after `key` on the line that starts with it (`Rss:   1234 kB`).
 fn field(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;

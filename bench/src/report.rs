@@ -16,7 +16,7 @@ pub struct Results {
     pub ps: Option<PsResult>,
     /// herd's side of the idle comparison.
     pub idle: Option<IdleResult>,
-    /// PM2 and supervisord, with `--compare`.
+    /// PM2, supervisord, s6 and runit, with `--compare`.
     pub compare: Vec<Compared>,
     pub churn: Option<ChurnResult>,
 }
@@ -118,7 +118,8 @@ fn print_idle(herd: &IdleResult, others: &[Compared]) {
     let measured = with_compared(herd, others);
     println!(
         "Idle: {} apps of `sleep 100000` started through each tool's CLI; after a {} s settle, \
-         the supervisor process's CPU over {:.0} s and its memory at the start and end of that period",
+         the supervisor's CPU over {:.0} s and its memory at the start and end of that period \
+         (its processes added up: the daemon, and for s6 and runit the per-service supervisors)",
         idle::APPS,
         idle::SETTLE.as_secs(),
         herd.cpu.secs
@@ -176,8 +177,28 @@ fn print_idle(herd: &IdleResult, others: &[Compared]) {
         &rows,
     );
     println!();
+    println!("Status round trip: the tool's status query, whole CLI runs, spawn to exit");
+    let rows: Vec<Vec<String>> = measured
+        .iter()
+        .map(|m| {
+            let mut row = summary_row(&m.label, &m.status);
+            row.push(m.status_command.clone());
+            row
+        })
+        .collect();
+    table(
+        &["SUPERVISOR", "MEDIAN", "P95", "MIN", "MAX", "COMMAND"],
+        &rows,
+    );
+    println!();
     for m in &measured {
-        println!("{} (pid {}: `{}`):", m.label, m.pid, m.process.trim());
+        println!(
+            "{} (pid {}: `{}`; {} processes counted):",
+            m.label,
+            m.pid,
+            m.process.trim(),
+            m.processes
+        );
         for note in &m.notes {
             println!("  - {note}");
         }
@@ -301,7 +322,7 @@ fn cpu_cell(c: &Cpu) -> String {
 /// How CPU was measured, with what one tick is worth.
 fn cpu_method(c: &Cpu) -> String {
     format!(
-        "CPU = utime + stime of the supervisor process (/proc/PID/stat fields 14 + 15, exited threads \
+        "CPU = utime + stime of the supervisor's processes, added up (/proc/PID/stat fields 14 + 15, exited threads \
          included, children not), in % of one core; {} ticks/s, so one tick over {:.1} s is {:.4} % \
          of one core",
         c.ticks_per_s,
@@ -310,65 +331,125 @@ fn cpu_method(c: &Cpu) -> String {
     )
 }
 
+/// The idle comparison as the README shows it: one column per supervisor, one row per
+/// measure, then how each was measured.
+fn compare_markdown(herd: &IdleResult, others: &[Compared], nproc: usize) -> String {
+    let measured = with_compared(herd, others);
+    let skipped: Vec<(&str, &str)> = others
+        .iter()
+        .filter_map(|c| match c {
+            Compared::Skipped { tool, reason } => Some((tool.as_str(), reason.as_str())),
+            Compared::Measured(_) => None,
+        })
+        .collect();
+    let mut md = format!("| {} × `sleep 100000` |", idle::APPS);
+    for m in &measured {
+        md += &format!(" {} |", m.label);
+    }
+    for (tool, _) in &skipped {
+        md += &format!(" {tool} |");
+    }
+    md += &format!("\n|---|{}\n", "---|".repeat(measured.len() + skipped.len()));
+    let row = |name: &str, cell: &dyn Fn(&IdleResult) -> String| {
+        let mut line = format!("| {name} |");
+        for m in &measured {
+            line += &format!(" {} |", cell(m));
+        }
+        for _ in &skipped {
+            line += " skipped |";
+        }
+        line + "\n"
+    };
+    md += &row("start → status reports all running", &|m| {
+        let mark = if m.label.starts_with("supervisord") {
+            " ¹"
+        } else {
+            ""
+        };
+        format!("{:.2} s{mark}", m.all_running.as_secs_f64())
+    });
+    md += &row("supervisor RSS, start → end of idle", &|m| {
+        format!("{} → {}", mib(m.start.rss_kib), mib(m.end.rss_kib))
+    });
+    md += &row("supervisor PSS, start → end of idle", &|m| {
+        format!("{} → {}", mib(m.start.pss_kib), mib(m.end.pss_kib))
+    });
+    md += &row("processes counted", &|m| m.processes.to_string());
+    md += &row(
+        "restart: SIGKILL → new child runs `sleep`, median / p95",
+        &|m| {
+            format!(
+                "{} / {} ms",
+                ms_cell(m.restart.median),
+                ms_cell(m.restart.p95)
+            )
+        },
+    );
+    md += &row("status CLI round trip, median / p95", &|m| {
+        format!(
+            "{} / {} ms",
+            ms_cell(m.status.median),
+            ms_cell(m.status.p95)
+        )
+    });
+    md += &row(&format!("idle CPU over {:.0} s", herd.cpu.secs), &|m| {
+        format!("{:.3} % ({} ticks)", m.cpu.percent(), m.cpu.ticks)
+    });
+    md += &format!(
+        "\nThe supervisor is every process that supervises: the daemon for herd, PM2 (its God \
+         Daemon) and supervisord; `s6-svscan` plus one `s6-supervise` per service for s6, and \
+         `runsvdir` plus one `runsv` per service for runit, their CPU and memory added up (RSS \
+         so counts their shared pages once per process; PSS shares them out). {}. Start: the \
+         tool's start command, then its status command polled until all {} are running. \
+         Restart: SIGKILL to an app's process (a different app each time, {} kills) until a new \
+         child of its parent runs `sleep`. Status: {} whole runs of the status command, spawn \
+         to exit. {ANON_NOTE}. {nproc} CPUs.\n\n",
+        cpu_method(&herd.cpu),
+        idle::APPS,
+        herd.restart.runs,
+        herd.status.runs,
+    );
+    for m in &measured {
+        md += &format!(
+            "- {}: status = {}; load average {} before, {} after.\n",
+            m.label, m.status_command, m.loadavg[0], m.loadavg[1]
+        );
+        for note in &m.notes {
+            md += &format!("  - {note}\n");
+        }
+    }
+    for (tool, reason) in &skipped {
+        md += &format!("- {tool}: skipped: {}\n", one_line(reason));
+    }
+    if measured.iter().any(|m| m.label.starts_with("supervisord")) {
+        md += "\n¹ supervisord reports RUNNING only after `startsecs` (default 1 s) of uptime, \
+               and `supervisorctl start all` waits for it (the restart row does not wait: it \
+               ends when the new process appears).\n";
+    }
+    md
+}
+
+/// A time in ms: one decimal under 100 ms, whole ms above, with thousands separated.
+fn ms_cell(v: f64) -> String {
+    if v < 100.0 {
+        return format!("{v:.1}");
+    }
+    let whole = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The tables the README pastes: the idle comparison and the churn result, in markdown.
 pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     if let Some(herd) = &r.idle {
-        md += &format!(
-            "| Supervisor, {} × `sleep 100000` | Start → all running | Idle CPU ({:.0} s) | RSS start → end | PSS start → end | Anon RSS start → end | Restart after SIGKILL, median / p95 |\n",
-            idle::APPS,
-            herd.cpu.secs
-        );
-        md += "|---|---|---|---|---|---|---|\n";
-        let mut notes = Vec::new();
-        for m in with_compared(herd, &r.compare) {
-            let mark = if m.label.starts_with("supervisord") {
-                " ¹"
-            } else {
-                ""
-            };
-            md += &format!(
-                "| {} | {:.2} s{mark} | {:.3} % ({} ticks) | {} → {} | {} → {} | {} → {} | {:.1} / {:.1} ms |\n",
-                m.label,
-                m.all_running.as_secs_f64(),
-                m.cpu.percent(),
-                m.cpu.ticks,
-                mib(m.start.rss_kib),
-                mib(m.end.rss_kib),
-                mib(m.start.pss_kib),
-                mib(m.end.pss_kib),
-                mib(m.start.anon_kib),
-                mib(m.end.anon_kib),
-                m.restart.median,
-                m.restart.p95,
-            );
-            if !mark.is_empty() {
-                notes.push(
-                    "¹ supervisord reports RUNNING only after `startsecs` (default 1 s) of uptime, \
-                     and `supervisorctl start all` waits for it (the restart column does not wait: \
-                     it ends when the new process appears)"
-                        .to_string(),
-                );
-            }
-        }
-        for c in &r.compare {
-            if let Compared::Skipped { tool, reason } = c {
-                md += &format!("| {tool} | skipped: {} | | | | | |\n", one_line(reason));
-            }
-        }
-        md += &format!(
-            "\nSupervisor process only (herd's daemon, PM2's God Daemon, supervisord). {}. Start: \
-             the tool's start command, then its status command polled until all {} are running. \
-             Restart: SIGKILL to the app's process until a new child of the supervisor runs `sleep`. \
-             {ANON_NOTE}. {} CPUs, load average {} at the start.\n",
-            cpu_method(&herd.cpu),
-            idle::APPS,
-            r.env.nproc,
-            herd.loadavg[0]
-        );
-        for n in notes {
-            md += &format!("\n{n}\n");
-        }
+        md += &compare_markdown(herd, &r.compare, r.env.nproc);
     }
     if let Some(c) = &r.churn {
         if !md.is_empty() {
@@ -554,6 +635,9 @@ fn idle_json(m: &IdleResult) -> Value {
         "memory_start": memory_json(&m.start),
         "memory_end": memory_json(&m.end),
         "restart_latency_ms": { "summary": summary_json(&m.restart), "samples": m.restart_samples_ms },
+        "processes_counted": m.processes,
+        "status_command": m.status_command,
+        "status_round_trip_ms": { "summary": summary_json(&m.status), "samples": m.status_samples_ms },
         "other_processes_of_its_home": m.helpers,
         "loadavg_before_after": m.loadavg,
     })
@@ -630,6 +714,14 @@ fn summary_json(s: &Summary) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ms_cells_group_thousands() {
+        assert_eq!(ms_cell(2.64), "2.6");
+        assert_eq!(ms_cell(1006.4), "1,006");
+        assert_eq!(ms_cell(127.0), "127");
+        assert_eq!(ms_cell(1234567.0), "1,234,567");
+    }
 
     #[test]
     fn skip_reasons_keep_the_error() {

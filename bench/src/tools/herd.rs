@@ -1,5 +1,6 @@
 //! herd as a [`Supervisor`]: a daemon in a fresh `HERD_HOME` and an app file of `sleep 100000`
-//! apps, restarted at once when they die.
+//! apps, restarted at once and without limit when they die: the policy PM2, supervisord, s6 and
+//! runit get, so the restart figure measures speed, never herd's crash-loop guard.
 
 use super::Supervisor;
 use crate::error::{Context, Result};
@@ -28,17 +29,23 @@ impl HerdTool {
 }
 
 /// `apps` apps `a0` ... of `sleep 100000`, each restarted without delay (herd's default
-/// first delay is 1 s; PM2's `restart_delay` and supervisord's are 0).
+/// first delay is 1 s; PM2's `restart_delay` and supervisord's are 0) and without limit:
+/// [`UNLIMITED`] restarts per window, so herd never marks an app `crashed` (by default it does
+/// after 5 restarts in 60 s; the peers restart forever).
 fn app_file(apps: usize) -> String {
     (0..apps)
         .map(|i| {
             format!(
                 "[[app]]\nname = \"a{i}\"\ncommand = \"sleep\"\nargs = [\"100000\"]\n\
-                 restart = \"always\"\nbackoff_initial_ms = 0\n\n"
+                 restart = \"always\"\nbackoff_initial_ms = 0\nmax_restarts = {UNLIMITED}\n\n"
             )
         })
         .collect()
 }
+
+/// The largest `max_restarts` herd accepts (a `u32`): no window can hold that many restarts,
+/// since herd starts an instance at most 10 times a second after its first 50.
+const UNLIMITED: u32 = u32::MAX;
 
 impl Supervisor for HerdTool {
     fn label(&self) -> &str {
@@ -62,11 +69,16 @@ impl Supervisor for HerdTool {
         Ok(rows.iter().filter(|r| r.status == "running").count())
     }
 
+    fn status_command(&self) -> String {
+        "`herd ps --json` (all apps)".into()
+    }
+
     fn notes(&self) -> Vec<String> {
         vec![
             "running = `herd ps --json` status `running` (set once the process is spawned)".into(),
-            "apps: restart = \"always\", backoff_initial_ms = 0; metrics sampled every 5 s (the default)"
-                .into(),
+            format!(
+                "apps: restart = \"always\", backoff_initial_ms = 0, max_restarts = {UNLIMITED} (unlimited, like the peers); metrics sampled every 5 s (the default)"
+            ),
         ]
     }
 
@@ -87,5 +99,6 @@ mod tests {
         assert_eq!(names, ["\"a0\"", "\"a1\"", "\"a2\""]);
         assert_eq!(text.matches("[[app]]").count(), 3);
         assert_eq!(text.matches("backoff_initial_ms = 0").count(), 3);
+        assert_eq!(text.matches("max_restarts = 4294967295\n").count(), 3);
     }
 }

@@ -1,17 +1,20 @@
 //! The supervisors the idle / start / restart measurements run against: herd, and for
 //! `--compare` PM2 and supervisord, installed on demand from their registries into
-//! `target/bench-tools/`. Each one lives in a temporary home whose guard ([`ToolHome`], or
+//! `target/bench-tools/`, and s6 and runit, installed on demand from the distribution
+//! (`apt-get`, as root). Each one lives in a temporary home whose guard ([`ToolHome`], or
 //! [`crate::herd::Herd`] for herd) kills whatever it left running, on every path.
 
 pub mod herd;
 pub mod pm2;
+pub mod runit;
+pub mod s6;
 pub mod supervisord;
 
 use crate::cleanup::{MARKER, kill_all_with_env, processes_with_env};
 use crate::error::{Context, Result};
 use crate::herd::{DEADLINE, run_any_status, run_within};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -23,8 +26,13 @@ pub const INSTALL_DEADLINE: Duration = Duration::from_secs(600);
 pub trait Supervisor {
     /// `herd 0.1.0`, `PM2 6.0.5`, `supervisord 4.3.0`.
     fn label(&self) -> &str;
-    /// The process whose CPU and memory are measured: the daemon.
+    /// The daemon: herd's, PM2's God Daemon, supervisord, `s6-svscan`, `runsvdir`.
     fn pid(&self) -> Result<u32>;
+    /// Every process whose CPU and memory are the supervisor's: the daemon alone, or with its
+    /// per-service supervisors for s6 (`s6-supervise`) and runit (`runsv`).
+    fn processes(&self) -> Result<Vec<u32>> {
+        Ok(vec![self.pid()?])
+    }
     /// The environment variable and value every process of this tool's home carries (see
     /// [`crate::cleanup`]): how the bench checks that no helper process escapes the figures.
     fn marker(&self) -> (&'static str, &Path);
@@ -32,6 +40,8 @@ pub trait Supervisor {
     fn start_all(&self) -> Result<Duration>;
     /// One status query through the tool's own CLI: how many apps it reports running.
     fn running(&self) -> Result<usize>;
+    /// What [`Supervisor::running`] runs, for the report: `herd ps --json`.
+    fn status_command(&self) -> String;
     /// What [`Supervisor::running`] counts, and any setting that shapes the figures.
     fn notes(&self) -> Vec<String>;
     /// The orderly stop of apps and daemon (the guard still kills whatever is left).
@@ -56,9 +66,9 @@ pub fn which(program: &str) -> Result<PathBuf> {
         .ok_or(format!("`{program}` is not on PATH"))
 }
 
-/// A temporary home for PM2 or supervisord. Every command made by [`ToolHome::command`]
-/// carries [`MARKER`]`=HOME`, inherited by the daemon and its apps; dropping the home
-/// SIGKILLs every process that still has it, then deletes the directory.
+/// A temporary home for PM2, supervisord, s6 or runit. Every command made by
+/// [`ToolHome::command`] carries [`MARKER`]`=HOME`, inherited by the daemon and its apps;
+/// dropping the home SIGKILLs every process that still has it, then deletes the directory.
 pub struct ToolHome {
     dir: TempDir,
 }
@@ -119,6 +129,141 @@ impl Drop for ToolHome {
     }
 }
 
+impl ToolHome {
+    /// Starts a daemon that stays in the foreground (`s6-svscan`, `runsvdir`) as a child of
+    /// the bench, with its output going to `log` in the home.
+    pub fn spawn(&self, mut cmd: Command, what: &str, log: &str) -> Result<Child> {
+        let path = self.path().join(log);
+        let file =
+            std::fs::File::create(&path).context(|| format!("cannot create {}", path.display()))?;
+        let err = file
+            .try_clone()
+            .context(|| format!("cannot reopen {}", path.display()))?;
+        cmd.stdout(file).stderr(err);
+        cmd.spawn().context(|| format!("cannot run {what}"))
+    }
+}
+
+impl ToolHome {
+    /// Waits up to `limit` until no process of this home is left; true if none is.
+    pub fn wait_empty(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !processes_with_env(MARKER, self.path()).is_empty() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// Ends a daemon the bench spawned: waits up to `limit` for it to exit (after the caller asked
+/// it to), SIGKILLs it if it did not, and reaps it. True if it exited by itself.
+pub fn reap(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Service directories `a0` ... in `scan` for s6 and runit: a `run` script that execs
+/// `sleep 100000`, and a `down` file, so that the scanner starts each service's supervisor
+/// but not the service, which the tool's start command then brings up (and timed apart).
+pub fn write_service_dirs(scan: &Path, sleep: &Path, apps: usize) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for i in 0..apps {
+        let dir = scan.join(format!("a{i}"));
+        std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        let run = dir.join("run");
+        std::fs::write(&run, run_script(sleep))
+            .context(|| format!("cannot write {}", run.display()))?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))
+            .context(|| format!("cannot make {} executable", run.display()))?;
+        let down = dir.join("down");
+        std::fs::write(&down, "").context(|| format!("cannot write {}", down.display()))?;
+    }
+    Ok(())
+}
+
+fn run_script(sleep: &Path) -> String {
+    format!("#!/bin/sh\nexec {} 100000\n", sleep.display())
+}
+
+/// The service directories [`write_service_dirs`] made, in order.
+pub fn service_dirs(scan: &Path, apps: usize) -> Vec<PathBuf> {
+    (0..apps).map(|i| scan.join(format!("a{i}"))).collect()
+}
+
+/// Makes sure `program` is installed, from the distribution package `package` if it is not:
+/// `apt-get install -y --no-install-recommends PACKAGE`, which needs root. Without
+/// recommends, because runit's recommend `runit-run` makes runit the machine's own service
+/// supervisor (an inittab entry, a systemd unit); the bench runs its own scanner instead.
+pub fn apt_install(package: &str, program: &str) -> Result<PathBuf> {
+    if let Ok(path) = which(program) {
+        return Ok(path);
+    }
+    if !is_root() {
+        return Err(format!(
+            "`{program}` is not on PATH and the bench is not root, so it cannot install it; \
+             run `apt-get install --no-install-recommends {package}` first"
+        ));
+    }
+    let apt = which("apt-get").context(|| format!("cannot install {package}"))?;
+    let what = format!("`apt-get install -y --no-install-recommends {package}`");
+    let out = install_step(
+        Command::new(apt)
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &what,
+    )?;
+    which(program).context(|| {
+        format!(
+            "{what} succeeded but did not install `{program}`: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        )
+    })
+}
+
+/// The installed version of a distribution package without its Debian revision
+/// (`2.11.3.2-1` -> `2.11.3.2`), or `None` if `dpkg-query` does not know it.
+pub fn package_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    upstream_version(&text)
+}
+
+fn upstream_version(debian: &str) -> Option<String> {
+    let v = debian.trim();
+    // An epoch (`1:`) first, a Debian revision (`-54`) last.
+    let v = v.split_once(':').map_or(v, |(_, rest)| rest);
+    let v = v.rsplit_once('-').map_or(v, |(up, _)| up);
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Whether this process's effective user is root (`Uid:` of `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 /// `cmd` with stdin closed and its output captured, not mixed into the bench's own.
 pub fn captured(cmd: &mut Command) -> &mut Command {
     cmd.stdin(Stdio::null())
@@ -163,4 +308,33 @@ pub fn read_pid_file(path: &Path) -> Result<u32> {
     first
         .parse()
         .context(|| format!("{}: `{first}` is not a pid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_versions_lose_epoch_and_revision() {
+        assert_eq!(
+            upstream_version("2.11.3.2-1\n").as_deref(),
+            Some("2.11.3.2")
+        );
+        assert_eq!(upstream_version("1:2.1.2-54").as_deref(), Some("2.1.2"));
+        assert_eq!(upstream_version("4.3").as_deref(), Some("4.3"));
+        assert_eq!(upstream_version(""), None);
+    }
+
+    #[test]
+    fn service_dirs_exec_sleep_and_start_down() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_service_dirs(tmp.path(), Path::new("/bin/sleep"), 2).unwrap();
+        let dirs = service_dirs(tmp.path(), 2);
+        assert_eq!(dirs[1], tmp.path().join("a1"));
+        for d in &dirs {
+            let run = std::fs::read_to_string(d.join("run")).unwrap();
+            assert_eq!(run, "#!/bin/sh\nexec /bin/sleep 100000\n");
+            assert!(d.join("down").is_file());
+        }
+    }
 }

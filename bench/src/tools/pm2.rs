@@ -155,6 +155,10 @@ impl Supervisor for Pm2 {
         online(&self.run(["jlist"])?.0)
     }
 
+    fn status_command(&self) -> String {
+        "`pm2 jlist` (all apps)".into()
+    }
+
     fn notes(&self) -> Vec<String> {
         vec![
             "running = `pm2 jlist` status `online` (set once the process is spawned); each `pm2 jlist` is a Node.js CLI run".into(),

@@ -161,6 +161,10 @@ impl Supervisor for Supervisord {
         Ok(running_lines(&text))
     }
 
+    fn status_command(&self) -> String {
+        "`supervisorctl status` (all programs)".into()
+    }
+
     fn notes(&self) -> Vec<String> {
         vec![
             "running = `supervisorctl status` RUNNING, which supervisord sets only after startsecs = 1 s (its default) of uptime: the start figure includes that second by design; the restart figure does not (it ends when the new process appears)".into(),

@@ -27,7 +27,7 @@ pub struct Found {
 
 /// The real and effective uid of a process (`Uid:` of `/proc/PID/status`).
 pub fn read_uids(pid: u32) -> Option<(u32, u32)> {
-    let status = read_proc_file(&format!("/proc/{pid}/status"))?;
+    let status = read_proc_file(format!("/proc/{pid}/status"))?;
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     let mut ids = line.split_ascii_whitespace().map(|v| v.parse::<u32>().ok());
     Some((ids.next()??, ids.next()??))

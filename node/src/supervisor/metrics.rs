@@ -215,7 +215,7 @@ impl Sampler {
 /// is read only when the process has more than one thread).
 fn children(pid: u32, threads: u32, out: &mut Vec<u32>) {
     let mut read = |tid: &str| {
-        if let Some(kids) = process::read_proc_file(&format!("/proc/{pid}/task/{tid}/children")) {
+        if let Some(kids) = process::read_proc_file(format!("/proc/{pid}/task/{tid}/children")) {
             out.extend(
                 kids.split_ascii_whitespace()
                     .filter_map(|k| k.parse::<u32>().ok()),

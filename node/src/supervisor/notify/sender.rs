@@ -60,7 +60,7 @@ impl Instance {
 
 /// The parent pid (field 4 of `/proc/PID/stat`).
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = read_proc_file(&format!("/proc/{pid}/stat"))?;
+    let stat = read_proc_file(format!("/proc/{pid}/stat"))?;
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }

@@ -99,13 +99,7 @@ impl ToolHome {
     /// Runs a command that starts a daemon with its stdout and stderr going to `log` in the
     /// home (a daemon that kept a pipe open would leave the bench waiting for its end).
     pub fn launch(&self, mut cmd: Command, what: &str, log: &str) -> Result<()> {
-        let path = self.path().join(log);
-        let file =
-            std::fs::File::create(&path).context(|| format!("cannot create {}", path.display()))?;
-        let err = file
-            .try_clone()
-            .context(|| format!("cannot reopen {}", path.display()))?;
-        cmd.stdout(file).stderr(err);
+        let path = self.log_to(&mut cmd, log)?;
         let (out, _) = run_any_status(&mut cmd, what, DEADLINE)?;
         if !out.status.success() {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -133,6 +127,12 @@ impl ToolHome {
     /// Starts a daemon that stays in the foreground (`s6-svscan`, `runsvdir`) as a child of
     /// the bench, with its output going to `log` in the home.
     pub fn spawn(&self, mut cmd: Command, what: &str, log: &str) -> Result<Child> {
+        self.log_to(&mut cmd, log)?;
+        cmd.spawn().context(|| format!("cannot run {what}"))
+    }
+
+    /// Sends `cmd`'s stdout and stderr to the new file `log` in the home; returns its path.
+    fn log_to(&self, cmd: &mut Command, log: &str) -> Result<PathBuf> {
         let path = self.path().join(log);
         let file =
             std::fs::File::create(&path).context(|| format!("cannot create {}", path.display()))?;
@@ -140,7 +140,7 @@ impl ToolHome {
             .try_clone()
             .context(|| format!("cannot reopen {}", path.display()))?;
         cmd.stdout(file).stderr(err);
-        cmd.spawn().context(|| format!("cannot run {what}"))
+        Ok(path)
     }
 }
 

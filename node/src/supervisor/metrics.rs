@@ -132,7 +132,7 @@ impl Sampler {
         let mut measure = |pid: u32,
                            read: &mut dyn FnMut(&std::path::Path) -> Option<String>|
          -> Option<(f32, u64, u32)> {
-            let st = process::read_stat_by(pid, &mut |p| read(p)).filter(|s| !s.is_gone())?;
+            let st = process::read_stat_by(pid, read).filter(|s| !s.is_gone())?;
             let before = self.last.get(&(pid, st.start)).copied();
             seen.insert((pid, st.start), st.cpu_ticks);
             let cpu = match (before, elapsed) {

@@ -42,7 +42,7 @@ pub fn read_stat(pid: u32) -> Option<ProcStat> {
 }
 
 /// `read_stat` through `read` (the metrics sampler reads through files it keeps open).
-pub fn read_stat_by(pid: u32, read: &mut impl FnMut(&Path) -> Option<String>) -> Option<ProcStat> {
+pub fn read_stat_by(pid: u32, read: &mut dyn FnMut(&Path) -> Option<String>) -> Option<ProcStat> {
     parse_stat(&read(Path::new(&format!("/proc/{pid}/stat")))?)
 }
 

@@ -117,7 +117,16 @@ impl DaemonConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let mut table: toml::Table = toml::from_str(&text)
+        Self::parse(path, &text, env)
+    }
+
+    /// [`DaemonConfig::load`] past the read: `text` is the content of `path` (named in errors).
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let mut table: toml::Table = toml::from_str(text)
             .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
         for key in [
             "log_level",

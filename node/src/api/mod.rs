@@ -5,9 +5,9 @@ use crate::access::caller::{Caller, acting_as};
 use crate::config::ConfigHandle;
 use crate::state::Persisted;
 use crate::supervisor::events::Event;
-use crate::supervisor::instance::{ExitRecord, Instance};
+use crate::supervisor::instance::{ExitRecord, Instance, Now};
 use crate::supervisor::spec::{self, SpecError};
-use crate::supervisor::{App, Supervisor, SupervisorError, deps, logs, now_ms};
+use crate::supervisor::{App, Supervisor, SupervisorError, deps, logs};
 use herd_proto::supervisor as pb;
 use herd_proto::supervisor::supervisor_server::Supervisor as SupervisorApi;
 use std::path::Path;
@@ -175,7 +175,7 @@ pub fn exit_info(e: &ExitRecord) -> pb::ExitInfo {
     }
 }
 
-pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
+pub fn instance_info(name: &str, i: &Instance, now: Now) -> pb::InstanceInfo {
     pb::InstanceInfo {
         name: name.to_string(),
         instance: i.index,
@@ -185,7 +185,7 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
         restarts: i.restarts,
         uptime_s: i.uptime_s(now),
         last_exit: i.last_exit().map(exit_info),
-        next_start_in_ms: i.next_start_ms.map(|t| t.saturating_sub(now)),
+        next_start_in_ms: i.next_start_in_ms(now),
         health: i.health.as_str().to_string(),
         probe_failures: i.probe_failures,
         last_probe_error: i.last_probe_error.clone(),
@@ -201,7 +201,7 @@ pub fn instance_info(name: &str, i: &Instance, now: u64) -> pb::InstanceInfo {
 }
 
 fn instances_reply(apps: &[App]) -> pb::InstancesReply {
-    let now = now_ms();
+    let now = Now::read();
     let instances = apps
         .iter()
         .flat_map(|a| {
@@ -386,7 +386,7 @@ impl SupervisorApi for Api {
     ) -> Result<Response<pb::InspectReply>, Status> {
         let name = req.into_inner().name;
         let app = self.supervisor.list(Some(&name))?.remove(0);
-        let now = now_ms();
+        let now = Now::read();
         let instances = app
             .instances
             .iter()

@@ -5,7 +5,6 @@
 
 use super::HttpState;
 use crate::supervisor::instance::{Health, Status};
-use crate::supervisor::now_ms;
 use herd_cluster::master::RTT_BOUNDS_US;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -149,7 +148,7 @@ pub async fn render(s: &HttpState) -> Result<String, String> {
     let inst_rss = Family::<InstanceLabels, Gauge>::default();
     let inst_procs = Family::<InstanceLabels, Gauge>::default();
     let inst_uptime = Family::<InstanceLabels, FloatGauge>::default();
-    let now = now_ms();
+    let now = crate::supervisor::instance::Now::read();
     let apps = s.supervisor.list(None).map_err(|e| e.to_string())?;
     for app in &apps {
         for inst in &app.instances {

@@ -63,6 +63,8 @@ pub struct Retiring {
     pub pid: u32,
     pub signature: Option<u64>,
     pub started_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_boot_ms: Option<u64>,
     #[serde(skip)]
     pub spawn_id: u64,
     #[serde(skip)]
@@ -99,6 +101,22 @@ impl ExitRecord {
 /// How many exits `inspect` keeps per instance.
 pub const EXITS_KEPT: usize = 10;
 
+/// One moment on both clocks, for what is shown: uptime and backoff on the boot clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub wall_ms: u64,
+    pub boot_ms: u64,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now {
+            wall_ms: super::clock::now_ms(),
+            boot_ms: super::clock::boot_ms(),
+        }
+    }
+}
+
 /// Everything herd knows about one instance; persisted as-is in `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
@@ -109,12 +127,18 @@ pub struct Instance {
     /// Start signature of `pid` (see `process::start_signature`).
     #[serde(default)]
     pub signature: Option<u64>,
+    /// When the process started, on the wall clock (shown as a date).
     #[serde(default)]
     pub started_at_ms: Option<u64>,
+    /// The same moment on the boot clock (`clock::boot_ms`): uptime is measured from it, so a
+    /// stepped wall clock does not change it. Dropped when `state.json` is from another boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_boot_ms: Option<u64>,
     /// Restarts done by the policy since the app was last (re)started by a user.
     #[serde(default)]
     pub restarts: u32,
-    /// Times of the restarts inside the current window (for the crash limit).
+    /// Times of the restarts inside the current window (for the crash limit), on the boot
+    /// clock. Dropped when `state.json` is from another boot.
     #[serde(default)]
     pub recent_restarts: VecDeque<u64>,
     /// Restarts since the instance last stayed up for a whole window (the backoff exponent).
@@ -122,9 +146,10 @@ pub struct Instance {
     pub backoff_step: u32,
     #[serde(default)]
     pub exits: VecDeque<ExitRecord>,
-    /// When a backoff ends (wall clock, ms).
-    #[serde(default)]
-    pub next_start_ms: Option<u64>,
+    /// When a backoff ends, on the boot clock. Dropped when `state.json` is from another
+    /// boot (the backoff then ends at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_boot_ms: Option<u64>,
     #[serde(default)]
     pub health: Health,
     /// Consecutive failed probes that counted (after the grace period).
@@ -186,11 +211,12 @@ impl Instance {
             pid: None,
             signature: None,
             started_at_ms: None,
+            started_boot_ms: None,
             restarts: 0,
             recent_restarts: VecDeque::new(),
             backoff_step: 0,
             exits: VecDeque::new(),
-            next_start_ms: None,
+            next_start_boot_ms: None,
             health: Health::Unknown,
             probe_failures: 0,
             last_probe_error: None,
@@ -232,14 +258,39 @@ impl Instance {
         self.restarts = 0;
         self.recent_restarts.clear();
         self.backoff_step = 0;
-        self.next_start_ms = None;
+        self.next_start_boot_ms = None;
     }
 
-    pub fn uptime_s(&self, now_ms: u64) -> Option<u64> {
+    /// Seconds since the process started: on the boot clock, or (a start recorded by a herd
+    /// without it, or in another boot) the wall clock.
+    pub fn uptime_s(&self, now: Now) -> Option<u64> {
         if !self.status.has_process() {
             return None;
         }
-        self.started_at_ms.map(|t| now_ms.saturating_sub(t) / 1000)
+        match self.started_boot_ms {
+            Some(t) => Some(now.boot_ms.saturating_sub(t) / 1000),
+            None => self
+                .started_at_ms
+                .map(|t| now.wall_ms.saturating_sub(t) / 1000),
+        }
+    }
+
+    /// How long until the backoff ends, if the instance is in one.
+    pub fn next_start_in_ms(&self, now: Now) -> Option<u64> {
+        self.next_start_boot_ms
+            .map(|t| t.saturating_sub(now.boot_ms))
+    }
+
+    /// `state.json` was written in another boot (or by a herd that did not record the boot):
+    /// boot-clock times in it mean nothing now. Forgets them (the crash window starts
+    /// empty, uptime falls back to the wall clock, a backoff ends at once).
+    pub fn forget_boot_times(&mut self) {
+        self.started_boot_ms = None;
+        self.recent_restarts.clear();
+        self.next_start_boot_ms = None;
+        if let Some(r) = &mut self.retiring {
+            r.started_boot_ms = None;
+        }
     }
 }
 
@@ -262,6 +313,7 @@ pub fn decide_after_exit(
     inst: &mut Instance,
     exit: &ExitRecord,
     forced: bool,
+    // The boot clock (`Ctx::boot_ms`), which `started_boot_ms` and `recent_restarts` use.
     now_ms: u64,
 ) -> AfterExit {
     if !forced && (spec.is_stop_exit(exit.code) || !spec.restart.wants_restart(exit.failed())) {
@@ -270,7 +322,7 @@ pub fn decide_after_exit(
     let window_ms = spec.restart_window_s.saturating_mul(1000);
     // An instance that stayed up a whole window starts over with the shortest delay.
     let stayed_up = inst
-        .started_at_ms
+        .started_boot_ms
         .is_some_and(|t| now_ms.saturating_sub(t) >= window_ms);
     if stayed_up {
         inst.backoff_step = 0;
@@ -310,6 +362,7 @@ mod tests {
         now: u64,
     ) -> AfterExit {
         inst.started_at_ms = Some(started);
+        inst.started_boot_ms = Some(started);
         let exit = ExitRecord {
             at_ms: now,
             code: Some(i32::from(failed)),

@@ -45,6 +45,11 @@ impl BootInstant {
         BootInstant(t)
     }
 
+    /// Milliseconds since boot.
+    pub fn as_millis(self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// How long from now until `self`; zero once it has passed.
     pub fn remaining(self) -> Duration {
         self.0.saturating_sub(BootInstant::now().0)

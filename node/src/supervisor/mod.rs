@@ -146,6 +146,10 @@ impl App {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u32,
+    /// The boot the file was written in (`clock::boot_id`): the boot-clock times in it
+    /// (uptime, crash window, backoff) are dropped when it is not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     pub apps: Vec<App>,
 }
 
@@ -345,6 +349,7 @@ impl Supervisor {
         let t = self.lock();
         Snapshot {
             version: SNAPSHOT_VERSION,
+            boot_id: clock::boot_id().map(str::to_string),
             apps: t.apps.values().cloned().collect(),
         }
     }

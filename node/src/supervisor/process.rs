@@ -376,8 +376,11 @@ pub trait Os: Send + Sync + 'static {
     fn start_signature(&self, pid: u32) -> Option<u64>;
     /// `pid` is alive and still the process that had `signature`.
     fn is_same_process(&self, pid: u32, signature: u64) -> bool;
-    /// Wall clock, ms since the epoch.
+    /// Wall clock, ms since the epoch: for what is recorded and shown as a date.
     fn now_ms(&self) -> u64;
+    /// Boot clock, ms since boot (see `clock::boot_ms`): for durations, which a wall clock
+    /// stepped backwards or forwards must not change.
+    fn boot_ms(&self) -> u64;
     /// The directories of group `pgid`'s cgroup (empty without cgroups), for `herd inspect`.
     fn cgroup_paths(&self, _pgid: u32) -> Vec<String> {
         Vec::new()
@@ -559,6 +562,10 @@ impl Os for RealOs {
 
     fn now_ms(&self) -> u64 {
         super::now_ms()
+    }
+
+    fn boot_ms(&self) -> u64 {
+        super::clock::boot_ms()
     }
 
     fn cgroup_paths(&self, pgid: u32) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! And a periodic sweep that catches an instance whose process vanished without its exit
 //! being seen.
 
-use super::instance::ExitRecord;
+use super::instance::{ExitRecord, Instance};
 use super::machine::Input;
 use super::runtime::Batch;
 use super::{Desired, Snapshot, Supervisor, adoption};
@@ -30,8 +30,16 @@ impl Supervisor {
         let found = adoption::scan_instances(&self.shared.home, &self.shared.marker, |app| {
             uids.get(app).copied().unwrap_or(Some(daemon_uid))
         });
+        // Boot-clock times only mean something in the boot that wrote them.
+        let same_boot =
+            snapshot.boot_id.is_some() && snapshot.boot_id.as_deref() == super::clock::boot_id();
         self.transact(|t, b| {
-            for app in snapshot.apps {
+            for mut app in snapshot.apps {
+                if !same_boot {
+                    app.instances
+                        .iter_mut()
+                        .for_each(Instance::forget_boot_times);
+                }
                 t.apps.insert(app.spec.name.clone(), app);
             }
             self.reclaim(t, b, found);
@@ -179,6 +187,7 @@ impl Supervisor {
     pub fn sweep(&self) -> usize {
         let os = &self.shared.os;
         let now = os.now_ms();
+        let boot_now = os.boot_ms();
         // Candidates under the lock; the host is looked at once it is released (the exit
         // is fenced by spawn_id, so an instance that moved on meanwhile is left alone).
         let candidates: Vec<(String, u32, u64, u32, Option<u64>)> = {
@@ -188,8 +197,13 @@ impl Supervisor {
                 .flat_map(|a| a.instances.iter().map(move |i| (a, i)))
                 .filter(|(_, i)| i.status.has_process())
                 .filter(|(_, i)| {
-                    i.started_at_ms
-                        .is_some_and(|s| now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS)
+                    // Old enough, on the boot clock when the start is recorded on it.
+                    match i.started_boot_ms {
+                        Some(s) => boot_now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS,
+                        None => i
+                            .started_at_ms
+                            .is_some_and(|s| now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS),
+                    }
                 })
                 .filter_map(|(a, i)| {
                     // The process named by `MAINPID=`, when there is one, is the instance.
@@ -240,6 +254,7 @@ mod tests {
         inst.pid = Some(pid);
         inst.signature = Some(signature);
         inst.started_at_ms = Some(now_ms() - age_ms);
+        inst.started_boot_ms = Some(crate::supervisor::clock::boot_ms() - age_ms);
         inst.spawn_id = 7;
         app.instances = vec![inst];
         sup.lock().apps.insert("web".into(), app);
@@ -263,5 +278,42 @@ mod tests {
         );
         // Younger than 90 s: never treated as an orphan.
         assert_eq!(recorded(me, sig + 1, 10_000).sweep(), 0);
+    }
+
+    /// A stopped app whose instance recorded boot-clock times: a crash window and a backoff.
+    fn with_boot_times(boot_id: Option<&str>) -> Snapshot {
+        let mut spec = AppSpec::quick("web", "true", vec![]);
+        spec.restart = crate::supervisor::backoff::RestartPolicy::Never;
+        let mut app = App::new(spec, Origin::Local);
+        app.desired = Desired::Stopped;
+        let mut inst = Instance::new(0);
+        inst.recent_restarts = [1_000, 2_000].into();
+        inst.started_boot_ms = Some(1_000);
+        app.instances = vec![inst];
+        Snapshot {
+            version: crate::supervisor::SNAPSHOT_VERSION,
+            boot_id: boot_id.map(str::to_string),
+            apps: vec![app],
+        }
+    }
+
+    #[tokio::test]
+    async fn boot_clock_times_are_kept_in_the_same_boot_and_forgotten_from_another() {
+        let this_boot = crate::supervisor::clock::boot_id().expect("this host's boot id");
+        for (boot_id, kept) in [
+            (Some(this_boot), true),
+            (Some("another boot"), false),
+            (None, false),
+        ] {
+            let sup = crate::supervisor::testing::on_real_os();
+            sup.restore(with_boot_times(boot_id));
+            let inst = sup.list(Some("web")).unwrap()[0].instances[0].clone();
+            assert_eq!(
+                inst.recent_restarts.len(),
+                if kept { 2 } else { 0 },
+                "{boot_id:?}"
+            );
+            assert_eq!(inst.started_boot_ms.is_some(), kept, "{boot_id:?}");
+        }
     }
 }

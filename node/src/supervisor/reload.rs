@@ -125,6 +125,7 @@ impl Supervisor {
                     pid,
                     signature: inst.signature,
                     started_at_ms: inst.started_at_ms,
+                    started_boot_ms: inst.started_boot_ms,
                     spawn_id: inst.spawn_id,
                     exited: false,
                 }),

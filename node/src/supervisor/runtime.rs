@@ -60,6 +60,7 @@ impl Batch<'_> {
         };
         let ctx = Ctx {
             now_ms: self.sup.shared.os.now_ms(),
+            boot_ms: self.sup.shared.os.boot_ms(),
             now: crate::supervisor::clock::monotonic(),
             fresh_spawn_id: next_spawn_id(),
             closing,

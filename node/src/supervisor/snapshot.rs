@@ -109,6 +109,7 @@ mod tests {
     fn snapshot(spec: AppSpec) -> Snapshot {
         Snapshot {
             version: SNAPSHOT_VERSION,
+            boot_id: None,
             apps: vec![App::new(spec, Origin::Local)],
         }
     }
@@ -160,6 +161,7 @@ mod tests {
     fn cluster_instances_are_named_app_at_index() {
         let cluster = |name: &str| Snapshot {
             version: SNAPSHOT_VERSION,
+            boot_id: None,
             apps: vec![App::new(AppSpec::quick(name, "x", vec![]), Origin::Cluster)],
         };
         assert_eq!(validate_snapshot(&cluster("web@3")), Ok(()));
@@ -185,6 +187,7 @@ mod tests {
     fn a_newer_version_is_refused() {
         let s = Snapshot {
             version: SNAPSHOT_VERSION + 1,
+            boot_id: None,
             apps: vec![],
         };
         let err = check_snapshot_version(&s).unwrap_err();

@@ -144,6 +144,11 @@ impl Os for FakeOs {
         let elapsed = BASE.with(|b| b.elapsed());
         1_000_000 + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
+
+    fn boot_ms(&self) -> u64 {
+        // The same paused clock: the fake host's wall clock never steps.
+        self.now_ms()
+    }
 }
 
 /// A supervisor on the real OS with no apps, its events going nowhere.

@@ -80,7 +80,7 @@ impl Step<'_> {
         if self.ctx.singleton {
             // Only the agent, in sync with the master, may start it again (see `lease`).
             inst.status = Status::Starting;
-            inst.next_start_ms = None;
+            inst.next_start_boot_ms = None;
             info!(app = %name, instance = inst.index, "waiting for the master's lease");
             return;
         }
@@ -97,8 +97,8 @@ impl Step<'_> {
             }
             Status::Backoff => {
                 let delay = inst
-                    .next_start_ms
-                    .map(|t| t.saturating_sub(self.ctx.now_ms))
+                    .next_start_boot_ms
+                    .map(|t| t.saturating_sub(self.ctx.boot_ms))
                     .unwrap_or(0);
                 let spawn_id = inst.spawn_id;
                 self.out.push(Effect::Timer {
@@ -129,6 +129,7 @@ impl Step<'_> {
                     pid,
                     signature: inst.signature,
                     started_at_ms: inst.started_at_ms,
+                    started_boot_ms: inst.started_boot_ms,
                     spawn_id: inst.spawn_id,
                     exited: false,
                 };
@@ -156,10 +157,11 @@ impl Step<'_> {
             inst.pid = Some(old.pid);
             inst.signature = old.signature;
             inst.started_at_ms = old.started_at_ms;
+            inst.started_boot_ms = old.started_boot_ms;
             inst.spawn_id = old.spawn_id;
             inst.status = Status::Running;
             inst.health = Health::Unknown;
-            inst.next_start_ms = None;
+            inst.next_start_boot_ms = None;
             inst.spawning = false;
             if self.spec.health.is_some() {
                 self.out.push(Effect::StartProbes {

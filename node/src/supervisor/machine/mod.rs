@@ -90,7 +90,11 @@ pub enum Input {
 /// The world as `step` may see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
+    /// Wall time: what exits and start times record.
     pub now_ms: u64,
+    /// Boot time (`clock::boot_ms`): what durations are measured on (the crash window, the
+    /// start limit, a backoff's end, uptime), so a stepped wall clock changes none of them.
+    pub boot_ms: u64,
     pub now: Instant,
     /// A spawn_id no instance has had: taken when a step starts something new.
     pub fresh_spawn_id: u64,
@@ -290,6 +294,7 @@ impl Step<'_> {
                 self.inst.signature = Some(signature);
                 self.inst.status = Status::Running;
                 self.inst.started_at_ms.get_or_insert(self.ctx.now_ms);
+                self.inst.started_boot_ms.get_or_insert(self.ctx.boot_ms);
             }
             Input::Replace => self.replace(),
             Input::RollBack { old, old_alive } => self.roll_back(old, old_alive),

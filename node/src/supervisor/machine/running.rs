@@ -37,7 +37,7 @@ impl Step<'_> {
     pub(super) fn launch(&mut self) {
         let inst = &mut *self.inst;
         inst.spawn_id = self.ctx.fresh_spawn_id;
-        inst.next_start_ms = None;
+        inst.next_start_boot_ms = None;
         inst.finished = false;
         inst.status = Status::Starting;
         inst.pid = None;
@@ -59,7 +59,8 @@ impl Step<'_> {
         inst.notified_ready = false;
         inst.watchdog_due = None;
         inst.started_at_ms = Some(self.ctx.now_ms);
-        inst.start_limit.record(self.ctx.now_ms);
+        inst.started_boot_ms = Some(self.ctx.boot_ms);
+        inst.start_limit.record(self.ctx.boot_ms);
         inst.spawning = true;
         let spawn_id = inst.spawn_id;
         self.out.push(Effect::Spawn { spawn_id });
@@ -230,7 +231,9 @@ impl Step<'_> {
     /// Applies the restart policy to an exit (or a failed spawn). `forced`: herd stopped the
     /// process itself (unhealthy, memory limit), so it restarts whatever the policy.
     pub(super) fn after_exit(&mut self, exit: ExitRecord, forced: bool) {
-        let now = self.ctx.now_ms;
+        // Durations on the boot clock: a wall clock stepped back an hour must not keep every
+        // restart inside the crash window for that hour, nor one stepped forward empty it.
+        let now = self.ctx.boot_ms;
         let decision = decide_after_exit(self.spec, self.inst, &exit, forced, now);
         let inst = &mut *self.inst;
         inst.record_exit(exit);
@@ -262,7 +265,7 @@ impl Step<'_> {
                 let delay =
                     backoff.saturating_add(inst.start_limit.wait(now.saturating_add(backoff_ms)));
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                inst.next_start_ms = Some(now.saturating_add(delay_ms));
+                inst.next_start_boot_ms = Some(now.saturating_add(delay_ms));
                 let (pid, restarts, spawn_id) = (inst.pid, inst.restarts, inst.spawn_id);
                 fact(
                     &mut self.out,
@@ -336,7 +339,7 @@ impl Step<'_> {
             }
             _ => {
                 inst.spawn_id = self.ctx.fresh_spawn_id;
-                inst.next_start_ms = None;
+                inst.next_start_boot_ms = None;
                 inst.pid = None;
                 inst.restart_reason = None;
                 if inst.status != Status::Stopped {

@@ -18,6 +18,7 @@ fn spec() -> AppSpec {
 fn ctx(now: Instant) -> Ctx {
     Ctx {
         now_ms: NOW_MS,
+        boot_ms: NOW_MS,
         now,
         fresh_spawn_id: FRESH,
         closing: false,
@@ -36,6 +37,7 @@ fn instance(status: Status, now: Instant) -> Instance {
         i.pid = Some(10);
         i.signature = Some(5);
         i.started_at_ms = Some(NOW_MS - 5_000);
+        i.started_boot_ms = Some(NOW_MS - 5_000);
     }
     if status == Status::Stopping {
         i.kill_at = Some(now + Duration::from_secs(10));
@@ -49,6 +51,7 @@ fn instance(status: Status, now: Instant) -> Instance {
         pid: 9,
         signature: Some(4),
         started_at_ms: Some(0),
+        started_boot_ms: Some(0),
         spawn_id: 0,
         exited: false,
     });
@@ -91,6 +94,7 @@ fn inputs() -> Vec<(&'static str, Input)> {
         pid: 9,
         signature: Some(4),
         started_at_ms: Some(0),
+        started_boot_ms: Some(0),
         spawn_id: 0,
         exited: false,
     };
@@ -669,6 +673,85 @@ fn a_crash_loop_ends_crashed() {
         [Status::Backoff, Status::Backoff, Status::Crashed]
     );
     assert_eq!(i.restarts, 2);
+}
+
+/// Exits at a crash every `every_ms` of boot time while the wall clock reads `wall(k)` at the
+/// k-th exit; the statuses after each.
+fn crash_every(s: &AppSpec, every_ms: u64, wall: impl Fn(u64) -> u64, n: u64) -> Vec<Status> {
+    let now = crate::supervisor::clock::monotonic();
+    let mut i = instance(Status::Running, now);
+    let mut statuses = Vec::new();
+    for k in 1..=n {
+        i.pid = Some(10);
+        i.status = Status::Running;
+        let c = Ctx {
+            now_ms: wall(k),
+            boot_ms: NOW_MS + k * every_ms,
+            ..ctx(now)
+        };
+        let exited = Input::Exited {
+            pid: None,
+            exit: exit(1),
+            group_alive: false,
+        };
+        step(&mut i, s, exited, &c);
+        statuses.push(i.status);
+    }
+    statuses
+}
+
+#[test]
+fn a_wall_clock_stepped_back_keeps_the_crash_window_sliding() {
+    // Three restarts allowed per 10 s; one crash every 4 s never reaches it. The wall clock
+    // steps back an hour after the second crash: on wall time every restart since would stay
+    // inside the window for that hour and the third would end the app `crashed`.
+    let mut s = spec();
+    s.max_restarts = 3;
+    s.restart_window_s = 10;
+    let hour = 3_600_000;
+    let statuses = crash_every(
+        &s,
+        4_000,
+        |k| {
+            if k <= 2 {
+                NOW_MS + hour + k * 4_000
+            } else {
+                NOW_MS + k * 4_000
+            }
+        },
+        12,
+    );
+    assert!(
+        statuses.iter().all(|st| *st == Status::Backoff),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn a_wall_clock_stepped_forward_does_not_empty_the_crash_window() {
+    // Three restarts allowed per hour; a crash every second. The wall clock steps two hours
+    // forward after the second crash: on wall time the window would forget the first two and
+    // allow three more.
+    let mut s = spec();
+    s.max_restarts = 3;
+    s.restart_window_s = 3_600;
+    let statuses = crash_every(
+        &s,
+        1_000,
+        |k| {
+            if k <= 2 {
+                NOW_MS + k
+            } else {
+                NOW_MS + 7_200_000 + k
+            }
+        },
+        6,
+    );
+    use Status::{Backoff, Crashed};
+    assert_eq!(
+        statuses,
+        [Backoff, Backoff, Backoff, Crashed, Crashed, Crashed]
+    );
 }
 
 fn notify_spec() -> AppSpec {

@@ -161,6 +161,9 @@ pub fn heal_everything(ctx: &FaultCtx) -> anyhow::Result<()> {
             signal(p, Signal::SIGCONT);
         }
         network::heal(lab, i);
+        if crate::lab::node::faketime_available() {
+            let _ = lab.node(i).set_clock_offset(0);
+        }
         if lab.netem.is_ok() {
             network::netem_heal(lab, i);
         }

@@ -100,6 +100,15 @@ pub fn run_fault(ctx: &FaultCtx, plan: &PlannedFault) -> anyhow::Result<()> {
         }
         FaultKind::GracefulRestart => process::graceful_restart(ctx, plan, random_node),
         FaultKind::LatencyLoss => latency_loss(ctx, plan, random_node)?,
+        FaultKind::ClockStep => {
+            let target = match leader {
+                Some((l, _)) if rng.random_bool(0.5) => l,
+                _ => random_node,
+            };
+            let hours = if rng.random_bool(0.5) { 1 } else { 24 };
+            let sign = if rng.random_bool(0.5) { 1 } else { -1 };
+            clock_step(ctx, plan, target, sign * hours * 3_600)?
+        }
     }
     let recovered = watch::wait_recovered(lab, recovery_limit)?;
     ctx.measure(
@@ -149,6 +158,32 @@ fn redis_restart(ctx: &FaultCtx, plan: &PlannedFault, before: Option<u64>) -> an
         }
     };
     ctx.end(plan, Some(format!("redis restarted (empty); {what}")));
+    Ok(())
+}
+
+/// Steps `target`'s wall clock by `secs` for the fault's duration, then back to the host's.
+fn clock_step(ctx: &FaultCtx, plan: &PlannedFault, target: usize, secs: i64) -> anyhow::Result<()> {
+    if !crate::lab::node::faketime_available() {
+        ctx.not_injected(
+            plan,
+            &[target],
+            FaultState::Unsupported(format!(
+                "no libfaketime at {} (apt-get install faketime)",
+                crate::lab::node::LIBFAKETIME
+            )),
+        );
+        return Ok(());
+    }
+    let node = ctx.lab.node(target);
+    node.set_clock_offset(secs)?;
+    ctx.begin(
+        plan,
+        &[target],
+        format!("wall clock stepped {secs:+} s (libfaketime; monotonic and boot clocks untouched)"),
+    );
+    interrupt::sleep(Duration::from_millis(plan.duration_ms))?;
+    node.set_clock_offset(0)?;
+    ctx.end(plan, Some("stepped back to the host's time".into()));
     Ok(())
 }
 

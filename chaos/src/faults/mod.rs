@@ -53,10 +53,13 @@ pub enum FaultKind {
     GracefulRestart,
     /// Delay and loss with `tc netem` (unsupported where the kernel lacks `sch_netem`).
     LatencyLoss,
+    /// Step one daemon's wall clock an hour or a day backwards or forwards (libfaketime),
+    /// then back: the leader's half the time.
+    ClockStep,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::FreezeDaemon,
@@ -70,6 +73,7 @@ impl FaultKind {
         FaultKind::KillWhileStarting,
         FaultKind::GracefulRestart,
         FaultKind::LatencyLoss,
+        FaultKind::ClockStep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +91,7 @@ impl FaultKind {
             FaultKind::KillWhileStarting => "kill-while-starting",
             FaultKind::GracefulRestart => "graceful-restart",
             FaultKind::LatencyLoss => "latency-loss",
+            FaultKind::ClockStep => "clock-step",
         }
     }
 
@@ -97,7 +102,7 @@ impl FaultKind {
             FaultKind::KillNode | FaultKind::FreezeDaemon | FaultKind::IsolateMinority => 2,
             FaultKind::SplitInTwo | FaultKind::FreezeHost | FaultKind::KillWhileStarting => 2,
             FaultKind::RedisRestart | FaultKind::GracefulRestart | FaultKind::LatencyLoss => 1,
-            FaultKind::WipeRaft => 1,
+            FaultKind::WipeRaft | FaultKind::ClockStep => 1,
         }
     }
 

@@ -18,6 +18,16 @@ use super::exec;
 use super::exec::Output;
 use super::procs;
 
+/// libfaketime (Debian's `faketime`): preloaded into every daemon when present, so the
+/// `clock-step` fault can step one daemon's wall clock through [`Node::set_clock_offset`]
+/// while the host's clock, and the monotonic and boot clocks, stay as they are.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Whether the daemons run with libfaketime (the `clock-step` fault needs it).
+pub fn faketime_available() -> bool {
+    std::path::Path::new(LIBFAKETIME).exists()
+}
+
 /// How long a CLI call may take before the daemon counts as not answering.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -97,12 +107,37 @@ impl Node {
         c
     }
 
+    /// The file libfaketime reads the daemon's wall-clock offset from.
+    fn clock_offset_file(&self) -> PathBuf {
+        self.home.join("wall-clock-offset")
+    }
+
+    /// Steps the daemon's wall clock to the host's plus `secs` (seen within a second;
+    /// written whole, so it never reads half an offset).
+    pub fn set_clock_offset(&self, secs: i64) -> std::io::Result<()> {
+        let file = self.clock_offset_file();
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{secs:+}\n"))?;
+        std::fs::rename(&tmp, &file)
+    }
+
     /// `herd up` inside the host. Returns the new incarnation and the daemon's pid.
     /// The incarnation counts up before the command runs: the previous daemon is gone by then,
     /// and whatever answers from now on is the new one.
     pub fn up(&self) -> anyhow::Result<(u32, Option<i32>)> {
         let inc = self.incarnation.fetch_add(1, Ordering::SeqCst) + 1;
-        let out = self.cli_in_host(&["up"], Duration::from_secs(30))?;
+        let mut c = self.command_in_host(&["up"]);
+        if faketime_available() {
+            if !self.clock_offset_file().exists() {
+                self.set_clock_offset(0)?;
+            }
+            c.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", self.clock_offset_file())
+                // Wall time only, as a real step: timers and the boot clock run on.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let out = exec::run(&mut c, Duration::from_secs(30))?;
         if !out.ok() {
             bail!("`herd up` on node {} failed: {}", self.index, out.failure());
         }

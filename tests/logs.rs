@@ -99,14 +99,16 @@ log_files = 3
         }
     }
     // The live file grows only by what the app writes between two checks of a hot log
-    // (100 ms; half a second allows for a loaded machine).
+    // (100 ms). A second allows for a loaded machine: with two other test runs on these two
+    // cores a check once came 0.55 s late (47 MB at 85 MB/s): scheduling, not the cap; a cap
+    // that does not hold lets the file grow for as long as the app writes.
     let live = sizes
         .iter()
         .find(|(n, _)| n == "flood-0.log")
         .map(|(_, l)| *l)
         .unwrap_or(0);
     assert!(
-        live as f64 <= 262_144.0 + rate * 0.5,
+        live as f64 <= 262_144.0 + rate * 1.0,
         "live log {live} bytes at {rate:.0} bytes/s"
     );
     let _ = h.run(&["stop", "flood", "--timeout", "1"]);

@@ -20,8 +20,8 @@
 //! `HERD_SCALE_SECS` (30), `HERD_SCALE_STANDBYS` (0), `HERD_SCALE_JOIN_CONCURRENCY` (64),
 //! `HERD_SCALE_FETCH_CONCURRENCY` (32), `HERD_SCALE_KILL` (1: run the leader kill phase),
 //! `HERD_SCALE_TIMEOUT_SECS` (600: how long registration, assignment and running may take).
-//! Every agent needs two sockets in this one process (the master's and the server's end), so
-//! N is bounded by about half of `ulimit -n`.
+//! Every agent needs two sockets in this one process (the master's and the server's end): the
+//! bench lifts its descriptor limit to 4 per agent (root may, up to `fs.nr_open`).
 
 mod support;
 
@@ -320,6 +320,33 @@ impl Table {
     }
 }
 
+/// Two sockets per agent live in this one process: lifts the descriptor limit to `want`
+/// (root may raise its hard limit up to `fs.nr_open`), or says what it got.
+fn raise_descriptor_limit(want: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    let cap = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(want);
+    let target = want.min(cap);
+    let raised = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: Some(target.max(now.maximum.unwrap_or(0))),
+        },
+    );
+    let got = getrlimit(Resource::Nofile).current;
+    eprintln!(
+        "scale: descriptor limit {:?} -> {got:?} (wanted {want}; {raised:?})",
+        now.current
+    );
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -339,6 +366,7 @@ fn scale() {
     let per_app = m.div_ceil(apps);
     let m = per_app * apps;
     assert!(n <= 250 * 250, "at most 62,500 agents");
+    raise_descriptor_limit(4 * n as u64 + 4_096);
 
     let agents_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -8,6 +8,7 @@
 mod api;
 mod formation;
 mod forwarder;
+mod hand_over;
 mod identity;
 mod master_io;
 mod membership;
@@ -84,6 +85,9 @@ use crate::transport::ServerAuth;
 /// How long a forwarded write or read may wait for a leader (e.g. across an election).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `herd cluster step-down` waits for another node to take over.
+pub(crate) const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// One running cluster node. Dropping it stops it in the background; `shutdown` does the same
 /// and returns once the port and the data dir are released.
 pub struct ClusterNode {
@@ -92,7 +96,7 @@ pub struct ClusterNode {
     tasks: Vec<JoinHandle<()>>,
     board: Option<RedisBoard>,
     /// Lets `shutdown` wait until the redb file is closed, so it can be reopened at once.
-    db: Weak<redb::Database>,
+    db: Weak<crate::raft::DbSlot>,
     stopped: bool,
     /// The agent's reconcile loop, once `run_agent` was called.
     agent_task: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -137,13 +141,13 @@ impl ClusterNode {
         let auth = ClientAuth::new(&cfg.name, &cfg.secret)?;
         // A node pinned to the agent role never holds a Raft seat: it runs no openraft engine
         // and keeps no Raft storage (see `raft::engine` for the memory this saves).
-        let (raft, registry, db) = if cfg.role == crate::config::NodeRole::Agent {
+        let (raft, registry, db, refused) = if cfg.role == crate::config::NodeRole::Agent {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || RaftStorage::agent_dir(&dir))
                 .await
                 .map_err(|e| ClusterError::Raft(format!("prepare data dir: {e}")))??;
             let (raft, registry) = HerdRaft::absent(id);
-            (raft, registry, Weak::new())
+            (raft, registry, Weak::new(), None)
         } else {
             let dir = cfg.data_dir.clone();
             let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
@@ -154,6 +158,7 @@ impl ClusterNode {
                 path: storage.path.clone(),
                 message: format!("load log: {e}"),
             })?;
+            let refused = log_store.write_refused();
             let (state_machine, registry) = StateMachine::new(&storage);
             drop(storage);
             let network = NetworkFactory {
@@ -164,7 +169,7 @@ impl ClusterNode {
             let raft = OpenRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
                 .await
                 .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
-            (HerdRaft::running(raft), registry, db)
+            (HerdRaft::running(raft), registry, db, Some(refused))
         };
         tracing::info!(node_id = id.get(), cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
 
@@ -234,6 +239,13 @@ impl ClusterNode {
                 shutdown_rx.clone(),
             )),
         ];
+        if let Some(refused) = refused {
+            tasks.push(tokio::spawn(hand_over::while_writes_refused(
+                shared.clone(),
+                refused,
+                shutdown_rx.clone(),
+            )));
+        }
         let (tls, acceptor) = tls.unzip();
         if let Some(incoming) = incoming {
             tasks.push(tokio::spawn(serve(
@@ -403,7 +415,12 @@ impl ClusterNode {
             .at_leader(
                 "step down",
                 FORWARD_TIMEOUT,
-                || async { Ok(shared.step_down_local().await?.map(handed_over)) },
+                || async {
+                    Ok(shared
+                        .step_down_local(STEP_DOWN_WAIT)
+                        .await?
+                        .map(handed_over))
+                },
                 |mut c| async move { c.step_down(pb::StepDownRequest {}).await.map(|_| ()) },
             )
             .await

@@ -4,7 +4,7 @@
 //! filled to the last byte: once while that node follows, once while it leads. The cluster
 //! must keep acknowledging writes through the healthy nodes (a full leader hands leadership
 //! over), the full node's daemon must stay up, answer and keep its apps running, and once
-//! space returns it must catch up without a restart and keep its Raft data across one.
+//! space returns it must catch up without a restart, with everything on its own disk.
 
 mod common;
 
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// How long one write may take to be acknowledged, across a change of leader.
 const WRITE: Duration = Duration::from_secs(15);
+/// How long leadership may take to leave a full leader.
+const HAND_OVER: Duration = Duration::from_secs(5);
 /// How long the full node may take to catch up once space returns.
 const CATCH_UP: Duration = Duration::from_secs(20);
 /// Writes made while the disk is full.
@@ -46,26 +48,30 @@ impl Cluster {
     }
 }
 
-/// `herd cluster deploy` of a one-instance `sleep` app carrying `PAD` bytes of env, through
-/// `via`, retried until acknowledged (a write refused across a change of leader is not lost:
-/// it was never acknowledged). Panics if no attempt is acknowledged within `WRITE`.
-fn deploy_padded(via: &Node, name: &str) {
+/// An app file in `via`'s home: a one-instance `sleep` app carrying `PAD` bytes of env.
+fn padded_app(via: &Node, name: &str) -> String {
     let pad = "x".repeat(PAD);
-    let file = via.herd.app_file(
+    via.herd.app_file(
         &format!("{name}.toml"),
         &format!(
             "[[app]]\nname = \"{name}\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nenv = {{ PAD = \"{pad}\" }}\n"
         ),
-    );
+    )
+}
+
+/// `herd cluster deploy FILE` through `via`, retried until acknowledged (a write refused or
+/// timed out across a change of leader was never acknowledged). Panics if no attempt is
+/// acknowledged within `WRITE`.
+fn deploy_until_acknowledged(via: &Node, file: &str) {
     let deadline = Instant::now() + WRITE;
     loop {
-        let out = via.herd.run(&["cluster", "deploy", &file]);
+        let out = via.herd.run(&["cluster", "deploy", file]);
         if out.status.success() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the cluster stopped acknowledging writes: deploy {name} through node {}: {}",
+            "the cluster stopped acknowledging writes: deploy {file} through node {}: {}",
             via.id(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -168,21 +174,23 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
     assert!(fill(&filler) > 0);
     let filled = Instant::now();
 
-    // The healthy nodes take every write, whoever leads.
+    // The healthy nodes take every write, whoever leads. The first reaches the full node's
+    // Raft log at once (a leader's log takes every write; a follower's is sent it).
     let mut acknowledged = Vec::new();
-    for i in 0..WRITES {
-        let name = format!("while-full-{i}");
-        deploy_padded(healthy[i % 2], &name);
-        acknowledged.push(name);
-    }
-    // The fault bit: the leader has not replicated everything to the full node.
-    wait_until("the leader to see the full node fall behind", WRITE, || {
-        replication_to(healthy[0], full.id()).is_some_and(|(matched, last)| matched < last)
-    });
+    let mut slowest = Duration::ZERO;
+    let first = padded_app(healthy[0], "while-full-0");
+    let started = Instant::now();
+    let in_flight = healthy[0]
+        .herd
+        .cmd(&["cluster", "deploy", &first])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run herd cluster deploy");
     if role == Role::Leader {
         wait_until(
             "leadership to move from the full node to a healthy one",
-            WRITE,
+            HAND_OVER,
             || {
                 healthy.iter().all(|n| {
                     n.leader()
@@ -190,7 +198,34 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
                 })
             },
         );
+        eprintln!("leadership moved {:?} after the fill", filled.elapsed());
     }
+    // A write in flight at a leader when its disk fills may time out (unacknowledged, so
+    // retried): that leader's Raft waits on its disk once it has seen the new term.
+    let answered = in_flight
+        .wait_with_output()
+        .expect("wait for herd cluster deploy");
+    if !answered.status.success() {
+        deploy_until_acknowledged(healthy[0], &first);
+    }
+    slowest = slowest.max(started.elapsed());
+    acknowledged.push("while-full-0".to_string());
+    let mut write = |i: usize| {
+        let name = format!("while-full-{i}");
+        let via = healthy[i % 2];
+        let file = padded_app(via, &name);
+        let started = Instant::now();
+        deploy_until_acknowledged(via, &file);
+        slowest = slowest.max(started.elapsed());
+        acknowledged.push(name);
+    };
+    for i in 1..WRITES {
+        write(i);
+    }
+    // The fault bit: the leader has not replicated everything to the full node.
+    wait_until("the leader to see the full node fall behind", WRITE, || {
+        replication_to(healthy[0], full.id()).is_some_and(|(matched, last)| matched < last)
+    });
     // The full node's daemon is the same process, answers, and its app runs on.
     assert_eq!(full.herd.daemon_pid(), Some(daemon_pid));
     assert!(alive(daemon_pid), "the full node's daemon died");
@@ -218,7 +253,7 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
         }
     }
     eprintln!(
-        "{role:?} full: {} writes acknowledged in {:?}",
+        "{role:?} full: {} writes acknowledged in {:?}, the slowest in {slowest:?}",
         acknowledged.len(),
         filled.elapsed()
     );
@@ -249,9 +284,25 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
         back.elapsed()
     );
 
-    // And its Raft data survives a restart: it rejoins and agrees.
+    // Its Raft data is on its disk: restarted while the others are down (so nobody can send it
+    // anything), its own log holds every acknowledged write. Then it rejoins and agrees.
     full.herd.ok(&["down"]);
+    for n in &healthy {
+        n.herd.ok(&["down"]);
+    }
     full.herd.ok(&["up"]);
+    let mut alone = None;
+    wait_until("the restarted node to answer alone", CATCH_UP, || {
+        alone = full.status().and_then(|s| s["last_log_index"].as_u64());
+        alone.is_some()
+    });
+    assert!(
+        alone >= Some(last_write),
+        "the restarted node's own log ends at {alone:?}, before the last acknowledged write at {last_write}"
+    );
+    for n in &healthy {
+        n.herd.ok(&["up"]);
+    }
     wait_formed(&all, 3, 0);
     wait_until(
         "the restarted node to agree with the others",

@@ -181,15 +181,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if !self.write_until_taken(&group) {
-                // Stopping: the callbacks are dropped unanswered, nothing is reported durable.
-                continue;
-            }
+            // Failed only when the node stops: then openraft may hear it (its core, perhaps
+            // waiting on a vote, must be able to end).
+            let result = self.write_until_taken(&group);
             for op in group {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
                 match op {
-                    WriteOp::Append(_, cb) => cb.io_completed(Ok(())),
+                    WriteOp::Append(_, cb) => cb.io_completed(r),
                     WriteOp::Vote(_, done) => {
-                        let _ = done.send(Ok(()));
+                        let _ = done.send(r);
                     }
                     WriteOp::TruncateAfter(_) | WriteOp::Purge(_) | WriteOp::Committed(_) => {}
                 }
@@ -198,8 +201,8 @@ impl Writer {
     }
 
     /// Writes `group`, and while the disk refuses it, reopens the database and tries again
-    /// with a growing pause. `false`: given up because the node is stopping.
-    fn write_until_taken(&self, group: &[WriteOp]) -> bool {
+    /// with a growing pause. An error only once the node is stopping.
+    fn write_until_taken(&self, group: &[WriteOp]) -> io::Result<()> {
         let mut pause = RETRY_FIRST;
         loop {
             match self.storage.db().and_then(|db| write_group(&db, group)) {
@@ -207,16 +210,16 @@ impl Writer {
                     if self.refused.send_replace(false) {
                         tracing::info!("raft log writes work again; catching up");
                     }
-                    return true;
+                    return Ok(());
                 }
                 Err(e) => {
+                    if self.users.strong_count() == 0 || self.storage.is_stopping() {
+                        return Err(e);
+                    }
                     if !self.refused.send_replace(true) {
                         tracing::error!(error = %e, "raft log write failed; holding it and retrying until the disk takes it (this node acknowledges nothing meanwhile)");
                     }
                 }
-            }
-            if self.users.strong_count() == 0 {
-                return false;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(RETRY_LAST);
@@ -580,14 +583,8 @@ mod tests {
         }
     }
 
-    /// A full disk holds the write it hits: neither the append callback nor the vote hears of
-    /// it (openraft would take an error as fatal and stop this node's Raft until a restart, and
-    /// must not take the entry as durable either), `write_refused` says so, and nothing panics.
-    /// Once space returns the held writes land, in order, through a reopened database (redb
-    /// refuses every write on a handle that saw an I/O error).
-    #[tokio::test]
-    async fn a_full_disk_holds_the_write_until_space_returns_and_then_takes_it() {
-        use std::sync::atomic::Ordering::SeqCst;
+    /// A log store on memory that can be made full.
+    fn on_a_disk_that_fills() -> (FullDisk, RaftStorage, LogStore) {
         let disk = FullDisk {
             inner: Arc::new(redb::backends::InMemoryBackend::new()),
             full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -602,7 +599,19 @@ mod tests {
                 })
         };
         let storage = RaftStorage::with_opener(opener, "full-disk".into()).expect("tables");
-        let mut store = LogStore::open(&storage).expect("open log");
+        let store = LogStore::open(&storage).expect("open log");
+        (disk, storage, store)
+    }
+
+    /// A full disk holds the write it hits: neither the append callback nor the vote hears of
+    /// it (openraft would take an error as fatal and stop this node's Raft until a restart, and
+    /// must not take the entry as durable either), `write_refused` says so, and nothing panics.
+    /// Once space returns the held writes land, in order, through a reopened database (redb
+    /// refuses every write on a handle that saw an I/O error).
+    #[tokio::test]
+    async fn a_full_disk_holds_the_write_until_space_returns_and_then_takes_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (disk, storage, mut store) = on_a_disk_that_fills();
         append(&mut store, 1..=2).await;
         let mut refused = store.write_refused();
         assert!(!*refused.borrow_and_update());
@@ -649,5 +658,34 @@ mod tests {
             [1, 2, 3]
         );
         assert_eq!(on_disk.vote, Some(vote));
+    }
+
+    /// A node that stops while its disk refuses a write fails that write instead of holding
+    /// it: openraft's core, which may be waiting on a vote, must be able to end (`herd down`
+    /// on a full disk).
+    #[tokio::test]
+    async fn a_stopping_node_fails_the_held_write_so_raft_can_end() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (disk, storage, store) = on_a_disk_that_fills();
+        let mut refused = store.write_refused();
+        disk.full.store(true, SeqCst);
+        let vote = Vote::from_leader_id(
+            openraft::vote::leader_id_std::LeaderId::new(2, NodeId(1)),
+            true,
+        );
+        let mut voter = store.clone();
+        let saved = tokio::spawn(async move { voter.save_vote(&vote).await });
+        let told = tokio::time::timeout(Duration::from_secs(5), refused.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(told, "the refusal is told");
+        assert!(!saved.is_finished(), "a refused vote is held");
+
+        storage.stop_flag().store(true, SeqCst);
+        let saved = tokio::time::timeout(Duration::from_secs(5), saved)
+            .await
+            .expect("a stopping node gives the held vote up")
+            .expect("join");
+        assert!(saved.is_err(), "given up, the vote is not reported saved");
     }
 }

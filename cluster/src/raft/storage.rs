@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::PoisonError;
 use std::sync::RwLock;
 use std::sync::Weak;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -50,6 +52,9 @@ type Opener = dyn Fn() -> Result<Database, ClusterError> + Send + Sync;
 pub(crate) struct RaftStorage {
     slot: Arc<DbSlot>,
     opener: Arc<Opener>,
+    /// Set when the node stops: a write the disk refuses is then failed, not held, so that
+    /// openraft's core, which may be waiting on it, can end.
+    stopping: Arc<AtomicBool>,
     pub(crate) path: PathBuf,
 }
 
@@ -63,6 +68,7 @@ impl RaftStorage {
         let storage = RaftStorage {
             slot: Arc::new(RwLock::new(Some(Arc::new(opener()?)))),
             opener,
+            stopping: Arc::default(),
             path,
         };
         storage.create_tables()?;
@@ -93,6 +99,15 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// What the node sets when it stops (see `stopping`).
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// The data dir of a node pinned to the agent role: it runs no Raft engine and keeps no
     /// Raft files, but the dir still holds the node id and the slice (app specs, env values):
     /// private.
@@ -110,6 +125,7 @@ impl RaftStorage {
         let storage = RaftStorage {
             slot: Arc::new(RwLock::new(Some(Arc::new(opener()?)))),
             opener: Arc::new(opener),
+            stopping: Arc::default(),
             path,
         };
         storage.create_tables()?;

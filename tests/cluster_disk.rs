@@ -320,3 +320,59 @@ fn a_follower_with_a_full_disk_stays_up_and_catches_up_when_space_returns() {
 fn a_leader_with_a_full_disk_hands_over_and_catches_up_when_space_returns() {
     a_full_voter_stays_up_and_catches_up(Role::Leader);
 }
+
+/// `herd down` on a former leader whose disk is full (its Raft waits on a vote it cannot save)
+/// stops the daemon, and once space returns `herd up` brings it back into the cluster.
+#[test]
+fn a_full_former_leader_goes_down_on_request_and_rejoins_when_space_returns() {
+    let redis = Redis::start();
+    let cluster = Cluster::start(&redis.url());
+    let all = cluster.all();
+    let leader = wait_formed(&all, 3, 0);
+    let full_at = all.iter().position(|n| n.id() == leader).unwrap();
+    let full = all[full_at];
+    let healthy: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != full.id())
+        .collect();
+    let daemon_pid = full.herd.daemon_pid().expect("the full node's daemon pid");
+    let filler = cluster.disks[full_at].path().join("filler");
+    assert!(fill(&filler) > 0);
+    deploy_until_acknowledged(healthy[0], &padded_app(healthy[0], "while-full"));
+    wait_until(
+        "leadership to move from the full node to a healthy one",
+        HAND_OVER,
+        || {
+            healthy.iter().all(|n| {
+                n.leader()
+                    .is_some_and(|l| l != full.id() && healthy.iter().any(|h| h.id() == l))
+            })
+        },
+    );
+    let last_write = healthy
+        .iter()
+        .filter_map(|n| n.status()?["committed_index"].as_u64())
+        .max()
+        .expect("a healthy node's committed index");
+
+    let asked = Instant::now();
+    let down = full.herd.run(&["down"]);
+    assert!(
+        down.status.success(),
+        "herd down on the full node failed after {:?}: {}",
+        asked.elapsed(),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    wait_until("the full node's daemon to exit", HAND_OVER, || {
+        !alive(daemon_pid)
+    });
+    eprintln!("the full node went down in {:?}", asked.elapsed());
+
+    std::fs::remove_file(&filler).unwrap();
+    full.herd.ok(&["up"]);
+    wait_formed(&all, 3, 0);
+    wait_until("the node to rejoin and agree", CATCH_UP, || {
+        agrees(full, last_write, &healthy)
+    });
+}

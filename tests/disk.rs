@@ -6,81 +6,16 @@
 
 mod common;
 
+use common::disk::{Tmpfs, fill};
 use common::*;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A tmpfs of `size` mounted on a fresh directory; unmounted (lazily) on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("herd-disk-")
-            .tempdir()
-            .unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test needs root to mount a small tmpfs (as CI runs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the filesystem refuses another byte.
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    let mut written = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(_) => break,
-        }
-    }
-    // Then byte by byte, so not even a small write fits.
-    while f.write(&[0u8]).is_ok_and(|n| n == 1) {
-        written += 1;
-    }
-    let _ = f.sync_all();
-    written
-}
-
 /// A daemon whose home sits on `fs`.
 fn daemon_on(fs: &Tmpfs) -> Herd {
-    let h = Herd {
-        home: tempfile::Builder::new()
-            .prefix("home-")
-            .tempdir_in(fs.path())
-            .unwrap(),
-    };
+    let h = fs.home();
     h.ok(&["up"]);
     h
 }

@@ -107,7 +107,19 @@ impl Node {
         labels: &str,
         extra: &str,
     ) -> Self {
-        let herd = Herd::new();
+        Self::in_home(Herd::new(), host, discovery, voters, secret, labels, extra)
+    }
+
+    /// Like `labeled`, in a home the caller made (e.g. on a small filesystem of its own).
+    pub fn in_home(
+        herd: Herd,
+        host: u8,
+        discovery: &str,
+        voters: usize,
+        secret: &str,
+        labels: &str,
+        extra: &str,
+    ) -> Self {
         let sep = if labels.is_empty() { "" } else { ", " };
         std::fs::create_dir_all(herd.home.path()).unwrap();
         let addr = free_addr(host);

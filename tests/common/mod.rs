@@ -353,6 +353,7 @@ pub fn read_lines(path: &Path) -> Vec<String> {
 }
 
 pub mod cluster;
+pub mod disk;
 
 pub const SECS_10: Duration = Duration::from_secs(10);
 

@@ -155,7 +155,7 @@ impl ClusterApi for ClusterApiService {
         &self,
         _req: Request<pb::StepDownRequest>,
     ) -> Result<Response<pb::StepDownReply>, Status> {
-        let new_leader_id = served(self.shared.step_down_local().await)?;
+        let new_leader_id = served(self.shared.step_down_local(super::STEP_DOWN_WAIT).await)?;
         Ok(Response::new(pb::StepDownReply {
             new_leader_id: new_leader_id.get(),
         }))

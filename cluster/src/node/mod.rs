@@ -8,6 +8,7 @@
 mod api;
 mod formation;
 mod forwarder;
+mod hand_over;
 mod identity;
 mod master_io;
 mod membership;
@@ -17,6 +18,7 @@ mod work;
 
 use std::sync::Arc;
 use std::sync::Weak;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -84,6 +86,9 @@ use crate::transport::ServerAuth;
 /// How long a forwarded write or read may wait for a leader (e.g. across an election).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `herd cluster step-down` waits for another node to take over.
+pub(crate) const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// One running cluster node. Dropping it stops it in the background; `shutdown` does the same
 /// and returns once the port and the data dir are released.
 pub struct ClusterNode {
@@ -92,7 +97,10 @@ pub struct ClusterNode {
     tasks: Vec<JoinHandle<()>>,
     board: Option<RedisBoard>,
     /// Lets `shutdown` wait until the redb file is closed, so it can be reopened at once.
-    db: Weak<redb::Database>,
+    db: Weak<crate::raft::DbSlot>,
+    /// Set on the way out, so a Raft log write the disk refuses is failed instead of held:
+    /// openraft's core may be waiting on it, and must end.
+    raft_stopping: Arc<AtomicBool>,
     stopped: bool,
     /// The agent's reconcile loop, once `run_agent` was called.
     agent_task: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -137,35 +145,44 @@ impl ClusterNode {
         let auth = ClientAuth::new(&cfg.name, &cfg.secret)?;
         // A node pinned to the agent role never holds a Raft seat: it runs no openraft engine
         // and keeps no Raft storage (see `raft::engine` for the memory this saves).
-        let (raft, registry, db) = if cfg.role == crate::config::NodeRole::Agent {
-            let dir = cfg.data_dir.clone();
-            tokio::task::spawn_blocking(move || RaftStorage::agent_dir(&dir))
-                .await
-                .map_err(|e| ClusterError::Raft(format!("prepare data dir: {e}")))??;
-            let (raft, registry) = HerdRaft::absent(id);
-            (raft, registry, Weak::new())
-        } else {
-            let dir = cfg.data_dir.clone();
-            let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
-                .await
-                .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
-            let db = storage.closed_watch();
-            let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
-                path: storage.path.clone(),
-                message: format!("load log: {e}"),
-            })?;
-            let (state_machine, registry) = StateMachine::new(&storage);
-            drop(storage);
-            let network = NetworkFactory {
-                id,
-                channels: channels.clone(),
-                auth: auth.clone(),
+        let (raft, registry, db, refused, raft_stopping) =
+            if cfg.role == crate::config::NodeRole::Agent {
+                let dir = cfg.data_dir.clone();
+                tokio::task::spawn_blocking(move || RaftStorage::agent_dir(&dir))
+                    .await
+                    .map_err(|e| ClusterError::Raft(format!("prepare data dir: {e}")))??;
+                let (raft, registry) = HerdRaft::absent(id);
+                (raft, registry, Weak::new(), None, Arc::default())
+            } else {
+                let dir = cfg.data_dir.clone();
+                let storage = tokio::task::spawn_blocking(move || RaftStorage::open(&dir))
+                    .await
+                    .map_err(|e| ClusterError::Raft(format!("open storage: {e}")))??;
+                let db = storage.closed_watch();
+                let log_store = LogStore::open(&storage).map_err(|e| ClusterError::Storage {
+                    path: storage.path.clone(),
+                    message: format!("load log: {e}"),
+                })?;
+                let refused = log_store.write_refused();
+                let raft_stopping = storage.stop_flag();
+                let (state_machine, registry) = StateMachine::new(&storage);
+                drop(storage);
+                let network = NetworkFactory {
+                    id,
+                    channels: channels.clone(),
+                    auth: auth.clone(),
+                };
+                let raft = OpenRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
+                    .await
+                    .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
+                (
+                    HerdRaft::running(raft),
+                    registry,
+                    db,
+                    Some(refused),
+                    raft_stopping,
+                )
             };
-            let raft = OpenRaft::new(id, raft_config(&cfg)?, network, log_store, state_machine)
-                .await
-                .map_err(|e| ClusterError::Raft(format!("start: {e}")))?;
-            (HerdRaft::running(raft), registry, db)
-        };
         tracing::info!(node_id = id.get(), cluster = %cfg.name, advertise = %cfg.advertise, listen = %cfg.listen, discovery = %cfg.discovery, "cluster node starting");
 
         let lease = Duration::from_millis(cfg.election_max_ms);
@@ -234,6 +251,13 @@ impl ClusterNode {
                 shutdown_rx.clone(),
             )),
         ];
+        if let Some(refused) = refused {
+            tasks.push(tokio::spawn(hand_over::while_writes_refused(
+                shared.clone(),
+                refused,
+                shutdown_rx.clone(),
+            )));
+        }
         let (tls, acceptor) = tls.unzip();
         if let Some(incoming) = incoming {
             tasks.push(tokio::spawn(serve(
@@ -256,6 +280,7 @@ impl ClusterNode {
             tasks,
             board,
             db,
+            raft_stopping,
             stopped: false,
             agent_task: std::sync::Mutex::new(None),
             tls,
@@ -403,7 +428,12 @@ impl ClusterNode {
             .at_leader(
                 "step down",
                 FORWARD_TIMEOUT,
-                || async { Ok(shared.step_down_local().await?.map(handed_over)) },
+                || async {
+                    Ok(shared
+                        .step_down_local(STEP_DOWN_WAIT)
+                        .await?
+                        .map(handed_over))
+                },
                 |mut c| async move { c.step_down(pb::StepDownRequest {}).await.map(|_| ()) },
             )
             .await
@@ -488,6 +518,7 @@ impl ClusterNode {
         // first for a planned restart of the leader), then stop the background tasks.
         self.stopped = true;
         let _ = self.shutdown.send(true);
+        self.raft_stopping.store(true, Ordering::SeqCst);
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -543,6 +574,7 @@ impl Drop for ClusterNode {
             return;
         }
         let _ = self.shutdown.send(true);
+        self.raft_stopping.store(true, Ordering::SeqCst);
         let raft = self.shared.raft.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {

@@ -146,8 +146,12 @@ impl Shared {
             })
     }
 
-    /// Hands leadership to the most up-to-date reachable voter and waits for it to take over.
-    pub(crate) async fn step_down_local(&self) -> Result<Served<NodeId>, ClusterError> {
+    /// Hands leadership to the most up-to-date reachable voter and waits (up to `timeout`) for
+    /// it to take over.
+    pub(crate) async fn step_down_local(
+        &self,
+        timeout: Duration,
+    ) -> Result<Served<NodeId>, ClusterError> {
         let m = self.metrics();
         if self.raft.as_leader().is_err() {
             return Ok(Served::NotLeader(m.current_leader));
@@ -173,7 +177,6 @@ impl Shared {
             .transfer_leader(target)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let timeout = Duration::from_secs(5);
         let me = self.id;
         self.engine()?
             .wait(Some(timeout))

@@ -5,6 +5,12 @@
 //! the Raft core never blocks on disk and never hears "durable" too early. The non-purged log is
 //! mirrored in memory: entries are readable as soon as `append` returns, as openraft requires,
 //! and replication reads never touch the disk. The mirror stays small because snapshots purge it.
+//!
+//! A write the disk refuses (full) is never reported to openraft, which would take it as fatal
+//! and stop this node's Raft until a restart. The writer holds it instead and retries it, on a
+//! reopened database, until the disk takes it: meanwhile nothing after it is acknowledged (the
+//! node drops out of the quorum like a slow peer), `write_refused` says so (a leader hands over),
+//! and once space returns the node catches up on its own.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -14,7 +20,9 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
+use std::sync::Weak;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use openraft::LogState;
 use openraft::OptionalSend;
@@ -30,6 +38,7 @@ use redb::Durability;
 use redb::ReadableDatabase;
 use redb::ReadableTable;
 use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use super::TypeConfig;
 use super::storage::KEY_COMMITTED;
@@ -47,11 +56,17 @@ type Vote = VoteOf<TypeConfig>;
 /// The most operations folded into one transaction.
 const MAX_GROUP: usize = 4096;
 
+/// How long a refused write waits before it is tried again: doubling from the first to the
+/// last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_secs(1);
+
 /// The log store handed to openraft. Cloning shares the same log.
 #[derive(Clone)]
 pub struct LogStore {
     mem: Arc<Mutex<MemLog>>,
     writer: mpsc::Sender<WriteOp>,
+    refused: watch::Receiver<bool>,
 }
 
 /// Reads the in-memory mirror; never blocks on disk.
@@ -80,16 +95,29 @@ impl LogStore {
     /// Loads the log from `storage` and starts its writer thread. The thread ends, and lets go of
     /// the database, once every clone of this store is dropped.
     pub(crate) fn open(storage: &RaftStorage) -> io::Result<LogStore> {
-        let mem = load(&storage.db)?;
+        let db = storage.db()?;
+        let mem = Arc::new(Mutex::new(load(&db)?));
+        drop(db);
         let (tx, rx) = mpsc::channel();
-        let db = storage.db.clone();
+        let (refused_tx, refused) = watch::channel(false);
+        let writer = Writer {
+            storage: storage.clone(),
+            users: Arc::downgrade(&mem),
+            refused: refused_tx,
+        };
         std::thread::Builder::new()
             .name("herd-raft-log".into())
-            .spawn(move || writer_loop(db, rx))?;
+            .spawn(move || writer.run(rx))?;
         Ok(LogStore {
-            mem: Arc::new(Mutex::new(mem)),
+            mem,
             writer: tx,
+            refused,
         })
+    }
+
+    /// `true` while the disk refuses this node's log writes (they are held and retried).
+    pub(crate) fn write_refused(&self) -> watch::Receiver<bool> {
+        self.refused.clone()
     }
 
     fn mem(&self) -> MutexGuard<'_, MemLog> {
@@ -134,30 +162,69 @@ fn load(db: &Database) -> io::Result<MemLog> {
     Ok(mem)
 }
 
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
+/// The thread that writes the log, in call order.
+struct Writer {
+    storage: RaftStorage,
+    /// The log's users (the store and its readers): once all are gone the node is stopping,
+    /// and a refused write is given up rather than retried forever.
+    users: Weak<Mutex<MemLog>>,
+    refused: watch::Sender<bool>,
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<WriteOp>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            // Failed only when the node stops: then openraft may hear it (its core, perhaps
+            // waiting on a vote, must be able to end).
+            let result = self.write_until_taken(&group);
+            for op in group {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                match op {
+                    WriteOp::Append(_, cb) => cb.io_completed(r),
+                    WriteOp::Vote(_, done) => {
+                        let _ = done.send(r);
+                    }
+                    WriteOp::TruncateAfter(_) | WriteOp::Purge(_) | WriteOp::Committed(_) => {}
+                }
             }
         }
-        let result = write_group(&db, &group);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log write failed");
-        }
-        for op in group {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            match op {
-                WriteOp::Append(_, cb) => cb.io_completed(r),
-                WriteOp::Vote(_, done) => {
-                    let _ = done.send(r);
+    }
+
+    /// Writes `group`, and while the disk refuses it, reopens the database and tries again
+    /// with a growing pause. An error only once the node is stopping.
+    fn write_until_taken(&self, group: &[WriteOp]) -> io::Result<()> {
+        let mut pause = RETRY_FIRST;
+        loop {
+            match self.storage.db().and_then(|db| write_group(&db, group)) {
+                Ok(()) => {
+                    if self.refused.send_replace(false) {
+                        tracing::info!("raft log writes work again; catching up");
+                    }
+                    return Ok(());
                 }
-                WriteOp::TruncateAfter(_) | WriteOp::Purge(_) | WriteOp::Committed(_) => {}
+                Err(e) => {
+                    if self.users.strong_count() == 0 || self.storage.is_stopping() {
+                        return Err(e);
+                    }
+                    if !self.refused.send_replace(true) {
+                        tracing::error!(error = %e, "raft log write failed; holding it and retrying until the disk takes it (this node acknowledges nothing meanwhile)");
+                    }
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(RETRY_LAST);
+            if let Err(e) = self.storage.reopen() {
+                tracing::debug!(error = %e, "raft database not reopened yet");
             }
         }
     }
@@ -476,10 +543,11 @@ mod tests {
             .expect("join")
     }
 
-    /// Memory that reports ENOSPC on every write, growth and sync while `full` is set.
-    #[derive(Debug)]
+    /// Memory that reports ENOSPC on every write, growth and sync while `full` is set. Clones
+    /// share the memory, so the database can be opened again over it.
+    #[derive(Debug, Clone)]
     struct FullDisk {
-        inner: redb::backends::InMemoryBackend,
+        inner: Arc<redb::backends::InMemoryBackend>,
         full: Arc<std::sync::atomic::AtomicBool>,
     }
 
@@ -494,66 +562,130 @@ mod tests {
 
     impl redb::StorageBackend for FullDisk {
         fn len(&self) -> io::Result<u64> {
-            redb::StorageBackend::len(&self.inner)
+            redb::StorageBackend::len(&*self.inner)
         }
         fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-            redb::StorageBackend::read(&self.inner, offset, out)
+            redb::StorageBackend::read(&*self.inner, offset, out)
         }
         fn set_len(&self, len: u64) -> io::Result<()> {
-            if len > redb::StorageBackend::len(&self.inner)? {
+            if len > redb::StorageBackend::len(&*self.inner)? {
                 self.check()?;
             }
-            redb::StorageBackend::set_len(&self.inner, len)
+            redb::StorageBackend::set_len(&*self.inner, len)
         }
         fn sync_data(&self) -> io::Result<()> {
             self.check()?;
-            redb::StorageBackend::sync_data(&self.inner)
+            redb::StorageBackend::sync_data(&*self.inner)
         }
         fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
             self.check()?;
-            redb::StorageBackend::write(&self.inner, offset, data)
+            redb::StorageBackend::write(&*self.inner, offset, data)
         }
     }
 
-    /// A full disk fails the write it hits — the append callback and the vote hear the error,
-    /// so openraft never takes an entry as durable — and nothing panics: the writer thread
-    /// keeps answering every later write.
-    #[tokio::test]
-    async fn a_full_disk_fails_the_write_without_panicking_and_the_writer_keeps_answering() {
-        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let backend = FullDisk {
-            inner: redb::backends::InMemoryBackend::new(),
-            full: full.clone(),
+    /// A log store on memory that can be made full.
+    fn on_a_disk_that_fills() -> (FullDisk, RaftStorage, LogStore) {
+        let disk = FullDisk {
+            inner: Arc::new(redb::backends::InMemoryBackend::new()),
+            full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
-        let db = redb::Builder::new()
-            .create_with_backend(backend)
-            .expect("in-memory db");
-        let storage = RaftStorage::with_database(db, "full-disk".into()).expect("tables");
-        let mut store = LogStore::open(&storage).expect("open log");
-        append(&mut store, 1..=2).await;
+        let opened = disk.clone();
+        let opener = move || {
+            redb::Builder::new()
+                .create_with_backend(opened.clone())
+                .map_err(|e| crate::error::ClusterError::Storage {
+                    path: "full-disk".into(),
+                    message: e.to_string(),
+                })
+        };
+        let storage = RaftStorage::with_opener(opener, "full-disk".into()).expect("tables");
+        let store = LogStore::open(&storage).expect("open log");
+        (disk, storage, store)
+    }
 
-        full.store(true, std::sync::atomic::Ordering::SeqCst);
-        let (tx, rx) = TypeConfig::oneshot();
+    /// A full disk holds the write it hits: neither the append callback nor the vote hears of
+    /// it (openraft would take an error as fatal and stop this node's Raft until a restart, and
+    /// must not take the entry as durable either), `write_refused` says so, and nothing panics.
+    /// Once space returns the held writes land, in order, through a reopened database (redb
+    /// refuses every write on a handle that saw an I/O error).
+    #[tokio::test]
+    async fn a_full_disk_holds_the_write_until_space_returns_and_then_takes_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (disk, storage, mut store) = on_a_disk_that_fills();
+        append(&mut store, 1..=2).await;
+        let mut refused = store.write_refused();
+        assert!(!*refused.borrow_and_update());
+
+        disk.full.store(true, SeqCst);
+        let (tx, mut flushed) = TypeConfig::oneshot();
         store
             .append((3..=3).map(|i| entry(1, i)), IOFlushed::signal(tx))
             .await
             .expect("queued");
-        let err = rx
+        let told = tokio::time::timeout(Duration::from_secs(5), refused.wait_for(|r| *r))
             .await
-            .expect("the callback is called")
-            .expect_err("a failed write is not reported durable");
-        assert!(err.to_string().contains("No space left"), "{err}");
+            .is_ok_and(|r| r.is_ok());
+        assert!(told, "the refusal is told");
+        assert!(
+            flushed.try_recv().is_err(),
+            "a refused write is reported neither durable nor failed"
+        );
         let vote = Vote::from_leader_id(
             openraft::vote::leader_id_std::LeaderId::new(2, NodeId(1)),
             true,
         );
-        assert!(store.save_vote(&vote).await.is_err());
+        let mut voter = store.clone();
+        let saved = tokio::spawn(async move { voter.save_vote(&vote).await });
 
-        // Space is back: the writer thread is alive and answers (redb may insist on a reopen
-        // after an I/O error, which a daemon restart does; either way, no hang, no panic).
-        full.store(false, std::sync::atomic::Ordering::SeqCst);
-        let answered =
-            tokio::time::timeout(std::time::Duration::from_secs(5), store.save_vote(&vote)).await;
-        assert!(answered.is_ok(), "the writer thread stopped answering");
+        // Space is back: the held append, then the vote, land.
+        disk.full.store(false, SeqCst);
+        let flushed = tokio::time::timeout(Duration::from_secs(5), flushed)
+            .await
+            .expect("the held append lands once space returns")
+            .expect("the callback is called");
+        assert!(flushed.is_ok(), "{flushed:?}");
+        let saved = tokio::time::timeout(Duration::from_secs(5), saved)
+            .await
+            .expect("the held vote lands")
+            .expect("join");
+        assert!(saved.is_ok(), "{saved:?}");
+        assert!(!*refused.borrow(), "the refusal is over");
+        // On disk, not only in the mirror.
+        let db = storage.db().expect("reopened");
+        let on_disk = load(&db).expect("load");
+        assert_eq!(
+            on_disk.entries.keys().copied().collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(on_disk.vote, Some(vote));
+    }
+
+    /// A node that stops while its disk refuses a write fails that write instead of holding
+    /// it: openraft's core, which may be waiting on a vote, must be able to end (`herd down`
+    /// on a full disk).
+    #[tokio::test]
+    async fn a_stopping_node_fails_the_held_write_so_raft_can_end() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (disk, storage, store) = on_a_disk_that_fills();
+        let mut refused = store.write_refused();
+        disk.full.store(true, SeqCst);
+        let vote = Vote::from_leader_id(
+            openraft::vote::leader_id_std::LeaderId::new(2, NodeId(1)),
+            true,
+        );
+        let mut voter = store.clone();
+        let saved = tokio::spawn(async move { voter.save_vote(&vote).await });
+        let told = tokio::time::timeout(Duration::from_secs(5), refused.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(told, "the refusal is told");
+        assert!(!saved.is_finished(), "a refused vote is held");
+
+        storage.stop_flag().store(true, SeqCst);
+        let saved = tokio::time::timeout(Duration::from_secs(5), saved)
+            .await
+            .expect("a stopping node gives the held vote up")
+            .expect("join");
+        assert!(saved.is_err(), "given up, the vote is not reported saved");
     }
 }

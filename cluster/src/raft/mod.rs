@@ -31,6 +31,7 @@ pub use engine::OpenRaft;
 pub use leadership::Leadership;
 pub(crate) use log_store::LogStore;
 pub(crate) use state_machine::StateMachine;
+pub(crate) use storage::DbSlot;
 pub(crate) use storage::RaftStorage;
 
 openraft::declare_raft_types!(

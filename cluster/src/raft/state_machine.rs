@@ -167,7 +167,7 @@ struct SnapshotStore {
 
 impl SnapshotStore {
     async fn save(&self, meta: SnapshotMeta, data: SnapshotData) -> io::Result<()> {
-        let db = self.storage.db.clone();
+        let db = self.storage.db()?;
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let meta = serde_json::to_vec(&meta).map_err(io_err)?;
             let txn = db.begin_write().map_err(io_err)?;
@@ -183,7 +183,7 @@ impl SnapshotStore {
     }
 
     async fn load(&self) -> io::Result<Option<Snapshot>> {
-        let db = self.storage.db.clone();
+        let db = self.storage.db()?;
         tokio::task::spawn_blocking(move || -> io::Result<Option<Snapshot>> {
             let txn = db.begin_read().map_err(io_err)?;
             let table = txn.open_table(SNAPSHOT).map_err(io_err)?;

@@ -1,10 +1,18 @@
 //! The on-disk home of one node's Raft state: a single redb file holding the log, the vote, the
 //! committed pointer and the latest snapshot. Shared by the log store and the state machine.
+//!
+//! redb refuses every operation on a handle that once failed to write (`PreviousIo`), so after
+//! a write error (a full disk) the handle is dropped and the file opened again (`reopen`), which
+//! also lets redb repair what the failed commit left.
 
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::PoisonError;
+use std::sync::RwLock;
 use std::sync::Weak;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -32,46 +40,72 @@ pub(crate) const FORMAT: u32 = 1;
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
 
+/// The database handle every user of the storage goes through: `None` while a reopen after a
+/// write error has not succeeded yet (the disk is still full).
+pub(crate) type DbSlot = RwLock<Option<Arc<Database>>>;
+
+/// Opens the database again from scratch (the file, or in tests the same memory).
+type Opener = dyn Fn() -> Result<Database, ClusterError> + Send + Sync;
+
 /// An open Raft database.
 #[derive(Clone)]
 pub(crate) struct RaftStorage {
-    pub(crate) db: Arc<Database>,
+    slot: Arc<DbSlot>,
+    opener: Arc<Opener>,
+    /// Set when the node stops: a write the disk refuses is then failed, not held, so that
+    /// openraft's core, which may be waiting on it, can end.
+    stopping: Arc<AtomicBool>,
     pub(crate) path: PathBuf,
 }
 
 impl RaftStorage {
-    /// Opens (or creates) `dir/raft.redb`. A database still held by a node of this process that
-    /// is shutting down reports `DatabaseAlreadyOpen`; wait for it a little instead of failing.
+    /// Opens (or creates) `dir/raft.redb`.
     pub(crate) fn open(dir: &Path) -> Result<RaftStorage, ClusterError> {
         let path = dir.join("raft.redb");
         private_files(dir, &path)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let db = loop {
-            let file = open_file(&path).map_err(|e| ClusterError::Storage {
-                path: path.clone(),
-                message: format!("open: {e}"),
-            })?;
-            let opened = redb::backends::FileBackend::new(file)
-                .and_then(|backend| redb::Builder::new().create_with_backend(backend));
-            match opened {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(ClusterError::Storage {
-                        path,
-                        message: format!("open: {e}"),
-                    });
-                }
-            }
-        };
+        let file = path.clone();
+        let opener: Arc<Opener> = Arc::new(move || open_database(&file));
         let storage = RaftStorage {
-            db: Arc::new(db),
+            slot: Arc::new(RwLock::new(Some(Arc::new(opener()?)))),
+            opener,
+            stopping: Arc::default(),
             path,
         };
         storage.create_tables()?;
         Ok(storage)
+    }
+
+    /// The database, unless it could not be reopened since a write failed.
+    pub(crate) fn db(&self) -> std::io::Result<Arc<Database>> {
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "{}: not open again yet after a failed write",
+                    self.path.display()
+                ))
+            })
+    }
+
+    /// Drops this storage's handle on the database and opens it again: the only way redb
+    /// writes again after an I/O error. Waits (a little) for users still holding the old
+    /// handle; on failure the slot stays empty until a later reopen succeeds.
+    pub(crate) fn reopen(&self) -> Result<(), ClusterError> {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        drop(slot.take());
+        *slot = Some(Arc::new((self.opener)()?));
+        Ok(())
+    }
+
+    /// What the node sets when it stops (see `stopping`).
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// The data dir of a node pinned to the agent role: it runs no Raft engine and keeps no
@@ -81,11 +115,17 @@ impl RaftStorage {
         private_files(dir, &dir.join("raft.redb"))
     }
 
-    /// A storage over an already open database (tests: a backend that fails like a full disk).
+    /// A storage over a database that `opener` opens (tests: a backend that fails like a full
+    /// disk).
     #[cfg(test)]
-    pub(crate) fn with_database(db: Database, path: PathBuf) -> Result<Self, ClusterError> {
+    pub(crate) fn with_opener(
+        opener: impl Fn() -> Result<Database, ClusterError> + Send + Sync + 'static,
+        path: PathBuf,
+    ) -> Result<Self, ClusterError> {
         let storage = RaftStorage {
-            db: Arc::new(db),
+            slot: Arc::new(RwLock::new(Some(Arc::new(opener()?)))),
+            opener: Arc::new(opener),
+            stopping: Arc::default(),
             path,
         };
         storage.create_tables()?;
@@ -98,7 +138,11 @@ impl RaftStorage {
             path: self.path.clone(),
             message: format!("create tables: {e}"),
         };
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let txn = self
+            .db()
+            .map_err(|e| err(&e))?
+            .begin_write()
+            .map_err(|e| err(&e))?;
         txn.open_table(LOGS).map_err(|e| err(&e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
@@ -133,8 +177,35 @@ impl RaftStorage {
     }
 
     /// A handle that tells when every user of the database has let go of it.
-    pub(crate) fn closed_watch(&self) -> Weak<Database> {
-        Arc::downgrade(&self.db)
+    pub(crate) fn closed_watch(&self) -> Weak<DbSlot> {
+        Arc::downgrade(&self.slot)
+    }
+}
+
+/// Opens the database file. One still held by a node of this process that is shutting down
+/// (or by a user of the handle a reopen replaces) reports `DatabaseAlreadyOpen`; wait for it a
+/// little instead of failing.
+fn open_database(path: &Path) -> Result<Database, ClusterError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let file = open_file(path).map_err(|e| ClusterError::Storage {
+            path: path.to_path_buf(),
+            message: format!("open: {e}"),
+        })?;
+        let opened = redb::backends::FileBackend::new(file)
+            .and_then(|backend| redb::Builder::new().create_with_backend(backend));
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(ClusterError::Storage {
+                    path: path.to_path_buf(),
+                    message: format!("open: {e}"),
+                });
+            }
+        }
     }
 }
 

@@ -129,6 +129,14 @@ fn agrees(n: &Node, index: u64, others: &[&Node]) -> bool {
         .all(|o| replica_apps(o).as_ref() == Some(&mine))
 }
 
+/// Every node of `all` but `full`.
+fn others<'a>(all: &[&'a Node], full: &Node) -> Vec<&'a Node> {
+    all.iter()
+        .copied()
+        .filter(|n| n.id() != full.id())
+        .collect()
+}
+
 /// Which node is filled.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
@@ -156,11 +164,7 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
         .position(|n| (n.id() == leader) == (role == Role::Leader))
         .unwrap();
     let full = all[full_at];
-    let healthy: Vec<&Node> = all
-        .iter()
-        .copied()
-        .filter(|n| n.id() != full.id())
-        .collect();
+    let healthy = others(&all, full);
     let daemon_pid = full.herd.daemon_pid().expect("the full node's daemon pid");
     let steady = full
         .herd
@@ -331,11 +335,7 @@ fn a_full_former_leader_goes_down_on_request_and_rejoins_when_space_returns() {
     let leader = wait_formed(&all, 3, 0);
     let full_at = all.iter().position(|n| n.id() == leader).unwrap();
     let full = all[full_at];
-    let healthy: Vec<&Node> = all
-        .iter()
-        .copied()
-        .filter(|n| n.id() != full.id())
-        .collect();
+    let healthy = others(&all, full);
     let daemon_pid = full.herd.daemon_pid().expect("the full node's daemon pid");
     let filler = cluster.disks[full_at].path().join("filler");
     assert!(fill(&filler) > 0);

@@ -58,8 +58,8 @@ const MAX_GROUP: usize = 4096;
 
 /// How long a refused write waits before it is tried again: doubling from the first to the
 /// last.
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_LAST: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(50);
+pub(crate) const RETRY_LAST: Duration = Duration::from_secs(1);
 
 /// The log store handed to openraft. Cloning shares the same log.
 #[derive(Clone)]
@@ -687,5 +687,36 @@ mod tests {
             .expect("a stopping node gives the held vote up")
             .expect("join");
         assert!(saved.is_err(), "given up, the vote is not reported saved");
+    }
+
+    /// A snapshot the full disk refuses is held, not failed (openraft would stop this node's
+    /// Raft), and saved once space returns.
+    #[tokio::test]
+    async fn a_snapshot_the_full_disk_refuses_is_held_until_space_returns() {
+        use openraft::RaftSnapshotBuilder;
+        use openraft::storage::RaftStateMachine;
+        use std::sync::atomic::Ordering::SeqCst;
+        let (disk, storage, _store) = on_a_disk_that_fills();
+        let (mut sm, _registry) = crate::raft::state_machine::StateMachine::new(&storage);
+        let mut builder = sm.get_snapshot_builder().await;
+        disk.full.store(true, SeqCst);
+        let build = tokio::spawn(async move { builder.build_snapshot().await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !build.is_finished(),
+            "a refused snapshot is held, not failed"
+        );
+        disk.full.store(false, SeqCst);
+        let built = tokio::time::timeout(Duration::from_secs(5), build)
+            .await
+            .expect("saved within 5 s of space returning")
+            .expect("the build task")
+            .expect("the snapshot");
+        let stored = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(stored.meta, built.meta);
     }
 }

@@ -166,7 +166,40 @@ struct SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// Saves a snapshot; while the disk refuses it, holds it and tries again on a reopened
+    /// database, as the log writer does (`log_store`): openraft takes a storage error as fatal
+    /// and would stop this node's Raft until a restart. A build waits meanwhile (the log it
+    /// would purge stays), an install keeps the follower where it was. An error only once the
+    /// node is stopping.
     async fn save(&self, meta: SnapshotMeta, data: SnapshotData) -> io::Result<()> {
+        let mut pause = super::log_store::RETRY_FIRST;
+        let mut refused = false;
+        loop {
+            match self.try_save(meta.clone(), data.clone()).await {
+                Ok(()) => {
+                    if refused {
+                        tracing::info!("raft snapshot saved; the disk takes writes again");
+                    }
+                    return Ok(());
+                }
+                Err(e) if self.storage.is_stopping() => return Err(e),
+                Err(e) => {
+                    if !refused {
+                        tracing::error!(error = %e, "raft snapshot not saved; holding it and retrying until the disk takes it");
+                    }
+                    refused = true;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(super::log_store::RETRY_LAST);
+            let storage = self.storage.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || storage.reopen()).await {
+                tracing::debug!(error = %e, "raft database not reopened yet");
+            }
+        }
+    }
+
+    async fn try_save(&self, meta: SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let db = self.storage.db()?;
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let meta = serde_json::to_vec(&meta).map_err(io_err)?;

@@ -10,7 +10,7 @@
 //! truncated or read. Opening such a link fails with an error that says so.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -107,36 +107,82 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, files: u32) -> io::Result<b
             std::fs::rename(&from, rotated(path, n + 1))?;
         }
     }
-    // Read from `max_bytes` before the end to whatever the end is now (the app may still be
-    // writing), keep the last `max_bytes` of it from a line start, then truncate at once:
-    // rotated files respect the cap, and the window for lost bytes is a few syscalls. The read
-    // stops at twice the cap: on a loaded host, chasing an app that writes as fast as it is
-    // read would hold the rotation (and let the live file grow) for as long as the app floods.
-    live.seek(SeekFrom::Start(len - max_bytes))?;
-    let mut tail = Vec::with_capacity(max_bytes as usize + 64 * 1024);
-    (&mut live)
-        .take(max_bytes.saturating_mul(2))
-        .read_to_end(&mut tail)?;
-    live.set_len(0)?;
-    let cut = tail.len().saturating_sub(max_bytes as usize);
-    let start = match tail[cut..].iter().position(|b| *b == b'\n') {
-        Some(nl) if cut + nl + 1 < tail.len() => cut + nl + 1,
-        _ => cut,
-    };
-    let first = rotated(path, 1);
-    match std::fs::remove_file(&first) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    // Copy from `max_bytes` before the end to whatever the end is now (the app may still be
+    // writing) into a private temp file, then truncate at once: the window for lost bytes is a
+    // few syscalls. The copy stops at twice the cap: on a loaded host, chasing an app that
+    // writes as fast as it is read would hold the rotation (and let the live file grow) for as
+    // long as the app floods. The kernel copies (copy_file_range), so a 10 MiB cap costs no
+    // 10 MiB buffer: one such buffer, freed, stayed in a blocking thread's malloc arena and
+    // raised the daemon's anonymous memory by the cap for good (seen in an hours-long soak).
+    // The rotated file starts at a line start.
+    let begin = next_line_start(&live, len - max_bytes, len)?;
+    let temp = rotation_temp(path);
+    remove_if_there(&temp)?;
+    let mut copy = create_private(&temp)?;
+    live.seek(SeekFrom::Start(begin))?;
+    let copied = io::copy(&mut (&live).take(max_bytes.saturating_mul(2)), &mut copy);
+    let truncated = live.set_len(0);
+    let kept = copied
+        .and_then(|copied| truncated.map(|()| copied))
+        .and_then(|copied| {
+            let first = rotated(path, 1);
+            remove_if_there(&first)?;
+            if copied <= max_bytes {
+                return std::fs::rename(&temp, &first);
+            }
+            // The app wrote during the copy: keep the last `max_bytes`, from a line start.
+            let start = next_line_start(&copy, copied - max_bytes, copied)?;
+            let mut dst = create_private(&first)?;
+            copy.seek(SeekFrom::Start(start))?;
+            io::copy(&mut copy, &mut dst).map(drop)
+        });
+    let _ = std::fs::remove_file(&temp);
+    kept.map(|()| true)
+}
+
+/// Where a rotation of `path` copies to before the truncate: hidden, so a listing of an app's
+/// log files never shows it.
+fn rotation_temp(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".rotating-{name}"))
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    let mut dst = OpenOptions::new()
+}
+
+/// A new file only herd can read (never through a symlink, never an existing one).
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .create_new(true)
+        .read(true)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&first)?;
-    dst.write_all(&tail[start..])?;
-    Ok(true)
+        .open(path)
+}
+
+/// The offset just past the first newline at or after `from` in `file` (`len` bytes), if it is
+/// not the last byte; else `from`. Reads 64 KiB at a time.
+fn next_line_start(mut file: &File, from: u64, len: u64) -> io::Result<u64> {
+    let mut buf = [0u8; 64 * 1024];
+    file.seek(SeekFrom::Start(from))?;
+    let mut at = from;
+    while at < len {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(nl) = buf[..n].iter().position(|b| *b == b'\n') {
+            let start = at + nl as u64 + 1;
+            return Ok(if start < len { start } else { from });
+        }
+        at += n as u64;
+    }
+    Ok(from)
 }
 
 /// The last `lines` lines of an instance's log, reaching into rotated files when the live one
@@ -232,6 +278,7 @@ pub fn read_new(path: &Path, offset: &mut u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn rotation_keeps_the_configured_number_of_files() {

@@ -150,27 +150,31 @@ fn file_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// An app file with one app, `name`, whose shell `script` starts once the test creates the
+/// returned `go` file (so the test can look first), with more `keys`.
+fn gated_app(h: &Herd, name: &str, script: &str, keys: &str) -> (String, std::path::PathBuf) {
+    let go = h.path("go");
+    let file = h.app_file(
+        "apps.toml",
+        &format!(
+            "[[app]]\nname = \"{name}\"\ncommand = \"sh\"\nargs = [\"-c\", \"while [ ! -e {go} ]; do sleep 0.05; done; {script}\"]\n{keys}\n",
+            go = go.display()
+        ),
+    );
+    (file, go)
+}
+
 /// A log that grew while no daemon watched it raises no inotify event when the daemon comes
 /// back; it is checked the moment it is watched again, not at the next full check a minute
 /// later.
 #[test]
 fn a_log_written_while_the_daemon_was_down_is_capped_when_it_comes_back() {
     let h = Herd::up();
-    let go = h.path("go");
-    let file = h.app_file(
-        "apps.toml",
-        &format!(
-            r#"
-[[app]]
-name = "late"
-command = "sh"
-args = ["-c", "while [ ! -e {go} ]; do sleep 0.05; done; yes 'a line of log output' | head -c 30000000; exec sleep 1000"]
-restart = "never"
-log_max_bytes = 1048576
-log_files = 3
-"#,
-            go = go.display()
-        ),
+    let (file, go) = gated_app(
+        &h,
+        "late",
+        "yes 'a line of log output' | head -c 30000000; exec sleep 1000",
+        "restart = \"never\"\nlog_max_bytes = 1048576\nlog_files = 3",
     );
     h.ok(&["start", &file]);
     let pid = pid_of(&h.wait_status("late", 0, "running", SECS_10));
@@ -264,20 +268,11 @@ fn anon_kib(pid: u32) -> u64 {
 fn rotating_a_large_log_leaves_the_daemons_memory_where_it_was() {
     let h = Herd::up();
     // Five bursts over the cap, a second apart, once the test has read the daemon's memory.
-    let go = h.path("go");
-    let file = h.app_file(
-        "apps.toml",
-        &format!(
-            r#"
-[[app]]
-name = "bursts"
-command = "sh"
-args = ["-c", "while [ ! -e {go} ]; do sleep 0.05; done; for i in 1 2 3 4 5; do yes 'a line of log output' | head -c 12000000; sleep 1; done; sleep 100000"]
-log_max_bytes = 10485760
-log_files = 2
-"#,
-            go = go.display()
-        ),
+    let (file, go) = gated_app(
+        &h,
+        "bursts",
+        "for i in 1 2 3 4 5; do yes 'a line of log output' | head -c 12000000; sleep 1; done; sleep 100000",
+        "log_max_bytes = 10485760\nlog_files = 2",
     );
     h.ok(&["start", &file]);
     let pid = h.daemon_pid().expect("daemon pid");

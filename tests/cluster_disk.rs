@@ -129,6 +129,20 @@ fn agrees(n: &Node, index: u64, others: &[&Node]) -> bool {
         .all(|o| replica_apps(o).as_ref() == Some(&mine))
 }
 
+/// Waits until every healthy node names a healthy leader.
+fn wait_handed_over(healthy: &[&Node], full: &Node) {
+    wait_until(
+        "leadership to move from the full node to a healthy one",
+        HAND_OVER,
+        || {
+            healthy.iter().all(|n| {
+                n.leader()
+                    .is_some_and(|l| l != full.id() && healthy.iter().any(|h| h.id() == l))
+            })
+        },
+    );
+}
+
 /// Every node of `all` but `full`.
 fn others<'a>(all: &[&'a Node], full: &Node) -> Vec<&'a Node> {
     all.iter()
@@ -192,16 +206,7 @@ fn a_full_voter_stays_up_and_catches_up(role: Role) {
         .spawn()
         .expect("run herd cluster deploy");
     if role == Role::Leader {
-        wait_until(
-            "leadership to move from the full node to a healthy one",
-            HAND_OVER,
-            || {
-                healthy.iter().all(|n| {
-                    n.leader()
-                        .is_some_and(|l| l != full.id() && healthy.iter().any(|h| h.id() == l))
-                })
-            },
-        );
+        wait_handed_over(&healthy, full);
         eprintln!("leadership moved {:?} after the fill", filled.elapsed());
     }
     // A write in flight at a leader when its disk fills may time out (unacknowledged, so
@@ -340,16 +345,7 @@ fn a_full_former_leader_goes_down_on_request_and_rejoins_when_space_returns() {
     let filler = cluster.disks[full_at].path().join("filler");
     assert!(fill(&filler) > 0);
     deploy_until_acknowledged(healthy[0], &padded_app(healthy[0], "while-full"));
-    wait_until(
-        "leadership to move from the full node to a healthy one",
-        HAND_OVER,
-        || {
-            healthy.iter().all(|n| {
-                n.leader()
-                    .is_some_and(|l| l != full.id() && healthy.iter().any(|h| h.id() == l))
-            })
-        },
-    );
+    wait_handed_over(&healthy, full);
     let last_write = healthy
         .iter()
         .filter_map(|n| n.status()?["committed_index"].as_u64())

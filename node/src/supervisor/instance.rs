@@ -267,11 +267,15 @@ impl Instance {
         if !self.status.has_process() {
             return None;
         }
+        self.age_ms(now).map(|ms| ms / 1000)
+    }
+
+    /// Milliseconds since the recorded start: on the boot clock when the start is recorded on
+    /// it, else on the wall clock.
+    pub fn age_ms(&self, now: Now) -> Option<u64> {
         match self.started_boot_ms {
-            Some(t) => Some(now.boot_ms.saturating_sub(t) / 1000),
-            None => self
-                .started_at_ms
-                .map(|t| now.wall_ms.saturating_sub(t) / 1000),
+            Some(t) => Some(now.boot_ms.saturating_sub(t)),
+            None => self.started_at_ms.map(|t| now.wall_ms.saturating_sub(t)),
         }
     }
 

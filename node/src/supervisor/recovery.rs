@@ -187,7 +187,10 @@ impl Supervisor {
     pub fn sweep(&self) -> usize {
         let os = &self.shared.os;
         let now = os.now_ms();
-        let boot_now = os.boot_ms();
+        let clocks = super::instance::Now {
+            wall_ms: now,
+            boot_ms: os.boot_ms(),
+        };
         // Candidates under the lock; the host is looked at once it is released (the exit
         // is fenced by spawn_id, so an instance that moved on meanwhile is left alone).
         let candidates: Vec<(String, u32, u64, u32, Option<u64>)> = {
@@ -196,15 +199,7 @@ impl Supervisor {
                 .values()
                 .flat_map(|a| a.instances.iter().map(move |i| (a, i)))
                 .filter(|(_, i)| i.status.has_process())
-                .filter(|(_, i)| {
-                    // Old enough, on the boot clock when the start is recorded on it.
-                    match i.started_boot_ms {
-                        Some(s) => boot_now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS,
-                        None => i
-                            .started_at_ms
-                            .is_some_and(|s| now.saturating_sub(s) >= ORPHAN_MIN_AGE_MS),
-                    }
-                })
+                .filter(|(_, i)| i.age_ms(clocks).is_some_and(|a| a >= ORPHAN_MIN_AGE_MS))
                 .filter_map(|(a, i)| {
                     // The process named by `MAINPID=`, when there is one, is the instance.
                     let (pid, signature) = match i.main_pid {

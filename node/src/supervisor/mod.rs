@@ -44,6 +44,7 @@ mod sockets;
 pub mod spec;
 #[cfg(test)]
 mod testing;
+mod vfork;
 mod watchers;
 
 use events::EventLog;
@@ -384,6 +385,11 @@ impl Supervisor {
                 .count(),
             closing: t.closing,
         }
+    }
+
+    /// Whether the supervisor is shutting down (what `census` says, without counting).
+    pub fn closing(&self) -> bool {
+        self.lock().closing
     }
 
     pub fn list(&self, name: Option<&str>) -> Result<Vec<App>> {

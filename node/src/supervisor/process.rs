@@ -7,14 +7,15 @@ use super::cgroup::{self, Cgroup};
 use super::identity;
 use super::marker::Marker;
 use super::spec::AppSpec;
+use super::vfork;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
 /// The fields of `/proc/PID/stat` herd uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +135,7 @@ pub fn is_same_process(pid: u32, signature: u64) -> bool {
 /// `listen_fds` (held by herd, close-on-exec) become fds 3, 4, ... of the child, announced
 /// systemd-style with `LISTEN_FDS`; `LISTEN_PID` is set by a one-line `sh` that execs the app.
 /// With a `cgroup`, the child joins it before anything else, so nothing it forks is outside.
-pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<tokio::process::Child> {
+pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32> {
     let &SpawnRequest {
         spec,
         index,
@@ -146,7 +147,6 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
         notify,
     } = req;
     let file = super::logs::open_append(log)?;
-    let err = file.try_clone()?;
     // Nothing of the daemon's own environment passes unfiltered (its credentials stay
     // with it); HERD_APP, HERD_SLOT, HERD_HOME and the marker identify the process after
     // a crash (see `scan_instances`).
@@ -193,78 +193,102 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<toki
             }
         }
     }
-    let mut cmd = if own_pid.is_empty() {
-        // A bare name is looked up here, in the app's own PATH, as exec would: std spawns
-        // with posix_spawn (vfork speed) only when it need not search a PATH it was given,
-        // and a fork of the daemon costs about twice as much per start. argv[0] stays the
-        // name the app file gave.
-        // An app running as another user spawns through fork + exec anyway (its identity is
-        // set before exec): exec searches PATH as that user, so an entry only the daemon's
-        // user can reach (root's ~/.pyenv shims) does not shadow one the app can run.
-        let program = match &plan {
-            Some(_) => None,
-            None => resolve_program(&spec.command, env.get(OsStr::new("PATH"))),
-        };
-        let mut c =
-            tokio::process::Command::new(program.as_deref().unwrap_or(spec.command.as_ref()));
-        c.arg0(&spec.command).args(&spec.args);
-        c
+    // A bare name is looked up in the child, along the app's own PATH, as execvp would: as
+    // the app's user when it runs as another one, so an entry only the daemon's user can
+    // reach (root's ~/.pyenv shims) does not shadow one the app can run. argv[0] stays the
+    // name the app file gave.
+    let path = env.get(OsStr::new("PATH")).map(|p| p.as_bytes());
+    let (candidates, argv) = if own_pid.is_empty() {
+        let argv = std::iter::once(spec.command.as_str())
+            .chain(spec.args.iter().map(String::as_str))
+            .map(cstring)
+            .collect::<io::Result<Vec<_>>>()?;
+        (vfork::candidates(spec.command.as_bytes(), path)?, argv)
     } else {
         let exports: String = own_pid
             .iter()
             .map(|v| format!("{v}=$$; export {v}; "))
             .collect();
-        let mut c = tokio::process::Command::new("/bin/sh");
-        c.arg("-c")
-            .arg(format!("{exports}exec \"$0\" \"$@\""))
-            .arg(&spec.command)
-            .args(&spec.args);
-        c
+        let script = format!("{exports}exec \"$0\" \"$@\"");
+        let argv = ["/bin/sh", "-c", &script, &spec.command]
+            .into_iter()
+            .chain(spec.args.iter().map(String::as_str))
+            .map(cstring)
+            .collect::<io::Result<Vec<_>>>()?;
+        (vec![cstring("/bin/sh")?], argv)
     };
-    cmd.env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err))
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(cwd) = &spec.cwd
-        && !plan.as_ref().is_some_and(|p| p.enters_cwd())
-    {
-        cmd.current_dir(cwd);
-    }
-    if !listen_fds.is_empty() || plan.is_some() || cgroup.is_some() {
-        let fds = listen_fds.to_vec();
-        let join = cgroup.map(Cgroup::join_files).unwrap_or_default();
-        let who = plan
-            .as_ref()
-            .and_then(|p| p.switches().then(|| p.who.clone()));
-        // SAFETY: only async-signal-safe calls (fcntl, dup2, and those of
-        // `Plan::apply_in_child`) between fork and exec, on data prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Into the cgroup first, while still root, so nothing the app forks starts
-                // outside it.
-                cgroup::join_in_child(&join)?;
-                // The sockets first: a lowered `nofile` must not stop them moving into place.
-                move_listen_fds(&fds)?;
-                match &plan {
-                    Some(plan) => plan.apply_in_child(),
-                    None => Ok(()),
-                }
-            });
-        }
-        // A step of the switch that failed in the child is named in the instance's log.
-        return cmd.spawn().map_err(|e| match who {
+    let envp = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a NUL byte in the environment variable {}",
+                        k.to_string_lossy()
+                    ),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let cwd = match &spec.cwd {
+        Some(cwd) if !plan.as_ref().is_some_and(|p| p.enters_cwd()) => Some(
+            CString::new(cwd.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in `cwd`"))?,
+        ),
+        _ => None,
+    };
+    let join = cgroup.map(Cgroup::join_files).unwrap_or_default();
+    use std::os::fd::AsRawFd;
+    let null = dev_null()?.as_raw_fd();
+    let spawned = vfork::spawn(&vfork::Exec {
+        candidates: &candidates,
+        argv: &argv,
+        envp: &envp,
+        stdio: [null, file.as_raw_fd(), file.as_raw_fd()],
+        listen_fds,
+        cgroup_files: &join,
+        cwd: cwd.as_deref(),
+        plan: plan.as_ref(),
+    });
+    // A step of the switch that failed in the child is named in the instance's log.
+    let who = plan
+        .as_ref()
+        .and_then(|p| p.switches().then(|| p.who.clone()));
+    spawned.map_err(|f| {
+        let e = io::Error::from(f);
+        match who {
             Some(who) => io::Error::new(e.kind(), format!("starting as {who}: {e}")),
             None => e,
-        });
+        }
+    })
+}
+
+fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a NUL byte in {:?}", s.escape_debug().to_string()),
+        )
+    })
+}
+
+/// `/dev/null`, opened once: every instance's stdin.
+fn dev_null() -> io::Result<&'static std::fs::File> {
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f);
     }
-    cmd.spawn()
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| f))
 }
 
 /// In the child: `fds` (held by herd, close-on-exec) become fds 3, 4, ... Async-signal-safe.
-fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
+pub(super) fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
     let mut moved = [0 as RawFd; 64];
     for (i, fd) in fds.iter().enumerate().take(64) {
         // First out of the way of 3.., then into place (dup2 clears close-on-exec).
@@ -283,22 +307,26 @@ fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-/// Where exec would find `program` along `path`: `None` when it names a path already (it
-/// holds a `/`), when no absolute PATH entry holds an executable file of that name, or when
-/// there is no PATH. A relative entry would be relative to the app's cwd, not the daemon's:
-/// those are left to exec itself.
-fn resolve_program(program: &str, path: Option<&OsString>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if program.is_empty() || program.contains('/') {
-        return None;
+/// A pidfd of our child `pid`, just spawned: what its exit is awaited on. Without one (out of
+/// descriptors) the child is killed and reaped, and the spawn fails like any other.
+fn pidfd(pid: u32) -> io::Result<OwnedFd> {
+    let opened = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
+        .and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK)
+                .map_err(io::Error::from)
+        });
+    if let Err(e) = &opened {
+        let _ = signal_group(pid, Signal::SIGKILL);
+        let mut status = 0;
+        // SAFETY: waits for our own child, just killed.
+        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        return Err(io::Error::new(
+            e.kind(),
+            format!("watching the new process: {e}"),
+        ));
     }
-    std::env::split_paths(path?)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    opened
 }
 
 /// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an
@@ -480,8 +508,8 @@ impl Os for RealOs {
             },
             None => None,
         };
-        let spawned = spawn(req, cgroup.as_ref());
-        let mut child = match spawned {
+        let spawned = spawn(req, cgroup.as_ref()).and_then(|pid| Ok((pid, pidfd(pid)?)));
+        let (pid, pidfd) = match spawned {
             Ok(c) => c,
             Err(e) => {
                 if let Some(c) = &cgroup {
@@ -490,13 +518,12 @@ impl Os for RealOs {
                 return Err(e);
             }
         };
-        let pid = child.id();
-        if let (Some(pid), Some(c)) = (pid, &cgroup) {
+        if let Some(c) = &cgroup {
             let mut cg = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
             cg.by_group.insert(pid, c.clone());
         }
         let exit = Box::pin(async move {
-            match child.wait().await {
+            match vfork::wait(pid, pidfd).await {
                 Ok(status) => {
                     let (code, signal) = describe_exit(status);
                     // The cgroup is fresh: any OOM kill in it hit this instance.
@@ -516,6 +543,7 @@ impl Os for RealOs {
                 },
             }
         });
+        let pid = Some(pid);
         Ok(Spawned { pid, exit })
     }
 
@@ -652,24 +680,6 @@ mod tests {
             ),
             ('S', 42, 10, 12345, 250, 1)
         );
-    }
-
-    #[test]
-    fn a_bare_name_is_found_along_absolute_path_entries_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("tool");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        let plain = dir.path().join("plain");
-        std::fs::write(&plain, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = OsString::from(format!("relative:/nonexistent:{}", dir.path().display()));
-        assert_eq!(resolve_program("tool", Some(&path)), Some(exe));
-        // Not executable, a path already, no PATH, or only relative entries: exec decides.
-        assert_eq!(resolve_program("plain", Some(&path)), None);
-        assert_eq!(resolve_program("./tool", Some(&path)), None);
-        assert_eq!(resolve_program("tool", None), None);
-        assert_eq!(resolve_program("tool", Some(&OsString::from("."))), None);
     }
 
     #[test]

@@ -136,7 +136,8 @@ impl Plan {
         self.chdir.is_some()
     }
 
-    /// Runs in the child between fork and exec: only async-signal-safe calls, no allocation.
+    /// Runs in the child between fork (or vfork) and exec: only async-signal-safe calls, no
+    /// allocation, nothing that touches process-wide state.
     /// A failing step writes which one to fd 2 (the instance's log) and returns its errno.
     pub fn apply_in_child(&self) -> io::Result<()> {
         for p in &self.rlimits {
@@ -146,11 +147,13 @@ impl Plan {
             }
         }
         if let Some(ids) = &self.ids {
+            // Raw system calls, not glibc's wrappers: those make every thread of the process
+            // switch, and a child spawned with CLONE_VM (`vfork`) would reach the daemon's.
             // SAFETY: setgroups reads `len` gids from a live slice; setgid/setuid take ids.
             unsafe {
-                if libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) != 0
-                    || libc::setgid(ids.gid) != 0
-                    || libc::setuid(ids.uid) != 0
+                if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setgid, ids.gid) != 0
+                    || libc::syscall(libc::SYS_setuid, ids.uid) != 0
                 {
                     return Err(failed(&ids.message));
                 }

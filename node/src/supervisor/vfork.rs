@@ -1,0 +1,563 @@
+//! Spawning an instance with `clone(CLONE_VM | CLONE_VFORK)`: the child runs on a stack of
+//! its own inside the daemon's memory until it execs, and the calling thread waits for that
+//! exec. Nothing of the daemon's address space is copied, so a spawn costs no page-table copy,
+//! no copy-on-write faults afterwards and no TLB shoot-downs on the daemon's other threads —
+//! the costs that dominated a `fork` of the multi-threaded daemon (README, "Benchmarks").
+//! glibc's `posix_spawn` does the same, but cannot join a cgroup or switch identity between
+//! clone and exec; this module does what herd needs there, and nothing else.
+//!
+//! The child shares every page with the daemon, so it may only make raw system calls on data
+//! prepared before the clone: no allocation, no locks, no glibc call that touches process-wide
+//! state (its `setuid` would signal the daemon's own threads; `identity` uses raw syscalls),
+//! and no signal handler of the daemon's may run in it (all signals are blocked around the
+//! clone and the child resets every handler before it unblocks them). A failing step leaves
+//! its errno and name in memory the parent reads once the child has exited.
+
+use super::identity::Plan;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+/// What the child does between clone and exec, in this order.
+pub struct Exec<'a> {
+    /// The paths exec tries in turn (a bare name's PATH entries, as `execvp` would; see
+    /// `candidates`). The first that runs wins; argv[0] is `argv[0]`, whatever the path.
+    pub candidates: &'a [CString],
+    pub argv: &'a [CString],
+    pub envp: &'a [CString],
+    /// Become fds 0, 1 and 2 (the same fd may appear twice).
+    pub stdio: [RawFd; 3],
+    /// Held by herd, close-on-exec: become fds 3, 4, ... (systemd's `LISTEN_FDS`).
+    pub listen_fds: &'a [RawFd],
+    /// `cgroup.procs` files the child writes itself into first, while still root.
+    pub cgroup_files: &'a [CString],
+    /// Entered before the identity switch (a plan that switches enters its own cwd after).
+    pub cwd: Option<&'a CStr>,
+    pub plan: Option<&'a Plan>,
+}
+
+/// The step of the child that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    Clone = 1,
+    Cgroup,
+    ProcessGroup,
+    Stdio,
+    ListenFds,
+    Cwd,
+    Identity,
+    Exec,
+}
+
+impl Step {
+    fn from_u8(v: u8) -> Option<Step> {
+        use Step::*;
+        [
+            Clone,
+            Cgroup,
+            ProcessGroup,
+            Stdio,
+            ListenFds,
+            Cwd,
+            Identity,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == v)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::Clone => "clone",
+            Step::Cgroup => "joining the instance's cgroup",
+            Step::ProcessGroup => "setting up the process group",
+            Step::Stdio => "connecting stdin/stdout/stderr",
+            Step::ListenFds => "passing the listen sockets",
+            Step::Cwd => "entering cwd",
+            Step::Identity => "switching identity",
+            Step::Exec => "exec",
+        }
+    }
+}
+
+/// A spawn that failed, with the step that failed.
+#[derive(Debug)]
+pub struct Failure {
+    pub step: Step,
+    pub error: io::Error,
+}
+
+impl From<Failure> for io::Error {
+    fn from(f: Failure) -> io::Error {
+        match f.step {
+            // The plain errno, as std's spawn gave it ("No such file or directory").
+            Step::Exec | Step::Identity => f.error,
+            step => io::Error::new(f.error.kind(), format!("{}: {}", step.describe(), f.error)),
+        }
+    }
+}
+
+/// What the parent hands the child: the plan, and the child's answer if it fails.
+struct Shared<'a> {
+    exec: &'a Exec<'a>,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    errno: AtomicI32,
+    step: AtomicU8,
+}
+
+/// A child's stack, with a guard page below it.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+const STACK_BYTES: usize = 128 * 1024;
+const GUARD_BYTES: usize = 4096;
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        let len = STACK_BYTES + GUARD_BYTES;
+        // SAFETY: a fresh private anonymous mapping; checked for failure below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the lowest page of the mapping made above.
+        if unsafe { libc::mprotect(base, GUARD_BYTES, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (stacks grow down); page-aligned, so 16-byte aligned.
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of the mapping, which clone takes as the stack's top.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no child runs on it (its thread is ending).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// NUL-terminated pointer array over `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Starts the child; returns its pid once it has exec'd. The child is ours to reap (see
+/// `wait`); a child that failed before exec is reaped here.
+pub fn spawn(exec: &Exec<'_>) -> Result<u32, Failure> {
+    let argv = pointers(exec.argv);
+    let envp = pointers(exec.envp);
+    let shared = Shared {
+        exec,
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        errno: AtomicI32::new(0),
+        step: AtomicU8::new(0),
+    };
+    STACK.with_borrow_mut(|stack| {
+        let stack = match stack {
+            Some(s) => s,
+            None => stack.insert(Stack::new().map_err(|error| Failure {
+                step: Step::Clone,
+                error,
+            })?),
+        };
+        clone_child(&shared, stack)
+    })
+}
+
+thread_local! {
+    /// Each spawning thread's child stack, mapped on its first spawn and reused: the thread
+    /// is suspended while a child runs on it (CLONE_VFORK), and fresh pages for every spawn
+    /// cost page faults and zeroing.
+    static STACK: std::cell::RefCell<Option<Stack>> = const { std::cell::RefCell::new(None) };
+}
+
+fn clone_child(shared: &Shared<'_>, stack: &Stack) -> Result<u32, Failure> {
+    // No handler of the daemon's may run in the child while it shares the daemon's memory:
+    // every signal is blocked across the clone (the child inherits the mask, resets the
+    // handlers, then unblocks), and the calling thread's mask is restored after.
+    // SAFETY: plain sigset operations on local values.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `child_main` only reads `shared` (alive until after clone returns, as the
+    // parent is suspended until the child execs or exits: CLONE_VFORK) and makes raw system
+    // calls; its stack is the mapping above, which outlives the child's use of it.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (shared as *const Shared<'_>).cast_mut().cast(),
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if pid < 0 {
+        return Err(Failure {
+            step: Step::Clone,
+            error: clone_error,
+        });
+    }
+    match Step::from_u8(shared.step.load(Ordering::Acquire)) {
+        None => Ok(pid as u32),
+        Some(step) => {
+            // It has exited (`_exit` in `child_main`): reap it.
+            let mut status = 0;
+            // SAFETY: waits for our own child, which has exited.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Err(Failure {
+                step,
+                error: io::Error::from_raw_os_error(shared.errno.load(Ordering::Acquire)),
+            })
+        }
+    }
+}
+
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `Shared` of `spawn`, alive while the parent is suspended.
+    let shared = unsafe { &*(arg as *const Shared<'_>) };
+    let (step, errno) = run_child(shared);
+    shared.errno.store(errno, Ordering::Release);
+    shared.step.store(step as u8, Ordering::Release);
+    // SAFETY: ends the child without running anything of the daemon's (no atexit, no
+    // stdio flush): `_exit` is the exit_group system call.
+    unsafe { libc::_exit(127) }
+}
+
+/// The child's steps; returns only on failure, with the step and its errno.
+fn run_child(shared: &Shared<'_>) -> (Step, c_int) {
+    let exec = shared.exec;
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    reset_signal_handlers();
+    // Into the cgroup first, while still root, so nothing the app forks starts outside it.
+    if let Err(e) = super::cgroup::join_in_child(exec.cgroup_files) {
+        return (Step::Cgroup, e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    // SAFETY (this block and the ones below): raw system calls on fds and NUL-terminated
+    // strings prepared by the parent.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return (Step::ProcessGroup, errno());
+    }
+    // Out of the way of 0..2 first (a log's fd may itself be 0..2), then into place; dup2
+    // clears close-on-exec on the copy.
+    let mut moved = [0 as RawFd; 3];
+    for (slot, fd) in moved.iter_mut().zip(exec.stdio) {
+        *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+        if *slot < 0 {
+            return (Step::Stdio, errno());
+        }
+    }
+    for (target, fd) in moved.into_iter().enumerate() {
+        if unsafe { libc::dup2(fd, target as c_int) } < 0 {
+            return (Step::Stdio, errno());
+        }
+    }
+    // The sockets before the plan: a lowered `nofile` must not stop them moving into place.
+    if let Err(e) = super::process::move_listen_fds(exec.listen_fds) {
+        return (Step::ListenFds, e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    if let Some(cwd) = exec.cwd
+        && unsafe { libc::chdir(cwd.as_ptr()) } != 0
+    {
+        return (Step::Cwd, errno());
+    }
+    if let Some(plan) = exec.plan
+        && let Err(e) = plan.apply_in_child()
+    {
+        return (Step::Identity, e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    // The app starts with no signal blocked (std's spawn does the same).
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+    // As execvp: a path that is not there (or not a directory) moves on to the next; one
+    // that may not be run is remembered, in case no later one runs either.
+    let mut result = libc::ENOENT;
+    let mut denied = false;
+    for path in exec.candidates {
+        unsafe { libc::execve(path.as_ptr(), shared.argv, shared.envp) };
+        result = errno();
+        match result {
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            libc::EACCES => denied = true,
+            _ => return (Step::Exec, result),
+        }
+    }
+    (Step::Exec, if denied { libc::EACCES } else { result })
+}
+
+/// Every signal the daemon handles goes back to its default action in the child, and
+/// SIGPIPE (ignored by the Rust runtime) too; other ignored signals stay ignored, as with
+/// std's spawn. The child has its own copy of the handler table (no CLONE_SIGHAND).
+fn reset_signal_handlers() {
+    for sig in 1..65 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction reads into / from local structs; glibc refuses its two internal
+        // signals with EINVAL, which leaves them alone.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let handled = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+            if handled || (sig == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN) {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// The paths exec tries for `program`, as `execvp` would: the name itself when it holds a
+/// `/`; else each entry of `path` (an empty entry is the current directory, as POSIX says)
+/// joined with it, or glibc's default `/bin:/usr/bin` when there is no PATH. Relative entries
+/// stay relative: exec resolves them from the app's cwd.
+pub fn candidates(program: &[u8], path: Option<&[u8]>) -> io::Result<Vec<CString>> {
+    let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command");
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the command is empty",
+        ));
+    }
+    if program.contains(&b'/') {
+        return Ok(vec![CString::new(program).map_err(nul)?]);
+    }
+    path.unwrap_or(b"/bin:/usr/bin")
+        .split(|b| *b == b':')
+        .map(|dir| {
+            let mut full = Vec::with_capacity(dir.len() + 1 + program.len());
+            if dir.is_empty() {
+                full.extend_from_slice(b"./");
+            } else {
+                full.extend_from_slice(dir);
+                if !dir.ends_with(b"/") {
+                    full.push(b'/');
+                }
+            }
+            full.extend_from_slice(program);
+            CString::new(full).map_err(nul)
+        })
+        .collect()
+}
+
+/// Waits for our child `pid` (spawned above, not yet reaped) to exit and reaps it, through
+/// a pidfd the runtime polls. `pidfd` is opened by the caller right after the spawn.
+pub async fn wait(pid: u32, pidfd: std::os::fd::OwnedFd) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut reaper = Reaper { pid, reaped: false };
+    // SAFETY: the AsyncFd owns the pidfd and nothing else closes or replaces it.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }?;
+    loop {
+        let mut ready = afd.readable().await?;
+        let mut status = 0;
+        // SAFETY: our own unreaped child; WNOHANG never blocks.
+        match unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } {
+            0 => ready.clear_ready(),
+            r if r > 0 => {
+                reaper.reaped = true;
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    reaper.reaped = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Reaps the child if its waiter is dropped first (a daemon shutting down): one that has
+/// exited leaves no zombie; one still running is reparented to init when the daemon exits.
+struct Reaper {
+    pid: u32,
+    reaped: bool,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let mut status = 0;
+            // SAFETY: our own child; WNOHANG never blocks.
+            unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn strings(c: &[CString]) -> Vec<&str> {
+        c.iter().map(|s| s.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn candidates_follow_execvp() {
+        let got = candidates(b"tool", Some(b"/a:/b/::rel")).unwrap();
+        assert_eq!(strings(&got), ["/a/tool", "/b/tool", "./tool", "rel/tool"]);
+        assert_eq!(strings(&candidates(b"./x", Some(b"/a")).unwrap()), ["./x"]);
+        assert_eq!(
+            strings(&candidates(b"tool", None).unwrap()),
+            ["/bin/tool", "/usr/bin/tool"]
+        );
+        assert!(candidates(b"", None).is_err());
+        assert!(candidates(b"a\0b", None).is_err());
+    }
+
+    fn cstrings(items: &[&str]) -> Vec<CString> {
+        items.iter().map(|s| CString::new(*s).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_child_runs_with_its_fds_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::fs::File::create(dir.path().join("out")).unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsRawFd;
+        let exec = Exec {
+            candidates: &candidates(b"sh", Some(b"/nonexistent:/usr/bin:/bin")).unwrap(),
+            argv: &cstrings(&[
+                "sh",
+                "-c",
+                "echo out $X; echo err >&2; echo group $(cut -d' ' -f5 /proc/$$/stat); exit 7",
+            ]),
+            envp: &cstrings(&["X=1", "PATH=/usr/bin:/bin"]),
+            stdio: [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()],
+            listen_fds: &[],
+            cgroup_files: &[],
+            cwd: None,
+            plan: None,
+        };
+        let pid = spawn(&exec).unwrap();
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::NONBLOCK,
+        )
+        .unwrap();
+        let status = wait(pid, fd).await.unwrap();
+        assert_eq!(status.code(), Some(7));
+        let text = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        // Its own process group, led by itself.
+        assert_eq!(text, format!("out 1\nerr\ngroup {pid}\n"));
+    }
+
+    #[tokio::test]
+    async fn a_path_entry_that_may_not_be_run_is_passed_over_as_execvp_does() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Not executable: exec says EACCES, and the search goes on to /bin.
+        std::fs::write(dir.path().join("sh"), "#!/bin/sh\nexit 3\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("sh"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let path = format!("{}:/usr/bin:/bin", dir.path().display());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let n = null.as_raw_fd();
+        let exec = Exec {
+            candidates: &candidates(b"sh", Some(path.as_bytes())).unwrap(),
+            argv: &cstrings(&["sh", "-c", "exit 5"]),
+            envp: &[],
+            stdio: [n, n, n],
+            listen_fds: &[],
+            cgroup_files: &[],
+            cwd: None,
+            plan: None,
+        };
+        let pid = spawn(&exec).unwrap();
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::NONBLOCK,
+        )
+        .unwrap();
+        assert_eq!(wait(pid, fd).await.unwrap().code(), Some(5));
+        // Only that one: EACCES, not ENOENT.
+        let only = Exec {
+            candidates: &candidates(b"sh", Some(dir.path().as_os_str().as_bytes())).unwrap(),
+            ..exec
+        };
+        let f = spawn(&only).unwrap_err();
+        assert_eq!(
+            (f.step, f.error.raw_os_error()),
+            (Step::Exec, Some(libc::EACCES))
+        );
+    }
+
+    #[test]
+    fn a_missing_program_and_a_bad_cwd_fail_with_their_step() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsRawFd;
+        let n = null.as_raw_fd();
+        let argv = cstrings(&["x"]);
+        let missing = Exec {
+            candidates: &candidates(b"herd-no-such-program", Some(b"/usr/bin:/bin")).unwrap(),
+            argv: &argv,
+            envp: &[],
+            stdio: [n, n, n],
+            listen_fds: &[],
+            cgroup_files: &[],
+            cwd: None,
+            plan: None,
+        };
+        let f = spawn(&missing).unwrap_err();
+        assert_eq!(
+            (f.step, f.error.raw_os_error()),
+            (Step::Exec, Some(libc::ENOENT))
+        );
+        let cwd = CString::new("/nonexistent/dir").unwrap();
+        let bad_cwd = Exec {
+            candidates: &candidates(b"/bin/true", None).unwrap(),
+            cwd: Some(&cwd),
+            ..missing
+        };
+        let f = spawn(&bad_cwd).unwrap_err();
+        assert_eq!(f.step, Step::Cwd);
+        assert!(io::Error::from(f).to_string().starts_with("entering cwd: "));
+    }
+}

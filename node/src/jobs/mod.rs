@@ -624,7 +624,7 @@ impl Jobs {
     async fn pass(&self) -> Result<Option<u64>, JobError> {
         let now = now_ms();
         let cap = self.inner.config.borrow().clone();
-        let closing = self.sup().census().closing;
+        let closing = self.sup().closing();
         // What the supervisor says of each running run (read before the state lock).
         let apps: Vec<(u64, Option<App>)> = {
             let s = self.inner.state.lock().await;

@@ -21,6 +21,8 @@ use tracing::{info, warn};
 const HOT: Duration = Duration::from_millis(100);
 /// How often every log is checked anyway.
 const FULL: Duration = Duration::from_secs(60);
+/// Transitions this close together share one look at which logs exist.
+const TARGETS_COALESCE: Duration = Duration::from_millis(50);
 /// Without inotify: how often every log is checked.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -78,6 +80,10 @@ impl Supervisor {
             tokio::select! {
                 r = changes.changed() => {
                     if r.is_err() { return }
+                    // A storm of transitions (1,000 apps starting) is one look at the table,
+                    // not one per transition: each look walks every instance under its lock.
+                    tokio::time::sleep(TARGETS_COALESCE).await;
+                    changes.borrow_and_update();
                     targets = self.targets(&also);
                     continue;
                 }

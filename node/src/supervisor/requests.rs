@@ -127,52 +127,58 @@ impl Supervisor {
             }
             names.push(name);
         }
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(self.start(&name, false)?);
-        }
-        Ok(out)
+        self.start_all(&names, false)
     }
 
     /// Starts every instance that is not running. `fresh` also forgets the crash history of
     /// instances that are already up (a restart).
     pub fn start(&self, name: &str, fresh: bool) -> Result<App> {
+        let mut apps = self.start_all(&[name.to_string()], fresh)?;
+        apps.pop()
+            .ok_or_else(|| SupervisorError::UnknownApp(name.into()))
+    }
+
+    /// `start` for each of `names`, in one transaction (one lock, one wake-up of the waiters
+    /// for a whole app file). An unknown name fails the call, with the apps before it started.
+    fn start_all(&self, names: &[String], fresh: bool) -> Result<Vec<App>> {
         self.transact(|t, b| {
             if t.closing {
                 return Err(SupervisorError::ShuttingDown);
             }
-            let waiting = t.unready_dependencies(name);
-            let app = t
-                .apps
-                .get_mut(name)
-                .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
-            app.desired = Desired::Running;
-            for index in 0..app.spec.instances {
-                if app.position(index).is_none() {
-                    app.instances.push(Instance::new(index));
+            for name in names {
+                let waiting = t.unready_dependencies(name);
+                let app = t
+                    .apps
+                    .get_mut(name)
+                    .ok_or_else(|| SupervisorError::UnknownApp(name.into()))?;
+                app.desired = Desired::Running;
+                for index in 0..app.spec.instances {
+                    if app.position(index).is_none() {
+                        app.instances.push(Instance::new(index));
+                    }
                 }
-            }
-            app.instances.sort_by_key(|i| i.index);
-            let mut idle = Vec::new();
-            for inst in app.instances.iter_mut() {
-                if inst.index >= app.spec.instances {
-                    continue;
+                app.instances.sort_by_key(|i| i.index);
+                let mut idle = Vec::new();
+                for inst in app.instances.iter_mut() {
+                    if inst.index >= app.spec.instances {
+                        continue;
+                    }
+                    if fresh {
+                        inst.reset_history();
+                    }
+                    if matches!(inst.status, Status::Stopped | Status::Crashed) {
+                        idle.push(inst.index);
+                    }
                 }
-                if fresh {
-                    inst.reset_history();
+                for index in idle {
+                    let waiting = waiting.clone();
+                    b.apply(t, name, index, None, Input::Start { waiting });
                 }
-                if matches!(inst.status, Status::Stopped | Status::Crashed) {
-                    idle.push(inst.index);
-                }
-            }
-            for index in idle {
-                let waiting = waiting.clone();
-                b.apply(t, name, index, None, Input::Start { waiting });
             }
             Ok(())
         })?;
         self.notify();
-        self.get(name)
+        names.iter().map(|n| self.get(n)).collect()
     }
 
     pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<App> {

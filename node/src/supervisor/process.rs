@@ -242,8 +242,19 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
         ),
         _ => None,
     };
-    let join = cgroup.map(Cgroup::join_files).unwrap_or_default();
     use std::os::fd::AsRawFd;
+    // The child is cloned straight into its cgroup2 directory where the kernel can; the v1
+    // hierarchies (limits on a hybrid host) it joins itself.
+    let (unified, join) = cgroup.map(Cgroup::spawn_targets).unwrap_or_default();
+    let unified = match unified {
+        Some((dir, procs)) => Some((
+            std::fs::File::open(&dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("opening cgroup {}: {e}", dir.display()))
+            })?,
+            procs,
+        )),
+        None => None,
+    };
     let null = dev_null()?.as_raw_fd();
     let spawned = vfork::spawn(&vfork::Exec {
         candidates: &candidates,
@@ -251,6 +262,9 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
         envp: &envp,
         stdio: [null, file.as_raw_fd(), file.as_raw_fd()],
         listen_fds,
+        cgroup: unified
+            .as_ref()
+            .map(|(dir, procs)| (dir.as_raw_fd(), procs.as_c_str())),
         cgroup_files: &join,
         cwd: cwd.as_deref(),
         plan: plan.as_ref(),

@@ -30,7 +30,12 @@ pub struct Exec<'a> {
     pub stdio: [RawFd; 3],
     /// Held by herd, close-on-exec: become fds 3, 4, ... (systemd's `LISTEN_FDS`).
     pub listen_fds: &'a [RawFd],
-    /// `cgroup.procs` files the child writes itself into first, while still root.
+    /// The cgroup2 directory the child starts in (`clone3` with `CLONE_INTO_CGROUP`) and its
+    /// `cgroup.procs`, which the child writes itself into instead where that clone is not
+    /// available (another architecture, a kernel before 5.7).
+    pub cgroup: Option<(RawFd, &'a CStr)>,
+    /// More `cgroup.procs` files (cgroup v1 hierarchies) the child writes itself into first,
+    /// while still root.
     pub cgroup_files: &'a [CString],
     /// Entered before the identity switch (a plan that switches enters its own cwd after).
     pub cwd: Option<&'a CStr>,
@@ -102,6 +107,8 @@ impl From<Failure> for io::Error {
 /// What the parent hands the child: the plan, and the child's answer if it fails.
 struct Shared<'a> {
     exec: &'a Exec<'a>,
+    /// The child writes itself into `exec.cgroup` (it was not cloned into it).
+    join_unified: bool,
     argv: *const *const c_char,
     envp: *const *const c_char,
     errno: AtomicI32,
@@ -142,6 +149,12 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The lowest usable address (above the guard page), which `clone3` takes.
+    fn lowest(&self) -> *mut c_void {
+        // SAFETY: inside the mapping.
+        unsafe { self.base.cast::<u8>().add(GUARD_BYTES).cast() }
+    }
+
     /// The initial stack pointer (stacks grow down); page-aligned, so 16-byte aligned.
     fn top(&self) -> *mut c_void {
         // SAFETY: one past the end of the mapping, which clone takes as the stack's top.
@@ -170,8 +183,9 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
 pub fn spawn(exec: &Exec<'_>) -> Result<u32, Failure> {
     let argv = pointers(exec.argv);
     let envp = pointers(exec.envp);
-    let shared = Shared {
+    let mut shared = Shared {
         exec,
+        join_unified: false,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         errno: AtomicI32::new(0),
@@ -185,8 +199,31 @@ pub fn spawn(exec: &Exec<'_>) -> Result<u32, Failure> {
                 error,
             })?),
         };
-        clone_child(&shared, stack)
+        if let Some((dir, _)) = exec.cgroup
+            && INTO_CGROUP.load(Ordering::Relaxed)
+        {
+            match clone_child(&shared, stack, Some(dir)) {
+                // Refused by the kernel itself (too old for clone3 or CLONE_INTO_CGROUP,
+                // another architecture): the child joins by writing, now and from now on.
+                Err(f) if f.step == Step::Clone && unsupported(&f.error) => {
+                    INTO_CGROUP.store(false, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        shared.join_unified = exec.cgroup.is_some();
+        clone_child(&shared, stack, None)
     })
+}
+
+/// Whether spawning straight into a cgroup (`clone3`) still looks possible on this host.
+static INTO_CGROUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 thread_local! {
@@ -196,7 +233,8 @@ thread_local! {
     static STACK: std::cell::RefCell<Option<Stack>> = const { std::cell::RefCell::new(None) };
 }
 
-fn clone_child(shared: &Shared<'_>, stack: &Stack) -> Result<u32, Failure> {
+/// One clone: into the cgroup2 directory `into` (`clone3`), or with glibc's `clone`.
+fn clone_child(shared: &Shared<'_>, stack: &Stack, into: Option<RawFd>) -> Result<u32, Failure> {
     // No handler of the daemon's may run in the child while it shares the daemon's memory:
     // every signal is blocked across the clone (the child inherits the mask, resets the
     // handlers, then unblocks), and the calling thread's mask is restored after.
@@ -207,18 +245,28 @@ fn clone_child(shared: &Shared<'_>, stack: &Stack) -> Result<u32, Failure> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: `child_main` only reads `shared` (alive until after clone returns, as the
-    // parent is suspended until the child execs or exits: CLONE_VFORK) and makes raw system
-    // calls; its stack is the mapping above, which outlives the child's use of it.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (shared as *const Shared<'_>).cast_mut().cast(),
-        )
+    let arg: *mut c_void = (shared as *const Shared<'_>).cast_mut().cast();
+    let (pid, clone_error) = match into {
+        // SAFETY: as below; `clone3` takes the same child function, stack and argument.
+        Some(dir) => match unsafe { clone3_into(dir, stack, arg) } {
+            Ok(pid) => (pid, io::Error::from_raw_os_error(0)),
+            Err(e) => (-1, e),
+        },
+        None => {
+            // SAFETY: `child_main` only reads `shared` (alive until after clone returns, as
+            // the parent is suspended until the child execs or exits: CLONE_VFORK) and makes
+            // raw system calls; its stack is the mapping above, which outlives its use.
+            let pid = unsafe {
+                libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                )
+            };
+            (pid, io::Error::last_os_error())
+        }
     };
-    let clone_error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid < 0 {
@@ -242,6 +290,82 @@ fn clone_child(shared: &Shared<'_>, stack: &Stack) -> Result<u32, Failure> {
     }
 }
 
+/// `struct clone_args` of `clone3(2)`, as far as `cgroup` (Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`: the child starts as a member of the
+/// cgroup2 directory `dir`, so it never migrates. A migration (a write to `cgroup.procs`)
+/// takes the kernel's cgroup lock for writing, which waits for an RCU grace period: 8-20 ms
+/// for a lone restart on this VM, most of a restart's time. glibc has no wrapper that takes
+/// a child function, so the few instructions around the system call are written here: in
+/// the child (`rax` = 0, on its own stack) they call `child_main(arg)` and exit with what
+/// it returns (it never returns: it execs or `_exit`s).
+///
+/// SAFETY: as for `libc::clone` in `clone_child`: `child_main` reads only `arg`, which the
+/// suspended parent keeps alive, and runs on `stack`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into(dir: RawFd, stack: &Stack, arg: *mut c_void) -> io::Result<i32> {
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.lowest() as u64,
+        stack_size: STACK_BYTES as u64,
+        cgroup: dir as u64,
+        ..Default::default()
+    };
+    let f: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: i64;
+    // SAFETY: see the function's comment; the child's path never returns into Rust.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, {arg}",
+            "call {f}",
+            "mov edi, eax",
+            "mov eax, 60",
+            "syscall",
+            "ud2",
+            "2:",
+            f = in(reg) f,
+            arg = in(reg) arg,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret as i32));
+    }
+    Ok(ret as i32)
+}
+
+/// Elsewhere the child writes itself into its cgroup (see `spawn`).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into(_dir: RawFd, _stack: &Stack, _arg: *mut c_void) -> io::Result<i32> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7), a clone3-only flag.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Shared` of `spawn`, alive while the parent is suspended.
     let shared = unsafe { &*(arg as *const Shared<'_>) };
@@ -263,6 +387,15 @@ fn run_child(shared: &Shared<'_>) -> (Step, c_int) {
     };
     reset_signal_handlers();
     // Into the cgroup first, while still root, so nothing the app forks starts outside it.
+    let unified = match exec.cgroup {
+        Some((_, procs)) if shared.join_unified => Some(procs),
+        _ => None,
+    };
+    if let Some(procs) = unified
+        && let Err(e) = super::cgroup::join_in_child(std::slice::from_ref(&procs))
+    {
+        return (Step::Cgroup, e.raw_os_error().unwrap_or(libc::EIO));
+    }
     if let Err(e) = super::cgroup::join_in_child(exec.cgroup_files) {
         return (Step::Cgroup, e.raw_os_error().unwrap_or(libc::EIO));
     }
@@ -468,6 +601,7 @@ mod tests {
             envp: &cstrings(&["X=1", "PATH=/usr/bin:/bin"]),
             stdio: [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()],
             listen_fds: &[],
+            cgroup: None,
             cgroup_files: &[],
             cwd: None,
             plan: None,
@@ -506,6 +640,7 @@ mod tests {
             envp: &[],
             stdio: [n, n, n],
             listen_fds: &[],
+            cgroup: None,
             cgroup_files: &[],
             cwd: None,
             plan: None,
@@ -529,6 +664,79 @@ mod tests {
         );
     }
 
+    /// The cgroup2 mount of this host (`/sys/fs/cgroup` or, on a hybrid host, its `unified`).
+    fn cgroup2_mount() -> std::path::PathBuf {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split(' ').nth(4))
+            .expect("a cgroup2 mount (the tests run as root on a host with one)")
+            .into()
+    }
+
+    /// Spawns `cat /proc/self/cgroup` into a fresh cgroup2 directory, once cloned into it
+    /// (`clone3`) and once writing itself in; both must print that directory.
+    #[tokio::test]
+    async fn a_child_starts_in_its_cgroup_cloned_into_it_or_joining_it() {
+        use std::os::fd::AsRawFd;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root (CI runs as root)"
+        );
+        let name = format!("herd-vfork-test-{}", std::process::id());
+        let dir = cgroup2_mount().join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        let fd = std::fs::File::open(&dir).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        for (round, into) in [(0, true), (1, false)] {
+            let path = out_dir.path().join(format!("out{round}"));
+            let out = std::fs::File::create(&path).unwrap();
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let exec = Exec {
+                candidates: &candidates(b"/bin/cat", None).unwrap(),
+                argv: &cstrings(&["cat", "/proc/self/cgroup"]),
+                envp: &[],
+                stdio: [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()],
+                listen_fds: &[],
+                cgroup: Some((fd.as_raw_fd(), procs.as_c_str())),
+                cgroup_files: &[],
+                cwd: None,
+                plan: None,
+            };
+            let argv = pointers(exec.argv);
+            let envp = pointers(exec.envp);
+            let shared = Shared {
+                exec: &exec,
+                join_unified: !into,
+                argv: argv.as_ptr(),
+                envp: envp.as_ptr(),
+                errno: AtomicI32::new(0),
+                step: AtomicU8::new(0),
+            };
+            let stack = Stack::new().unwrap();
+            let pid = clone_child(&shared, &stack, into.then_some(fd.as_raw_fd()))
+                .unwrap_or_else(|f| panic!("round {round}: {f:?}"));
+            let pidfd = rustix::process::pidfd_open(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::PidfdFlags::NONBLOCK,
+            )
+            .unwrap();
+            assert_eq!(wait(pid, pidfd).await.unwrap().code(), Some(0));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let unified = text.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+            assert!(
+                unified.ends_with(&format!("/{name}")),
+                "round {round} (cloned into it: {into}): {text}"
+            );
+        }
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
     #[test]
     fn a_missing_program_and_a_bad_cwd_fail_with_their_step() {
         let null = std::fs::File::open("/dev/null").unwrap();
@@ -541,6 +749,7 @@ mod tests {
             envp: &[],
             stdio: [n, n, n],
             listen_fds: &[],
+            cgroup: None,
             cgroup_files: &[],
             cwd: None,
             plan: None,

@@ -484,13 +484,23 @@ impl Cgroup {
             .collect()
     }
 
-    /// What the child writes between fork and exec to join (prepared before the fork: the
-    /// child may only make async-signal-safe calls).
-    pub fn join_files(&self) -> Vec<CString> {
-        self.dirs
+    /// Where a spawn goes: the cgroup2 directory to clone the child into (with its
+    /// `cgroup.procs`, for a child that must write itself in instead), and the cgroup v1
+    /// `cgroup.procs` files the child writes itself into (prepared before the clone).
+    pub fn spawn_targets(&self) -> (Option<(PathBuf, CString)>, Vec<CString>) {
+        let procs = |d: &Dir| CString::new(d.path.join("cgroup.procs").as_os_str().as_bytes()).ok();
+        let unified = self
+            .dirs
             .iter()
-            .filter_map(|d| CString::new(d.path.join("cgroup.procs").as_os_str().as_bytes()).ok())
-            .collect()
+            .find(|d| d.unified)
+            .and_then(|d| Some((d.path.clone(), procs(d)?)));
+        let v1 = self
+            .dirs
+            .iter()
+            .filter(|d| !d.unified)
+            .filter_map(procs)
+            .collect();
+        (unified, v1)
     }
 
     /// The pids in the cgroup now.
@@ -617,8 +627,9 @@ impl Cgroup {
 
 /// In the child, between fork and exec: moves this process into each of `files`
 /// (`.../cgroup.procs`). Async-signal-safe: open, write, close.
-pub fn join_in_child(files: &[CString]) -> io::Result<()> {
+pub fn join_in_child<S: AsRef<std::ffi::CStr>>(files: &[S]) -> io::Result<()> {
     for f in files {
+        let f = f.as_ref();
         // SAFETY: a NUL-terminated path prepared before the fork; the fd is closed below.
         let fd = unsafe { libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {

@@ -2,7 +2,9 @@
 # What a lone restart costs: one daemon, one app (`restart = "always"`, no backoff), killed
 # with SIGKILL every 0.2 s, 20 times, the machine otherwise quiet between kills; the
 # daemon's own log gives exit -> started. usage: bench/restart-idle.sh HERD_BIN
-H=$1; home=$(mktemp -d /dev/shm/ri.XXXX); export HERD_HOME=$home
+set -euo pipefail
+H=$(realpath "${1:-target/release/herd}"); home=$(mktemp -d); chmod 700 "$home"
+export HERD_HOME=$home HERD_HTTP_LISTEN=
 $H up >/dev/null 2>&1; sleep 0.5
 printf '[[app]]\nname = "r"\ncommand = "sleep"\nargs = ["100000"]\nrestart = "always"\nbackoff_initial_ms = 0\nmax_restarts = 4294967295\n' > $home/r.toml
 $H start $home/r.toml >/dev/null; sleep 0.5

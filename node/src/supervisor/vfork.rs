@@ -581,6 +581,16 @@ mod tests {
         assert!(candidates(b"a\0b", None).is_err());
     }
 
+    /// Waits for our child `pid` through a pidfd, as the daemon does.
+    async fn exit_of(pid: u32) -> std::process::ExitStatus {
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::NONBLOCK,
+        )
+        .unwrap();
+        wait(pid, fd).await.unwrap()
+    }
+
     fn cstrings(items: &[&str]) -> Vec<CString> {
         items.iter().map(|s| CString::new(*s).unwrap()).collect()
     }
@@ -607,12 +617,7 @@ mod tests {
             plan: None,
         };
         let pid = spawn(&exec).unwrap();
-        let fd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::PidfdFlags::NONBLOCK,
-        )
-        .unwrap();
-        let status = wait(pid, fd).await.unwrap();
+        let status = exit_of(pid).await;
         assert_eq!(status.code(), Some(7));
         let text = std::fs::read_to_string(dir.path().join("out")).unwrap();
         // Its own process group, led by itself.
@@ -646,12 +651,7 @@ mod tests {
             plan: None,
         };
         let pid = spawn(&exec).unwrap();
-        let fd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::PidfdFlags::NONBLOCK,
-        )
-        .unwrap();
-        assert_eq!(wait(pid, fd).await.unwrap().code(), Some(5));
+        assert_eq!(exit_of(pid).await.code(), Some(5));
         // Only that one: EACCES, not ENOENT.
         let only = Exec {
             candidates: &candidates(b"sh", Some(dir.path().as_os_str().as_bytes())).unwrap(),
@@ -721,12 +721,7 @@ mod tests {
             let stack = Stack::new().unwrap();
             let pid = clone_child(&shared, &stack, into.then_some(fd.as_raw_fd()))
                 .unwrap_or_else(|f| panic!("round {round}: {f:?}"));
-            let pidfd = rustix::process::pidfd_open(
-                rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                rustix::process::PidfdFlags::NONBLOCK,
-            )
-            .unwrap();
-            assert_eq!(wait(pid, pidfd).await.unwrap().code(), Some(0));
+            assert_eq!(exit_of(pid).await.code(), Some(0));
             let text = std::fs::read_to_string(&path).unwrap();
             let unified = text.lines().find(|l| l.starts_with("0::")).unwrap_or("");
             assert!(

@@ -93,29 +93,21 @@ async fn exec(
     who: Option<Arc<Plan>>,
 ) -> Result<(), String> {
     // The probe is the app's command too: none of herd's own variables reach it.
-    let env = std::env::vars_os().filter(|(k, _)| !super::app_env::is_scrubbed(k));
-    let mut c = tokio::process::Command::new(&cmd[0]);
-    c.args(&cmd[1..])
-        .env_clear()
-        .envs(env)
-        .env("HERD_PID", pid.to_string())
-        .env("HERD_INSTANCE", index.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some(plan) = who {
-        c.envs(plan.env.iter().map(|(k, v)| (*k, v.as_str())));
-        // SAFETY: `apply_in_child` makes only async-signal-safe calls on data prepared before
-        // the fork.
-        unsafe {
-            c.pre_exec(move || plan.apply_in_child());
-        }
+    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os()
+            .filter(|(k, _)| !super::app_env::is_scrubbed(k))
+            .collect();
+    env.insert("HERD_PID".into(), pid.to_string().into());
+    env.insert("HERD_INSTANCE".into(), index.to_string().into());
+    if let Some(plan) = &who {
+        env.extend(plan.env.iter().map(|(k, v)| ((*k).into(), v.into())));
     }
-    let status = c
-        .status()
+    let cannot = |e: std::io::Error| format!("cannot run {}: {e}", cmd[0]);
+    // Spawned like an instance (`vfork`): a probe every second per app must not cost a fork
+    // of the daemon each time.
+    let status = super::vfork::run(&cmd, &env, who.as_deref())
         .await
-        .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
+        .map_err(cannot)?;
     if status.success() {
         Ok(())
     } else {

@@ -515,8 +515,20 @@ pub fn candidates(program: &[u8], path: Option<&[u8]>) -> io::Result<Vec<CString
 /// Waits for our child `pid` (spawned above, not yet reaped) to exit and reaps it, through
 /// a pidfd the runtime polls. `pidfd` is opened by the caller right after the spawn.
 pub async fn wait(pid: u32, pidfd: std::os::fd::OwnedFd) -> io::Result<std::process::ExitStatus> {
+    let reaper = Reaper {
+        pid,
+        reaped: false,
+        kill: false,
+    };
+    wait_with(reaper, pidfd).await
+}
+
+async fn wait_with(
+    mut reaper: Reaper,
+    pidfd: std::os::fd::OwnedFd,
+) -> io::Result<std::process::ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
-    let mut reaper = Reaper { pid, reaped: false };
+    let pid = reaper.pid;
     // SAFETY: the AsyncFd owns the pidfd and nothing else closes or replaces it.
     let afd = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
@@ -542,19 +554,95 @@ pub async fn wait(pid: u32, pidfd: std::os::fd::OwnedFd) -> io::Result<std::proc
     }
 }
 
-/// Reaps the child if its waiter is dropped first (a daemon shutting down): one that has
-/// exited leaves no zombie; one still running is reparented to init when the daemon exits.
+/// Runs `argv` (a bare name searched along `env`'s PATH) with `env`, stdin/stdout/stderr on
+/// `/dev/null`, as `plan` says, in a process group of its own, and waits for it. A caller
+/// that stops waiting (a probe's timeout drops the future) kills the child's group; it is
+/// reaped off the runtime's threads.
+pub async fn run(
+    argv: &[String],
+    env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+    plan: Option<&Plan>,
+) -> io::Result<std::process::ExitStatus> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command");
+    let program = argv
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
+    let args = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(nul))
+        .collect::<io::Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| {
+            CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the environment")
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let path = env.get(std::ffi::OsStr::new("PATH")).map(|p| p.as_bytes());
+    let null = std::fs::File::open("/dev/null")?;
+    let n = null.as_raw_fd();
+    let pid = spawn(&Exec {
+        candidates: &candidates(program.as_bytes(), path)?,
+        argv: &args,
+        envp: &envp,
+        stdio: [n, n, n],
+        listen_fds: &[],
+        cgroup: None,
+        cgroup_files: &[],
+        cwd: None,
+        plan,
+    })?;
+    // From here on the child is killed and reaped if this future is dropped.
+    let reaper = Reaper {
+        pid,
+        reaped: false,
+        kill: true,
+    };
+    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
+        .and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK)
+                .map_err(io::Error::from)
+        })?;
+    wait_with(reaper, pidfd).await
+}
+
+/// What happens to the child when its waiter is dropped before reaping it. An instance
+/// (`kill: false`, a daemon shutting down): reaped if it has exited, so no zombie is left; one
+/// still running is reparented to init when the daemon exits. A probe (`kill: true`, its
+/// timeout passed): its group is killed first (the pid cannot have been reused: it is not
+/// reaped yet) and it is reaped off the runtime's threads.
 struct Reaper {
     pid: u32,
     reaped: bool,
+    kill: bool,
 }
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if !self.reaped {
+        if self.reaped {
+            return;
+        }
+        let pid = self.pid as i32;
+        if !self.kill {
             let mut status = 0;
             // SAFETY: our own child; WNOHANG never blocks.
-            unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            return;
+        }
+        // SAFETY: the group our unreaped child leads (see `run_child`).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let reap = move || {
+            let mut status = 0;
+            // SAFETY: waits for our own child, just killed.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(reap)),
+            Err(_) => reap(),
         }
     }
 }
@@ -730,6 +818,40 @@ mod tests {
             );
         }
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// `run` (exec probes): the exit status comes back; a caller that stops waiting leaves
+    /// neither the child nor a zombie behind.
+    #[tokio::test]
+    async fn run_waits_and_a_dropped_run_kills_and_reaps_its_child() {
+        let env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+            [("PATH".into(), "/usr/bin:/bin".into())].into();
+        let argv = |s: &str| vec!["sh".to_string(), "-c".into(), s.to_string()];
+        let status = run(&argv("exit 3"), &env, None).await.unwrap();
+        assert_eq!(status.code(), Some(3));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 100", file.display());
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            run(&argv(&script), &env, None),
+        )
+        .await;
+        assert!(cut.is_err(), "sleep 100 ended within 300 ms: {cut:?}");
+        let pid: i32 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Killed and reaped: no /proc entry at all (a zombie would keep one).
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} still there"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -843,11 +843,11 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = crate::supervisor::clock::monotonic() + std::time::Duration::from_secs(10);
         // Killed and reaped: no /proc entry at all (a zombie would keep one).
         while std::path::Path::new(&format!("/proc/{pid}")).exists() {
             assert!(
-                std::time::Instant::now() < deadline,
+                crate::supervisor::clock::monotonic() < deadline,
                 "pid {pid} still there"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

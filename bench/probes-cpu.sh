@@ -1,5 +1,5 @@
 #!/bin/bash
-# Daemon CPU with 50 apps whose exec probe (`true`) runs every 0.2 s: 250 probes a second.
+# Daemon CPU with 50 apps whose exec probe (`true`) runs every 0.2 s: 250 probes a second. usage: bench/probes-cpu.sh HERD_BIN
 set -euo pipefail
 H=$(realpath "$1"); home=$(mktemp -d); chmod 700 "$home"
 export HERD_HOME=$home HERD_HTTP_LISTEN=

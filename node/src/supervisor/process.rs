@@ -10,8 +10,8 @@ use super::spec::AppSpec;
 use super::vfork;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::ffi::OsString;
-use std::ffi::{CString, OsStr};
+
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -199,10 +199,9 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
     // name the app file gave.
     let path = env.get(OsStr::new("PATH")).map(|p| p.as_bytes());
     let (candidates, argv) = if own_pid.is_empty() {
-        let argv = std::iter::once(spec.command.as_str())
-            .chain(spec.args.iter().map(String::as_str))
-            .map(cstring)
-            .collect::<io::Result<Vec<_>>>()?;
+        let argv = vfork::c_strings(
+            std::iter::once(spec.command.as_str()).chain(spec.args.iter().map(String::as_str)),
+        )?;
         (vfork::candidates(spec.command.as_bytes(), path)?, argv)
     } else {
         let exports: String = own_pid
@@ -210,31 +209,14 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
             .map(|v| format!("{v}=$$; export {v}; "))
             .collect();
         let script = format!("{exports}exec \"$0\" \"$@\"");
-        let argv = ["/bin/sh", "-c", &script, &spec.command]
-            .into_iter()
-            .chain(spec.args.iter().map(String::as_str))
-            .map(cstring)
-            .collect::<io::Result<Vec<_>>>()?;
-        (vec![cstring("/bin/sh")?], argv)
+        let argv = vfork::c_strings(
+            ["/bin/sh", "-c", &script, &spec.command]
+                .into_iter()
+                .chain(spec.args.iter().map(String::as_str)),
+        )?;
+        (vfork::c_strings(["/bin/sh"])?, argv)
     };
-    let envp = env
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
-            kv.extend_from_slice(k.as_bytes());
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a NUL byte in the environment variable {}",
-                        k.to_string_lossy()
-                    ),
-                )
-            })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let envp = vfork::environment(&env)?;
     let cwd = match &spec.cwd {
         Some(cwd) if !plan.as_ref().is_some_and(|p| p.enters_cwd()) => Some(
             CString::new(cwd.as_os_str().as_bytes())
@@ -255,7 +237,7 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
         )),
         None => None,
     };
-    let null = dev_null()?.as_raw_fd();
+    let null = vfork::dev_null()?.as_raw_fd();
     let spawned = vfork::spawn(&vfork::Exec {
         candidates: &candidates,
         argv: &argv,
@@ -282,25 +264,6 @@ pub fn spawn(req: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<u32>
     })
 }
 
-fn cstring(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a NUL byte in {:?}", s.escape_debug().to_string()),
-        )
-    })
-}
-
-/// `/dev/null`, opened once: every instance's stdin.
-fn dev_null() -> io::Result<&'static std::fs::File> {
-    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
-    if let Some(f) = NULL.get() {
-        return Ok(f);
-    }
-    let f = std::fs::File::open("/dev/null")?;
-    Ok(NULL.get_or_init(|| f))
-}
-
 /// In the child: `fds` (held by herd, close-on-exec) become fds 3, 4, ... Async-signal-safe.
 pub(super) fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
     let mut moved = [0 as RawFd; 64];
@@ -324,23 +287,14 @@ pub(super) fn move_listen_fds(fds: &[RawFd]) -> io::Result<()> {
 /// A pidfd of our child `pid`, just spawned: what its exit is awaited on. Without one (out of
 /// descriptors) the child is killed and reaped, and the spawn fails like any other.
 fn pidfd(pid: u32) -> io::Result<OwnedFd> {
-    let opened = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
-        .and_then(|p| {
-            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK)
-                .map_err(io::Error::from)
-        });
-    if let Err(e) = &opened {
-        let _ = signal_group(pid, Signal::SIGKILL);
-        let mut status = 0;
-        // SAFETY: waits for our own child, just killed.
-        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
-        return Err(io::Error::new(
-            e.kind(),
-            format!("watching the new process: {e}"),
-        ));
-    }
-    opened
+    vfork::pidfd(pid)
+        .inspect_err(|_| {
+            let _ = signal_group(pid, Signal::SIGKILL);
+            let mut status = 0;
+            // SAFETY: waits for our own child, just killed.
+            unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("watching the new process: {e}")))
 }
 
 /// Sends `sig` to the process group led by `pgid`. A group that is already gone is not an

@@ -565,29 +565,15 @@ pub async fn run(
 ) -> io::Result<std::process::ExitStatus> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command");
     let program = argv
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
-    let args = argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(nul))
-        .collect::<io::Result<Vec<_>>>()?;
-    let envp = env
-        .iter()
-        .map(|(k, v)| {
-            CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the environment")
-            })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
     let path = env.get(std::ffi::OsStr::new("PATH")).map(|p| p.as_bytes());
-    let null = std::fs::File::open("/dev/null")?;
-    let n = null.as_raw_fd();
+    let n = dev_null()?.as_raw_fd();
     let pid = spawn(&Exec {
         candidates: &candidates(program.as_bytes(), path)?,
-        argv: &args,
-        envp: &envp,
+        argv: &c_strings(argv.iter().map(String::as_str))?,
+        envp: &environment(env)?,
         stdio: [n, n, n],
         listen_fds: &[],
         cgroup: None,
@@ -601,13 +587,61 @@ pub async fn run(
         reaped: false,
         kill: true,
     };
-    let pidfd = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
-        .and_then(|p| {
-            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK)
-                .map_err(io::Error::from)
-        })?;
-    wait_with(reaper, pidfd).await
+    wait_with(reaper, pidfd(pid)?).await
+}
+
+/// A pidfd of our child `pid` (not reaped, so the pid is still its own).
+pub fn pidfd(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::NONBLOCK,
+    )?)
+}
+
+/// `argv` as C strings; a NUL byte in one is an error naming it.
+pub fn c_strings<'a>(argv: impl IntoIterator<Item = &'a str>) -> io::Result<Vec<CString>> {
+    argv.into_iter()
+        .map(|s| {
+            CString::new(s).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a NUL byte in {:?}", s.escape_debug().to_string()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `env` as `KEY=value` C strings; a NUL byte is an error naming the variable.
+pub fn environment(
+    env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+) -> io::Result<Vec<CString>> {
+    use std::os::unix::ffi::OsStrExt;
+    env.iter()
+        .map(|(k, v)| {
+            CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a NUL byte in the environment variable {}",
+                        k.to_string_lossy()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `/dev/null`, opened once: the stdin of every instance and all three fds of a probe.
+pub fn dev_null() -> io::Result<&'static std::fs::File> {
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f);
+    }
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| f))
 }
 
 /// What happens to the child when its waiter is dropped before reaping it. An instance
@@ -671,12 +705,7 @@ mod tests {
 
     /// Waits for our child `pid` through a pidfd, as the daemon does.
     async fn exit_of(pid: u32) -> std::process::ExitStatus {
-        let fd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::PidfdFlags::NONBLOCK,
-        )
-        .unwrap();
-        wait(pid, fd).await.unwrap()
+        wait(pid, pidfd(pid).unwrap()).await.unwrap()
     }
 
     fn cstrings(items: &[&str]) -> Vec<CString> {

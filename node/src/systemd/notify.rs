@@ -50,11 +50,14 @@ impl Notifier {
 
     /// `READY=1` with the first status line; sent once.
     pub fn ready(&self, census: Census) {
+        // The status lock is held from the flag to the record, so `run` cannot see "ready"
+        // with no status recorded yet and send the same line a second time.
+        let mut last = self.last_status.lock().unwrap_or_else(|p| p.into_inner());
         if !self.ready_sent.swap(true, Ordering::SeqCst) {
             let status = status_line(census);
             self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
             info!(status = %status, "told systemd: ready");
-            *self.last_status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+            *last = status;
         }
     }
 

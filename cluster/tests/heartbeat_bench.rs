@@ -185,7 +185,7 @@ fn run(nodes: usize, secs: u64, interval: Duration) -> Outcome {
             addrs
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (NodeId(i as u64 + 1), a.as_str())),
+                .map(|(i, a)| (NodeId(i as u64 + 1), a.as_str(), false)),
         );
         // Warm up: every node connected and answered at least twice.
         tokio::time::sleep(interval * 3).await;

@@ -184,8 +184,11 @@ impl HealthTable {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts watching `id` (grace from now) or updates its address.
-    pub fn watch(&self, id: NodeId, addr: &str, now: Instant) {
+    /// Starts watching `id` (grace from now) or updates its address. A node the registry
+    /// holds offline starts lapsed: a previous master decided it was gone and may have moved
+    /// its instances (or this term's rescheduler is about to), so however soon it answers this
+    /// master, it holds no singleton lease until a sweep has written it online again.
+    pub fn watch(&self, id: NodeId, addr: &str, now: Instant, offline: bool) {
         let mut nodes = self.lock();
         match nodes.get_mut(&id) {
             Some(h) => {
@@ -204,7 +207,7 @@ impl HealthTable {
                         report: None,
                         last_error: None,
                         reply_seq: 0,
-                        lapsed: false,
+                        lapsed: offline,
                     },
                 );
             }
@@ -392,7 +395,7 @@ mod tests {
     async fn an_answer_after_a_silence_longer_than_the_lease_is_acknowledged_only_once_settled() {
         let lease = Duration::from_secs(7);
         let t = HealthTable::new(WallClock::at(0)).with_lease(lease);
-        t.watch(NodeId(1), "a", crate::clock::now());
+        t.watch(NodeId(1), "a", crate::clock::now(), false);
         assert_eq!(t.lease_ack(NodeId(1)), 0, "nothing received yet");
         tokio::time::advance(Duration::from_secs(1)).await;
         t.record_answer(
@@ -448,8 +451,8 @@ mod tests {
         let timeout = Duration::from_secs(90);
         let t = HealthTable::new(WallClock::at(0));
         let start = crate::clock::now();
-        t.watch(NodeId(1), "a", start);
-        t.watch(NodeId(2), "b", start);
+        t.watch(NodeId(1), "a", start, false);
+        t.watch(NodeId(2), "b", start, false);
         t.record_answer(NodeId(1), start, Duration::from_millis(1), 1, report());
         t.record_answer(NodeId(2), start, Duration::from_millis(1), 1, report());
         let recs = records(&[
@@ -502,7 +505,7 @@ mod tests {
         let t = HealthTable::new(WallClock::at(0));
         let elected = crate::clock::now();
         for id in (1..=3).map(NodeId) {
-            t.watch(id, "x", elected);
+            t.watch(id, "x", elected, false);
         }
         let recs = records(&[
             (NodeId(1), NodeStatus::Online),

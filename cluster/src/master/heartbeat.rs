@@ -172,19 +172,20 @@ impl Heartbeater {
         &self.ctx.health
     }
 
-    /// Heartbeats exactly these nodes from now on: new ones start (their grace starts now), ones
+    /// Heartbeats exactly these nodes `(id, address, offline in the registry)` from now on: new
+    /// ones start (their grace starts now; see `HealthTable::watch` for the offline ones), ones
     /// whose address changed restart, missing ones stop and are forgotten.
-    pub fn sync<'a>(&mut self, targets: impl IntoIterator<Item = (NodeId, &'a str)>) {
+    pub fn sync<'a>(&mut self, targets: impl IntoIterator<Item = (NodeId, &'a str, bool)>) {
         let now = crate::clock::now();
         let mut seen = HashSet::new();
-        for (id, addr) in targets {
+        for (id, addr, offline) in targets {
             seen.insert(id);
             match self.tasks.get(&id) {
                 Some((a, _)) if a == addr => continue,
                 Some((_, task)) => task.abort(),
                 None => {}
             }
-            self.ctx.health.watch(id, addr, now);
+            self.ctx.health.watch(id, addr, now, offline);
             let first = now + phase(id, self.ctx.cfg.interval);
             let task = tokio::spawn(beat(id, addr.to_string(), first, self.ctx.clone()));
             self.tasks
@@ -359,7 +360,12 @@ mod tests {
         let mut hb = heartbeater(&fake, interval);
         let start = crate::clock::now();
         let addrs: Vec<String> = (1..=50).map(|i| format!("n{i}")).collect();
-        hb.sync((1..=50).map(NodeId).zip(addrs.iter().map(String::as_str)));
+        hb.sync(
+            (1..=50)
+                .map(NodeId)
+                .zip(addrs.iter().map(String::as_str))
+                .map(|(id, a)| (id, a, false)),
+        );
         tokio::time::sleep(interval * 10).await;
         let calls = fake.calls.lock().expect("lock").clone();
         let mut first_offsets = Vec::new();
@@ -402,9 +408,9 @@ mod tests {
         let fake = Arc::new(FakeNodes::default());
         let interval = Duration::from_secs(2);
         let mut hb = heartbeater(&fake, interval);
-        hb.sync([(NodeId(1), "n1"), (NodeId(2), "n2")]);
+        hb.sync([(NodeId(1), "n1", false), (NodeId(2), "n2", false)]);
         tokio::time::sleep(interval * 2).await;
-        hb.sync([(NodeId(1), "n1")]);
+        hb.sync([(NodeId(1), "n1", false)]);
         assert!(hb.health().get(NodeId(2)).is_none());
         let before = fake
             .calls

@@ -256,7 +256,7 @@ impl MasterTerm {
             reg.nodes
                 .values()
                 .filter(|n| n.status != NodeStatus::Left && !n.addr.is_empty())
-                .map(|n| (n.id, n.addr.as_str())),
+                .map(|n| (n.id, n.addr.as_str(), n.status == NodeStatus::Offline)),
         );
         let health = self.health.snapshot();
         let reports: Reports<'_> = health

@@ -187,6 +187,56 @@ async fn a_node_back_from_a_long_silence_gets_no_lease_until_a_sweep_settled_it(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_node_the_registry_holds_offline_gets_no_lease_from_a_new_master_until_a_sweep() {
+    // A previous master marked node 3 offline (its instances may already run elsewhere, or
+    // this term's rescheduler may move them any moment). It answers the new master at once:
+    // acknowledging it then would let it start a singleton that is being moved away (chaos
+    // quick seed 3 saw `solo@0` on two nodes for 0.4 s that way).
+    let world = FakeWorld::new(
+        TERM,
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Registry::default(),
+    );
+    world.user_write(RegistryCommand::UpsertNodes {
+        nodes: (1..=3)
+            .map(|id| crate::registry::NodeRecord {
+                id: NodeId(id),
+                addr: format!("n{id}"),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    world.user_write(RegistryCommand::SetNodeStatus {
+        updates: vec![(NodeId(3), NodeStatus::Offline)],
+    });
+    let t0 = crate::clock::now();
+    let task = start(&world, WallClock::at(1_000 * DAY_MS));
+    let secs = |s: u64| t0 + Duration::from_secs(s);
+    at(59, t0).await;
+    let before = world.nodes.acks_to(NodeId(3), t0, secs(59));
+    assert!(
+        before.len() >= 20 && before.iter().all(|&a| a == 0),
+        "answered, but no lease before a sweep: {before:?}"
+    );
+    let others = world.nodes.acks_to(NodeId(2), secs(5), secs(59));
+    assert!(
+        !others.is_empty() && others.iter().all(|&a| a != 0),
+        "{others:?}"
+    );
+    at(64, t0).await;
+    assert_eq!(
+        status_writes(&world).last(),
+        Some(&vec![(NodeId(3), NodeStatus::Online)])
+    );
+    let settled = world.nodes.acks_to(NodeId(3), secs(61), secs(64));
+    assert!(
+        !settled.is_empty() && settled.iter().all(|&a| a != 0),
+        "{settled:?}"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fresh_master_gives_every_node_a_full_offline_timeout_from_its_election() {
     // The registry says all three are online: a previous master saw them.
     let world = FakeWorld::new(

@@ -38,6 +38,9 @@ pub type HeartbeatCall =
 pub trait HeartbeatTransport: Send + Sync + 'static {
     /// A link to the node at `addr`, made once per node and reused for every heartbeat.
     fn link(&self, addr: &str) -> Arc<dyn NodeLink>;
+    /// The node at `addr` is no longer heartbeated (gone from the registry, or this term
+    /// ended): whatever the transport keeps for it may go.
+    fn forget(&self, _addr: &str) {}
 }
 
 /// One node's end of the heartbeat.
@@ -69,6 +72,10 @@ impl HeartbeatTransport for GrpcTransport {
             })
             .map_err(|e| e.to_string());
         Arc::new(GrpcLink { client })
+    }
+
+    fn forget(&self, addr: &str) {
+        self.channels.forget(addr);
     }
 }
 
@@ -182,7 +189,10 @@ impl Heartbeater {
             seen.insert(id);
             match self.tasks.get(&id) {
                 Some((a, _)) if a == addr => continue,
-                Some((_, task)) => task.abort(),
+                Some((old, task)) => {
+                    task.abort();
+                    self.ctx.transport.forget(old);
+                }
                 None => {}
             }
             self.ctx.health.watch(id, addr, now, offline);
@@ -192,11 +202,13 @@ impl Heartbeater {
                 .insert(id, (addr.to_string(), task.abort_handle()));
         }
         let health = &self.ctx.health;
-        self.tasks.retain(|id, (_, task)| {
+        let transport = &self.ctx.transport;
+        self.tasks.retain(|id, (addr, task)| {
             let keep = seen.contains(id);
             if !keep {
                 task.abort();
                 health.forget(*id);
+                transport.forget(addr);
             }
             keep
         });
@@ -242,9 +254,11 @@ impl Heartbeater {
 }
 
 impl Drop for Heartbeater {
+    /// The term is over: no more heartbeats, and no idle connection kept to every node.
     fn drop(&mut self) {
-        for (_, task) in self.tasks.values() {
+        for (addr, task) in self.tasks.values() {
             task.abort();
+            self.ctx.transport.forget(addr);
         }
     }
 }
@@ -336,6 +350,47 @@ mod tests {
     use crate::clock::WallClock;
     use crate::ids::ids;
     use crate::master::testing::FakeNodes;
+
+    #[tokio::test]
+    async fn a_node_no_longer_heartbeated_and_an_ended_term_leave_no_channel_behind() {
+        let channels = PeerChannels::default();
+        let transport = GrpcTransport {
+            channels: channels.clone(),
+            auth: ClientAuth::new("c", "a-cluster-secret-of-enough-length").expect("auth"),
+        };
+        let cfg = HeartbeatConfig {
+            master_id: NodeId(1),
+            term: crate::Term(1),
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(20),
+            concurrency: 8,
+            master_addr: "127.0.0.1:1".into(),
+        };
+        let health = Arc::new(HealthTable::new(WallClock::at(0)));
+        let mut hb = Heartbeater::new(cfg, Arc::new(transport), health, Box::new(|_| (0, 0)));
+        // Nothing listens there: the heartbeats fail, the channels exist all the same.
+        hb.sync([
+            (NodeId(2), "127.0.0.1:9", false),
+            (NodeId(3), "127.0.0.1:10", false),
+        ]);
+        let until = |n: usize| {
+            let channels = channels.clone();
+            async move {
+                for _ in 0..500 {
+                    if channels.cached() == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                false
+            }
+        };
+        assert!(until(2).await, "{} channels", channels.cached());
+        hb.sync([(NodeId(2), "127.0.0.1:9", false)]);
+        assert_eq!(channels.cached(), 1, "node 3 is no longer heartbeated");
+        drop(hb);
+        assert_eq!(channels.cached(), 0, "the term ended");
+    }
 
     fn heartbeater(fake: &Arc<FakeNodes>, interval: Duration) -> Heartbeater {
         Heartbeater::new(

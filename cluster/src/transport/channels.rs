@@ -78,4 +78,21 @@ impl PeerChannels {
         cache.channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
+
+    /// Drops the cached channel to `addr`: its connection closes once the last clone handed
+    /// out is gone, and the next `get` makes a new one. A master forgets the nodes it no longer
+    /// heartbeats, so an ex-master does not keep thousands of idle connections pinging.
+    pub(crate) fn forget(&self, addr: &str) {
+        let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        cache.channels.remove(addr);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cached(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .channels
+            .len()
+    }
 }

@@ -3,7 +3,8 @@
 //! `cargo test -p herd-cluster --release --test scale_bench -- --ignored --nocapture`.
 //!
 //! The agents live in a child process (this test binary again, with `HERD_SCALE_SIM_CHILD=1`),
-//! on one runtime thread ("fake-agents"): one tonic `Agent` server bound to 0.0.0.0, each agent registered (ClusterApi `Join`, agent_only) at its own loopback
+//! on one runtime thread ("fake-agents"): one tonic `Agent` server bound to 0.0.0.0, each
+//! agent registered (ClusterApi `Join`, agent_only) at its own loopback
 //! address 127.0.x.y so the master holds one connection per agent; the server answers as the
 //! node a heartbeat names. When a heartbeat names a slice version above the one an agent holds,
 //! it fetches its slice from the master (`Slice`, bounded concurrency, a few shared channels)
@@ -13,7 +14,8 @@
 //! Phases: registration of N agents; deploy of apps totalling M instances (`PutApp`, placement
 //! by the master) until all are assigned and the master's runtime view reports all running;
 //! steady state (heartbeat RTT, voters' CPU = this process's CPU minus its join threads, the
-//! simulator's CPU from its own process, Raft log growth, RSS); leader kill (time until agents see a new master's heartbeat, agents marked
+//! simulator's CPU from its own process, Raft log growth, RSS); leader kill (time until agents
+//! see a new master's heartbeat, agents marked
 //! offline afterwards).
 //!
 //! Env: `HERD_SCALE_AGENTS` (10000), `HERD_SCALE_INSTANCES` (100000), `HERD_SCALE_APPS` (100),
@@ -232,7 +234,7 @@ struct SimProcess {
     _child: tokio::process::Child,
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize)]
 struct SimStats {
     answered: u64,
     fetches: u64,
@@ -275,18 +277,21 @@ impl SimProcess {
         }
     }
 
+    /// The simulator's counters now. A simulator that stopped answering ends the bench: zeros
+    /// in its place would read as agents that never heard a master.
     async fn stats(&self) -> SimStats {
         use tokio::io::AsyncWriteExt;
         let mut io = self.io.lock().await;
-        if io.0.write_all(b"stats\n").await.is_err() {
-            return SimStats::default();
-        }
-        while let Ok(Some(line)) = io.1.next_line().await {
+        io.0.write_all(b"stats\n")
+            .await
+            .expect("the simulator's stdin is closed: it ended");
+        loop {
+            let line = io.1.next_line().await.expect("the simulator's stdout");
+            let line = line.expect("the simulator ended without answering");
             if let Some(json) = line.strip_prefix("SIM_STATS ") {
                 return serde_json::from_str(json).expect("the simulator's stats");
             }
         }
-        SimStats::default()
     }
 
     /// utime + stime of the simulator process, in clock ticks.

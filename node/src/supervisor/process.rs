@@ -10,7 +10,6 @@ use super::spec::AppSpec;
 use super::vfork;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
